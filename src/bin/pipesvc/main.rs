@@ -1,0 +1,91 @@
+//! `pipesvc`: run the service, or talk to one.
+
+mod call;
+mod ping;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pipesvc::Endpoint;
+use tracing_subscriber::EnvFilter;
+
+/// Local IPC services over named pipes (Windows) and Unix domain sockets.
+#[derive(Parser, Debug)]
+#[command(name = "pipesvc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service: echoes every request and greets each client.
+    Serve(serve::ServeArgs),
+    /// Send MESSAGE as one request and print the response.
+    Call(call::CallArgs),
+    /// Measure round-trip times to a running service.
+    Ping(ping::PingArgs),
+}
+
+/// The endpoint option every command shares.
+#[derive(Args, Debug, Clone)]
+struct NameArg {
+    /// Endpoint name: a bare name (`\\.\pipe\NAME` on Windows, a socket in
+    /// a private per-user directory on Unix) or a full pipe name / socket path.
+    #[arg(long = "name", short = 'n', default_value = "pipesvc")]
+    name: String,
+}
+
+impl NameArg {
+    fn endpoint(&self) -> pipesvc::Result<Endpoint> {
+        self.name.parse()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&e),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Call(args) => call::run(args).await,
+            Command::Ping(args) => ping::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Logs go to stderr, so that stdout carries only results; `RUST_LOG`
+/// chooses what is shown (default: `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints an error with its chain of causes and returns a failing exit code.
+fn fail(err: &dyn std::error::Error) -> ExitCode {
+    let mut message = format!("error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Many errors already include their cause in their own message.
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    eprintln!("{message}");
+    ExitCode::FAILURE
+}

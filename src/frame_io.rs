@@ -1,0 +1,66 @@
+//! Frame I/O shared by the server and the client: the writer task.
+//!
+//! Each connection has one writer task that owns the write half. Everyone
+//! else (handlers, notifiers, the reader answering PINGs) queues frames on a
+//! bounded channel, so frames are never interleaved and a slow peer pushes
+//! back on the producers instead of growing a buffer.
+
+use std::io;
+
+use futures_util::SinkExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedWrite;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{DecodeError, Frame, FrameCodec};
+
+/// Frames that may wait in a connection's outbound queue.
+pub(crate) const OUTBOUND_QUEUE: usize = 128;
+
+/// Stop coalescing once this many bytes wait in the write buffer.
+const COALESCE_LIMIT: usize = 256 * 1024;
+
+/// Writes queued frames until `close` is cancelled (then drains what is
+/// already queued) or every sender is gone. Returns the writer, flushed and
+/// shut down, so the caller can reunite it with its read half.
+pub(crate) async fn write_frames<W>(
+    mut sink: FramedWrite<W, FrameCodec>,
+    mut queue: mpsc::Receiver<Frame>,
+    close: CancellationToken,
+) -> io::Result<W>
+where
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = queue.recv() => frame,
+            _ = close.cancelled() => {
+                queue.close();
+                queue.recv().await
+            }
+        };
+        let Some(frame) = frame else { break };
+        sink.feed(frame).await.map_err(into_io)?;
+        // Coalesce: whatever else is already queued goes out in the same write.
+        while sink.write_buffer().len() < COALESCE_LIMIT {
+            match queue.try_recv() {
+                Ok(frame) => sink.feed(frame).await.map_err(into_io)?,
+                Err(_) => break,
+            }
+        }
+        sink.flush().await.map_err(into_io)?;
+    }
+    sink.flush().await.map_err(into_io)?;
+    let mut writer = sink.into_inner();
+    writer.shutdown().await?;
+    Ok(writer)
+}
+
+fn into_io(err: DecodeError) -> io::Error {
+    match err {
+        DecodeError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidInput, other),
+    }
+}

@@ -1,0 +1,28 @@
+//! # pipesvc
+//!
+//! Local IPC services over Windows named pipes, with Tokio: a server loop
+//! that always has a pipe instance listening, a framed request/response
+//! protocol ([`PROTOCOL.md`](https://docs.rs/crate/pipesvc/latest/source/PROTOCOL.md)),
+//! and an async client that many tasks share. On Unix the same API runs
+//! over Unix domain sockets.
+//!
+//! - [`server`]: [`Server`] runs a [`Handler`](server::Handler) for each request.
+//! - [`client`]: [`Client`] sends requests and receives notifications.
+//! - [`protocol`]: the frame layout and its [`FrameCodec`](protocol::FrameCodec).
+//! - [`transport`]: raw byte streams, one module per platform.
+//! - [`Endpoint`]: one name that works on every platform.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod endpoint;
+pub mod error;
+mod frame_io;
+pub mod protocol;
+pub mod server;
+pub mod transport;
+
+pub use client::Client;
+pub use endpoint::Endpoint;
+pub use error::{Error, Result};
+pub use server::Server;

@@ -1,0 +1,127 @@
+//! What a service implements: the [`Handler`] trait and its error type.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use super::Context;
+use crate::protocol::ErrorCode;
+
+/// A service: answers requests, and may react to connections and
+/// client notifications.
+///
+/// Any `Fn(Bytes, Context) -> impl Future<Output = Result<Bytes, ServiceError>>`
+/// closure is a handler; implement the trait on a type to use the hooks.
+///
+/// ```
+/// use bytes::Bytes;
+/// use pipesvc::server::{Context, Handler, ServiceError};
+///
+/// struct Upper;
+///
+/// impl Handler for Upper {
+///     async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+///         Ok(request.to_ascii_uppercase().into())
+///     }
+///
+///     async fn on_connect(&self, ctx: Context) {
+///         let _ = ctx.notify("welcome").await;
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one REQUEST. Requests on one connection run concurrently, so
+    /// this may be called again before an earlier call has finished. A
+    /// panic is reported to the client as `handler failed` and the
+    /// connection carries on.
+    fn call(
+        &self,
+        request: Bytes,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Bytes, ServiceError>> + Send;
+
+    /// Runs once per connection after the handshake, before any request is
+    /// read; frames it sends reach the client before any response.
+    fn on_connect(&self, ctx: Context) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// Receives each NOTIFY the client sends. The connection reads no
+    /// further frames until it returns.
+    fn on_notify(&self, payload: Bytes, ctx: Context) -> impl Future<Output = ()> + Send {
+        let _ = (payload, ctx);
+        async {}
+    }
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Bytes, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, ServiceError>> + Send,
+{
+    fn call(
+        &self,
+        request: Bytes,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Bytes, ServiceError>> + Send {
+        self(request, ctx)
+    }
+}
+
+/// A failure a handler reports; the client receives it as an ERROR frame
+/// with the request's id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ServiceError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ServiceError {
+    /// An error with code `handler failed` (5).
+    pub fn new(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::HANDLER_FAILED,
+            message: message.into(),
+        }
+    }
+
+    /// An error with a service-defined code.
+    ///
+    /// # Panics
+    /// If `code` is below 1000: lower codes belong to the protocol.
+    pub fn with_code(code: u16, message: impl Into<String>) -> ServiceError {
+        assert!(
+            code >= ErrorCode::FIRST_SERVICE_CODE,
+            "service error codes start at {}",
+            ErrorCode::FIRST_SERVICE_CODE
+        );
+        ServiceError {
+            code: ErrorCode(code),
+            message: message.into(),
+        }
+    }
+
+    /// The code sent to the client.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message sent to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for ServiceError {
+    fn from(message: String) -> Self {
+        ServiceError::new(message)
+    }
+}
+
+impl From<&str> for ServiceError {
+    fn from(message: &str) -> Self {
+        ServiceError::new(message)
+    }
+}

@@ -1,0 +1,354 @@
+//! The server: accepts clients on an endpoint and runs a [`Handler`] for
+//! their requests, one task per connection.
+//!
+//! ```no_run
+//! # async fn run() -> pipesvc::Result<()> {
+//! use bytes::Bytes;
+//! use pipesvc::server::{Context, Server, ServiceError};
+//!
+//! let server = Server::builder("my_service".parse()?)
+//!     .handler(|request: Bytes, _ctx: Context| async move {
+//!         Ok::<_, ServiceError>(request)
+//!     })
+//!     .bind()?;
+//! server.serve_until(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+mod connection;
+mod context;
+mod handler;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use context::Context;
+pub use handler::{Handler, ServiceError};
+
+use crate::endpoint::Endpoint;
+use crate::error::Result;
+use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::transport::{Listener, ListenerOptions, PipeMode};
+
+/// Default limit on connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default limit on requests handled at once per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default time a client has to answer the server's HELLO.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time in-flight requests get to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Extra time, past the shutdown deadline, for connections to flush their
+/// last frames before their tasks are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Settings shared by every connection of one server.
+#[derive(Debug)]
+struct Config {
+    name: String,
+    max_frame_len: u32,
+    max_in_flight: usize,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Config {
+    fn max_payload(&self) -> usize {
+        self.max_frame_len as usize - HEADER_LEN
+    }
+}
+
+/// Builds a [`Server`]. Start with [`Server::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct ServerBuilder<H = ()> {
+    endpoint: Endpoint,
+    listener: ListenerOptions,
+    max_connections: usize,
+    config: Config,
+    handler: H,
+}
+
+impl<H> ServerBuilder<H> {
+    /// The service's handler.
+    pub fn handler<H2: Handler>(self, handler: H2) -> ServerBuilder<H2> {
+        ServerBuilder {
+            endpoint: self.endpoint,
+            listener: self.listener,
+            max_connections: self.max_connections,
+            config: self.config,
+            handler,
+        }
+    }
+
+    /// The name sent in HELLO (default `pipesvc`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Connections served at once (default 1024). A client over the limit
+    /// gets ERROR `overloaded` and is disconnected.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Largest `length` field accepted and sent (default 8 MiB, at least 6).
+    pub fn max_frame_len(mut self, max: u32) -> Self {
+        self.config.max_frame_len = max.max(HEADER_LEN as u32);
+        self
+    }
+
+    /// Requests handled at once per connection (default 64); past that the
+    /// server stops reading from the client until one finishes.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Time a client has to send its HELLO (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Time in-flight requests get to finish at shutdown (default 5 s);
+    /// the rest are answered with ERROR `shutting down`.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Pipe instances kept listening at once on Windows (default 4).
+    pub fn backlog(mut self, backlog: usize) -> Self {
+        self.listener.backlog = backlog.max(1);
+        self
+    }
+
+    /// Upper bound on pipe instances on Windows (default unlimited).
+    pub fn max_instances(mut self, max: u8) -> Self {
+        self.listener.max_instances = Some(max);
+        self
+    }
+
+    /// Byte (default) or message mode on Windows. The protocol's length
+    /// prefix works in both.
+    pub fn pipe_mode(mut self, mode: PipeMode) -> Self {
+        self.listener.pipe_mode = mode;
+        self
+    }
+}
+
+impl<H: Handler> ServerBuilder<H> {
+    /// Starts listening. Errors here (name in use, bad directory) are the
+    /// ones a service wants to report at start-up.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn bind(self) -> Result<Server<H>> {
+        let listener = Listener::bind(&self.endpoint, &self.listener)?;
+        tracing::info!(endpoint = %self.endpoint, "listening");
+        Ok(Server {
+            endpoint: self.endpoint,
+            listener,
+            connection_slots: Arc::new(Semaphore::new(self.max_connections)),
+            config: Arc::new(self.config),
+            handler: Arc::new(self.handler),
+            shared: Arc::new(Shared::default()),
+        })
+    }
+}
+
+/// A bound server. Run it with [`Server::serve`] or [`Server::serve_until`].
+#[derive(Debug)]
+pub struct Server<H> {
+    endpoint: Endpoint,
+    listener: Listener,
+    connection_slots: Arc<Semaphore>,
+    config: Arc<Config>,
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+}
+
+/// State every connection shares with the [`ServerHandle`]s.
+#[derive(Debug, Default)]
+struct Shared {
+    connections: Mutex<HashMap<u64, Context>>,
+    next_id: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Server<()> {
+    /// Starts building a server for `endpoint`.
+    pub fn builder(endpoint: Endpoint) -> ServerBuilder<()> {
+        ServerBuilder {
+            endpoint,
+            listener: ListenerOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            config: Config {
+                name: "pipesvc".into(),
+                max_frame_len: DEFAULT_MAX_FRAME_LEN,
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            },
+            handler: (),
+        }
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// The endpoint the server listens on.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// A handle to broadcast to clients or stop the server from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until [`ServerHandle::shutdown`] is called.
+    pub async fn serve(self) -> Result<()> {
+        self.serve_until(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes (or [`ServerHandle::shutdown`]),
+    /// then shuts down gracefully: stops accepting, sends GOODBYE to every
+    /// client, gives in-flight requests the shutdown timeout to finish,
+    /// answers the rest with ERROR `shutting down`, and closes.
+    pub async fn serve_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
+        let mut connections = JoinSet::new();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = self.shared.shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.spawn_connection(&mut connections, stream, peer),
+                    Err(e) => {
+                        // Such as running out of file descriptors: back off
+                        // instead of spinning, and keep serving.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(done) = connections.join_next(), if !connections.is_empty() => {
+                    log_connection_end(done);
+                }
+            }
+        }
+        self.shut_down(connections).await;
+        Ok(())
+    }
+
+    fn spawn_connection(
+        &self,
+        connections: &mut JoinSet<()>,
+        stream: crate::transport::ServerStream,
+        peer: crate::transport::PeerInfo,
+    ) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = tracing::info_span!("conn", id, pid = peer.pid, uid = peer.uid);
+        let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {
+            connections
+                .spawn(connection::refuse_overloaded(stream, self.config.clone()).instrument(span));
+            return;
+        };
+        let conn = connection::Connection {
+            id,
+            peer,
+            config: self.config.clone(),
+            handler: self.handler.clone(),
+            shared: self.shared.clone(),
+        };
+        connections.spawn(
+            async move {
+                conn.run(stream).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn shut_down(self, mut connections: JoinSet<()>) {
+        let Server {
+            listener,
+            shared,
+            config,
+            ..
+        } = self;
+        drop(listener); // no new clients from here on
+        shared.shutdown.cancel();
+        tracing::info!(open = connections.len(), "shutting down");
+        let all_closed = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(config.shutdown_timeout + SHUTDOWN_GRACE, all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = connections.len(),
+                "aborting connections that did not close in time"
+            );
+            connections.shutdown().await;
+        }
+    }
+}
+
+fn log_connection_end(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "connection task failed");
+    }
+}
+
+/// Controls a running server from elsewhere. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// Sends a NOTIFY to every connected client; returns how many got it.
+    /// Waits for clients whose outbound queue is full.
+    pub async fn broadcast(&self, payload: impl Into<Bytes>) -> usize {
+        let payload = payload.into();
+        let clients: Vec<Context> = lock(&self.shared.connections).values().cloned().collect();
+        let sends = clients
+            .iter()
+            .map(|ctx| ctx.send(Frame::notify(payload.clone())));
+        futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter(|sent| sent.is_ok())
+            .count()
+    }
+
+    /// Clients connected and past the handshake.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.shared.connections).len()
+    }
+
+    /// Starts a graceful shutdown; `serve` returns when it is complete.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the maps it guards stay consistent
+/// because no code panics while holding the lock.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

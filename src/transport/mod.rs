@@ -1,0 +1,187 @@
+//! Raw byte streams between a server and its clients, one module per platform.
+//!
+//! Windows uses named pipes with overlapped I/O through
+//! `tokio::net::windows::named_pipe`; Unix uses Unix domain sockets. Both
+//! offer the same interface: [`Listener::bind`], [`Listener::accept`],
+//! [`connect`] and [`flush_to_peer`]. Nothing here frames data: the seed's
+//! hello examples use this layer directly, the protocol layers sit on top.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
+
+/// Default number of pipe instances listening at once on Windows.
+pub const DEFAULT_BACKLOG: usize = 4;
+
+/// Default time a client keeps trying to connect.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How data is delimited on the pipe (Windows only; Unix sockets are streams).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PipeMode {
+    /// A byte stream, like the seed's `PIPE_TYPE_BYTE`.
+    #[default]
+    Byte,
+    /// Message mode: each write is read as one message.
+    Message,
+}
+
+/// How a server listens.
+#[derive(Clone, Debug)]
+pub struct ListenerOptions {
+    /// Pipe instances kept listening at once (Windows; at least 1). More
+    /// instances mean fewer `ERROR_PIPE_BUSY` retries in a burst of clients.
+    pub backlog: usize,
+    /// Upper bound on pipe instances, connected or not (Windows; 1 to 254,
+    /// `None` for unlimited).
+    pub max_instances: Option<u8>,
+    /// Byte or message mode (Windows).
+    pub pipe_mode: PipeMode,
+    /// The server only writes, like the seed's `PIPE_ACCESS_OUTBOUND`
+    /// (Windows; on Unix the socket is always two-way).
+    pub outbound_only: bool,
+    /// Permission bits of the socket file (Unix).
+    pub socket_mode: u32,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            backlog: DEFAULT_BACKLOG,
+            max_instances: None,
+            pipe_mode: PipeMode::Byte,
+            outbound_only: false,
+            socket_mode: 0o600,
+        }
+    }
+}
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// How long to keep retrying a busy or absent server.
+    pub timeout: Duration,
+    /// Open for reading only, like the seed's client (`GENERIC_READ`);
+    /// needed to connect to an outbound-only pipe (Windows).
+    pub read_only: bool,
+    /// Byte or message mode (Windows).
+    pub pipe_mode: PipeMode,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_only: false,
+            pipe_mode: PipeMode::Byte,
+        }
+    }
+}
+
+/// What the operating system tells about the process on the other end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's process id, when known.
+    pub pid: Option<u32>,
+    /// The peer's user id (Unix).
+    pub uid: Option<u32>,
+    /// The peer's group id (Unix).
+    pub gid: Option<u32>,
+}
+
+/// A connected client stream and how many retries it took to get it.
+#[derive(Debug)]
+pub struct Connected<S> {
+    /// The stream.
+    pub stream: S,
+    /// Connection attempts that found the server busy or absent before the
+    /// one that succeeded.
+    pub retries: u32,
+}
+
+/// First and largest pause between connection attempts.
+const FIRST_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Calls `attempt` until it succeeds, fails with an error `retryable` does
+/// not accept, or `timeout` runs out; the error names the endpoint.
+async fn retry_connect<S, F, Fut>(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    retryable: fn(&io::Error) -> bool,
+    mut attempt: F,
+) -> Result<Connected<S>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<S>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let err = match attempt().await {
+            Ok(stream) => {
+                return Ok(Connected {
+                    stream,
+                    retries: attempts - 1,
+                })
+            }
+            Err(err) => err,
+        };
+        let now = Instant::now();
+        if !retryable(&err) || now >= deadline {
+            return Err(Error::Connect {
+                endpoint: endpoint.to_string(),
+                timeout,
+                attempts,
+                source: explain_connect_error(err),
+            });
+        }
+        tokio::time::sleep(backoff.min(deadline - now)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Rewords the errors a user meets most, keeping the OS error as the cause.
+fn explain_connect_error(err: io::Error) -> io::Error {
+    let hint = match err.kind() {
+        io::ErrorKind::NotFound => "no server is listening (is the service running?)",
+        io::ErrorKind::ConnectionRefused => "no server is accepting connections",
+        _ if is_pipe_busy(&err) => "every pipe instance is busy",
+        _ => return err,
+    };
+    io::Error::new(err.kind(), format!("{hint}: {err}"))
+}
+
+#[cfg(windows)]
+fn is_pipe_busy(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(windows_sys::Win32::Foundation::ERROR_PIPE_BUSY as i32)
+}
+
+#[cfg(unix)]
+fn is_pipe_busy(_: &io::Error) -> bool {
+    false
+}
+
+fn bind_error(endpoint: &Endpoint, source: io::Error) -> Error {
+    Error::Bind {
+        endpoint: endpoint.to_string(),
+        source,
+    }
+}

@@ -1,0 +1,171 @@
+//! Unix domain sockets.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo};
+use crate::endpoint::Endpoint;
+use crate::error::Result;
+
+/// The server's end of a connection.
+pub type ServerStream = UnixStream;
+
+/// The client's end of a connection.
+pub type ClientStream = UnixStream;
+
+/// A listening socket. Dropping it removes the socket file, unless another
+/// server has replaced it since.
+#[derive(Debug)]
+pub struct Listener {
+    inner: UnixListener,
+    path: PathBuf,
+    /// Device and inode of the socket file we created.
+    identity: (u64, u64),
+}
+
+impl Listener {
+    /// Listens on `endpoint`, creating its private directory if needed and
+    /// replacing a stale socket left by a dead server.
+    ///
+    /// Fails, without touching the file, if a live server owns the socket
+    /// or if the path exists and is not a socket.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn bind(endpoint: &Endpoint, options: &ListenerOptions) -> Result<Listener> {
+        Self::bind_path(endpoint, options).map_err(|e| bind_error(endpoint, e))
+    }
+
+    fn bind_path(endpoint: &Endpoint, options: &ListenerOptions) -> io::Result<Listener> {
+        if let Some(dir) = endpoint.private_dir() {
+            ensure_private_dir(dir)?;
+        }
+        let path = endpoint.address();
+        remove_stale_socket(path)?;
+        let inner = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(options.socket_mode))?;
+        let meta = fs::symlink_metadata(path)?;
+        Ok(Listener {
+            inner,
+            path: path.to_owned(),
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Waits for the next client.
+    pub async fn accept(&mut self) -> io::Result<(ServerStream, PeerInfo)> {
+        let (stream, _) = self.inner.accept().await?;
+        let peer = match stream.peer_cred() {
+            Ok(cred) => PeerInfo {
+                pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+                uid: Some(cred.uid()),
+                gid: Some(cred.gid()),
+            },
+            Err(_) => PeerInfo::default(),
+        };
+        Ok((stream, peer))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.identity)
+            .unwrap_or(false);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates `dir` with mode 0700, or checks that the existing one is ours
+/// and private: a socket in a directory others can write to can be swapped.
+fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The parent is missing (an unusual XDG_RUNTIME_DIR): create it too.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must be a directory owned by uid {uid} with mode 0700 \
+                 (found owner {} and mode {:o}); fix or remove it",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes a socket file no server answers on; refuses anything else.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; refusing to delete it",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "already in use: another server is listening there",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing stale socket left by a dead server");
+            fs::remove_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Connects to `endpoint`, retrying while no server listens there
+/// (`ENOENT`, `ECONNREFUSED`) until `options.timeout` runs out.
+pub async fn connect(
+    endpoint: &Endpoint,
+    options: &ConnectOptions,
+) -> Result<Connected<ClientStream>> {
+    let path = endpoint.address();
+    retry_connect(endpoint, options.timeout, is_retryable, || {
+        UnixStream::connect(path)
+    })
+    .await
+}
+
+fn is_retryable(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Makes sure the peer gets everything written before the stream is
+/// dropped. On Unix, written data survives a close, so this only shuts down
+/// the write side, which the peer reads as end of stream.
+pub async fn flush_to_peer(stream: &mut ServerStream) -> io::Result<()> {
+    stream.shutdown().await
+}

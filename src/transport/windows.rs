@@ -1,0 +1,214 @@
+//! Windows named pipes, with overlapped I/O through Tokio.
+//!
+//! The listener keeps `backlog` instances waiting for clients at all times
+//! and creates a replacement before handing a connected instance out, so a
+//! client never finds the name missing while the server runs.
+
+use std::future::Future;
+use std::io;
+use std::os::windows::io::AsRawHandle;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::net::windows::named_pipe::{
+    ClientOptions, NamedPipeClient, NamedPipeServer, PipeMode as TokioPipeMode, ServerOptions,
+};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY, HANDLE,
+};
+
+use super::{
+    bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo, PipeMode,
+};
+use crate::endpoint::Endpoint;
+use crate::error::Result;
+
+/// The server's end of a connection.
+pub type ServerStream = NamedPipeServer;
+
+/// The client's end of a connection.
+pub type ClientStream = NamedPipeClient;
+
+type PendingConnect = Pin<Box<dyn Future<Output = (NamedPipeServer, io::Result<()>)> + Send>>;
+
+/// How long `accept` waits before retrying when no instance can be created
+/// (`max_instances` reached): an instance frees up only when a client leaves.
+const REFILL_RETRY: Duration = Duration::from_millis(10);
+
+/// A set of pipe instances waiting for clients.
+pub struct Listener {
+    name: std::ffi::OsString,
+    options: ListenerOptions,
+    waiting: FuturesUnordered<PendingConnect>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Creates the first instance with `first_pipe_instance(true)`, so that
+    /// binding fails if another process already owns the name, then fills
+    /// the backlog.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn bind(endpoint: &Endpoint, options: &ListenerOptions) -> Result<Listener> {
+        let mut listener = Listener {
+            name: endpoint.address().as_os_str().to_owned(),
+            options: options.clone(),
+            waiting: FuturesUnordered::new(),
+        };
+        let first = listener.create(true).map_err(|e| {
+            let e = if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "another process already owns this pipe name (it may be squatting \
+                         on it to impersonate the service): {e}"
+                    ),
+                )
+            } else {
+                e
+            };
+            bind_error(endpoint, e)
+        })?;
+        listener.wait_on(first);
+        listener.refill();
+        Ok(listener)
+    }
+
+    /// Waits for the next client. A replacement instance is created before
+    /// the connected one is returned.
+    pub async fn accept(&mut self) -> io::Result<(ServerStream, PeerInfo)> {
+        loop {
+            while self.waiting.is_empty() {
+                // Every instance is taken (max_instances): wait for one to free up.
+                tokio::time::sleep(REFILL_RETRY).await;
+                self.refill();
+            }
+            let (server, result) = self.waiting.next().await.expect("set is not empty");
+            self.refill();
+            match result {
+                Ok(()) => {
+                    let peer = peer_info(&server);
+                    return Ok((server, peer));
+                }
+                // A client that came and went before the connect completed.
+                Err(e) => tracing::debug!(error = %e, "pipe instance failed to connect"),
+            }
+        }
+    }
+
+    fn create(&self, first: bool) -> io::Result<NamedPipeServer> {
+        let mut options = ServerOptions::new();
+        options
+            .first_pipe_instance(first)
+            .reject_remote_clients(true)
+            .access_inbound(!self.options.outbound_only)
+            .access_outbound(true)
+            .pipe_mode(tokio_mode(self.options.pipe_mode));
+        if let Some(max) = self.options.max_instances {
+            options.max_instances(usize::from(max));
+        }
+        options.create(&self.name)
+    }
+
+    fn wait_on(&mut self, server: NamedPipeServer) {
+        self.waiting.push(Box::pin(async move {
+            let result = server.connect().await;
+            (server, result)
+        }));
+    }
+
+    /// Tops the set of waiting instances up to the backlog.
+    fn refill(&mut self) {
+        while self.waiting.len() < self.options.backlog.max(1) {
+            match self.create(false) {
+                Ok(server) => self.wait_on(server),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot create another pipe instance yet");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn tokio_mode(mode: PipeMode) -> TokioPipeMode {
+    match mode {
+        PipeMode::Byte => TokioPipeMode::Byte,
+        PipeMode::Message => TokioPipeMode::Message,
+    }
+}
+
+fn peer_info(server: &NamedPipeServer) -> PeerInfo {
+    let mut pid = 0u32;
+    // SAFETY: the handle is a valid pipe handle owned by `server`, and
+    // `pid` outlives the call.
+    let ok = unsafe {
+        windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId(
+            server.as_raw_handle() as HANDLE,
+            &mut pid,
+        )
+    };
+    PeerInfo {
+        pid: (ok != 0).then_some(pid),
+        uid: None,
+        gid: None,
+    }
+}
+
+/// Connects to `endpoint`, retrying `ERROR_PIPE_BUSY` (every instance
+/// taken) and `ERROR_FILE_NOT_FOUND` (no server, or one restarting) until
+/// `options.timeout` runs out.
+pub async fn connect(
+    endpoint: &Endpoint,
+    options: &ConnectOptions,
+) -> Result<Connected<ClientStream>> {
+    let mut client = ClientOptions::new();
+    client
+        .read(true)
+        .write(!options.read_only)
+        .pipe_mode(tokio_mode(options.pipe_mode));
+    let name = endpoint.address().as_os_str();
+    retry_connect(endpoint, options.timeout, is_retryable, || {
+        std::future::ready(client.open(name))
+    })
+    .await
+}
+
+fn is_retryable(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(code) if code == ERROR_PIPE_BUSY as i32 || code == ERROR_FILE_NOT_FOUND as i32
+    )
+}
+
+/// Waits until the client has read everything written, so that dropping
+/// the instance loses nothing (`FlushFileBuffers`, as Microsoft advises
+/// before closing a pipe).
+pub async fn flush_to_peer(stream: &mut ServerStream) -> io::Result<()> {
+    let handle = stream.as_raw_handle() as usize;
+    // SAFETY: `stream` stays borrowed until the blocking call returns, so the
+    // handle stays open for its whole duration (unless this future is
+    // dropped midway, which only makes the flush fail).
+    tokio::task::spawn_blocking(move || {
+        let ok =
+            unsafe { windows_sys::Win32::Storage::FileSystem::FlushFileBuffers(handle as HANDLE) };
+        // Read the error on the thread that made the call.
+        if ok == 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
+}
