@@ -2,21 +2,19 @@
 
 use std::io::Write;
 
+use crate::ClientArgs;
 use clap::Args;
-use pipesvc::Client;
-
-use crate::NameArg;
 
 #[derive(Args, Debug)]
 pub struct CallArgs {
     #[command(flatten)]
-    name: NameArg,
+    target: ClientArgs,
     /// The request payload (sent as UTF-8).
     message: String,
 }
 
 pub async fn run(args: CallArgs) -> pipesvc::Result<()> {
-    let client = Client::connect(&args.name.endpoint()?).await?;
+    let client = args.target.connect().await?;
     let response = client.request(args.message).await?;
     client.close().await;
     let mut stdout = std::io::stdout().lock();

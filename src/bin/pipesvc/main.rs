@@ -43,6 +43,33 @@ impl NameArg {
     }
 }
 
+/// Where and how a client command connects.
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    #[command(flatten)]
+    name: NameArg,
+    /// Seconds to keep retrying while the service is busy or not there yet.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    connect_timeout: f64,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> pipesvc::Result<pipesvc::Client> {
+        let mut options = pipesvc::client::ClientOptions::default();
+        options.connect.timeout = std::time::Duration::from_secs_f64(self.connect_timeout);
+        pipesvc::Client::connect_with(&self.name.endpoint()?, options).await
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

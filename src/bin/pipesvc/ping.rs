@@ -2,24 +2,21 @@
 
 use std::time::Duration;
 
+use crate::ClientArgs;
 use clap::Args;
-use pipesvc::Client;
-
-use crate::NameArg;
 
 #[derive(Args, Debug)]
 pub struct PingArgs {
     #[command(flatten)]
-    name: NameArg,
+    target: ClientArgs,
     /// How many PINGs to send, one after the other.
     #[arg(long, short = 'c', default_value_t = 4)]
     count: u32,
 }
 
 pub async fn run(args: PingArgs) -> pipesvc::Result<()> {
-    let endpoint = args.name.endpoint()?;
-    let client = Client::connect(&endpoint).await?;
-    println!("PING {} ({})", endpoint, client.server_name());
+    let client = args.target.connect().await?;
+    println!("PING {} ({})", client.endpoint(), client.server_name());
     let mut times = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
         let rtt = client.ping().await?;

@@ -1,0 +1,124 @@
+//! The `pipesvc` binary, run as a user would.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::unique_endpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
+
+/// `pipesvc serve`, waited for until it says it is listening.
+struct Service {
+    child: Child,
+    name: String,
+}
+
+impl Service {
+    fn start(test: &str) -> Service {
+        let name = unique_endpoint(test)
+            .address()
+            .to_string_lossy()
+            .into_owned();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--name", &name])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start pipesvc serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), format!("pipesvc listening on {name}"));
+        Service { child, name }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--name", &self.name])
+            .output()
+            .expect("run pipesvc")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn call_prints_the_echoed_message() {
+    let service = Service::start("cli-call");
+    assert_eq!(stdout(&service.run(&["call", "hello"])), "hello\n");
+    assert_eq!(
+        stdout(&service.run(&["call", "héllo wörld"])),
+        "héllo wörld\n"
+    );
+}
+
+#[test]
+fn ping_prints_round_trip_times() {
+    let service = Service::start("cli-ping");
+    let out = stdout(&service.run(&["ping", "--count", "3"]));
+    assert_eq!(out.matches("pong seq=").count(), 3, "{out}");
+    assert!(out.contains("3 pings: min"), "{out}");
+}
+
+#[test]
+fn call_without_a_service_fails_clearly() {
+    let name = unique_endpoint("cli-none")
+        .address()
+        .to_string_lossy()
+        .into_owned();
+    let output = Command::new(BIN)
+        .args(["call", "--name", &name, "--connect-timeout", "0.2", "hi"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("could not connect to") && err.contains(&name),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_service_on_the_same_name_is_refused() {
+    let service = Service::start("cli-twice");
+    let output = Command::new(BIN)
+        .args(["serve", "--name", &service.name])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_service_gracefully() {
+    let mut service = Service::start("cli-term");
+    let socket = std::path::PathBuf::from(&service.name);
+    assert!(socket.exists());
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(service.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = service.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "the socket file is removed on shutdown");
+}

@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use pipesvc::protocol::{
+    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
+};
+use pipesvc::transport::{self, ClientStream, ConnectOptions};
+use pipesvc::Endpoint;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// A guard against hangs: a test that exceeds it fails instead of hanging
+/// CI. It is never used to decide what a correct result is.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// An endpoint no other test (in this or any other test process) uses.
+pub fn unique_endpoint(test: &str) -> Endpoint {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("pipesvc-t{}-{test}-{n}", std::process::id());
+    Endpoint::new(&name).expect("valid test endpoint")
+}
+
+/// Runs `future` with [`HANG_GUARD`].
+pub async fn guard<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .expect("test hung: the hang guard expired")
+}
+
+/// A client that speaks the protocol frame by frame, as a client written in
+/// another language would from PROTOCOL.md alone.
+pub struct RawClient {
+    pub reader: FramedRead<ReadHalf<ClientStream>, FrameCodec>,
+    pub writer: FramedWrite<WriteHalf<ClientStream>, FrameCodec>,
+}
+
+impl RawClient {
+    /// Connects without any handshake.
+    pub async fn connect(endpoint: &Endpoint) -> RawClient {
+        let stream = transport::connect(endpoint, &ConnectOptions::default())
+            .await
+            .expect("connect")
+            .stream;
+        let (read, write) = tokio::io::split(stream);
+        // Generous limits: the tests decide what is sent and expected.
+        RawClient {
+            reader: FramedRead::new(read, FrameCodec::new(u32::MAX)),
+            writer: FramedWrite::new(write, FrameCodec::new(u32::MAX)),
+        }
+    }
+
+    /// Connects and completes the handshake; returns the server's HELLO.
+    pub async fn handshake(endpoint: &Endpoint) -> (RawClient, ServerHello) {
+        let mut client = RawClient::connect(endpoint).await;
+        let hello = client.recv().await.expect("server HELLO");
+        assert_eq!(hello.kind, Kind::Hello);
+        let hello = ServerHello::decode(&hello.payload).expect("valid server HELLO");
+        client
+            .send(Frame::new(
+                Kind::Hello,
+                0,
+                ClientHello { version: 1 }.encode(),
+            ))
+            .await;
+        (client, hello)
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        self.writer.send(frame).await.expect("send frame");
+    }
+
+    /// Writes bytes as they are, framed or not.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stream = self.writer.get_mut();
+        stream.write_all(bytes).await.expect("write raw bytes");
+        stream.flush().await.expect("flush");
+    }
+
+    /// The next frame, or `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        match self.reader.next().await {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(e)) => panic!("bad frame from server: {e}"),
+            None => None,
+        }
+    }
+
+    /// The next frame that is not a NOTIFY.
+    pub async fn recv_skipping_notify(&mut self) -> Option<Frame> {
+        loop {
+            let frame = self.recv().await?;
+            if frame.kind != Kind::Notify {
+                return Some(frame);
+            }
+        }
+    }
+
+    /// Expects an ERROR with `id` and `code`, then (for id 0) the close.
+    pub async fn expect_error(&mut self, id: u32, code: ErrorCode) -> String {
+        let frame = self.recv_skipping_notify().await.expect("an ERROR frame");
+        assert_eq!(frame.kind, Kind::Error, "expected ERROR, got {frame:?}");
+        assert_eq!(frame.id, id);
+        let error = ErrorPayload::decode(&frame.payload).expect("ERROR payload");
+        assert_eq!(error.code, code, "message: {}", error.message);
+        if id == 0 {
+            assert_eq!(
+                self.recv_skipping_notify().await,
+                None,
+                "connection closes after ERROR"
+            );
+        }
+        error.message
+    }
+}
+
+/// A payload unique to (`client`, `index`) of exactly `len` bytes.
+pub fn payload(client: u32, index: u32, len: usize) -> Bytes {
+    let fill = (client.wrapping_mul(31).wrapping_add(index) % 251) as u8;
+    let mut bytes = vec![fill; len];
+    let tag: Vec<u8> = [client.to_le_bytes(), index.to_le_bytes()].concat();
+    let n = tag.len().min(len);
+    bytes[..n].copy_from_slice(&tag[..n]);
+    Bytes::from(bytes)
+}

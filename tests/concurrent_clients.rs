@@ -1,0 +1,130 @@
+//! Many clients at once, each with many pipelined requests of distinct
+//! payloads from 0 bytes to 1 MiB; every response is checked.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{guard, payload, unique_endpoint, RawClient};
+use pipesvc::protocol::{Frame, Kind};
+use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::{Client, Endpoint};
+use tokio::sync::Barrier;
+
+const CLIENTS: u32 = 200;
+const REQUESTS: u32 = 100;
+const MIB: usize = 1 << 20;
+
+/// Request `index`'s size: 0 bytes first, 1 MiB last, sizes between spread
+/// from a few bytes to 64 KiB, and all different within one client.
+fn size(index: u32) -> usize {
+    match index {
+        0 => 0,
+        i if i == REQUESTS - 1 => MIB,
+        i => (1usize << (i % 17)) + i as usize,
+    }
+}
+
+fn echo_server(endpoint: &Endpoint) -> Server<impl pipesvc::server::Handler> {
+    Server::builder(endpoint.clone())
+        .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
+        .bind()
+        .expect("bind")
+}
+
+/// One client through the library's `Client`: ids are its business, so a
+/// mixed-up id shows as a wrong payload.
+async fn library_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>) {
+    let client = Client::connect(&endpoint).await.expect("connect");
+    start.wait().await;
+    let requests = (0..REQUESTS).map(|i| {
+        let client = client.clone();
+        async move {
+            let sent = payload(client_no, i, size(i));
+            let answer = client.request(sent.clone()).await.expect("response");
+            assert!(
+                answer == sent,
+                "client {client_no} request {i}: wrong payload"
+            );
+        }
+    });
+    futures_util::future::join_all(requests).await;
+    client.close().await;
+}
+
+/// One client speaking raw frames: checks each RESPONSE's id explicitly.
+async fn raw_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>) {
+    let (client, _) = RawClient::handshake(&endpoint).await;
+    let RawClient {
+        mut reader,
+        mut writer,
+    } = client;
+    start.wait().await;
+    // Ids deliberately not 1, 2, 3...: any u32 but 0 is valid.
+    let id = |i: u32| i.wrapping_mul(2_654_435_761).wrapping_add(client_no) | 1;
+    let expected: HashMap<u32, Bytes> = (0..REQUESTS)
+        .map(|i| (id(i), payload(client_no, i, size(i))))
+        .collect();
+    assert_eq!(expected.len(), REQUESTS as usize, "ids are distinct");
+    // Write and read at the same time: the server answers while we send.
+    let send_all = async {
+        use futures_util::SinkExt;
+        for i in 0..REQUESTS {
+            let frame = Frame::request(id(i), expected[&id(i)].clone());
+            writer.send(frame).await.expect("send");
+        }
+    };
+    let receive_all = async {
+        use futures_util::StreamExt;
+        let mut seen = HashMap::new();
+        while seen.len() < REQUESTS as usize {
+            let frame = reader.next().await.expect("open").expect("valid frame");
+            assert_eq!(frame.kind, Kind::Response, "client {client_no}: {frame:?}");
+            let want = expected
+                .get(&frame.id)
+                .expect("a response to a request we sent");
+            assert!(
+                frame.payload == *want,
+                "client {client_no}: payload of id {}",
+                frame.id
+            );
+            assert!(
+                seen.insert(frame.id, ()).is_none(),
+                "id {} answered twice",
+                frame.id
+            );
+        }
+    };
+    tokio::join!(send_all, receive_all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
+    let endpoint = unique_endpoint("many");
+    let server = echo_server(&endpoint);
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+
+    let start = Arc::new(Barrier::new(CLIENTS as usize));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (endpoint, start) = (endpoint.clone(), start.clone());
+            if n % 2 == 0 {
+                tokio::spawn(library_client(endpoint, n, start))
+            } else {
+                tokio::spawn(raw_client(endpoint, n, start))
+            }
+        })
+        .collect();
+    guard(async {
+        for client in clients {
+            client.await.expect("client task succeeded");
+        }
+    })
+    .await;
+
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+}

@@ -1,0 +1,367 @@
+//! What a server does for well-behaved and badly-behaved clients.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{guard, unique_endpoint, RawClient};
+use pipesvc::client::ClientOptions;
+use pipesvc::protocol::{ErrorCode, Frame, Kind};
+use pipesvc::server::{Context, Handler, Server, ServerHandle, ServiceError};
+use pipesvc::transport::ConnectOptions;
+use pipesvc::{Client, Endpoint, Error};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Echoes, fails on `fail`, panics on `panic`, greets on connect, and
+/// forwards client notifications to the test.
+struct TestService {
+    notes: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Handler for TestService {
+    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+        match &request[..] {
+            b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
+            b"panic" => panic!("asked to panic"),
+            _ => Ok(request),
+        }
+    }
+
+    async fn on_connect(&self, ctx: Context) {
+        ctx.notify("welcome").await.unwrap();
+    }
+
+    async fn on_notify(&self, payload: Bytes, _ctx: Context) {
+        let _ = self.notes.send(payload);
+    }
+}
+
+struct Running {
+    endpoint: Endpoint,
+    handle: ServerHandle,
+    serving: JoinHandle<pipesvc::Result<()>>,
+    notes: mpsc::UnboundedReceiver<Bytes>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.handle.shutdown();
+        guard(self.serving).await.unwrap().unwrap();
+    }
+}
+
+fn start(
+    test: &str,
+    configure: impl FnOnce(
+        pipesvc::server::ServerBuilder<TestService>,
+    ) -> pipesvc::server::ServerBuilder<TestService>,
+) -> Running {
+    let endpoint = unique_endpoint(test);
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let builder = Server::builder(endpoint.clone()).handler(TestService { notes: notes_tx });
+    let server = configure(builder).bind().expect("bind");
+    Running {
+        endpoint,
+        handle: server.handle(),
+        serving: tokio::spawn(server.serve()),
+        notes,
+    }
+}
+
+#[tokio::test]
+async fn requests_notifications_and_pings_work() {
+    let mut server = start("basics", |b| b.name("test-server"));
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    assert_eq!(client.server_name(), "test-server");
+    let mut notes = client.notifications().unwrap();
+    assert!(client.notifications().is_none(), "the stream is taken once");
+    assert_eq!(notes.recv().await.unwrap(), "welcome");
+
+    assert_eq!(client.request("abc").await.unwrap(), "abc");
+    assert_eq!(client.request(Bytes::new()).await.unwrap(), "");
+    client.ping().await.unwrap();
+
+    client.notify("from client").await.unwrap();
+    assert_eq!(server.notes.recv().await.unwrap(), "from client");
+
+    assert_eq!(server.handle.broadcast("to all").await, 1);
+    assert_eq!(notes.recv().await.unwrap(), "to all");
+    client.close().await;
+    assert!(client.request("late").await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn service_errors_and_panics_answer_that_request_only() {
+    let server = start("errors", |b| b);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    match client.request("fail").await {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, ErrorCode(1234));
+            assert_eq!(message, "asked to fail");
+        }
+        other => panic!("expected a service error, got {other:?}"),
+    }
+    let panicked = client.request("panic").await.unwrap_err();
+    assert_eq!(
+        panicked.code(),
+        Some(ErrorCode::HANDLER_FAILED),
+        "{panicked}"
+    );
+    // The connection carries on.
+    assert_eq!(client.request("still here").await.unwrap(), "still here");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_client() {
+    let server = start("broadcast", |b| b);
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let client = Client::connect(&server.endpoint).await.unwrap();
+        let mut notes = client.notifications().unwrap();
+        assert_eq!(notes.recv().await.unwrap(), "welcome");
+        clients.push((client, notes));
+    }
+    assert_eq!(server.handle.connection_count(), 5);
+    assert_eq!(server.handle.broadcast("news").await, 5);
+    for (_, notes) in &mut clients {
+        assert_eq!(notes.recv().await.unwrap(), "news");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_gets_an_error_and_others_carry_on() {
+    let server = start("oversized", |b| b.max_frame_len(1024));
+    let bystander = Client::connect(&server.endpoint).await.unwrap();
+
+    let (mut raw, hello) = RawClient::handshake(&server.endpoint).await;
+    assert_eq!(hello.max_frame_len, 1024);
+    raw.send_raw(&0xFFFF_FFFFu32.to_le_bytes()).await;
+    raw.expect_error(0, ErrorCode::FRAME_TOO_LARGE).await;
+
+    // The library client refuses locally, before sending anything.
+    let too_big = bystander.request(vec![0u8; 1024]).await.unwrap_err();
+    assert!(
+        matches!(
+            too_big,
+            Error::PayloadTooLarge {
+                len: 1024,
+                max: 1018
+            }
+        ),
+        "{too_big}"
+    );
+    assert_eq!(
+        bystander.request(vec![1u8; 1018]).await.unwrap().len(),
+        1018
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_get_their_documented_codes() {
+    let server = start("violations", |b| b);
+    let ep = &server.endpoint;
+
+    // A REQUEST before the client's HELLO.
+    let mut raw = RawClient::connect(ep).await;
+    assert_eq!(raw.recv().await.unwrap().kind, Kind::Hello);
+    raw.send(Frame::request(1, "too early")).await;
+    raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
+
+    // A HELLO with a version the server does not speak.
+    let mut raw = RawClient::connect(ep).await;
+    raw.recv().await.unwrap();
+    raw.send(Frame::new(Kind::Hello, 0, &b"PSVC\x02\x00"[..]))
+        .await;
+    raw.expect_error(0, ErrorCode::UNSUPPORTED_VERSION).await;
+
+    // A HELLO with the wrong magic.
+    let mut raw = RawClient::connect(ep).await;
+    raw.recv().await.unwrap();
+    raw.send(Frame::new(Kind::Hello, 0, &b"HTTP\x01\x00"[..]))
+        .await;
+    raw.expect_error(0, ErrorCode::MALFORMED_FRAME).await;
+
+    // Unknown kind, non-zero flags, a header shorter than 6 bytes.
+    for (bytes, code) in [
+        (
+            &[6, 0, 0, 0, 99, 0, 0, 0, 0, 0][..],
+            ErrorCode::UNKNOWN_KIND,
+        ),
+        (
+            &[6, 0, 0, 0, 2, 1, 0, 0, 0, 0][..],
+            ErrorCode::MALFORMED_FRAME,
+        ),
+        (&[2, 0, 0, 0, 2, 0][..], ErrorCode::MALFORMED_FRAME),
+    ] {
+        let (mut raw, _) = RawClient::handshake(ep).await;
+        raw.send_raw(bytes).await;
+        raw.expect_error(0, code).await;
+    }
+
+    // A RESPONSE sent by a client.
+    let (mut raw, _) = RawClient::handshake(ep).await;
+    raw.send(Frame::response(5, "not yours")).await;
+    raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
+
+    // PING answered with PONG, same id and payload.
+    let (mut raw, _) = RawClient::handshake(ep).await;
+    raw.send(Frame::new(Kind::Ping, 77, "tick")).await;
+    let pong = raw.recv_skipping_notify().await.unwrap();
+    assert_eq!(
+        (pong.kind, pong.id, &pong.payload[..]),
+        (Kind::Pong, 77, &b"tick"[..])
+    );
+
+    // The server is unharmed.
+    let client = Client::connect(ep).await.unwrap();
+    assert_eq!(client.request("ok").await.unwrap(), "ok");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_request_id_in_flight_is_refused() {
+    // A handler that holds requests until told, so the first stays in flight.
+    let endpoint = unique_endpoint("duplicate");
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let handler = {
+        let (release, started) = (release.clone(), started.clone());
+        move |request: Bytes, _ctx: Context| {
+            let (release, started, started_tx) =
+                (release.clone(), started.clone(), started_tx.clone());
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let _ = started_tx.send(());
+                release.notified().await;
+                Ok::<_, ServiceError>(request)
+            }
+        }
+    };
+    let server = Server::builder(endpoint.clone())
+        .handler(handler)
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    raw.send(Frame::request(9, "first")).await;
+    started_rx.recv().await.unwrap();
+    raw.send(Frame::request(9, "again")).await;
+    raw.expect_error(0, ErrorCode::DUPLICATE_ID).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "the duplicate never reached the handler"
+    );
+
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_over_the_connection_limit_is_told_overloaded() {
+    let server = start("limit", |b| b.max_connections(1));
+    let first = Client::connect(&server.endpoint).await.unwrap();
+    let refused = Client::connect(&server.endpoint).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::OVERLOADED), "{refused}");
+    assert_eq!(first.request("fine").await.unwrap(), "fine");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pending_requests_fail_at_once_when_the_connection_drops() {
+    let endpoint = unique_endpoint("drop");
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let handler = move |_request: Bytes, _ctx: Context| {
+        let started_tx = started_tx.clone();
+        async move {
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+            Ok::<_, ServiceError>(Bytes::new())
+        }
+    };
+    let server = Server::builder(endpoint.clone())
+        .handler(handler)
+        .bind()
+        .unwrap();
+    let serving = tokio::spawn(server.serve());
+    let client = Client::connect(&endpoint).await.unwrap();
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request("never answered").await })
+        })
+        .collect();
+    for _ in 0..3 {
+        started_rx.recv().await.unwrap();
+    }
+    // Kill the server outright: no GOODBYE, no answers.
+    serving.abort();
+    for request in requests {
+        let err = guard(request).await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+    }
+    assert!(client.is_closed());
+    assert!(matches!(
+        client.request("after").await,
+        Err(Error::ConnectionClosed(_))
+    ));
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_fails_with_the_endpoint_in_the_error() {
+    let endpoint = unique_endpoint("nobody");
+    let options = ClientOptions {
+        connect: ConnectOptions {
+            timeout: std::time::Duration::from_millis(50),
+            ..ConnectOptions::default()
+        },
+        ..ClientOptions::default()
+    };
+    let err = Client::connect_with(&endpoint, options).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Connect { .. }), "{text}");
+    assert!(text.contains(&endpoint.to_string()), "{text}");
+    assert!(text.contains("no server"), "{text}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_client_works_on_a_current_thread_runtime() {
+    let server = start("current-thread", |b| b);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    let answers = futures_util::future::join_all((0..50).map(|i| {
+        let client = client.clone();
+        async move { client.request(format!("n{i}")).await.unwrap() }
+    }))
+    .await;
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer, &format!("n{i}"));
+    }
+    client.close().await;
+    server.stop().await;
+}
+
+#[test]
+fn a_current_thread_client_talks_to_a_server_in_another_runtime() {
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let server = server_rt.block_on(async { start("other-runtime", |b| b) });
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async {
+        let client = Client::connect(&server.endpoint).await.unwrap();
+        assert_eq!(client.request("across").await.unwrap(), "across");
+        client.close().await;
+    });
+    server_rt.block_on(server.stop());
+}

@@ -1,0 +1,133 @@
+//! Graceful shutdown with clients connected and requests in flight.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{guard, unique_endpoint, RawClient};
+use pipesvc::protocol::{ErrorCode, Kind};
+use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::{Client, Error};
+use tokio::sync::{mpsc, Notify};
+
+/// A server whose handler reports each request it starts and then waits
+/// for `release` before echoing.
+fn held_server(
+    test: &str,
+    shutdown_timeout: Duration,
+) -> (
+    pipesvc::Endpoint,
+    Server<impl pipesvc::server::Handler>,
+    mpsc::UnboundedReceiver<()>,
+    Arc<Notify>,
+) {
+    let endpoint = unique_endpoint(test);
+    let release = Arc::new(Notify::new());
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let handler = {
+        let release = release.clone();
+        move |request: Bytes, _ctx: Context| {
+            let (release, started_tx) = (release.clone(), started_tx.clone());
+            async move {
+                let released = release.notified();
+                let _ = started_tx.send(());
+                released.await;
+                Ok::<_, ServiceError>(request)
+            }
+        }
+    };
+    let server = Server::builder(endpoint.clone())
+        .shutdown_timeout(shutdown_timeout)
+        .handler(handler)
+        .bind()
+        .unwrap();
+    (endpoint, server, started, release)
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_when_they_can() {
+    let (endpoint, server, mut started, release) = held_server("finish", Duration::from_secs(30));
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let client = Client::connect(&endpoint).await.unwrap();
+    let requests: Vec<_> = (0..4)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request(format!("r{i}")).await })
+        })
+        .collect();
+    for _ in 0..4 {
+        started.recv().await.unwrap();
+    }
+    handle.shutdown();
+    release.notify_waiters();
+    for (i, request) in requests.into_iter().enumerate() {
+        assert_eq!(guard(request).await.unwrap().unwrap(), format!("r{i}"));
+    }
+    guard(serving).await.unwrap().unwrap();
+    // The server is gone: new requests fail clearly, none hangs.
+    let err = guard(client.request("late")).await.unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+}
+
+#[tokio::test]
+async fn requests_past_the_deadline_are_answered_shutting_down() {
+    let (endpoint, server, mut started, _release) =
+        held_server("deadline", Duration::from_millis(50));
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let client = Client::connect(&endpoint).await.unwrap();
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request("stuck").await })
+        })
+        .collect();
+    for _ in 0..3 {
+        started.recv().await.unwrap();
+    }
+    handle.shutdown();
+    for request in requests {
+        let err = guard(request).await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::SHUTTING_DOWN), "{err}");
+    }
+    guard(serving).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn clients_are_told_goodbye_and_the_endpoint_is_released() {
+    let (endpoint, server, _started, _release) = held_server("goodbye", Duration::from_secs(5));
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    let idle = Client::connect(&endpoint).await.unwrap();
+
+    handle.shutdown();
+    let goodbye = guard(raw.recv()).await.expect("GOODBYE before the close");
+    assert_eq!(goodbye.kind, Kind::Goodbye);
+    assert_eq!(guard(raw.recv()).await, None, "then the connection closes");
+    guard(serving).await.unwrap().unwrap();
+    assert!(guard(idle.request("x")).await.is_err());
+
+    // The name is free again: a new server can bind it at once.
+    let again = Server::builder(endpoint.clone())
+        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .expect("rebind after shutdown");
+    drop(again);
+}
+
+#[tokio::test]
+async fn serve_until_stops_on_its_signal() {
+    let (endpoint, server, _started, _release) = held_server("signal", Duration::from_secs(5));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_until(async {
+        let _ = stop_rx.await;
+    }));
+    let client = Client::connect(&endpoint).await.unwrap();
+    client.ping().await.unwrap();
+    stop_tx.send(()).unwrap();
+    guard(serving).await.unwrap().unwrap();
+}
