@@ -1,9 +1,6 @@
-//! A custom service: echoes requests in upper case, counts them, and
-//! answers a client's NOTIFY with one of its own.
-//!
-//! ```text
-//! cargo run --example echo_service        # then: cargo run -- call --name echo_service hi
-//! ```
+//! A custom service: echoes requests in upper case, counts them, and answers
+//! a client's NOTIFY with one of its own. Run it with
+//! `cargo run --example echo_service`, then `cargo run -- call --name echo_service hi`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

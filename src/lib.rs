@@ -26,3 +26,8 @@ pub use client::Client;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
 pub use server::Server;
+
+// The README's Rust snippets compile as doc tests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
