@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::windows::io::AsRawHandle;
+use std::os::windows::io::{AsRawHandle, BorrowedHandle};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -115,6 +115,14 @@ impl Listener {
             .access_outbound(true)
             .pipe_mode(tokio_mode(self.options.pipe_mode));
         if let Some(max) = self.options.max_instances {
+            // Tokio panics above 254 (255 is PIPE_UNLIMITED_INSTANCES), and
+            // Windows rejects 0: report both as an error from `bind`.
+            if !(1..=254).contains(&max) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("max_instances must be 1 to 254, not {max}"),
+                ));
+            }
             options.max_instances(usize::from(max));
         }
         options.create(&self.name)
@@ -195,13 +203,18 @@ fn is_retryable(err: &io::Error) -> bool {
 /// the instance loses nothing (`FlushFileBuffers`, as Microsoft advises
 /// before closing a pipe).
 pub async fn flush_to_peer(stream: &mut ServerStream) -> io::Result<()> {
-    let handle = stream.as_raw_handle() as usize;
-    // SAFETY: `stream` stays borrowed until the blocking call returns, so the
-    // handle stays open for its whole duration (unless this future is
-    // dropped midway, which only makes the flush fail).
+    // The blocking call gets its own duplicate of the handle, so it stays
+    // valid even if this future is dropped while the call is running.
+    // SAFETY: the raw handle is open, owned by `stream`, for this borrow.
+    let handle =
+        unsafe { BorrowedHandle::borrow_raw(stream.as_raw_handle()) }.try_clone_to_owned()?;
     tokio::task::spawn_blocking(move || {
-        let ok =
-            unsafe { windows_sys::Win32::Storage::FileSystem::FlushFileBuffers(handle as HANDLE) };
+        // SAFETY: `handle` is an open pipe handle owned by this closure.
+        let ok = unsafe {
+            windows_sys::Win32::Storage::FileSystem::FlushFileBuffers(
+                handle.as_raw_handle() as HANDLE
+            )
+        };
         // Read the error on the thread that made the call.
         if ok == 0 {
             Err(io::Error::last_os_error())
