@@ -37,7 +37,7 @@ use crate::protocol::{
     ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
     DEFAULT_MAX_FRAME_LEN, HEADER_LEN, PROTOCOL_VERSION,
 };
-use crate::transport::{self, ClientStream, ConnectOptions};
+use crate::transport::{self, ClientStream, ConnectOptions, ConnectStats};
 use pending::Pending;
 use reader::{read_frames, Routes};
 
@@ -86,7 +86,7 @@ pub struct Client {
 struct Inner {
     endpoint: Endpoint,
     server: ServerHello,
-    retries: u32,
+    connect_stats: ConnectStats,
     outbound: mpsc::Sender<Frame>,
     pending: Arc<Pending>,
     notifications: Mutex<Option<mpsc::Receiver<Bytes>>>,
@@ -135,12 +135,12 @@ impl Client {
         sink.send(Frame::new(Kind::Hello, 0, hello.encode()))
             .await
             .map_err(into_error)?;
-        tracing::debug!(server = %server.server_name, retries = connected.retries, "connected");
+        tracing::debug!(server = %server.server_name, stats = ?connected.stats, "connected");
         Ok(Client::start(
             endpoint,
             options,
             server,
-            connected.retries,
+            connected.stats,
             reader,
             sink,
         ))
@@ -150,7 +150,7 @@ impl Client {
         endpoint: &Endpoint,
         options: ClientOptions,
         server: ServerHello,
-        retries: u32,
+        connect_stats: ConnectStats,
         reader: FramedRead<ReadHalf<ClientStream>, FrameCodec>,
         sink: FramedWrite<WriteHalf<ClientStream>, FrameCodec>,
     ) -> Client {
@@ -178,7 +178,7 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoint: endpoint.clone(),
                 server,
-                retries,
+                connect_stats,
                 outbound,
                 pending,
                 notifications: Mutex::new(Some(notify_rx)),
@@ -264,10 +264,10 @@ impl Client {
         &self.inner.endpoint
     }
 
-    /// How many connection attempts found the server busy or absent before
+    /// The connection attempts that found the server busy or absent before
     /// this connection was made.
-    pub fn connect_retries(&self) -> u32 {
-        self.inner.retries
+    pub fn connect_stats(&self) -> ConnectStats {
+        self.inner.connect_stats
     }
 
     /// Notifications dropped because the notification buffer was full.

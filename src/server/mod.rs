@@ -69,7 +69,6 @@ impl Config {
 }
 
 /// Builds a [`Server`]. Start with [`Server::builder`].
-#[derive(Debug)]
 #[must_use]
 pub struct ServerBuilder<H = ()> {
     endpoint: Endpoint,
@@ -171,7 +170,6 @@ impl<H: Handler> ServerBuilder<H> {
 }
 
 /// A bound server. Run it with [`Server::serve`] or [`Server::serve_until`].
-#[derive(Debug)]
 pub struct Server<H> {
     endpoint: Endpoint,
     listener: Listener,
@@ -179,6 +177,28 @@ pub struct Server<H> {
     config: Arc<Config>,
     handler: Arc<H>,
     shared: Arc<Shared>,
+}
+
+// Handlers need not be `Debug` (closures are not): show everything else.
+impl<H> std::fmt::Debug for ServerBuilder<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("endpoint", &self.endpoint)
+            .field("listener", &self.listener)
+            .field("max_connections", &self.max_connections)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("endpoint", &self.endpoint)
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// State every connection shares with the [`ServerHandle`]s.

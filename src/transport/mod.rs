@@ -104,14 +104,31 @@ pub struct PeerInfo {
     pub gid: Option<u32>,
 }
 
-/// A connected client stream and how many retries it took to get it.
+/// A connected client stream and what it took to get it.
 #[derive(Debug)]
 pub struct Connected<S> {
     /// The stream.
     pub stream: S,
-    /// Connection attempts that found the server busy or absent before the
-    /// one that succeeded.
-    pub retries: u32,
+    /// The failed attempts before the one that succeeded.
+    pub stats: ConnectStats,
+}
+
+/// Failed connection attempts, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectStats {
+    /// Every instance was taken (Windows `ERROR_PIPE_BUSY`; Unix `EAGAIN`,
+    /// the listen queue was full).
+    pub busy_retries: u32,
+    /// Nothing was listening (Windows `ERROR_FILE_NOT_FOUND`; Unix `ENOENT`
+    /// or `ECONNREFUSED`), as while a server starts or restarts.
+    pub absent_retries: u32,
+}
+
+/// Why a connection attempt may be worth repeating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    Busy,
+    Absent,
 }
 
 /// First and largest pause between connection attempts.
@@ -123,7 +140,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(50);
 async fn retry_connect<S, F, Fut>(
     endpoint: &Endpoint,
     timeout: Duration,
-    retryable: fn(&io::Error) -> bool,
+    retryable: fn(&io::Error) -> Option<Retry>,
     mut attempt: F,
 ) -> Result<Connected<S>>
 where
@@ -132,26 +149,25 @@ where
 {
     let deadline = Instant::now() + timeout;
     let mut backoff = FIRST_BACKOFF;
-    let mut attempts = 0;
+    let mut stats = ConnectStats::default();
     loop {
-        attempts += 1;
         let err = match attempt().await {
-            Ok(stream) => {
-                return Ok(Connected {
-                    stream,
-                    retries: attempts - 1,
-                })
-            }
+            Ok(stream) => return Ok(Connected { stream, stats }),
             Err(err) => err,
         };
         let now = Instant::now();
-        if !retryable(&err) || now >= deadline {
+        let retry = retryable(&err).filter(|_| now < deadline);
+        let Some(retry) = retry else {
             return Err(Error::Connect {
                 endpoint: endpoint.to_string(),
                 timeout,
-                attempts,
-                source: explain_connect_error(err),
+                attempts: stats.busy_retries + stats.absent_retries + 1,
+                source: explain_connect_error(err, retryable),
             });
+        };
+        match retry {
+            Retry::Busy => stats.busy_retries += 1,
+            Retry::Absent => stats.absent_retries += 1,
         }
         tokio::time::sleep(backoff.min(deadline - now)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -159,24 +175,13 @@ where
 }
 
 /// Rewords the errors a user meets most, keeping the OS error as the cause.
-fn explain_connect_error(err: io::Error) -> io::Error {
-    let hint = match err.kind() {
-        io::ErrorKind::NotFound => "no server is listening (is the service running?)",
-        io::ErrorKind::ConnectionRefused => "no server is accepting connections",
-        _ if is_pipe_busy(&err) => "every pipe instance is busy",
-        _ => return err,
+fn explain_connect_error(err: io::Error, retryable: fn(&io::Error) -> Option<Retry>) -> io::Error {
+    let hint = match retryable(&err) {
+        Some(Retry::Absent) => "no server is listening (is the service running?)",
+        Some(Retry::Busy) => "the server is busy: every pipe instance is taken",
+        None => return err,
     };
     io::Error::new(err.kind(), format!("{hint}: {err}"))
-}
-
-#[cfg(windows)]
-fn is_pipe_busy(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(windows_sys::Win32::Foundation::ERROR_PIPE_BUSY as i32)
-}
-
-#[cfg(unix)]
-fn is_pipe_busy(_: &io::Error) -> bool {
-    false
 }
 
 fn bind_error(endpoint: &Endpoint, source: io::Error) -> Error {

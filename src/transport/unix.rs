@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo};
+use super::{
+    bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo, Retry,
+};
 use crate::endpoint::Endpoint;
 use crate::error::Result;
 
@@ -144,7 +146,8 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 /// Connects to `endpoint`, retrying while no server listens there
-/// (`ENOENT`, `ECONNREFUSED`) until `options.timeout` runs out.
+/// (`ENOENT`, `ECONNREFUSED`) or its listen queue is full (`EAGAIN`) until
+/// `options.timeout` runs out.
 pub async fn connect(
     endpoint: &Endpoint,
     options: &ConnectOptions,
@@ -156,11 +159,12 @@ pub async fn connect(
     .await
 }
 
-fn is_retryable(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-    )
+fn is_retryable(err: &io::Error) -> Option<Retry> {
+    match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Some(Retry::Absent),
+        io::ErrorKind::WouldBlock => Some(Retry::Busy),
+        _ => None,
+    }
 }
 
 /// Makes sure the peer gets everything written before the stream is

@@ -20,6 +20,7 @@ use windows_sys::Win32::Foundation::{
 
 use super::{
     bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo, PipeMode,
+    Retry,
 };
 use crate::endpoint::Endpoint;
 use crate::error::Result;
@@ -192,11 +193,12 @@ pub async fn connect(
     .await
 }
 
-fn is_retryable(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(code) if code == ERROR_PIPE_BUSY as i32 || code == ERROR_FILE_NOT_FOUND as i32
-    )
+fn is_retryable(err: &io::Error) -> Option<Retry> {
+    match err.raw_os_error()? {
+        code if code == ERROR_PIPE_BUSY as i32 => Some(Retry::Busy),
+        code if code == ERROR_FILE_NOT_FOUND as i32 => Some(Retry::Absent),
+        _ => None,
+    }
 }
 
 /// Waits until the client has read everything written, so that dropping
