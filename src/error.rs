@@ -17,6 +17,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A setting cannot work; the message names it and says why.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The server could not start listening on its endpoint.
     #[error("cannot listen on {endpoint}: {source}")]
     Bind {

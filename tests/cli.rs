@@ -51,6 +51,17 @@ impl Drop for Service {
     }
 }
 
+/// Runs `pipesvc ARGS`, expects it to fail, and returns its stderr.
+fn failure(args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run pipesvc");
+    assert!(!output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn stdout(output: &Output) -> String {
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout.clone()).unwrap()
@@ -80,13 +91,7 @@ fn call_without_a_service_fails_clearly() {
         .address()
         .to_string_lossy()
         .into_owned();
-    let output = Command::new(BIN)
-        .args(["call", "--name", &name, "--connect-timeout", "0.2", "hi"])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = failure(&["call", "--name", &name, "--connect-timeout", "0.2", "hi"]);
     assert!(
         err.contains("could not connect to") && err.contains(&name),
         "{err}"
@@ -104,13 +109,7 @@ fn a_second_service_on_the_same_name_is_refused() {
         return;
     }
     let service = Service::start("cli-twice");
-    let output = Command::new(BIN)
-        .args(["serve", "--name", &service.name])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = failure(&["serve", "--name", &service.name]);
     assert!(
         err.contains("cannot listen on") && err.contains("in use"),
         "{err}"

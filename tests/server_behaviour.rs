@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient};
+use common::{guard, spawn_requests, unique_endpoint, RawClient};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
 use pipesvc::server::{Context, Handler, Server, ServerHandle, ServiceError};
@@ -164,6 +164,30 @@ async fn oversized_frame_gets_an_error_and_others_carry_on() {
 }
 
 #[tokio::test]
+async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
+    let endpoint = unique_endpoint("tiny-limit");
+    let builder = |max| {
+        Server::builder(endpoint.clone())
+            .name("pipesvc")
+            .max_frame_len(max)
+            .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+    };
+    let err = builder(22).bind().unwrap_err().to_string();
+    assert!(
+        err.contains("max_frame_len 22 is too small") && err.contains("23"),
+        "{err}"
+    );
+    // The smallest limit that fits works end to end.
+    let server = builder(23).bind().unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let client = Client::connect(&endpoint).await.unwrap();
+    assert_eq!(client.request("").await.unwrap(), "");
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn protocol_violations_get_their_documented_codes() {
     let server = start("violations", |b| b);
     let ep = &server.endpoint;
@@ -295,12 +319,7 @@ async fn pending_requests_fail_at_once_when_the_connection_drops() {
         .unwrap();
     let serving = tokio::spawn(server.serve());
     let client = Client::connect(&endpoint).await.unwrap();
-    let requests: Vec<_> = (0..3)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.request("never answered").await })
-        })
-        .collect();
+    let requests = spawn_requests(&client, ["never answered"; 3]);
     for _ in 0..3 {
         started_rx.recv().await.unwrap();
     }

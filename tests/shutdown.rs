@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient};
+use common::{guard, spawn_requests, unique_endpoint, RawClient};
 use pipesvc::protocol::{ErrorCode, Kind};
 use pipesvc::server::{Context, Server, ServiceError};
 use pipesvc::{Client, Error};
@@ -52,12 +52,7 @@ async fn in_flight_requests_finish_when_they_can() {
     let handle = server.handle();
     let serving = tokio::spawn(server.serve());
     let client = Client::connect(&endpoint).await.unwrap();
-    let requests: Vec<_> = (0..4)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.request(format!("r{i}")).await })
-        })
-        .collect();
+    let requests = spawn_requests(&client, (0..4).map(|i| format!("r{i}")));
     for _ in 0..4 {
         started.recv().await.unwrap();
     }
@@ -79,12 +74,7 @@ async fn requests_past_the_deadline_are_answered_shutting_down() {
     let handle = server.handle();
     let serving = tokio::spawn(server.serve());
     let client = Client::connect(&endpoint).await.unwrap();
-    let requests: Vec<_> = (0..3)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.request("stuck").await })
-        })
-        .collect();
+    let requests = spawn_requests(&client, ["stuck"; 3]);
     for _ in 0..3 {
         started.recv().await.unwrap();
     }

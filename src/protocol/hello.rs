@@ -37,9 +37,14 @@ pub struct ServerHello {
 }
 
 impl ServerHello {
+    /// Payload bytes before the server name: magic, version, max frame length.
+    pub const fn fixed_len() -> usize {
+        10
+    }
+
     /// Encodes the payload.
     pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(10 + self.server_name.len());
+        let mut buf = BytesMut::with_capacity(Self::fixed_len() + self.server_name.len());
         buf.put_slice(&MAGIC);
         buf.put_u16_le(self.version);
         buf.put_u32_le(self.max_frame_len);

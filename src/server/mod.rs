@@ -35,8 +35,8 @@ pub use context::Context;
 pub use handler::{Handler, ServiceError};
 
 use crate::endpoint::Endpoint;
-use crate::error::Result;
-use crate::protocol::{Frame, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::protocol::{Frame, ServerHello, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{Listener, ListenerOptions, PipeMode};
 
 /// Default limit on connections served at once.
@@ -103,7 +103,8 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Largest `length` field accepted and sent (default 8 MiB, at least 6).
+    /// Largest `length` field accepted and sent (default 8 MiB). It must
+    /// hold the server's HELLO (16 bytes plus the name), or `bind` fails.
     pub fn max_frame_len(mut self, max: u32) -> Self {
         self.config.max_frame_len = max.max(HEADER_LEN as u32);
         self
@@ -156,6 +157,7 @@ impl<H: Handler> ServerBuilder<H> {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn bind(self) -> Result<Server<H>> {
+        self.check_hello_fits()?;
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
         tracing::info!(endpoint = %self.endpoint, "listening");
         Ok(Server {
@@ -166,6 +168,21 @@ impl<H: Handler> ServerBuilder<H> {
             handler: Arc::new(self.handler),
             shared: Arc::new(Shared::default()),
         })
+    }
+}
+
+impl<H> ServerBuilder<H> {
+    /// The server's own HELLO must fit in a frame, or no client could
+    /// ever connect.
+    fn check_hello_fits(&self) -> Result<()> {
+        let hello_len = HEADER_LEN + ServerHello::fixed_len() + self.config.name.len();
+        if hello_len > self.config.max_frame_len as usize {
+            return Err(Error::Config(format!(
+                "max_frame_len {} is too small: the server's HELLO (name {:?}) needs {hello_len}",
+                self.config.max_frame_len, self.config.name
+            )));
+        }
+        Ok(())
     }
 }
 

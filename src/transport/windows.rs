@@ -71,8 +71,8 @@ impl Listener {
                 io::Error::new(
                     e.kind(),
                     format!(
-                        "another process already owns this pipe name (it may be squatting \
-                         on it to impersonate the service): {e}"
+                        "already in use: another process already owns this pipe name (it \
+                         may be squatting on it to impersonate the service): {e}"
                     ),
                 )
             } else {

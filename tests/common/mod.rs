@@ -120,6 +120,25 @@ impl RawClient {
     }
 }
 
+/// Sends each payload as a request from a task of its own, so that they
+/// are all in flight at once.
+pub fn spawn_requests<I>(
+    client: &pipesvc::Client,
+    payloads: I,
+) -> Vec<tokio::task::JoinHandle<pipesvc::Result<Bytes>>>
+where
+    I: IntoIterator,
+    I::Item: Into<Bytes>,
+{
+    payloads
+        .into_iter()
+        .map(|payload| {
+            let (client, payload) = (client.clone(), payload.into());
+            tokio::spawn(async move { client.request(payload).await })
+        })
+        .collect()
+}
+
 /// A payload unique to (`client`, `index`) of exactly `len` bytes.
 pub fn payload(client: u32, index: u32, len: usize) -> Bytes {
     let fill = (client.wrapping_mul(31).wrapping_add(index) % 251) as u8;
