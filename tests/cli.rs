@@ -51,15 +51,40 @@ impl Drop for Service {
     }
 }
 
-/// Runs `pipesvc ARGS`, expects it to fail, and returns its stderr.
+/// Runs `pipesvc ARGS`, expects it to fail, and returns its stderr. A
+/// command still running after the hang guard (a `serve` that was wrongly
+/// allowed to start) is killed and the test fails instead of hanging.
 fn failure(args: &[&str]) -> String {
-    let output = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "off")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run pipesvc");
-    assert!(!output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let mut stderr = child.stderr.take().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    // The pipe reaches end of file when the process exits.
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = done.send(text);
+    });
+    let Ok(text) = finished.recv_timeout(common::HANG_GUARD) else {
+        let _ = child.kill();
+        panic!(
+            "`pipesvc {}` was still running after {:?}",
+            args.join(" "),
+            common::HANG_GUARD
+        );
+    };
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "`pipesvc {}` succeeded: {text}",
+        args.join(" ")
+    );
+    text
 }
 
 fn stdout(output: &Output) -> String {
