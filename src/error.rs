@@ -40,6 +40,19 @@ pub enum Error {
         /// The last error seen.
         source: io::Error,
     },
+    /// The process serving the endpoint is not the one the client requires
+    /// (see `ClientOptions::expect_server_pid`).
+    #[error(
+        "refusing to talk to {endpoint}: its server process is {found}, expected pid {expected}"
+    )]
+    WrongServer {
+        /// The endpoint, as displayed.
+        endpoint: String,
+        /// The required process id.
+        expected: u32,
+        /// What was found: a pid, or why none could be read.
+        found: String,
+    },
     /// The peer broke the protocol, or answered the handshake with an error.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -37,7 +37,7 @@ use crate::protocol::{
     ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
     DEFAULT_MAX_FRAME_LEN, HEADER_LEN, PROTOCOL_VERSION,
 };
-use crate::transport::{self, ClientStream, ConnectOptions, ConnectStats};
+use crate::transport::{self, ClientStream, ConnectOptions, ConnectStats, PeerInfo};
 use pending::Pending;
 use reader::{read_frames, Routes};
 
@@ -59,6 +59,11 @@ pub struct ClientOptions {
     /// Notifications buffered until read (default 256); past that, new ones
     /// are dropped and counted rather than stalling responses.
     pub notification_buffer: usize,
+    /// Connect only if the server process has this id (read from the OS:
+    /// `GetNamedPipeServerProcessId` on Windows, `SO_PEERCRED` on Unix),
+    /// so that a process squatting on the name is not mistaken for the
+    /// service. Checked before anything is sent. Default: no check.
+    pub expect_server_pid: Option<u32>,
 }
 
 impl Default for ClientOptions {
@@ -68,6 +73,7 @@ impl Default for ClientOptions {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             notification_buffer: DEFAULT_NOTIFICATION_BUFFER,
+            expect_server_pid: None,
         }
     }
 }
@@ -86,6 +92,7 @@ pub struct Client {
 struct Inner {
     endpoint: Endpoint,
     server: ServerHello,
+    server_peer: PeerInfo,
     connect_stats: ConnectStats,
     outbound: mpsc::Sender<Frame>,
     pending: Arc<Pending>,
@@ -120,6 +127,8 @@ impl Client {
 
     async fn open(endpoint: &Endpoint, options: ClientOptions) -> Result<Client> {
         let connected = transport::connect(endpoint, &options.connect).await?;
+        check_server_pid(endpoint, options.expect_server_pid, &connected.server)?;
+        let server_peer = connected.server;
         let (read, write) = tokio::io::split(connected.stream);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
         let server =
@@ -136,21 +145,14 @@ impl Client {
             .await
             .map_err(into_error)?;
         tracing::debug!(server = %server.server_name, stats = ?connected.stats, "connected");
-        Ok(Client::start(
-            endpoint,
-            options,
-            server,
-            connected.stats,
-            reader,
-            sink,
-        ))
+        let identity = (server, server_peer, connected.stats);
+        Ok(Client::start(endpoint, options, identity, reader, sink))
     }
 
     fn start(
         endpoint: &Endpoint,
         options: ClientOptions,
-        server: ServerHello,
-        connect_stats: ConnectStats,
+        (server, server_peer, connect_stats): (ServerHello, PeerInfo, ConnectStats),
         reader: FramedRead<ReadHalf<ClientStream>, FrameCodec>,
         sink: FramedWrite<WriteHalf<ClientStream>, FrameCodec>,
     ) -> Client {
@@ -178,6 +180,7 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoint: endpoint.clone(),
                 server,
+                server_peer,
                 connect_stats,
                 outbound,
                 pending,
@@ -254,6 +257,12 @@ impl Client {
         &self.inner.server.server_name
     }
 
+    /// What the operating system says about the server process (its pid
+    /// on every platform; uid and gid on Unix).
+    pub fn server_peer(&self) -> &PeerInfo {
+        &self.inner.server_peer
+    }
+
     /// The largest `length` field the server accepts.
     pub fn server_max_frame_len(&self) -> u32 {
         self.inner.server.max_frame_len
@@ -312,6 +321,23 @@ impl Client {
     fn closed_error(&self) -> Error {
         let reason = self.inner.pending.closed_reason();
         Error::ConnectionClosed(reason.unwrap_or_else(|| "the connection is closed".into()))
+    }
+}
+
+/// Refuses a server process other than the expected one.
+fn check_server_pid(endpoint: &Endpoint, expected: Option<u32>, server: &PeerInfo) -> Result<()> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    match server.pid {
+        Some(pid) if pid == expected => Ok(()),
+        found => Err(Error::WrongServer {
+            endpoint: endpoint.to_string(),
+            expected,
+            found: found.map_or("unknown (the OS did not say)".into(), |pid| {
+                format!("pid {pid}")
+            }),
+        }),
     }
 }
 

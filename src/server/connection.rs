@@ -348,15 +348,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
         .unwrap_or("(non-string panic payload)")
 }
 
-/// Tells a client over the connection limit so, and closes.
-pub(super) async fn refuse_overloaded(stream: ServerStream, config: Arc<Config>) {
-    tracing::warn!("refusing connection: at the connection limit");
+/// Sends `refusal` (an ERROR with id 0) instead of HELLO, and closes.
+pub(super) async fn refuse(stream: ServerStream, config: Arc<Config>, refusal: Frame) {
     let mut sink = FramedWrite::new(stream, FrameCodec::new(config.max_frame_len));
-    let refusal = Frame::error(
-        0,
-        ErrorCode::OVERLOADED,
-        "the server is at its connection limit; try again later",
-    );
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
         sink.send(refusal).await?;
         flush_to_peer(sink.get_mut()).await.map_err(DecodeError::Io)

@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+mod access;
 mod connection;
 mod context;
 mod handler;
@@ -31,12 +32,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use access::AccessPolicy;
 pub use context::Context;
 pub use handler::{Handler, ServiceError};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::protocol::{Frame, ServerHello, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{ErrorCode, Frame, ServerHello, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{Listener, ListenerOptions, PipeMode};
 
 /// Default limit on connections served at once.
@@ -74,6 +76,7 @@ pub struct ServerBuilder<H = ()> {
     endpoint: Endpoint,
     listener: ListenerOptions,
     max_connections: usize,
+    access: AccessPolicy,
     config: Config,
     handler: H,
 }
@@ -85,6 +88,7 @@ impl<H> ServerBuilder<H> {
             endpoint: self.endpoint,
             listener: self.listener,
             max_connections: self.max_connections,
+            access: self.access,
             config: self.config,
             handler,
         }
@@ -148,6 +152,34 @@ impl<H> ServerBuilder<H> {
         self.listener.pipe_mode = mode;
         self
     }
+
+    /// Who may use the service once connected (default: the server's own
+    /// user and root). See [`AccessPolicy`].
+    pub fn access(mut self, policy: AccessPolicy) -> Self {
+        self.access = policy;
+        self
+    }
+
+    /// Permission bits of the socket file on Unix (default 0600).
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.listener.socket_mode = mode;
+        self
+    }
+
+    /// The security descriptor of every pipe instance on Windows, in SDDL
+    /// (default: full access for the creating user and SYSTEM only). An
+    /// invalid string makes `bind` fail.
+    pub fn security_descriptor(mut self, sddl: impl Into<String>) -> Self {
+        self.listener.security_descriptor = Some(sddl.into());
+        self
+    }
+
+    /// Whether clients on other machines are refused on Windows (default
+    /// `true`).
+    pub fn reject_remote_clients(mut self, reject: bool) -> Self {
+        self.listener.reject_remote_clients = reject;
+        self
+    }
 }
 
 impl<H: Handler> ServerBuilder<H> {
@@ -164,6 +196,7 @@ impl<H: Handler> ServerBuilder<H> {
             endpoint: self.endpoint,
             listener,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
+            access: self.access,
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
             shared: Arc::new(Shared::default()),
@@ -191,6 +224,7 @@ pub struct Server<H> {
     endpoint: Endpoint,
     listener: Listener,
     connection_slots: Arc<Semaphore>,
+    access: AccessPolicy,
     config: Arc<Config>,
     handler: Arc<H>,
     shared: Arc<Shared>,
@@ -203,6 +237,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("endpoint", &self.endpoint)
             .field("listener", &self.listener)
             .field("max_connections", &self.max_connections)
+            .field("access", &self.access)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -233,6 +268,7 @@ impl Server<()> {
             endpoint,
             listener: ListenerOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            access: AccessPolicy::default(),
             config: Config {
                 name: "pipesvc".into(),
                 max_frame_len: DEFAULT_MAX_FRAME_LEN,
@@ -300,9 +336,23 @@ impl<H: Handler> Server<H> {
     ) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let span = tracing::info_span!("conn", id, pid = peer.pid, uid = peer.uid);
+        if !self.access.permits(&peer) {
+            span.in_scope(|| {
+                tracing::warn!("refusing connection: not allowed by the access policy")
+            });
+            self.refuse(
+                connections,
+                stream,
+                span,
+                ErrorCode::NOT_ALLOWED,
+                "not allowed",
+            );
+            return;
+        }
         let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {
-            connections
-                .spawn(connection::refuse_overloaded(stream, self.config.clone()).instrument(span));
+            span.in_scope(|| tracing::warn!("refusing connection: at the connection limit"));
+            let why = "the server is at its connection limit; try again later";
+            self.refuse(connections, stream, span, ErrorCode::OVERLOADED, why);
             return;
         };
         let conn = connection::Connection {
@@ -319,6 +369,20 @@ impl<H: Handler> Server<H> {
             }
             .instrument(span),
         );
+    }
+
+    /// Answers a client with ERROR `code` instead of HELLO, and closes.
+    fn refuse(
+        &self,
+        connections: &mut JoinSet<()>,
+        stream: crate::transport::ServerStream,
+        span: tracing::Span,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        let refusal = Frame::error(0, code, message);
+        let config = self.config.clone();
+        connections.spawn(connection::refuse(stream, config, refusal).instrument(span));
     }
 
     async fn shut_down(self, mut connections: JoinSet<()>) {

@@ -55,8 +55,14 @@ pub struct ListenerOptions {
     /// The server only writes, like the seed's `PIPE_ACCESS_OUTBOUND`
     /// (Windows; on Unix the socket is always two-way).
     pub outbound_only: bool,
-    /// Permission bits of the socket file (Unix).
+    /// Permission bits of the socket file (Unix; default 0600).
     pub socket_mode: u32,
+    /// Security descriptor of every pipe instance, in SDDL (Windows).
+    /// `None` means pipesvc's default: full access for the creating user and
+    /// SYSTEM only.
+    pub security_descriptor: Option<String>,
+    /// Refuse clients on other machines (Windows; default `true`).
+    pub reject_remote_clients: bool,
 }
 
 impl Default for ListenerOptions {
@@ -67,6 +73,8 @@ impl Default for ListenerOptions {
             pipe_mode: PipeMode::Byte,
             outbound_only: false,
             socket_mode: 0o600,
+            security_descriptor: None,
+            reject_remote_clients: true,
         }
     }
 }
@@ -104,11 +112,13 @@ pub struct PeerInfo {
     pub gid: Option<u32>,
 }
 
-/// A connected client stream and what it took to get it.
+/// A connected client stream, who is on the other end, and what it took.
 #[derive(Debug)]
 pub struct Connected<S> {
     /// The stream.
     pub stream: S,
+    /// What the operating system says about the server process.
+    pub server: PeerInfo,
     /// The failed attempts before the one that succeeded.
     pub stats: ConnectStats,
 }
@@ -152,7 +162,13 @@ where
     let mut stats = ConnectStats::default();
     loop {
         let err = match attempt().await {
-            Ok(stream) => return Ok(Connected { stream, stats }),
+            Ok(stream) => {
+                return Ok(Connected {
+                    stream,
+                    server: PeerInfo::default(),
+                    stats,
+                })
+            }
             Err(err) => err,
         };
         let now = Instant::now();

@@ -62,14 +62,7 @@ impl Listener {
     /// Waits for the next client.
     pub async fn accept(&mut self) -> io::Result<(ServerStream, PeerInfo)> {
         let (stream, _) = self.inner.accept().await?;
-        let peer = match stream.peer_cred() {
-            Ok(cred) => PeerInfo {
-                pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
-                uid: Some(cred.uid()),
-                gid: Some(cred.gid()),
-            },
-            Err(_) => PeerInfo::default(),
-        };
+        let peer = peer_info(&stream);
         Ok((stream, peer))
     }
 }
@@ -153,10 +146,24 @@ pub async fn connect(
     options: &ConnectOptions,
 ) -> Result<Connected<ClientStream>> {
     let path = endpoint.address();
-    retry_connect(endpoint, options.timeout, is_retryable, || {
+    let mut connected = retry_connect(endpoint, options.timeout, is_retryable, || {
         UnixStream::connect(path)
     })
-    .await
+    .await?;
+    connected.server = peer_info(&connected.stream);
+    Ok(connected)
+}
+
+/// The credentials of the process on the other end of `stream`.
+fn peer_info(stream: &UnixStream) -> PeerInfo {
+    match stream.peer_cred() {
+        Ok(cred) => PeerInfo {
+            pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+            uid: Some(cred.uid()),
+            gid: Some(cred.gid()),
+        },
+        Err(_) => PeerInfo::default(),
+    }
 }
 
 fn is_retryable(err: &io::Error) -> Option<Retry> {

@@ -187,10 +187,29 @@ pub async fn connect(
         .write(!options.read_only)
         .pipe_mode(tokio_mode(options.pipe_mode));
     let name = endpoint.address().as_os_str();
-    retry_connect(endpoint, options.timeout, is_retryable, || {
+    let mut connected = retry_connect(endpoint, options.timeout, is_retryable, || {
         std::future::ready(client.open(name))
     })
-    .await
+    .await?;
+    connected.server = server_info(&connected.stream);
+    Ok(connected)
+}
+
+fn server_info(client: &NamedPipeClient) -> PeerInfo {
+    let mut pid = 0u32;
+    // SAFETY: the handle is a valid pipe handle owned by `client`, and
+    // `pid` outlives the call.
+    let ok = unsafe {
+        windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId(
+            client.as_raw_handle() as HANDLE,
+            &mut pid,
+        )
+    };
+    PeerInfo {
+        pid: (ok != 0).then_some(pid),
+        uid: None,
+        gid: None,
+    }
 }
 
 fn is_retryable(err: &io::Error) -> Option<Retry> {
