@@ -47,6 +47,28 @@ impl Endpoint {
         })
     }
 
+    /// A bare name in a private directory of your choosing (Unix): the
+    /// socket is `dir/NAME.sock`, and the server creates `dir` with mode
+    /// 0700, or refuses to start if it exists with looser permissions or
+    /// another owner. For services that keep their socket under, say,
+    /// `/run/myservice`.
+    #[cfg(unix)]
+    pub fn in_private_dir(name: &str, dir: impl AsRef<Path>) -> Result<Endpoint> {
+        let dir = dir.as_ref();
+        let endpoint = if dir.is_absolute() {
+            unix_endpoint(name, dir)
+        } else {
+            Err(format!(
+                "the private directory {} is not absolute",
+                dir.display()
+            ))
+        };
+        endpoint.map_err(|reason| Error::InvalidEndpoint {
+            name: name.to_owned(),
+            reason,
+        })
+    }
+
     /// The platform address: the full pipe name on Windows, the socket
     /// path on Unix.
     pub fn address(&self) -> &Path {

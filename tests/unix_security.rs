@@ -1,0 +1,273 @@
+//! Unix defaults: a private 0700 directory, a 0600 socket, and only the
+//! server's own user (and root) admitted by default, proved with a real
+//! second user when the tests run as root.
+#![cfg(unix)]
+
+mod common;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use common::{guard, unique_endpoint};
+use pipesvc::client::ClientOptions;
+use pipesvc::protocol::ErrorCode;
+use pipesvc::server::{AccessPolicy, Context, Server, ServerBuilder, ServiceError};
+use pipesvc::{Client, Endpoint, Error};
+
+/// The unprivileged user the tests borrow (`nobody` on Debian).
+const OTHER_UID: u32 = 65534;
+const OTHER_GID: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A fresh directory with `mode`, unique to this test run.
+fn scratch_dir(test: &str, mode: u32) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pipesvc-sec-{}-{test}-{n}", std::process::id()));
+    std::fs::DirBuilder::new().mode(mode).create(&dir).unwrap();
+    // The umask may have narrowed the mode: set it exactly.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
+async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    Ok(request)
+}
+
+fn bind_error(builder: ServerBuilder<impl pipesvc::server::Handler>) -> String {
+    match builder.bind() {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("bind should have failed"),
+    }
+}
+
+#[tokio::test]
+async fn a_private_directory_with_loose_permissions_is_refused() {
+    let dir = scratch_dir("loose", 0o755);
+    let endpoint = Endpoint::in_private_dir("svc", &dir).unwrap();
+    let err = bind_error(Server::builder(endpoint.clone()).handler(echo));
+    assert!(err.contains("mode 0700") && err.contains("755"), "{err}");
+    // Once private, it is accepted.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(Server::builder(endpoint).handler(echo).bind().unwrap());
+}
+
+#[tokio::test]
+async fn a_private_directory_owned_by_someone_else_is_refused() {
+    // As root, hand a fresh directory to another user; otherwise `/` is a
+    // directory that some other user (root) owns.
+    let dir = if is_root() {
+        let dir = scratch_dir("owner", 0o700);
+        std::os::unix::fs::chown(&dir, Some(OTHER_UID), Some(OTHER_GID)).unwrap();
+        dir
+    } else {
+        PathBuf::from("/")
+    };
+    let endpoint = Endpoint::in_private_dir("svc", &dir).unwrap();
+    let err = bind_error(Server::builder(endpoint).handler(echo));
+    assert!(err.contains("must be a directory owned by uid"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_private_directory_is_created_0700_and_the_socket_is_0600() {
+    let parent = scratch_dir("create", 0o755);
+    let dir = parent.join("run");
+    let endpoint = Endpoint::in_private_dir("svc", &dir).unwrap();
+    let _server = Server::builder(endpoint.clone())
+        .handler(echo)
+        .bind()
+        .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(endpoint.address()), 0o600);
+}
+
+#[tokio::test]
+async fn the_context_carries_the_peer_credentials() {
+    let endpoint = unique_endpoint("peer-cred");
+    let handler = |_request: Bytes, ctx: Context| async move {
+        let peer = ctx.peer();
+        Ok::<_, ServiceError>(Bytes::from(format!(
+            "{:?} {:?} {:?}",
+            peer.uid, peer.gid, peer.pid
+        )))
+    };
+    let server = Server::builder(endpoint.clone())
+        .handler(handler)
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let client = Client::connect(&endpoint).await.unwrap();
+    // SAFETY: plain getters without preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let expected = format!(
+        "{:?} {:?} {:?}",
+        Some(uid),
+        Some(gid),
+        Some(std::process::id())
+    );
+    assert_eq!(client.request("").await.unwrap(), expected);
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_client_can_require_the_server_process_id() {
+    let endpoint = unique_endpoint("server-pid");
+    let server = Server::builder(endpoint.clone())
+        .handler(echo)
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let with_pid = |pid| ClientOptions {
+        expect_server_pid: Some(pid),
+        ..ClientOptions::default()
+    };
+    let ours = std::process::id();
+    let client = Client::connect_with(&endpoint, with_pid(ours))
+        .await
+        .unwrap();
+    assert_eq!(client.server_peer().pid, Some(ours));
+    let err = Client::connect_with(&endpoint, with_pid(ours + 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongServer { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("expected pid {}", ours + 1)),
+        "{err}"
+    );
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+}
+
+/// `pipesvc call` as another user, from a copy of the binary that user can run.
+fn call_as_other_user(dir: &Path, socket: &Path) -> Output {
+    let bin = dir.join("pipesvc");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_pipesvc"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = socket.to_str().unwrap();
+    Command::new(&bin)
+        .args([
+            "call",
+            "--name",
+            socket,
+            "--connect-timeout",
+            "0.5",
+            "hello",
+        ])
+        .env("RUST_LOG", "off")
+        .current_dir(dir)
+        .uid(OTHER_UID)
+        .gid(OTHER_GID)
+        .output()
+        .expect("run pipesvc as another user")
+}
+
+/// Runs `serve` until `call` (run on a blocking thread) has finished.
+async fn serve_while<T: Send + 'static>(
+    builder: ServerBuilder<impl pipesvc::server::Handler>,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let server = builder.bind().unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let output = guard(tokio::task::spawn_blocking(call)).await.unwrap();
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused_by_default_and_admitted_once_allowed() {
+    if !is_root() {
+        // Only root can start a process as another user; prove the same
+        // refusal path with a policy that leaves out our own uid instead.
+        eprintln!("not root: checking the refusal with a policy that excludes this user");
+        let endpoint = unique_endpoint("policy");
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        let policy = AccessPolicy::custom(move |peer| peer.uid != Some(me));
+        let server = Server::builder(endpoint.clone())
+            .access(policy)
+            .handler(echo)
+            .bind()
+            .unwrap();
+        let handle = server.handle();
+        let serving = tokio::spawn(server.serve());
+        let err = Client::connect(&endpoint).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
+        handle.shutdown();
+        guard(serving).await.unwrap().unwrap();
+        return;
+    }
+    // A directory and socket the other user may reach, so that only the
+    // access policy stands in the way.
+    let dir = scratch_dir("other-user", 0o755);
+    let socket = dir.join("svc.sock");
+    let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+    let open_to_all = || {
+        Server::builder(endpoint.clone())
+            .socket_mode(0o666)
+            .handler(echo)
+    };
+
+    let (d, s) = (dir.clone(), socket.clone());
+    let refused = serve_while(open_to_all(), move || call_as_other_user(&d, &s)).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "uid {OTHER_UID} was served by default"
+    );
+    assert!(stderr.contains("not allowed"), "{stderr}");
+
+    let (d, s) = (dir.clone(), socket.clone());
+    let allowed = open_to_all().access(AccessPolicy::same_user().allow_uid(OTHER_UID));
+    let served = serve_while(allowed, move || call_as_other_user(&d, &s)).await;
+    let stdout = String::from_utf8_lossy(&served.stdout);
+    assert!(served.status.success(), "{served:?}");
+    assert_eq!(stdout, "hello\n");
+
+    let (d, s) = (dir.clone(), socket.clone());
+    let allowed = open_to_all().access(AccessPolicy::same_user().allow_gid(OTHER_GID));
+    let served = serve_while(allowed, move || call_as_other_user(&d, &s)).await;
+    assert!(served.status.success(), "allowed by group: {served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_socket_mode_keeps_another_user_out_even_if_the_policy_allows() {
+    let dir = scratch_dir("mode-0600", 0o755);
+    let socket = dir.join("svc.sock");
+    let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+    let builder = Server::builder(endpoint)
+        .access(AccessPolicy::anyone())
+        .handler(echo);
+    let (d, s) = (dir.clone(), socket.clone());
+    let outcome = serve_while(builder, move || {
+        let mode = std::fs::metadata(&s).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the socket's default mode");
+        // Only root can start a process as another user.
+        is_root().then(|| call_as_other_user(&d, &s))
+    })
+    .await;
+    if let Some(refused) = outcome {
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success(),
+            "uid {OTHER_UID} got through a 0600 socket"
+        );
+        assert!(stderr.contains("Permission denied"), "{stderr}");
+    }
+}
