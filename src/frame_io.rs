@@ -6,6 +6,7 @@
 //! back on the producers instead of growing a buffer.
 
 use std::io;
+use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -24,10 +25,15 @@ const COALESCE_LIMIT: usize = 256 * 1024;
 /// Writes queued frames until `close` is cancelled (then drains what is
 /// already queued) or every sender is gone. Returns the writer, flushed and
 /// shut down, so the caller can reunite it with its read half.
+///
+/// With a `write_timeout`, a batch of frames that the peer does not take
+/// within it fails with `TimedOut`: a peer that stops reading cannot hold
+/// the connection (and its queued frames) forever.
 pub(crate) async fn write_frames<W>(
     mut sink: FramedWrite<W, FrameCodec>,
     mut queue: mpsc::Receiver<Frame>,
     close: CancellationToken,
+    write_timeout: Option<Duration>,
 ) -> io::Result<W>
 where
     W: AsyncWrite + Unpin,
@@ -42,20 +48,45 @@ where
             }
         };
         let Some(frame) = frame else { break };
-        sink.feed(frame).await.map_err(into_io)?;
-        // Coalesce: whatever else is already queued goes out in the same write.
-        while sink.write_buffer().len() < COALESCE_LIMIT {
-            match queue.try_recv() {
-                Ok(frame) => sink.feed(frame).await.map_err(into_io)?,
-                Err(_) => break,
-            }
-        }
-        sink.flush().await.map_err(into_io)?;
+        within(write_timeout, write_batch(&mut sink, &mut queue, frame)).await?;
     }
-    sink.flush().await.map_err(into_io)?;
+    within(write_timeout, async { sink.flush().await.map_err(into_io) }).await?;
     let mut writer = sink.into_inner();
     writer.shutdown().await?;
     Ok(writer)
+}
+
+/// Writes `first` and, coalesced with it, whatever else is already queued.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    sink: &mut FramedWrite<W, FrameCodec>,
+    queue: &mut mpsc::Receiver<Frame>,
+    first: Frame,
+) -> io::Result<()> {
+    sink.feed(first).await.map_err(into_io)?;
+    while sink.write_buffer().len() < COALESCE_LIMIT {
+        match queue.try_recv() {
+            Ok(frame) => sink.feed(frame).await.map_err(into_io)?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await.map_err(into_io)
+}
+
+async fn within(
+    limit: Option<Duration>,
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    let Some(limit) = limit else {
+        return write.await;
+    };
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the peer did not read for {limit:?}"),
+            ))
+        })
 }
 
 fn into_io(err: DecodeError) -> io::Error {

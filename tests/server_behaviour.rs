@@ -229,10 +229,18 @@ async fn protocol_violations_get_their_documented_codes() {
         raw.expect_error(0, code).await;
     }
 
-    // A RESPONSE sent by a client.
+    // A RESPONSE or a GOODBYE sent by a client.
+    for frame in [Frame::response(5, "not yours"), Frame::goodbye("bye")] {
+        let (mut raw, _) = RawClient::handshake(ep).await;
+        raw.send(frame).await;
+        raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
+    }
+
+    // A frame cut off, then the client goes away.
     let (mut raw, _) = RawClient::handshake(ep).await;
-    raw.send(Frame::response(5, "not yours")).await;
-    raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
+    raw.send_raw(&[100, 0, 0, 0, 2, 0, 1, 0, 0, 0, b'x', b'y'])
+        .await;
+    drop(raw);
 
     // PING answered with PONG, same id and payload.
     let (mut raw, _) = RawClient::handshake(ep).await;
@@ -246,6 +254,85 @@ async fn protocol_violations_get_their_documented_codes() {
     // The server is unharmed.
     let client = Client::connect(ep).await.unwrap();
     assert_eq!(client.request("ok").await.unwrap(), "ok");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn random_garbage_gets_an_error_and_leaves_others_alone() {
+    // Garbage that happens to start a plausible frame leaves the server
+    // waiting for the rest: the idle timeout ends those connections.
+    let server = start("garbage", |b| {
+        b.max_frame_len(64 * 1024)
+            .idle_timeout(std::time::Duration::from_millis(100))
+    });
+    let bystander = Client::connect(&server.endpoint).await.unwrap();
+    // A fixed pseudo-random sequence per round (xorshift), so any failure
+    // can be replayed.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..50 {
+        let garbage: Vec<u8> = (0..256)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+        raw.send_raw(&garbage).await;
+        // Whatever the bytes decode to, the connection ends with an ERROR
+        // for the whole connection: a decoding problem, or `timed out`.
+        let mut last_error = None;
+        while let Some(frame) = guard(raw.recv()).await {
+            if frame.kind == Kind::Error && frame.id == 0 {
+                last_error = pipesvc::protocol::ErrorPayload::decode(&frame.payload);
+            }
+        }
+        let code = last_error.expect("an ERROR before the close").code;
+        assert!(code.0 <= 10, "round {round}: {code}");
+        assert_eq!(
+            bystander.request("fine").await.unwrap(),
+            "fine",
+            "round {round}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_by_the_idle_timeout() {
+    let server = start("idle", |b| {
+        b.idle_timeout(std::time::Duration::from_millis(50))
+    });
+    let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+    let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
+    assert!(message.contains("no frame for"), "{message}");
+    // A client with traffic is not idle.
+    let busy = Client::connect(&server.endpoint).await.unwrap();
+    assert_eq!(busy.request("x").await.unwrap(), "x");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
+    let server = start("no-reader", |b| {
+        b.write_timeout(std::time::Duration::from_millis(100))
+    });
+    let bystander = Client::connect(&server.endpoint).await.unwrap();
+    let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+    // Send requests and never read an answer. Once the answers fill the
+    // pipe, the server's writer stalls; past the write timeout the server
+    // drops the client, and only that makes a send here fail (it would hang
+    // if the server waited on: the in-flight limit stops it reading).
+    let mut sent = 0u32;
+    while guard(raw.try_send(Frame::request(sent + 1, vec![0u8; 1 << 20])))
+        .await
+        .is_ok()
+    {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    assert_eq!(bystander.request("fine").await.unwrap(), "fine");
     server.stop().await;
 }
 

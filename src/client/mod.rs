@@ -161,7 +161,9 @@ impl Client {
         let close = CancellationToken::new();
         let pending = Arc::new(Pending::default());
         let dropped_notifications = Arc::new(AtomicU64::new(0));
-        let writer = tokio::spawn(write_frames(sink, queue, close.clone()).in_current_span());
+        // No write timeout: a server that stops reading shows up as
+        // requests that are not answered, which the caller bounds.
+        let writer = tokio::spawn(write_frames(sink, queue, close.clone(), None).in_current_span());
         let routes = Routes {
             pending: pending.clone(),
             notifications: notify_tx,

@@ -54,7 +54,13 @@ impl<H: Handler> Connection<H> {
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let close = CancellationToken::new();
         let writer = tokio::spawn(
-            write_frames(FramedWrite::new(write, codec), queue, close.clone()).in_current_span(),
+            write_frames(
+                FramedWrite::new(write, codec),
+                queue,
+                close.clone(),
+                Some(self.config.write_timeout),
+            )
+            .in_current_span(),
         );
         let mut reader = FramedRead::new(read, codec);
         let ctx = Context::new(self.id, self.peer, outbound, self.config.max_payload());
@@ -153,6 +159,12 @@ impl<H: Handler> Connection<H> {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
                 _ = shutdown.cancelled() => break End::Shutdown,
+                // The writer gave up (write timeout, broken pipe).
+                _ = ctx.closed() => break End::PeerGone,
+                idle = in_flight.idle_for(self.config.idle_timeout) => break End::Protocol(
+                    ErrorCode::TIMED_OUT,
+                    format!("no frame for {idle:?} with no request in flight"),
+                ),
             };
             let frame = match frame {
                 None => break End::PeerClosed,
@@ -309,6 +321,20 @@ impl InFlight {
 
     fn abort(&mut self) {
         self.tasks.abort_all();
+    }
+
+    /// Completes once a whole `timeout` has passed with no request in
+    /// flight (checked every `timeout`); never without a timeout.
+    async fn idle_for(&self, timeout: Option<Duration>) -> Duration {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(timeout).await;
+            if lock(&self.ids).is_empty() {
+                return timeout;
+            }
+        }
     }
 }
 

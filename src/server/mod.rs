@@ -49,6 +49,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time in-flight requests get to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a client may leave queued frames unread before it is dropped.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
@@ -62,6 +64,8 @@ struct Config {
     max_in_flight: usize,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    write_timeout: Duration,
 }
 
 impl Config {
@@ -131,6 +135,23 @@ impl<H> ServerBuilder<H> {
     /// the rest are answered with ERROR `shutting down`.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection (ERROR `timed out`) that has sent no frame for
+    /// this long while none of its requests is in flight; it is noticed
+    /// between one and two times `timeout` after the last frame. Default:
+    /// off, since a GUI may rightly keep a quiet connection for hours.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Drops a client that leaves frames unread for this long (default
+    /// 30 s), so that a client that stops reading cannot pin the server's
+    /// memory.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
         self
     }
 
@@ -275,6 +296,8 @@ impl Server<()> {
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+                idle_timeout: None,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
             },
             handler: (),
         }

@@ -73,7 +73,12 @@ impl RawClient {
     }
 
     pub async fn send(&mut self, frame: Frame) {
-        self.writer.send(frame).await.expect("send frame");
+        self.try_send(frame).await.expect("send frame");
+    }
+
+    /// Sends a frame; an error means the server has closed the connection.
+    pub async fn try_send(&mut self, frame: Frame) -> Result<(), pipesvc::protocol::DecodeError> {
+        self.writer.send(frame).await
     }
 
     /// Writes bytes as they are, framed or not.
