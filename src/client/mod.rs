@@ -9,37 +9,27 @@
 //! # Ok(()) }
 //! ```
 
+mod connection;
 mod notifications;
 mod pending;
 mod reader;
 
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use notifications::Notifications;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::frame_io::{write_frames, OUTBOUND_QUEUE};
-use crate::protocol::{
-    ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
-    DEFAULT_MAX_FRAME_LEN, HEADER_LEN, PROTOCOL_VERSION,
-};
-use crate::transport::{self, ClientStream, ConnectOptions, ConnectStats, PeerInfo};
-use pending::Pending;
-use reader::{read_frames, Routes};
+use crate::protocol::{Kind, DEFAULT_MAX_FRAME_LEN};
+use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
+use connection::{Connection, NotificationSink};
 
 /// Default time the server has to send its HELLO.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +54,15 @@ pub struct ClientOptions {
     /// so that a process squatting on the name is not mistaken for the
     /// service. Checked before anything is sent. Default: no check.
     pub expect_server_pid: Option<u32>,
+    /// A request or ping not answered within this time fails with
+    /// [`Error::Timeout`]; its late answer is discarded. Default: none.
+    pub request_timeout: Option<Duration>,
+    /// When the connection is lost, the next call connects again (retrying
+    /// for up to `connect.timeout`), so that a client outlives a server
+    /// restart. Requests in flight when the connection died fail with
+    /// [`Error::ConnectionClosed`] and are never sent again, so no request
+    /// is ever answered twice. Default: off.
+    pub reconnect: bool,
 }
 
 impl Default for ClientOptions {
@@ -74,6 +73,8 @@ impl Default for ClientOptions {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             notification_buffer: DEFAULT_NOTIFICATION_BUFFER,
             expect_server_pid: None,
+            request_timeout: None,
+            reconnect: false,
         }
     }
 }
@@ -85,31 +86,23 @@ impl Default for ClientOptions {
 /// [`close`]: Client::close
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Inner {
+struct Shared {
     endpoint: Endpoint,
-    server: ServerHello,
-    server_peer: PeerInfo,
-    connect_stats: ConnectStats,
-    outbound: mpsc::Sender<Frame>,
-    pending: Arc<Pending>,
+    options: ClientOptions,
+    current: Mutex<Arc<Connection>>,
+    /// One reconnect at a time; the others wait and use its result.
+    reconnecting: tokio::sync::Mutex<()>,
     notifications: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    /// Kept only with `reconnect`, for the next connections; without it the
+    /// notification stream ends with the one connection.
+    sink: Mutex<Option<NotificationSink>>,
     dropped_notifications: Arc<AtomicU64>,
-    close: CancellationToken,
-    writer: Mutex<Option<JoinHandle<io::Result<WriteHalf<ClientStream>>>>>,
-    reader: JoinHandle<()>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The writer drains and shuts down; the read half goes with the
-        // reader, and with both halves gone the handle closes.
-        self.close.cancel();
-        self.reader.abort();
-    }
+    reconnects: AtomicU64,
+    closed: AtomicBool,
 }
 
 impl Client {
@@ -121,78 +114,29 @@ impl Client {
 
     /// Connects with `options`.
     pub async fn connect_with(endpoint: &Endpoint, options: ClientOptions) -> Result<Client> {
+        let (sender, receiver) = mpsc::channel(options.notification_buffer.max(1));
+        let sink = NotificationSink {
+            sender,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
         let span = tracing::debug_span!("client", endpoint = %endpoint);
-        Client::open(endpoint, options).instrument(span).await
-    }
-
-    async fn open(endpoint: &Endpoint, options: ClientOptions) -> Result<Client> {
-        let connected = transport::connect(endpoint, &options.connect).await?;
-        check_server_pid(endpoint, options.expect_server_pid, &connected.server)?;
-        let server_peer = connected.server;
-        let (read, write) = tokio::io::split(connected.stream);
-        let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
-        let server =
-            tokio::time::timeout(options.handshake_timeout, read_server_hello(&mut reader))
-                .await
-                .map_err(|_| {
-                    Error::Timeout(options.handshake_timeout, "waiting for the server's HELLO")
-                })??;
-        let mut sink = FramedWrite::new(write, FrameCodec::new(server.max_frame_len));
-        let hello = ClientHello {
-            version: PROTOCOL_VERSION,
+        let first = Connection::open(endpoint, &options, sink.clone())
+            .instrument(span)
+            .await?;
+        let shared = Shared {
+            endpoint: endpoint.clone(),
+            current: Mutex::new(Arc::new(first)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            notifications: Mutex::new(Some(receiver)),
+            dropped_notifications: sink.dropped.clone(),
+            sink: Mutex::new(options.reconnect.then_some(sink)),
+            reconnects: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            options,
         };
-        sink.send(Frame::new(Kind::Hello, 0, hello.encode()))
-            .await
-            .map_err(into_error)?;
-        tracing::debug!(server = %server.server_name, stats = ?connected.stats, "connected");
-        let identity = (server, server_peer, connected.stats);
-        Ok(Client::start(endpoint, options, identity, reader, sink))
-    }
-
-    fn start(
-        endpoint: &Endpoint,
-        options: ClientOptions,
-        (server, server_peer, connect_stats): (ServerHello, PeerInfo, ConnectStats),
-        reader: FramedRead<ReadHalf<ClientStream>, FrameCodec>,
-        sink: FramedWrite<WriteHalf<ClientStream>, FrameCodec>,
-    ) -> Client {
-        let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-        let (notify_tx, notify_rx) = mpsc::channel(options.notification_buffer.max(1));
-        let close = CancellationToken::new();
-        let pending = Arc::new(Pending::default());
-        let dropped_notifications = Arc::new(AtomicU64::new(0));
-        // No write timeout: a server that stops reading shows up as
-        // requests that are not answered, which the caller bounds.
-        let writer = tokio::spawn(write_frames(sink, queue, close.clone(), None).in_current_span());
-        let routes = Routes {
-            pending: pending.clone(),
-            notifications: notify_tx,
-            dropped_notifications: dropped_notifications.clone(),
-            outbound: outbound.clone(),
-        };
-        let reader_close = close.clone();
-        let reader = tokio::spawn(
-            async move {
-                read_frames(reader, routes).await;
-                reader_close.cancel();
-            }
-            .in_current_span(),
-        );
-        Client {
-            inner: Arc::new(Inner {
-                endpoint: endpoint.clone(),
-                server,
-                server_peer,
-                connect_stats,
-                outbound,
-                pending,
-                notifications: Mutex::new(Some(notify_rx)),
-                dropped_notifications,
-                close,
-                writer: Mutex::new(Some(writer)),
-                reader,
-            }),
-        }
+        Ok(Client {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Sends a request and waits for its answer. A server-side failure is
@@ -210,184 +154,117 @@ impl Client {
 
     /// Sends a NOTIFY; the server answers nothing.
     pub async fn notify(&self, payload: impl Into<Bytes>) -> Result<()> {
-        let payload = payload.into();
-        self.check_size(&payload)?;
-        if let Some(reason) = self.inner.pending.closed_reason() {
-            return Err(Error::ConnectionClosed(reason));
-        }
-        self.send(Frame::notify(payload)).await
+        self.connection().await?.notify(payload.into()).await
     }
 
     /// The stream of NOTIFY payloads from the server. It can be taken once;
-    /// later calls return `None`.
+    /// later calls return `None`. With `reconnect` it carries on across
+    /// connections and ends on [`close`](Client::close).
     pub fn notifications(&self) -> Option<Notifications> {
-        let receiver = self
-            .inner
-            .notifications
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        receiver.map(Notifications::new)
+        lock(&self.shared.notifications)
+            .take()
+            .map(Notifications::new)
     }
 
     /// Closes the connection gracefully: new requests are refused, those
     /// in flight get their answers (or fail if the connection drops), then
-    /// everything queued is written and the connection is closed.
+    /// everything queued is written and the connection is closed. A closed
+    /// client does not reconnect.
     pub async fn close(&self) {
-        self.inner
-            .pending
-            .refuse_new("the client is closing".into());
-        self.inner.pending.wait_idle().await;
-        self.inner.close.cancel();
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
-        self.inner.reader.abort();
-        self.inner
-            .pending
-            .fail_all("the client closed the connection".into());
+        self.shared.closed.store(true, Ordering::SeqCst);
+        lock(&self.shared.sink).take();
+        self.current().close().await;
     }
 
     /// The name the server gave in its HELLO.
-    pub fn server_name(&self) -> &str {
-        &self.inner.server.server_name
+    pub fn server_name(&self) -> String {
+        self.current().server.server_name.clone()
     }
 
     /// What the operating system says about the server process (its pid
     /// on every platform; uid and gid on Unix).
-    pub fn server_peer(&self) -> &PeerInfo {
-        &self.inner.server_peer
+    pub fn server_peer(&self) -> PeerInfo {
+        self.current().server_peer
     }
 
     /// The largest `length` field the server accepts.
     pub fn server_max_frame_len(&self) -> u32 {
-        self.inner.server.max_frame_len
+        self.current().server.max_frame_len
     }
 
-    /// The endpoint this client is connected to.
+    /// The endpoint this client connects to.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.inner.endpoint
+        &self.shared.endpoint
     }
 
-    /// The connection attempts that found the server busy or absent before
-    /// this connection was made.
+    /// The attempts that found the server busy or absent before the
+    /// current connection was made.
     pub fn connect_stats(&self) -> ConnectStats {
-        self.inner.connect_stats
+        self.current().connect_stats
+    }
+
+    /// How many times the client has connected again after losing its
+    /// connection (with `reconnect`).
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 
     /// Notifications dropped because the notification buffer was full.
     pub fn dropped_notifications(&self) -> u64 {
-        self.inner.dropped_notifications.load(Ordering::Relaxed)
+        self.shared.dropped_notifications.load(Ordering::Relaxed)
     }
 
-    /// Whether the connection is gone.
+    /// Whether the connection is gone for good: lost without `reconnect`,
+    /// or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.pending.closed_reason().is_some()
+        let lost = self.current().is_closed();
+        lost && (!self.shared.options.reconnect || self.shared.closed.load(Ordering::SeqCst))
     }
 
     async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
-        self.check_size(&payload)?;
-        let (registration, answer) = self.inner.pending.register()?;
-        self.send(Frame::new(kind, registration.id, payload))
-            .await?;
-        let answer = answer.await.unwrap_or_else(|_| Err(self.closed_error()));
-        drop(registration);
-        answer
-    }
-
-    async fn send(&self, frame: Frame) -> Result<()> {
-        self.inner
-            .outbound
-            .send(frame)
+        let connection = self.connection().await?;
+        let Some(limit) = self.shared.options.request_timeout else {
+            return connection.call(kind, payload).await;
+        };
+        tokio::time::timeout(limit, connection.call(kind, payload))
             .await
-            .map_err(|_| self.closed_error())
+            .unwrap_or(Err(Error::Timeout(limit, "waiting for the answer")))
     }
 
-    fn check_size(&self, payload: &Bytes) -> Result<()> {
-        let max = self.inner.server.max_frame_len as usize - HEADER_LEN;
-        if payload.len() > max {
-            return Err(Error::PayloadTooLarge {
-                len: payload.len(),
-                max,
-            });
+    fn current(&self) -> Arc<Connection> {
+        lock(&self.shared.current).clone()
+    }
+
+    /// The live connection, connecting again first if it was lost (or the
+    /// server said GOODBYE) and `reconnect` is on. Otherwise the current
+    /// one, whose calls fail clearly if it is gone.
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        let current = self.current();
+        let wanted = self.shared.options.reconnect && !self.shared.closed.load(Ordering::SeqCst);
+        if current.is_usable() || !wanted {
+            return Ok(current);
         }
-        Ok(())
-    }
-
-    fn closed_error(&self) -> Error {
-        let reason = self.inner.pending.closed_reason();
-        Error::ConnectionClosed(reason.unwrap_or_else(|| "the connection is closed".into()))
+        let _one_at_a_time = self.shared.reconnecting.lock().await;
+        let current = self.current();
+        if current.is_usable() {
+            return Ok(current); // another task reconnected meanwhile
+        }
+        let Some(sink) = lock(&self.shared.sink).clone() else {
+            return Ok(current); // closed meanwhile
+        };
+        let span = tracing::debug_span!("client", endpoint = %self.shared.endpoint);
+        let fresh = Connection::open(&self.shared.endpoint, &self.shared.options, sink)
+            .instrument(span)
+            .await?;
+        let fresh = Arc::new(fresh);
+        *lock(&self.shared.current) = fresh.clone();
+        let count = self.shared.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(endpoint = %self.shared.endpoint, reconnects = count, "reconnected");
+        Ok(fresh)
     }
 }
 
-/// Refuses a server process other than the expected one.
-fn check_server_pid(endpoint: &Endpoint, expected: Option<u32>, server: &PeerInfo) -> Result<()> {
-    let Some(expected) = expected else {
-        return Ok(());
-    };
-    match server.pid {
-        Some(pid) if pid == expected => Ok(()),
-        found => Err(Error::WrongServer {
-            endpoint: endpoint.to_string(),
-            expected,
-            found: found.map_or("unknown (the OS did not say)".into(), |pid| {
-                format!("pid {pid}")
-            }),
-        }),
-    }
-}
-
-/// Reads the server's first frame: its HELLO, or an ERROR explaining why
-/// it will not serve us.
-async fn read_server_hello<R: AsyncRead + Unpin>(
-    reader: &mut FramedRead<R, FrameCodec>,
-) -> Result<ServerHello> {
-    let frame = match reader.next().await {
-        None => {
-            return Err(Error::ConnectionClosed(
-                "the server closed the connection during the handshake".into(),
-            ))
-        }
-        Some(frame) => frame.map_err(into_error)?,
-    };
-    match frame.kind {
-        Kind::Hello => {
-            let hello = ServerHello::decode(&frame.payload)
-                .map_err(|e| Error::Protocol(format!("server HELLO refused: {e}")))?;
-            // Frames from the server are bounded by what it announced, and
-            // by what this client accepts.
-            let max = hello.max_frame_len.min(reader.decoder().max_frame_len());
-            if (max as usize) < HEADER_LEN {
-                return Err(Error::Protocol(format!(
-                    "server announced a maximum frame length of {max}"
-                )));
-            }
-            *reader.decoder_mut() = FrameCodec::new(max);
-            Ok(hello)
-        }
-        Kind::Error => match ErrorPayload::decode(&frame.payload) {
-            Some(error) => Err(Error::Remote {
-                code: error.code,
-                message: error.message,
-            }),
-            None => Err(Error::Protocol("ERROR frame without a code".into())),
-        },
-        Kind::Goodbye => Err(Error::ConnectionClosed(
-            "the server is shutting down".into(),
-        )),
-        other => Err(Error::Protocol(format!("expected HELLO, got {other:?}"))),
-    }
-}
-
-fn into_error(err: DecodeError) -> Error {
-    match err {
-        DecodeError::Io(e) => Error::Io(e),
-        other => Error::Protocol(other.to_string()),
-    }
+/// Locks a mutex, ignoring poisoning: no code panics while holding these.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

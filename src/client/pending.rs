@@ -95,6 +95,12 @@ impl Pending {
         self.idle.notify_waiters();
     }
 
+    /// Whether new requests may still start (no GOODBYE, not closing, not gone).
+    pub(super) fn accepts_requests(&self) -> bool {
+        let state = self.state();
+        state.closed.is_none() && state.refusing.is_none()
+    }
+
     /// Why the connection is gone, if it is.
     pub(super) fn closed_reason(&self) -> Option<String> {
         self.state().closed.clone()

@@ -44,49 +44,47 @@ pub async fn run(args: ServeArgs) -> pipesvc::Result<()> {
         .max_frame_len(args.max_frame_len)
         .handler(EchoService)
         .bind()?;
+    // Install the signal handlers before saying we are ready: a stop
+    // request that arrives right after the line must stop us gracefully.
+    let stop = stop_signal()?;
     // Scripts (and the tests) wait for this line before connecting.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "pipesvc listening on {}", server.endpoint())?;
     stdout.flush()?;
     drop(stdout);
-    server.serve_until(stop_signal()).await?;
+    server.serve_until(stop).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Completes on Ctrl+C, or SIGTERM (Unix) / console close (Windows).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
+/// the returned future completes on the first of them.
+#[cfg(unix)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(windows)]
-    {
-        use tokio::signal::windows::ctrl_close;
-        match ctrl_close() {
-            Ok(mut close) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = close.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for console close");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        tracing::info!("stop requested");
+    })
+}
+
+/// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
+/// the returned future completes on the first of them.
+#[cfg(windows)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::windows::{ctrl_c, ctrl_close};
+    let mut interrupt = ctrl_c()?;
+    let mut close = ctrl_close()?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = close.recv() => {}
         }
-    }
-    tracing::info!("stop requested");
+        tracing::info!("stop requested");
+    })
 }

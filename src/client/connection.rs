@@ -1,0 +1,251 @@
+//! One connection of a client: handshake, writer and reader tasks, and the
+//! requests waiting on it. A [`Client`](super::Client) holds one at a time.
+
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::pending::Pending;
+use super::reader::{read_frames, Routes};
+use super::ClientOptions;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::frame_io::{write_frames, OUTBOUND_QUEUE};
+use crate::protocol::{
+    ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
+    PROTOCOL_VERSION,
+};
+use crate::transport::{self, ClientStream, ConnectStats, PeerInfo};
+
+/// Where a connection delivers the server's notifications; outlives
+/// connections, so that the stream carries on across reconnects.
+#[derive(Clone, Debug)]
+pub(super) struct NotificationSink {
+    pub(super) sender: mpsc::Sender<Bytes>,
+    pub(super) dropped: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+pub(super) struct Connection {
+    pub(super) server: ServerHello,
+    pub(super) server_peer: PeerInfo,
+    pub(super) connect_stats: ConnectStats,
+    outbound: mpsc::Sender<Frame>,
+    pending: Arc<Pending>,
+    close: CancellationToken,
+    writer: Mutex<Option<JoinHandle<io::Result<WriteHalf<ClientStream>>>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The writer drains and shuts down; the read half goes with the
+        // reader, and with both halves gone the handle closes.
+        self.close.cancel();
+        self.reader.abort();
+    }
+}
+
+impl Connection {
+    /// Connects, checks who serves, and performs the handshake.
+    pub(super) async fn open(
+        endpoint: &Endpoint,
+        options: &ClientOptions,
+        notifications: NotificationSink,
+    ) -> Result<Connection> {
+        let connected = transport::connect(endpoint, &options.connect).await?;
+        check_server_pid(endpoint, options.expect_server_pid, &connected.server)?;
+        let (read, write) = tokio::io::split(connected.stream);
+        let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
+        let server =
+            tokio::time::timeout(options.handshake_timeout, read_server_hello(&mut reader))
+                .await
+                .map_err(|_| {
+                    Error::Timeout(options.handshake_timeout, "waiting for the server's HELLO")
+                })??;
+        let mut sink = FramedWrite::new(write, FrameCodec::new(server.max_frame_len));
+        let hello = ClientHello {
+            version: PROTOCOL_VERSION,
+        };
+        sink.send(Frame::new(Kind::Hello, 0, hello.encode()))
+            .await
+            .map_err(into_error)?;
+        tracing::debug!(server = %server.server_name, stats = ?connected.stats, "connected");
+
+        let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+        let close = CancellationToken::new();
+        let pending = Arc::new(Pending::default());
+        // No write timeout: a server that stops reading shows up as
+        // requests that are not answered, which the caller bounds.
+        let writer = tokio::spawn(write_frames(sink, queue, close.clone(), None).in_current_span());
+        let routes = Routes {
+            pending: pending.clone(),
+            notifications: notifications.sender,
+            dropped_notifications: notifications.dropped,
+            outbound: outbound.clone(),
+        };
+        let reader_close = close.clone();
+        let reader = tokio::spawn(
+            async move {
+                read_frames(reader, routes).await;
+                reader_close.cancel();
+            }
+            .in_current_span(),
+        );
+        Ok(Connection {
+            server,
+            server_peer: connected.server,
+            connect_stats: connected.stats,
+            outbound,
+            pending,
+            close,
+            writer: Mutex::new(Some(writer)),
+            reader,
+        })
+    }
+
+    /// Sends a REQUEST or PING and waits for its answer.
+    pub(super) async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
+        self.check_size(&payload)?;
+        let (registration, answer) = self.pending.register()?;
+        self.send(Frame::new(kind, registration.id, payload))
+            .await?;
+        let answer = answer.await.unwrap_or_else(|_| Err(self.closed_error()));
+        // Dropping the registration (here, or earlier if the caller gave up)
+        // frees the id; a late answer then finds nobody and is discarded.
+        drop(registration);
+        answer
+    }
+
+    pub(super) async fn notify(&self, payload: Bytes) -> Result<()> {
+        self.check_size(&payload)?;
+        if let Some(reason) = self.pending.closed_reason() {
+            return Err(Error::ConnectionClosed(reason));
+        }
+        self.send(Frame::notify(payload)).await
+    }
+
+    /// Refuses new requests, waits for the answers to those in flight,
+    /// then writes what is queued and closes.
+    pub(super) async fn close(&self) {
+        self.pending.refuse_new("the client is closing".into());
+        self.pending.wait_idle().await;
+        self.close.cancel();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        self.reader.abort();
+        self.pending
+            .fail_all("the client closed the connection".into());
+    }
+
+    /// Whether the connection is gone.
+    pub(super) fn is_closed(&self) -> bool {
+        self.pending.closed_reason().is_some()
+    }
+
+    /// Whether new requests can use this connection: it is not gone, and
+    /// the server has not said GOODBYE.
+    pub(super) fn is_usable(&self) -> bool {
+        self.pending.accepts_requests()
+    }
+
+    async fn send(&self, frame: Frame) -> Result<()> {
+        self.outbound
+            .send(frame)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    fn check_size(&self, payload: &Bytes) -> Result<()> {
+        let max = self.server.max_frame_len as usize - HEADER_LEN;
+        if payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn closed_error(&self) -> Error {
+        let reason = self.pending.closed_reason();
+        Error::ConnectionClosed(reason.unwrap_or_else(|| "the connection is closed".into()))
+    }
+}
+
+/// Refuses a server process other than the expected one.
+fn check_server_pid(endpoint: &Endpoint, expected: Option<u32>, server: &PeerInfo) -> Result<()> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    match server.pid {
+        Some(pid) if pid == expected => Ok(()),
+        found => Err(Error::WrongServer {
+            endpoint: endpoint.to_string(),
+            expected,
+            found: found.map_or("unknown (the OS did not say)".into(), |pid| {
+                format!("pid {pid}")
+            }),
+        }),
+    }
+}
+
+/// Reads the server's first frame: its HELLO, or an ERROR explaining why
+/// it will not serve us.
+async fn read_server_hello<R: AsyncRead + Unpin>(
+    reader: &mut FramedRead<R, FrameCodec>,
+) -> Result<ServerHello> {
+    let frame = match reader.next().await {
+        None => {
+            return Err(Error::ConnectionClosed(
+                "the server closed the connection during the handshake".into(),
+            ))
+        }
+        Some(frame) => frame.map_err(into_error)?,
+    };
+    match frame.kind {
+        Kind::Hello => {
+            let hello = ServerHello::decode(&frame.payload)
+                .map_err(|e| Error::Protocol(format!("server HELLO refused: {e}")))?;
+            // Frames from the server are bounded by what it announced, and
+            // by what this client accepts.
+            let max = hello.max_frame_len.min(reader.decoder().max_frame_len());
+            if (max as usize) < HEADER_LEN {
+                return Err(Error::Protocol(format!(
+                    "server announced a maximum frame length of {max}"
+                )));
+            }
+            *reader.decoder_mut() = FrameCodec::new(max);
+            Ok(hello)
+        }
+        Kind::Error => match ErrorPayload::decode(&frame.payload) {
+            Some(error) => Err(Error::Remote {
+                code: error.code,
+                message: error.message,
+            }),
+            None => Err(Error::Protocol("ERROR frame without a code".into())),
+        },
+        Kind::Goodbye => Err(Error::ConnectionClosed(
+            "the server is shutting down".into(),
+        )),
+        other => Err(Error::Protocol(format!("expected HELLO, got {other:?}"))),
+    }
+}
+
+fn into_error(err: DecodeError) -> Error {
+    match err {
+        DecodeError::Io(e) => Error::Io(e),
+        other => Error::Protocol(other.to_string()),
+    }
+}
