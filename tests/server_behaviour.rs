@@ -300,6 +300,76 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_says_hello_is_closed_by_the_handshake_timeout() {
+    let server = start("no-hello", |b| {
+        b.handshake_timeout(std::time::Duration::from_millis(50))
+    });
+    let mut raw = RawClient::connect(&server.endpoint).await;
+    assert_eq!(raw.recv().await.unwrap().kind, Kind::Hello);
+    let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
+    assert!(message.contains("no HELLO within"), "{message}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_per_connection_are_bounded() {
+    const LIMIT: usize = 4;
+    const SENT: u32 = 20;
+    let endpoint = unique_endpoint("in-flight");
+    // Each call holds a permit of `gate` until the test releases one; the
+    // handler records how many calls ran at once.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let handler = {
+        let (gate, running, peak) = (gate.clone(), running.clone(), peak.clone());
+        move |request: Bytes, _ctx: Context| {
+            let (gate, running, peak) = (gate.clone(), running.clone(), peak.clone());
+            let started_tx = started_tx.clone();
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let _ = started_tx.send(());
+                gate.acquire().await.unwrap().forget();
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, ServiceError>(request)
+            }
+        }
+    };
+    let server = Server::builder(endpoint.clone())
+        .max_in_flight(LIMIT)
+        .handler(handler)
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    for id in 1..=SENT {
+        raw.send(Frame::request(id, format!("r{id}"))).await;
+    }
+    // LIMIT calls start and block; only releasing one lets another start.
+    for _ in 0..LIMIT {
+        guard(started.recv()).await.unwrap();
+    }
+    assert_eq!(running.load(Ordering::SeqCst), LIMIT);
+    for _ in LIMIT as u32..SENT {
+        gate.add_permits(1);
+        guard(started.recv()).await.unwrap();
+    }
+    gate.add_permits(LIMIT);
+    let mut answered = 0;
+    while answered < SENT {
+        let frame = guard(raw.recv()).await.unwrap();
+        assert_eq!(frame.kind, Kind::Response);
+        answered += 1;
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), LIMIT);
+    handle.shutdown();
+    guard(serving).await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_silent_client_is_closed_by_the_idle_timeout() {
     let server = start("idle", |b| {
         b.idle_timeout(std::time::Duration::from_millis(50))
