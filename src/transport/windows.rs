@@ -3,6 +3,14 @@
 //! The listener keeps `backlog` instances waiting for clients at all times
 //! and creates a replacement before handing a connected instance out, so a
 //! client never finds the name missing while the server runs.
+//!
+//! Security: every instance gets the same security descriptor (by default
+//! the creating user and SYSTEM only; see [`security`]), remote clients are
+//! refused unless the options say otherwise, the first instance claims the
+//! name with `FILE_FLAG_FIRST_PIPE_INSTANCE`, and the client connects at the
+//! identification level, so a server can learn who it is but not act as it.
+
+mod security;
 
 use std::future::Future;
 use std::io;
@@ -17,13 +25,15 @@ use tokio::net::windows::named_pipe::{
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY, HANDLE,
 };
+use windows_sys::Win32::Storage::FileSystem::SECURITY_IDENTIFICATION;
 
 use super::{
     bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo, PipeMode,
     Retry,
 };
 use crate::endpoint::Endpoint;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use security::{PipeSecurity, SecurityError};
 
 /// The server's end of a connection.
 pub type ServerStream = NamedPipeServer;
@@ -41,6 +51,8 @@ const REFILL_RETRY: Duration = Duration::from_millis(10);
 pub struct Listener {
     name: std::ffi::OsString,
     options: ListenerOptions,
+    /// Built once at bind, used for every instance.
+    security: PipeSecurity,
     waiting: FuturesUnordered<PendingConnect>,
 }
 
@@ -48,22 +60,36 @@ impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
             .field("name", &self.name)
+            .field("security_descriptor", &self.security.sddl())
             .field("waiting", &self.waiting.len())
             .finish()
     }
 }
 
 impl Listener {
-    /// Creates the first instance with `first_pipe_instance(true)`, so that
-    /// binding fails if another process already owns the name, then fills
-    /// the backlog.
+    /// Builds the security descriptor (an invalid custom SDDL is
+    /// [`Error::Config`]), creates the first instance with
+    /// `first_pipe_instance(true)`, so that binding fails if another process
+    /// already owns the name, then fills the backlog.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn bind(endpoint: &Endpoint, options: &ListenerOptions) -> Result<Listener> {
+        let security =
+            PipeSecurity::new(options.security_descriptor.as_deref()).map_err(|e| match e {
+                SecurityError::InvalidSddl(message) => Error::Config(message),
+                SecurityError::Default(e) => bind_error(
+                    endpoint,
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot build the default security descriptor: {e}"),
+                    ),
+                ),
+            })?;
         let mut listener = Listener {
             name: endpoint.address().as_os_str().to_owned(),
             options: options.clone(),
+            security,
             waiting: FuturesUnordered::new(),
         };
         let first = listener.create(true).map_err(|e| {
@@ -111,7 +137,7 @@ impl Listener {
         let mut options = ServerOptions::new();
         options
             .first_pipe_instance(first)
-            .reject_remote_clients(true)
+            .reject_remote_clients(self.options.reject_remote_clients)
             .access_inbound(!self.options.outbound_only)
             .access_outbound(true)
             .pipe_mode(tokio_mode(self.options.pipe_mode));
@@ -126,7 +152,10 @@ impl Listener {
             }
             options.max_instances(usize::from(max));
         }
-        options.create(&self.name)
+        // SAFETY: `as_raw` points to a SECURITY_ATTRIBUTES (and descriptor)
+        // owned by `self.security`, alive for the whole call, which only
+        // reads it.
+        unsafe { options.create_with_security_attributes_raw(&self.name, self.security.as_raw()) }
     }
 
     fn wait_on(&mut self, server: NamedPipeServer) {
@@ -183,6 +212,9 @@ pub async fn connect(
 ) -> Result<Connected<ClientStream>> {
     let mut client = ClientOptions::new();
     client
+        // Identification level: the server may learn who the client is
+        // but cannot act as it. Tokio adds SECURITY_SQOS_PRESENT itself.
+        .security_qos_flags(SECURITY_IDENTIFICATION)
         .read(true)
         .write(!options.read_only)
         .pipe_mode(tokio_mode(options.pipe_mode));

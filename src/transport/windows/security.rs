@@ -1,0 +1,212 @@
+//! The security descriptor every pipe instance is created with.
+//!
+//! By default only the user running the server and SYSTEM get access:
+//! `D:P(A;;GA;;;SY)(A;;GA;;;<user SID>)`, a protected DACL with nothing for
+//! Everyone or anonymous logons. A custom SDDL string replaces it. The
+//! descriptor is built once, at bind, and handed to every `CreateNamedPipeW`.
+
+use std::ffi::{c_void, OsStr, OsString};
+use std::io;
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
+use std::os::windows::io::{FromRawHandle, OwnedHandle};
+use std::ptr;
+
+use windows_sys::core::{BOOL, PWSTR};
+use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    GetSecurityDescriptorDacl, GetTokenInformation, TokenUser, ACL, PSECURITY_DESCRIPTOR,
+    SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+/// Why a security descriptor could not be built.
+#[derive(Debug)]
+pub(super) enum SecurityError {
+    /// A custom SDDL string was refused; the message says why.
+    InvalidSddl(String),
+    /// The default descriptor could not be built (reading the process
+    /// token failed).
+    Default(io::Error),
+}
+
+/// The default SDDL: full access (GA) for SYSTEM and the process token's
+/// user, a protected DACL (P: nothing inherited), nothing else.
+pub(super) fn default_sddl() -> io::Result<String> {
+    let user = current_user_sid()?;
+    Ok(format!("D:P(A;;GA;;;SY)(A;;GA;;;{user})"))
+}
+
+/// The SECURITY_ATTRIBUTES passed to every pipe instance, and the
+/// descriptor they point at.
+pub(super) struct PipeSecurity {
+    sddl: String,
+    // Declared before `descriptor`: it points into it.
+    attributes: SECURITY_ATTRIBUTES,
+    descriptor: LocalDescriptor,
+}
+
+// SAFETY: the raw pointers (`attributes.lpSecurityDescriptor`, and
+// `descriptor.0`, the same allocation) point to a self-relative security
+// descriptor owned by this value alone: LocalAlloc'd memory that is valid on
+// any thread and freed exactly once, in `LocalDescriptor::drop`. Nothing
+// writes to it after construction (CreateNamedPipeW only reads it), so
+// moving the value to another thread or reading it from several is sound.
+unsafe impl Send for PipeSecurity {}
+// SAFETY: see `Send`: shared access is read-only.
+unsafe impl Sync for PipeSecurity {}
+
+impl std::fmt::Debug for PipeSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeSecurity")
+            .field("sddl", &self.sddl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipeSecurity {
+    /// The custom descriptor `sddl`, or the default one for `None`.
+    pub(super) fn new(sddl: Option<&str>) -> Result<PipeSecurity, SecurityError> {
+        let sddl = match sddl {
+            Some(custom) => custom.to_owned(),
+            None => default_sddl().map_err(SecurityError::Default)?,
+        };
+        let descriptor = LocalDescriptor::from_sddl(&sddl).map_err(|e| {
+            SecurityError::InvalidSddl(format!("invalid security descriptor (SDDL) {sddl:?}: {e}"))
+        })?;
+        if !descriptor.has_dacl() {
+            // No DACL at all means no access check: everyone may connect.
+            return Err(SecurityError::InvalidSddl(format!(
+                "security descriptor (SDDL) {sddl:?} has no DACL (`D:...`), which would let \
+                 everyone connect; write `D:NO_ACCESS_CONTROL` if that is really meant"
+            )));
+        }
+        let attributes = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: descriptor.0,
+            bInheritHandle: 0,
+        };
+        Ok(PipeSecurity {
+            sddl,
+            attributes,
+            descriptor,
+        })
+    }
+
+    /// The SDDL the descriptor was built from.
+    pub(super) fn sddl(&self) -> &str {
+        &self.sddl
+    }
+
+    /// The pointer for `ServerOptions::create_with_security_attributes_raw`.
+    /// It stays valid as long as `self` does; the callee only reads it.
+    pub(super) fn as_raw(&self) -> *mut c_void {
+        debug_assert_eq!(self.attributes.lpSecurityDescriptor, self.descriptor.0);
+        ptr::from_ref(&self.attributes).cast_mut().cast()
+    }
+}
+
+/// A security descriptor allocated by Windows; freed with `LocalFree`.
+struct LocalDescriptor(PSECURITY_DESCRIPTOR);
+
+impl LocalDescriptor {
+    fn from_sddl(sddl: &str) -> io::Result<LocalDescriptor> {
+        if sddl.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it contains a NUL character",
+            ));
+        }
+        let wide: Vec<u16> = OsStr::new(sddl).encode_wide().chain([0]).collect();
+        let mut descriptor: PSECURITY_DESCRIPTOR = ptr::null_mut();
+        // SAFETY: `wide` is NUL-terminated and outlives the call; on success
+        // `descriptor` receives a LocalAlloc'd descriptor that we own.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                wide.as_ptr(),
+                SDDL_REVISION_1,
+                &mut descriptor,
+                ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if descriptor.is_null() {
+            return Err(io::Error::other("Windows returned no descriptor"));
+        }
+        Ok(LocalDescriptor(descriptor))
+    }
+
+    /// Whether the descriptor has a DACL (possibly a NULL one, from
+    /// `D:NO_ACCESS_CONTROL`, which grants everything on purpose).
+    fn has_dacl(&self) -> bool {
+        let (mut present, mut defaulted): (BOOL, BOOL) = (0, 0);
+        let mut dacl: *mut ACL = ptr::null_mut();
+        // SAFETY: `self.0` is a valid descriptor; the out-pointers are live.
+        let ok =
+            unsafe { GetSecurityDescriptorDacl(self.0, &mut present, &mut dacl, &mut defaulted) };
+        ok != 0 && present != 0
+    }
+}
+
+impl Drop for LocalDescriptor {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW,
+        // which documents LocalFree as its release; freed only here.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+/// The user SID of this process's token, as a string (`S-1-5-21-...`).
+fn current_user_sid() -> io::Result<String> {
+    let mut raw: HANDLE = ptr::null_mut();
+    // SAFETY: GetCurrentProcess returns a pseudo-handle needing no release;
+    // `raw` receives a token handle on success.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut raw) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a token handle we now own; OwnedHandle closes it.
+    let token = unsafe { OwnedHandle::from_raw_handle(raw) };
+    let token = std::os::windows::io::AsRawHandle::as_raw_handle(&token) as HANDLE;
+
+    let mut len = 0u32;
+    // SAFETY: a size query with no buffer; `len` receives the size needed.
+    let ok = unsafe { GetTokenInformation(token, TokenUser, ptr::null_mut(), 0, &mut len) };
+    let err = io::Error::last_os_error();
+    if ok != 0 || err.raw_os_error() != Some(ERROR_INSUFFICIENT_BUFFER as i32) || len == 0 {
+        return Err(if ok != 0 {
+            io::Error::other("GetTokenInformation(TokenUser) reported no size")
+        } else {
+            err
+        });
+    }
+    // u64s so that the TOKEN_USER at the start is aligned.
+    let mut buffer = vec![0u64; (len as usize).div_ceil(8)];
+    // SAFETY: `buffer` holds at least `len` writable bytes.
+    let ok =
+        unsafe { GetTokenInformation(token, TokenUser, buffer.as_mut_ptr().cast(), len, &mut len) };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the buffer starts with an initialised, aligned
+    // TOKEN_USER whose SID points into the same buffer, alive below.
+    let sid = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    let mut string: PWSTR = ptr::null_mut();
+    // SAFETY: `sid` is valid (see above); `string` receives a LocalAlloc'd,
+    // NUL-terminated string that we free below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut string) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `string` is NUL-terminated (see above).
+    let text = unsafe {
+        let len = (0..).take_while(|&i| *string.add(i) != 0).count();
+        OsString::from_wide(std::slice::from_raw_parts(string, len))
+    };
+    // SAFETY: allocated by ConvertSidToStringSidW, released once, here.
+    unsafe { LocalFree(string.cast()) };
+    text.into_string()
+        .map_err(|_| io::Error::other("the user SID is not valid Unicode"))
+}
