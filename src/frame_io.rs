@@ -23,21 +23,37 @@ pub(crate) const OUTBOUND_QUEUE: usize = 128;
 const COALESCE_LIMIT: usize = 256 * 1024;
 
 /// Writes queued frames until `close` is cancelled (then drains what is
-/// already queued) or every sender is gone. Returns the writer, flushed and
-/// shut down, so the caller can reunite it with its read half.
+/// already queued) or every sender is gone, then shuts the writer down.
+/// Returns the writer however that went, so that the caller can reunite it
+/// with its read half and close the stream properly.
 ///
 /// With a `write_timeout`, a batch of frames that the peer does not take
 /// within it fails with `TimedOut`: a peer that stops reading cannot hold
 /// the connection (and its queued frames) forever.
 pub(crate) async fn write_frames<W>(
     mut sink: FramedWrite<W, FrameCodec>,
-    mut queue: mpsc::Receiver<Frame>,
+    queue: mpsc::Receiver<Frame>,
     close: CancellationToken,
     write_timeout: Option<Duration>,
-) -> io::Result<W>
+) -> (W, io::Result<()>)
 where
     W: AsyncWrite + Unpin,
 {
+    let written = pump(&mut sink, queue, close, write_timeout).await;
+    let mut writer = sink.into_inner();
+    let result = match written {
+        Ok(()) => within(write_timeout, writer.shutdown()).await,
+        Err(e) => Err(e),
+    };
+    (writer, result)
+}
+
+async fn pump<W: AsyncWrite + Unpin>(
+    sink: &mut FramedWrite<W, FrameCodec>,
+    mut queue: mpsc::Receiver<Frame>,
+    close: CancellationToken,
+    write_timeout: Option<Duration>,
+) -> io::Result<()> {
     loop {
         let frame = tokio::select! {
             biased;
@@ -48,12 +64,9 @@ where
             }
         };
         let Some(frame) = frame else { break };
-        within(write_timeout, write_batch(&mut sink, &mut queue, frame)).await?;
+        within(write_timeout, write_batch(sink, &mut queue, frame)).await?;
     }
-    within(write_timeout, async { sink.flush().await.map_err(into_io) }).await?;
-    let mut writer = sink.into_inner();
-    writer.shutdown().await?;
-    Ok(writer)
+    within(write_timeout, async { sink.flush().await.map_err(into_io) }).await
 }
 
 /// Writes `first` and, coalesced with it, whatever else is already queued.

@@ -229,6 +229,13 @@ async fn protocol_violations_get_their_documented_codes() {
         raw.expect_error(0, code).await;
     }
 
+    // A REQUEST or PING with id 0.
+    for kind in [Kind::Request, Kind::Ping] {
+        let (mut raw, _) = RawClient::handshake(ep).await;
+        raw.send(Frame::new(kind, 0, "zero")).await;
+        raw.expect_error(0, ErrorCode::MALFORMED_FRAME).await;
+    }
+
     // A RESPONSE or a GOODBYE sent by a client.
     for frame in [Frame::response(5, "not yours"), Frame::goodbye("bye")] {
         let (mut raw, _) = RawClient::handshake(ep).await;

@@ -4,6 +4,7 @@
 use std::io;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -34,6 +35,9 @@ pub(super) struct NotificationSink {
     pub(super) dropped: Arc<AtomicU64>,
 }
 
+/// The writer task; it hands the write half back when it ends.
+type WriterTask = JoinHandle<(WriteHalf<ClientStream>, io::Result<()>)>;
+
 #[derive(Debug)]
 pub(super) struct Connection {
     pub(super) server: ServerHello,
@@ -42,7 +46,7 @@ pub(super) struct Connection {
     outbound: mpsc::Sender<Frame>,
     pending: Arc<Pending>,
     close: CancellationToken,
-    writer: Mutex<Option<JoinHandle<io::Result<WriteHalf<ClientStream>>>>>,
+    writer: Mutex<Option<WriterTask>>,
     reader: JoinHandle<()>,
 }
 
@@ -56,8 +60,33 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects, checks who serves, and performs the handshake.
+    /// Connects, checks who serves, and performs the handshake. A server
+    /// that goes away before its HELLO (one being killed or stopped while
+    /// we connected) counts like an absent one: tried again until the
+    /// connect timeout.
     pub(super) async fn open(
+        endpoint: &Endpoint,
+        options: &ClientOptions,
+        notifications: NotificationSink,
+    ) -> Result<Connection> {
+        let deadline = tokio::time::Instant::now() + options.connect.timeout;
+        let mut pause = Duration::from_millis(1);
+        let mut attempt = options.clone();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            attempt.connect.timeout = left;
+            match Connection::open_once(endpoint, &attempt, notifications.clone()).await {
+                Err(e) if server_vanished(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "server went away during the handshake; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn open_once(
         endpoint: &Endpoint,
         options: &ClientOptions,
         notifications: NotificationSink,
@@ -83,10 +112,23 @@ impl Connection {
 
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let close = CancellationToken::new();
+        let close_writer = close.clone();
         let pending = Arc::new(Pending::default());
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
-        let writer = tokio::spawn(write_frames(sink, queue, close.clone(), None).in_current_span());
+        let writer_pending = pending.clone();
+        let writer = tokio::spawn(
+            async move {
+                let (write, written) = write_frames(sink, queue, close_writer, None).await;
+                if let Err(e) = &written {
+                    // The reader may not have seen the end yet: without this,
+                    // new calls would still pick this connection.
+                    writer_pending.fail_all(format!("cannot write to the server: {e}"));
+                }
+                (write, written)
+            }
+            .in_current_span(),
+        );
         let routes = Routes {
             pending: pending.clone(),
             notifications: notifications.sender,
@@ -114,16 +156,18 @@ impl Connection {
     }
 
     /// Sends a REQUEST or PING and waits for its answer.
-    pub(super) async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
-        self.check_size(&payload)?;
-        let (registration, answer) = self.pending.register()?;
-        self.send(Frame::new(kind, registration.id, payload))
-            .await?;
+    pub(super) async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes, CallError> {
+        self.check_size(&payload).map_err(CallError::Sent)?;
+        let (registration, answer) = self.pending.register().map_err(CallError::NotSent)?;
+        let frame = Frame::new(kind, registration.id, payload);
+        if self.outbound.send(frame).await.is_err() {
+            return Err(CallError::NotSent(self.closed_error()));
+        }
         let answer = answer.await.unwrap_or_else(|_| Err(self.closed_error()));
         // Dropping the registration (here, or earlier if the caller gave up)
         // frees the id; a late answer then finds nobody and is discarded.
         drop(registration);
-        answer
+        answer.map_err(CallError::Sent)
     }
 
     pub(super) async fn notify(&self, payload: Bytes) -> Result<()> {
@@ -147,11 +191,6 @@ impl Connection {
         self.reader.abort();
         self.pending
             .fail_all("the client closed the connection".into());
-    }
-
-    /// Whether the connection is gone.
-    pub(super) fn is_closed(&self) -> bool {
-        self.pending.closed_reason().is_some()
     }
 
     /// Whether new requests can use this connection: it is not gone, and
@@ -181,6 +220,36 @@ impl Connection {
     fn closed_error(&self) -> Error {
         let reason = self.pending.closed_reason();
         Error::ConnectionClosed(reason.unwrap_or_else(|| "the connection is closed".into()))
+    }
+}
+
+/// How a call failed: before its frame was queued (so the server cannot
+/// have seen it, and it may safely be sent elsewhere) or after.
+#[derive(Debug)]
+pub(super) enum CallError {
+    NotSent(Error),
+    Sent(Error),
+}
+
+impl From<CallError> for Error {
+    fn from(err: CallError) -> Error {
+        match err {
+            CallError::NotSent(e) | CallError::Sent(e) => e,
+        }
+    }
+}
+
+/// Whether `err` says the server went away before answering the handshake.
+fn server_vanished(err: &Error) -> bool {
+    match err {
+        Error::ConnectionClosed(_) => true,
+        Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }
 

@@ -29,7 +29,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::protocol::{Kind, DEFAULT_MAX_FRAME_LEN};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
-use connection::{Connection, NotificationSink};
+use connection::{CallError, Connection, NotificationSink};
 
 /// Default time the server has to send its HELLO.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -214,21 +214,39 @@ impl Client {
         self.shared.dropped_notifications.load(Ordering::Relaxed)
     }
 
-    /// Whether the connection is gone for good: lost without `reconnect`,
-    /// or closed.
+    /// Whether requests can no longer succeed: the connection is lost (or
+    /// the server said GOODBYE) and will not be replaced, because
+    /// `reconnect` is off or the client was closed.
     pub fn is_closed(&self) -> bool {
-        let lost = self.current().is_closed();
+        let lost = !self.current().is_usable();
         lost && (!self.shared.options.reconnect || self.shared.closed.load(Ordering::SeqCst))
     }
 
     async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
-        let connection = self.connection().await?;
         let Some(limit) = self.shared.options.request_timeout else {
-            return connection.call(kind, payload).await;
+            return self.call_once_more_if_unsent(kind, payload).await;
         };
-        tokio::time::timeout(limit, connection.call(kind, payload))
+        tokio::time::timeout(limit, self.call_once_more_if_unsent(kind, payload))
             .await
             .unwrap_or(Err(Error::Timeout(limit, "waiting for the answer")))
+    }
+
+    /// Calls on the current connection. With `reconnect`, a call that the
+    /// connection refused before sending anything (it had just died) is
+    /// made once more on a new connection: the server never saw it, so it
+    /// cannot be answered twice.
+    async fn call_once_more_if_unsent(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
+        let first = self.connection().await?.call(kind, payload.clone()).await;
+        match first {
+            Err(CallError::NotSent(_)) if self.reconnects_now() => {
+                Ok(self.connection().await?.call(kind, payload).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn reconnects_now(&self) -> bool {
+        self.shared.options.reconnect && !self.shared.closed.load(Ordering::SeqCst)
     }
 
     fn current(&self) -> Arc<Connection> {
@@ -240,8 +258,7 @@ impl Client {
     /// one, whose calls fail clearly if it is gone.
     async fn connection(&self) -> Result<Arc<Connection>> {
         let current = self.current();
-        let wanted = self.shared.options.reconnect && !self.shared.closed.load(Ordering::SeqCst);
-        if current.is_usable() || !wanted {
+        if current.is_usable() || !self.reconnects_now() {
             return Ok(current);
         }
         let _one_at_a_time = self.shared.reconnecting.lock().await;

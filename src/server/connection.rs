@@ -18,7 +18,7 @@ use crate::frame_io::{write_frames, OUTBOUND_QUEUE};
 use crate::protocol::{
     ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
-use crate::transport::{flush_to_peer, PeerInfo, ServerStream};
+use crate::transport::{close_within, disconnect, PeerInfo, ServerStream};
 
 type Reader = FramedRead<ReadHalf<ServerStream>, FrameCodec>;
 
@@ -74,17 +74,22 @@ impl<H: Handler> Connection<H> {
             other => tracing::debug!(end = ?other, "closing connection"),
         }
 
-        // The writer drains what is queued, then shuts its half down.
+        // The writer drains what is queued (each batch bounded by the write
+        // timeout), then shuts its half down and hands it back.
         close.cancel();
         drop(ctx);
-        match tokio::time::timeout(self.config.shutdown_timeout, writer).await {
-            Ok(Ok(Ok(write))) => {
-                let mut stream = reader.into_inner().unsplit(write);
-                let _ = tokio::time::timeout(FLUSH_TIMEOUT, flush_to_peer(&mut stream)).await;
+        match writer.await {
+            Ok((write, written)) => {
+                let stream = reader.into_inner().unsplit(write);
+                match written {
+                    Ok(()) => close_within(stream, FLUSH_TIMEOUT).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write failed; cutting the client off");
+                        disconnect(&stream);
+                    }
+                }
             }
-            Ok(Ok(Err(e))) => tracing::debug!(error = %e, "write failed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "writer task failed"),
-            Err(_) => tracing::warn!("client did not read its last frames in time"),
+            Err(e) => tracing::error!(error = %e, "writer task failed"),
         }
         tracing::info!("disconnected");
     }
@@ -171,6 +176,13 @@ impl<H: Handler> Connection<H> {
                 Some(Err(e)) => break decode_failed(e),
                 Some(Ok(frame)) => frame,
             };
+            if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping) {
+                // Its answer would carry id 0, which means "the connection".
+                break End::Protocol(
+                    ErrorCode::MALFORMED_FRAME,
+                    format!("a {:?} needs an id other than 0", frame.kind),
+                );
+            }
             match frame.kind {
                 Kind::Request => {
                     if let Err(id) = in_flight.start(frame, slot, &self.handler, ctx) {
@@ -377,9 +389,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
 /// Sends `refusal` (an ERROR with id 0) instead of HELLO, and closes.
 pub(super) async fn refuse(stream: ServerStream, config: Arc<Config>, refusal: Frame) {
     let mut sink = FramedWrite::new(stream, FrameCodec::new(config.max_frame_len));
-    let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
-        sink.send(refusal).await?;
-        flush_to_peer(sink.get_mut()).await.map_err(DecodeError::Io)
-    })
-    .await;
+    let sent = tokio::time::timeout(FLUSH_TIMEOUT, sink.send(refusal)).await;
+    let stream = sink.into_inner();
+    match sent {
+        Ok(Ok(())) => close_within(stream, FLUSH_TIMEOUT).await,
+        _ => disconnect(&stream),
+    }
 }

@@ -3,7 +3,7 @@
 //! Windows uses named pipes with overlapped I/O through
 //! `tokio::net::windows::named_pipe`; Unix uses Unix domain sockets. Both
 //! offer the same interface: [`Listener::bind`], [`Listener::accept`],
-//! [`connect`] and [`flush_to_peer`]. Nothing here frames data: the seed's
+//! [`connect`], [`flush_to_peer`] and [`disconnect`]. Nothing here frames data: the seed's
 //! hello examples use this layer directly, the protocol layers sit on top.
 
 use std::future::Future;
@@ -18,12 +18,12 @@ use crate::error::{Error, Result};
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
+pub use unix::{connect, disconnect, flush_to_peer, ClientStream, Listener, ServerStream};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
+pub use windows::{connect, disconnect, flush_to_peer, ClientStream, Listener, ServerStream};
 
 /// Default number of pipe instances listening at once on Windows.
 pub const DEFAULT_BACKLOG: usize = 4;
@@ -198,6 +198,15 @@ fn explain_connect_error(err: io::Error, retryable: fn(&io::Error) -> Option<Ret
         None => return err,
     };
     io::Error::new(err.kind(), format!("{hint}: {err}"))
+}
+
+/// Closes a server stream, giving the client `timeout` to take what was
+/// written; a client that does not is cut off with [`disconnect`].
+pub async fn close_within(mut stream: ServerStream, timeout: Duration) {
+    let flushed = tokio::time::timeout(timeout, flush_to_peer(&mut stream)).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        disconnect(&stream);
+    }
 }
 
 fn bind_error(endpoint: &Endpoint, source: io::Error) -> Error {

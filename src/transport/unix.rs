@@ -168,11 +168,19 @@ fn peer_info(stream: &UnixStream) -> PeerInfo {
 
 fn is_retryable(err: &io::Error) -> Option<Retry> {
     match err.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Some(Retry::Absent),
+        // A reset: the listener was closing (its server killed) as we came.
+        io::ErrorKind::NotFound
+        | io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::ConnectionReset => Some(Retry::Absent),
         io::ErrorKind::WouldBlock => Some(Retry::Busy),
         _ => None,
     }
 }
+
+/// Cuts the client off at once, discarding unread data. On Unix closing the
+/// socket does that, so this does nothing; it exists for Windows, where a
+/// pipe with a write the client never reads stays open after it is dropped.
+pub fn disconnect(_stream: &ServerStream) {}
 
 /// Makes sure the peer gets everything written before the stream is
 /// dropped. On Unix, written data survives a close, so this only shuts down

@@ -252,6 +252,17 @@ fn is_retryable(err: &io::Error) -> Option<Retry> {
     }
 }
 
+/// Cuts the client off at once (`DisconnectNamedPipe`), discarding unread
+/// data and failing its pending I/O. Needed before dropping a pipe whose
+/// client stopped reading: mio does not cancel a pending write on drop (to
+/// flush it), so the instance, and a `flush_to_peer` blocked on it, would
+/// otherwise live as long as the client.
+pub fn disconnect(stream: &ServerStream) {
+    if let Err(e) = stream.disconnect() {
+        tracing::debug!(error = %e, "DisconnectNamedPipe failed");
+    }
+}
+
 /// Waits until the client has read everything written, so that dropping
 /// the instance loses nothing (`FlushFileBuffers`, as Microsoft advises
 /// before closing a pipe).

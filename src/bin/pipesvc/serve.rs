@@ -39,6 +39,8 @@ impl Handler for EchoService {
 }
 
 pub async fn run(args: ServeArgs) -> pipesvc::Result<()> {
+    #[cfg(unix)]
+    raise_fd_limit();
     let server = Server::builder(args.name.endpoint()?)
         .max_connections(args.max_connections)
         .max_frame_len(args.max_frame_len)
@@ -87,4 +89,25 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("stop requested");
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: each client is a
+/// file descriptor, and the common soft limit of 1024 is below the default
+/// `--max-connections`.
+#[cfg(unix)]
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write `limit`.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+    }
 }

@@ -1,0 +1,215 @@
+//! Writes the seed corpus, fuzz/corpus/<target>/, with pipesvc's own
+//! encoder (no hand-typed hex):
+//!
+//! ```sh
+//! cd fuzz && cargo run --example gen_corpus
+//! ```
+//!
+//! Rewrites the files it owns (named `seed-*`) and leaves others alone.
+//! Input layouts are described at the top of each fuzz target.
+
+use std::fs;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use pipesvc::protocol::{ClientHello, ErrorCode, Frame, FrameCodec, Kind, ServerHello};
+use tokio_util::codec::Encoder;
+
+fn wire(frames: &[Frame]) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let mut codec = FrameCodec::new(u32::MAX);
+    for frame in frames {
+        codec.encode(frame.clone(), &mut buf).expect("encode");
+    }
+    buf.to_vec()
+}
+
+/// A header with any `length`, kind and flags, then `payload`: for the
+/// frames the encoder refuses to produce.
+fn raw(length: u32, kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = length.to_le_bytes().to_vec();
+    bytes.extend([kind, flags]);
+    bytes.extend(id.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn client_hello(version: u16) -> Frame {
+    Frame::new(Kind::Hello, 0, ClientHello { version }.encode())
+}
+
+fn server_hello() -> Frame {
+    let hello = ServerHello {
+        version: 1,
+        max_frame_len: 8 * 1024 * 1024,
+        server_name: "pipesvc".into(),
+    };
+    Frame::new(Kind::Hello, 0, hello.encode())
+}
+
+fn write(target: &str, name: &str, control: u8, body: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    fs::create_dir_all(&dir).expect("create the corpus directory");
+    let mut bytes = vec![control];
+    bytes.extend_from_slice(body);
+    fs::write(dir.join(format!("seed-{name}")), bytes).expect("write a seed");
+}
+
+fn main() {
+    let hi = || Bytes::from_static(b"hello");
+    let one_of_each = [
+        ("hello", server_hello()),
+        (
+            "request",
+            Frame::request(0x0102_0304, Bytes::from_static(b"hi")),
+        ),
+        ("response", Frame::response(1, hi())),
+        (
+            "error",
+            Frame::error(0, ErrorCode::MALFORMED_FRAME, "malformed frame"),
+        ),
+        (
+            "notify",
+            Frame::notify(Bytes::from_static(b"Hello Pipe World")),
+        ),
+        ("goodbye", Frame::goodbye("the server is shutting down")),
+        ("ping", Frame::new(Kind::Ping, 2, Bytes::new())),
+        ("pong", Frame::new(Kind::Pong, 2, Bytes::new())),
+    ];
+    // PROTOCOL.md's complete exchange, both directions in order.
+    let exchange = wire(&[
+        server_hello(),
+        client_hello(1),
+        Frame::notify(Bytes::from_static(b"Hello Pipe World")),
+        Frame::request(1, hi()),
+        Frame::response(1, hi()),
+        Frame::new(Kind::Ping, 2, Bytes::new()),
+        Frame::new(Kind::Pong, 2, Bytes::new()),
+    ]);
+    let malformed: [(&str, Vec<u8>); 6] = [
+        ("oversized-length", raw(u32::MAX, 2, 0, 1, b"")),
+        ("length-just-over-1k", raw(1025, 2, 0, 1, b"")),
+        ("too-short-length", raw(5, 2, 0, 1, b"")),
+        ("zero-length", raw(0, 0, 0, 0, b"")),
+        ("unknown-kind", raw(6, 9, 0, 1, b"")),
+        ("nonzero-flags", raw(8, 2, 1, 1, b"hi")),
+    ];
+
+    // decode: control byte = max-length index (low 3 bits) | split mode << 3.
+    // 0x0e = 1 KiB maximum, 1-byte reads; 0x0f = 64 KiB, 1-byte reads;
+    // 0x17 = 64 KiB, 2-byte reads; 0x1b = 16 bytes, 3-byte reads;
+    // 0x1e = 1 KiB, 3-byte reads; 0xff = 64 KiB, pseudo-random reads.
+    for (name, frame) in &one_of_each {
+        write("decode", name, 0x0f, &wire(std::slice::from_ref(frame)));
+    }
+    write("decode", "exchange", 0xff, &exchange);
+    write("decode", "exchange-split-3", 0x1e, &exchange);
+    write(
+        "decode",
+        "exactly-max-16",
+        0x1b,
+        &wire(&[Frame::request(1, vec![7u8; 10])]),
+    );
+    write(
+        "decode",
+        "one-over-max-16",
+        0x1b,
+        &wire(&[Frame::request(1, vec![7u8; 11])]),
+    );
+    for (name, bytes) in &malformed {
+        write("decode", name, 0x0e, bytes);
+    }
+    let mut truncated = exchange.clone();
+    truncated.truncate(exchange.len() - 3);
+    write("decode", "truncated", 0x17, &truncated);
+
+    // server: control bit 0 = the harness sends a valid HELLO first;
+    // bits 1-3 = write size (0 = all at once, 1 = 1 byte at a time).
+    let request = |id, payload: &'static [u8]| Frame::request(id, Bytes::from_static(payload));
+    let session = wire(&[
+        request(1, b"hello"),
+        Frame::new(Kind::Ping, 2, Bytes::from_static(b"p")),
+        Frame::notify(Bytes::from_static(b"to the server")),
+        request(3, b"!service error"),
+        request(4, b"Big response"),
+        request(5, b"Notify me"),
+        request(6, b"Yield first"),
+    ]);
+    write("server", "session", 0x01, &session);
+    write("server", "session-bytewise", 0x03, &session);
+    write(
+        "server",
+        "exchange",
+        0x00,
+        &wire(&[
+            client_hello(1),
+            request(1, b"hello"),
+            Frame::new(Kind::Ping, 2, Bytes::new()),
+        ]),
+    );
+    write("server", "handshake-only", 0x01, b"");
+    write("server", "nothing", 0x00, b"");
+    write(
+        "server",
+        "request-before-hello",
+        0x00,
+        &wire(&[request(1, b"hi")]),
+    );
+    write(
+        "server",
+        "hello-bad-magic",
+        0x00,
+        &wire(&[Frame::new(
+            Kind::Hello,
+            0,
+            Bytes::from_static(b"XSVC\x01\x00"),
+        )]),
+    );
+    write(
+        "server",
+        "hello-too-short",
+        0x00,
+        &wire(&[Frame::new(Kind::Hello, 0, Bytes::from_static(b"PSVC"))]),
+    );
+    write("server", "hello-version-2", 0x00, &wire(&[client_hello(2)]));
+    write("server", "second-hello", 0x01, &wire(&[client_hello(1)]));
+    write(
+        "server",
+        "duplicate-id",
+        0x01,
+        &wire(&[request(9, b"Yield"), request(9, b"Yield")]),
+    );
+    write(
+        "server",
+        "client-sends-response",
+        0x01,
+        &wire(&[Frame::response(1, hi())]),
+    );
+    write(
+        "server",
+        "request-id-0",
+        0x01,
+        &wire(&[request(0, b"!zero")]),
+    );
+    write(
+        "server",
+        "truncated-request",
+        0x01,
+        &wire(&[request(1, b"hello")])[..12],
+    );
+    for (name, bytes) in &malformed {
+        write("server", name, 0x01, bytes);
+        write("server", &format!("{name}-before-hello"), 0x00, bytes);
+    }
+    let mut pipelined = Vec::new();
+    for id in 1..=12u32 {
+        pipelined.extend(wire(&[Frame::request(id, format!("Y{id}").into_bytes())]));
+    }
+    write("server", "pipelined", 0x01, &pipelined);
+    println!(
+        "seed corpus written under {}/corpus",
+        env!("CARGO_MANIFEST_DIR")
+    );
+}

@@ -1,0 +1,424 @@
+//! Fuzzes a live pipesvc `Server` with arbitrary client bytes (Unix only).
+//!
+//! Once per process a server runs on a Tokio runtime (echo-style handler,
+//! 1 KiB maximum frame length, short handshake timeout) on a fresh socket.
+//! Input: one control byte, then the bytes a client sends. Bit 0 of the
+//! control byte: send a valid client HELLO before the input; bits 1-3: how
+//! the bytes are split into writes. The client then shuts down its write
+//! side and reads until the server closes; more than 2 s is a hang (panic).
+//!
+//! Checked: every byte the server sends decodes with `FrameCodec` under its
+//! announced maximum; the first frame is a valid HELLO; only RESPONSE,
+//! ERROR, NOTIFY, GOODBYE and PONG follow; every answer matches something
+//! the client sent (right id, payload and kind); and a model of PROTOCOL.md
+//! (fed the same bytes) predicts how the connection ends: which ERROR it
+//! ends with, or that every request and PING was answered. After each input
+//! the server holds no connection, and every `LIVENESS_EVERY` inputs a
+//! fresh client must get its echo. A panic anywhere in the server (even one
+//! Tokio would catch) aborts the process: libfuzzer-sys makes every panic
+//! a crash.
+#![no_main]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use libfuzzer_sys::fuzz_target;
+use pipesvc::protocol::{
+    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
+};
+use pipesvc::server::{Context, Server, ServerHandle, ServiceError};
+use pipesvc::transport::{self, ConnectOptions};
+use pipesvc::Endpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The server's maximum frame length: small, so that fuzz inputs reach it.
+const MAX_FRAME_LEN: u32 = 1024;
+/// A whole session (connect, write, read to the close) taking longer than
+/// this is a hang.
+const HANG: Duration = Duration::from_secs(2);
+/// Check that a fresh client still gets an echo every this many inputs.
+const LIVENESS_EVERY: u64 = 8;
+/// Service error code the handler uses for payloads starting with `!`.
+const SERVICE_CODE: u16 = 1000;
+
+struct Fixture {
+    runtime: Runtime,
+    endpoint: Endpoint,
+    handle: ServerHandle,
+    inputs: AtomicU64,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        // libFuzzer's main does not run Rust's runtime setup, which ignores
+        // SIGPIPE: without this, writing to a closed socket kills us.
+        // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = std::env::temp_dir().join(format!("pipesvc-fuzz-{}", std::process::id()));
+        let endpoint = Endpoint::in_private_dir("server", &dir).expect("endpoint");
+        let server = {
+            let _guard = runtime.enter();
+            Server::builder(endpoint.clone())
+                .handler(handler)
+                .max_frame_len(MAX_FRAME_LEN)
+                .max_in_flight(4)
+                .handshake_timeout(Duration::from_millis(500))
+                .bind()
+                .expect("bind the fuzzed server")
+        };
+        let handle = server.handle();
+        runtime.spawn(async move {
+            let result = server.serve().await;
+            panic!("the server stopped serving: {result:?}");
+        });
+        Fixture {
+            runtime,
+            endpoint,
+            handle,
+            inputs: AtomicU64::new(0),
+        }
+    })
+}
+
+/// Echoes, except for payloads starting with `!` (a service error), `B`
+/// (a response too large for a frame), `N` (a NOTIFY with the payload
+/// first) and `Y` (yields first, so answers may come out of order).
+async fn handler(request: Bytes, ctx: Context) -> Result<Bytes, ServiceError> {
+    match request.first() {
+        Some(b'!') => Err(ServiceError::with_code(SERVICE_CODE, "refused")),
+        Some(b'B') => Ok(Bytes::from(vec![b'B'; MAX_FRAME_LEN as usize])),
+        Some(b'N') => {
+            let _ = ctx.notify(request.clone()).await;
+            Ok(request)
+        }
+        Some(b'Y') => {
+            tokio::task::yield_now().await;
+            Ok(request)
+        }
+        _ => Ok(request),
+    }
+}
+
+/// The ERROR code the handler answers `payload` with, if not a RESPONSE.
+fn error_answer(payload: &[u8]) -> Option<ErrorCode> {
+    match payload.first() {
+        Some(b'!') => Some(ErrorCode(SERVICE_CODE)),
+        Some(b'B') => Some(ErrorCode::FRAME_TOO_LARGE),
+        _ => None,
+    }
+}
+
+fn client_hello() -> Bytes {
+    let mut wire = BytesMut::new();
+    FrameCodec::new(MAX_FRAME_LEN)
+        .encode(
+            Frame::new(Kind::Hello, 0, ClientHello { version: 1 }.encode()),
+            &mut wire,
+        )
+        .expect("encode HELLO");
+    wire.freeze()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let fixture = fixture();
+    let mut sent = Vec::with_capacity(rest.len() + 16);
+    if control & 1 == 1 {
+        sent.extend_from_slice(&client_hello());
+    }
+    sent.extend_from_slice(rest);
+    let write_size = [usize::MAX, 1, 2, 3, 7, 10, 64, 500][usize::from((control >> 1) & 7)];
+
+    let received = fixture
+        .runtime
+        .block_on(session(&fixture.endpoint, &sent, write_size));
+    check(&sent, &received);
+    assert_eq!(
+        fixture.handle.connection_count(),
+        0,
+        "the server still holds a connection its client saw closed"
+    );
+
+    if fixture
+        .inputs
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(LIVENESS_EVERY)
+    {
+        let mut hello = client_hello().to_vec();
+        let mut wire = BytesMut::new();
+        FrameCodec::new(MAX_FRAME_LEN)
+            .encode(Frame::request(7, Bytes::from_static(b"alive?")), &mut wire)
+            .expect("encode REQUEST");
+        hello.extend_from_slice(&wire);
+        let received = fixture
+            .runtime
+            .block_on(session(&fixture.endpoint, &hello, usize::MAX));
+        let frames = decode_all(&received);
+        assert_eq!(
+            frames.last(),
+            Some(&Frame::response(7, Bytes::from_static(b"alive?"))),
+            "the server no longer echoes a fresh client"
+        );
+    }
+});
+
+/// Connects, writes `bytes` in writes of `write_size` while reading, shuts
+/// the write side down, and reads until the server closes. Returns what
+/// the server sent. Panics after [`HANG`].
+async fn session(endpoint: &Endpoint, bytes: &[u8], write_size: usize) -> Vec<u8> {
+    let run = async {
+        let stream = transport::connect(endpoint, &ConnectOptions::default())
+            .await
+            .expect("connect to the fuzzed server")
+            .stream;
+        let (mut read, mut write) = tokio::io::split(stream);
+        let writing = async {
+            // The server may close first (after a protocol error): then
+            // writes fail, which is fine.
+            for chunk in bytes.chunks(write_size) {
+                if write.write_all(chunk).await.is_err() {
+                    return;
+                }
+                if write_size != usize::MAX {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let _ = write.shutdown().await;
+        };
+        let reading = async {
+            let mut received = Vec::new();
+            match read.read_to_end(&mut received).await {
+                Ok(_) => {}
+                // The server closed with our bytes unread: Linux then reports
+                // ECONNRESET after the data it sent.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("reading from the server failed: {e}"),
+            }
+            received
+        };
+        tokio::join!(writing, reading).1
+    };
+    tokio::time::timeout(HANG, run)
+        .await
+        .unwrap_or_else(|_| panic!("hang: the session did not end within {HANG:?}"))
+}
+
+/// Decodes everything the server sent: whole frames, each within the
+/// maximum the server announces.
+fn decode_all(received: &[u8]) -> Vec<Frame> {
+    let mut codec = FrameCodec::new(MAX_FRAME_LEN);
+    let mut buf = BytesMut::from(received);
+    let mut frames = Vec::new();
+    loop {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return frames,
+            Err(e) => panic!(
+                "the server sent an undecodable frame after {frames:?}: {e} \
+                 (bytes left: {buf:02x?})"
+            ),
+        }
+    }
+}
+
+/// How the model says the connection ends.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// The client's stream ended cleanly after the handshake: every request
+    /// and PING is answered, then the server closes.
+    Clean,
+    /// The stream ended (cleanly or mid-frame) where the server just closes,
+    /// without an ERROR; answers still in flight may be lost.
+    Silent,
+    /// The server reports this ERROR (id 0) and closes; answers still in
+    /// flight may be lost.
+    Error(ErrorCode),
+}
+
+/// What PROTOCOL.md says the server does with `sent`.
+struct Model {
+    /// REQUESTs the server reads, in order.
+    requests: Vec<(u32, Bytes)>,
+    /// PINGs the server reads.
+    pings: Vec<(u32, Bytes)>,
+    end: End,
+    /// A REQUEST reused an id that may still be in flight: whether the
+    /// server sees it as a duplicate depends on timing.
+    racy: bool,
+}
+
+fn model(sent: &[u8]) -> Model {
+    let mut codec = FrameCodec::new(MAX_FRAME_LEN);
+    let mut buf = BytesMut::from(sent);
+    let mut model = Model {
+        requests: Vec::new(),
+        pings: Vec::new(),
+        end: End::Silent,
+        racy: false,
+    };
+    let mut handshaken = false;
+    model.end = loop {
+        let frame = match codec.decode_eof(&mut buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) if handshaken => break End::Clean,
+            Ok(None) => break End::Silent,
+            Err(e) => match e.code() {
+                Some(code) => break End::Error(code),
+                None => break End::Silent, // a partial frame at the end
+            },
+        };
+        if !handshaken {
+            if frame.kind != Kind::Hello {
+                break End::Error(ErrorCode::UNEXPECTED_FRAME);
+            }
+            if let Err(e) = ClientHello::decode(&frame.payload) {
+                break End::Error(e.code());
+            }
+            handshaken = true;
+            continue;
+        }
+        if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping) {
+            // PROTOCOL.md: a REQUEST or PING needs an id other than 0.
+            break End::Error(ErrorCode::MALFORMED_FRAME);
+        }
+        match frame.kind {
+            Kind::Request => {
+                if model.requests.iter().any(|(id, _)| *id == frame.id) {
+                    model.racy = true;
+                }
+                model.requests.push((frame.id, frame.payload));
+            }
+            Kind::Ping => model.pings.push((frame.id, frame.payload)),
+            Kind::Notify => {}
+            _ => break End::Error(ErrorCode::UNEXPECTED_FRAME),
+        }
+    };
+    model
+}
+
+/// Checks what the server sent against the rules and the model.
+fn check(sent: &[u8], received: &[u8]) {
+    let frames = decode_all(received);
+    let context = || format!("client sent {sent:02x?}\nserver sent {frames:?}");
+    let model = model(sent);
+
+    let (first, rest) = frames
+        .split_first()
+        .unwrap_or_else(|| panic!("no HELLO from the server\n{}", context()));
+    assert_eq!(first.kind, Kind::Hello, "{}", context());
+    let hello = ServerHello::decode(&first.payload).expect("a valid server HELLO");
+    assert_eq!((hello.version, hello.max_frame_len), (1, MAX_FRAME_LEN));
+
+    // Match every answer to something the client sent, at most once each.
+    let mut requests: HashMap<(u32, Bytes), usize> = HashMap::new();
+    for request in &model.requests {
+        *requests.entry(request.clone()).or_default() += 1;
+    }
+    let mut pings: HashMap<(u32, Bytes), usize> = HashMap::new();
+    for ping in &model.pings {
+        *pings.entry(ping.clone()).or_default() += 1;
+    }
+    let mut notifies: HashMap<Bytes, usize> = HashMap::new();
+    for (_, payload) in &model.requests {
+        if payload.first() == Some(&b'N') {
+            *notifies.entry(payload.clone()).or_default() += 1;
+        }
+    }
+    let take = |map: &mut HashMap<_, usize>, key, what: &str| match map.get_mut(&key) {
+        Some(n) if *n > 0 => *n -= 1,
+        _ => panic!(
+            "{what} {key:?} answers nothing the client sent\n{}",
+            context()
+        ),
+    };
+    let mut final_error = None;
+    for (i, frame) in rest.iter().enumerate() {
+        let last = i + 1 == rest.len();
+        match frame.kind {
+            Kind::Response => {
+                assert_eq!(error_answer(&frame.payload), None, "{}", context());
+                take(&mut requests, (frame.id, frame.payload.clone()), "RESPONSE")
+            }
+            Kind::Pong => take(&mut pings, (frame.id, frame.payload.clone()), "PONG"),
+            Kind::Notify => {
+                if let Some(n) = notifies.get_mut(&frame.payload).filter(|n| **n > 0) {
+                    *n -= 1;
+                } else {
+                    panic!("NOTIFY nobody asked for\n{}", context());
+                }
+            }
+            Kind::Error => {
+                let code = ErrorPayload::decode(&frame.payload)
+                    .unwrap_or_else(|| panic!("ERROR without a code\n{}", context()))
+                    .code;
+                // The last frame may be the ERROR that closes the connection
+                // (id 0), or a request's answer (never id 0: such requests
+                // are refused).
+                let may_close = last && frame.id == 0;
+                let answered = requests
+                    .iter()
+                    .find(|((id, payload), n)| {
+                        **n > 0 && *id == frame.id && error_answer(payload) == Some(code)
+                    })
+                    .map(|(request, _)| request.clone());
+                if may_close
+                    && (model.end == End::Error(code)
+                        || (model.racy && code == ErrorCode::DUPLICATE_ID))
+                {
+                    final_error = Some(code);
+                } else if let Some(request) = answered {
+                    take(&mut requests, request, "ERROR");
+                } else if may_close {
+                    final_error = Some(code); // judged against the model below
+                } else {
+                    panic!("unexpected ERROR {code:?}\n{}", context());
+                }
+            }
+            Kind::Goodbye => panic!(
+                "GOODBYE, but the server is not shutting down\n{}",
+                context()
+            ),
+            Kind::Hello | Kind::Request | Kind::Ping => {
+                panic!("the server sent a {:?}\n{}", frame.kind, context())
+            }
+        }
+    }
+
+    match (&model.end, final_error) {
+        (End::Error(want), Some(got)) if *want == got => {}
+        (_, Some(got)) if model.racy && got == ErrorCode::DUPLICATE_ID => {}
+        (End::Clean, None) if model.racy => {}
+        (End::Clean, None) => {
+            let unanswered: Vec<_> = requests.iter().filter(|(_, n)| **n > 0).collect();
+            assert!(
+                unanswered.is_empty(),
+                "unanswered {unanswered:?}\n{}",
+                context()
+            );
+            let unponged: Vec<_> = pings.iter().filter(|(_, n)| **n > 0).collect();
+            assert!(
+                unponged.is_empty(),
+                "no PONG for {unponged:?}\n{}",
+                context()
+            );
+        }
+        (End::Silent, None) => {}
+        (want, got) => panic!(
+            "the connection ended with ERROR {got:?}; PROTOCOL.md says {want:?}\n{}",
+            context()
+        ),
+    }
+}
