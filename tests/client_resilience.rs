@@ -6,21 +6,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint};
+use common::{guard, unique_endpoint, Serving};
 use pipesvc::client::ClientOptions;
-use pipesvc::server::{Context, Server, ServerHandle, ServiceError};
+use pipesvc::server::{Context, Server, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// Echoes, except that `hold` is never answered (it reports that it started).
-fn start(
-    endpoint: &Endpoint,
-) -> (
-    ServerHandle,
-    JoinHandle<pipesvc::Result<()>>,
-    mpsc::UnboundedReceiver<()>,
-) {
+fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
     let (started_tx, started) = mpsc::unbounded_channel();
     let handler = move |request: Bytes, _ctx: Context| {
         let started_tx = started_tx.clone();
@@ -37,18 +30,13 @@ fn start(
         .handler(handler)
         .bind()
         .unwrap();
-    (server.handle(), tokio::spawn(server.serve()), started)
-}
-
-async fn stop(handle: ServerHandle, serving: JoinHandle<pipesvc::Result<()>>) {
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    (Serving::start(server), started)
 }
 
 #[tokio::test]
 async fn a_request_past_its_timeout_fails_and_the_connection_carries_on() {
     let endpoint = unique_endpoint("request-timeout");
-    let (handle, serving, _started) = start(&endpoint);
+    let (serving, _started) = start(&endpoint);
     let options = ClientOptions {
         request_timeout: Some(Duration::from_millis(50)),
         ..ClientOptions::default()
@@ -57,13 +45,13 @@ async fn a_request_past_its_timeout_fails_and_the_connection_carries_on() {
     let err = client.request("hold").await.unwrap_err();
     assert!(matches!(err, Error::Timeout(..)), "{err}");
     assert_eq!(client.request("next").await.unwrap(), "next");
-    stop(handle, serving).await;
+    serving.stop().await;
 }
 
 #[tokio::test]
 async fn a_reconnecting_client_outlives_a_server_restart() {
     let endpoint = unique_endpoint("reconnect");
-    let (handle, serving, mut started) = start(&endpoint);
+    let (serving, mut started) = start(&endpoint);
     let options = ClientOptions {
         reconnect: true,
         ..ClientOptions::default()
@@ -77,7 +65,7 @@ async fn a_reconnecting_client_outlives_a_server_restart() {
         tokio::spawn(async move { client.request("hold").await })
     };
     started.recv().await.unwrap();
-    stop(handle, serving).await;
+    serving.stop().await;
     let err = guard(in_flight).await.unwrap().unwrap_err();
     assert!(
         matches!(&err, Error::Remote { .. } | Error::ConnectionClosed(_)),
@@ -85,7 +73,7 @@ async fn a_reconnecting_client_outlives_a_server_restart() {
     );
 
     // ...and the next one, once a new server runs, gets through.
-    let (handle, serving, _started) = start(&endpoint);
+    let (serving, _started) = start(&endpoint);
     assert_eq!(client.request("after").await.unwrap(), "after");
     assert_eq!(client.reconnects(), 1);
     assert!(!client.is_closed());
@@ -95,19 +83,19 @@ async fn a_reconnecting_client_outlives_a_server_restart() {
         client.request("closed").await.is_err(),
         "a closed client stays closed"
     );
-    stop(handle, serving).await;
+    serving.stop().await;
 }
 
 #[tokio::test]
 async fn without_reconnect_a_lost_connection_stays_lost() {
     let endpoint = unique_endpoint("no-reconnect");
-    let (handle, serving, _started) = start(&endpoint);
+    let (serving, _started) = start(&endpoint);
     let client = Client::connect(&endpoint).await.unwrap();
-    stop(handle, serving).await;
-    let (handle, serving, _started) = start(&endpoint);
+    serving.stop().await;
+    let (serving, _started) = start(&endpoint);
     let err = client.request("x").await.unwrap_err();
     assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
     assert!(client.is_closed());
     assert_eq!(client.reconnects(), 0);
-    stop(handle, serving).await;
+    serving.stop().await;
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{guard, payload, unique_endpoint, RawClient};
+use common::{guard, payload, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{Frame, Kind};
 use pipesvc::server::{Context, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
@@ -103,9 +103,7 @@ async fn raw_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
     let endpoint = unique_endpoint("many");
-    let server = echo_server(&endpoint);
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(echo_server(&endpoint));
 
     let start = Arc::new(Barrier::new(CLIENTS as usize));
     let clients: Vec<_> = (0..CLIENTS)
@@ -125,6 +123,5 @@ async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
     })
     .await;
 
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }

@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{guard, spawn_requests, unique_endpoint, RawClient};
+use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
-use pipesvc::server::{Context, Handler, Server, ServerHandle, ServiceError};
+use pipesvc::server::{Context, Handler, Server, ServiceError};
 use pipesvc::transport::ConnectOptions;
 use pipesvc::{Client, Endpoint, Error};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// Echoes, fails on `fail`, panics on `panic`, greets on connect, and
 /// forwards client notifications to the test.
@@ -41,15 +40,13 @@ impl Handler for TestService {
 
 struct Running {
     endpoint: Endpoint,
-    handle: ServerHandle,
-    serving: JoinHandle<pipesvc::Result<()>>,
+    serving: Serving,
     notes: mpsc::UnboundedReceiver<Bytes>,
 }
 
 impl Running {
     async fn stop(self) {
-        self.handle.shutdown();
-        guard(self.serving).await.unwrap().unwrap();
+        self.serving.stop().await;
     }
 }
 
@@ -65,8 +62,7 @@ fn start(
     let server = configure(builder).bind().expect("bind");
     Running {
         endpoint,
-        handle: server.handle(),
-        serving: tokio::spawn(server.serve()),
+        serving: Serving::start(server),
         notes,
     }
 }
@@ -87,7 +83,7 @@ async fn requests_notifications_and_pings_work() {
     client.notify("from client").await.unwrap();
     assert_eq!(server.notes.recv().await.unwrap(), "from client");
 
-    assert_eq!(server.handle.broadcast("to all").await, 1);
+    assert_eq!(server.serving.handle.broadcast("to all").await, 1);
     assert_eq!(notes.recv().await.unwrap(), "to all");
     client.close().await;
     assert!(client.request("late").await.is_err());
@@ -126,8 +122,8 @@ async fn broadcast_reaches_every_client() {
         assert_eq!(notes.recv().await.unwrap(), "welcome");
         clients.push((client, notes));
     }
-    assert_eq!(server.handle.connection_count(), 5);
-    assert_eq!(server.handle.broadcast("news").await, 5);
+    assert_eq!(server.serving.handle.connection_count(), 5);
+    assert_eq!(server.serving.handle.broadcast("news").await, 5);
     for (_, notes) in &mut clients {
         assert_eq!(notes.recv().await.unwrap(), "news");
     }
@@ -178,13 +174,10 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
         "{err}"
     );
     // The smallest limit that fits works end to end.
-    let server = builder(23).bind().unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(builder(23).bind().unwrap());
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("").await.unwrap(), "");
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -343,13 +336,13 @@ async fn requests_in_flight_per_connection_are_bounded() {
             }
         }
     };
-    let server = Server::builder(endpoint.clone())
-        .max_in_flight(LIMIT)
-        .handler(handler)
-        .bind()
-        .unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .max_in_flight(LIMIT)
+            .handler(handler)
+            .bind()
+            .unwrap(),
+    );
 
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     for id in 1..=SENT {
@@ -372,8 +365,7 @@ async fn requests_in_flight_per_connection_are_bounded() {
         answered += 1;
     }
     assert_eq!(peak.load(Ordering::SeqCst), LIMIT);
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -433,12 +425,12 @@ async fn a_duplicate_request_id_in_flight_is_refused() {
             }
         }
     };
-    let server = Server::builder(endpoint.clone())
-        .handler(handler)
-        .bind()
-        .unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(handler)
+            .bind()
+            .unwrap(),
+    );
 
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     raw.send(Frame::request(9, "first")).await;
@@ -451,8 +443,7 @@ async fn a_duplicate_request_id_in_flight_is_refused() {
         "the duplicate never reached the handler"
     );
 
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient};
+use common::{guard, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::Frame;
 use pipesvc::server::{Context, Server, ServiceError};
 
@@ -40,13 +40,13 @@ async fn never_read(endpoint: pipesvc::Endpoint, payload: Bytes) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_flat_with_clients_that_never_read() {
     let endpoint = unique_endpoint("slow-readers");
-    let server = Server::builder(endpoint.clone())
-        .write_timeout(Duration::from_millis(100))
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
-        .bind()
-        .unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .write_timeout(Duration::from_millis(100))
+            .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+            .bind()
+            .unwrap(),
+    );
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
 
     let mut rss = Vec::new();
@@ -77,6 +77,5 @@ async fn memory_stays_flat_with_clients_that_never_read() {
         last <= settled + 32 * 1024,
         "memory grew from {settled} KiB to {last} KiB: {rss:?}"
     );
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint};
+use common::{guard, unique_endpoint, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::ErrorCode;
 use pipesvc::server::{AccessPolicy, Context, Server, ServerBuilder, ServiceError};
@@ -100,12 +100,12 @@ async fn the_context_carries_the_peer_credentials() {
             peer.uid, peer.gid, peer.pid
         )))
     };
-    let server = Server::builder(endpoint.clone())
-        .handler(handler)
-        .bind()
-        .unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(handler)
+            .bind()
+            .unwrap(),
+    );
     let client = Client::connect(&endpoint).await.unwrap();
     // SAFETY: plain getters without preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -116,19 +116,18 @@ async fn the_context_carries_the_peer_credentials() {
         Some(std::process::id())
     );
     assert_eq!(client.request("").await.unwrap(), expected);
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
 async fn the_client_can_require_the_server_process_id() {
     let endpoint = unique_endpoint("server-pid");
-    let server = Server::builder(endpoint.clone())
-        .handler(echo)
-        .bind()
-        .unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
     let with_pid = |pid| ClientOptions {
         expect_server_pid: Some(pid),
         ..ClientOptions::default()
@@ -147,8 +146,7 @@ async fn the_client_can_require_the_server_process_id() {
             .contains(&format!("expected pid {}", ours + 1)),
         "{err}"
     );
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }
 
 /// `pipesvc call` as another user, from a copy of the binary that user can run.
@@ -181,12 +179,9 @@ async fn serve_while<T: Send + 'static>(
     builder: ServerBuilder<impl pipesvc::server::Handler>,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let server = builder.bind().unwrap();
-    let handle = server.handle();
-    let serving = tokio::spawn(server.serve());
+    let serving = Serving::start(builder.bind().unwrap());
     let output = guard(tokio::task::spawn_blocking(call)).await.unwrap();
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
     output
 }
 
@@ -200,17 +195,16 @@ async fn another_user_is_refused_by_default_and_admitted_once_allowed() {
         // SAFETY: getuid has no preconditions.
         let me = unsafe { libc::getuid() };
         let policy = AccessPolicy::custom(move |peer| peer.uid != Some(me));
-        let server = Server::builder(endpoint.clone())
-            .access(policy)
-            .handler(echo)
-            .bind()
-            .unwrap();
-        let handle = server.handle();
-        let serving = tokio::spawn(server.serve());
+        let serving = Serving::start(
+            Server::builder(endpoint.clone())
+                .access(policy)
+                .handler(echo)
+                .bind()
+                .unwrap(),
+        );
         let err = Client::connect(&endpoint).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
-        handle.shutdown();
-        guard(serving).await.unwrap().unwrap();
+        serving.stop().await;
         return;
     }
     // A directory and socket the other user may reach, so that only the

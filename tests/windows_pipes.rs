@@ -9,28 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, payload, skip, unique_endpoint, wine_version};
+use common::{guard, payload, skip, unique_endpoint, wine_version, Serving};
 use pipesvc::client::ClientOptions;
-use pipesvc::server::{Context, Handler, Server, ServerBuilder, ServerHandle, ServiceError};
+use pipesvc::server::{Context, Handler, Server, ServerBuilder, ServiceError};
 use pipesvc::transport::{ConnectOptions, PipeMode};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::net::windows::named_pipe::ClientOptions as PipeClientOptions;
 use tokio::sync::Barrier;
-use tokio::task::JoinHandle;
 use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY};
 
 async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
     Ok(request)
 }
 
-fn start<H: Handler>(builder: ServerBuilder<H>) -> (ServerHandle, JoinHandle<pipesvc::Result<()>>) {
-    let server = builder.bind().expect("bind");
-    (server.handle(), tokio::spawn(server.serve()))
-}
-
-async fn stop((handle, serving): (ServerHandle, JoinHandle<pipesvc::Result<()>>)) {
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+fn start<H: Handler>(builder: ServerBuilder<H>) -> Serving {
+    Serving::start(builder.bind().expect("bind"))
 }
 
 /// `clients` connect at the same moment; returns the ERROR_PIPE_BUSY
@@ -83,7 +76,7 @@ async fn a_burst_of_clients_is_served_with_the_default_backlog_and_with_one() {
         let busy = burst(&endpoint, 100).await;
         // Reported, not asserted: the count depends on scheduling.
         eprintln!("pipesvc-report: burst of 100 clients, backlog {backlog}: {busy} ERROR_PIPE_BUSY retries");
-        stop(server).await;
+        server.stop().await;
     }
 }
 
@@ -115,7 +108,7 @@ async fn a_client_connecting_in_a_tight_loop_never_sees_not_found() {
     }
     eprintln!("pipesvc-report: tight loop of 500 connects: {connected} connected, {busy} busy, 0 not found");
     assert!(connected > 0);
-    stop(server).await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +156,7 @@ async fn message_mode_carries_frames_from_0_bytes_to_1_mib() {
         );
     }
     client.close().await;
-    stop(server).await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -195,7 +188,7 @@ async fn max_instances_reached_gives_a_clear_busy_error() {
         "still served"
     );
     holder.close().await;
-    stop(server).await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -208,7 +201,7 @@ async fn the_context_knows_the_client_process_id() {
     let client = Client::connect(&endpoint).await.unwrap();
     let pid = client.request("").await.unwrap();
     assert_eq!(pid, format!("{:?}", Some(std::process::id())));
-    stop(server).await;
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::ptr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, skip, unique_endpoint, wine_version};
+use common::{guard, skip, unique_endpoint, wine_version, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::server::{Context, Server, ServiceError};
 use pipesvc::transport::{self, ConnectOptions, Listener, ListenerOptions, ServerStream};
@@ -693,7 +693,7 @@ async fn each_side_reads_the_other_sides_process_id() {
         .handler(handler)
         .bind()
         .unwrap();
-    let (handle, serving) = (server.handle(), tokio::spawn(server.serve()));
+    let serving = Serving::start(server);
     let client = Client::connect(&endpoint).await.unwrap();
     let me = Some(std::process::id());
     // Same process on both ends here.
@@ -709,8 +709,7 @@ async fn each_side_reads_the_other_sides_process_id() {
         "the client's pid, as the server reads it"
     );
     client.close().await;
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -756,7 +755,7 @@ async fn expect_server_pid_refuses_another_process_before_sending_anything() {
         .handler(echo)
         .bind()
         .unwrap();
-    let (handle, serving) = (server.handle(), tokio::spawn(server.serve()));
+    let serving = Serving::start(server);
     let options = ClientOptions {
         expect_server_pid: Some(me),
         ..ClientOptions::default()
@@ -764,6 +763,5 @@ async fn expect_server_pid_refuses_another_process_before_sending_anything() {
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("hi").await.unwrap(), "hi");
     client.close().await;
-    handle.shutdown();
-    guard(serving).await.unwrap().unwrap();
+    serving.stop().await;
 }

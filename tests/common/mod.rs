@@ -34,6 +34,33 @@ pub async fn guard<F: std::future::Future>(future: F) -> F::Output {
         .expect("test hung: the hang guard expired")
 }
 
+/// A server running on the current runtime.
+pub struct Serving {
+    /// Controls the server (broadcast, shutdown, connection count).
+    pub handle: pipesvc::server::ServerHandle,
+    /// The task running `serve`.
+    pub task: tokio::task::JoinHandle<pipesvc::Result<()>>,
+}
+
+impl Serving {
+    /// Runs `server` in a task of its own.
+    pub fn start<H: pipesvc::server::Handler>(server: pipesvc::Server<H>) -> Serving {
+        Serving {
+            handle: server.handle(),
+            task: tokio::spawn(server.serve()),
+        }
+    }
+
+    /// Shuts the server down gracefully and waits until `serve` returned Ok.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        guard(self.task)
+            .await
+            .expect("serve task")
+            .expect("serve returned an error");
+    }
+}
+
 /// A client that speaks the protocol frame by frame, as a client written in
 /// another language would from PROTOCOL.md alone.
 pub struct RawClient {
