@@ -1,10 +1,13 @@
 //! Memory with clients that never read: each is dropped after the write
-//! timeout, and the process's memory stays flat round after round (Linux:
-//! it reads VmRSS from /proc). Prints the figures for RELIABILITY.md.
-#![cfg(target_os = "linux")]
+//! timeout, every round's memory is bounded, and nothing is kept once the
+//! connections are gone. Memory is measured exactly, with a counting
+//! allocator for this test binary (RSS moves with the allocator's choices).
+//! Prints the figures for RELIABILITY.md.
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,11 +19,48 @@ const ROUNDS: usize = 10;
 const CLIENTS: usize = 20;
 const PAYLOAD: usize = 64 * 1024;
 
-/// Resident memory of this process, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+/// Bytes allocated and not yet freed, and the most there were at once.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; only the
+// counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Sends requests and never reads, until the server drops the connection.
@@ -38,44 +78,54 @@ async fn never_read(endpoint: pipesvc::Endpoint, payload: Bytes) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_stays_flat_with_clients_that_never_read() {
+async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
     let endpoint = unique_endpoint("slow-readers");
-    let serving = Serving::start(
-        Server::builder(endpoint.clone())
-            .write_timeout(Duration::from_millis(100))
-            .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
-            .bind()
-            .unwrap(),
-    );
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
+    let before = LIVE.load(Ordering::Relaxed);
+    let server = Server::builder(endpoint.clone())
+        .write_timeout(Duration::from_millis(100))
+        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .unwrap();
+    let serving = Serving::start(server);
 
-    let mut rss = Vec::new();
-    let mut sent = 0;
+    let (mut peaks, mut sent) = (Vec::new(), 0);
     for _ in 0..ROUNDS {
+        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(never_read(endpoint.clone(), payload.clone())))
             .collect();
         for client in clients {
             sent += guard(client).await.unwrap();
         }
-        rss.push(rss_kib());
+        peaks.push(PEAK.load(Ordering::Relaxed));
     }
+    serving.stop().await;
+    let after = LIVE.load(Ordering::Relaxed);
+
+    let peaks_mib: Vec<String> = peaks.iter().map(|&p| mib(p)).collect();
     eprintln!(
         "pipesvc-report: {ROUNDS} rounds of {CLIENTS} clients that never read \
-         ({} requests of {} KiB sent, each client dropped by the write timeout); \
-         VmRSS after each round (KiB): {rss:?}",
-        sent,
-        PAYLOAD / 1024
+         ({sent} requests of {} KiB, each client dropped by the write timeout): \
+         peak live heap per round (MiB) {peaks_mib:?}; live heap before the \
+         server {} MiB, after it stopped {} MiB",
+        PAYLOAD / 1024,
+        mib(before),
+        mib(after)
     );
-    // The first rounds set the high-water mark; later ones must reuse that
-    // memory, not add to it. 32 MiB is far below one round's working set
-    // (about 20 clients x 192 frames of 64 KiB = 240 MiB), so leaking even
-    // a fraction of each round would show over seven more rounds.
-    let settled = rss[1..3].iter().copied().max().unwrap();
-    let last = *rss.last().unwrap();
+    // Every round is bounded by the frame limits: per stuck client at most
+    // (128 queued + 64 in flight) frames, plus one encoded in each writer's
+    // buffer and one being read, each counted twice for slack.
+    let bound = CLIENTS * (128 + 64 + 2) * PAYLOAD * 2;
+    for (round, &peak) in peaks.iter().enumerate() {
+        assert!(peak <= before + bound, "round {round}: {} MiB", mib(peak));
+    }
+    // Nothing is kept once the connections are gone (a little slack for
+    // the runtime's own caches).
     assert!(
-        last <= settled + 32 * 1024,
-        "memory grew from {settled} KiB to {last} KiB: {rss:?}"
+        after <= before + 1024 * 1024,
+        "{} MiB still allocated after the server stopped (was {} MiB)",
+        mib(after),
+        mib(before)
     );
-    serving.stop().await;
 }
