@@ -154,3 +154,46 @@ fn sigterm_stops_the_service_gracefully() {
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
+
+/// The value of `"key":` in bench's one-line JSON object.
+fn json_number(json: &str, key: &str) -> f64 {
+    let start = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    let rest = &json[start + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].parse().unwrap()
+}
+
+#[test]
+fn bench_with_its_own_server_prints_json_last() {
+    let output = Command::new(BIN)
+        .args(["bench", "--clients", "2", "--inflight", "3", "--size", "16"])
+        .args(["--requests", "300", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    let json = out.lines().last().unwrap();
+    for key in [
+        "requests_per_sec",
+        "mb_per_sec",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+    ] {
+        assert!(json_number(json, key) >= 0.0, "{key}");
+    }
+    assert_eq!(json_number(json, "requests"), 300.0, "{json}");
+    assert_eq!(json_number(json, "errors"), 0.0, "{json}");
+    assert!(json_number(json, "p50_us") <= json_number(json, "p999_us"));
+}
+
+#[test]
+fn bench_loads_a_running_service() {
+    let service = Service::start("cli-bench");
+    let out = stdout(&service.run(&["bench", "--requests", "100", "--json"]));
+    let json = out.lines().last().unwrap();
+    assert_eq!(json_number(json, "requests"), 100.0, "{json}");
+    assert_eq!(json_number(json, "errors"), 0.0, "{json}");
+}

@@ -1,5 +1,6 @@
 //! `pipesvc`: run the service, or talk to one.
 
+mod bench;
 mod call;
 mod ping;
 mod serve;
@@ -26,6 +27,9 @@ enum Command {
     Call(call::CallArgs),
     /// Measure round-trip times to a running service.
     Ping(ping::PingArgs),
+    /// Load a service (or one started in this process) and report
+    /// requests/s, MB/s and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 /// The endpoint option every command shares.
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Ping(args) => ping::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match outcome {

@@ -1,0 +1,198 @@
+//! `pipesvc bench`: a load generator, against a running service or one it
+//! starts in the same process.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::{Client, Endpoint};
+use tokio::time::Instant;
+
+/// Latencies are recorded in microseconds, from 1 µs to 60 s.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Load this running service; without it, bench starts its own echo
+    /// server in this process.
+    #[arg(long, short = 'n')]
+    name: Option<String>,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 10)]
+    clients: u32,
+    /// Requests in flight per client.
+    #[arg(long, default_value_t = 1)]
+    inflight: u32,
+    /// Payload bytes per request.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 5.0, conflicts_with = "requests")]
+    duration: f64,
+    /// Stop after this many requests instead of after a duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Print one JSON object with the results as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the run produced.
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+pub async fn run(args: BenchArgs) -> pipesvc::Result<()> {
+    if args.clients == 0 || args.inflight == 0 {
+        return Err(pipesvc::Error::Config(
+            "--clients and --inflight must be at least 1".into(),
+        ));
+    }
+    let own_server = match &args.name {
+        Some(_) => None,
+        None => Some(start_echo_server()?),
+    };
+    let endpoint = match (&args.name, &own_server) {
+        (Some(name), _) => name.parse()?,
+        (None, Some((endpoint, _))) => endpoint.clone(),
+        (None, None) => unreachable!("a server was started above"),
+    };
+    let outcome = load(&endpoint, &args).await?;
+    if let Some((_, handle)) = own_server {
+        handle.shutdown();
+    }
+    report(&args, &outcome);
+    Ok(())
+}
+
+/// An echo server on a fresh endpoint, served in the background.
+fn start_echo_server() -> pipesvc::Result<(Endpoint, pipesvc::server::ServerHandle)> {
+    let endpoint: Endpoint = format!("pipesvc-bench-{}", std::process::id()).parse()?;
+    let server = Server::builder(endpoint.clone())
+        .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
+        .bind()?;
+    let handle = server.handle();
+    tokio::spawn(server.serve());
+    Ok((endpoint, handle))
+}
+
+/// Runs `clients` x `inflight` request loops until the duration or the
+/// request count is reached.
+async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome> {
+    let mut clients = Vec::with_capacity(args.clients as usize);
+    for _ in 0..args.clients {
+        clients.push(Client::connect(endpoint).await?);
+    }
+    let payload = Bytes::from(vec![0xA5u8; args.size]);
+    let started = Arc::new(AtomicU64::new(0));
+    let budget = args.requests.unwrap_or(u64::MAX);
+    let deadline = match args.requests {
+        Some(_) => None,
+        None => Some(Instant::now() + Duration::from_secs_f64(args.duration)),
+    };
+    let progress = progress_bar(args);
+    let start = Instant::now();
+    let loops: Vec<_> = clients
+        .iter()
+        .flat_map(|client| (0..args.inflight).map(move |_| client.clone()))
+        .map(|client| {
+            let (payload, started, progress) = (payload.clone(), started.clone(), progress.clone());
+            tokio::spawn(async move {
+                let mut latency = new_histogram();
+                let mut errors = 0u64;
+                // Each loop claims a request from the shared budget before
+                // sending it, so `--requests N` sends exactly N.
+                while started.fetch_add(1, Ordering::Relaxed) < budget {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    match client.request(payload.clone()).await {
+                        Ok(_) => latency.saturating_record(sent.elapsed().as_micros() as u64),
+                        Err(_) => errors += 1,
+                    }
+                    progress.inc(1);
+                }
+                (latency, errors)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: new_histogram(),
+    };
+    for task in loops {
+        let (latency, errors) = task.await.map_err(std::io::Error::other)?;
+        outcome
+            .latency
+            .add(&latency)
+            .expect("histograms share their bounds");
+        outcome.errors += errors;
+    }
+    outcome.elapsed = start.elapsed();
+    outcome.requests = outcome.latency.len() + outcome.errors;
+    progress.finish_and_clear();
+    for client in &clients {
+        client.close().await;
+    }
+    Ok(outcome)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// A progress bar on a terminal; hidden otherwise and with `--json`.
+fn progress_bar(args: &BenchArgs) -> ProgressBar {
+    if args.json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match args.requests {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::no_length(),
+    };
+    let style = ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} {pos} requests ({per_sec}) {wide_bar}",
+    )
+    .expect("valid template");
+    bar.set_style(style);
+    bar
+}
+
+fn report(args: &BenchArgs, outcome: &Outcome) {
+    let secs = outcome.elapsed.as_secs_f64().max(f64::EPSILON);
+    let answered = outcome.latency.len();
+    let requests_per_sec = answered as f64 / secs;
+    // Payload bytes carried both ways: the request and its echo.
+    let mb_per_sec = (answered as f64 * args.size as f64 * 2.0) / secs / 1e6;
+    let (p50, p99, p999) = (
+        outcome.latency.value_at_quantile(0.5),
+        outcome.latency.value_at_quantile(0.99),
+        outcome.latency.value_at_quantile(0.999),
+    );
+    println!(
+        "{} clients x {} in flight, {} B payloads: {} requests ({} failed) in {:.2} s",
+        args.clients, args.inflight, args.size, outcome.requests, outcome.errors, secs
+    );
+    println!("{requests_per_sec:.0} requests/s, {mb_per_sec:.2} MB/s");
+    println!("latency: p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs");
+    if args.json {
+        println!(
+            "{{\"requests_per_sec\":{requests_per_sec:.1},\"mb_per_sec\":{mb_per_sec:.3},\
+             \"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"requests\":{},\
+             \"errors\":{},\"clients\":{},\"inflight\":{},\"size\":{},\"seconds\":{secs:.3}}}",
+            outcome.requests, outcome.errors, args.clients, args.inflight, args.size
+        );
+    }
+}
