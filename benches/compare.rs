@@ -1,0 +1,490 @@
+//! Side-by-side comparison, in one run on one machine and one transport:
+//!
+//! - **pipesvc**: `Server` + `Client`;
+//! - **raw tokio**: what a user writes by hand, `LengthDelimitedCodec` echo
+//!   over the same Unix socket, one task per client (the baseline);
+//! - **interprocess**: the same echo over `interprocess`'s Tokio local sockets;
+//! - **std blocking**: two threads ping-ponging over a std Unix socket (the
+//!   latency floor; latency workload only).
+//!
+//! `cargo bench --bench compare` prints a table with each result as a ratio
+//! to raw tokio and writes it to `BENCHMARKS.md`. `PIPESVC_BENCH_SECS` sets
+//! the seconds per measurement (default 3).
+//!
+//! Unix only for now; the Windows/Wine run is to come.
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("benches/compare.rs runs on Unix only for now");
+}
+
+#[cfg(unix)]
+fn main() {
+    unix::main();
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::fmt::Write as _;
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use hdrhistogram::Histogram;
+    use interprocess::local_socket::tokio::prelude::*;
+    use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+    use pipesvc::server::{Context, Server, ServiceError};
+    use pipesvc::{Client, Endpoint};
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::{UnixListener, UnixStream};
+    use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+    const MAX_FRAME: usize = 8 << 20;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Contender {
+        Pipesvc,
+        RawTokio,
+        Interprocess,
+    }
+
+    impl Contender {
+        fn name(self) -> &'static str {
+            match self {
+                Contender::Pipesvc => "pipesvc",
+                Contender::RawTokio => "raw tokio",
+                Contender::Interprocess => "interprocess",
+            }
+        }
+    }
+
+    /// One row of the table: a workload and what it measures.
+    struct Workload {
+        name: &'static str,
+        clients: usize,
+        inflight: usize,
+        size: usize,
+    }
+
+    #[derive(Default, Clone, Copy)]
+    struct Result {
+        requests_per_sec: f64,
+        mb_per_sec: f64,
+        p50_us: u64,
+        p99_us: u64,
+    }
+
+    pub fn main() {
+        let secs: f64 = std::env::var("PIPESVC_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0);
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = scratch_dir();
+        let workloads = [
+            Workload {
+                name: "latency: 1 client, 1 in flight, 64 B",
+                clients: 1,
+                inflight: 1,
+                size: 64,
+            },
+            Workload {
+                name: "throughput: 100 clients, 16 in flight, 64 B",
+                clients: 100,
+                inflight: 16,
+                size: 64,
+            },
+            Workload {
+                name: "bandwidth: 8 clients, 1 in flight, 1 MiB",
+                clients: 8,
+                inflight: 1,
+                size: 1 << 20,
+            },
+        ];
+        let contenders = [
+            Contender::Pipesvc,
+            Contender::RawTokio,
+            Contender::Interprocess,
+        ];
+        let mut table = String::new();
+        writeln!(
+            table,
+            "| workload | metric | pipesvc | raw tokio | interprocess | std blocking |"
+        )
+        .unwrap();
+        writeln!(table, "|---|---|---:|---:|---:|---:|").unwrap();
+        for (i, workload) in workloads.iter().enumerate() {
+            let mut results = Vec::new();
+            for &contender in &contenders {
+                let socket = dir.join(format!("w{i}-{}.sock", contender.name().replace(' ', "-")));
+                let result = runtime.block_on(measure(contender, workload, &socket, secs));
+                eprintln!(
+                    "{:<45} {:<13} {:>10.0} req/s {:>9.1} MB/s p50 {:>6} µs p99 {:>6} µs",
+                    workload.name,
+                    contender.name(),
+                    result.requests_per_sec,
+                    result.mb_per_sec,
+                    result.p50_us,
+                    result.p99_us
+                );
+                results.push(result);
+            }
+            let floor = (workload.clients == 1).then(|| std_blocking(workload.size, secs, &dir));
+            if let Some(r) = floor {
+                eprintln!(
+                    "{:<45} {:<13} {:>10.0} req/s {:>9.1} MB/s p50 {:>6} µs p99 {:>6} µs",
+                    workload.name,
+                    "std blocking",
+                    r.requests_per_sec,
+                    r.mb_per_sec,
+                    r.p50_us,
+                    r.p99_us
+                );
+            }
+            write_rows(&mut table, workload, &results, floor);
+        }
+        let connects: Vec<f64> = contenders
+            .iter()
+            .map(|&c| {
+                runtime.block_on(accept_rate(
+                    c,
+                    &dir.join(format!("connect-{}.sock", c.name().replace(' ', "-"))),
+                    1000,
+                ))
+            })
+            .collect();
+        let base = connects[1];
+        writeln!(
+            table,
+            "| accept: 1000 connects and disconnects | connections/s (ratio) | {:.0} ({:.2}x) | {:.0} (1.00x) | {:.0} ({:.2}x) | n/a |",
+            connects[0], connects[0] / base, connects[1], connects[2], connects[2] / base
+        )
+        .unwrap();
+        println!("{table}");
+        write_markdown(&table, secs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn write_rows(table: &mut String, w: &Workload, r: &[Result], floor: Option<Result>) {
+        let base = r[1];
+        let ratio = |v: f64, b: f64| if b > 0.0 { v / b } else { 0.0 };
+        let floor_cell =
+            |f: &dyn Fn(&Result) -> String| floor.as_ref().map_or("n/a".to_string(), f);
+        if w.clients == 1 {
+            writeln!(
+                table,
+                "| {} | p99 latency, µs (ratio) | {} ({:.2}x) | {} (1.00x) | {} ({:.2}x) | {} |",
+                w.name,
+                r[0].p99_us,
+                ratio(r[0].p99_us as f64, base.p99_us as f64),
+                base.p99_us,
+                r[2].p99_us,
+                ratio(r[2].p99_us as f64, base.p99_us as f64),
+                floor_cell(&|f| f.p99_us.to_string())
+            )
+            .unwrap();
+            writeln!(
+                table,
+                "| {} | p50 latency, µs (ratio) | {} ({:.2}x) | {} (1.00x) | {} ({:.2}x) | {} |",
+                w.name,
+                r[0].p50_us,
+                ratio(r[0].p50_us as f64, base.p50_us as f64),
+                base.p50_us,
+                r[2].p50_us,
+                ratio(r[2].p50_us as f64, base.p50_us as f64),
+                floor_cell(&|f| f.p50_us.to_string())
+            )
+            .unwrap();
+        } else if w.size >= 1 << 20 {
+            writeln!(
+                table,
+                "| {} | MB/s (ratio) | {:.0} ({:.2}x) | {:.0} (1.00x) | {:.0} ({:.2}x) | n/a |",
+                w.name,
+                r[0].mb_per_sec,
+                ratio(r[0].mb_per_sec, base.mb_per_sec),
+                base.mb_per_sec,
+                r[2].mb_per_sec,
+                ratio(r[2].mb_per_sec, base.mb_per_sec)
+            )
+            .unwrap();
+        } else {
+            writeln!(table, "| {} | requests/s (ratio) | {:.0} ({:.2}x) | {:.0} (1.00x) | {:.0} ({:.2}x) | n/a |",
+                w.name, r[0].requests_per_sec, ratio(r[0].requests_per_sec, base.requests_per_sec), base.requests_per_sec,
+                r[2].requests_per_sec, ratio(r[2].requests_per_sec, base.requests_per_sec)).unwrap();
+        }
+    }
+
+    fn write_markdown(table: &str, secs: f64) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+        let text = format!(
+            "# Benchmarks\n\n\
+             Written by `cargo bench --bench compare` ({secs} s per measurement); do not edit by hand.\n\
+             Every contender runs in the same process, over Unix domain sockets, on the same\n\
+             Tokio runtime (as many workers as cores); ratios are to the raw tokio baseline\n\
+             (higher is better for requests/s, MB/s and connections/s; lower for latency).\n\n\
+             Machine: {} cores, {}.\n\n{table}\n",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            std::env::consts::OS,
+        );
+        std::fs::write(&path, text).expect("write BENCHMARKS.md");
+        eprintln!("wrote {}", path.display());
+    }
+
+    fn scratch_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pipesvc-compare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn histogram() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+    }
+
+    fn codec() -> LengthDelimitedCodec {
+        LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec()
+    }
+
+    /// Runs one workload against one contender's server, in this runtime.
+    async fn measure(c: Contender, w: &Workload, socket: &Path, secs: f64) -> Result {
+        let stop = Arc::new(AtomicBool::new(false));
+        let payload = Bytes::from(vec![0x5Au8; w.size]);
+        let mut tasks = Vec::new();
+        let mut guards = Vec::new();
+        match c {
+            Contender::Pipesvc => {
+                let server = Server::builder(Endpoint::new(socket.to_str().unwrap()).unwrap())
+                    .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+                    .bind()
+                    .unwrap();
+                let handle = server.handle();
+                tokio::spawn(server.serve());
+                guards.push(handle);
+                let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+                for _ in 0..w.clients {
+                    let client = Client::connect(&endpoint).await.unwrap();
+                    for _ in 0..w.inflight {
+                        let (client, payload, stop) =
+                            (client.clone(), payload.clone(), stop.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut h = histogram();
+                            while !stop.load(Ordering::Relaxed) {
+                                let t = Instant::now();
+                                client.request(payload.clone()).await.unwrap();
+                                h.saturating_record(t.elapsed().as_micros() as u64);
+                            }
+                            h
+                        }));
+                    }
+                }
+            }
+            Contender::RawTokio => {
+                let listener = UnixListener::bind(socket).unwrap();
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = listener.accept().await {
+                        tokio::spawn(raw_echo(s));
+                    }
+                });
+                for _ in 0..w.clients {
+                    let s = UnixStream::connect(socket).await.unwrap();
+                    tasks.push(tokio::spawn(window_client(
+                        s,
+                        payload.clone(),
+                        w.inflight,
+                        stop.clone(),
+                    )));
+                }
+            }
+            Contender::Interprocess => {
+                let name = socket.to_fs_name::<GenericFilePath>().unwrap().into_owned();
+                let listener = ListenerOptions::new()
+                    .name(name.clone())
+                    .create_tokio()
+                    .unwrap();
+                tokio::spawn(async move {
+                    while let Ok(s) = listener.accept().await {
+                        tokio::spawn(raw_echo(s));
+                    }
+                });
+                for _ in 0..w.clients {
+                    let s = interprocess::local_socket::tokio::Stream::connect(name.borrow())
+                        .await
+                        .unwrap();
+                    tasks.push(tokio::spawn(window_client(
+                        s,
+                        payload.clone(),
+                        w.inflight,
+                        stop.clone(),
+                    )));
+                }
+            }
+        }
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut all = histogram();
+        for t in tasks {
+            all.add(t.await.unwrap()).unwrap();
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        for handle in guards {
+            handle.shutdown();
+        }
+        let _ = std::fs::remove_file(socket);
+        Result {
+            requests_per_sec: all.len() as f64 / elapsed,
+            mb_per_sec: all.len() as f64 * w.size as f64 * 2.0 / elapsed / 1e6,
+            p50_us: all.value_at_quantile(0.5),
+            p99_us: all.value_at_quantile(0.99),
+        }
+    }
+
+    /// The baseline server a user would write: echo every frame, one task
+    /// per client.
+    async fn raw_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+        let mut framed = tokio_util::codec::Framed::new(stream, codec());
+        while let Some(Ok(frame)) = framed.next().await {
+            if framed.send(frame.freeze()).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// The baseline client: keeps `inflight` requests outstanding on one
+    /// connection; answers come back in order, so latencies are matched
+    /// against a queue of send times.
+    async fn window_client<S: AsyncRead + AsyncWrite + Send + 'static>(
+        stream: S,
+        payload: Bytes,
+        inflight: usize,
+        stop: Arc<AtomicBool>,
+    ) -> Histogram<u64> {
+        let (r, w) = tokio::io::split(stream);
+        let mut reader = FramedRead::new(r, codec());
+        let mut writer = FramedWrite::new(w, codec());
+        let mut sent_at = std::collections::VecDeque::with_capacity(inflight);
+        let mut h = histogram();
+        for _ in 0..inflight {
+            sent_at.push_back(Instant::now());
+            writer.send(payload.clone()).await.unwrap();
+        }
+        while let Some(frame) = reader.next().await {
+            frame.unwrap();
+            let t = sent_at.pop_front().unwrap();
+            h.saturating_record(t.elapsed().as_micros() as u64);
+            if !stop.load(Ordering::Relaxed) {
+                sent_at.push_back(Instant::now());
+                writer.send(payload.clone()).await.unwrap();
+            } else if sent_at.is_empty() {
+                break;
+            }
+        }
+        h
+    }
+
+    /// The latency floor: two threads, a blocking std Unix socket, a 4-byte
+    /// length prefix, one request at a time.
+    fn std_blocking(size: usize, secs: f64, dir: &Path) -> Result {
+        let socket = dir.join("std.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            let mut buf = vec![0u8; 4 + MAX_FRAME];
+            while s.read_exact(&mut len).is_ok() {
+                let n = u32::from_be_bytes(len) as usize;
+                buf[..4].copy_from_slice(&len);
+                s.read_exact(&mut buf[4..4 + n]).unwrap();
+                s.write_all(&buf[..4 + n]).unwrap();
+            }
+        });
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        // Length prefix and payload in one buffer: one write per message.
+        let mut message = (size as u32).to_be_bytes().to_vec();
+        message.extend(std::iter::repeat_n(0x5Au8, size));
+        let mut back = vec![0u8; size];
+        let mut h = histogram();
+        let start = Instant::now();
+        while start.elapsed().as_secs_f64() < secs {
+            let t = Instant::now();
+            s.write_all(&message).unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            s.read_exact(&mut back).unwrap();
+            h.saturating_record(t.elapsed().as_micros() as u64);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        drop(s);
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&socket);
+        Result {
+            requests_per_sec: h.len() as f64 / elapsed,
+            mb_per_sec: h.len() as f64 * size as f64 * 2.0 / elapsed / 1e6,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+        }
+    }
+
+    /// Connections per second: `n` connects, each closed at once (for
+    /// pipesvc including its handshake, which every real client pays).
+    async fn accept_rate(c: Contender, socket: &Path, n: u32) -> f64 {
+        let start;
+        match c {
+            Contender::Pipesvc => {
+                let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+                let server = Server::builder(endpoint.clone())
+                    .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+                    .bind()
+                    .unwrap();
+                let handle = server.handle();
+                tokio::spawn(server.serve());
+                start = Instant::now();
+                for _ in 0..n {
+                    let client = Client::connect(&endpoint).await.unwrap();
+                    drop(client);
+                }
+                handle.shutdown();
+            }
+            Contender::RawTokio => {
+                let listener = UnixListener::bind(socket).unwrap();
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = listener.accept().await {
+                        tokio::spawn(raw_echo(s));
+                    }
+                });
+                start = Instant::now();
+                for _ in 0..n {
+                    drop(UnixStream::connect(socket).await.unwrap());
+                }
+            }
+            Contender::Interprocess => {
+                let name = socket.to_fs_name::<GenericFilePath>().unwrap().into_owned();
+                let listener = ListenerOptions::new()
+                    .name(name.clone())
+                    .create_tokio()
+                    .unwrap();
+                tokio::spawn(async move {
+                    while let Ok(s) = listener.accept().await {
+                        tokio::spawn(raw_echo(s));
+                    }
+                });
+                start = Instant::now();
+                for _ in 0..n {
+                    drop(
+                        interprocess::local_socket::tokio::Stream::connect(name.borrow())
+                            .await
+                            .unwrap(),
+                    );
+                }
+            }
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(socket);
+        rate
+    }
+}
