@@ -37,7 +37,7 @@ mod unix {
     use hdrhistogram::Histogram;
     use interprocess::local_socket::tokio::prelude::*;
     use interprocess::local_socket::{GenericFilePath, ListenerOptions};
-    use pipesvc::server::{Context, Server, ServiceError};
+    use pipesvc::server::{Context, Server, ServerHandle, ServiceError};
     use pipesvc::{Client, Endpoint};
     use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::{UnixListener, UnixStream};
@@ -157,65 +157,64 @@ mod unix {
                 ))
             })
             .collect();
-        let base = connects[1];
-        writeln!(
-            table,
-            "| accept: 1000 connects and disconnects | connections/s (ratio) | {:.0} ({:.2}x) | {:.0} (1.00x) | {:.0} ({:.2}x) | n/a |",
-            connects[0], connects[0] / base, connects[1], connects[2], connects[2] / base
-        )
-        .unwrap();
+        row(
+            &mut table,
+            "accept: 1000 connects and disconnects",
+            "connections/s (ratio)",
+            [connects[0], connects[1], connects[2]],
+            None,
+        );
         println!("{table}");
         write_markdown(&table, secs);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn write_rows(table: &mut String, w: &Workload, r: &[Result], floor: Option<Result>) {
-        let base = r[1];
-        let ratio = |v: f64, b: f64| if b > 0.0 { v / b } else { 0.0 };
-        let floor_cell =
-            |f: &dyn Fn(&Result) -> String| floor.as_ref().map_or("n/a".to_string(), f);
+        let pick = |f: fn(&Result) -> f64| [f(&r[0]), f(&r[1]), f(&r[2])];
         if w.clients == 1 {
-            writeln!(
+            let p99 = |r: &Result| r.p99_us as f64;
+            let p50 = |r: &Result| r.p50_us as f64;
+            row(
                 table,
-                "| {} | p99 latency, µs (ratio) | {} ({:.2}x) | {} (1.00x) | {} ({:.2}x) | {} |",
                 w.name,
-                r[0].p99_us,
-                ratio(r[0].p99_us as f64, base.p99_us as f64),
-                base.p99_us,
-                r[2].p99_us,
-                ratio(r[2].p99_us as f64, base.p99_us as f64),
-                floor_cell(&|f| f.p99_us.to_string())
-            )
-            .unwrap();
-            writeln!(
+                "p99 latency, µs (ratio)",
+                pick(p99),
+                floor.as_ref().map(p99),
+            );
+            row(
                 table,
-                "| {} | p50 latency, µs (ratio) | {} ({:.2}x) | {} (1.00x) | {} ({:.2}x) | {} |",
                 w.name,
-                r[0].p50_us,
-                ratio(r[0].p50_us as f64, base.p50_us as f64),
-                base.p50_us,
-                r[2].p50_us,
-                ratio(r[2].p50_us as f64, base.p50_us as f64),
-                floor_cell(&|f| f.p50_us.to_string())
-            )
-            .unwrap();
+                "p50 latency, µs (ratio)",
+                pick(p50),
+                floor.as_ref().map(p50),
+            );
         } else if w.size >= 1 << 20 {
-            writeln!(
-                table,
-                "| {} | MB/s (ratio) | {:.0} ({:.2}x) | {:.0} (1.00x) | {:.0} ({:.2}x) | n/a |",
-                w.name,
-                r[0].mb_per_sec,
-                ratio(r[0].mb_per_sec, base.mb_per_sec),
-                base.mb_per_sec,
-                r[2].mb_per_sec,
-                ratio(r[2].mb_per_sec, base.mb_per_sec)
-            )
-            .unwrap();
+            row(table, w.name, "MB/s (ratio)", pick(|r| r.mb_per_sec), None);
         } else {
-            writeln!(table, "| {} | requests/s (ratio) | {:.0} ({:.2}x) | {:.0} (1.00x) | {:.0} ({:.2}x) | n/a |",
-                w.name, r[0].requests_per_sec, ratio(r[0].requests_per_sec, base.requests_per_sec), base.requests_per_sec,
-                r[2].requests_per_sec, ratio(r[2].requests_per_sec, base.requests_per_sec)).unwrap();
+            row(
+                table,
+                w.name,
+                "requests/s (ratio)",
+                pick(|r| r.requests_per_sec),
+                None,
+            );
         }
+    }
+
+    /// One table row: pipesvc, raw tokio (the baseline), interprocess, each
+    /// with its ratio to the baseline, then the blocking floor if measured.
+    fn row(table: &mut String, workload: &str, metric: &str, v: [f64; 3], floor: Option<f64>) {
+        let cell = |x: f64| match v[1] {
+            base if base > 0.0 => format!("{x:.0} ({:.2}x)", x / base),
+            _ => format!("{x:.0}"),
+        };
+        let floor = floor.map_or("n/a".to_string(), |f| format!("{f:.0}"));
+        let (a, b, c) = (cell(v[0]), cell(v[1]), cell(v[2]));
+        writeln!(
+            table,
+            "| {workload} | {metric} | {a} | {b} | {c} | {floor} |"
+        )
+        .unwrap();
     }
 
     fn write_markdown(table: &str, secs: f64) {
@@ -250,12 +249,9 @@ mod unix {
             .new_codec()
     }
 
-    /// Runs one workload against one contender's server, in this runtime.
-    async fn measure(c: Contender, w: &Workload, socket: &Path, secs: f64) -> Result {
-        let stop = Arc::new(AtomicBool::new(false));
-        let payload = Bytes::from(vec![0x5Au8; w.size]);
-        let mut tasks = Vec::new();
-        let mut guards = Vec::new();
+    /// Starts contender `c`'s echo server on `socket`; pipesvc's handle
+    /// is returned so that it can be shut down.
+    async fn start_server(c: Contender, socket: &Path) -> Option<ServerHandle> {
         match c {
             Contender::Pipesvc => {
                 let server = Server::builder(Endpoint::new(socket.to_str().unwrap()).unwrap())
@@ -264,24 +260,7 @@ mod unix {
                     .unwrap();
                 let handle = server.handle();
                 tokio::spawn(server.serve());
-                guards.push(handle);
-                let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
-                for _ in 0..w.clients {
-                    let client = Client::connect(&endpoint).await.unwrap();
-                    for _ in 0..w.inflight {
-                        let (client, payload, stop) =
-                            (client.clone(), payload.clone(), stop.clone());
-                        tasks.push(tokio::spawn(async move {
-                            let mut h = histogram();
-                            while !stop.load(Ordering::Relaxed) {
-                                let t = Instant::now();
-                                client.request(payload.clone()).await.unwrap();
-                                h.saturating_record(t.elapsed().as_micros() as u64);
-                            }
-                            h
-                        }));
-                    }
-                }
+                return Some(handle);
             }
             Contender::RawTokio => {
                 let listener = UnixListener::bind(socket).unwrap();
@@ -290,20 +269,10 @@ mod unix {
                         tokio::spawn(raw_echo(s));
                     }
                 });
-                for _ in 0..w.clients {
-                    let s = UnixStream::connect(socket).await.unwrap();
-                    tasks.push(tokio::spawn(window_client(
-                        s,
-                        payload.clone(),
-                        w.inflight,
-                        stop.clone(),
-                    )));
-                }
             }
             Contender::Interprocess => {
-                let name = socket.to_fs_name::<GenericFilePath>().unwrap().into_owned();
                 let listener = ListenerOptions::new()
-                    .name(name.clone())
+                    .name(interprocess_name(socket))
                     .create_tokio()
                     .unwrap();
                 tokio::spawn(async move {
@@ -311,16 +280,57 @@ mod unix {
                         tokio::spawn(raw_echo(s));
                     }
                 });
-                for _ in 0..w.clients {
-                    let s = interprocess::local_socket::tokio::Stream::connect(name.borrow())
-                        .await
-                        .unwrap();
-                    tasks.push(tokio::spawn(window_client(
-                        s,
-                        payload.clone(),
-                        w.inflight,
-                        stop.clone(),
-                    )));
+            }
+        }
+        None
+    }
+
+    /// A connection of one contender.
+    enum Conn {
+        Pipesvc(Client),
+        RawTokio(UnixStream),
+        Interprocess(interprocess::local_socket::tokio::Stream),
+    }
+
+    async fn connect(c: Contender, socket: &Path) -> Conn {
+        match c {
+            Contender::Pipesvc => {
+                let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+                Conn::Pipesvc(Client::connect(&endpoint).await.unwrap())
+            }
+            Contender::RawTokio => Conn::RawTokio(UnixStream::connect(socket).await.unwrap()),
+            Contender::Interprocess => {
+                let name = interprocess_name(socket);
+                let stream = interprocess::local_socket::tokio::Stream::connect(name);
+                Conn::Interprocess(stream.await.unwrap())
+            }
+        }
+    }
+
+    fn interprocess_name(socket: &Path) -> interprocess::local_socket::Name<'static> {
+        socket.to_fs_name::<GenericFilePath>().unwrap().into_owned()
+    }
+
+    /// Runs one workload against one contender's server, in this runtime.
+    async fn measure(c: Contender, w: &Workload, socket: &Path, secs: f64) -> Result {
+        let stop = Arc::new(AtomicBool::new(false));
+        let payload = Bytes::from(vec![0x5Au8; w.size]);
+        let server = start_server(c, socket).await;
+        let mut tasks = Vec::new();
+        for _ in 0..w.clients {
+            let (payload, stop) = (payload.clone(), stop.clone());
+            match connect(c, socket).await {
+                Conn::Pipesvc(client) => {
+                    for _ in 0..w.inflight {
+                        let loop_ = request_loop(client.clone(), payload.clone(), stop.clone());
+                        tasks.push(tokio::spawn(loop_));
+                    }
+                }
+                Conn::RawTokio(s) => {
+                    tasks.push(tokio::spawn(window_client(s, payload, w.inflight, stop)))
+                }
+                Conn::Interprocess(s) => {
+                    tasks.push(tokio::spawn(window_client(s, payload, w.inflight, stop)))
                 }
             }
         }
@@ -332,7 +342,7 @@ mod unix {
             all.add(t.await.unwrap()).unwrap();
         }
         let elapsed = start.elapsed().as_secs_f64();
-        for handle in guards {
+        if let Some(handle) = server {
             handle.shutdown();
         }
         let _ = std::fs::remove_file(socket);
@@ -430,58 +440,28 @@ mod unix {
         }
     }
 
+    /// pipesvc's way: one task per request in flight, each waiting for
+    /// its own answer on the shared client.
+    async fn request_loop(client: Client, payload: Bytes, stop: Arc<AtomicBool>) -> Histogram<u64> {
+        let mut h = histogram();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            client.request(payload.clone()).await.unwrap();
+            h.saturating_record(t.elapsed().as_micros() as u64);
+        }
+        h
+    }
+
     /// Connections per second: `n` connects, each closed at once (for
     /// pipesvc including its handshake, which every real client pays).
     async fn accept_rate(c: Contender, socket: &Path, n: u32) -> f64 {
-        let start;
-        match c {
-            Contender::Pipesvc => {
-                let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
-                let server = Server::builder(endpoint.clone())
-                    .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
-                    .bind()
-                    .unwrap();
-                let handle = server.handle();
-                tokio::spawn(server.serve());
-                start = Instant::now();
-                for _ in 0..n {
-                    let client = Client::connect(&endpoint).await.unwrap();
-                    drop(client);
-                }
-                handle.shutdown();
-            }
-            Contender::RawTokio => {
-                let listener = UnixListener::bind(socket).unwrap();
-                tokio::spawn(async move {
-                    while let Ok((s, _)) = listener.accept().await {
-                        tokio::spawn(raw_echo(s));
-                    }
-                });
-                start = Instant::now();
-                for _ in 0..n {
-                    drop(UnixStream::connect(socket).await.unwrap());
-                }
-            }
-            Contender::Interprocess => {
-                let name = socket.to_fs_name::<GenericFilePath>().unwrap().into_owned();
-                let listener = ListenerOptions::new()
-                    .name(name.clone())
-                    .create_tokio()
-                    .unwrap();
-                tokio::spawn(async move {
-                    while let Ok(s) = listener.accept().await {
-                        tokio::spawn(raw_echo(s));
-                    }
-                });
-                start = Instant::now();
-                for _ in 0..n {
-                    drop(
-                        interprocess::local_socket::tokio::Stream::connect(name.borrow())
-                            .await
-                            .unwrap(),
-                    );
-                }
-            }
+        let server = start_server(c, socket).await;
+        let start = Instant::now();
+        for _ in 0..n {
+            drop(connect(c, socket).await);
+        }
+        if let Some(handle) = server {
+            handle.shutdown();
         }
         let rate = n as f64 / start.elapsed().as_secs_f64();
         let _ = std::fs::remove_file(socket);
