@@ -186,21 +186,28 @@ fn tokio_mode(mode: PipeMode) -> TokioPipeMode {
     }
 }
 
-fn peer_info(server: &NamedPipeServer) -> PeerInfo {
+/// The process on the other end of a pipe, as `query` (one of
+/// `GetNamedPipeClientProcessId` / `GetNamedPipeServerProcessId`) reports it.
+fn pipe_peer(
+    pipe: &impl AsRawHandle,
+    query: unsafe extern "system" fn(HANDLE, *mut u32) -> windows_sys::core::BOOL,
+) -> PeerInfo {
     let mut pid = 0u32;
-    // SAFETY: the handle is a valid pipe handle owned by `server`, and
-    // `pid` outlives the call.
-    let ok = unsafe {
-        windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId(
-            server.as_raw_handle() as HANDLE,
-            &mut pid,
-        )
-    };
+    // SAFETY: the handle is a valid pipe handle owned by `pipe`, and `pid`
+    // outlives the call.
+    let ok = unsafe { query(pipe.as_raw_handle() as HANDLE, &mut pid) };
     PeerInfo {
         pid: (ok != 0).then_some(pid),
         uid: None,
         gid: None,
     }
+}
+
+fn peer_info(server: &NamedPipeServer) -> PeerInfo {
+    pipe_peer(
+        server,
+        windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId,
+    )
 }
 
 /// Connects to `endpoint`, retrying `ERROR_PIPE_BUSY` (every instance
@@ -228,20 +235,10 @@ pub async fn connect(
 }
 
 fn server_info(client: &NamedPipeClient) -> PeerInfo {
-    let mut pid = 0u32;
-    // SAFETY: the handle is a valid pipe handle owned by `client`, and
-    // `pid` outlives the call.
-    let ok = unsafe {
-        windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId(
-            client.as_raw_handle() as HANDLE,
-            &mut pid,
-        )
-    };
-    PeerInfo {
-        pid: (ok != 0).then_some(pid),
-        uid: None,
-        gid: None,
-    }
+    pipe_peer(
+        client,
+        windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId,
+    )
 }
 
 fn is_retryable(err: &io::Error) -> Option<Retry> {
