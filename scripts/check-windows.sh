@@ -6,21 +6,9 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TIMES=()
-step() { # step LABEL CMD...: run CMD and record its wall time
-    local label=$1 t0 t1
-    shift
-    echo "=== $label: $*"
-    t0=$(date +%s%N)
-    "$@"
-    t1=$(date +%s%N)
-    TIMES+=("$(awk -v l="$label" -v t="$((t1 - t0))" 'BEGIN { printf "%-28s %7.1f s", l, t / 1e9 }')")
-}
-report() {
-    echo "=== timings"
-    printf '%s\n' "${TIMES[@]}"
-}
-trap report EXIT
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
+trap print_step_times EXIT
 
 # shellcheck source=scripts/windows-env.sh
 step "environment (windows-env.sh)" source scripts/windows-env.sh

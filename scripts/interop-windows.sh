@@ -14,16 +14,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TIMES=()
-step() { # step LABEL CMD...: run CMD and record its wall time
-    local label=$1 t0 t1
-    shift
-    echo "=== $label"
-    t0=$(date +%s%N)
-    "$@"
-    t1=$(date +%s%N)
-    TIMES+=("$(awk -v l="$label" -v t="$((t1 - t0))" 'BEGIN { printf "%-34s %7.1f s", l, t / 1e9 }')")
-}
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
 
 # shellcheck source=scripts/windows-env.sh
 step "environment (windows-env.sh)" source scripts/windows-env.sh
@@ -51,16 +43,12 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
     done
 }
-report() {
-    echo "=== timings"
-    printf '%s\n' "${TIMES[@]}"
-}
 DONE=0
 on_exit() {
     local rc=$?
     cleanup
     if [[ $DONE == 0 ]]; then
-        report
+        print_step_times
         echo "interop-windows: FAILED (exit status $rc) before the checks finished" >&2
     fi
 }
@@ -170,56 +158,45 @@ check_a() {
     verdict "a: pipesvc.exe serve <-> psvc_client.exe (C, from PROTOCOL.md)" "$ok" "$srv" "$cli"
 }
 
-# b. the seed's server (C) <-> examples/hello_client.rs
-check_b() {
-    local name="interop-b-$RUN_ID" pipe srv=$LOGS/b-seed_server cli=$LOGS/b-hello_client ok=0 src=0
+# b and c: a seed-like hello server and client, one side C and the other Rust.
+# Both programs of either pair print what they sent or read: all is checked.
+# check_hello_pair LETTER SERVER_EXE CLIENT_EXE
+check_hello_pair() {
+    local letter=$1 server_exe=$2 client_exe=$3
+    local server client name pipe srv cli ok=0 src=0
+    server=$(basename "$server_exe" .exe)
+    client=$(basename "$client_exe" .exe)
+    name="interop-$letter-$RUN_ID"
     pipe="\\\\.\\pipe\\$name"
-    start_bg "$srv" "$OUT/seed_server.exe" "$pipe"
-    local spid=$BG_PID
-    if wait_for_line "$srv.out" "Waiting for a client to connect to the pipe..." "$spid" 30; then
-        run_fg "$cli" 30 "$BIN/examples/hello_client.exe" "$pipe"
-        wait_exit "$spid" 15 || src=$?
-        echo "hello_client exit status: $FG_RC" >>"$cli.err"
-        echo "seed_server exit status: $src" >>"$srv.err"
-        if [[ $FG_RC == 0 && $src == 0 ]] && has_line "$cli.out" "Message:  ***Hello Pipe World***" &&
-            has_line "$srv.out" "Number of bytes sent: 46"; then
-            ok=1
-        fi
-    else
-        echo "seed_server did not start listening (exited or timed out)" >>"$srv.err"
-    fi
-    stop_bg "$spid"
-    verdict "b: seed_server.exe (C) <-> hello_client.exe (Rust)" "$ok" "$srv" "$cli"
-}
-
-# c. examples/hello_server.rs <-> the seed's client (C)
-check_c() {
-    local name="interop-c-$RUN_ID" pipe srv=$LOGS/c-hello_server cli=$LOGS/c-seed_client ok=0 src=0
-    pipe="\\\\.\\pipe\\$name"
-    start_bg "$srv" "$BIN/examples/hello_server.exe" "$pipe"
+    srv=$LOGS/$letter-$server
+    cli=$LOGS/$letter-$client
+    start_bg "$srv" "$server_exe" "$pipe"
     local spid=$BG_PID
     if wait_for_line "$srv.out" "Waiting for a client to connect to the pipe..." "$spid" 60; then
-        run_fg "$cli" 30 "$OUT/seed_client.exe" "$pipe"
+        run_fg "$cli" 30 "$client_exe" "$pipe"
         wait_exit "$spid" 15 || src=$?
-        echo "seed_client exit status: $FG_RC" >>"$cli.err"
-        echo "hello_server exit status: $src" >>"$srv.err"
+        echo "$client exit status: $FG_RC" >>"$cli.err"
+        echo "$server exit status: $src" >>"$srv.err"
         if [[ $FG_RC == 0 && $src == 0 ]] && has_line "$cli.out" "Message:  ***Hello Pipe World***" &&
+            has_line "$srv.out" "Number of bytes sent: 46" &&
             has_line "$cli.out" "Number of bytes read: 46"; then
             ok=1
         fi
     else
-        echo "hello_server did not start listening (exited or timed out)" >>"$srv.err"
+        echo "$server did not start listening (exited or timed out)" >>"$srv.err"
     fi
     stop_bg "$spid"
-    verdict "c: hello_server.exe (Rust) <-> seed_client.exe (C)" "$ok" "$srv" "$cli"
+    verdict "$letter: $server.exe <-> $client.exe" "$ok" "$srv" "$cli"
 }
+check_b() { check_hello_pair b "$OUT/seed_server.exe" "$BIN/examples/hello_client.exe"; }
+check_c() { check_hello_pair c "$BIN/examples/hello_server.exe" "$OUT/seed_client.exe"; }
 
 step "check a (pipesvc <-> C client)" check_a
 step "check b (seed server <-> Rust)" check_b
 step "check c (Rust <-> seed client)" check_c
 
 DONE=1
-report
+print_step_times
 echo "logs: $LOGS"
 echo "interop: $PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]

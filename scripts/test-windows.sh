@@ -29,17 +29,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/pipesvc-test-windows.XXXXXX")
 LOG=$WORK/results.log # every `test result:` and `pipesvc-skip:` line ends up here
 : >"$LOG"
 
-TIMES=()
-step() { # step LABEL CMD...: run CMD and record its wall time
-    local label=$1 t0 rc=0
-    shift
-    echo "=== $label: $*"
-    t0=$(date +%s%N)
-    "$@" || rc=$?
-    TIMES+=("$(awk -v l="$label" -v t="$(($(date +%s%N) - t0))" \
-        'BEGIN { printf "%-34s %7.1f s", l, t / 1e9 }')")
-    return $rc
-}
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
 SUMMARY_DONE=0
 SUITE_PID= # the running `timeout cargo test`
 summary() { # prints the closing line from $LOG; false if anything failed
@@ -62,10 +53,7 @@ summary() { # prints the closing line from $LOG; false if anything failed
         echo "=== failed:"
         grep -E '^test .* \.\.\. FAILED$|^test result: FAILED.*\(' "$LOG" | sort -u || true
     fi
-    if [[ ${#TIMES[@]} -gt 0 ]]; then
-        echo "=== timings"
-        printf '%s\n' "${TIMES[@]}"
-    fi
+    print_step_times
     SUMMARY_DONE=1
     echo "windows: $passed passed, $failed failed, $skipped skipped"
     [[ $failed -eq 0 ]]
