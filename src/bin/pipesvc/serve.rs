@@ -39,6 +39,22 @@ impl Handler for EchoService {
 }
 
 pub async fn run(args: ServeArgs) -> pipesvc::Result<()> {
+    // Install the signal handlers before saying we are ready: a stop
+    // request that arrives right after the line must stop us gracefully.
+    let stop = stop_signal()?;
+    run_until(args, stop, announce).await
+}
+
+/// Binds the endpoint, calls `ready` once clients can connect, and serves
+/// until `stop` completes (then shuts down gracefully). Every way of
+/// running the service (console, and the platform service managers) goes
+/// through here; they differ only in how they learn to stop and whom they
+/// tell that the service is ready.
+pub async fn run_until(
+    args: ServeArgs,
+    stop: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(&pipesvc::Endpoint) -> std::io::Result<()>,
+) -> pipesvc::Result<()> {
     #[cfg(unix)]
     raise_fd_limit();
     let server = Server::builder(args.name.endpoint()?)
@@ -46,17 +62,17 @@ pub async fn run(args: ServeArgs) -> pipesvc::Result<()> {
         .max_frame_len(args.max_frame_len)
         .handler(EchoService)
         .bind()?;
-    // Install the signal handlers before saying we are ready: a stop
-    // request that arrives right after the line must stop us gracefully.
-    let stop = stop_signal()?;
-    // Scripts (and the tests) wait for this line before connecting.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "pipesvc listening on {}", server.endpoint())?;
-    stdout.flush()?;
-    drop(stdout);
+    ready(server.endpoint())?;
     server.serve_until(stop).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Prints the line scripts (and the tests) wait for before connecting.
+fn announce(endpoint: &pipesvc::Endpoint) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "pipesvc listening on {endpoint}")?;
+    stdout.flush()
 }
 
 /// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
