@@ -9,7 +9,9 @@
 //!
 //! `cargo bench --bench compare` prints a table with each result as a ratio
 //! to raw tokio and writes it to `BENCHMARKS.md`. `PIPESVC_BENCH_SECS` sets
-//! the seconds per measurement (default 3).
+//! the seconds per measurement (default 3); `PIPESVC_BENCH_ONLY=throughput`
+//! runs only the workloads whose name contains that text, and prints the
+//! table without writing `BENCHMARKS.md`.
 //!
 //! Unix only for now; the Windows/Wine run is to come.
 
@@ -117,7 +119,11 @@ mod unix {
         )
         .unwrap();
         writeln!(table, "|---|---|---:|---:|---:|---:|").unwrap();
+        let only = std::env::var("PIPESVC_BENCH_ONLY").unwrap_or_default();
         for (i, workload) in workloads.iter().enumerate() {
+            if !workload.name.contains(only.as_str()) {
+                continue;
+            }
             let mut results = Vec::new();
             for &contender in &contenders {
                 let socket = dir.join(format!("w{i}-{}.sock", contender.name().replace(' ', "-")));
@@ -146,6 +152,11 @@ mod unix {
                 );
             }
             write_rows(&mut table, workload, &results, floor);
+        }
+        if !only.is_empty() {
+            // A partial run (while optimising) leaves BENCHMARKS.md alone.
+            println!("{table}");
+            return;
         }
         let connects: Vec<f64> = contenders
             .iter()

@@ -101,7 +101,8 @@ impl Connection {
                 .map_err(|_| {
                     Error::Timeout(options.handshake_timeout, "waiting for the server's HELLO")
                 })??;
-        let mut sink = FramedWrite::new(write, FrameCodec::new(server.max_frame_len));
+        let codec = FrameCodec::new(server.max_frame_len);
+        let mut sink = FramedWrite::new(write, codec);
         let hello = ClientHello {
             version: PROTOCOL_VERSION,
         };
@@ -119,7 +120,10 @@ impl Connection {
         let writer_pending = pending.clone();
         let writer = tokio::spawn(
             async move {
-                let (write, written) = write_frames(sink, queue, close_writer, None).await;
+                let write = sink.into_inner();
+                let others_waiting = || writer_pending.waiting() > 1;
+                let (write, written) =
+                    write_frames(write, codec, queue, close_writer, None, others_waiting).await;
                 if let Err(e) = &written {
                     // The reader may not have seen the end yet: without this,
                     // new calls would still pick this connection.

@@ -76,6 +76,11 @@ impl Pending {
         }
     }
 
+    /// Requests waiting for their answers.
+    pub(super) fn waiting(&self) -> usize {
+        self.state().waiters.len()
+    }
+
     /// No new requests from now on (the server said GOODBYE, or the
     /// client is closing); those in flight still get their answers.
     pub(super) fn refuse_new(&self, reason: String) {

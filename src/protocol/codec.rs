@@ -129,23 +129,39 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<Frame> for FrameCodec {
-    type Error = DecodeError;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), DecodeError> {
-        let length = HEADER_LEN + frame.payload.len();
+impl FrameCodec {
+    /// Appends the length, kind, flags and id of a frame carrying
+    /// `payload_len` bytes, and nothing else: the payload is for the caller
+    /// to add or to send from where it already is.
+    pub(crate) fn encode_header(
+        &self,
+        kind: Kind,
+        id: u32,
+        payload_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), DecodeError> {
+        let length = HEADER_LEN + payload_len;
         if length > self.max_frame_len as usize {
             return Err(DecodeError::TooLarge {
                 len: length as u64,
                 max: self.max_frame_len,
             });
         }
-        dst.reserve(LENGTH_FIELD_LEN + length);
+        dst.reserve(PREFIX_LEN);
         dst.put_u32_le(length as u32);
-        dst.put_u8(frame.kind as u8);
+        dst.put_u8(kind as u8);
         dst.put_u8(0);
-        dst.put_u32_le(frame.id);
-        dst.put_slice(&frame.payload);
+        dst.put_u32_le(id);
+        Ok(())
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = DecodeError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), DecodeError> {
+        self.encode_header(frame.kind, frame.id, frame.payload.len(), dst)?;
+        dst.extend_from_slice(&frame.payload);
         Ok(())
     }
 }

@@ -1,26 +1,32 @@
 //! One client connection: handshake, request loop, orderly close.
+//!
+//! A connection is one task. It reads frames, runs their handlers (see
+//! [`super::in_flight`]) and, once nothing more can be done without
+//! waiting, writes every frame that is ready in one write. Under load many
+//! answers share one system call; an answer is never held back waiting
+//! for input that has not arrived.
 
-use std::collections::HashSet;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::ReadHalf;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{lock, Config, Context, Handler, ServiceError, Shared};
-use crate::frame_io::{write_frames, OUTBOUND_QUEUE};
+use super::in_flight::{call_handler, panic_message, InFlight};
+use super::{lock, Config, Context, Handler, Shared};
+use crate::frame_io::{timed_out, Outbox, OUTBOUND_QUEUE};
 use crate::protocol::{
     ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
 use crate::transport::{close_within, disconnect, PeerInfo, ServerStream};
-
-type Reader = FramedRead<ReadHalf<ServerStream>, FrameCodec>;
 
 /// Longest wait for the last frames to reach a client that is being closed.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,23 +55,11 @@ pub(super) struct Connection<H> {
 impl<H: Handler> Connection<H> {
     pub(super) async fn run(self, stream: ServerStream) {
         tracing::info!("connected");
-        let codec = FrameCodec::new(self.config.max_frame_len);
-        let (read, write) = tokio::io::split(stream);
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-        let close = CancellationToken::new();
-        let writer = tokio::spawn(
-            write_frames(
-                FramedWrite::new(write, codec),
-                queue,
-                close.clone(),
-                Some(self.config.write_timeout),
-            )
-            .in_current_span(),
-        );
-        let mut reader = FramedRead::new(read, codec);
         let ctx = Context::new(self.id, self.peer, outbound, self.config.max_payload());
+        let mut wire = Wire::new(stream, &self.config, queue);
 
-        let end = self.session(&mut reader, &ctx).await;
+        let end = self.session(&mut wire, &ctx).await;
         lock(&self.shared.connections).remove(&self.id);
         match &end {
             End::Protocol(code, message) => {
@@ -73,48 +67,33 @@ impl<H: Handler> Connection<H> {
             }
             other => tracing::debug!(end = ?other, "closing connection"),
         }
-
-        // The writer drains what is queued (each batch bounded by the write
-        // timeout), then shuts its half down and hands it back.
-        close.cancel();
         drop(ctx);
-        match writer.await {
-            Ok((write, written)) => {
-                let stream = reader.into_inner().unsplit(write);
-                match written {
-                    Ok(()) => close_within(stream, FLUSH_TIMEOUT).await,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "write failed; cutting the client off");
-                        disconnect(&stream);
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "writer task failed"),
+        if matches!(end, End::PeerGone) {
+            disconnect(wire.stream());
+        } else {
+            wire.close().await;
         }
         tracing::info!("disconnected");
     }
 
-    async fn session(&self, reader: &mut Reader, ctx: &Context) -> End {
+    async fn session(&self, wire: &mut Wire, ctx: &Context) -> End {
         let hello = ServerHello {
             version: PROTOCOL_VERSION,
             max_frame_len: self.config.max_frame_len,
             server_name: self.config.name.clone(),
         };
-        if ctx
-            .send(Frame::new(Kind::Hello, 0, hello.encode()))
-            .await
-            .is_err()
-        {
+        wire.push(Frame::new(Kind::Hello, 0, hello.encode()));
+        if let Err(e) = wire.flush().await {
+            tracing::debug!(error = %e, "cannot send HELLO");
             return End::PeerGone;
         }
-        match self.handshake(reader).await {
+        match self.handshake(&mut wire.reader).await {
             Ok(()) => {
                 lock(&self.shared.connections).insert(self.id, ctx.clone());
-                self.handler.on_connect(ctx.clone()).await;
-                self.serve_requests(reader, ctx).await
+                self.serve_requests(wire, ctx).await
             }
             Err(end) => {
-                report(ctx, &end).await;
+                report(wire, &end);
                 end
             }
         }
@@ -151,30 +130,48 @@ impl<H: Handler> Connection<H> {
 
     /// Reads frames and dispatches them until the client leaves, breaks the
     /// protocol, or the server shuts down; then settles in-flight requests.
-    async fn serve_requests(&self, reader: &mut Reader, ctx: &Context) -> End {
-        let shutdown = &self.shared.shutdown;
+    async fn serve_requests(&self, wire: &mut Wire, ctx: &Context) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
+        let mut state = State::new(&self.shared, &self.config);
+        // Nothing is read until the handler has greeted the client.
+        state.chore = Some(chore(self.handler.on_connect(ctx.clone())));
+        let mut ending = None;
         let end = loop {
-            // Backpressure: with the limit reached, read nothing more from
-            // this client until a request finishes.
-            let slot = tokio::select! {
-                slot = in_flight.slot() => slot,
-                _ = shutdown.cancelled() => break End::Shutdown,
-            };
-            let frame = tokio::select! {
-                frame = reader.next() => frame,
-                _ = shutdown.cancelled() => break End::Shutdown,
-                // The writer gave up (write timeout, broken pipe).
-                _ = ctx.closed() => break End::PeerGone,
-                idle = in_flight.idle_for(self.config.idle_timeout) => break End::Protocol(
-                    ErrorCode::TIMED_OUT,
-                    format!("no frame for {idle:?} with no request in flight"),
-                ),
-            };
-            let frame = match frame {
-                None => break End::PeerClosed,
-                Some(Err(e)) => break decode_failed(e),
-                Some(Ok(frame)) => frame,
+            let event = poll_fn(|cx| wire.poll_event(cx, &mut in_flight, &mut state)).await;
+            let frame = match event {
+                Event::Read(Some(Ok(frame))) => frame,
+                Event::Read(None) => {
+                    // The client has sent all it will; it still reads.
+                    ending.get_or_insert(End::PeerClosed);
+                    state.settling = true;
+                    continue;
+                }
+                Event::Read(Some(Err(e))) => break decode_failed(e),
+                Event::WriteFailed(e) => {
+                    tracing::debug!(error = %e, "write failed; cutting the client off");
+                    break End::PeerGone;
+                }
+                Event::Shutdown => {
+                    // GOODBYE goes out before the last answers.
+                    if ending.is_none() {
+                        report(wire, &End::Shutdown);
+                    }
+                    ending.get_or_insert(End::Shutdown);
+                    state.settle_by(self.config.shutdown_timeout);
+                    continue;
+                }
+                Event::Deadline => {
+                    tracing::warn!("shutdown deadline passed; cancelling requests");
+                    in_flight.cancel().for_each(|answer| wire.push(answer));
+                    continue;
+                }
+                Event::Idle(idle) => {
+                    break End::Protocol(
+                        ErrorCode::TIMED_OUT,
+                        format!("no frame for {idle:?} with no request in flight"),
+                    )
+                }
+                Event::Settled => break ending.take().unwrap_or(End::PeerClosed),
             };
             if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping) {
                 // Its answer would carry id 0, which means "the connection".
@@ -185,20 +182,20 @@ impl<H: Handler> Connection<H> {
             }
             match frame.kind {
                 Kind::Request => {
-                    if let Err(id) = in_flight.start(frame, slot, &self.handler, ctx) {
+                    let call = call_handler(&*self.handler, frame.id, frame.payload, ctx.clone());
+                    if let Err(id) = in_flight.start(frame.id, call) {
                         break End::Protocol(
                             ErrorCode::DUPLICATE_ID,
                             format!("request id {id} is already in flight"),
                         );
                     }
                 }
-                Kind::Ping => {
-                    let pong = Frame::new(Kind::Pong, frame.id, frame.payload);
-                    if ctx.send(pong).await.is_err() {
-                        break End::PeerGone;
-                    }
+                Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
+                Kind::Notify => {
+                    // Notifications are handled one at a time, in order.
+                    let notified = self.handler.on_notify(frame.payload, ctx.clone());
+                    state.chore = Some(chore(notified));
                 }
-                Kind::Notify => self.handler.on_notify(frame.payload, ctx.clone()).await,
                 other => {
                     break End::Protocol(
                         ErrorCode::UNEXPECTED_FRAME,
@@ -207,29 +204,274 @@ impl<H: Handler> Connection<H> {
                 }
             }
         };
-        if matches!(end, End::Protocol(..) | End::PeerGone) {
+        if matches!(end, End::Protocol(..)) {
             // The connection is unusable: the error report is the last frame.
             in_flight.abort();
-            report(ctx, &end).await;
-        } else {
-            // GOODBYE (on shutdown) goes out before the last answers.
-            report(ctx, &end).await;
-            in_flight
-                .settle(shutdown, self.config.shutdown_timeout)
-                .await;
+            report(wire, &end);
         }
         end
     }
 }
 
-/// Sends the frame that tells the client why the connection ends, if any.
-async fn report(ctx: &Context, end: &End) {
+type Reader = FramedRead<ServerStream, FrameCodec>;
+
+/// A handler's `on_connect` or `on_notify`, running; reading waits for it.
+type Chore<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+fn chore<'a>(work: impl Future<Output = ()> + Send + 'a) -> Chore<'a> {
+    Box::pin(AssertUnwindSafe(work).catch_unwind().map(|done| {
+        if let Err(panic) = done {
+            tracing::error!(panic = panic_message(&panic), "handler panicked");
+        }
+    }))
+}
+
+/// What the request loop must act on.
+enum Event {
+    /// A frame from the client, the end of its stream, or a read error.
+    Read(Option<Result<Frame, DecodeError>>),
+    /// The client stopped taking what is written, or the write failed.
+    WriteFailed(io::Error),
+    /// The server is shutting down.
+    Shutdown,
+    /// The shutdown deadline passed with requests still running.
+    Deadline,
+    /// Nothing was read for this long, with no request in flight.
+    Idle(Duration),
+    /// Settling, and every request is answered.
+    Settled,
+}
+
+/// The request loop's timers and phase.
+struct State<'a> {
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// No more frames are read: the loop ends once requests are answered.
+    settling: bool,
+    chore: Option<Chore<'a>>,
+    idle: Option<Idle>,
+}
+
+/// The idle timeout: armed for the last read plus the timeout.
+struct Idle {
+    timeout: Duration,
+    last_read: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<'a> State<'a> {
+    fn new(shared: &Shared, config: &Config) -> State<'a> {
+        State {
+            shutdown: Some(Box::pin(shared.shutdown.clone().cancelled_owned())),
+            deadline: None,
+            settling: false,
+            chore: None,
+            idle: config.idle_timeout.map(|timeout| Idle {
+                timeout,
+                last_read: Instant::now(),
+                timer: Box::pin(tokio::time::sleep(timeout)),
+            }),
+        }
+    }
+
+    /// Stop reading; requests get `timeout` more, then are cancelled.
+    fn settle_by(&mut self, timeout: Duration) {
+        self.settling = true;
+        self.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
+        let Some(shutdown) = &mut self.shutdown else {
+            return Poll::Pending;
+        };
+        ready!(shutdown.as_mut().poll(cx));
+        self.shutdown = None;
+        Poll::Ready(Event::Shutdown)
+    }
+
+    fn poll_deadline(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
+        let Some(deadline) = &mut self.deadline else {
+            return Poll::Pending;
+        };
+        ready!(deadline.as_mut().poll(cx));
+        self.deadline = None;
+        Poll::Ready(Event::Deadline)
+    }
+
+    /// Runs the chore, if any; ready once there is none.
+    fn poll_chore(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if let Some(chore) = &mut self.chore {
+            ready!(chore.as_mut().poll(cx));
+            self.chore = None;
+        }
+        Poll::Ready(())
+    }
+
+    fn poll_idle(&mut self, cx: &mut TaskContext<'_>, busy: bool) -> Poll<Event> {
+        let Some(idle) = &mut self.idle else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(idle.timer.as_mut().poll(cx));
+            let quiet_until = idle.last_read + idle.timeout;
+            let now = Instant::now();
+            if !busy && now >= quiet_until {
+                return Poll::Ready(Event::Idle(idle.timeout));
+            }
+            let next = if busy {
+                now + idle.timeout
+            } else {
+                quiet_until
+            };
+            idle.timer.as_mut().reset(next);
+        }
+    }
+
+    fn read_happened(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.last_read = Instant::now();
+        }
+    }
+}
+
+/// The connection's stream, what waits to be written to it, and the queue
+/// of frames from handlers and broadcasts.
+struct Wire {
+    reader: Reader,
+    outbox: Outbox,
+    queue: mpsc::Receiver<Frame>,
+    write_timeout: Duration,
+    /// Armed while a write waits for the client; pushed back whenever the
+    /// client takes some bytes.
+    write_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl Wire {
+    fn new(stream: ServerStream, config: &Config, queue: mpsc::Receiver<Frame>) -> Wire {
+        let codec = FrameCodec::new(config.max_frame_len);
+        Wire {
+            reader: FramedRead::new(stream, codec),
+            outbox: Outbox::new(codec),
+            queue,
+            write_timeout: config.write_timeout,
+            write_deadline: None,
+        }
+    }
+
+    fn stream(&self) -> &ServerStream {
+        self.reader.get_ref()
+    }
+
+    /// Queues `frame` for the next write.
+    fn push(&mut self, frame: Frame) {
+        if let Err(e) = self.outbox.push(frame) {
+            // Answers and notifications are checked against the limit
+            // before they get here.
+            tracing::error!(error = %e, "dropping a frame over the limit");
+        }
+    }
+
+    /// The next event, doing meanwhile everything that needs no waiting:
+    /// running handlers, queuing their answers and the frames handed to
+    /// the connection, and writing once nothing else is ready.
+    fn poll_event<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        in_flight: &mut InFlight<F>,
+        state: &mut State<'_>,
+    ) -> Poll<Event> {
+        if let Poll::Ready(event) = state.poll_shutdown(cx) {
+            return Poll::Ready(event);
+        }
+        if let Poll::Ready(event) = state.poll_deadline(cx) {
+            return Poll::Ready(event);
+        }
+        loop {
+            // Collect what is ready to go while the outbox has room; a full
+            // outbox holds everything back until the client reads.
+            while self.outbox.has_room() {
+                if let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) {
+                    self.push(answer);
+                } else if let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
+                    self.push(frame);
+                } else {
+                    break;
+                }
+            }
+            let chore_done = state.poll_chore(cx).is_ready();
+            if state.settling && chore_done && in_flight.is_empty() {
+                return Poll::Ready(Event::Settled);
+            }
+            if chore_done && !state.settling && in_flight.has_room() && self.outbox.has_room() {
+                if let Poll::Ready(frame) = self.reader.poll_next_unpin(cx) {
+                    state.read_happened();
+                    return Poll::Ready(Event::Read(frame));
+                }
+            }
+            if self.outbox.is_empty() {
+                break;
+            }
+            match self.poll_write(cx) {
+                // Room again: take more before waiting.
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
+                Poll::Pending => break,
+            }
+        }
+        state.poll_idle(cx, !in_flight.is_empty())
+    }
+
+    /// Writes what the outbox holds. Fails if the client takes nothing for
+    /// the write timeout.
+    fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let before = self.outbox.len();
+        let stream = Pin::new(self.reader.get_mut());
+        if let Poll::Ready(written) = self.outbox.poll_write_to(stream, cx) {
+            self.write_deadline = None;
+            return Poll::Ready(written);
+        }
+        let timeout = self.write_timeout;
+        let deadline = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if self.outbox.len() < before {
+            deadline.as_mut().reset(Instant::now() + timeout);
+        }
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(Err(timed_out(timeout)))
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    /// Writes the last frames (what is queued included), then closes;
+    /// a client that does not take them in time is cut off.
+    async fn close(mut self) {
+        self.queue.close();
+        while let Ok(frame) = self.queue.try_recv() {
+            self.push(frame);
+        }
+        let written = self.flush().await;
+        let stream = self.reader.into_inner();
+        match written {
+            Ok(()) => close_within(stream, FLUSH_TIMEOUT).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed; cutting the client off");
+                disconnect(&stream);
+            }
+        }
+    }
+}
+
+/// Queues the frame that tells the client why the connection ends, if any.
+fn report(wire: &mut Wire, end: &End) {
     let frame = match end {
         End::Shutdown => Frame::goodbye("the server is shutting down"),
         End::Protocol(code, message) => Frame::error(0, *code, message),
         End::PeerClosed | End::PeerGone => return,
     };
-    let _ = ctx.send(frame).await;
+    wire.push(frame);
 }
 
 fn decode_failed(err: DecodeError) -> End {
@@ -240,150 +482,6 @@ fn decode_failed(err: DecodeError) -> End {
             End::PeerGone
         }
     }
-}
-
-/// The requests one connection is handling.
-struct InFlight {
-    tasks: JoinSet<()>,
-    ids: Arc<Mutex<HashSet<u32>>>,
-    slots: Arc<Semaphore>,
-    /// Cancelled when the shutdown deadline passes.
-    cancel: CancellationToken,
-}
-
-impl InFlight {
-    fn new(limit: usize) -> InFlight {
-        InFlight {
-            tasks: JoinSet::new(),
-            ids: Arc::default(),
-            slots: Arc::new(Semaphore::new(limit)),
-            cancel: CancellationToken::new(),
-        }
-    }
-
-    async fn slot(&mut self) -> OwnedSemaphorePermit {
-        while self.tasks.try_join_next().is_some() {}
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore is never closed")
-    }
-
-    /// Runs the handler for `frame` in its own task; refuses an id that is
-    /// still in flight.
-    fn start<H: Handler>(
-        &mut self,
-        frame: Frame,
-        slot: OwnedSemaphorePermit,
-        handler: &Arc<H>,
-        ctx: &Context,
-    ) -> Result<(), u32> {
-        let id = frame.id;
-        if !lock(&self.ids).insert(id) {
-            return Err(id);
-        }
-        let (handler, ctx) = (handler.clone(), ctx.clone());
-        let (ids, cancel) = (self.ids.clone(), self.cancel.clone());
-        let max_payload = ctx.max_payload();
-        let task = async move {
-            let call = AssertUnwindSafe(handler.call(frame.payload, ctx.clone())).catch_unwind();
-            let answer = tokio::select! {
-                outcome = call => answer(id, outcome, max_payload),
-                _ = cancel.cancelled() => Frame::error(
-                    id,
-                    ErrorCode::SHUTTING_DOWN,
-                    "the server shut down before the request finished",
-                ),
-            };
-            // Free the id before answering: the client may reuse it as soon
-            // as it has the answer.
-            lock(&ids).remove(&id);
-            let _ = ctx.send(answer).await;
-            drop(slot);
-        };
-        self.tasks.spawn(task.in_current_span());
-        Ok(())
-    }
-
-    /// Waits for every request to be answered. Once `shutdown` fires, they
-    /// get `timeout` more; then the rest are answered `shutting down`.
-    async fn settle(&mut self, shutdown: &CancellationToken, timeout: Duration) {
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(timeout).await;
-        };
-        tokio::pin!(deadline);
-        let mut expired = false;
-        loop {
-            tokio::select! {
-                done = self.tasks.join_next() => match done {
-                    None => return,
-                    Some(Err(e)) if e.is_panic() => tracing::error!(error = %e, "request task panicked"),
-                    Some(_) => {}
-                },
-                _ = &mut deadline, if !expired => {
-                    expired = true;
-                    tracing::warn!(left = self.tasks.len(), "shutdown deadline passed; cancelling requests");
-                    self.cancel.cancel();
-                }
-            }
-        }
-    }
-
-    fn abort(&mut self) {
-        self.tasks.abort_all();
-    }
-
-    /// Completes once a whole `timeout` has passed with no request in
-    /// flight (checked every `timeout`); never without a timeout.
-    async fn idle_for(&self, timeout: Option<Duration>) -> Duration {
-        let Some(timeout) = timeout else {
-            return std::future::pending().await;
-        };
-        loop {
-            tokio::time::sleep(timeout).await;
-            if lock(&self.ids).is_empty() {
-                return timeout;
-            }
-        }
-    }
-}
-
-/// The frame that answers request `id`.
-fn answer(
-    id: u32,
-    outcome: std::thread::Result<Result<bytes::Bytes, ServiceError>>,
-    max_payload: usize,
-) -> Frame {
-    match outcome {
-        Ok(Ok(body)) if body.len() > max_payload => {
-            tracing::error!(id, len = body.len(), "response too large for one frame");
-            Frame::error(
-                id,
-                ErrorCode::FRAME_TOO_LARGE,
-                &format!(
-                    "the response of {} bytes exceeds the maximum of {max_payload}",
-                    body.len()
-                ),
-            )
-        }
-        Ok(Ok(body)) => Frame::response(id, body),
-        Ok(Err(err)) => Frame::error(id, err.code(), err.message()),
-        Err(panic) => {
-            let what = panic_message(&panic);
-            tracing::error!(id, panic = what, "handler panicked");
-            Frame::error(id, ErrorCode::HANDLER_FAILED, "the handler panicked")
-        }
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
 }
 
 /// Sends `refusal` (an ERROR with id 0) instead of HELLO, and closes.

@@ -61,12 +61,6 @@ impl Context {
         self.inner.max_payload
     }
 
-    /// Completes when the connection's writer has stopped (the client is
-    /// gone or stopped reading).
-    pub(crate) async fn closed(&self) {
-        self.inner.outbound.closed().await
-    }
-
     pub(crate) async fn send(&self, frame: Frame) -> Result<()> {
         if frame.payload.len() > self.inner.max_payload {
             return Err(Error::PayloadTooLarge {

@@ -19,6 +19,7 @@ mod access;
 mod connection;
 mod context;
 mod handler;
+mod in_flight;
 
 use std::collections::HashMap;
 use std::future::Future;
