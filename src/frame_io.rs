@@ -5,22 +5,18 @@
 //! encoded one after another into one buffer, large payloads are sent from
 //! where they already are (a vectored write), never copied.
 //!
-//! The client's writer task, [`write_frames`], takes frames from a bounded
-//! channel (so that frames are never interleaved and a slow server pushes
-//! back on the callers) and writes them through an `Outbox`. The server
-//! writes through its `Outbox` from the connection task itself.
+//! The server's connection task writes through its own `Outbox`; the
+//! client's callers share one (see `client/writer.rs`).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::io::AsyncWrite;
 
 use crate::protocol::{DecodeError, Frame, FrameCodec, HEADER_LEN, LENGTH_FIELD_LEN};
 
@@ -137,8 +133,9 @@ impl Outbox {
     }
 
     /// Writes everything queued to `io`; see [`Outbox::poll_write_to`].
+    #[cfg(test)]
     pub(crate) async fn write_to<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> io::Result<()> {
-        poll_fn(|cx| self.poll_write_to(Pin::new(&mut *io), cx)).await
+        std::future::poll_fn(|cx| self.poll_write_to(Pin::new(&mut *io), cx)).await
     }
 
     /// Drops the first `written` bytes, which the transport has taken.
@@ -154,103 +151,6 @@ impl Outbox {
             self.chunks.pop_front();
         }
     }
-}
-
-/// Writes queued frames until `close` is cancelled (then drains what is
-/// already queued) or every sender is gone, then shuts the writer down.
-/// Returns the writer however that went, so that the caller can reunite it
-/// with its read half and close the stream properly.
-///
-/// With a `write_timeout`, frames that the peer does not take within it
-/// fail with `TimedOut`: a peer that stops reading cannot hold the
-/// connection (and its queued frames) forever.
-///
-/// `more_coming` says whether other frames are probably about to be queued
-/// (say, other requests are waiting for answers, whose callers will send
-/// again as soon as they have them); if so the writer lets them run before
-/// it writes, so that their frames share the write.
-pub(crate) async fn write_frames<W>(
-    mut writer: W,
-    codec: FrameCodec,
-    queue: mpsc::Receiver<Frame>,
-    close: CancellationToken,
-    write_timeout: Option<Duration>,
-    more_coming: impl Fn() -> bool,
-) -> (W, io::Result<()>)
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut outbox = Outbox::new(codec);
-    let written = pump(
-        &mut writer,
-        &mut outbox,
-        queue,
-        close,
-        write_timeout,
-        more_coming,
-    )
-    .await;
-    let result = match written {
-        Ok(()) => within(write_timeout, writer.shutdown()).await,
-        Err(e) => Err(e),
-    };
-    (writer, result)
-}
-
-async fn pump<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    outbox: &mut Outbox,
-    mut queue: mpsc::Receiver<Frame>,
-    close: CancellationToken,
-    write_timeout: Option<Duration>,
-    more_coming: impl Fn() -> bool,
-) -> io::Result<()> {
-    loop {
-        let frame = tokio::select! {
-            biased;
-            frame = queue.recv() => frame,
-            _ = close.cancelled() => {
-                queue.close();
-                queue.recv().await
-            }
-        };
-        let Some(frame) = frame else { return Ok(()) };
-        push(outbox, frame)?;
-        if queue.is_empty() && more_coming() {
-            // The callers that are about to queue a frame (say, the tasks
-            // woken by the answers just read) get to run first, so that
-            // their frames go out in this write instead of one write each.
-            // A lone request does not pay for this.
-            tokio::task::yield_now().await;
-        }
-        while outbox.has_room() {
-            match queue.try_recv() {
-                Ok(frame) => push(outbox, frame)?,
-                Err(_) => break,
-            }
-        }
-        within(write_timeout, outbox.write_to(writer)).await?;
-    }
-}
-
-fn push(outbox: &mut Outbox, frame: Frame) -> io::Result<()> {
-    outbox.push(frame).map_err(|e| match e {
-        DecodeError::Io(e) => e,
-        other => io::Error::new(io::ErrorKind::InvalidInput, other),
-    })
-}
-
-/// Runs `write`, failing with `TimedOut` if it takes longer than `limit`.
-pub(crate) async fn within(
-    limit: Option<Duration>,
-    write: impl std::future::Future<Output = io::Result<()>>,
-) -> io::Result<()> {
-    let Some(limit) = limit else {
-        return write.await;
-    };
-    tokio::time::timeout(limit, write)
-        .await
-        .unwrap_or_else(|_| Err(timed_out(limit)))
 }
 
 /// The error of a peer that did not read for `limit`.

@@ -3,29 +3,28 @@
 
 use std::io;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, WriteHalf};
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::pending::Pending;
 use super::reader::{read_frames, Routes};
+use super::writer::Writer;
 use super::ClientOptions;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::frame_io::{write_frames, OUTBOUND_QUEUE};
 use crate::protocol::{
     ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
     PROTOCOL_VERSION,
 };
-use crate::transport::{self, ClientStream, ConnectStats, PeerInfo};
+use crate::transport::{self, ConnectStats, PeerInfo};
 
 /// Where a connection delivers the server's notifications; outlives
 /// connections, so that the stream carries on across reconnects.
@@ -35,26 +34,21 @@ pub(super) struct NotificationSink {
     pub(super) dropped: Arc<AtomicU64>,
 }
 
-/// The writer task; it hands the write half back when it ends.
-type WriterTask = JoinHandle<(WriteHalf<ClientStream>, io::Result<()>)>;
-
 #[derive(Debug)]
 pub(super) struct Connection {
     pub(super) server: ServerHello,
     pub(super) server_peer: PeerInfo,
     pub(super) connect_stats: ConnectStats,
-    outbound: mpsc::Sender<Frame>,
+    writer: Arc<Writer>,
     pending: Arc<Pending>,
-    close: CancellationToken,
-    writer: Mutex<Option<WriterTask>>,
     reader: JoinHandle<()>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The writer drains and shuts down; the read half goes with the
-        // reader, and with both halves gone the handle closes.
-        self.close.cancel();
+        // The flusher writes what is queued and shuts down; the read half
+        // goes with the reader, and with both halves gone the handle closes.
+        self.writer.close();
         self.reader.abort();
     }
 }
@@ -111,39 +105,22 @@ impl Connection {
             .map_err(into_error)?;
         tracing::debug!(server = %server.server_name, stats = ?connected.stats, "connected");
 
-        let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-        let close = CancellationToken::new();
-        let close_writer = close.clone();
         let pending = Arc::new(Pending::default());
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
-        let writer_pending = pending.clone();
-        let writer = tokio::spawn(
-            async move {
-                let write = sink.into_inner();
-                let others_waiting = || writer_pending.waiting() > 1;
-                let (write, written) =
-                    write_frames(write, codec, queue, close_writer, None, others_waiting).await;
-                if let Err(e) = &written {
-                    // The reader may not have seen the end yet: without this,
-                    // new calls would still pick this connection.
-                    writer_pending.fail_all(format!("cannot write to the server: {e}"));
-                }
-                (write, written)
-            }
-            .in_current_span(),
-        );
+        let (writer, flusher) = Writer::new(sink.into_inner(), codec, pending.clone());
+        tokio::spawn(flusher.in_current_span());
         let routes = Routes {
             pending: pending.clone(),
             notifications: notifications.sender,
             dropped_notifications: notifications.dropped,
-            outbound: outbound.clone(),
+            writer: writer.clone(),
         };
-        let reader_close = close.clone();
+        let reader_writer = writer.clone();
         let reader = tokio::spawn(
             async move {
                 read_frames(reader, routes).await;
-                reader_close.cancel();
+                reader_writer.close();
             }
             .in_current_span(),
         );
@@ -151,10 +128,8 @@ impl Connection {
             server,
             server_peer: connected.server,
             connect_stats: connected.stats,
-            outbound,
+            writer,
             pending,
-            close,
-            writer: Mutex::new(Some(writer)),
             reader,
         })
     }
@@ -164,8 +139,8 @@ impl Connection {
         self.check_size(&payload).map_err(CallError::Sent)?;
         let (registration, answer) = self.pending.register().map_err(CallError::NotSent)?;
         let frame = Frame::new(kind, registration.id, payload);
-        if self.outbound.send(frame).await.is_err() {
-            return Err(CallError::NotSent(self.closed_error()));
+        if let Err(why) = self.writer.send(frame).await {
+            return Err(CallError::NotSent(self.closed_error_or(why)));
         }
         let answer = answer.await.unwrap_or_else(|_| Err(self.closed_error()));
         // Dropping the registration (here, or earlier if the caller gave up)
@@ -187,11 +162,8 @@ impl Connection {
     pub(super) async fn close(&self) {
         self.pending.refuse_new("the client is closing".into());
         self.pending.wait_idle().await;
-        self.close.cancel();
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
+        self.writer.close();
+        self.writer.closed().await;
         self.reader.abort();
         self.pending
             .fail_all("the client closed the connection".into());
@@ -204,10 +176,10 @@ impl Connection {
     }
 
     async fn send(&self, frame: Frame) -> Result<()> {
-        self.outbound
+        self.writer
             .send(frame)
             .await
-            .map_err(|_| self.closed_error())
+            .map_err(|why| self.closed_error_or(why))
     }
 
     fn check_size(&self, payload: &Bytes) -> Result<()> {
@@ -222,8 +194,13 @@ impl Connection {
     }
 
     fn closed_error(&self) -> Error {
-        let reason = self.pending.closed_reason();
-        Error::ConnectionClosed(reason.unwrap_or_else(|| "the connection is closed".into()))
+        self.closed_error_or("the connection is closed".into())
+    }
+
+    /// Why the connection is closed: what the reader or writer saw first,
+    /// else `why`.
+    fn closed_error_or(&self, why: String) -> Error {
+        Error::ConnectionClosed(self.pending.closed_reason().unwrap_or(why))
     }
 }
 

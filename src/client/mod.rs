@@ -13,6 +13,7 @@ mod connection;
 mod notifications;
 mod pending;
 mod reader;
+mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use super::pending::Pending;
+use super::writer::Writer;
 use crate::error::Error;
 use crate::protocol::{ErrorPayload, Frame, FrameCodec, Kind};
 
@@ -19,7 +20,7 @@ pub(super) struct Routes {
     pub(super) pending: Arc<Pending>,
     pub(super) notifications: mpsc::Sender<Bytes>,
     pub(super) dropped_notifications: Arc<AtomicU64>,
-    pub(super) outbound: mpsc::Sender<Frame>,
+    pub(super) writer: Arc<Writer>,
 }
 
 /// Reads until the connection ends, then fails whatever is still waiting.
@@ -70,9 +71,8 @@ impl Routes {
             Kind::Ping => {
                 // Answer without waiting: a full queue means the PONG would
                 // be late anyway, and the reader must keep reading.
-                let _ = self
-                    .outbound
-                    .try_send(Frame::new(Kind::Pong, frame.id, frame.payload));
+                self.writer
+                    .queue(Frame::new(Kind::Pong, frame.id, frame.payload));
             }
             Kind::Hello | Kind::Request => {
                 return Err(format!(

@@ -1,0 +1,322 @@
+//! Side-by-side comparison, in one run on one machine and one transport
+//! (Unix domain sockets, or named pipes on Windows):
+//!
+//! - **pipesvc**: `Server` + `Client`;
+//! - **raw tokio**: what a user writes by hand, `LengthDelimitedCodec` echo
+//!   over the same transport, one task per client (the baseline);
+//! - **interprocess**: the same echo over `interprocess`'s Tokio local sockets;
+//! - **std blocking**: two threads ping-ponging over a std Unix socket (the
+//!   latency floor; latency workload only, Unix only: std has no pipes).
+//!
+//! `cargo bench --bench compare` prints a table with each result as a ratio
+//! to raw tokio, writes it into its platform's section of `BENCHMARKS.md`
+//! and draws it in `docs/bench-<platform>.svg`. `scripts/bench-windows.sh`
+//! runs the same under Wine.
+//!
+//! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
+//! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
+//! contains that text and prints the table without writing anything.
+
+mod chart;
+mod contender;
+mod measure;
+#[cfg(unix)]
+mod memory;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use contender::{Contender, ALL};
+use measure::Measured;
+
+/// One load of the table.
+pub struct Workload {
+    name: &'static str,
+    pub clients: usize,
+    pub inflight: usize,
+    pub size: usize,
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "latency: 1 client, 1 in flight, 64 B",
+        clients: 1,
+        inflight: 1,
+        size: 64,
+    },
+    Workload {
+        name: "throughput: 100 clients, 16 in flight, 64 B",
+        clients: 100,
+        inflight: 16,
+        size: 64,
+    },
+    Workload {
+        name: "bandwidth: 8 clients, 1 in flight, 1 MiB",
+        clients: 8,
+        inflight: 1,
+        size: 1 << 20,
+    },
+];
+
+const ACCEPT: &str = "accept: 1000 connects and disconnects";
+const IDLE: &str = "memory: 1000 idle clients";
+
+/// One row of the table: each contender's value (pipesvc, raw tokio,
+/// interprocess) and, where measured, the blocking floor.
+struct Row {
+    workload: &'static str,
+    metric: &'static str,
+    values: [f64; 3],
+    floor: Option<f64>,
+    higher_is_better: bool,
+}
+
+/// Where this platform's contenders listen, and what its section is called.
+struct Platform {
+    key: &'static str,
+    transport: &'static str,
+    scratch: PathBuf,
+}
+
+impl Platform {
+    fn current() -> Platform {
+        let scratch = std::env::temp_dir().join(format!("pipesvc-compare-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let (key, transport) = if cfg!(windows) {
+            ("windows", "named pipes")
+        } else {
+            ("unix", "Unix domain sockets")
+        };
+        Platform {
+            key,
+            transport,
+            scratch,
+        }
+    }
+
+    /// A fresh address for `what`: a socket path, or a pipe name.
+    fn address(&self, what: &str, c: Contender) -> String {
+        let name = format!("{what}-{}", c.name().replace(' ', "-"));
+        if cfg!(windows) {
+            format!(r"\\.\pipe\pipesvc-compare-{}-{name}", std::process::id())
+        } else {
+            let path = self.scratch.join(format!("{name}.sock"));
+            path.to_str().unwrap().to_owned()
+        }
+    }
+}
+
+fn main() {
+    #[cfg(unix)]
+    if let Ok(spec) = std::env::var(memory::CHILD_ENV) {
+        return memory::serve_child(&spec);
+    }
+    let secs: f64 = std::env::var("PIPESVC_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let only = std::env::var("PIPESVC_BENCH_ONLY").unwrap_or_default();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let platform = Platform::current();
+
+    let mut rows = Vec::new();
+    for (i, workload) in WORKLOADS.iter().enumerate() {
+        if workload.name.contains(only.as_str()) {
+            rows.extend(run_workload(&runtime, &platform, i, workload, secs));
+        }
+    }
+    if ACCEPT.contains(only.as_str()) {
+        let rates = ALL.map(|c| {
+            let address = platform.address("connect", c);
+            let rate = runtime.block_on(measure::accept_rate(c, &address, 1000));
+            eprintln!("{ACCEPT:<45} {:<13} {rate:>10.0} connections/s", c.name());
+            rate
+        });
+        rows.push(Row {
+            workload: ACCEPT,
+            metric: "connections/s (ratio)",
+            values: rates,
+            floor: None,
+            higher_is_better: true,
+        });
+    }
+    #[cfg(unix)]
+    if IDLE.contains(only.as_str()) {
+        let bytes = ALL.map(|c| {
+            let address = platform.address("idle", c);
+            let per = memory::per_idle_connection(&runtime, c, &address, 1000);
+            eprintln!(
+                "{IDLE:<45} {:<13} {per:>10.0} bytes per connection",
+                c.name()
+            );
+            per
+        });
+        rows.push(Row {
+            workload: IDLE,
+            metric: "server RSS per connection, bytes (ratio)",
+            values: bytes,
+            floor: None,
+            higher_is_better: false,
+        });
+    }
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&platform.scratch);
+
+    let table = render(&rows);
+    println!("{table}");
+    if only.is_empty() {
+        write_section(&platform, &table, secs);
+        draw(&platform, &rows);
+    }
+}
+
+/// Measures `w` for every contender; the table rows it makes.
+fn run_workload(
+    runtime: &tokio::runtime::Runtime,
+    platform: &Platform,
+    i: usize,
+    w: &Workload,
+    secs: f64,
+) -> Vec<Row> {
+    let r: Vec<Measured> = ALL
+        .iter()
+        .map(|&c| {
+            let address = platform.address(&format!("w{i}"), c);
+            let m = runtime.block_on(measure::load(c, w, &address, secs));
+            log(w.name, c.name(), &m);
+            m
+        })
+        .collect();
+    let pick = |f: fn(&Measured) -> f64| [f(&r[0]), f(&r[1]), f(&r[2])];
+    if w.clients == 1 {
+        let floor = measure::std_blocking(w.size, secs, &platform.scratch);
+        if let Some(m) = &floor {
+            log(w.name, "std blocking", m);
+        }
+        let p99 = |m: &Measured| m.p99_us as f64;
+        let p50 = |m: &Measured| m.p50_us as f64;
+        let latency = |metric, f: fn(&Measured) -> f64| Row {
+            workload: w.name,
+            metric,
+            values: pick(f),
+            floor: floor.as_ref().map(f),
+            higher_is_better: false,
+        };
+        vec![
+            latency("p99 latency, µs (ratio)", p99),
+            latency("p50 latency, µs (ratio)", p50),
+        ]
+    } else {
+        let (metric, f): (_, fn(&Measured) -> f64) = if w.size >= 1 << 20 {
+            ("MB/s (ratio)", |m| m.mb_per_sec)
+        } else {
+            ("requests/s (ratio)", |m| m.requests_per_sec)
+        };
+        vec![Row {
+            workload: w.name,
+            metric,
+            values: pick(f),
+            floor: None,
+            higher_is_better: true,
+        }]
+    }
+}
+
+fn log(workload: &str, contender: &str, m: &Measured) {
+    eprintln!(
+        "{workload:<45} {contender:<13} {:>10.0} req/s {:>9.1} MB/s p50 {:>6} µs p99 {:>6} µs",
+        m.requests_per_sec, m.mb_per_sec, m.p50_us, m.p99_us
+    );
+}
+
+/// The table: each value with its ratio to raw tokio, then the floor.
+fn render(rows: &[Row]) -> String {
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| workload | metric | pipesvc | raw tokio | interprocess | std blocking |"
+    )
+    .unwrap();
+    writeln!(table, "|---|---|---:|---:|---:|---:|").unwrap();
+    for row in rows {
+        let base = row.values[1];
+        let cell = |x: f64| match base {
+            base if base > 0.0 => format!("{x:.0} ({:.2}x)", x / base),
+            _ => format!("{x:.0}"),
+        };
+        let floor = row.floor.map_or("n/a".to_string(), |f| format!("{f:.0}"));
+        let [a, b, c] = row.values.map(cell);
+        writeln!(
+            table,
+            "| {} | {} | {a} | {b} | {c} | {floor} |",
+            row.workload, row.metric
+        )
+        .unwrap();
+    }
+    table
+}
+
+/// Replaces this platform's section of `BENCHMARKS.md` (the other
+/// platform's stays as its last run left it).
+fn write_section(platform: &Platform, table: &str, secs: f64) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let (start, end) = (
+        format!("<!-- compare:{} -->", platform.key),
+        format!("<!-- /compare:{} -->", platform.key),
+    );
+    let section = format!(
+        "{start}\n## {} ({})\n\n\
+         Written by `cargo bench --bench compare` ({secs} s per measurement) on {} cores.\n\n\
+         {table}\n![chart](docs/bench-{}.svg)\n{end}",
+        platform.key,
+        platform.transport,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        platform.key,
+    );
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{section}{}", &old[..a], &old[b + end.len()..])
+        }
+        _ if old.is_empty() => format!("# Benchmarks\n\n{section}\n"),
+        _ => format!("{}\n{section}\n", old.trim_end()),
+    };
+    std::fs::write(&path, text).expect("write BENCHMARKS.md");
+    eprintln!("wrote {}", path.display());
+}
+
+fn draw(platform: &Platform, rows: &[Row]) {
+    let groups: Vec<chart::Group> = rows
+        .iter()
+        .map(|row| {
+            let base = row.values[1];
+            let label = row.workload.split(':').next().unwrap_or(row.workload);
+            let label = match row.metric.split(',').next() {
+                Some(metric) if row.metric.contains("latency") => metric.to_owned(),
+                _ => label.to_owned(),
+            };
+            chart::Group {
+                label,
+                ratios: row
+                    .values
+                    .iter()
+                    .map(|&x| match (x > 0.0, row.higher_is_better) {
+                        (false, _) => None,
+                        (true, true) => Some(x / base),
+                        (true, false) => Some(base / x),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("bench-{}.svg", platform.key));
+    let title = format!(
+        "pipesvc vs raw tokio vs interprocess: {}",
+        platform.transport
+    );
+    let names = ALL.map(Contender::name);
+    chart::draw(&path, &title, &names, &groups);
+    eprintln!("wrote {}", path.display());
+}

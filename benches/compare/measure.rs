@@ -1,0 +1,175 @@
+//! Running one workload against one contender, in this process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use pipesvc::Client;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::contender::{codec, connect, start_server, Conn, Contender};
+use crate::Workload;
+
+/// What one run measured.
+#[derive(Default, Clone, Copy)]
+pub struct Measured {
+    pub requests_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+impl Measured {
+    fn from(h: &Histogram<u64>, size: usize, elapsed: Duration) -> Measured {
+        let secs = elapsed.as_secs_f64();
+        Measured {
+            requests_per_sec: h.len() as f64 / secs,
+            // Payload bytes carried both ways: the request and its echo.
+            mb_per_sec: h.len() as f64 * size as f64 * 2.0 / secs / 1e6,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+        }
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+/// Runs `load` against contender `c`'s server at `address` for `secs`.
+pub async fn load(c: Contender, load: &Workload, address: &str, secs: f64) -> Measured {
+    let stop = Arc::new(AtomicBool::new(false));
+    let payload = Bytes::from(vec![0x5Au8; load.size]);
+    let _server = start_server(c, address).await;
+    let mut tasks = Vec::new();
+    for _ in 0..load.clients {
+        let (payload, stop) = (payload.clone(), stop.clone());
+        match connect(c, address).await {
+            Conn::Pipesvc(client) => {
+                for _ in 0..load.inflight {
+                    let loop_ = request_loop(client.clone(), payload.clone(), stop.clone());
+                    tasks.push(tokio::spawn(loop_));
+                }
+            }
+            Conn::RawTokio(s) => tasks.push(tokio::spawn(window(s, payload, load.inflight, stop))),
+            Conn::Interprocess(s) => {
+                tasks.push(tokio::spawn(window(s, payload, load.inflight, stop)))
+            }
+        }
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = histogram();
+    for t in tasks {
+        all.add(t.await.unwrap()).unwrap();
+    }
+    Measured::from(&all, load.size, start.elapsed())
+}
+
+/// pipesvc's way, as `pipesvc bench` does it: one task per request in
+/// flight, each waiting for its own answer on the shared client.
+async fn request_loop(client: Client, payload: Bytes, stop: Arc<AtomicBool>) -> Histogram<u64> {
+    let mut h = histogram();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        client.request(payload.clone()).await.unwrap();
+        h.saturating_record(t.elapsed().as_micros() as u64);
+    }
+    h
+}
+
+/// The baseline client: keeps `inflight` requests outstanding on one
+/// connection; answers come back in order, so latencies are matched
+/// against a queue of send times.
+async fn window<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    payload: Bytes,
+    inflight: usize,
+    stop: Arc<AtomicBool>,
+) -> Histogram<u64> {
+    let (r, w) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(r, codec());
+    let mut writer = FramedWrite::new(w, codec());
+    let mut sent_at = std::collections::VecDeque::with_capacity(inflight);
+    let mut h = histogram();
+    for _ in 0..inflight {
+        sent_at.push_back(Instant::now());
+        writer.send(payload.clone()).await.unwrap();
+    }
+    while let Some(frame) = reader.next().await {
+        frame.unwrap();
+        let t = sent_at.pop_front().unwrap();
+        h.saturating_record(t.elapsed().as_micros() as u64);
+        if !stop.load(Ordering::Relaxed) {
+            sent_at.push_back(Instant::now());
+            writer.send(payload.clone()).await.unwrap();
+        } else if sent_at.is_empty() {
+            break;
+        }
+    }
+    h
+}
+
+/// Connections per second: `n` connects, each closed at once (for
+/// pipesvc including its handshake, which every real client pays).
+pub async fn accept_rate(c: Contender, address: &str, n: u32) -> f64 {
+    let _server = start_server(c, address).await;
+    let start = Instant::now();
+    for _ in 0..n {
+        drop(connect(c, address).await);
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The latency floor: two threads, a blocking std Unix socket, a 4-byte
+/// length prefix, one request at a time.
+#[cfg(unix)]
+pub fn std_blocking(size: usize, secs: f64, dir: &std::path::Path) -> Option<Measured> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    let socket = dir.join("std.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        let mut buf = vec![0u8; 4 + crate::contender::MAX_FRAME];
+        while s.read_exact(&mut len).is_ok() {
+            let n = u32::from_be_bytes(len) as usize;
+            buf[..4].copy_from_slice(&len);
+            s.read_exact(&mut buf[4..4 + n]).unwrap();
+            s.write_all(&buf[..4 + n]).unwrap();
+        }
+    });
+    let mut s = UnixStream::connect(&socket).unwrap();
+    // Length prefix and payload in one buffer: one write per message.
+    let mut message = (size as u32).to_be_bytes().to_vec();
+    message.extend(std::iter::repeat_n(0x5Au8, size));
+    let mut back = vec![0u8; size];
+    let mut h = histogram();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        s.write_all(&message).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        s.read_exact(&mut back).unwrap();
+        h.saturating_record(t.elapsed().as_micros() as u64);
+    }
+    let elapsed = start.elapsed();
+    drop(s);
+    server.join().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    Some(Measured::from(&h, size, elapsed))
+}
+
+/// Std has no named pipes: there is no blocking floor on Windows.
+#[cfg(windows)]
+pub fn std_blocking(_size: usize, _secs: f64, _dir: &std::path::Path) -> Option<Measured> {
+    None
+}

@@ -1,0 +1,154 @@
+//! Memory per idle connection: the server runs in a child process (this
+//! same binary, told so by `CHILD_ENV`), so that its resident set holds the
+//! server's side of each connection only. The parent opens the connections,
+//! uses each once (a request and its answer, so that each is fully set up
+//! on both sides), and asks the child for its resident set size before and
+//! after.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+use crate::contender::{codec, connect, start_server, Conn, Contender};
+
+/// Set in the child's environment: `CONTENDER|ADDRESS`.
+pub const CHILD_ENV: &str = "PIPESVC_COMPARE_SERVER";
+
+/// Connections opened (and used once) before the first reading, so that
+/// one-time costs (buffers, thread caches) are not counted per connection.
+const WARM_UP: usize = 16;
+
+/// The child's side: serves until stdin closes; answers each `rss` line
+/// with its resident set size in KiB.
+pub fn serve_child(spec: &str) {
+    let (name, address) = spec.split_once('|').expect("CONTENDER|ADDRESS");
+    let contender = Contender::from_name(name).expect("a contender's name");
+    raise_fd_limit();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _server = runtime.block_on(start_server(contender, address));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        if line.unwrap() == "rss" {
+            writeln!(out, "{}", rss_kib()).unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+/// Bytes of the server's resident set per idle connection, with `n`
+/// connections open.
+pub fn per_idle_connection(
+    runtime: &tokio::runtime::Runtime,
+    c: Contender,
+    address: &str,
+    n: usize,
+) -> f64 {
+    raise_fd_limit();
+    let mut child = Server::start(c, address);
+    runtime.block_on(async {
+        let mut warm = Vec::new();
+        for _ in 0..WARM_UP {
+            warm.push(used_once(c, address).await);
+        }
+        let before = child.rss_kib();
+        let mut idle = Vec::with_capacity(n);
+        for _ in 0..n {
+            idle.push(used_once(c, address).await);
+        }
+        let after = child.rss_kib();
+        (after.saturating_sub(before)) as f64 * 1024.0 / n as f64
+    })
+}
+
+/// A connection that has carried one request and its answer.
+async fn used_once(c: Contender, address: &str) -> Conn {
+    let mut conn = connect(c, address).await;
+    match &mut conn {
+        Conn::Pipesvc(client) => {
+            client.request("x").await.unwrap();
+        }
+        Conn::RawTokio(s) => round_trip(s).await,
+        Conn::Interprocess(s) => round_trip(s).await,
+    }
+    conn
+}
+
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let mut framed = Framed::new(stream, codec());
+    framed.send(bytes::Bytes::from_static(b"x")).await.unwrap();
+    framed.next().await.unwrap().unwrap();
+}
+
+/// The server child process; killed when dropped.
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn start(c: Contender, address: &str) -> Server {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(CHILD_ENV, format!("{}|{address}", c.name()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server child");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the server child did not start");
+        Server {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn rss_kib(&mut self) -> u64 {
+        writeln!(self.stdin, "rss").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().parse().expect("the child's RSS in KiB")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This process's resident set size, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Each connection is a file descriptor on both sides; the common soft
+/// limit of 1024 is too low for a thousand of them.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Writing to the server.
+//!
+//! A caller whose frame is the only one in flight writes it itself, at
+//! once: no other task runs between `request` and the system call, which
+//! is what a lone request's latency is made of. When frames are already
+//! being written, or other requests are waiting for answers (their callers
+//! will send again as soon as the answers arrive), the frame is queued in
+//! the shared [`Outbox`] instead, and the flusher task writes everything
+//! queued in one write. Frames are never reordered: whoever writes, writes
+//! the outbox from the front, under one lock.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::Notify;
+
+use super::pending::Pending;
+use crate::frame_io::Outbox;
+use crate::protocol::{Frame, FrameCodec};
+use crate::transport::ClientStream;
+
+type Io = WriteHalf<ClientStream>;
+
+#[derive(Debug)]
+pub(super) struct Writer {
+    state: Mutex<State>,
+    pending: Arc<Pending>,
+    /// Wakes the flusher: frames wait in the outbox, or it is time to close.
+    work: Notify,
+    /// Wakes callers waiting for room in the outbox.
+    room: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    /// `None` once the write side is shut down.
+    io: Option<Io>,
+    outbox: Outbox,
+    /// The flusher owns the writing until the outbox is empty.
+    flushing: bool,
+    /// No new frames: write what is queued, then shut down.
+    closing: bool,
+    /// Set once a write failed: why.
+    failed: Option<String>,
+}
+
+impl State {
+    /// Why no frame can be queued now, if none can.
+    fn refusal(&self) -> Option<String> {
+        if let Some(why) = &self.failed {
+            return Some(why.clone());
+        }
+        (self.closing || self.io.is_none()).then(|| "the connection is closing".to_owned())
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.io {
+            Some(io) => self.outbox.poll_write_to(Pin::new(io), cx),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl Writer {
+    /// A writer for `io`, and its flusher task's future (to spawn).
+    pub(super) fn new(
+        io: Io,
+        codec: FrameCodec,
+        pending: Arc<Pending>,
+    ) -> (Arc<Writer>, impl std::future::Future<Output = ()>) {
+        let writer = Arc::new(Writer {
+            state: Mutex::new(State {
+                io: Some(io),
+                outbox: Outbox::new(codec),
+                flushing: false,
+                closing: false,
+                failed: None,
+            }),
+            pending,
+            work: Notify::new(),
+            room: Notify::new(),
+        });
+        (writer.clone(), writer.flush_loop())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `frame`: writes it now if the connection is quiet, else queues
+    /// it for the flusher. Waits while the outbox is full (the server is
+    /// not reading); fails with the reason once the connection is unusable.
+    pub(super) async fn send(&self, frame: Frame) -> Result<(), String> {
+        let mut frame = Some(frame);
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let sent = poll_fn(|cx| Poll::Ready(self.try_send(cx, &mut frame))).await;
+            match sent {
+                Some(result) => return result,
+                None => room.await,
+            }
+        }
+    }
+
+    /// One attempt of [`Writer::send`]; `None` if the outbox is full.
+    fn try_send(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<Frame>,
+    ) -> Option<Result<(), String>> {
+        let mut state = self.state();
+        if let Some(why) = state.refusal() {
+            return Some(Err(why));
+        }
+        if !state.outbox.has_room() {
+            return None;
+        }
+        let frame = frame.take().expect("a frame is sent once");
+        if let Err(e) = state.outbox.push(frame) {
+            return Some(Err(e.to_string()));
+        }
+        if state.flushing {
+            return Some(Ok(()));
+        }
+        if self.pending.waiting() <= 1 {
+            match state.poll_write(cx) {
+                Poll::Ready(Ok(())) => return Some(Ok(())),
+                Poll::Ready(Err(e)) => {
+                    drop(state);
+                    return Some(Err(self.fail(e)));
+                }
+                // The rest goes out when the server reads.
+                Poll::Pending => {}
+            }
+        }
+        state.flushing = true;
+        drop(state);
+        self.work.notify_one();
+        Some(Ok(()))
+    }
+
+    /// Queues `frame` without waiting, for the flusher to write; `false`
+    /// if there is no room (or the connection is unusable).
+    pub(super) fn queue(&self, frame: Frame) -> bool {
+        let mut state = self.state();
+        if state.refusal().is_some()
+            || !state.outbox.has_room()
+            || state.outbox.push(frame).is_err()
+        {
+            return false;
+        }
+        if !state.flushing {
+            state.flushing = true;
+            drop(state);
+            self.work.notify_one();
+        }
+        true
+    }
+
+    /// No new frames from now on: the flusher writes what is queued, then
+    /// shuts the write side down.
+    pub(super) fn close(&self) {
+        self.state().closing = true;
+        self.work.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Waits until the write side is shut down (after [`Writer::close`])
+    /// or writing failed.
+    pub(super) async fn closed(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let state = self.state();
+                if state.io.is_none() || state.failed.is_some() {
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Records a failed write and fails every waiting request; the reason.
+    fn fail(&self, err: std::io::Error) -> String {
+        let why = format!("cannot write to the server: {err}");
+        self.state().failed.get_or_insert(why.clone());
+        self.room.notify_waiters();
+        // The reader may not have seen the end yet: without this, new calls
+        // would still pick this connection.
+        self.pending.fail_all(why.clone());
+        why
+    }
+
+    /// The flusher task: writes what callers queued, coalesced.
+    async fn flush_loop(self: Arc<Self>) {
+        loop {
+            self.work.notified().await;
+            if self.pending.waiting() > 1 {
+                // The callers about to queue a frame (say, the tasks woken
+                // by the answers just read) get to run first, so that their
+                // frames go out in this write instead of one write each.
+                tokio::task::yield_now().await;
+            }
+            let written = poll_fn(|cx| {
+                let mut state = self.state();
+                let written = std::task::ready!(state.poll_write(cx));
+                state.flushing = false;
+                Poll::Ready(written.map(|()| state.closing))
+            })
+            .await;
+            self.room.notify_waiters();
+            match written {
+                Ok(false) => {}
+                Ok(true) => return self.shut_down().await,
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn shut_down(&self) {
+        let io = self.state().io.take();
+        if let Some(mut io) = io {
+            let _ = io.shutdown().await;
+        }
+        self.room.notify_waiters();
+    }
+}
