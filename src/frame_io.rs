@@ -129,6 +129,9 @@ impl Outbox {
             }
             self.consume(written);
         }
+        // Nothing is kept for a connection that goes quiet: most are idle
+        // most of the time, and the buffer is one allocation to make again.
+        self.staging = BytesMut::new();
         io.poll_flush(cx)
     }
 

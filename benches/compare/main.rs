@@ -20,7 +20,6 @@
 mod chart;
 mod contender;
 mod measure;
-#[cfg(unix)]
 mod memory;
 
 use std::fmt::Write as _;
@@ -107,7 +106,6 @@ impl Platform {
 }
 
 fn main() {
-    #[cfg(unix)]
     if let Ok(spec) = std::env::var(memory::CHILD_ENV) {
         return memory::serve_child(&spec);
     }
@@ -140,7 +138,6 @@ fn main() {
             higher_is_better: true,
         });
     }
-    #[cfg(unix)]
     if IDLE.contains(only.as_str()) {
         let bytes = ALL.map(|c| {
             let address = platform.address("idle", c);
@@ -153,7 +150,7 @@ fn main() {
         });
         rows.push(Row {
             workload: IDLE,
-            metric: "server RSS per connection, bytes (ratio)",
+            metric: "server memory per connection, bytes (ratio)",
             values: bytes,
             floor: None,
             higher_is_better: false,

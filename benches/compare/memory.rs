@@ -3,7 +3,7 @@
 //! server's side of each connection only. The parent opens the connections,
 //! uses each once (a request and its answer, so that each is fully set up
 //! on both sides), and asks the child for its resident set size before and
-//! after.
+//! after (on Windows, its working set).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -128,6 +128,7 @@ impl Drop for Server {
 }
 
 /// This process's resident set size, in KiB.
+#[cfg(unix)]
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -137,8 +138,25 @@ fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
+/// This process's working set, in KiB.
+#[cfg(windows)]
+fn rss_kib() -> u64 {
+    use windows_sys::Win32::System::ProcessStatus::{
+        K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    // SAFETY: `counters` is a valid, correctly sized out-parameter.
+    unsafe {
+        let mut counters: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        let size = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        assert!(K32GetProcessMemoryInfo(GetCurrentProcess(), &mut counters, size) != 0);
+        counters.WorkingSetSize as u64 / 1024
+    }
+}
+
 /// Each connection is a file descriptor on both sides; the common soft
 /// limit of 1024 is too low for a thousand of them.
+#[cfg(unix)]
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -152,3 +170,7 @@ fn raise_fd_limit() {
         }
     }
 }
+
+/// Windows has no per-process handle limit to raise.
+#[cfg(windows)]
+fn raise_fd_limit() {}
