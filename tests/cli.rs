@@ -103,6 +103,32 @@ fn call_prints_the_echoed_message() {
 }
 
 #[test]
+fn status_reports_the_services_counters() {
+    let service = Service::start("cli-status");
+    assert_eq!(stdout(&service.run(&["call", "one"])), "one\n");
+    assert_eq!(stdout(&service.run(&["call", "two"])), "two\n");
+    let json = stdout(&service.run(&["status", "--json"]));
+    assert_eq!(json.lines().count(), 1, "{json}");
+    // Each `call` is one request; its connection reported it before closing
+    // (the status connection, still open, is the one counted as open).
+    assert_eq!(json_number(&json, "requests_served"), 2.0, "{json}");
+    assert_eq!(json_number(&json, "connections_open"), 1.0, "{json}");
+    assert_eq!(json_number(&json, "connections_total"), 3.0, "{json}");
+    assert!(json_number(&json, "bytes_in") > 0.0, "{json}");
+    assert!(json_number(&json, "bytes_out") > 0.0, "{json}");
+    assert!(json_number(&json, "uptime_secs") >= 0.0, "{json}");
+    assert!(json.contains("\"errors\":{}"), "{json}");
+
+    let human = stdout(&service.run(&["status"]));
+    assert!(human.contains("requests served   2\n"), "{human}");
+    assert!(
+        human.contains("connections       1 open, 4 since start"),
+        "{human}"
+    );
+    assert!(human.contains("errors sent       none"), "{human}");
+}
+
+#[test]
 fn ping_prints_round_trip_times() {
     let service = Service::start("cli-ping");
     let out = stdout(&service.run(&["ping", "--count", "3"]));

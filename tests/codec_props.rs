@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn kind() -> impl Strategy<Value = Kind> {
-    (1u8..=8).prop_map(|b| Kind::from_u8(b).expect("1..=8 are kinds"))
+    (1u8..=9).prop_map(|b| Kind::from_u8(b).expect("1..=9 are kinds"))
 }
 
 fn frame() -> impl Strategy<Value = Frame> {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use pipesvc::protocol::{
-    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
+    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, Status,
 };
 use pipesvc::server::{Context, Server, ServerHandle, ServiceError};
 use pipesvc::transport::{self, ConnectOptions};
@@ -254,6 +254,8 @@ struct Model {
     requests: Vec<(u32, Bytes)>,
     /// PINGs the server reads.
     pings: Vec<(u32, Bytes)>,
+    /// Ids of the STATUS requests the server reads.
+    statuses: Vec<u32>,
     end: End,
     /// A REQUEST reused an id that may still be in flight: whether the
     /// server sees it as a duplicate depends on timing.
@@ -266,6 +268,7 @@ fn model(sent: &[u8]) -> Model {
     let mut model = Model {
         requests: Vec::new(),
         pings: Vec::new(),
+        statuses: Vec::new(),
         end: End::Silent,
         racy: false,
     };
@@ -290,8 +293,8 @@ fn model(sent: &[u8]) -> Model {
             handshaken = true;
             continue;
         }
-        if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping) {
-            // PROTOCOL.md: a REQUEST or PING needs an id other than 0.
+        if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
+            // PROTOCOL.md: a REQUEST, PING or STATUS needs an id other than 0.
             break End::Error(ErrorCode::MALFORMED_FRAME);
         }
         match frame.kind {
@@ -302,6 +305,7 @@ fn model(sent: &[u8]) -> Model {
                 model.requests.push((frame.id, frame.payload));
             }
             Kind::Ping => model.pings.push((frame.id, frame.payload)),
+            Kind::Status => model.statuses.push(frame.id),
             Kind::Notify => {}
             _ => break End::Error(ErrorCode::UNEXPECTED_FRAME),
         }
@@ -344,10 +348,26 @@ fn check(sent: &[u8], received: &[u8]) {
             context()
         ),
     };
+    let mut statuses: HashMap<u32, usize> = HashMap::new();
+    for id in &model.statuses {
+        *statuses.entry(*id).or_default() += 1;
+    }
     let mut final_error = None;
     for (i, frame) in rest.iter().enumerate() {
         let last = i + 1 == rest.len();
         match frame.kind {
+            Kind::Response if !requests.contains_key(&(frame.id, frame.payload.clone())) => {
+                // Not an echo: the answer to a STATUS.
+                assert!(Status::decode(&frame.payload).is_some(), "{}", context());
+                match statuses.get_mut(&frame.id) {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => panic!(
+                        "RESPONSE {} answers nothing the client sent\n{}",
+                        frame.id,
+                        context()
+                    ),
+                }
+            }
             Kind::Response => {
                 assert_eq!(error_answer(&frame.payload), None, "{}", context());
                 take(&mut requests, (frame.id, frame.payload.clone()), "RESPONSE")
@@ -391,7 +411,7 @@ fn check(sent: &[u8], received: &[u8]) {
                 "GOODBYE, but the server is not shutting down\n{}",
                 context()
             ),
-            Kind::Hello | Kind::Request | Kind::Ping => {
+            Kind::Hello | Kind::Request | Kind::Ping | Kind::Status => {
                 panic!("the server sent a {:?}\n{}", frame.kind, context())
             }
         }

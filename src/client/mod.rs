@@ -28,7 +28,7 @@ pub use notifications::Notifications;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::protocol::{Kind, DEFAULT_MAX_FRAME_LEN};
+use crate::protocol::{Kind, Status, DEFAULT_MAX_FRAME_LEN};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
 use connection::{CallError, Connection, NotificationSink};
 
@@ -151,6 +151,18 @@ impl Client {
         let start = Instant::now();
         self.call(Kind::Ping, Bytes::new()).await?;
         Ok(start.elapsed())
+    }
+
+    /// Asks the server for its counters: uptime, connections, requests
+    /// served, errors by code, bytes in and out (STATUS, protocol 1.1).
+    ///
+    /// A server older than protocol 1.1 does not know STATUS: it answers
+    /// ERROR `unknown kind` (4) and closes the connection, which this
+    /// reports as [`Error::ConnectionClosed`] naming that error.
+    pub async fn status(&self) -> Result<Status> {
+        let payload = self.call(Kind::Status, Bytes::new()).await?;
+        Status::decode(&payload)
+            .ok_or_else(|| Error::Protocol("the server's STATUS answer is malformed".into()))
     }
 
     /// Sends a NOTIFY; the server answers nothing.

@@ -74,7 +74,7 @@ impl Routes {
                 self.writer
                     .queue(Frame::new(Kind::Pong, frame.id, frame.payload));
             }
-            Kind::Hello | Kind::Request => {
+            Kind::Hello | Kind::Request | Kind::Status => {
                 return Err(format!(
                     "protocol error: the server sent {:?} after the handshake",
                     frame.kind

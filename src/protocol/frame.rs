@@ -22,10 +22,13 @@ pub enum Kind {
     Ping = 7,
     /// The answer to a PING; echoes its id and payload.
     Pong = 8,
+    /// The client asks for the server's counters; answered by RESPONSE
+    /// with a [`Status`](super::Status) payload (protocol 1.1).
+    Status = 9,
 }
 
 impl Kind {
-    /// The kind for a wire byte, or `None` for a byte v1 does not define.
+    /// The kind for a wire byte, or `None` for a byte the protocol does not define.
     pub fn from_u8(byte: u8) -> Option<Kind> {
         Some(match byte {
             1 => Kind::Hello,
@@ -36,6 +39,7 @@ impl Kind {
             6 => Kind::Goodbye,
             7 => Kind::Ping,
             8 => Kind::Pong,
+            9 => Kind::Status,
             _ => return None,
         })
     }

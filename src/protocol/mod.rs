@@ -15,11 +15,13 @@ mod codec;
 mod error_code;
 mod frame;
 mod hello;
+mod status;
 
 pub use codec::{DecodeError, FrameCodec};
 pub use error_code::ErrorCode;
 pub use frame::{ErrorPayload, Frame, Kind};
 pub use hello::{ClientHello, HelloError, ServerHello};
+pub use status::{Status, STATUS_FORMAT};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

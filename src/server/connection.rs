@@ -21,6 +21,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::in_flight::{call_handler, panic_message, InFlight};
+use super::stats::Tally;
 use super::{lock, Config, Context, Handler, Shared};
 use crate::frame_io::{timed_out, Outbox, OUTBOUND_QUEUE};
 use crate::protocol::{
@@ -57,7 +58,7 @@ impl<H: Handler> Connection<H> {
         tracing::info!("connected");
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let ctx = Context::new(self.id, self.peer, outbound, self.config.max_payload());
-        let mut wire = Wire::new(stream, &self.config, queue);
+        let mut wire = Wire::new(stream, &self.config, queue, self.shared.clone());
 
         let end = self.session(&mut wire, &ctx).await;
         lock(&self.shared.connections).remove(&self.id);
@@ -69,6 +70,7 @@ impl<H: Handler> Connection<H> {
         }
         drop(ctx);
         if matches!(end, End::PeerGone) {
+            wire.publish();
             disconnect(wire.stream());
         } else {
             wire.close().await;
@@ -87,7 +89,7 @@ impl<H: Handler> Connection<H> {
             tracing::debug!(error = %e, "cannot send HELLO");
             return End::PeerGone;
         }
-        match self.handshake(&mut wire.reader).await {
+        match self.handshake(wire).await {
             Ok(()) => {
                 lock(&self.shared.connections).insert(self.id, ctx.clone());
                 self.serve_requests(wire, ctx).await
@@ -100,10 +102,10 @@ impl<H: Handler> Connection<H> {
     }
 
     /// Waits for the client's HELLO and checks it.
-    async fn handshake(&self, reader: &mut Reader) -> Result<(), End> {
+    async fn handshake(&self, wire: &mut Wire) -> Result<(), End> {
         let timeout = self.config.handshake_timeout;
         let first = tokio::select! {
-            first = tokio::time::timeout(timeout, reader.next()) => first,
+            first = tokio::time::timeout(timeout, wire.reader.next()) => first,
             _ = self.shared.shutdown.cancelled() => return Err(End::Shutdown),
         };
         let frame = match first {
@@ -117,6 +119,7 @@ impl<H: Handler> Connection<H> {
             Ok(Some(Err(e))) => return Err(decode_failed(e)),
             Ok(Some(Ok(frame))) => frame,
         };
+        wire.tally.bytes_in += frame.wire_len() as u64;
         if frame.kind != Kind::Hello {
             return Err(End::Protocol(
                 ErrorCode::UNEXPECTED_FRAME,
@@ -162,7 +165,10 @@ impl<H: Handler> Connection<H> {
                 }
                 Event::Deadline => {
                     tracing::warn!("shutdown deadline passed; cancelling requests");
-                    in_flight.cancel().for_each(|answer| wire.push(answer));
+                    for answer in in_flight.cancel() {
+                        wire.tally.requests += 1;
+                        wire.push(answer);
+                    }
                     continue;
                 }
                 Event::Idle(idle) => {
@@ -173,7 +179,7 @@ impl<H: Handler> Connection<H> {
                 }
                 Event::Settled => break ending.take().unwrap_or(End::PeerClosed),
             };
-            if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping) {
+            if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
                 // Its answer would carry id 0, which means "the connection".
                 break End::Protocol(
                     ErrorCode::MALFORMED_FRAME,
@@ -191,6 +197,7 @@ impl<H: Handler> Connection<H> {
                     }
                 }
                 Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
+                Kind::Status => wire.push(Frame::response(frame.id, self.shared.status().encode())),
                 Kind::Notify => {
                     // Notifications are handled one at a time, in order.
                     let notified = self.handler.on_notify(frame.payload, ctx.clone());
@@ -344,10 +351,18 @@ struct Wire {
     /// Armed while a write waits for the client; pushed back whenever the
     /// client takes some bytes.
     write_deadline: Option<Pin<Box<Sleep>>>,
+    /// What this connection did since it last reported to the server.
+    tally: Tally,
+    shared: Arc<Shared>,
 }
 
 impl Wire {
-    fn new(stream: ServerStream, config: &Config, queue: mpsc::Receiver<Frame>) -> Wire {
+    fn new(
+        stream: ServerStream,
+        config: &Config,
+        queue: mpsc::Receiver<Frame>,
+        shared: Arc<Shared>,
+    ) -> Wire {
         let codec = FrameCodec::new(config.max_frame_len);
         Wire {
             reader: FramedRead::new(stream, codec),
@@ -355,6 +370,8 @@ impl Wire {
             queue,
             write_timeout: config.write_timeout,
             write_deadline: None,
+            tally: Tally::default(),
+            shared,
         }
     }
 
@@ -362,8 +379,14 @@ impl Wire {
         self.reader.get_ref()
     }
 
+    /// Adds this connection's counts to the server's.
+    fn publish(&mut self) {
+        self.shared.stats.publish(&mut self.tally);
+    }
+
     /// Queues `frame` for the next write.
     fn push(&mut self, frame: Frame) {
+        self.tally.sent(&frame, &self.shared.stats);
         if let Err(e) = self.outbox.push(frame) {
             // Answers and notifications are checked against the limit
             // before they get here.
@@ -391,6 +414,7 @@ impl Wire {
             // outbox holds everything back until the client reads.
             while self.outbox.has_room() {
                 if let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) {
+                    self.tally.requests += 1;
                     self.push(answer);
                 } else if let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
                     self.push(frame);
@@ -404,6 +428,9 @@ impl Wire {
             }
             if chore_done && !state.settling && in_flight.has_room() && self.outbox.has_room() {
                 if let Poll::Ready(frame) = self.reader.poll_next_unpin(cx) {
+                    if let Some(Ok(frame)) = &frame {
+                        self.tally.bytes_in += frame.wire_len() as u64;
+                    }
                     state.read_happened();
                     return Poll::Ready(Event::Read(frame));
                 }
@@ -411,6 +438,9 @@ impl Wire {
             if self.outbox.is_empty() {
                 break;
             }
+            // Counted before the client can see the answers: a STATUS it
+            // sends next includes them.
+            self.publish();
             match self.poll_write(cx) {
                 // Room again: take more before waiting.
                 Poll::Ready(Ok(())) => continue,
@@ -418,6 +448,8 @@ impl Wire {
                 Poll::Pending => break,
             }
         }
+        // About to wait: a good moment to report the counts.
+        self.publish();
         state.poll_idle(cx, !in_flight.is_empty())
     }
 
@@ -452,6 +484,7 @@ impl Wire {
         while let Ok(frame) = self.queue.try_recv() {
             self.push(frame);
         }
+        self.publish();
         let written = self.flush().await;
         let stream = self.reader.into_inner();
         match written {

@@ -20,6 +20,7 @@ mod connection;
 mod context;
 mod handler;
 mod in_flight;
+mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,7 +40,7 @@ pub use handler::{Handler, ServiceError};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::protocol::{ErrorCode, Frame, ServerHello, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{ErrorCode, Frame, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{Listener, ListenerOptions, PipeMode};
 
 /// Default limit on connections served at once.
@@ -281,6 +282,15 @@ struct Shared {
     connections: Mutex<HashMap<u64, Context>>,
     next_id: AtomicU64,
     shutdown: CancellationToken,
+    stats: stats::Stats,
+}
+
+impl Shared {
+    fn status(&self) -> Status {
+        let open = lock(&self.connections).len() as u64;
+        self.stats
+            .status(open, self.next_id.load(Ordering::Relaxed))
+    }
 }
 
 impl Server<()> {
@@ -404,6 +414,7 @@ impl<H: Handler> Server<H> {
         code: ErrorCode,
         message: &str,
     ) {
+        self.shared.stats.error(code);
         let refusal = Frame::error(0, code, message);
         let config = self.config.clone();
         connections.spawn(connection::refuse(stream, config, refusal).instrument(span));
@@ -459,6 +470,11 @@ impl ServerHandle {
             .into_iter()
             .filter(|sent| sent.is_ok())
             .count()
+    }
+
+    /// The server's counters: what a client's STATUS request gets.
+    pub fn status(&self) -> Status {
+        self.shared.status()
     }
 
     /// Clients connected and past the handshake.

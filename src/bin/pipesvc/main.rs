@@ -4,6 +4,7 @@ mod bench;
 mod call;
 mod ping;
 mod serve;
+mod status;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Load a service (or one started in this process) and report
     /// requests/s, MB/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Show a running service's counters: uptime, connections, requests
+    /// served, errors by code, bytes in and out.
+    Status(status::StatusArgs),
 }
 
 /// The endpoint option every command shares.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Command::Call(args) => call::run(args).await,
             Command::Ping(args) => ping::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     match outcome {

@@ -1,0 +1,166 @@
+//! The answer to STATUS: a server's counters since it started.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::ErrorCode;
+
+/// The layout of the STATUS answer this crate writes (PROTOCOL.md).
+pub const STATUS_FORMAT: u16 = 1;
+
+/// Bytes before the list of error counts.
+const FIXED_LEN: usize = 2 + 6 * 8 + 2;
+
+/// What a server reports about itself, in answer to STATUS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Time since the server started serving.
+    pub uptime: Duration,
+    /// Clients connected now (past the handshake).
+    pub connections_open: u64,
+    /// Connections accepted since the start, refused ones included.
+    pub connections_total: u64,
+    /// REQUESTs answered (with a RESPONSE or an ERROR).
+    pub requests_served: u64,
+    /// Bytes of frames received, headers included.
+    pub bytes_in: u64,
+    /// Bytes of frames sent, headers included.
+    pub bytes_out: u64,
+    /// ERROR frames sent, by code, in increasing code order.
+    pub errors: Vec<(ErrorCode, u64)>,
+}
+
+impl Status {
+    /// The payload of the RESPONSE to STATUS.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(FIXED_LEN + self.errors.len() * 10);
+        buf.put_u16_le(STATUS_FORMAT);
+        buf.put_u64_le(self.uptime.as_millis().min(u64::MAX as u128) as u64);
+        for n in [
+            self.connections_open,
+            self.connections_total,
+            self.requests_served,
+            self.bytes_in,
+            self.bytes_out,
+        ] {
+            buf.put_u64_le(n);
+        }
+        buf.put_u16_le(self.errors.len().min(u16::MAX as usize) as u16);
+        for &(code, count) in self.errors.iter().take(u16::MAX as usize) {
+            buf.put_u16_le(code.0);
+            buf.put_u64_le(count);
+        }
+        buf.freeze()
+    }
+
+    /// Reads a STATUS answer; `None` if it is too short or of an unknown
+    /// format. Bytes after the documented fields are ignored, so that later
+    /// formats may append fields.
+    pub fn decode(mut payload: &[u8]) -> Option<Status> {
+        if payload.len() < FIXED_LEN || payload.get_u16_le() != STATUS_FORMAT {
+            return None;
+        }
+        let uptime = Duration::from_millis(payload.get_u64_le());
+        let mut next = || payload.get_u64_le();
+        let (connections_open, connections_total, requests_served, bytes_in, bytes_out) =
+            (next(), next(), next(), next(), next());
+        let count = payload.get_u16_le() as usize;
+        if payload.len() < count * 10 {
+            return None;
+        }
+        let errors = (0..count)
+            .map(|_| (ErrorCode(payload.get_u16_le()), payload.get_u64_le()))
+            .collect();
+        Some(Status {
+            uptime,
+            connections_open,
+            connections_total,
+            requests_served,
+            bytes_in,
+            bytes_out,
+            errors,
+        })
+    }
+
+    /// The status as one JSON object: uptime in seconds, errors as an
+    /// object from code to count.
+    pub fn to_json(&self) -> String {
+        let mut errors = String::new();
+        for (i, (code, count)) in self.errors.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(errors, "{comma}\"{}\":{count}", code.0);
+        }
+        format!(
+            "{{\"uptime_secs\":{:.3},\"connections_open\":{},\"connections_total\":{},\
+             \"requests_served\":{},\"bytes_in\":{},\"bytes_out\":{},\"errors\":{{{errors}}}}}",
+            self.uptime.as_secs_f64(),
+            self.connections_open,
+            self.connections_total,
+            self.requests_served,
+            self.bytes_in,
+            self.bytes_out,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            uptime: Duration::from_millis(90_061_001),
+            connections_open: 3,
+            connections_total: 1_000_000,
+            requests_served: u64::MAX,
+            bytes_in: 1 << 40,
+            bytes_out: 7,
+            errors: vec![(ErrorCode(4), 2), (ErrorCode(1000), 5)],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(Status::decode(&sample().encode()), Some(sample()));
+        assert_eq!(
+            Status::decode(&Status::default().encode()),
+            Some(Status::default())
+        );
+    }
+
+    #[test]
+    fn layout_matches_protocol_md() {
+        let bytes = sample().encode();
+        assert_eq!(bytes.len(), FIXED_LEN + 2 * 10);
+        assert_eq!(&bytes[..2], &[1, 0]);
+        assert_eq!(&bytes[2..10], &90_061_001u64.to_le_bytes());
+        assert_eq!(&bytes[50..52], &[2, 0]);
+        assert_eq!(&bytes[52..54], &[4, 0]);
+        assert_eq!(&bytes[54..62], &2u64.to_le_bytes());
+    }
+
+    #[test]
+    fn refuses_short_or_unknown_formats_and_ignores_appended_bytes() {
+        let bytes = sample().encode();
+        assert_eq!(Status::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Status::decode(&bytes[..FIXED_LEN - 1]), None);
+        let mut other = bytes.to_vec();
+        other[0] = 2;
+        assert_eq!(Status::decode(&other), None);
+        let mut longer = bytes.to_vec();
+        longer.extend_from_slice(b"future fields");
+        assert_eq!(Status::decode(&longer), Some(sample()));
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        assert_eq!(
+            sample().to_json(),
+            "{\"uptime_secs\":90061.001,\"connections_open\":3,\"connections_total\":1000000,\
+             \"requests_served\":18446744073709551615,\"bytes_in\":1099511627776,\
+             \"bytes_out\":7,\"errors\":{\"4\":2,\"1000\":5}}"
+        );
+    }
+}

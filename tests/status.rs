@@ -1,0 +1,78 @@
+//! STATUS: the server's counters, as a client and the server's handle see
+//! them.
+
+mod common;
+
+use bytes::Bytes;
+use common::{guard, unique_endpoint, RawClient, Serving};
+use pipesvc::protocol::{ErrorCode, Frame, Kind};
+use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::Client;
+
+#[tokio::test]
+async fn status_counts_requests_errors_connections_and_bytes() {
+    let endpoint = unique_endpoint("status");
+    let server = Server::builder(endpoint.clone())
+        .handler(|r: Bytes, _: Context| async move {
+            match &r[..] {
+                b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
+                _ => Ok(r),
+            }
+        })
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    let serving = Serving::start(server);
+
+    let client = guard(Client::connect(&endpoint)).await.unwrap();
+    for i in 0..10 {
+        guard(client.request(format!("r{i}"))).await.unwrap();
+    }
+    guard(client.request("fail")).await.unwrap_err();
+    guard(client.ping()).await.unwrap();
+    // Another client breaks the protocol: ERROR `unknown kind`, closed.
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    raw.send_raw(&[6, 0, 0, 0, 99, 0, 0, 0, 0, 0]).await;
+    raw.expect_error(0, ErrorCode::UNKNOWN_KIND).await;
+
+    let status = guard(client.status()).await.unwrap();
+    assert_eq!(status.requests_served, 11, "{status:?}");
+    assert_eq!(
+        status.errors,
+        vec![(ErrorCode::UNKNOWN_KIND, 1), (ErrorCode(1234), 1)]
+    );
+    assert_eq!(status.connections_open, 1, "{status:?}");
+    assert_eq!(status.connections_total, 2, "{status:?}");
+    // What the clients sent before this STATUS, frame by frame: two HELLOs
+    // (16 bytes each), ten requests of 2 bytes (12 each), "fail" (14) and
+    // an empty PING (10). The raw client's bad frame was never decoded.
+    assert_eq!(status.bytes_in, 2 * 16 + 10 * 12 + 14 + 10, "{status:?}");
+    // At least the server's two HELLOs (27 bytes each: "pipesvc"), ten
+    // echoes, the error answer, the PONG and the ERROR that closed the raw
+    // client.
+    assert!(
+        status.bytes_out > 2 * 27 + 10 * 12 + 10 + 2 * 12,
+        "{status:?}"
+    );
+
+    let seen = handle.status();
+    assert_eq!(seen.requests_served, 11);
+    assert_eq!(seen.errors, status.errors);
+    assert!(seen.uptime >= status.uptime);
+    guard(client.close()).await;
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_with_id_0_is_a_malformed_frame() {
+    let endpoint = unique_endpoint("status-id0");
+    let server = Server::builder(endpoint.clone())
+        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .unwrap();
+    let serving = Serving::start(server);
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    raw.send(Frame::new(Kind::Status, 0, Bytes::new())).await;
+    raw.expect_error(0, ErrorCode::MALFORMED_FRAME).await;
+    serving.stop().await;
+}
