@@ -11,11 +11,12 @@
 use std::collections::VecDeque;
 
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
 use crate::protocol::{DecodeError, Frame, FrameCodec, HEADER_LEN, LENGTH_FIELD_LEN};
@@ -36,27 +37,44 @@ const COPY_LIMIT: usize = 4 * 1024;
 /// Slices handed to one vectored write (Linux accepts 1024).
 const MAX_SLICES: usize = 64;
 
-/// Room reserved for encoding small frames, grown as needed.
-const STAGING_CAPACITY: usize = 8 * 1024;
+/// Room first reserved for encoding small frames; it grows as needed.
+const STAGING_MIN: usize = 1024;
+
+/// A staging buffer that grew past this (a burst) is freed once written,
+/// so that a quiet connection does not keep it.
+const STAGING_KEEP: usize = 8 * 1024;
 
 /// Encoded frames waiting to be written, in order.
+///
+/// Small frames and the headers of large ones are encoded one after the
+/// other into `staging`, which is kept (cleared, not freed) from one write
+/// to the next: queuing and writing frames allocates nothing once it has
+/// its size. Large payloads are referenced where they are.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     codec: FrameCodec,
-    /// Ready to write: sealed runs of small frames, and large payloads.
-    chunks: VecDeque<Bytes>,
-    /// Small frames (and the headers of large ones) being gathered.
     staging: BytesMut,
-    /// Bytes in `chunks` and `staging`.
+    /// What to write, in order: runs of `staging`, and large payloads.
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the first chunk already written.
+    offset: usize,
+    /// Bytes not yet written.
     queued: usize,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Staged(Range<usize>),
+    Payload(Bytes),
 }
 
 impl Outbox {
     pub(crate) fn new(codec: FrameCodec) -> Outbox {
         Outbox {
             codec,
-            chunks: VecDeque::new(),
             staging: BytesMut::new(),
+            chunks: VecDeque::new(),
+            offset: 0,
             queued: 0,
         }
     }
@@ -78,26 +96,37 @@ impl Outbox {
     /// Queues `frame`, or refuses it (queuing nothing) if it is over the
     /// maximum frame length.
     pub(crate) fn push(&mut self, frame: Frame) -> Result<(), DecodeError> {
-        if self.staging.capacity() - self.staging.len() < COPY_LIMIT {
-            self.staging.reserve(STAGING_CAPACITY);
+        if self.staging.capacity() == 0 {
+            self.staging.reserve(STAGING_MIN);
         }
         let len = frame.payload.len();
+        let start = self.staging.len();
         self.codec
             .encode_header(frame.kind, frame.id, len, &mut self.staging)?;
         if len <= COPY_LIMIT {
             self.staging.extend_from_slice(&frame.payload);
+            self.stage(start);
         } else {
-            self.seal();
-            self.chunks.push_back(frame.payload);
+            self.stage(start);
+            self.chunks.push_back(Chunk::Payload(frame.payload));
         }
         self.queued += LENGTH_FIELD_LEN + HEADER_LEN + len;
         Ok(())
     }
 
-    /// Moves the gathered small frames to the chunks ready to write.
-    fn seal(&mut self) {
-        if !self.staging.is_empty() {
-            self.chunks.push_back(self.staging.split().freeze());
+    /// Queues the staging bytes from `start` on, after what is queued.
+    fn stage(&mut self, start: usize) {
+        let end = self.staging.len();
+        match self.chunks.back_mut() {
+            Some(Chunk::Staged(run)) if run.end == start => run.end = end,
+            _ => self.chunks.push_back(Chunk::Staged(start..end)),
+        }
+    }
+
+    fn bytes<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
+        match chunk {
+            Chunk::Staged(run) => &self.staging[run.clone()],
+            Chunk::Payload(payload) => payload,
         }
     }
 
@@ -111,14 +140,16 @@ impl Outbox {
     where
         W: AsyncWrite + ?Sized,
     {
-        self.seal();
         while let Some(first) = self.chunks.front() {
+            let first = &self.bytes(first)[self.offset..];
             let written = if io.is_write_vectored() && self.chunks.len() > 1 {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = slices
+                slices[0] = IoSlice::new(first);
+                let rest = self.chunks.iter().skip(1).map(|c| self.bytes(c));
+                let count = 1 + slices[1..]
                     .iter_mut()
-                    .zip(&self.chunks)
-                    .map(|(slice, chunk)| *slice = IoSlice::new(chunk))
+                    .zip(rest)
+                    .map(|(slice, bytes)| *slice = IoSlice::new(bytes))
                     .count();
                 ready!(io.as_mut().poll_write_vectored(cx, &slices[..count]))?
             } else {
@@ -129,9 +160,10 @@ impl Outbox {
             }
             self.consume(written);
         }
-        // Nothing is kept for a connection that goes quiet: most are idle
-        // most of the time, and the buffer is one allocation to make again.
-        self.staging = BytesMut::new();
+        self.staging.clear();
+        if self.staging.capacity() > STAGING_KEEP {
+            self.staging = BytesMut::new();
+        }
         io.poll_flush(cx)
     }
 
@@ -145,12 +177,14 @@ impl Outbox {
     fn consume(&mut self, mut written: usize) {
         self.queued -= written;
         while written > 0 {
-            let chunk = self.chunks.front_mut().expect("written bytes were queued");
-            if written < chunk.len() {
-                chunk.advance(written);
+            let front = self.chunks.front().expect("written bytes were queued");
+            let left = self.bytes(front).len() - self.offset;
+            if written < left {
+                self.offset += written;
                 return;
             }
-            written -= chunk.len();
+            written -= left;
+            self.offset = 0;
             self.chunks.pop_front();
         }
     }

@@ -6,68 +6,147 @@
 //! next write. Handlers still run concurrently with each other; CPU-heavy
 //! work belongs in `spawn_blocking` or a task of its own.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::task::{Context as TaskContext, Poll};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::task::AtomicWaker;
+use futures_util::FutureExt;
 
 use super::{Context, Handler, ServiceError};
 use crate::protocol::{ErrorCode, Frame};
 
 /// Requests started and not yet answered. `F` is the future of one request,
 /// as made by [`call_handler`]; it yields the request's id and its answer.
+///
+/// Each future lives in a slot that is reused by later requests (the
+/// future is replaced in place), with a waker made once per slot: once as
+/// many slots exist as requests run at once, starting and finishing a
+/// request allocates nothing.
 pub(super) struct InFlight<F> {
-    running: FuturesUnordered<F>,
+    slots: Vec<Slot<F>>,
+    /// Slots with no request, ready for the next one.
+    free: Vec<usize>,
     ids: HashSet<u32>,
+    woken: Arc<Woken>,
     limit: usize,
+}
+
+struct Slot<F> {
+    future: Pin<Box<Option<F>>>,
+    waker: Arc<SlotWaker>,
+}
+
+/// The slots to poll: those just started, and those whose waker fired.
+#[derive(Default)]
+struct Woken {
+    slots: Mutex<VecDeque<usize>>,
+    /// The connection task, to wake when a slot is.
+    task: AtomicWaker,
+}
+
+struct SlotWaker {
+    index: usize,
+    /// Whether the slot is in the queue already.
+    queued: AtomicBool,
+    woken: Arc<Woken>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            lock(&self.woken.slots).push_back(self.index);
+            self.woken.task.wake();
+        }
+    }
 }
 
 impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     pub(super) fn new(limit: usize) -> InFlight<F> {
         InFlight {
-            running: FuturesUnordered::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             ids: HashSet::new(),
+            woken: Arc::default(),
             limit,
         }
     }
 
     /// Whether another request may start.
     pub(super) fn has_room(&self) -> bool {
-        self.running.len() < self.limit
+        self.ids.len() < self.limit
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.running.is_empty()
+        self.ids.is_empty()
     }
 
     /// Starts `request`, whose id is `id`; refuses an id still in flight.
+    /// It is first polled by the next [`InFlight::poll_answer`].
     pub(super) fn start(&mut self, id: u32, request: F) -> Result<(), u32> {
         if !self.ids.insert(id) {
             return Err(id);
         }
-        self.running.push(request);
+        let index = self.free.pop().unwrap_or_else(|| self.new_slot());
+        let slot = &mut self.slots[index];
+        slot.future.as_mut().set(Some(request));
+        slot.waker.wake_by_ref();
         Ok(())
+    }
+
+    fn new_slot(&mut self) -> usize {
+        let index = self.slots.len();
+        self.slots.push(Slot {
+            future: Box::pin(None),
+            waker: Arc::new(SlotWaker {
+                index,
+                queued: AtomicBool::new(false),
+                woken: self.woken.clone(),
+            }),
+        });
+        index
     }
 
     /// The next answer that is ready. Its id is free again from here on:
     /// the client may reuse it as soon as it has the answer.
     pub(super) fn poll_answer(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Frame>> {
-        self.running.poll_next_unpin(cx).map(|done| {
-            done.map(|(id, answer)| {
+        self.woken.task.register(cx.waker());
+        loop {
+            let Some(index) = lock(&self.woken.slots).pop_front() else {
+                return match self.is_empty() {
+                    true => Poll::Ready(None),
+                    false => Poll::Pending,
+                };
+            };
+            let slot = &mut self.slots[index];
+            slot.waker.queued.store(false, Ordering::Release);
+            // A slot woken after its request finished has nothing to poll.
+            let Some(future) = slot.future.as_mut().as_pin_mut() else {
+                continue;
+            };
+            let waker = Waker::from(slot.waker.clone());
+            if let Poll::Ready((id, answer)) = future.poll(&mut TaskContext::from_waker(&waker)) {
+                slot.future.as_mut().set(None);
+                self.free.push(index);
                 self.ids.remove(&id);
-                answer
-            })
-        })
+                return Poll::Ready(Some(answer));
+            }
+        }
     }
 
     /// Drops every running request and answers each with ERROR `shutting
     /// down`.
     pub(super) fn cancel(&mut self) -> impl Iterator<Item = Frame> + '_ {
-        self.running.clear();
+        self.drop_all();
         self.ids.drain().map(|id| {
             let why = "the server shut down before the request finished";
             Frame::error(id, ErrorCode::SHUTTING_DOWN, why)
@@ -76,9 +155,22 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
 
     /// Drops every running request unanswered (the connection is unusable).
     pub(super) fn abort(&mut self) {
-        self.running.clear();
+        self.drop_all();
         self.ids.clear();
     }
+
+    fn drop_all(&mut self) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.future.is_some() {
+                slot.future.as_mut().set(None);
+                self.free.push(index);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs the handler for one request and makes its answer: the response,
