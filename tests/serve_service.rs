@@ -370,6 +370,7 @@ fn text_logs_are_plain_lines_with_the_peer_on_connection_lines() {
         assert!(!line.contains('\x1b'), "no colours off a terminal: {line}");
         (line.contains("conn{") && line.contains(&needle)).then(|| line.to_owned())
     });
+    assert!(line.contains(" INFO conn{id="), "{line}");
     #[cfg(unix)]
     assert!(line.contains(&format!("uid={}", current_uid())), "{line}");
 }

@@ -1034,7 +1034,7 @@ mod tests {
             ..Settings::default()
         };
         assert!(settings.access_policy().permits(&peer(4242)));
-        assert!(!settings.access_policy().permits(&peer(4243)) || cfg!(windows));
+        assert!(!settings.access_policy().permits(&peer(4243)));
         let anyone = Settings {
             allow_anyone: Some(Switch(true)),
             ..Settings::default()

@@ -12,6 +12,8 @@ use crate::config::Settings;
 /// The NOTIFY each client receives when it connects.
 pub const GREETING: &str = "Hello Pipe World";
 
+/// `pipesvc serve`'s arguments: a config file and a flag for every
+/// setting (CONFIG.md). [`run_until`] resolves them with the environment.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file of settings (keys as the flags below, with `_` for
