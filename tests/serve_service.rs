@@ -331,7 +331,7 @@ fn json_logs_are_one_object_per_line_with_the_peer_on_connection_lines() {
     let mut command = serve(&["--name", &name]);
     command
         .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "pipesvc=debug")
         .stderr(Stdio::piped());
     let mut service = Service::start(command);
     let lines = lines_of(service.child.stderr.take().unwrap());
@@ -360,7 +360,9 @@ fn json_logs_are_one_object_per_line_with_the_peer_on_connection_lines() {
 fn text_logs_are_plain_lines_with_the_peer_on_connection_lines() {
     let name = unique_name("text");
     let mut command = serve(&["--name", &name]);
-    command.env("RUST_LOG", "info").stderr(Stdio::piped());
+    command
+        .env("RUST_LOG", "pipesvc=debug")
+        .stderr(Stdio::piped());
     let mut service = Service::start(command);
     let lines = lines_of(service.child.stderr.take().unwrap());
     let client_pid = call_and_pid(&service.endpoint);
@@ -370,7 +372,7 @@ fn text_logs_are_plain_lines_with_the_peer_on_connection_lines() {
         assert!(!line.contains('\x1b'), "no colours off a terminal: {line}");
         (line.contains("conn{") && line.contains(&needle)).then(|| line.to_owned())
     });
-    assert!(line.contains(" INFO conn{id="), "{line}");
+    assert!(line.contains(" conn{id="), "{line}");
     #[cfg(unix)]
     assert!(line.contains(&format!("uid={}", current_uid())), "{line}");
 }
