@@ -739,7 +739,7 @@ impl FromStr for SocketMode {
     fn from_str(text: &str) -> Result<SocketMode, String> {
         SocketModeVisitor
             .visit_str::<de::value::Error>(text.trim())
-            .map_err(|_| expected(&SocketModeVisitor, text))
+            .map_err(|_| expected(&"octal permission bits up to 0777, such as 0660", text))
     }
 }
 
@@ -938,6 +938,10 @@ mod tests {
         );
         assert!(file_error("socket_mode = \"0888\"").contains("invalid value"));
         assert!(file_error("socket_mode = \"01777\"").contains("invalid value"));
+        assert_eq!(
+            "888".parse::<SocketMode>(),
+            Err("expected octal permission bits up to 0777, such as 0660, got \"888\"".to_owned())
+        );
         assert!("".parse::<SocketMode>().is_err());
     }
 
