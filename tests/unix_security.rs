@@ -157,21 +157,35 @@ fn call_as_other_user(dir: &Path, socket: &Path) -> Output {
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let socket = socket.to_str().unwrap();
-    Command::new(&bin)
-        .args([
-            "call",
-            "--name",
-            socket,
-            "--connect-timeout",
-            "0.5",
-            "hello",
-        ])
-        .env("RUST_LOG", "off")
-        .current_dir(dir)
-        .uid(OTHER_UID)
-        .gid(OTHER_GID)
-        .output()
-        .expect("run pipesvc as another user")
+    let run = || {
+        Command::new(&bin)
+            .args([
+                "call",
+                "--name",
+                socket,
+                "--connect-timeout",
+                "0.5",
+                "hello",
+            ])
+            .env("RUST_LOG", "off")
+            .current_dir(dir)
+            .uid(OTHER_UID)
+            .gid(OTHER_GID)
+            .output()
+    };
+    // A process forked by another test while the copy was open for writing
+    // holds that descriptor until it execs: exec fails with ETXTBSY until
+    // then. The window is a fork's length; try again.
+    let mut tries = 0;
+    loop {
+        match run() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 1000 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            output => return output.expect("run pipesvc as another user"),
+        }
+    }
 }
 
 /// Runs `serve` until `call` (run on a blocking thread) has finished.

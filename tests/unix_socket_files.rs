@@ -83,3 +83,68 @@ async fn a_replacement_socket_is_not_removed_by_the_old_listener() {
     drop(new);
     assert!(!endpoint.address().exists());
 }
+
+/// A listening socket made elsewhere (as systemd makes one for socket
+/// activation), at `endpoint`'s path.
+fn made_elsewhere(endpoint: &Endpoint) -> std::os::unix::net::UnixListener {
+    create_private_dir(endpoint);
+    std::os::unix::net::UnixListener::bind(endpoint.address()).unwrap()
+}
+
+#[tokio::test]
+async fn a_server_serves_a_listener_it_is_handed_and_leaves_its_file() {
+    use bytes::Bytes;
+    use pipesvc::server::{Context, Server, ServiceError};
+
+    let endpoint = unique_endpoint("handed");
+    let listener = made_elsewhere(&endpoint);
+    std::fs::set_permissions(endpoint.address(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let server = Server::builder(endpoint.clone())
+        .socket_mode(0o600) // not applied: the socket is not the server's
+        .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
+        .bind_listener(listener)
+        .expect("serve the handed listener");
+    assert_eq!(server.endpoint(), &endpoint);
+    let serving = common::Serving::start(server);
+    let client = common::guard(pipesvc::Client::connect(&endpoint))
+        .await
+        .unwrap();
+    let answer = common::guard(client.request("handed over")).await.unwrap();
+    assert_eq!(&answer[..], b"handed over");
+    client.close().await;
+    serving.stop().await;
+    let meta = std::fs::metadata(endpoint.address()).expect("the file is left in place");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o640,
+        "its mode untouched"
+    );
+    std::fs::remove_file(endpoint.address()).unwrap();
+}
+
+#[tokio::test]
+async fn a_handed_listener_must_be_at_the_endpoint() {
+    use pipesvc::server::{Context, Server, ServiceError};
+
+    let endpoint = unique_endpoint("handed-here");
+    let elsewhere = unique_endpoint("handed-there");
+    let listener = made_elsewhere(&elsewhere);
+    let result = Server::builder(endpoint.clone())
+        .handler(
+            |request: bytes::Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) },
+        )
+        .bind_listener(listener);
+    let err = match result {
+        Err(e @ Error::Bind { .. }) => e.to_string(),
+        other => panic!("expected a bind error, got {other:?}"),
+    };
+    let expected = format!(
+        "bound to {}, not to {}",
+        elsewhere.address().display(),
+        endpoint.address().display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(elsewhere.address().exists(), "nothing removed");
+    std::fs::remove_file(elsewhere.address()).unwrap();
+}

@@ -215,7 +215,34 @@ impl<H: Handler> ServerBuilder<H> {
         self.check_hello_fits()?;
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
         tracing::info!(endpoint = %self.endpoint, "listening");
-        Ok(Server {
+        Ok(self.into_server(listener))
+    }
+
+    /// Serves on `listener`, a socket already bound to the endpoint's path
+    /// and listening, instead of binding one: for a socket a service manager
+    /// passed on (systemd socket activation) or one made by other code.
+    ///
+    /// The socket is used as it is: [`socket_mode`](Self::socket_mode) is
+    /// not applied, no private directory is created or checked, and the
+    /// socket file is not removed when the server stops, since whoever made
+    /// it owns it. The access policy applies as usual.
+    ///
+    /// Fails with [`Error::Bind`] if the socket is not bound to the
+    /// endpoint's path (an abstract or unnamed socket included), and with
+    /// [`Error::Config`] like [`bind`](Self::bind).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    #[cfg(unix)]
+    pub fn bind_listener(self, listener: std::os::unix::net::UnixListener) -> Result<Server<H>> {
+        self.check_hello_fits()?;
+        let listener = Listener::from_std(listener, &self.endpoint)?;
+        tracing::info!(endpoint = %self.endpoint, "listening on a socket handed over");
+        Ok(self.into_server(listener))
+    }
+
+    fn into_server(self, listener: Listener) -> Server<H> {
+        Server {
             endpoint: self.endpoint,
             listener,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
@@ -223,7 +250,7 @@ impl<H: Handler> ServerBuilder<H> {
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
             shared: Arc::new(Shared::default()),
-        })
+        }
     }
 }
 
@@ -369,7 +396,9 @@ impl<H: Handler> Server<H> {
         peer: crate::transport::PeerInfo,
     ) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let span = tracing::info_span!("conn", id, pid = peer.pid, uid = peer.uid);
+        // The peer's identity on every line the connection logs (fields the
+        // platform does not know, such as the uid on Windows, are left out).
+        let span = tracing::info_span!("conn", id, pid = peer.pid, uid = peer.uid, gid = peer.gid);
         if !self.access.permits(&peer) {
             span.in_scope(|| {
                 tracing::warn!("refusing connection: not allowed by the access policy")

@@ -20,14 +20,16 @@ pub type ServerStream = UnixStream;
 /// The client's end of a connection.
 pub type ClientStream = UnixStream;
 
-/// A listening socket. Dropping it removes the socket file, unless another
-/// server has replaced it since.
+/// A listening socket. Dropping it removes the socket file if it created
+/// it, unless another server has replaced it since; a socket handed over
+/// with [`Listener::from_std`] is left alone.
 #[derive(Debug)]
 pub struct Listener {
     inner: UnixListener,
     path: PathBuf,
-    /// Device and inode of the socket file we created.
-    identity: (u64, u64),
+    /// Device and inode of the socket file we created; `None` for a
+    /// socket someone else created (and so removes).
+    identity: Option<(u64, u64)>,
 }
 
 impl Listener {
@@ -55,7 +57,57 @@ impl Listener {
         Ok(Listener {
             inner,
             path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
+            identity: Some((meta.dev(), meta.ino())),
+        })
+    }
+
+    /// Serves on `listener`, a socket that is already bound and listening
+    /// at `endpoint`'s path, such as one a service manager passed on
+    /// (systemd socket activation). Nothing is created, re-moded or, when
+    /// the listener is dropped, removed: whoever made the socket owns it.
+    ///
+    /// Fails if the socket is not bound to `endpoint`'s path.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn from_std(
+        listener: std::os::unix::net::UnixListener,
+        endpoint: &Endpoint,
+    ) -> Result<Listener> {
+        Self::adopt(listener, endpoint).map_err(|e| bind_error(endpoint, e))
+    }
+
+    fn adopt(
+        listener: std::os::unix::net::UnixListener,
+        endpoint: &Endpoint,
+    ) -> io::Result<Listener> {
+        let addr = listener.local_addr()?;
+        let expected = endpoint.address();
+        match addr.as_pathname() {
+            Some(path) if path == expected => {}
+            Some(path) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the listening socket handed over is bound to {}, not to {}",
+                        path.display(),
+                        expected.display()
+                    ),
+                ))
+            }
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the listening socket handed over is not bound to a path \
+                     (abstract and unnamed sockets are not supported)",
+                ))
+            }
+        }
+        listener.set_nonblocking(true)?;
+        Ok(Listener {
+            inner: UnixListener::from_std(listener)?,
+            path: expected.to_owned(),
+            identity: None,
         })
     }
 
@@ -69,8 +121,11 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
         let ours = fs::symlink_metadata(&self.path)
-            .map(|m| (m.dev(), m.ino()) == self.identity)
+            .map(|m| (m.dev(), m.ino()) == identity)
             .unwrap_or(false);
         if ours {
             let _ = fs::remove_file(&self.path);

@@ -2,13 +2,16 @@
 
 mod bench;
 mod call;
+mod config;
 mod ping;
 mod serve;
 mod status;
+#[cfg(target_os = "linux")]
+mod systemd;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use pipesvc::Endpoint;
 use tracing_subscriber::EnvFilter;
 
@@ -16,10 +19,32 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "pipesvc", version, about)]
 struct Cli {
+    /// How log lines (on stderr) are written: `text` for people, `json`
+    /// (one object per line) for log collectors. Also
+    /// PIPESVC_LOG_FORMAT [default: text]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The format of log lines.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines (with colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the event and of its
+    /// spans (such as the peer's pid and uid on a connection's lines).
+    Json,
+}
+
+/// The environment variable that sets the log format when `--log-format`
+/// is not given.
+const LOG_FORMAT_VAR: &str = "PIPESVC_LOG_FORMAT";
+
+// Parsed once per run: the size of the serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the service: echoes every request and greets each client.
@@ -80,7 +105,14 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let log_format = match cli.log_format.map_or_else(log_format_from_env, Ok) {
+        Ok(format) => format,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
@@ -100,14 +132,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// [`LOG_FORMAT_VAR`], or the default when it is unset or empty.
+fn log_format_from_env() -> Result<LogFormat, String> {
+    match std::env::var(LOG_FORMAT_VAR) {
+        Ok(text) if !text.is_empty() => LogFormat::from_str(&text, false).map_err(|_| {
+            format!("environment variable {LOG_FORMAT_VAR}: expected text or json, got {text:?}")
+        }),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(LogFormat::default()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "environment variable {LOG_FORMAT_VAR}: not valid UTF-8"
+        )),
+    }
+}
+
 /// Logs go to stderr, so that stdout carries only results; `RUST_LOG`
-/// chooses what is shown (default: `info`).
-fn init_logging() {
+/// chooses what is shown (default: `info`). Text has colours only on a
+/// terminal (not in the journal); JSON carries every span's fields, so a
+/// connection's lines say who the peer is.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// Prints an error with its chain of causes and returns a failing exit code.

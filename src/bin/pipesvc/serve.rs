@@ -1,26 +1,28 @@
 //! `pipesvc serve`: the long-running echo service.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use clap::Args;
 use pipesvc::server::{Context, Handler, Server, ServiceError};
 
-use crate::NameArg;
+use crate::config::Settings;
 
 /// The NOTIFY each client receives when it connects.
 pub const GREETING: &str = "Hello Pipe World";
 
+/// `pipesvc serve`'s arguments: a config file and a flag for every
+/// setting (CONFIG.md). [`run_until`] resolves them with the environment.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// A TOML file of settings (keys as the flags below, with `_` for
+    /// `-`; see CONFIG.md). `PIPESVC_<KEY>` environment variables override
+    /// it, and flags override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
-    name: NameArg,
-    /// Connections served at once; clients over the limit are refused.
-    #[arg(long, default_value_t = pipesvc::server::DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Largest frame accepted, in bytes (header included).
-    #[arg(long, default_value_t = pipesvc::protocol::DEFAULT_MAX_FRAME_LEN)]
-    max_frame_len: u32,
+    settings: Settings,
 }
 
 /// Answers every request with its own payload; greets every client.
@@ -42,7 +44,20 @@ pub async fn run(args: ServeArgs) -> pipesvc::Result<()> {
     // Install the signal handlers before saying we are ready: a stop
     // request that arrives right after the line must stop us gracefully.
     let stop = stop_signal()?;
-    run_until(args, stop, announce).await
+    let stop = async {
+        stop.await;
+        #[cfg(target_os = "linux")]
+        if let Err(e) = crate::systemd::notify("STOPPING=1") {
+            tracing::warn!(error = %e, "could not report stopping");
+        }
+    };
+    let ready = |endpoint: &pipesvc::Endpoint| {
+        announce(endpoint)?;
+        #[cfg(target_os = "linux")]
+        crate::systemd::notify(&format!("READY=1\nSTATUS=listening on {endpoint}"))?;
+        Ok(())
+    };
+    run_until(args, stop, ready).await
 }
 
 /// Binds the endpoint, calls `ready` once clients can connect, and serves
@@ -57,15 +72,58 @@ pub async fn run_until(
 ) -> pipesvc::Result<()> {
     #[cfg(unix)]
     raise_fd_limit();
-    let server = Server::builder(args.name.endpoint()?)
-        .max_connections(args.max_connections)
-        .max_frame_len(args.max_frame_len)
-        .handler(EchoService)
-        .bind()?;
+    if let Some(path) = &args.config {
+        tracing::info!(config = %path.display(), "reading settings");
+    }
+    let env = std::env::vars_os().collect();
+    let settings = Settings::resolve(&args.settings, args.config.as_deref(), &env)?;
+    tracing::debug!(?settings, "settings");
+    let server = bind(settings)?;
     ready(server.endpoint())?;
     server.serve_until(stop).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the endpoint the settings name, or, under systemd socket
+/// activation, serves the socket passed on; its path is then the endpoint
+/// unless the settings name one (which must be the same).
+#[cfg(target_os = "linux")]
+fn bind(mut settings: Settings) -> pipesvc::Result<Server<EchoService>> {
+    let Some(listener) = crate::systemd::take_listener()? else {
+        return settings
+            .builder(settings.endpoint()?)
+            .handler(EchoService)
+            .bind();
+    };
+    if settings.name.is_none() {
+        let address = listener.local_addr()?;
+        let path = address.as_pathname().and_then(|path| path.to_str());
+        let Some(path) = path else {
+            return Err(pipesvc::Error::Config(
+                "the socket passed by the service manager is not bound to a UTF-8 path".into(),
+            ));
+        };
+        settings.name = Some(crate::config::Name(path.parse()?));
+    }
+    if settings.socket_mode.is_some() {
+        tracing::warn!(
+            "socket_mode is ignored: the service manager made the socket (set SocketMode= in the .socket unit)"
+        );
+    }
+    settings
+        .builder(settings.endpoint()?)
+        .handler(EchoService)
+        .bind_listener(listener)
+}
+
+/// Binds the endpoint the settings name.
+#[cfg(not(target_os = "linux"))]
+fn bind(settings: Settings) -> pipesvc::Result<Server<EchoService>> {
+    settings
+        .builder(settings.endpoint()?)
+        .handler(EchoService)
+        .bind()
 }
 
 /// Prints the line scripts (and the tests) wait for before connecting.

@@ -1,0 +1,580 @@
+//! `pipesvc serve` as a background service, run as the real binary: its
+//! settings (config file, environment, flags), its log formats, and on
+//! Linux the systemd protocols (readiness, socket activation, SIGTERM).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use common::{unique_endpoint, HANG_GUARD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
+
+/// A unique endpoint address as `--name` takes it.
+fn unique_name(test: &str) -> String {
+    unique_endpoint(test)
+        .address()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A running `pipesvc serve`, killed when dropped.
+struct Service {
+    child: Child,
+    /// Where it says it listens.
+    endpoint: String,
+}
+
+impl Service {
+    /// Starts `command` (a `pipesvc serve`) and waits, within the hang
+    /// guard, for its `pipesvc listening on` line.
+    fn start(mut command: Command) -> Service {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start pipesvc serve");
+        let stdout = child.stdout.take().unwrap();
+        let line = within_guard(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        let line = match line {
+            Some(Ok(line)) => line,
+            other => {
+                let _ = child.kill();
+                panic!("pipesvc serve did not say it listens: {other:?}");
+            }
+        };
+        let endpoint = line
+            .trim_end()
+            .strip_prefix("pipesvc listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Service { child, endpoint }
+    }
+
+    /// `pipesvc call --name <endpoint> MESSAGE`'s output, expected to succeed.
+    fn call(&self, message: &str) -> String {
+        call(&self.endpoint, message)
+    }
+
+    /// Sends SIGTERM and returns whether the process then exited with 0.
+    #[cfg(unix)]
+    fn terminate(mut self) -> bool {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+        let status = self.child.wait().expect("wait for pipesvc serve");
+        status.success()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result, or `None` if it
+/// takes longer than the hang guard.
+fn within_guard<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done, result) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    result.recv_timeout(HANG_GUARD).ok()
+}
+
+fn serve(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.arg("serve").args(args);
+    without_stray_settings(&mut command);
+    command
+}
+
+/// Quiet logs, and none of the test's own `PIPESVC_*` or systemd variables
+/// leaking into the service.
+fn without_stray_settings(command: &mut Command) {
+    command.env("RUST_LOG", "warn");
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("PIPESVC_") || text.starts_with("LISTEN_") || text == "NOTIFY_SOCKET" {
+            command.env_remove(name);
+        }
+    }
+}
+
+fn call(endpoint: &str, message: &str) -> String {
+    let output = Command::new(BIN)
+        .args(["call", "--name", endpoint, message])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pipesvc call");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `command` (expected to fail at start) and returns its stderr.
+fn failure(mut command: Command) -> String {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc");
+    let mut stderr = child.stderr.take().unwrap();
+    let text = within_guard(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let Some(text) = text else {
+        let _ = child.kill();
+        panic!("pipesvc was still running after {HANG_GUARD:?}");
+    };
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "pipesvc succeeded: {text}");
+    text
+}
+
+/// A directory of the test's own, removed when dropped.
+struct TempDir(PathBuf);
+
+/// Makes names unique within this test process.
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("pipesvc-{test}-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TOML string literal holding `text` (endpoint paths on Windows have
+/// backslashes).
+fn toml_string(text: &str) -> String {
+    format!("'{text}'")
+}
+
+// ---------------------------------------------------------------------------
+// Settings
+
+#[test]
+fn an_unknown_key_in_the_config_file_stops_the_start_naming_file_and_key() {
+    let dir = TempDir::new("badkey");
+    let config = dir.file("bad.toml", "max_connections = 8\nmax_conection = 8\n");
+    let err = failure(serve(&["--config", config.to_str().unwrap()]));
+    let expected = format!(
+        "config file {}: line 2: unknown key `max_conection` (did you mean `max_connections`?)",
+        config.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+}
+
+#[test]
+fn a_bad_environment_value_stops_the_start_naming_the_variable() {
+    let mut command = serve(&["--name", &unique_name("badenv")]);
+    command.env("PIPESVC_HANDSHAKE_TIMEOUT", "soon");
+    let err = failure(command);
+    assert!(
+        err.contains(
+            "environment variable PIPESVC_HANDSHAKE_TIMEOUT: expected a number of seconds"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    let (in_file, in_env, in_flag) = (
+        unique_name("prec-file"),
+        unique_name("prec-env"),
+        unique_name("prec-flag"),
+    );
+    let dir = TempDir::new("precedence");
+    let config = dir.file(
+        "pipesvc.toml",
+        &format!("name = {}\n", toml_string(&in_file)),
+    );
+    let config = config.to_str().unwrap();
+
+    let service = Service::start(serve(&["--config", config]));
+    assert_eq!(service.endpoint, in_file, "the file over the default");
+    assert_eq!(service.call("from the file"), "from the file\n");
+    drop(service);
+
+    let mut command = serve(&["--config", config]);
+    command.env("PIPESVC_NAME", &in_env);
+    let service = Service::start(command);
+    assert_eq!(service.endpoint, in_env, "the environment over the file");
+    drop(service);
+
+    let mut command = serve(&["--config", config, "--name", &in_flag]);
+    command.env("PIPESVC_NAME", &in_env);
+    let service = Service::start(command);
+    assert_eq!(service.endpoint, in_flag, "the flag over the environment");
+    assert_eq!(service.call("from the flag"), "from the flag\n");
+}
+
+#[test]
+fn settings_from_the_file_reach_the_server() {
+    // A frame limit too small for the server's own HELLO is refused at
+    // bind; the error shows that the file's value got there.
+    let dir = TempDir::new("reach");
+    let config = dir.file("small.toml", "max_frame_len = 20\n");
+    let err = failure(serve(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--name",
+        &unique_name("reach"),
+    ]));
+    assert!(err.contains("max_frame_len 20 is too small"), "{err}");
+}
+
+/// The example config of the systemd unit, served as it is but on a test
+/// endpoint.
+#[cfg(unix)]
+#[test]
+fn the_example_config_serves() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/pipesvc.toml");
+    let name = unique_name("example");
+    let service = Service::start(serve(&[
+        "--config",
+        example.to_str().unwrap(),
+        "--name",
+        &name,
+    ]));
+    assert_eq!(service.endpoint, name);
+    assert_eq!(service.call("hello"), "hello\n");
+}
+
+// ---------------------------------------------------------------------------
+// Logs
+
+/// Reads `stderr` line by line on a thread; the lines arrive on the
+/// returned channel.
+fn lines_of(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Runs `pipesvc call` against `endpoint` and returns the client's pid.
+fn call_and_pid(endpoint: &str) -> u32 {
+    let client = Command::new(BIN)
+        .args(["call", "--name", endpoint, "who am i"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc call");
+    let pid = client.id();
+    let output = client.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"who am i\n");
+    pid
+}
+
+/// Waits for the first line that `pick` accepts; every line before it is
+/// checked by `pick` too (it may panic).
+fn wait_for_line<T>(lines: &mpsc::Receiver<String>, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+    loop {
+        let line = lines
+            .recv_timeout(HANG_GUARD)
+            .expect("the awaited log line did not come");
+        if let Some(found) = pick(&line) {
+            return found;
+        }
+    }
+}
+
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_peer_on_connection_lines() {
+    let name = unique_name("json");
+    let mut command = serve(&["--name", &name]);
+    command
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "pipesvc=debug")
+        .stderr(Stdio::piped());
+    let mut service = Service::start(command);
+    let lines = lines_of(service.child.stderr.take().unwrap());
+    let client_pid = call_and_pid(&service.endpoint);
+
+    let conn = wait_for_line(&lines, |line| {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(event["level"].is_string(), "{line}");
+        assert!(event["fields"]["message"].is_string(), "{line}");
+        let span = &event["span"];
+        (span["name"] == "conn" && span["pid"] == client_pid).then(|| event.clone())
+    });
+    let span = &conn["span"];
+    assert!(span["id"].is_u64(), "{conn}");
+    #[cfg(unix)]
+    {
+        assert_eq!(span["uid"], current_uid(), "{conn}");
+        assert!(span["gid"].is_u64(), "{conn}");
+    }
+    let spans = conn["spans"].as_array().expect("the span list");
+    assert!(spans.iter().any(|s| s["name"] == "conn"), "{conn}");
+}
+
+#[test]
+fn text_logs_are_plain_lines_with_the_peer_on_connection_lines() {
+    let name = unique_name("text");
+    let mut command = serve(&["--name", &name]);
+    command
+        .env("RUST_LOG", "pipesvc=debug")
+        .stderr(Stdio::piped());
+    let mut service = Service::start(command);
+    let lines = lines_of(service.child.stderr.take().unwrap());
+    let client_pid = call_and_pid(&service.endpoint);
+    let needle = format!("pid={client_pid}");
+    let line = wait_for_line(&lines, |line| {
+        assert!(!line.starts_with('{'), "not JSON by default: {line}");
+        assert!(!line.contains('\x1b'), "no colours off a terminal: {line}");
+        (line.contains("conn{") && line.contains(&needle)).then(|| line.to_owned())
+    });
+    assert!(line.contains(" conn{id="), "{line}");
+    #[cfg(unix)]
+    assert!(line.contains(&format!("uid={}", current_uid())), "{line}");
+}
+
+// ---------------------------------------------------------------------------
+// systemd (Linux): readiness, stop, socket activation. systemd itself does
+// not run here; the tests play its part of each protocol.
+
+#[cfg(target_os = "linux")]
+mod systemd {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    use std::os::unix::process::CommandExt;
+
+    use std::path::Path;
+
+    use super::*;
+
+    /// The notifications socket systemd would own.
+    struct NotifySocket {
+        socket: UnixDatagram,
+    }
+
+    impl NotifySocket {
+        /// A datagram socket bound to `path`.
+        fn at(path: &Path) -> NotifySocket {
+            let socket = UnixDatagram::bind(path).expect("bind the notify socket");
+            socket.set_read_timeout(Some(HANG_GUARD)).unwrap();
+            NotifySocket { socket }
+        }
+
+        /// The next notification, as text.
+        fn recv(&self) -> String {
+            let mut buf = [0u8; 4096];
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .expect("a notification within the hang guard");
+            String::from_utf8(buf[..n].to_vec()).unwrap()
+        }
+    }
+
+    fn has_assignment(message: &str, assignment: &str) -> bool {
+        message.lines().any(|line| line == assignment)
+    }
+
+    #[test]
+    fn ready_comes_once_the_socket_accepts_and_sigterm_stops_cleanly() {
+        let dir = TempDir::new("ready");
+        let notify = NotifySocket::at(&dir.0.join("notify"));
+        let name = unique_name("sd-ready");
+        let mut server = serve(&["--name", &name])
+            .env("NOTIFY_SOCKET", dir.0.join("notify"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start pipesvc serve");
+
+        let ready = notify.recv();
+        assert!(has_assignment(&ready, "READY=1"), "{ready:?}");
+        assert!(
+            has_assignment(&ready, &format!("STATUS=listening on {name}")),
+            "{ready:?}"
+        );
+        // One plain connect, no retry: READY=1 means it accepts now.
+        UnixStream::connect(&name).expect("the socket accepts once READY=1 is sent");
+        assert_eq!(call(&name, "after ready"), "after ready\n");
+
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
+        let stopping = notify.recv();
+        assert!(has_assignment(&stopping, "STOPPING=1"), "{stopping:?}");
+        let status = server.wait().unwrap();
+        assert!(status.success(), "exit status after SIGTERM: {status:?}");
+        assert!(
+            !Path::new(&name).exists(),
+            "the socket file is removed at stop"
+        );
+    }
+
+    #[test]
+    fn ready_goes_to_an_abstract_notify_socket_too() {
+        use std::os::linux::net::SocketAddrExt;
+        let abstract_name = format!("pipesvc-test-notify-{}", unique_suffix());
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap();
+        let socket = UnixDatagram::bind_addr(&address).unwrap();
+        socket.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        let notify = NotifySocket { socket };
+        let name = unique_name("sd-abstract");
+        let mut command = serve(&["--name", &name]);
+        command.env("NOTIFY_SOCKET", format!("@{abstract_name}"));
+        let service = Service::start(command);
+        assert!(has_assignment(&notify.recv(), "READY=1"));
+        assert_eq!(service.call("abstract"), "abstract\n");
+    }
+
+    #[test]
+    fn without_notify_socket_nothing_is_sent_and_it_serves() {
+        let name = unique_name("sd-none");
+        let mut command = serve(&["--name", &name]);
+        command.env_remove("NOTIFY_SOCKET");
+        let service = Service::start(command);
+        assert_eq!(service.call("plain"), "plain\n");
+        assert!(service.terminate(), "exit 0 after SIGTERM");
+    }
+
+    #[test]
+    fn an_unreachable_notify_socket_fails_the_start_clearly() {
+        let dir = TempDir::new("unreachable");
+        let missing = dir.0.join("nobody-listens");
+        let mut command = serve(&["--name", &unique_name("sd-unreach")]);
+        command.env("NOTIFY_SOCKET", &missing);
+        let err = failure(command);
+        assert!(
+            err.contains("cannot notify the service manager")
+                && err.contains(&missing.display().to_string()),
+            "{err}"
+        );
+    }
+
+    /// `pipesvc serve ARGS` started as systemd starts an activated service:
+    /// `listener` at descriptor 3, `LISTEN_FDS=1`, and `LISTEN_PID` set to
+    /// the service's own pid (by a shell that then `exec`s it, keeping its
+    /// pid).
+    fn activated(listener: &UnixListener, args: &[&str]) -> Command {
+        let mut shell = Command::new("sh");
+        shell
+            .args([
+                "-c",
+                "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" serve \"$@\"",
+                BIN,
+            ])
+            .args(args);
+        without_stray_settings(&mut shell);
+        shell.env("LISTEN_FDS", "1");
+        let fd = listener.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2
+        // and fcntl on descriptors this process owns.
+        unsafe {
+            shell.pre_exec(move || {
+                if fd == 3 {
+                    // dup2 would do nothing: just let exec keep it.
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        shell
+    }
+
+    #[test]
+    fn socket_activation_serves_the_socket_passed_at_descriptor_3() {
+        let path = unique_name("sd-activated");
+        let listener = UnixListener::bind(&path).expect("bind the activation socket");
+        let dir = TempDir::new("activation");
+        let notify = NotifySocket::at(&dir.0.join("notify"));
+        let mut command = activated(&listener, &[]);
+        command.env("NOTIFY_SOCKET", dir.0.join("notify"));
+        let service = Service::start(command);
+        // systemd keeps its copy; ours is not needed any more.
+        drop(listener);
+        assert_eq!(
+            service.endpoint, path,
+            "the passed socket's path is the endpoint"
+        );
+        assert!(has_assignment(&notify.recv(), "READY=1"));
+        assert_eq!(service.call("activated"), "activated\n");
+
+        assert!(service.terminate(), "exit 0 after SIGTERM");
+        assert!(
+            Path::new(&path).exists(),
+            "a passed socket belongs to the service manager: it is not removed"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn socket_activation_refuses_a_socket_at_another_path_than_the_name() {
+        let path = unique_name("sd-mismatch");
+        let other = unique_name("sd-other");
+        let listener = UnixListener::bind(&path).unwrap();
+        let err = failure(activated(&listener, &["--name", &other]));
+        assert!(
+            err.contains(&format!("bound to {path}, not to {other}")),
+            "{err}"
+        );
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn listen_fds_for_another_process_are_ignored() {
+        // LISTEN_PID names another process: descriptor 3 is not ours, so
+        // the service binds its own socket by name.
+        let name = unique_name("sd-notours");
+        let mut command = serve(&["--name", &name]);
+        command.env("LISTEN_PID", "1").env("LISTEN_FDS", "1");
+        let service = Service::start(command);
+        assert_eq!(service.endpoint, name);
+        assert_eq!(service.call("not activated"), "not activated\n");
+    }
+}
