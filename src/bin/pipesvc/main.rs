@@ -4,6 +4,7 @@ mod bench;
 mod call;
 mod ping;
 mod serve;
+mod service;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Load a service (or one started in this process) and report
     /// requests/s, MB/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Install, start, stop and remove pipesvc as a Windows service
+    /// (Windows only).
+    Service(service::ServiceArgs),
 }
 
 /// The endpoint option every command shares.
@@ -76,17 +80,23 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // It needs no runtime and logs on its own (a service has no console).
+        Command::Service(args) => return service::main(args),
+        command => command,
+    };
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
     };
     let outcome = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve::run(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Ping(args) => ping::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Service(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match outcome {

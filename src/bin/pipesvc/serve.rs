@@ -11,6 +11,8 @@ use crate::NameArg;
 /// The NOTIFY each client receives when it connects.
 pub const GREETING: &str = "Hello Pipe World";
 
+/// The options of `pipesvc serve`; `pipesvc service install` takes the same
+/// ones and bakes them into the service's command line.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -21,6 +23,26 @@ pub struct ServeArgs {
     /// Largest frame accepted, in bytes (header included).
     #[arg(long, default_value_t = pipesvc::protocol::DEFAULT_MAX_FRAME_LEN)]
     max_frame_len: u32,
+    /// Who may open the pipe, as an SDDL security descriptor (default: full
+    /// access for SYSTEM and the user the service runs as, nobody else; see
+    /// SECURITY.md).
+    #[cfg(windows)]
+    #[arg(long, value_name = "SDDL")]
+    security_descriptor: Option<String>,
+}
+
+/// For `pipesvc service install`, which checks the serve options it is given.
+#[cfg(windows)]
+impl ServeArgs {
+    /// The endpoint name as given (`--name`).
+    pub fn name(&self) -> &str {
+        &self.name.name
+    }
+
+    /// The `--security-descriptor` given, if any.
+    pub fn security_descriptor(&self) -> Option<&str> {
+        self.security_descriptor.as_deref()
+    }
 }
 
 /// Answers every request with its own payload; greets every client.
@@ -57,11 +79,15 @@ pub async fn run_until(
 ) -> pipesvc::Result<()> {
     #[cfg(unix)]
     raise_fd_limit();
-    let server = Server::builder(args.name.endpoint()?)
+    let builder = Server::builder(args.name.endpoint()?)
         .max_connections(args.max_connections)
-        .max_frame_len(args.max_frame_len)
-        .handler(EchoService)
-        .bind()?;
+        .max_frame_len(args.max_frame_len);
+    #[cfg(windows)]
+    let builder = match args.security_descriptor {
+        Some(sddl) => builder.security_descriptor(sddl),
+        None => builder,
+    };
+    let server = builder.handler(EchoService).bind()?;
     ready(server.endpoint())?;
     server.serve_until(stop).await?;
     tracing::info!("stopped");

@@ -1,0 +1,482 @@
+//! `pipesvc service` (issue 7): the real binary registered with the real
+//! Service Control Manager (Windows, or Wine's services.exe), started,
+//! called, stopped and removed, with every step checked through the SCM's
+//! own API (the windows-service crate). Each test uses its own service and
+//! pipe names, so they run in parallel; every wait polls the SCM with a
+//! deadline. Off Windows, the one test here checks that `pipesvc service`
+//! refuses clearly.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
+
+/// Runs `pipesvc ARGS` to completion and returns what it printed. A run
+/// still going after the hang guard is killed and fails the test.
+fn pipesvc(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc");
+    // Each pipe reaches end of file when the process exits.
+    let (done, finished) = std::sync::mpsc::channel();
+    let pipes: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    for (index, mut pipe) in pipes.into_iter().enumerate() {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = done.send((index, bytes));
+        });
+    }
+    let mut outputs = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        let Ok((index, bytes)) = finished.recv_timeout(common::HANG_GUARD) else {
+            let _ = child.kill();
+            panic!(
+                "`pipesvc {}` was still running after {:?}",
+                args.join(" "),
+                common::HANG_GUARD
+            );
+        };
+        outputs[index] = bytes;
+    }
+    let [stdout, stderr] = outputs;
+    Output {
+        status: child.wait().expect("wait for pipesvc"),
+        stdout,
+        stderr,
+    }
+}
+
+#[cfg(not(windows))]
+#[test]
+fn service_commands_are_windows_only_and_point_to_systemd() {
+    for args in [
+        &["service", "install", "--name", "x"][..],
+        &["service", "start"],
+        &["service", "stop"],
+        &["service", "uninstall"],
+        &["service", "status"],
+    ] {
+        let out = pipesvc(args);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Windows-only"), "{args:?}: {err}");
+        assert!(err.contains("contrib/pipesvc.service"), "{args:?}: {err}");
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use pipesvc::client::ClientOptions;
+    use windows_service::service::{
+        Service, ServiceAccess, ServiceExitCode, ServiceStartType, ServiceState,
+    };
+    use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
+    use windows_sys::Win32::Foundation::ERROR_SERVICE_DOES_NOT_EXIST;
+
+    use super::{common, pipesvc};
+
+    /// How often the tests ask the SCM for a service's state.
+    const POLL: Duration = Duration::from_millis(20);
+
+    /// A service name no other test (in this or another process) uses.
+    fn unique_service(test: &str) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("pipesvc-t{}-{test}-{n}", std::process::id())
+    }
+
+    /// The SCM, for checking what the commands did.
+    fn scm() -> ServiceManager {
+        ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
+            .expect("connect to the Service Control Manager")
+    }
+
+    fn open(name: &str) -> windows_service::Result<Service> {
+        scm().open_service(
+            name,
+            ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
+        )
+    }
+
+    fn state(name: &str) -> ServiceState {
+        open(name)
+            .expect("open the service")
+            .query_status()
+            .expect("query the service")
+            .current_state
+    }
+
+    /// Whether the SCM no longer knows `name`.
+    fn is_gone(name: &str) -> bool {
+        match open(name) {
+            Err(windows_service::Error::Winapi(e)) => {
+                e.raw_os_error() == Some(ERROR_SERVICE_DOES_NOT_EXIST as i32)
+            }
+            _ => false,
+        }
+    }
+
+    /// Polls the SCM until `done`, within the hang guard.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + common::HANG_GUARD;
+        while !done() {
+            assert!(Instant::now() < deadline, "gave up waiting: {what}");
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    /// Runs `pipesvc ARGS`, expects success, returns its stdout.
+    fn ok(args: &[&str]) -> String {
+        let out = pipesvc(args);
+        assert!(
+            out.status.success(),
+            "`pipesvc {}` failed: {}{}",
+            args.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs `pipesvc ARGS`, expects failure, returns its stderr.
+    fn fails(args: &[&str]) -> String {
+        let out = pipesvc(args);
+        assert!(
+            !out.status.success(),
+            "`pipesvc {}` succeeded: {}",
+            args.join(" "),
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    }
+
+    /// The log file `install` picks when given none.
+    fn default_log_file(service: &str) -> PathBuf {
+        let base = std::env::var_os("ProgramData").expect("ProgramData is set");
+        PathBuf::from(base)
+            .join("pipesvc")
+            .join(format!("{service}.log"))
+    }
+
+    /// An installed service: removed (stopped first) and its log deleted
+    /// when dropped, even when the test failed half-way.
+    struct Installed {
+        name: String,
+        pipe: String,
+        log: PathBuf,
+    }
+
+    impl Installed {
+        /// `pipesvc service install --service-name NAME --start-type demand
+        /// [EXTRA...] --name PIPE`, checked to have succeeded. `None` (after
+        /// a skip line) when this user may not install services: that needs
+        /// an elevated prompt on Windows.
+        fn new(test: &str, extra: &[&str]) -> Option<Installed> {
+            let name = unique_service(test);
+            let pipe = common::unique_endpoint(test)
+                .address()
+                .to_string_lossy()
+                .into_owned();
+            let mut args = vec!["service", "install", "--service-name", &name];
+            args.extend_from_slice(&["--start-type", "demand"]);
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["--name", &pipe]);
+            let out = pipesvc(&args);
+            let service = Installed {
+                log: default_log_file(&name),
+                name,
+                pipe,
+            };
+            if !out.status.success() {
+                let err = text(&out.stderr);
+                if err.contains("access denied") && common::wine_version().is_none() {
+                    assert!(err.contains("run as administrator"), "{err}");
+                    common::skip(test, "installing a service needs an elevated prompt");
+                    return None;
+                }
+                panic!("install failed: {err}");
+            }
+            Some(service)
+        }
+
+        fn start(&self) -> String {
+            ok(&["service", "start", "--service-name", &self.name])
+        }
+
+        fn stop(&self) -> String {
+            ok(&["service", "stop", "--service-name", &self.name])
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_else(|e| panic!("read the log {}: {e}", self.log.display()))
+        }
+    }
+
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            if let Ok(service) = scm().open_service(
+                &self.name,
+                ServiceAccess::STOP | ServiceAccess::DELETE | ServiceAccess::QUERY_STATUS,
+            ) {
+                let _ = service.stop();
+                let _ = service.delete();
+            }
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+
+    /// Asserts that `needles` appear in `haystack` in this order.
+    fn assert_in_order(haystack: &str, needles: &[&str]) {
+        let mut rest = haystack;
+        for needle in needles {
+            let at = rest
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing (in order) from:\n{haystack}"));
+            rest = &rest[at + needle.len()..];
+        }
+    }
+
+    /// The README's operator steps, each checked through the SCM: install,
+    /// start, call and ping, status, stop, uninstall.
+    #[test]
+    fn install_start_call_stop_uninstall() {
+        const TEST: &str = "svc-life";
+        let Some(service) = Installed::new(TEST, &[]) else {
+            return;
+        };
+        let name = service.name.as_str();
+
+        // Installed: stopped, started on demand, the documented command line.
+        let scm_service = open(name).expect("the service exists");
+        let config = scm_service.query_config().expect("query its config");
+        assert_eq!(state(name), ServiceState::Stopped);
+        assert_eq!(config.start_type, ServiceStartType::OnDemand);
+        assert_eq!(
+            config.display_name.to_string_lossy(),
+            format!("pipesvc IPC service ({name})")
+        );
+        let command_line = config.executable_path.to_string_lossy().into_owned();
+        let sddl = pipesvc::transport::default_security_descriptor().unwrap();
+        for part in [
+            format!(" service run --service-name {name} --log-file "),
+            format!(" --name {} ", service.pipe),
+            format!(" --security-descriptor {sddl}"),
+        ] {
+            assert!(command_line.contains(&part), "{part:?} in {command_line}");
+        }
+        drop(scm_service);
+
+        // Started: RUNNING with a process, and that process serves the pipe.
+        let out = service.start();
+        assert!(out.contains("is running (pid "), "{out}");
+        let status = open(name).unwrap().query_status().unwrap();
+        assert_eq!(status.current_state, ServiceState::Running);
+        let pid = status.process_id.expect("a running service has a pid");
+        assert!(out.contains(&format!("(pid {pid})")), "{out}");
+        assert_eq!(
+            ok(&["call", "--name", &service.pipe, "hello service"]),
+            "hello service\n"
+        );
+        let pings = ok(&["ping", "--name", &service.pipe, "--count", "2"]);
+        assert_eq!(pings.matches("pong seq=").count(), 2, "{pings}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(common::guard(async {
+            let mut options = ClientOptions::default();
+            options.expect_server_pid = Some(pid);
+            let endpoint = service.pipe.parse().unwrap();
+            let client = pipesvc::Client::connect_with(&endpoint, options)
+                .await
+                .expect("the service's own process answers on its pipe");
+            assert_eq!(&client.request("from pid").await.unwrap()[..], b"from pid");
+            client.close().await;
+        }));
+        let out = ok(&["service", "status", "--service-name", name]);
+        assert!(out.contains(&format!("RUNNING (pid {pid})")), "{out}");
+        assert!(
+            out.contains(&format!("log file: {}", service.log.display())),
+            "{out}"
+        );
+        let out = service.start();
+        assert!(out.contains("already running"), "{out}");
+
+        // Stopped gracefully: STOPPED with no error, the pipe gone.
+        let out = service.stop();
+        assert!(out.contains("stopped"), "{out}");
+        let status = open(name).unwrap().query_status().unwrap();
+        assert_eq!(status.current_state, ServiceState::Stopped);
+        assert_eq!(status.exit_code, ServiceExitCode::NO_ERROR);
+        let err = fails(&[
+            "call",
+            "--name",
+            &service.pipe,
+            "--connect-timeout",
+            "0.2",
+            "hi",
+        ]);
+        assert!(err.contains("could not connect"), "{err}");
+        let out = service.stop();
+        assert!(out.contains("is not running"), "{out}");
+        // Each state was reported, in order.
+        assert_in_order(
+            &service.log(),
+            &[
+                "service starting",
+                "START_PENDING",
+                "listening",
+                "RUNNING",
+                "stop requested by the Service Control Manager",
+                "STOP_PENDING",
+                "stopped",
+                "STOPPED",
+            ],
+        );
+
+        // Removed.
+        let out = ok(&["service", "uninstall", "--service-name", name]);
+        assert!(out.contains("removed"), "{out}");
+        assert!(is_gone(name));
+        let err = fails(&["service", "uninstall", "--service-name", name]);
+        assert!(err.contains("no such service"), "{err}");
+    }
+
+    /// `uninstall` stops a running service (gracefully) before removing it.
+    #[test]
+    fn uninstall_stops_a_running_service_first() {
+        let Some(service) = Installed::new("svc-rm-running", &[]) else {
+            return;
+        };
+        service.start();
+        let out = ok(&["service", "uninstall", "--service-name", &service.name]);
+        assert_in_order(&out, &["stopped", "removed"]);
+        assert!(is_gone(&service.name));
+        assert_in_order(&service.log(), &["stop requested", "STOPPED"]);
+    }
+
+    /// A service whose server cannot start ends STOPPED with an exit code
+    /// that `start` and `status` explain, pointing to the log, which has
+    /// the server's own error.
+    #[test]
+    fn a_service_that_cannot_start_says_why() {
+        let bad_sddl = "D:(this is not SDDL";
+        let Some(service) = Installed::new("svc-bad", &["--security-descriptor", bad_sddl]) else {
+            return;
+        };
+        let err = fails(&["service", "start", "--service-name", &service.name]);
+        assert!(err.contains("stopped while starting"), "{err}");
+        assert!(err.contains("the server could not start"), "{err}");
+        assert!(
+            err.contains(&format!("its log: {}", service.log.display())),
+            "{err}"
+        );
+        eventually("the service to be STOPPED", || {
+            state(&service.name) == ServiceState::Stopped
+        });
+        let status = open(&service.name).unwrap().query_status().unwrap();
+        assert_eq!(status.exit_code, ServiceExitCode::ServiceSpecific(1));
+        let out = ok(&["service", "status", "--service-name", &service.name]);
+        assert!(out.contains("STOPPED"), "{out}");
+        assert!(
+            out.contains("last exit: the server could not start"),
+            "{out}"
+        );
+        let log = service.log();
+        assert!(log.contains("invalid security descriptor"), "{log}");
+        assert!(log.contains(bad_sddl), "{log}");
+    }
+
+    /// What each command says when it cannot do what was asked.
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let Some(service) = Installed::new("svc-errors", &[]) else {
+            return;
+        };
+        let err = fails(&[
+            "service",
+            "install",
+            "--service-name",
+            &service.name,
+            "--name",
+            "other",
+        ]);
+        assert!(err.contains("service already exists"), "{err}");
+        assert!(err.contains("pipesvc service uninstall"), "{err}");
+
+        let missing = unique_service("svc-missing");
+        for command in ["start", "stop", "status", "uninstall"] {
+            let err = fails(&["service", command, "--service-name", &missing]);
+            assert!(
+                err.contains(&format!("service {missing:?}: no such service")),
+                "{command}: {err}"
+            );
+        }
+
+        let other = unique_service("svc-bad-options");
+        let err = fails(&[
+            "service",
+            "install",
+            "--service-name",
+            &other,
+            "--max-connections",
+            "lots",
+        ]);
+        assert!(err.contains("invalid serve options"), "{err}");
+        let err = fails(&[
+            "service",
+            "install",
+            "--name",
+            "x",
+            "--service-name",
+            &other,
+        ]);
+        assert!(
+            err.contains("`--service-name` is an option of `install` itself"),
+            "{err}"
+        );
+        assert!(is_gone(&other), "nothing is installed after a refusal");
+    }
+
+    /// `pipesvc service run` is for the SCM: from a console it says what to
+    /// run instead, and serves nothing.
+    #[test]
+    fn run_from_a_console_says_what_to_use_instead() {
+        let pipe = common::unique_endpoint("svc-console")
+            .address()
+            .to_string_lossy()
+            .into_owned();
+        let err = fails(&[
+            "service",
+            "run",
+            "--service-name",
+            "pipesvc-console",
+            "--name",
+            &pipe,
+        ]);
+        assert!(
+            err.contains("started by the Service Control Manager"),
+            "{err}"
+        );
+        assert!(err.contains("pipesvc serve"), "{err}");
+    }
+}
