@@ -81,6 +81,7 @@ mod windows {
     use std::time::{Duration, Instant};
 
     use pipesvc::client::ClientOptions;
+    use pipesvc::protocol::Kind;
     use windows_service::service::{
         Service, ServiceAccess, ServiceExitCode, ServiceStartType, ServiceState,
     };
@@ -321,9 +322,30 @@ mod windows {
         let out = service.start();
         assert!(out.contains("already running"), "{out}");
 
-        // Stopped gracefully: STOPPED with no error, the pipe gone.
-        let out = service.stop();
+        // Stopped gracefully: a connected client is told GOODBYE, then
+        // STOPPED with no error, and the pipe is gone.
+        let (out, frames) = runtime.block_on(common::guard(async {
+            let endpoint = service.pipe.parse().unwrap();
+            let (mut raw, _hello) = common::RawClient::handshake(&endpoint).await;
+            let reader = tokio::spawn(async move {
+                let mut kinds = Vec::new();
+                while let Some(frame) = raw.recv().await {
+                    kinds.push(frame.kind);
+                }
+                kinds
+            });
+            let name = service.name.clone();
+            let stop = tokio::task::spawn_blocking(move || {
+                ok(&["service", "stop", "--service-name", &name])
+            });
+            (stop.await.unwrap(), reader.await.unwrap())
+        }));
         assert!(out.contains("stopped"), "{out}");
+        assert_eq!(
+            frames.last(),
+            Some(&Kind::Goodbye),
+            "GOODBYE, then the close: {frames:?}"
+        );
         let status = open(name).unwrap().query_status().unwrap();
         assert_eq!(status.current_state, ServiceState::Stopped);
         assert_eq!(status.exit_code, ServiceExitCode::NO_ERROR);
@@ -376,11 +398,15 @@ mod windows {
 
     /// A service whose server cannot start ends STOPPED with an exit code
     /// that `start` and `status` explain, pointing to the log, which has
-    /// the server's own error.
+    /// the server's own error (and only errors and warnings, as its
+    /// `--log-filter` says).
     #[test]
     fn a_service_that_cannot_start_says_why() {
         let bad_sddl = "D:(this is not SDDL";
-        let Some(service) = Installed::new("svc-bad", &["--security-descriptor", bad_sddl]) else {
+        let Some(service) = Installed::new(
+            "svc-bad",
+            &["--log-filter", "warn", "--security-descriptor", bad_sddl],
+        ) else {
             return;
         };
         let err = fails(&["service", "start", "--service-name", &service.name]);
@@ -404,6 +430,27 @@ mod windows {
         let log = service.log();
         assert!(log.contains("invalid security descriptor"), "{log}");
         assert!(log.contains(bad_sddl), "{log}");
+        assert!(
+            !log.contains("service starting"),
+            "only warnings and errors: {log}"
+        );
+    }
+
+    /// A log file that cannot be opened stops the service at start-up (it
+    /// would run blind), and `start` says so.
+    #[test]
+    fn a_log_file_that_cannot_be_opened_stops_the_service() {
+        // A directory where the file should be.
+        let dir = std::env::temp_dir().join(unique_service("svc-log-dir"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let Some(service) = Installed::new("svc-log", &["--log-file", dir.to_str().unwrap()])
+        else {
+            return;
+        };
+        let err = fails(&["service", "start", "--service-name", &service.name]);
+        assert!(err.contains("could not open its log file"), "{err}");
+        assert!(err.contains("service-specific error 3"), "{err}");
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     /// What each command says when it cannot do what was asked.

@@ -186,12 +186,13 @@ struct ServeOptions {
 
 /// The options of `install` itself, which must come before the serve
 /// options (everything from the first serve option on is taken as one).
-const INSTALL_OPTIONS: [&str; 5] = [
+const INSTALL_OPTIONS: [&str; 6] = [
     "--service-name",
     "--display-name",
     "--description",
     "--start-type",
     "--log-file",
+    "--log-filter",
 ];
 
 /// Parses `options` as `pipesvc serve` options.
@@ -252,6 +253,12 @@ pub fn install(args: InstallArgs) -> Result<()> {
         .collect();
     launch_arguments.push("--log-file".into());
     launch_arguments.push(log_file.clone().into_os_string());
+    if let Some(filter) = &args.log_filter {
+        tracing_subscriber::EnvFilter::try_new(filter)
+            .map_err(|e| ServiceError::Other(format!("invalid --log-filter {filter:?}: {e}")))?;
+        launch_arguments.push("--log-filter".into());
+        launch_arguments.push(filter.into());
+    }
     launch_arguments.extend(args.serve_options.iter().cloned());
     if serve.security_descriptor().is_none() {
         // The service runs as LocalSystem: its own default descriptor would

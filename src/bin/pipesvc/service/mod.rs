@@ -128,6 +128,10 @@ struct InstallArgs {
     /// `%ProgramData%\pipesvc\<service name>.log`).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// Which log lines the service writes, as a `RUST_LOG` filter such as
+    /// `warn` or `pipesvc=debug` (default: `info`).
+    #[arg(long, value_name = "FILTER")]
+    log_filter: Option<String>,
     /// Options of `pipesvc serve` for the service, for example `--name
     /// my_pipe --max-connections 100`. Without `--security-descriptor`, the
     /// pipe admits SYSTEM and the user who runs `install`.
@@ -148,6 +152,10 @@ struct RunArgs {
     /// Where to write the log (default: [`default_log_file`]).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// Which log lines to write, as a `RUST_LOG` filter (default: the
+    /// service's `RUST_LOG`, else `info`).
+    #[arg(long, value_name = "FILTER")]
+    log_filter: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }

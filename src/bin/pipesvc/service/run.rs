@@ -39,8 +39,9 @@ use super::{default_log_file, RunArgs};
 pub const EXIT_START_FAILED: u32 = 1;
 /// Service-specific exit code: the server failed after it had started.
 pub const EXIT_SERVE_FAILED: u32 = 2;
-/// Service-specific exit code: the log file could not be opened, so the
-/// service did not start (it would have run blind).
+/// Service-specific exit code: the log file could not be opened (or the
+/// log filter is invalid), so the service did not start: it would have run
+/// blind.
 pub const EXIT_LOG_FILE: u32 = 3;
 /// Service-specific exit code: the service panicked (see the log).
 pub const EXIT_PANIC: u32 = 4;
@@ -50,7 +51,7 @@ pub fn exit_code_meaning(code: u32) -> &'static str {
     match code {
         EXIT_START_FAILED => "the server could not start",
         EXIT_SERVE_FAILED => "the server failed while running",
-        EXIT_LOG_FILE => "the service could not open its log file",
+        EXIT_LOG_FILE => "the service could not open its log file (or its --log-filter is invalid)",
         EXIT_PANIC => "the service panicked",
         _ => "unknown error",
     }
@@ -106,7 +107,7 @@ fn service_main(_arguments: Vec<OsString>) {
         .log_file
         .clone()
         .unwrap_or_else(|| default_log_file(&args.service.service_name));
-    let logging = init_logging(&log_file);
+    let logging = init_logging(&log_file, args.log_filter.as_deref());
     if logging.is_ok() {
         tracing::info!(
             service = %args.service.service_name,
@@ -251,14 +252,19 @@ impl Reporter {
     }
 }
 
-/// Sends the logs (filtered by `RUST_LOG`, default `info`) to the end of
-/// `path`, creating it and its directory if needed.
-fn init_logging(path: &Path) -> io::Result<()> {
+/// Sends the logs to the end of `path`, creating it and its directory if
+/// needed. `filter` chooses which (a `RUST_LOG` filter); without one,
+/// `RUST_LOG` does, else everything at `info` and above.
+fn init_logging(path: &Path, filter: Option<&str>) -> io::Result<()> {
+    let filter = match filter {
+        Some(filter) => EnvFilter::try_new(filter)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Mutex::new(file))
