@@ -526,4 +526,194 @@ mod windows {
         );
         assert!(err.contains("pipesvc serve"), "{err}");
     }
+
+    /// Runs `pipesvc ARGS` with this process's token, the Administrators
+    /// group made deny-only (as a user who is not an administrator, or an
+    /// administrator's prompt that is not elevated). Returns its exit code
+    /// and what it printed (stdout and stderr together), or why it could
+    /// not be started that way.
+    fn run_without_administrators(args: &[&str]) -> Result<(u32, String), String> {
+        use std::os::windows::ffi::OsStrExt;
+        use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+        use std::ptr;
+        use windows_sys::Win32::Foundation::{
+            LocalFree, SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, WAIT_OBJECT_0,
+        };
+        use windows_sys::Win32::Security::Authorization::ConvertStringSidToSidW;
+        use windows_sys::Win32::Security::{
+            CreateRestrictedToken, PSID, SID_AND_ATTRIBUTES, TOKEN_ASSIGN_PRIMARY, TOKEN_DUPLICATE,
+            TOKEN_QUERY,
+        };
+        use windows_sys::Win32::System::Threading::{
+            CreateProcessAsUserW, GetCurrentProcess, GetExitCodeProcess, OpenProcessToken,
+            TerminateProcess, WaitForSingleObject, PROCESS_INFORMATION, STARTF_USESTDHANDLES,
+            STARTUPINFOW,
+        };
+
+        let os_error = |what: &str| format!("{what} failed: {}", std::io::Error::last_os_error());
+        let mut raw: HANDLE = ptr::null_mut();
+        // SAFETY: a pseudo-handle for this process; `raw` receives a token.
+        let access = TOKEN_DUPLICATE | TOKEN_QUERY | TOKEN_ASSIGN_PRIMARY;
+        if unsafe { OpenProcessToken(GetCurrentProcess(), access, &mut raw) } == 0 {
+            return Err(os_error("OpenProcessToken"));
+        }
+        // SAFETY: a token handle we now own.
+        let token = unsafe { OwnedHandle::from_raw_handle(raw) };
+        // BUILTIN\Administrators.
+        let administrators: Vec<u16> = "S-1-5-32-544\0".encode_utf16().collect();
+        let mut sid: PSID = ptr::null_mut();
+        // SAFETY: a NUL-terminated string; `sid` receives a LocalAlloc'd SID.
+        if unsafe { ConvertStringSidToSidW(administrators.as_ptr(), &mut sid) } == 0 {
+            return Err(os_error("ConvertStringSidToSidW"));
+        }
+        let disable = SID_AND_ATTRIBUTES {
+            Sid: sid,
+            Attributes: 0,
+        };
+        let mut restricted: HANDLE = ptr::null_mut();
+        // SAFETY: our token (TOKEN_DUPLICATE), one live SID to disable.
+        let ok = unsafe {
+            CreateRestrictedToken(
+                token.as_raw_handle() as HANDLE,
+                0,
+                1,
+                &disable,
+                0,
+                ptr::null(),
+                0,
+                ptr::null(),
+                &mut restricted,
+            )
+        };
+        // SAFETY: allocated by ConvertStringSidToSidW; used no more.
+        unsafe { LocalFree(sid) };
+        if ok == 0 {
+            return Err(os_error("CreateRestrictedToken"));
+        }
+        // SAFETY: a token handle we now own.
+        let restricted = unsafe { OwnedHandle::from_raw_handle(restricted) };
+
+        // The child writes its output to a file that it inherits.
+        let path = std::env::temp_dir().join(format!("{}.out", unique_service("svc-out")));
+        let output = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        let handle = output.as_raw_handle() as HANDLE;
+        // SAFETY: an open file handle of ours.
+        if unsafe { SetHandleInformation(handle, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) } == 0 {
+            return Err(os_error("SetHandleInformation"));
+        }
+        let mut command_line: Vec<u16> = std::ffi::OsString::from(format!("\"{}\"", super::BIN))
+            .encode_wide()
+            .collect();
+        for arg in args {
+            command_line.push(u16::from(b' '));
+            command_line.extend(arg.encode_utf16());
+        }
+        command_line.push(0);
+        // SAFETY: plain-old-data structures, zero is their empty value.
+        let mut startup: STARTUPINFOW = unsafe { std::mem::zeroed() };
+        startup.cb = std::mem::size_of::<STARTUPINFOW>() as u32;
+        startup.dwFlags = STARTF_USESTDHANDLES;
+        startup.hStdOutput = handle;
+        startup.hStdError = handle;
+        // SAFETY: as above.
+        let mut process: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: a primary token we own, a writable NUL-terminated command
+        // line, startup info whose handles are open; `process` receives
+        // two handles, owned below.
+        let ok = unsafe {
+            CreateProcessAsUserW(
+                restricted.as_raw_handle() as HANDLE,
+                ptr::null(),
+                command_line.as_mut_ptr(),
+                ptr::null(),
+                ptr::null(),
+                1,
+                0,
+                ptr::null(),
+                ptr::null(),
+                &startup,
+                &mut process,
+            )
+        };
+        if ok == 0 {
+            return Err(os_error("CreateProcessAsUserW"));
+        }
+        // SAFETY: handles CreateProcessAsUserW gave us.
+        let (child, _thread) = unsafe {
+            (
+                OwnedHandle::from_raw_handle(process.hProcess),
+                OwnedHandle::from_raw_handle(process.hThread),
+            )
+        };
+        let child = child.as_raw_handle() as HANDLE;
+        let guard_ms = common::HANG_GUARD.as_millis() as u32;
+        // SAFETY: a process handle we own.
+        if unsafe { WaitForSingleObject(child, guard_ms) } != WAIT_OBJECT_0 {
+            // SAFETY: as above.
+            unsafe { TerminateProcess(child, 1) };
+            panic!(
+                "`pipesvc {}` was still running after {:?}",
+                args.join(" "),
+                common::HANG_GUARD
+            );
+        }
+        let mut code = 0u32;
+        // SAFETY: as above; `code` receives the exit code.
+        if unsafe { GetExitCodeProcess(child, &mut code) } == 0 {
+            return Err(os_error("GetExitCodeProcess"));
+        }
+        drop(output);
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&path);
+        Ok((code, text))
+    }
+
+    /// Installing a service needs administrator rights: without them,
+    /// `install` says to run as administrator, and installs nothing.
+    #[test]
+    fn install_without_administrator_rights_says_to_run_as_administrator() {
+        const TEST: &str = "install_without_administrator_rights_says_to_run_as_administrator";
+        let name = unique_service("svc-denied");
+        let args = [
+            "service",
+            "install",
+            "--service-name",
+            &name,
+            "--start-type",
+            "demand",
+        ];
+        let (code, out) = match run_without_administrators(&args) {
+            Ok(result) => result,
+            Err(gap) => match common::wine_version() {
+                Some(version) => return common::skip(TEST, &format!("Wine {version}: {gap}")),
+                None => panic!("{gap}"),
+            },
+        };
+        if code == 0 {
+            // Remove what should not have been installed.
+            let installed = Installed {
+                log: default_log_file(&name),
+                name: name.clone(),
+                pipe: String::new(),
+            };
+            drop(installed);
+            let Some(version) = common::wine_version() else {
+                panic!("installed without administrator rights: {out}");
+            };
+            return common::skip(
+                TEST,
+                &format!(
+                    "Wine {version}'s services.exe does not check the caller's rights: a token \
+                     with Administrators deny-only installed a service"
+                ),
+            );
+        }
+        assert!(
+            out.contains(&format!(
+                "cannot install service {name:?}: access denied: run as administrator"
+            )),
+            "{out}"
+        );
+        assert!(is_gone(&name));
+    }
 }
