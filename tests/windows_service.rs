@@ -304,8 +304,10 @@ mod windows {
             .build()
             .unwrap();
         runtime.block_on(common::guard(async {
-            let mut options = ClientOptions::default();
-            options.expect_server_pid = Some(pid);
+            let options = ClientOptions {
+                expect_server_pid: Some(pid),
+                ..ClientOptions::default()
+            };
             let endpoint = service.pipe.parse().unwrap();
             let client = pipesvc::Client::connect_with(&endpoint, options)
                 .await

@@ -146,7 +146,7 @@ fn service_main(_arguments: Vec<OsString>) {
         // Nowhere to log why: the exit code says it.
         Err(_) => ServiceExitCode::ServiceSpecific(EXIT_LOG_FILE),
         Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(args, &status)))
-            .unwrap_or_else(|_| ServiceExitCode::ServiceSpecific(EXIT_PANIC)),
+            .unwrap_or(ServiceExitCode::ServiceSpecific(EXIT_PANIC)),
     };
     tracing::info!(exit_code = ?exit, "service stopped");
     // The last report: the SCM closes the handle after a STOPPED.
