@@ -504,6 +504,19 @@ mod windows {
             "{err}"
         );
         assert!(is_gone(&other), "nothing is installed after a refusal");
+
+        // A name the SCM refuses: nothing is left behind, not even the log
+        // directory its default log file would have needed.
+        let bad = format!("{}/x", unique_service("svc-bad-name"));
+        let err = fails(&["service", "install", "--service-name", &bad]);
+        assert!(
+            err.contains(&format!(
+                "cannot install service {bad:?}: invalid service name"
+            )),
+            "{err}"
+        );
+        let log_dir = default_log_file(&bad).parent().unwrap().to_path_buf();
+        assert!(!log_dir.exists(), "{} was created", log_dir.display());
     }
 
     /// `pipesvc service run` is for the SCM: from a console it says what to

@@ -236,14 +236,6 @@ pub fn install(args: InstallArgs) -> Result<()> {
         .parse()
         .map_err(|e: pipesvc::Error| ServiceError::ServeOptions(e.to_string()))?;
     let log_file = absolute(&args.log_file.unwrap_or_else(|| default_log_file(name)))?;
-    if let Some(dir) = log_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            ServiceError::Other(format!(
-                "cannot create the log directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-    }
     let executable = std::env::current_exe()
         .map_err(|e| ServiceError::Other(format!("cannot find this executable's path: {e}")))?;
 
@@ -310,9 +302,21 @@ pub fn install(args: InstallArgs) -> Result<()> {
             ServiceAccess::CHANGE_CONFIG | ServiceAccess::QUERY_CONFIG | ServiceAccess::DELETE,
         )
         .map_err(|e| scm_error("install", name, e))?;
-    if let Err(e) = service.set_description(&description) {
-        let error = scm_error("set the description of", name, e);
-        // Leave nothing half made behind.
+    // Made once the SCM has accepted the name: a refused install leaves
+    // nothing behind.
+    let finish = service
+        .set_description(&description)
+        .map_err(|e| scm_error("set the description of", name, e))
+        .and_then(|()| match log_file.parent() {
+            Some(dir) => std::fs::create_dir_all(dir).map_err(|e| {
+                ServiceError::Other(format!(
+                    "cannot create the log directory {}: {e}",
+                    dir.display()
+                ))
+            }),
+            None => Ok(()),
+        });
+    if let Err(error) = finish {
         if let Err(e) = service.delete() {
             eprintln!("warning: could not remove the half-installed service {name:?}: {e}");
         }

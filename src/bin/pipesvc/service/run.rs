@@ -128,6 +128,11 @@ fn service_main(_arguments: Vec<OsString>) {
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
         _ => ServiceControlHandlerResult::NotImplemented,
     };
+    debug_assert_eq!(
+        std::mem::size_of_val(&handler),
+        0,
+        "the handler captures nothing"
+    );
     let name = args.service.service_name.clone();
     let handle = match service_control_handler::register(&name, handler) {
         Ok(handle) => handle,
