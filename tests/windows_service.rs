@@ -10,6 +10,7 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
+/// The `pipesvc` executable cargo built for these tests.
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
 
 /// Runs `pipesvc ARGS` to completion and returns what it printed. A run
@@ -106,6 +107,7 @@ mod windows {
             .expect("connect to the Service Control Manager")
     }
 
+    /// Opens service `name` for querying its state and configuration.
     fn open(name: &str) -> windows_service::Result<Service> {
         scm().open_service(
             name,
@@ -113,6 +115,7 @@ mod windows {
         )
     }
 
+    /// The current state of service `name`.
     fn state(name: &str) -> ServiceState {
         open(name)
             .expect("open the service")
@@ -140,6 +143,7 @@ mod windows {
         }
     }
 
+    /// Output as text.
     fn text(bytes: &[u8]) -> String {
         String::from_utf8_lossy(bytes).into_owned()
     }
@@ -218,14 +222,17 @@ mod windows {
             Some(service)
         }
 
+        /// `pipesvc service start`, expected to succeed; its stdout.
         fn start(&self) -> String {
             ok(&["service", "start", "--service-name", &self.name])
         }
 
+        /// `pipesvc service stop`, expected to succeed; its stdout.
         fn stop(&self) -> String {
             ok(&["service", "stop", "--service-name", &self.name])
         }
 
+        /// The service's log file, as it is now.
         fn log(&self) -> String {
             std::fs::read_to_string(&self.log)
                 .unwrap_or_else(|e| panic!("read the log {}: {e}", self.log.display()))

@@ -77,6 +77,7 @@ pub enum ServiceError {
     Other(String),
 }
 
+/// The result of a `pipesvc service` command.
 type Result<T> = std::result::Result<T, ServiceError>;
 
 /// The SCM's name for a state, as `sc query` prints it.

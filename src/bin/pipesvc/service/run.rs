@@ -245,6 +245,7 @@ impl Reporter {
         });
     }
 
+    /// Sends `status` to the SCM and logs it (or why it could not be sent).
     fn report(&self, status: ServiceStatus) {
         let state = status.current_state;
         let state = state_name(state);
