@@ -23,7 +23,10 @@ pub use unix::{connect, disconnect, flush_to_peer, ClientStream, Listener, Serve
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{connect, disconnect, flush_to_peer, ClientStream, Listener, ServerStream};
+pub use windows::{
+    connect, default_security_descriptor, disconnect, flush_to_peer, ClientStream, Listener,
+    ServerStream,
+};
 
 /// Default number of pipe instances listening at once on Windows.
 pub const DEFAULT_BACKLOG: usize = 4;

@@ -249,6 +249,17 @@ fn is_retryable(err: &io::Error) -> Option<Retry> {
     }
 }
 
+/// The security descriptor (SDDL) a listener uses when none is set:
+/// `D:P(A;;GA;;;SY)(A;;GA;;;<user SID>)`, full access for SYSTEM and the
+/// user this process runs as, nothing for anyone else.
+///
+/// Useful to hand another process a descriptor naming *this* user: for
+/// example `pipesvc service install` bakes the installing user's into a
+/// service that will run as SYSTEM, so that this user can still connect.
+pub fn default_security_descriptor() -> io::Result<String> {
+    security::default_sddl()
+}
+
 /// Cuts the client off at once (`DisconnectNamedPipe`), discarding unread
 /// data and failing its pending I/O. Needed before dropping a pipe whose
 /// client stopped reading: mio does not cancel a pending write on drop (to

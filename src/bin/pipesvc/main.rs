@@ -5,6 +5,7 @@ mod call;
 mod config;
 mod ping;
 mod serve;
+mod service;
 mod status;
 #[cfg(target_os = "linux")]
 mod systemd;
@@ -59,6 +60,9 @@ enum Command {
     /// Show a running service's counters: uptime, connections, requests
     /// served, errors by code, bytes in and out.
     Status(status::StatusArgs),
+    /// Install, start, stop and remove pipesvc as a Windows service
+    /// (Windows only).
+    Service(service::ServiceArgs),
 }
 
 /// The endpoint option every command shares.
@@ -112,18 +116,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        // It needs no runtime and logs on its own (a service has no console).
+        Command::Service(args) => return service::main(args),
+        command => command,
+    };
     init_logging(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
     };
     let outcome = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve::run(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Ping(args) => ping::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Service(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match outcome {

@@ -25,6 +25,27 @@ pub struct ServeArgs {
     settings: Settings,
 }
 
+/// For `pipesvc service install`, which checks the serve options it is
+/// given before it bakes them into the service's command line.
+#[cfg(windows)]
+impl ServeArgs {
+    /// The settings the flags and the config file give (the environment
+    /// is the service's own, not the installer's, so it is left out).
+    fn given(&self) -> pipesvc::Result<Settings> {
+        Settings::resolve(&self.settings, self.config.as_deref(), &Default::default())
+    }
+
+    /// The endpoint the service will listen on.
+    pub fn endpoint(&self) -> pipesvc::Result<pipesvc::Endpoint> {
+        self.given()?.endpoint()
+    }
+
+    /// The security descriptor given (flag or file), if any.
+    pub fn security_descriptor(&self) -> Option<String> {
+        self.given().ok()?.security_descriptor
+    }
+}
+
 /// Answers every request with its own payload; greets every client.
 struct EchoService;
 

@@ -1,0 +1,207 @@
+//! `pipesvc service`: run `pipesvc serve` as a Windows service, under the
+//! Service Control Manager (SCM).
+//!
+//! - `install` registers the service: its command line is this executable
+//!   with `service run`, the service name, the log file and the serve
+//!   options given to `install`;
+//! - `start`, `stop` and `status` ask the SCM and wait (with a deadline)
+//!   until the service has reached the state asked for;
+//! - `uninstall` stops the service if it runs, then deletes it;
+//! - `run` (hidden) is what the SCM launches: it connects to the SCM, serves
+//!   through [`crate::serve::run_until`] and reports START_PENDING, RUNNING
+//!   (once the pipe accepts clients), STOP_PENDING and STOPPED. There is no
+//!   console under the SCM, so it logs to a file (see [`default_log_file`]).
+//!
+//! The command line is the same on every platform, so that `--help` reads
+//! the same everywhere, but off Windows every subcommand fails with a
+//! message pointing to systemd (`contrib/pipesvc.service`).
+
+// Off Windows the arguments are parsed but never read.
+#![cfg_attr(not(windows), allow(dead_code))]
+
+#[cfg(windows)]
+mod manage;
+#[cfg(windows)]
+mod run;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::serve::ServeArgs;
+
+/// The service name used when `--service-name` is not given.
+pub const DEFAULT_SERVICE_NAME: &str = "pipesvc";
+
+/// How long `start`, `stop` and `uninstall` wait by default for the service
+/// to reach the state they asked for.
+const DEFAULT_WAIT_SECS: f64 = 30.0;
+
+/// `pipesvc service ...`
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    command: ServiceCommand,
+}
+
+/// The subcommands of `pipesvc service`.
+// Parsed once per run: the size of the variants that hold serve's
+// settings does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    /// Register pipesvc with the Service Control Manager (as administrator).
+    ///
+    /// Options after the service options are `pipesvc serve` options (for
+    /// example `--name my_pipe`), baked into the service's command line. The
+    /// service runs as LocalSystem. Does not start the service.
+    Install(InstallArgs),
+    /// Stop the service if it runs, then delete it (needs an elevated prompt).
+    Uninstall(WaitArgs),
+    /// Start the service and wait until its pipe accepts clients.
+    Start(WaitArgs),
+    /// Stop the service gracefully and wait until it has stopped.
+    Stop(WaitArgs),
+    /// Print the service's state, process id and command line.
+    Status(ServiceNameArg),
+    /// The service itself, as the Service Control Manager launches it (not
+    /// for use from a console: run `pipesvc serve` there).
+    #[command(hide = true)]
+    Run(RunArgs),
+}
+
+/// Which service a command is about.
+#[derive(Args, Debug, Clone)]
+struct ServiceNameArg {
+    /// The service's name in the Service Control Manager.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_SERVICE_NAME)]
+    service_name: String,
+}
+
+/// The options of `start`, `stop` and `uninstall`.
+#[derive(Args, Debug)]
+struct WaitArgs {
+    #[command(flatten)]
+    service: ServiceNameArg,
+    /// Seconds to wait for the service to reach the state asked for.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WAIT_SECS,
+          value_parser = crate::parse_seconds)]
+    timeout: f64,
+}
+
+impl WaitArgs {
+    /// `--timeout` as a duration.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+}
+
+/// When the SCM starts the service.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum StartType {
+    /// At boot.
+    Auto,
+    /// Only when asked to (`pipesvc service start`, `sc start`).
+    Demand,
+    /// Never (until reconfigured).
+    Disabled,
+}
+
+/// The options of `pipesvc service install`.
+#[derive(Args, Debug)]
+struct InstallArgs {
+    #[command(flatten)]
+    service: ServiceNameArg,
+    /// The name shown in the Services console (default: `pipesvc IPC
+    /// service`, followed by the service name in parentheses if it is not
+    /// `pipesvc`).
+    #[arg(long, value_name = "TEXT")]
+    display_name: Option<String>,
+    /// The description shown in the Services console (default: says which
+    /// pipe the service listens on).
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// When the service starts.
+    #[arg(long, value_enum, default_value_t = StartType::Auto)]
+    start_type: StartType,
+    /// Where the service writes its log (default:
+    /// `%ProgramData%\pipesvc\<service name>.log`).
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// Which log lines the service writes, as a `RUST_LOG` filter such as
+    /// `warn` or `pipesvc=debug` (default: `info`).
+    #[arg(long, value_name = "FILTER")]
+    log_filter: Option<String>,
+    /// Options of `pipesvc serve` for the service, for example `--name
+    /// my_pipe --max-connections 100`. Without `--security-descriptor`, the
+    /// pipe admits SYSTEM and the user who runs `install`.
+    #[arg(
+        value_name = "SERVE OPTIONS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    serve_options: Vec<OsString>,
+}
+
+/// The options of the hidden `pipesvc service run`: everything the SCM
+/// needs to pass on the service's command line.
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    service: ServiceNameArg,
+    /// Where to write the log (default: [`default_log_file`]).
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// Which log lines to write, as a `RUST_LOG` filter (default: the
+    /// service's `RUST_LOG`, else `info`).
+    #[arg(long, value_name = "FILTER")]
+    log_filter: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The log file of service `service_name` when `--log-file` is not given:
+/// `%ProgramData%\pipesvc\<service name>.log` (`C:\ProgramData` if the
+/// variable is not set).
+pub fn default_log_file(service_name: &str) -> PathBuf {
+    let base = std::env::var_os("ProgramData")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
+    base.join("pipesvc").join(format!("{service_name}.log"))
+}
+
+/// Runs `pipesvc service ...`. It needs no runtime and does its own logging
+/// (the SCM gives a service no console), so `main` calls it before either.
+#[cfg(windows)]
+pub fn main(args: ServiceArgs) -> ExitCode {
+    let outcome = match args.command {
+        ServiceCommand::Install(args) => manage::install(args),
+        ServiceCommand::Uninstall(args) => manage::uninstall(&args),
+        ServiceCommand::Start(args) => manage::start(&args),
+        ServiceCommand::Stop(args) => manage::stop(&args),
+        ServiceCommand::Status(args) => manage::status(&args),
+        ServiceCommand::Run(args) => return run::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => crate::fail(&e),
+    }
+}
+
+/// Off Windows there is no Service Control Manager: says so, and where to
+/// look instead.
+#[cfg(not(windows))]
+pub fn main(_args: ServiceArgs) -> ExitCode {
+    eprintln!("{}", NOT_WINDOWS);
+    ExitCode::FAILURE
+}
+
+/// The error every `pipesvc service` command prints off Windows.
+#[cfg(not(windows))]
+const NOT_WINDOWS: &str = "error: `pipesvc service` is Windows-only: it registers pipesvc with \
+    the Windows Service Control Manager. On Linux, run `pipesvc serve` under systemd instead: \
+    see contrib/pipesvc.service and the README.";
