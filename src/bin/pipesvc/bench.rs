@@ -63,26 +63,49 @@ pub async fn run(args: BenchArgs) -> pipesvc::Result<()> {
     };
     let endpoint = match (&args.name, &own_server) {
         (Some(name), _) => name.parse()?,
-        (None, Some((endpoint, _))) => endpoint.clone(),
+        (None, Some(server)) => server.endpoint.clone(),
         (None, None) => unreachable!("a server was started above"),
     };
     let outcome = load(&endpoint, &args).await?;
-    if let Some((_, handle)) = own_server {
-        handle.shutdown();
+    if let Some(server) = own_server {
+        server.stop().await;
     }
     report(&args, &outcome);
     Ok(())
 }
 
 /// An echo server on a fresh endpoint, served in the background.
-fn start_echo_server() -> pipesvc::Result<(Endpoint, pipesvc::server::ServerHandle)> {
+/// The echo server `bench` starts in its own process when not given one.
+struct OwnServer {
+    endpoint: Endpoint,
+    handle: pipesvc::server::ServerHandle,
+    task: tokio::task::JoinHandle<pipesvc::Result<()>>,
+}
+
+impl OwnServer {
+    /// Shuts the server down and waits until every connection is closed:
+    /// the process must not exit with pipe operations still pending (Wine
+    /// does not always finish cancelling them, and the exit hangs).
+    async fn stop(self) {
+        self.handle.shutdown();
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the bench server task failed");
+        }
+    }
+}
+
+fn start_echo_server() -> pipesvc::Result<OwnServer> {
     let endpoint: Endpoint = format!("pipesvc-bench-{}", std::process::id()).parse()?;
     let server = Server::builder(endpoint.clone())
         .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
         .bind()?;
     let handle = server.handle();
-    tokio::spawn(server.serve());
-    Ok((endpoint, handle))
+    let task = tokio::spawn(server.serve());
+    Ok(OwnServer {
+        endpoint,
+        handle,
+        task,
+    })
 }
 
 /// Runs `clients` x `inflight` request loops until the duration or the
