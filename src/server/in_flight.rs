@@ -99,7 +99,12 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         let index = self.free.pop().unwrap_or_else(|| self.new_slot());
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(Some(request));
-        slot.waker.wake_by_ref();
+        // Queued for its first poll without waking the connection's task:
+        // that task is the caller, and polls the queue next. (A wake would
+        // schedule it again, and could hand it to another worker thread.)
+        if !slot.waker.queued.swap(true, Ordering::AcqRel) {
+            lock(&self.woken.slots).push_back(index);
+        }
         Ok(())
     }
 
