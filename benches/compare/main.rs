@@ -190,8 +190,8 @@ fn run_workload(
         if let Some(m) = &floor {
             log(w.name, "std blocking", m);
         }
-        let p99 = |m: &Measured| m.p99_us as f64;
-        let p50 = |m: &Measured| m.p50_us as f64;
+        let p99 = |m: &Measured| m.p99_us;
+        let p50 = |m: &Measured| m.p50_us;
         let latency = |metric, f: fn(&Measured) -> f64| Row {
             workload: w.name,
             metric,
@@ -221,7 +221,7 @@ fn run_workload(
 
 fn log(workload: &str, contender: &str, m: &Measured) {
     eprintln!(
-        "{workload:<45} {contender:<13} {:>10.0} req/s {:>9.1} MB/s p50 {:>6} µs p99 {:>6} µs",
+        "{workload:<45} {contender:<13} {:>10.0} req/s {:>9.1} MB/s p50 {:>8.1} µs p99 {:>8.1} µs",
         m.requests_per_sec, m.mb_per_sec, m.p50_us, m.p99_us
     );
 }
@@ -237,11 +237,15 @@ fn render(rows: &[Row]) -> String {
     writeln!(table, "|---|---|---:|---:|---:|---:|").unwrap();
     for row in rows {
         let base = row.values[1];
-        let cell = |x: f64| match base {
-            base if base > 0.0 => format!("{x:.0} ({:.2}x)", x / base),
-            _ => format!("{x:.0}"),
+        let number = |x: f64| match x {
+            x if x < 100.0 => format!("{x:.1}"),
+            x => format!("{x:.0}"),
         };
-        let floor = row.floor.map_or("n/a".to_string(), |f| format!("{f:.0}"));
+        let cell = |x: f64| match base {
+            base if base > 0.0 => format!("{} ({:.2}x)", number(x), x / base),
+            _ => number(x),
+        };
+        let floor = row.floor.map_or("n/a".to_string(), number);
         let [a, b, c] = row.values.map(cell);
         writeln!(
             table,

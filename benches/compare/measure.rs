@@ -19,8 +19,8 @@ use crate::Workload;
 pub struct Measured {
     pub requests_per_sec: f64,
     pub mb_per_sec: f64,
-    pub p50_us: u64,
-    pub p99_us: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
 }
 
 impl Measured {
@@ -30,14 +30,19 @@ impl Measured {
             requests_per_sec: h.len() as f64 / secs,
             // Payload bytes carried both ways: the request and its echo.
             mb_per_sec: h.len() as f64 * size as f64 * 2.0 / secs / 1e6,
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
+            p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
+            p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
         }
     }
 }
 
+/// Latencies in nanoseconds, 3 significant digits, up to a minute.
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
+}
+
+fn record(h: &mut Histogram<u64>, since: Instant) {
+    h.saturating_record(since.elapsed().as_nanos() as u64);
 }
 
 /// Runs `load` against contender `c`'s server at `address` for `secs`.
@@ -78,7 +83,7 @@ async fn request_loop(client: Client, payload: Bytes, stop: Arc<AtomicBool>) -> 
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         client.request(payload.clone()).await.unwrap();
-        h.saturating_record(t.elapsed().as_micros() as u64);
+        record(&mut h, t);
     }
     h
 }
@@ -104,7 +109,7 @@ async fn window<S: AsyncRead + AsyncWrite + Send + 'static>(
     while let Some(frame) = reader.next().await {
         frame.unwrap();
         let t = sent_at.pop_front().unwrap();
-        h.saturating_record(t.elapsed().as_micros() as u64);
+        record(&mut h, t);
         if !stop.load(Ordering::Relaxed) {
             sent_at.push_back(Instant::now());
             writer.send(payload.clone()).await.unwrap();
@@ -159,7 +164,7 @@ pub fn std_blocking(size: usize, secs: f64, dir: &std::path::Path) -> Option<Mea
         let mut len = [0u8; 4];
         s.read_exact(&mut len).unwrap();
         s.read_exact(&mut back).unwrap();
-        h.saturating_record(t.elapsed().as_micros() as u64);
+        record(&mut h, t);
     }
     let elapsed = start.elapsed();
     drop(s);

@@ -426,7 +426,12 @@ impl Wire {
             if state.settling && chore_done && in_flight.is_empty() {
                 return Poll::Ready(Event::Settled);
             }
-            if chore_done && !state.settling && in_flight.has_room() && self.outbox.has_room() {
+            // With nothing left in the read buffer, reading again is a
+            // system call that most likely finds nothing yet: write first,
+            // so that the answers do not wait for it.
+            let answers_first = self.reader.read_buffer().is_empty() && !self.outbox.is_empty();
+            let can_read = chore_done && !state.settling && in_flight.has_room();
+            if can_read && self.outbox.has_room() && !answers_first {
                 if let Poll::Ready(frame) = self.reader.poll_next_unpin(cx) {
                     if let Some(Ok(frame)) = &frame {
                         self.tally.bytes_in += frame.wire_len() as u64;
