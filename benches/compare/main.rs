@@ -21,6 +21,8 @@ mod chart;
 mod contender;
 mod measure;
 mod memory;
+#[path = "../../tests/common/wine.rs"]
+mod wine;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -74,6 +76,9 @@ struct Row {
 struct Platform {
     key: &'static str,
     transport: &'static str,
+    /// Under Wine: its version. Only ratios are shown then: Wine's
+    /// absolute speed says nothing about Windows.
+    wine: Option<String>,
     scratch: PathBuf,
 }
 
@@ -89,6 +94,7 @@ impl Platform {
         Platform {
             key,
             transport,
+            wine: wine::wine_version(),
             scratch,
         }
     }
@@ -159,7 +165,7 @@ fn main() {
     drop(runtime);
     let _ = std::fs::remove_dir_all(&platform.scratch);
 
-    let table = render(&rows);
+    let table = render(&rows, platform.wine.is_some());
     println!("{table}");
     if only.is_empty() {
         write_section(&platform, &table, secs);
@@ -226,8 +232,9 @@ fn log(workload: &str, contender: &str, m: &Measured) {
     );
 }
 
-/// The table: each value with its ratio to raw tokio, then the floor.
-fn render(rows: &[Row]) -> String {
+/// The table: each value with its ratio to raw tokio (or the ratio alone),
+/// then the floor.
+fn render(rows: &[Row], ratios_only: bool) -> String {
     let mut table = String::new();
     writeln!(
         table,
@@ -242,6 +249,7 @@ fn render(rows: &[Row]) -> String {
             x => format!("{x:.0}"),
         };
         let cell = |x: f64| match base {
+            base if base > 0.0 && ratios_only => format!("{:.2}x", x / base),
             base if base > 0.0 => format!("{} ({:.2}x)", number(x), x / base),
             _ => number(x),
         };
@@ -265,11 +273,17 @@ fn write_section(platform: &Platform, table: &str, secs: f64) {
         format!("<!-- compare:{} -->", platform.key),
         format!("<!-- /compare:{} -->", platform.key),
     );
+    let (os, how) = match &platform.wine {
+        Some(version) => (
+            format!("Windows build under Wine {version}"),
+            "scripts/bench-windows.sh; ratios only: Wine's absolute speed says nothing about Windows",
+        ),
+        None => (std::env::consts::OS.to_owned(), "cargo bench --bench compare"),
+    };
     let section = format!(
-        "{start}\n## {} ({})\n\n\
-         Written by `cargo bench --bench compare` ({secs} s per measurement) on {} cores.\n\n\
+        "{start}\n## {}: {os}\n\n\
+         Written by `{how}` ({secs} s per measurement, {} cores).\n\n\
          {table}\n![chart](docs/bench-{}.svg)\n{end}",
-        platform.key,
         platform.transport,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         platform.key,
