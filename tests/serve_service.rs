@@ -439,6 +439,15 @@ mod systemd {
         // One plain connect, no retry: READY=1 means it accepts now.
         UnixStream::connect(&name).expect("the socket accepts once READY=1 is sent");
         assert_eq!(call(&name, "after ready"), "after ready\n");
+        // The README's query step: the call above is counted.
+        let status = Command::new(BIN)
+            .args(["status", "--name", &name, "--json"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run pipesvc status");
+        assert!(status.status.success(), "{status:?}");
+        let json = String::from_utf8(status.stdout).unwrap();
+        assert!(json.contains("\"requests_served\":1,"), "{json}");
 
         // SAFETY: plain kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);

@@ -306,6 +306,9 @@ mod windows {
         );
         let pings = ok(&["ping", "--name", &service.pipe, "--count", "2"]);
         assert_eq!(pings.matches("pong seq=").count(), 2, "{pings}");
+        // The README's query step: the call above is counted.
+        let counters = ok(&["status", "--name", &service.pipe, "--json"]);
+        assert!(counters.contains("\"requests_served\":1,"), "{counters}");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
