@@ -9,9 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, Serving};
+use common::{guard, RawClient, Serving};
 use pipesvc::protocol::{Frame, Kind};
-use pipesvc::server::{Context, Server, ServiceError};
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
@@ -55,12 +54,7 @@ async fn run(raw: &mut RawClient, batches: u32, batch: u32) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_server_allocates_nothing_per_request_once_warm() {
-    let endpoint = unique_endpoint("allocations");
-    let server = Server::builder(endpoint.clone())
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
-        .bind()
-        .unwrap();
-    let serving = Serving::start(server);
+    let (endpoint, serving) = Serving::echo("allocations");
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     // Buffers, tables and request slots reach their size.
     guard(run(&mut raw, 100, 16)).await;

@@ -65,12 +65,7 @@ async fn status_counts_requests_errors_connections_and_bytes() {
 
 #[tokio::test]
 async fn a_status_with_id_0_is_a_malformed_frame() {
-    let endpoint = unique_endpoint("status-id0");
-    let server = Server::builder(endpoint.clone())
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
-        .bind()
-        .unwrap();
-    let serving = Serving::start(server);
+    let (endpoint, serving) = Serving::echo("status-id0");
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     raw.send(Frame::new(Kind::Status, 0, Bytes::new())).await;
     raw.expect_error(0, ErrorCode::MALFORMED_FRAME).await;

@@ -34,10 +34,9 @@ use windows_sys::Win32::Security::Authorization::{
     SDDL_REVISION_1, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    CreateRestrictedToken, GetTokenInformation, ImpersonateAnonymousToken, ImpersonateLoggedOnUser,
-    RevertToSelf, SecurityIdentification, TokenImpersonationLevel, TokenUser,
-    DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SID_AND_ATTRIBUTES, TOKEN_DUPLICATE,
-    TOKEN_QUERY, TOKEN_USER,
+    GetTokenInformation, ImpersonateAnonymousToken, ImpersonateLoggedOnUser, RevertToSelf,
+    SecurityIdentification, TokenImpersonationLevel, TokenUser, DACL_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR, PSID, TOKEN_DUPLICATE, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, OPEN_EXISTING, SECURITY_ANONYMOUS, SECURITY_DELEGATION, SECURITY_IMPERSONATION,
@@ -415,33 +414,8 @@ impl Identity {
 fn other_user() -> io::Result<Identity> {
     let token = process_token(TOKEN_QUERY | TOKEN_DUPLICATE);
     let user = token_user(&token);
-    let disable = SID_AND_ATTRIBUTES {
-        Sid: user_sid_of(&user),
-        Attributes: 0,
-    };
-    let mut restricted: HANDLE = ptr::null_mut();
-    // SAFETY: a token opened with TOKEN_DUPLICATE; `disable` and the SID it
-    // points to live across the call; `restricted` receives a new token.
-    let ok = unsafe {
-        CreateRestrictedToken(
-            token.as_raw_handle() as HANDLE,
-            0,
-            1,
-            &disable,
-            0,
-            ptr::null(),
-            0,
-            ptr::null(),
-            &mut restricted,
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a token handle we own.
-    Ok(Identity::OtherUser(unsafe {
-        OwnedHandle::from_raw_handle(restricted)
-    }))
+    let restricted = common::token::deny_only(&token, user_sid_of(&user))?;
+    Ok(Identity::OtherUser(restricted))
 }
 
 /// Opens the pipe for reading only (what Windows' default pipe DACL grants

@@ -566,8 +566,7 @@ mod windows {
         };
         use windows_sys::Win32::Security::Authorization::ConvertStringSidToSidW;
         use windows_sys::Win32::Security::{
-            CreateRestrictedToken, PSID, SID_AND_ATTRIBUTES, TOKEN_ASSIGN_PRIMARY, TOKEN_DUPLICATE,
-            TOKEN_QUERY,
+            PSID, TOKEN_ASSIGN_PRIMARY, TOKEN_DUPLICATE, TOKEN_QUERY,
         };
         use windows_sys::Win32::System::Threading::{
             CreateProcessAsUserW, GetCurrentProcess, GetExitCodeProcess, OpenProcessToken,
@@ -591,32 +590,10 @@ mod windows {
         if unsafe { ConvertStringSidToSidW(administrators.as_ptr(), &mut sid) } == 0 {
             return Err(os_error("ConvertStringSidToSidW"));
         }
-        let disable = SID_AND_ATTRIBUTES {
-            Sid: sid,
-            Attributes: 0,
-        };
-        let mut restricted: HANDLE = ptr::null_mut();
-        // SAFETY: our token (TOKEN_DUPLICATE), one live SID to disable.
-        let ok = unsafe {
-            CreateRestrictedToken(
-                token.as_raw_handle() as HANDLE,
-                0,
-                1,
-                &disable,
-                0,
-                ptr::null(),
-                0,
-                ptr::null(),
-                &mut restricted,
-            )
-        };
+        let restricted = common::token::deny_only(&token, sid);
         // SAFETY: allocated by ConvertStringSidToSidW; used no more.
         unsafe { LocalFree(sid) };
-        if ok == 0 {
-            return Err(os_error("CreateRestrictedToken"));
-        }
-        // SAFETY: a token handle we now own.
-        let restricted = unsafe { OwnedHandle::from_raw_handle(restricted) };
+        let restricted = restricted.map_err(|e| format!("CreateRestrictedToken failed: {e}"))?;
 
         // The child writes its output to a file that it inherits.
         let path = std::env::temp_dir().join(format!("{}.out", unique_service("svc-out")));

@@ -288,30 +288,19 @@ impl<'a> State<'a> {
     }
 
     fn poll_shutdown(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
-        let Some(shutdown) = &mut self.shutdown else {
-            return Poll::Pending;
-        };
-        ready!(shutdown.as_mut().poll(cx));
-        self.shutdown = None;
-        Poll::Ready(Event::Shutdown)
+        poll_once(&mut self.shutdown, cx).map(|()| Event::Shutdown)
     }
 
     fn poll_deadline(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
-        let Some(deadline) = &mut self.deadline else {
-            return Poll::Pending;
-        };
-        ready!(deadline.as_mut().poll(cx));
-        self.deadline = None;
-        Poll::Ready(Event::Deadline)
+        poll_once(&mut self.deadline, cx).map(|()| Event::Deadline)
     }
 
     /// Runs the chore, if any; ready once there is none.
     fn poll_chore(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if let Some(chore) = &mut self.chore {
-            ready!(chore.as_mut().poll(cx));
-            self.chore = None;
+        match self.chore {
+            None => Poll::Ready(()),
+            Some(_) => poll_once(&mut self.chore, cx),
         }
-        Poll::Ready(())
     }
 
     fn poll_idle(&mut self, cx: &mut TaskContext<'_>, busy: bool) -> Poll<Event> {
@@ -339,6 +328,20 @@ impl<'a> State<'a> {
             idle.last_read = Instant::now();
         }
     }
+}
+
+/// Polls the future in `slot`, if there is one; when it completes, empties
+/// the slot and is ready, once.
+fn poll_once<F: Future + ?Sized>(
+    slot: &mut Option<Pin<Box<F>>>,
+    cx: &mut TaskContext<'_>,
+) -> Poll<()> {
+    let Some(future) = slot else {
+        return Poll::Pending;
+    };
+    ready!(future.as_mut().poll(cx));
+    *slot = None;
+    Poll::Ready(())
 }
 
 /// The connection's stream, what waits to be written to it, and the queue

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+#[cfg(windows)]
+#[allow(dead_code)] // Not every test binary asks.
+pub mod token;
 mod wine;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,6 +54,18 @@ impl Serving {
             handle: server.handle(),
             task: tokio::spawn(server.serve()),
         }
+    }
+
+    /// An echo server (default settings) on a fresh endpoint for `test`.
+    pub fn echo(test: &str) -> (Endpoint, Serving) {
+        let endpoint = unique_endpoint(test);
+        let server = pipesvc::Server::builder(endpoint.clone())
+            .handler(|r: Bytes, _: pipesvc::server::Context| async move {
+                Ok::<_, pipesvc::server::ServiceError>(r)
+            })
+            .bind()
+            .expect("bind an echo server");
+        (endpoint, Serving::start(server))
     }
 
     /// Shuts the server down gracefully and waits until `serve` returned Ok.
