@@ -135,7 +135,8 @@ fn expect(buf: &[u8], max: u32) -> Expected {
         return Expected::More;
     }
     let (kind, flags) = (buf[4], buf[5]);
-    if !(1..=8).contains(&kind) || flags != 0 {
+    // Kinds 1 to 8, and 9 (STATUS) since revision 1.1.
+    if !(1..=9).contains(&kind) || flags != 0 {
         return Expected::BadHeader { kind, flags };
     }
     let total = 4 + length as usize;
