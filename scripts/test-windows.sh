@@ -87,6 +87,10 @@ echo "target dir: $CARGO_TARGET_DIR  wine prefix: $WINEPREFIX"
 # A wineserver left over from an earlier run (say, killed by a timeout) would
 # keep its stray processes: start from a clean one.
 wine_stop
+# One wineserver for the whole run (wine_stop ends it): by default it exits a
+# few seconds after its last client, and a test binary starting at that
+# moment saw "wine client error:0: recvmsg: Connection reset by peer".
+wineserver -p
 
 # Arguments for `cargo test`; the test binaries always get --nocapture so
 # that skip lines and the examples' output are seen.

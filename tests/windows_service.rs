@@ -398,14 +398,21 @@ mod windows {
     /// `uninstall` stops a running service (gracefully) before removing it.
     #[test]
     fn uninstall_stops_a_running_service_first() {
-        let Some(service) = Installed::new("svc-rm-running", &[]) else {
+        // Also: the global --log-format given to install is the service's.
+        let Some(service) = Installed::new("svc-rm-running", &["--log-format", "json"]) else {
             return;
         };
         service.start();
         let out = ok(&["service", "uninstall", "--service-name", &service.name]);
         assert_in_order(&out, &["stopped", "removed"]);
         assert!(is_gone(&service.name));
-        assert_in_order(&service.log(), &["stop requested", "STOPPED"]);
+        let log = service.log();
+        assert_in_order(&log, &["stop requested", "STOPPED"]);
+        for line in log.lines() {
+            let json: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(json["fields"]["message"].is_string(), "{line}");
+        }
     }
 
     /// A service whose server cannot start ends STOPPED with an exit code

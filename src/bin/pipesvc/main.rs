@@ -3,6 +3,7 @@
 mod bench;
 mod call;
 mod config;
+mod logging;
 mod ping;
 mod serve;
 mod service;
@@ -12,9 +13,8 @@ mod systemd;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use pipesvc::Endpoint;
-use tracing_subscriber::EnvFilter;
 
 /// Local IPC services over named pipes (Windows) and Unix domain sockets.
 #[derive(Parser, Debug)]
@@ -24,25 +24,10 @@ struct Cli {
     /// (one object per line) for log collectors. Also
     /// PIPESVC_LOG_FORMAT [default: text]
     #[arg(long, global = true, value_name = "FORMAT")]
-    log_format: Option<LogFormat>,
+    log_format: Option<logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
-
-/// The format of log lines.
-#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum LogFormat {
-    /// Human-readable lines (with colours on a terminal).
-    #[default]
-    Text,
-    /// One JSON object per line, with the fields of the event and of its
-    /// spans (such as the peer's pid and uid on a connection's lines).
-    Json,
-}
-
-/// The environment variable that sets the log format when `--log-format`
-/// is not given.
-const LOG_FORMAT_VAR: &str = "PIPESVC_LOG_FORMAT";
 
 // Parsed once per run: the size of the serve variant does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -109,7 +94,7 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = match cli.log_format.map_or_else(log_format_from_env, Ok) {
+    let log_format = match cli.log_format.map_or_else(logging::format_from_env, Ok) {
         Ok(format) => format,
         Err(message) => {
             eprintln!("error: {message}");
@@ -118,10 +103,16 @@ fn main() -> ExitCode {
     };
     let command = match cli.command {
         // It needs no runtime and logs on its own (a service has no console).
-        Command::Service(args) => return service::main(args),
+        Command::Service(args) => return service::main(args, log_format),
         command => command,
     };
-    init_logging(log_format);
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    logging::init(
+        log_format,
+        logging::filter_from_env(),
+        std::io::stderr,
+        colours,
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
@@ -139,40 +130,6 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
-    }
-}
-
-/// [`LOG_FORMAT_VAR`], or the default when it is unset or empty.
-fn log_format_from_env() -> Result<LogFormat, String> {
-    match std::env::var(LOG_FORMAT_VAR) {
-        Ok(text) if !text.is_empty() => LogFormat::from_str(&text, false).map_err(|_| {
-            format!("environment variable {LOG_FORMAT_VAR}: expected text or json, got {text:?}")
-        }),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(LogFormat::default()),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "environment variable {LOG_FORMAT_VAR}: not valid UTF-8"
-        )),
-    }
-}
-
-/// Logs go to stderr, so that stdout carries only results; `RUST_LOG`
-/// chooses what is shown (default: `info`). Text has colours only on a
-/// terminal (not in the journal); JSON carries every span's fields, so a
-/// connection's lines say who the peer is.
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
     }
 }
 

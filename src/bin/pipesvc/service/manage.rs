@@ -25,6 +25,7 @@ use windows_sys::Win32::Foundation::{
 use super::{
     default_log_file, run, InstallArgs, ServiceNameArg, StartType, WaitArgs, DEFAULT_SERVICE_NAME,
 };
+use crate::logging::LogFormat;
 use crate::serve::ServeArgs;
 
 /// How often a wait asks the SCM for the service's state.
@@ -229,7 +230,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// `pipesvc service install`.
-pub fn install(args: InstallArgs) -> Result<()> {
+pub fn install(args: InstallArgs, log_format: LogFormat) -> Result<()> {
     let name = args.service.service_name.as_str();
     let serve = parse_serve_options(&args.serve_options)?;
     let endpoint = serve
@@ -245,6 +246,10 @@ pub fn install(args: InstallArgs) -> Result<()> {
         .collect();
     launch_arguments.push("--log-file".into());
     launch_arguments.push(log_file.clone().into_os_string());
+    // The format `install` was given (flag or PIPESVC_LOG_FORMAT) is the
+    // service's: its environment is not the installer's.
+    launch_arguments.push("--log-format".into());
+    launch_arguments.push(log_format.as_arg().into());
     if let Some(filter) = &args.log_filter {
         tracing_subscriber::EnvFilter::try_new(filter)
             .map_err(|e| ServiceError::Other(format!("invalid --log-filter {filter:?}: {e}")))?;

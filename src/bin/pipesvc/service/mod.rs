@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::logging::LogFormat;
 use crate::serve::ServeArgs;
 
 /// The service name used when `--service-name` is not given.
@@ -177,14 +178,14 @@ pub fn default_log_file(service_name: &str) -> PathBuf {
 /// Runs `pipesvc service ...`. It needs no runtime and does its own logging
 /// (the SCM gives a service no console), so `main` calls it before either.
 #[cfg(windows)]
-pub fn main(args: ServiceArgs) -> ExitCode {
+pub fn main(args: ServiceArgs, log_format: LogFormat) -> ExitCode {
     let outcome = match args.command {
-        ServiceCommand::Install(args) => manage::install(args),
+        ServiceCommand::Install(args) => manage::install(args, log_format),
         ServiceCommand::Uninstall(args) => manage::uninstall(&args),
         ServiceCommand::Start(args) => manage::start(&args),
         ServiceCommand::Stop(args) => manage::stop(&args),
         ServiceCommand::Status(args) => manage::status(&args),
-        ServiceCommand::Run(args) => return run::run(args),
+        ServiceCommand::Run(args) => return run::run(args, log_format),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,7 +196,7 @@ pub fn main(args: ServiceArgs) -> ExitCode {
 /// Off Windows there is no Service Control Manager: says so, and where to
 /// look instead.
 #[cfg(not(windows))]
-pub fn main(_args: ServiceArgs) -> ExitCode {
+pub fn main(_args: ServiceArgs, _log_format: LogFormat) -> ExitCode {
     eprintln!("{}", NOT_WINDOWS);
     ExitCode::FAILURE
 }

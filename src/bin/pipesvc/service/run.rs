@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
+
+use crate::logging::{self, LogFormat};
 use windows_service::service::{
     ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
 };
@@ -68,7 +70,7 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// What [`service_main`] runs: the arguments, put here by [`run`] before
 /// it starts the dispatcher that calls [`service_main`] on another thread.
-static LAUNCH: Mutex<Option<RunArgs>> = Mutex::new(None);
+static LAUNCH: Mutex<Option<(RunArgs, LogFormat)>> = Mutex::new(None);
 
 /// Told by the control handler when the SCM asks the service to stop. A
 /// request that comes before anyone waits is kept (as a permit).
@@ -78,9 +80,9 @@ define_windows_service!(ffi_service_main, service_main);
 
 /// `pipesvc service run`: connects to the SCM and runs the service until it
 /// is stopped. Run from a console, it says what to run instead.
-pub fn run(args: RunArgs) -> ExitCode {
+pub fn run(args: RunArgs, log_format: LogFormat) -> ExitCode {
     let service_name = args.service.service_name.clone();
-    *LAUNCH.lock().unwrap_or_else(PoisonError::into_inner) = Some(args);
+    *LAUNCH.lock().unwrap_or_else(PoisonError::into_inner) = Some((args, log_format));
     match service_dispatcher::start(&service_name, ffi_service_main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(windows_service::Error::Winapi(e))
@@ -100,14 +102,15 @@ pub fn run(args: RunArgs) -> ExitCode {
 /// The service's main function, on the dispatcher's thread: everything
 /// from START_PENDING to STOPPED.
 fn service_main(_arguments: Vec<OsString>) {
-    let Some(args) = LAUNCH.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+    let Some((args, log_format)) = LAUNCH.lock().unwrap_or_else(PoisonError::into_inner).take()
+    else {
         return; // started twice: cannot happen for an own-process service
     };
     let log_file = args
         .log_file
         .clone()
         .unwrap_or_else(|| default_log_file(&args.service.service_name));
-    let logging = init_logging(&log_file, args.log_filter.as_deref());
+    let logging = init_logging(&log_file, args.log_filter.as_deref(), log_format);
     if logging.is_ok() {
         tracing::info!(
             service = %args.service.service_name,
@@ -259,23 +262,19 @@ impl Reporter {
 }
 
 /// Sends the logs to the end of `path`, creating it and its directory if
-/// needed. `filter` chooses which (a `RUST_LOG` filter); without one,
-/// `RUST_LOG` does, else everything at `info` and above.
-fn init_logging(path: &Path, filter: Option<&str>) -> io::Result<()> {
+/// needed, as `format` says. `filter` chooses which (a `RUST_LOG` filter);
+/// without one, `RUST_LOG` does, else everything at `info` and above.
+fn init_logging(path: &Path, filter: Option<&str>, format: LogFormat) -> io::Result<()> {
     let filter = match filter {
         Some(filter) => EnvFilter::try_new(filter)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => logging::filter_from_env(),
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(Mutex::new(file))
-        .with_ansi(false)
-        .init();
+    logging::init(format, filter, Mutex::new(file), false);
     // A panic's message would go to stderr, which nobody reads here.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
