@@ -1,5 +1,5 @@
-//! Heap allocations per request, counted exactly with a counting allocator
-//! for this test binary. Each test runs its server and client on its own
+//! Heap allocations per request, and memory a server keeps after a large
+//! frame, counted exactly with a counting allocator for this test binary. Each test runs its server and client on its own
 //! thread (a current-thread runtime) and counts that thread's allocations
 //! only, so that tests running in parallel do not count each other's.
 
@@ -17,18 +17,28 @@ use pipesvc::protocol::{Frame, Kind};
 mod counter {
     use std::cell::Cell;
 
-    // Allocations made by each thread.
+    // Allocations made by each thread, and the bytes it holds (allocated
+    // less freed by it).
     thread_local!(pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) });
+    thread_local!(pub static HELD: Cell<isize> = const { Cell::new(0) });
 }
-use counter::ALLOCATIONS;
+use counter::{ALLOCATIONS, HELD};
 
 fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
 }
 
-fn count() {
+fn held() -> isize {
+    HELD.with(Cell::get)
+}
+
+/// Counts an allocation of `grown` more bytes (negative: freed).
+fn count(allocated: bool, grown: isize) {
     // Never fails: a const-initialised Cell has no destructor to run.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    if allocated {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+    let _ = HELD.try_with(|n| n.set(n.get() + grown));
 }
 
 struct Counting;
@@ -37,16 +47,17 @@ struct Counting;
 // thread's counter is added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(true, layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(false, -(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
+        count(true, new_size as isize - layout.size() as isize);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -123,5 +134,48 @@ async fn the_client_allocates_one_block_per_request() {
         "{allocations} allocations for {REQUESTS} requests"
     );
     guard(client.close()).await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_frame_does_not_leave_its_buffer_behind() {
+    const LARGE: usize = 4 << 20;
+    let (endpoint, serving) = Serving::echo("allocations-large");
+    // The client runs on a thread (and runtime) of its own, so that only
+    // the server's memory is counted on this one.
+    let (to_client, from_test) = std::sync::mpsc::channel::<()>();
+    let (to_test, mut from_client) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (mut raw, _) = RawClient::handshake(&endpoint).await;
+            for size in [64, LARGE] {
+                raw.send(Frame::request(1, vec![7u8; size])).await;
+                let answer = raw.recv().await.expect("an answer");
+                assert_eq!(answer.payload.len(), size);
+                to_test.send(()).unwrap();
+                if from_test.recv().is_err() {
+                    return;
+                }
+            }
+        });
+    });
+
+    guard(from_client.recv()).await.expect("the small answer");
+    let before = held();
+    to_client.send(()).unwrap();
+    guard(from_client.recv()).await.expect("the large answer");
+    let grown = held() - before;
+    eprintln!(
+        "pipesvc-report: a {} MiB request and its answer left the server holding {grown} more bytes",
+        LARGE >> 20
+    );
+    // Without giving the read buffer back, the server kept all 4 MiB.
+    assert!(grown < 128 * 1024, "{grown} bytes still held");
+    drop(to_client);
+    client.join().unwrap();
     serving.stop().await;
 }

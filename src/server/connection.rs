@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -28,6 +29,13 @@ use crate::protocol::{
     ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
 use crate::transport::{close_within, disconnect, PeerInfo, ServerStream};
+
+/// A read buffer larger than this is given back once it is empty.
+const READ_BUFFER_KEEP: usize = 64 * 1024;
+
+/// The size of a read buffer made again after a large frame (`FramedRead`'s
+/// own initial size).
+const READ_BUFFER_START: usize = 8 * 1024;
 
 /// Longest wait for the last frames to reach a client that is being closed.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -456,9 +464,21 @@ impl Wire {
                 Poll::Pending => break,
             }
         }
-        // About to wait: a good moment to report the counts.
+        // About to wait: a good moment to report the counts, and to give
+        // back a read buffer that a large frame grew.
         self.publish();
+        self.trim_read_buffer();
         state.poll_idle(cx, !in_flight.is_empty())
+    }
+
+    /// Replaces an empty read buffer grown past [`READ_BUFFER_KEEP`] (by a
+    /// large frame) with a small one: a connection keeps what its usual
+    /// traffic needs, not the most it ever received.
+    fn trim_read_buffer(&mut self) {
+        let buffer = self.reader.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEEP {
+            *buffer = BytesMut::with_capacity(READ_BUFFER_START);
+        }
     }
 
     /// Writes what the outbox holds. Fails if the client takes nothing for
