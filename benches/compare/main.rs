@@ -273,16 +273,21 @@ fn write_section(platform: &Platform, table: &str, secs: f64) {
         format!("<!-- compare:{} -->", platform.key),
         format!("<!-- /compare:{} -->", platform.key),
     );
-    let (os, how) = match &platform.wine {
+    let (os, how, only) = match &platform.wine {
         Some(version) => (
             format!("Windows build under Wine {version}"),
-            "scripts/bench-windows.sh; ratios only: Wine's absolute speed says nothing about Windows",
+            "scripts/bench-windows.sh",
+            "; ratios only: Wine's absolute speed says nothing about Windows",
         ),
-        None => (std::env::consts::OS.to_owned(), "cargo bench --bench compare"),
+        None => (
+            std::env::consts::OS.to_owned(),
+            "cargo bench --bench compare",
+            "",
+        ),
     };
     let section = format!(
         "{start}\n## {}: {os}\n\n\
-         Written by `{how}` ({secs} s per measurement, {} cores).\n\n\
+         Written by `{how}` ({secs} s per measurement, {} cores){only}.\n\n\
          {table}\n![chart](docs/bench-{}.svg)\n{end}",
         platform.transport,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
