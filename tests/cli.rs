@@ -129,6 +129,31 @@ fn status_reports_the_services_counters() {
 }
 
 #[test]
+fn clients_read_the_endpoint_from_pipesvc_name_like_serve() {
+    let service = Service::start("cli-env-name");
+    let call = |env: &str, args: &[&str]| {
+        Command::new(BIN)
+            .args(["call", "--connect-timeout", "0.2"])
+            .args(args)
+            .env("PIPESVC_NAME", env)
+            .output()
+            .expect("run pipesvc call")
+    };
+    assert_eq!(stdout(&call(&service.name, &["by env"])), "by env\n");
+    // A flag beats the variable.
+    let elsewhere = call(
+        "no-such-service-here",
+        &["--name", &service.name, "by flag"],
+    );
+    assert_eq!(stdout(&elsewhere), "by flag\n");
+    // The variable is used, not ignored: a bad one is named in the error.
+    let bad = call("a\\b", &["x"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("PIPESVC_NAME"), "{err}");
+}
+
+#[test]
 fn ping_prints_round_trip_times() {
     let service = Service::start("cli-ping");
     let out = stdout(&service.run(&["ping", "--count", "3"]));

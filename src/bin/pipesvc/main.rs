@@ -50,18 +50,32 @@ enum Command {
     Service(service::ServiceArgs),
 }
 
-/// The endpoint option every command shares.
+/// The endpoint option of the client commands (call, ping, status).
 #[derive(Args, Debug, Clone)]
 struct NameArg {
     /// Endpoint name: a bare name (`\\.\pipe\NAME` on Windows, a socket in
-    /// a private per-user directory on Unix) or a full pipe name / socket path.
-    #[arg(long = "name", short = 'n', default_value = "pipesvc")]
-    name: String,
+    /// a private per-user directory on Unix) or a full pipe name / socket
+    /// path. Without it, PIPESVC_NAME if set (as for `serve`, so that one
+    /// variable points both at the same endpoint), else `pipesvc`.
+    #[arg(long = "name", short = 'n')]
+    name: Option<String>,
 }
+
+/// The variable `serve` reads its endpoint from, and the clients too.
+const NAME_VAR: &str = "PIPESVC_NAME";
 
 impl NameArg {
     fn endpoint(&self) -> pipesvc::Result<Endpoint> {
-        self.name.parse()
+        if let Some(name) = &self.name {
+            return name.parse();
+        }
+        // Empty counts as unset, as it does for `serve`.
+        match std::env::var(NAME_VAR) {
+            Ok(name) if !name.is_empty() => name.parse().map_err(|e: pipesvc::Error| {
+                pipesvc::Error::Config(format!("environment variable {NAME_VAR}: {e}"))
+            }),
+            _ => "pipesvc".parse(),
+        }
     }
 }
 
