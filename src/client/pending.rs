@@ -30,7 +30,7 @@ struct State {
 
 impl Pending {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.state)
     }
 
     /// Reserves a fresh id (never 0, never one in use) for a new request.

@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::Notify;
 
+use super::lock;
 use super::pending::Pending;
 use crate::frame_io::Outbox;
 use crate::protocol::{Frame, FrameCodec};
@@ -87,7 +88,7 @@ impl Writer {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Sends `frame`: writes it now if the connection is quiet, else queues

@@ -11,14 +11,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 
-use super::{Context, Handler, ServiceError};
+use super::{lock, Context, Handler, ServiceError};
 use crate::protocol::{ErrorCode, Frame};
 
 /// Requests started and not yet answered. `F` is the future of one request,
@@ -172,10 +172,6 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs the handler for one request and makes its answer: the response,

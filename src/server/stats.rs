@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::lock;
 use crate::protocol::{ErrorCode, ErrorPayload, Frame, Kind, Status};
 
 #[derive(Debug)]
@@ -71,13 +72,13 @@ impl Stats {
 
     /// Counts one ERROR frame sent with `code`.
     pub(super) fn error(&self, code: ErrorCode) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errors = lock(&self.errors);
         *errors.entry(code.0).or_default() += 1;
     }
 
     /// The counters now, with the connection figures the caller knows.
     pub(super) fn status(&self, connections_open: u64, connections_total: u64) -> Status {
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let errors = lock(&self.errors);
         Status {
             uptime: self.started.elapsed(),
             connections_open,
