@@ -129,3 +129,74 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
         mib(before)
     );
 }
+
+/// Floods its client with 64 KiB NOTIFYs (each waits for room), from the
+/// first request on, until the client leaves.
+struct Flood;
+
+impl pipesvc::server::Handler for Flood {
+    async fn call(&self, request: Bytes, ctx: Context) -> Result<Bytes, ServiceError> {
+        if &request[..] == b"flood" {
+            let note = Bytes::from(vec![3u8; PAYLOAD]);
+            while ctx.notify(note.clone()).await.is_ok() {}
+        }
+        Ok(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_memory() {
+    use tokio::io::AsyncReadExt;
+    const PINGS: u32 = 20;
+    let endpoint = unique_endpoint("flooded");
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let server = Server::builder(endpoint.clone())
+        .handler(Flood)
+        .bind()
+        .unwrap();
+    let serving = Serving::start(server);
+    let (raw, _) = RawClient::handshake(&endpoint).await;
+    let (mut reader, mut writer) = (raw.reader.into_inner(), raw.writer);
+    use futures_util::SinkExt;
+    writer.send(Frame::request(1, "flood")).await.unwrap();
+    // The reader takes 64 KiB at a time, with a pause: slower than the
+    // flood, never stopped. It counts the PONGs it finds in the stream.
+    let reading = tokio::spawn(async move {
+        let mut codec = pipesvc::protocol::FrameCodec::new(u32::MAX);
+        let mut buf = bytes::BytesMut::new();
+        let mut pongs = 0;
+        while pongs < PINGS {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = reader.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(frame) = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap() {
+                if frame.kind == pipesvc::protocol::Kind::Pong {
+                    pongs += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pongs
+    });
+    for id in 0..PINGS {
+        writer
+            .send(Frame::new(pipesvc::protocol::Kind::Ping, 100 + id, "ping"))
+            .await
+            .unwrap();
+    }
+    let pongs = guard(reading).await.unwrap();
+    let peak = PEAK.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "pipesvc-report: slow reader under a NOTIFY flood: {pongs} of {PINGS} PINGs answered; \
+         peak live heap {} MiB over the start",
+        mib(peak)
+    );
+    assert_eq!(pongs, PINGS);
+    // The default output limit (4 MiB), one frame being encoded and read,
+    // and the test's own buffers, with slack.
+    assert!(peak <= 16 << 20, "peak {} MiB", mib(peak));
+    drop(writer);
+    serving.stop().await;
+}
