@@ -11,18 +11,13 @@
 use std::collections::VecDeque;
 
 use std::io::{self, IoSlice};
-use std::ops::Range;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
 use crate::protocol::{DecodeError, Frame, FrameCodec, HEADER_LEN, LENGTH_FIELD_LEN};
-
-/// Frames that may wait in a connection's outbound queue.
-pub(crate) const OUTBOUND_QUEUE: usize = 128;
 
 /// Bytes a connection gathers before it writes whether or not more frames
 /// are ready: large enough for one write to carry hundreds of small frames,
@@ -47,25 +42,26 @@ const STAGING_KEEP: usize = 8 * 1024;
 /// Encoded frames waiting to be written, in order.
 ///
 /// Small frames and the headers of large ones are encoded one after the
-/// other into `staging`, which is kept (cleared, not freed) from one write
-/// to the next: queuing and writing frames allocates nothing once it has
-/// its size. Large payloads are referenced where they are.
+/// other into `staging`; the run encoded so far is split off (as `Bytes`,
+/// no copy) when it is queued behind it a large payload or when a write
+/// begins. A written chunk is dropped at once, so the memory of what the
+/// client has taken is given back as it goes, even while later frames keep
+/// the outbox from ever being empty; once every chunk split from the
+/// staging buffer is written, `staging` reuses its memory in place, so a
+/// steady stream of frames allocates nothing. Large payloads are
+/// referenced where they are.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     codec: FrameCodec,
     staging: BytesMut,
-    /// What to write, in order: runs of `staging`, and large payloads.
-    chunks: VecDeque<Chunk>,
+    /// What to write, in order, before what `staging` holds.
+    chunks: VecDeque<Bytes>,
     /// Bytes of the first chunk already written.
     offset: usize,
     /// Bytes not yet written.
     queued: usize,
-}
-
-#[derive(Debug)]
-enum Chunk {
-    Staged(Range<usize>),
-    Payload(Bytes),
+    /// Bytes written since the outbox was made.
+    written: u64,
 }
 
 impl Outbox {
@@ -76,6 +72,7 @@ impl Outbox {
             chunks: VecDeque::new(),
             offset: 0,
             queued: 0,
+            written: 0,
         }
     }
 
@@ -88,6 +85,12 @@ impl Outbox {
         self.queued == 0
     }
 
+    /// Bytes written since the outbox was made: with [`Outbox::len`], where
+    /// in the stream a frame pushed now ends.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Whether the outbox takes more frames before it must be written out.
     pub(crate) fn has_room(&self) -> bool {
         self.queued < COALESCE_LIMIT
@@ -96,37 +99,26 @@ impl Outbox {
     /// Queues `frame`, or refuses it (queuing nothing) if it is over the
     /// maximum frame length.
     pub(crate) fn push(&mut self, frame: Frame) -> Result<(), DecodeError> {
-        if self.staging.capacity() == 0 {
+        if self.staging.capacity() - self.staging.len() < HEADER_LEN + LENGTH_FIELD_LEN {
             self.staging.reserve(STAGING_MIN);
         }
         let len = frame.payload.len();
-        let start = self.staging.len();
         self.codec
             .encode_header(frame.kind, frame.id, len, &mut self.staging)?;
         if len <= COPY_LIMIT {
             self.staging.extend_from_slice(&frame.payload);
-            self.stage(start);
         } else {
-            self.stage(start);
-            self.chunks.push_back(Chunk::Payload(frame.payload));
+            self.seal();
+            self.chunks.push_back(frame.payload);
         }
         self.queued += LENGTH_FIELD_LEN + HEADER_LEN + len;
         Ok(())
     }
 
-    /// Queues the staging bytes from `start` on, after what is queued.
-    fn stage(&mut self, start: usize) {
-        let end = self.staging.len();
-        match self.chunks.back_mut() {
-            Some(Chunk::Staged(run)) if run.end == start => run.end = end,
-            _ => self.chunks.push_back(Chunk::Staged(start..end)),
-        }
-    }
-
-    fn bytes<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
-        match chunk {
-            Chunk::Staged(run) => &self.staging[run.clone()],
-            Chunk::Payload(payload) => payload,
+    /// Queues what `staging` holds as a chunk of its own.
+    fn seal(&mut self) {
+        if !self.staging.is_empty() {
+            self.chunks.push_back(self.staging.split().freeze());
         }
     }
 
@@ -140,12 +132,13 @@ impl Outbox {
     where
         W: AsyncWrite + ?Sized,
     {
+        self.seal();
         while let Some(first) = self.chunks.front() {
-            let first = &self.bytes(first)[self.offset..];
+            let first = &first[self.offset..];
             let written = if io.is_write_vectored() && self.chunks.len() > 1 {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 slices[0] = IoSlice::new(first);
-                let rest = self.chunks.iter().skip(1).map(|c| self.bytes(c));
+                let rest = self.chunks.iter().skip(1).map(|c| &c[..]);
                 let count = 1 + slices[1..]
                     .iter_mut()
                     .zip(rest)
@@ -160,7 +153,6 @@ impl Outbox {
             }
             self.consume(written);
         }
-        self.staging.clear();
         if self.staging.capacity() > STAGING_KEEP {
             self.staging = BytesMut::new();
         }
@@ -176,9 +168,10 @@ impl Outbox {
     /// Drops the first `written` bytes, which the transport has taken.
     fn consume(&mut self, mut written: usize) {
         self.queued -= written;
+        self.written += written as u64;
         while written > 0 {
             let front = self.chunks.front().expect("written bytes were queued");
-            let left = self.bytes(front).len() - self.offset;
+            let left = front.len() - self.offset;
             if written < left {
                 self.offset += written;
                 return;
@@ -188,14 +181,6 @@ impl Outbox {
             self.chunks.pop_front();
         }
     }
-}
-
-/// The error of a peer that did not read for `limit`.
-pub(crate) fn timed_out(limit: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("the peer did not read for {limit:?}"),
-    )
 }
 
 #[cfg(test)]

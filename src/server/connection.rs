@@ -6,6 +6,7 @@
 //! answers share one system call; an answer is never held back waiting
 //! for input that has not arrived.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -19,12 +20,13 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::in_flight::{call_handler, panic_message, InFlight};
 use super::stats::Tally;
+use super::context::OutputLimit;
 use super::{lock, Config, Context, Handler, Shared};
-use crate::frame_io::{timed_out, Outbox, OUTBOUND_QUEUE};
+use crate::frame_io::Outbox;
 use crate::protocol::{
     ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
@@ -49,6 +51,8 @@ enum End {
     PeerClosed,
     /// Reading or writing failed; the client is gone.
     PeerGone,
+    /// A broadcast found the client's output full: it is cut off.
+    TooSlow,
     /// The client broke the protocol: report it, then close.
     Protocol(ErrorCode, String),
 }
@@ -64,26 +68,38 @@ pub(super) struct Connection<H> {
 impl<H: Handler> Connection<H> {
     pub(super) async fn run(self, stream: ServerStream) {
         tracing::info!("connected");
-        let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-        let ctx = Context::new(self.id, self.peer, outbound, self.config.max_payload());
-        let mut wire = Wire::new(stream, &self.config, queue, self.shared.clone());
+        let (outbound, queue) = mpsc::unbounded_channel();
+        let output = Arc::new(OutputLimit::new(self.config.max_output_bytes));
+        let max_payload = self.config.max_payload();
+        let ctx = Context::new(self.id, self.peer, outbound, output.clone(), max_payload);
+        let mut wire = Wire::new(stream, &self.config, queue, output, self.shared.clone());
 
         let end = self.session(&mut wire, &ctx).await;
-        lock(&self.shared.connections).remove(&self.id);
+        self.forget();
         match &end {
             End::Protocol(code, message) => {
                 tracing::warn!(%code, message, "closing connection: protocol error")
             }
+            End::TooSlow => tracing::warn!(
+                "disconnecting a client too slow for broadcasts: its output was full"
+            ),
             other => tracing::debug!(end = ?other, "closing connection"),
         }
         drop(ctx);
-        if matches!(end, End::PeerGone) {
+        // Handlers waiting for room to notify learn that the client is gone.
+        wire.output.room.close();
+        if matches!(end, End::PeerGone | End::TooSlow) {
             wire.publish();
             disconnect(wire.stream());
         } else {
             wire.close().await;
         }
         tracing::info!("disconnected");
+    }
+
+    /// The connection is no longer counted nor reached by broadcasts.
+    fn forget(&self) {
+        lock(&self.shared.connections).remove(&self.id);
     }
 
     async fn session(&self, wire: &mut Wire, ctx: &Context) -> End {
@@ -143,40 +159,63 @@ impl<H: Handler> Connection<H> {
     /// protocol, or the server shuts down; then settles in-flight requests.
     async fn serve_requests(&self, wire: &mut Wire, ctx: &Context) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
-        let mut state = State::new(&self.shared, &self.config);
+        let mut state = State::new(&self.shared, &self.config, wire.output.too_slow.clone());
         // Nothing is read until the handler has greeted the client.
         state.chore = Some(chore(self.handler.on_connect(ctx.clone())));
+        state.greeting = true;
         let mut ending = None;
         let end = loop {
             let event = poll_fn(|cx| wire.poll_event(cx, &mut in_flight, &mut state)).await;
             let frame = match event {
-                Event::Read(Some(Ok(frame))) => frame,
-                Event::Read(None) => {
-                    // The client has sent all it will; it still reads.
+                Event::Frame(frame) => frame,
+                Event::Eof => {
+                    if peer_is_gone(wire).await {
+                        break End::PeerGone;
+                    }
+                    // A half-close: the client has sent all it will and
+                    // still reads. Its requests get a deadline.
                     ending.get_or_insert(End::PeerClosed);
-                    state.settling = true;
+                    state.phase = Phase::Settling;
+                    state.settle_by(self.config.shutdown_timeout, ErrorCode::TIMED_OUT);
                     continue;
                 }
-                Event::Read(Some(Err(e))) => break decode_failed(e),
+                Event::ReadFailed(e) => break decode_failed(e),
                 Event::WriteFailed(e) => {
                     tracing::debug!(error = %e, "write failed; cutting the client off");
                     break End::PeerGone;
                 }
+                Event::TooSlow => break End::TooSlow,
                 Event::Shutdown => {
                     // GOODBYE goes out before the last answers.
                     if ending.is_none() {
                         report(wire, &End::Shutdown);
                     }
                     ending.get_or_insert(End::Shutdown);
-                    state.settle_by(self.config.shutdown_timeout);
+                    if state.phase == Phase::Serving {
+                        state.phase = Phase::Draining;
+                    }
+                    state.settle_by(self.config.shutdown_timeout, ErrorCode::SHUTTING_DOWN);
                     continue;
                 }
-                Event::Deadline => {
-                    tracing::warn!("shutdown deadline passed; cancelling requests");
-                    for answer in in_flight.cancel() {
+                Event::Deadline(code) => {
+                    tracing::warn!(%code, "deadline passed; cancelling requests");
+                    let why = match code {
+                        ErrorCode::SHUTTING_DOWN => "the server shut down before the request finished",
+                        _ => "the request did not finish in time after the client's EOF",
+                    };
+                    for answer in in_flight.cancel(code, why) {
                         wire.tally.requests += 1;
                         wire.push(answer);
                     }
+                    if let Some(parked) = state.parked.take() {
+                        if parked.kind == Kind::Request {
+                            wire.tally.requests += 1;
+                            wire.push(Frame::error(parked.id, code, why));
+                        }
+                    }
+                    // `on_connect` and `on_notify` end here too.
+                    state.chore = None;
+                    state.phase = Phase::Settling;
                     continue;
                 }
                 Event::Idle(idle) => {
@@ -187,50 +226,135 @@ impl<H: Handler> Connection<H> {
                 }
                 Event::Settled => break ending.take().unwrap_or(End::PeerClosed),
             };
-            if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
-                // Its answer would carry id 0, which means "the connection".
+            let request = match self.dispatch(frame, wire, ctx, in_flight.has_room(), &mut state) {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(end) => break end,
+            };
+            let call = call_handler(&*self.handler, request.id, request.payload, ctx.clone());
+            if let Err(id) = in_flight.start(request.id, call) {
                 break End::Protocol(
-                    ErrorCode::MALFORMED_FRAME,
-                    format!("a {:?} needs an id other than 0", frame.kind),
+                    ErrorCode::DUPLICATE_ID,
+                    format!("request id {id} is already in flight"),
                 );
             }
-            match frame.kind {
-                Kind::Request => {
-                    let call = call_handler(&*self.handler, frame.id, frame.payload, ctx.clone());
-                    if let Err(id) = in_flight.start(frame.id, call) {
-                        break End::Protocol(
-                            ErrorCode::DUPLICATE_ID,
-                            format!("request id {id} is already in flight"),
-                        );
-                    }
-                }
-                Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
-                Kind::Status => wire.push(Frame::response(frame.id, self.shared.status().encode())),
-                Kind::Notify => {
-                    // Notifications are handled one at a time, in order.
-                    let notified = self.handler.on_notify(frame.payload, ctx.clone());
-                    state.chore = Some(chore(notified));
-                }
-                other => {
-                    break End::Protocol(
-                        ErrorCode::UNEXPECTED_FRAME,
-                        format!("a client may not send {other:?} after the handshake"),
-                    )
-                }
-            }
         };
-        if matches!(end, End::Protocol(..)) {
-            // The connection is unusable: the error report is the last frame.
+        // Forgotten first, so that whoever sees a handler dropped also sees
+        // the connection gone.
+        self.forget();
+        if !matches!(end, End::PeerClosed | End::Shutdown) {
+            // The connection is unusable: the answers are dropped, and an
+            // error report is the last frame.
             in_flight.abort();
-            report(wire, &end);
+            state.chore = None;
+            if matches!(end, End::Protocol(..)) {
+                // What handlers queued came before the error.
+                wire.take_queued();
+                report(wire, &end);
+            }
         }
         end
     }
+
+    /// Acts on one frame from the client; a frame that cannot be acted on
+    /// yet is parked (and reading waits for it). A REQUEST to start now is
+    /// handed back.
+    fn dispatch<'a>(
+        &'a self,
+        frame: Frame,
+        wire: &mut Wire,
+        ctx: &Context,
+        room: bool,
+        state: &mut State<'a>,
+    ) -> Result<Option<Frame>, End> {
+        if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
+            // Its answer would carry id 0, which means "the connection".
+            return Err(End::Protocol(
+                ErrorCode::MALFORMED_FRAME,
+                format!("a {:?} needs an id other than 0", frame.kind),
+            ));
+        }
+        match frame.kind {
+            Kind::Request if state.phase == Phase::Draining => {
+                // Read after the GOODBYE: answered at once, not started.
+                wire.tally.requests += 1;
+                let why = "the server is shutting down; the request was not started";
+                wire.push(Frame::error(frame.id, ErrorCode::SHUTTING_DOWN, why));
+            }
+            Kind::Request if !room => state.parked = Some(frame),
+            Kind::Request => return Ok(Some(frame)),
+            Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
+            Kind::Status => {
+                let status = status_that_fits(&self.shared, self.config.max_payload());
+                wire.push(match status {
+                    Some(status) => Frame::response(frame.id, status),
+                    None => {
+                        let why = "the STATUS answer does not fit the frame limit";
+                        Frame::error(frame.id, ErrorCode::FRAME_TOO_LARGE, why)
+                    }
+                });
+            }
+            // Notifications are handled one at a time, in order.
+            Kind::Notify if state.chore.is_some() => state.parked = Some(frame),
+            Kind::Notify => {
+                let notified = self.handler.on_notify(frame.payload, ctx.clone());
+                state.chore = Some(chore(notified));
+                state.greeting = false;
+            }
+            other => {
+                return Err(End::Protocol(
+                    ErrorCode::UNEXPECTED_FRAME,
+                    format!("a client may not send {other:?} after the handshake"),
+                ))
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The server's STATUS, with as many per-code error counts (lowest codes
+/// first) as fit in `max_payload`; `None` if not even the fixed fields do.
+fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes> {
+    const PER_CODE: usize = 10;
+    let mut status = shared.status();
+    let full = status.encode();
+    if full.len() <= max_payload {
+        return Some(full);
+    }
+    let fixed = full.len() - status.errors.len() * PER_CODE;
+    let room = max_payload.checked_sub(fixed)? / PER_CODE;
+    tracing::debug!(codes = status.errors.len(), room, "STATUS error counts cut to fit");
+    status.errors.truncate(room);
+    Some(status.encode())
+}
+
+/// After an EOF: whether the client closed the connection (rather than
+/// only its sending side, which a Unix socket allows). A client that
+/// closed makes the socket report both directions closed (POLLHUP) along
+/// with the EOF; a half-closed one still takes what is written.
+#[cfg(unix)]
+async fn peer_is_gone(wire: &Wire) -> bool {
+    let ready = wire.stream().ready(tokio::io::Interest::WRITABLE);
+    let mut ready = std::pin::pin!(ready);
+    poll_fn(|cx| {
+        Poll::Ready(match ready.as_mut().poll(cx) {
+            Poll::Ready(Ok(ready)) => ready.is_write_closed(),
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        })
+    })
+    .await
+}
+
+/// A named pipe has no half-close: EOF means the client closed its handle.
+#[cfg(windows)]
+async fn peer_is_gone(_wire: &Wire) -> bool {
+    true
 }
 
 type Reader = FramedRead<ServerStream, FrameCodec>;
 
-/// A handler's `on_connect` or `on_notify`, running; reading waits for it.
+/// A handler's `on_connect` or `on_notify`, running.
 type Chore<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 fn chore<'a>(work: impl Future<Output = ()> + Send + 'a) -> Chore<'a> {
@@ -243,27 +367,53 @@ fn chore<'a>(work: impl Future<Output = ()> + Send + 'a) -> Chore<'a> {
 
 /// What the request loop must act on.
 enum Event {
-    /// A frame from the client, the end of its stream, or a read error.
-    Read(Option<Result<Frame, DecodeError>>),
+    /// A frame from the client (just read, or parked until now).
+    Frame(Frame),
+    /// The client's end of the stream.
+    Eof,
+    /// Reading failed, or the client sent what is not a frame.
+    ReadFailed(DecodeError),
     /// The client stopped taking what is written, or the write failed.
     WriteFailed(io::Error),
+    /// A broadcast found no room for this client.
+    TooSlow,
     /// The server is shutting down.
     Shutdown,
-    /// The shutdown deadline passed with requests still running.
-    Deadline,
+    /// The deadline for the last requests passed; they get ERROR `code`.
+    Deadline(ErrorCode),
     /// Nothing was read for this long, with no request in flight.
     Idle(Duration),
-    /// Settling, and every request is answered.
+    /// Ending, and every request is answered.
     Settled,
+}
+
+/// Where the connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Reading and running requests.
+    Serving,
+    /// Shutting down: still reading what the client had sent, refusing new
+    /// requests with ERROR `shutting down`, until nothing more is there and
+    /// no request runs.
+    Draining,
+    /// Nothing more is read: the loop ends once every request is answered.
+    Settling,
 }
 
 /// The request loop's timers and phase.
 struct State<'a> {
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// No more frames are read: the loop ends once requests are answered.
-    settling: bool,
+    too_slow: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// When the last requests are cancelled, and with what code.
+    deadline: Option<(Pin<Box<Sleep>>, ErrorCode)>,
+    phase: Phase,
     chore: Option<Chore<'a>>,
+    /// The chore is `on_connect`: nothing is read until it is done.
+    greeting: bool,
+    /// A frame read that cannot be acted on yet (a REQUEST at the in-flight
+    /// limit, a NOTIFY while `on_notify` runs). While it waits nothing more
+    /// is read, so at most one frame is held this way.
+    parked: Option<Frame>,
     idle: Option<Idle>,
 }
 
@@ -275,12 +425,15 @@ struct Idle {
 }
 
 impl<'a> State<'a> {
-    fn new(shared: &Shared, config: &Config) -> State<'a> {
+    fn new(shared: &Shared, config: &Config, too_slow: CancellationToken) -> State<'a> {
         State {
             shutdown: Some(Box::pin(shared.shutdown.clone().cancelled_owned())),
+            too_slow: Some(Box::pin(too_slow.cancelled_owned())),
             deadline: None,
-            settling: false,
+            phase: Phase::Serving,
             chore: None,
+            greeting: false,
+            parked: None,
             idle: config.idle_timeout.map(|timeout| Idle {
                 timeout,
                 last_read: Instant::now(),
@@ -289,26 +442,57 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Stop reading; requests get `timeout` more, then are cancelled.
-    fn settle_by(&mut self, timeout: Duration) {
-        self.settling = true;
-        self.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+    /// Requests get `timeout` more (or less, if an earlier deadline is
+    /// armed), then are cancelled with `code`.
+    fn settle_by(&mut self, timeout: Duration, code: ErrorCode) {
+        let at = Instant::now() + timeout;
+        match &mut self.deadline {
+            Some((timer, _)) if timer.deadline() <= at => {}
+            _ => self.deadline = Some((Box::pin(tokio::time::sleep_until(at)), code)),
+        }
     }
 
-    fn poll_shutdown(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
-        poll_once(&mut self.shutdown, cx).map(|()| Event::Shutdown)
-    }
-
-    fn poll_deadline(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
-        poll_once(&mut self.deadline, cx).map(|()| Event::Deadline)
+    fn poll_signals(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
+        if let Poll::Ready(()) = poll_once(&mut self.too_slow, cx) {
+            return Poll::Ready(Event::TooSlow);
+        }
+        if let Poll::Ready(()) = poll_once(&mut self.shutdown, cx) {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if let Some((timer, code)) = &mut self.deadline {
+            if timer.as_mut().poll(cx).is_ready() {
+                let code = *code;
+                self.deadline = None;
+                return Poll::Ready(Event::Deadline(code));
+            }
+        }
+        Poll::Pending
     }
 
     /// Runs the chore, if any; ready once there is none.
     fn poll_chore(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         match self.chore {
             None => Poll::Ready(()),
-            Some(_) => poll_once(&mut self.chore, cx),
+            Some(_) => {
+                ready!(poll_once(&mut self.chore, cx));
+                self.greeting = false;
+                Poll::Ready(())
+            }
         }
+    }
+
+    /// The parked frame, once it can be acted on.
+    fn unpark<F: Future<Output = (u32, Frame)>>(&mut self, in_flight: &InFlight<F>) -> Option<Frame> {
+        let ready = match self.parked.as_ref()?.kind {
+            Kind::Request => in_flight.has_room() || self.phase == Phase::Draining,
+            _ => self.chore.is_none(),
+        };
+        ready.then(|| self.parked.take()).flatten()
+    }
+
+    /// Whether the loop reads now (given room for the answers).
+    fn reads(&self) -> bool {
+        self.phase != Phase::Settling && !self.greeting && self.parked.is_none()
     }
 
     fn poll_idle(&mut self, cx: &mut TaskContext<'_>, busy: bool) -> Poll<Event> {
@@ -352,26 +536,47 @@ fn poll_once<F: Future + ?Sized>(
     Poll::Ready(())
 }
 
+/// Turns of [`Wire::poll_event`]'s loop before the task yields to the
+/// runtime (each turn gathers, writes and reads once).
+const TURN_BUDGET: usize = 16;
+
 /// The connection's stream, what waits to be written to it, and the queue
 /// of frames from handlers and broadcasts.
 struct Wire {
     reader: Reader,
     outbox: Outbox,
-    queue: mpsc::Receiver<Frame>,
+    queue: mpsc::UnboundedReceiver<Frame>,
+    /// Room for NOTIFYs: what queued frames took is given back once they
+    /// are written.
+    output: Arc<OutputLimit>,
+    /// NOTIFYs in the outbox that hold permits: where each ends in the
+    /// stream, its permits and its length.
+    charged: VecDeque<(u64, u32, usize)>,
+    /// Bytes of those NOTIFYs (whole frames, the one being written too).
+    charged_bytes: usize,
     write_timeout: Duration,
-    /// Armed while a write waits for the client; pushed back whenever the
-    /// client takes some bytes.
-    write_deadline: Option<Pin<Box<Sleep>>>,
+    /// Armed while a write waits for the client: the bytes queued when it
+    /// was armed must be written by its deadline.
+    drain: Option<Drain>,
+    /// Nothing more is sent: an ERROR for the connection went out.
+    sealed: bool,
     /// What this connection did since it last reported to the server.
     tally: Tally,
     shared: Arc<Shared>,
+}
+
+/// The write deadline: the stream position to reach, and by when.
+struct Drain {
+    target: u64,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Wire {
     fn new(
         stream: ServerStream,
         config: &Config,
-        queue: mpsc::Receiver<Frame>,
+        queue: mpsc::UnboundedReceiver<Frame>,
+        output: Arc<OutputLimit>,
         shared: Arc<Shared>,
     ) -> Wire {
         let codec = FrameCodec::new(config.max_frame_len);
@@ -379,8 +584,12 @@ impl Wire {
             reader: FramedRead::new(stream, codec),
             outbox: Outbox::new(codec),
             queue,
+            output,
+            charged: VecDeque::new(),
+            charged_bytes: 0,
             write_timeout: config.write_timeout,
-            write_deadline: None,
+            drain: None,
+            sealed: false,
             tally: Tally::default(),
             shared,
         }
@@ -395,80 +604,165 @@ impl Wire {
         self.shared.stats.publish(&mut self.tally);
     }
 
-    /// Queues `frame` for the next write.
+    /// Queues `frame` for the next write. Nothing follows an ERROR for the
+    /// connection.
     fn push(&mut self, frame: Frame) {
+        if self.sealed {
+            return;
+        }
+        self.sealed = frame.kind == Kind::Error && frame.id == 0;
+        let id = frame.id;
+        let answer = matches!(frame.kind, Kind::Response | Kind::Error) && id != 0;
         self.tally.sent(&frame, &self.shared.stats);
         if let Err(e) = self.outbox.push(frame) {
             // Answers and notifications are checked against the limit
-            // before they get here.
-            tracing::error!(error = %e, "dropping a frame over the limit");
+            // before they get here; should one slip through, its request
+            // still gets its one answer.
+            tracing::error!(error = %e, "a frame over the limit");
+            if answer {
+                let why = "the answer exceeds the maximum frame length";
+                let error = Frame::error(id, ErrorCode::FRAME_TOO_LARGE, why);
+                self.tally.sent(&error, &self.shared.stats);
+                let _ = self.outbox.push(error);
+            }
         }
+    }
+
+    /// Moves the frames handlers and broadcasts queued into the outbox
+    /// (they hold their room already); registers for more.
+    fn poll_queued(&mut self, cx: &mut TaskContext<'_>) {
+        // `try_recv` first: unlike `poll_recv` it is not held back by
+        // tokio's budget, and a frame a handler queued before its answer
+        // must not be left behind it.
+        self.take_queued();
+        while let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
+            self.push_charged(frame);
+            self.take_queued();
+        }
+    }
+
+    /// Like [`Wire::poll_queued`], without waiting for more.
+    fn take_queued(&mut self) {
+        while let Ok(frame) = self.queue.try_recv() {
+            self.push_charged(frame);
+        }
+    }
+
+    fn push_charged(&mut self, frame: Frame) {
+        let (permits, len) = (self.output.charge(&frame), frame.wire_len());
+        self.push(frame);
+        let end = self.outbox.written() + self.outbox.len() as u64;
+        self.charged.push_back((end, permits, len));
+        self.charged_bytes += len;
+    }
+
+    /// Gives back the room of the NOTIFYs written so far.
+    fn release_written(&mut self) {
+        let written = self.outbox.written();
+        let mut released = 0;
+        while let Some(&(end, permits, len)) = self.charged.front() {
+            if end > written {
+                break;
+            }
+            self.charged.pop_front();
+            released += permits as usize;
+            self.charged_bytes -= len;
+        }
+        if released > 0 {
+            self.output.room.add_permits(released);
+        }
+    }
+
+    /// Whether the connection's own answers may be added: its unwritten
+    /// bytes apart from NOTIFYs are under the output limit.
+    fn has_room_for_answers(&self) -> bool {
+        self.outbox.len().saturating_sub(self.charged_bytes) < self.output.limit
     }
 
     /// The next event, doing meanwhile everything that needs no waiting:
     /// running handlers, queuing their answers and the frames handed to
-    /// the connection, and writing once nothing else is ready.
+    /// the connection, writing, and reading. Each turn does all three, so
+    /// that neither reading nor writing waits for the other; the turns
+    /// are bounded, and so is each handler poll (see [`InFlight`]).
     fn poll_event<F: Future<Output = (u32, Frame)>>(
         &mut self,
         cx: &mut TaskContext<'_>,
         in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
     ) -> Poll<Event> {
-        if let Poll::Ready(event) = state.poll_shutdown(cx) {
+        if let Poll::Ready(event) = state.poll_signals(cx) {
             return Poll::Ready(event);
         }
-        if let Poll::Ready(event) = state.poll_deadline(cx) {
-            return Poll::Ready(event);
-        }
-        loop {
-            // Collect what is ready to go while the outbox has room; a full
-            // outbox holds everything back until the client reads.
-            while self.outbox.has_room() {
-                if let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) {
-                    self.tally.requests += 1;
-                    self.push(answer);
-                } else if let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
-                    self.push(frame);
-                } else {
+        for _ in 0..TURN_BUDGET {
+            if let Some(frame) = state.unpark(in_flight) {
+                return Poll::Ready(Event::Frame(frame));
+            }
+            // What a handler queued before returning is in the queue by the
+            // time its answer is ready: take the queue first, each time.
+            self.poll_queued(cx);
+            while self.has_room_for_answers() {
+                let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) else {
                     break;
-                }
+                };
+                self.poll_queued(cx);
+                self.tally.requests += 1;
+                self.push(answer);
             }
             let chore_done = state.poll_chore(cx).is_ready();
-            if state.settling && chore_done && in_flight.is_empty() {
+            if let Some(frame) = state.unpark(in_flight) {
+                return Poll::Ready(Event::Frame(frame));
+            }
+            let settled = chore_done && in_flight.is_empty() && state.parked.is_none();
+            if settled && state.phase == Phase::Settling {
                 return Poll::Ready(Event::Settled);
-            }
-            // With nothing left in the read buffer, reading again is a
-            // system call that most likely finds nothing yet: write first,
-            // so that the answers do not wait for it.
-            let answers_first = self.reader.read_buffer().is_empty() && !self.outbox.is_empty();
-            let can_read = chore_done && !state.settling && in_flight.has_room();
-            if can_read && self.outbox.has_room() && !answers_first {
-                if let Poll::Ready(frame) = self.reader.poll_next_unpin(cx) {
-                    if let Some(Ok(frame)) = &frame {
-                        self.tally.bytes_in += frame.wire_len() as u64;
-                    }
-                    state.read_happened();
-                    return Poll::Ready(Event::Read(frame));
-                }
-            }
-            if self.outbox.is_empty() {
-                break;
             }
             // Counted before the client can see the answers: a STATUS it
             // sends next includes them.
             self.publish();
-            match self.poll_write(cx) {
-                // Room again: take more before waiting.
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
-                Poll::Pending => break,
+            let mut wrote_all = false;
+            if !self.outbox.is_empty() {
+                match self.poll_write(cx) {
+                    Poll::Ready(Ok(())) => wrote_all = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if state.reads() && self.has_room_for_answers() {
+                match self.poll_read(cx) {
+                    Poll::Ready(event) => {
+                        state.read_happened();
+                        return Poll::Ready(event);
+                    }
+                    // Shutting down, nothing more is there to read, and
+                    // every request is answered: done.
+                    Poll::Pending if settled && state.phase == Phase::Draining => {
+                        return Poll::Ready(Event::Settled)
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !wrote_all {
+                // Waiting for the client, a handler or a timer.
+                self.trim_read_buffer();
+                return state.poll_idle(cx, !in_flight.is_empty());
             }
         }
-        // About to wait: a good moment to report the counts, and to give
-        // back a read buffer that a large frame grew.
-        self.publish();
-        self.trim_read_buffer();
-        state.poll_idle(cx, !in_flight.is_empty())
+        // Budget spent with work left: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// The next frame from the client, if one is there.
+    fn poll_read(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
+        let read = ready!(self.reader.poll_next_unpin(cx));
+        Poll::Ready(match read {
+            Some(Ok(frame)) => {
+                self.tally.bytes_in += frame.wire_len() as u64;
+                Event::Frame(frame)
+            }
+            Some(Err(e)) => Event::ReadFailed(e),
+            None => Event::Eof,
+        })
     }
 
     /// Replaces an empty read buffer grown past [`READ_BUFFER_KEEP`] (by a
@@ -481,24 +775,34 @@ impl Wire {
         }
     }
 
-    /// Writes what the outbox holds. Fails if the client takes nothing for
-    /// the write timeout.
+    /// Writes what the outbox holds. Fails if the client does not take the
+    /// bytes queued when a write first had to wait within the write
+    /// timeout (then the same for what is queued by then, and so on).
     fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let before = self.outbox.len();
         let stream = Pin::new(self.reader.get_mut());
-        if let Poll::Ready(written) = self.outbox.poll_write_to(stream, cx) {
-            self.write_deadline = None;
+        let written = self.outbox.poll_write_to(stream, cx);
+        self.release_written();
+        if let Poll::Ready(written) = written {
+            self.drain = None;
             return Poll::Ready(written);
         }
         let timeout = self.write_timeout;
-        let deadline = self
-            .write_deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if self.outbox.len() < before {
-            deadline.as_mut().reset(Instant::now() + timeout);
+        let position = self.outbox.written();
+        let queued_end = position + self.outbox.len() as u64;
+        let drain = self.drain.get_or_insert_with(|| Drain {
+            target: queued_end,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+        });
+        if position >= drain.target {
+            // What was queued went out in time: the same for what is now.
+            drain.target = queued_end;
+            drain.timer.as_mut().reset(Instant::now() + timeout);
         }
-        ready!(deadline.as_mut().poll(cx));
-        Poll::Ready(Err(timed_out(timeout)))
+        ready!(drain.timer.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client did not take what was queued for it within {timeout:?}"),
+        )))
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -509,9 +813,7 @@ impl Wire {
     /// a client that does not take them in time is cut off.
     async fn close(mut self) {
         self.queue.close();
-        while let Ok(frame) = self.queue.try_recv() {
-            self.push(frame);
-        }
+        self.take_queued();
         self.publish();
         let written = self.flush().await;
         let stream = self.reader.into_inner();
@@ -530,7 +832,7 @@ fn report(wire: &mut Wire, end: &End) {
     let frame = match end {
         End::Shutdown => Frame::goodbye("the server is shutting down"),
         End::Protocol(code, message) => Frame::error(0, *code, message),
-        End::PeerClosed | End::PeerGone => return,
+        End::PeerClosed | End::PeerGone | End::TooSlow => return,
     };
     wire.push(frame);
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::protocol::Frame;
@@ -19,15 +20,50 @@ pub struct Context {
 struct Inner {
     id: u64,
     peer: PeerInfo,
-    outbound: mpsc::Sender<Frame>,
+    outbound: mpsc::UnboundedSender<Frame>,
+    output: Arc<OutputLimit>,
     max_payload: usize,
+}
+
+/// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
+/// permits (one per byte, at most `limit`) before it is queued, and the
+/// connection gives them back once the frame is written.
+#[derive(Debug)]
+pub(crate) struct OutputLimit {
+    pub(crate) room: Semaphore,
+    pub(crate) limit: usize,
+    /// Cancelled when a broadcast found no room: the connection cuts the
+    /// client off as too slow.
+    pub(crate) too_slow: CancellationToken,
+}
+
+impl OutputLimit {
+    /// Permits can be at most this many (tokio's own bound), and
+    /// `acquire_many` takes a `u32`.
+    const MAX: usize = u32::MAX as usize >> 3;
+
+    pub(crate) fn new(limit: usize) -> OutputLimit {
+        let limit = limit.clamp(1, Self::MAX);
+        OutputLimit {
+            room: Semaphore::new(limit),
+            limit,
+            too_slow: CancellationToken::new(),
+        }
+    }
+
+    /// The permits `frame` takes: its bytes, but no more than the limit, so
+    /// that a frame larger than the limit goes out alone.
+    pub(crate) fn charge(&self, frame: &Frame) -> u32 {
+        frame.wire_len().min(self.limit) as u32
+    }
 }
 
 impl Context {
     pub(crate) fn new(
         id: u64,
         peer: PeerInfo,
-        outbound: mpsc::Sender<Frame>,
+        outbound: mpsc::UnboundedSender<Frame>,
+        output: Arc<OutputLimit>,
         max_payload: usize,
     ) -> Context {
         Context {
@@ -35,6 +71,7 @@ impl Context {
                 id,
                 peer,
                 outbound,
+                output,
                 max_payload,
             }),
         }
@@ -50,8 +87,9 @@ impl Context {
         &self.inner.peer
     }
 
-    /// Sends a NOTIFY to this client. Waits while the connection's outbound
-    /// queue is full; fails once the connection is closed.
+    /// Sends a NOTIFY to this client. Waits while the connection holds its
+    /// limit of unwritten NOTIFY bytes (`max_output_bytes`); fails once the
+    /// connection is closed.
     pub async fn notify(&self, payload: impl Into<Bytes>) -> Result<()> {
         self.send(Frame::notify(payload)).await
     }
@@ -62,16 +100,41 @@ impl Context {
     }
 
     pub(crate) async fn send(&self, frame: Frame) -> Result<()> {
+        self.check_len(&frame)?;
+        let output = &self.inner.output;
+        let permits = output.room.acquire_many(output.charge(&frame)).await;
+        permits.map_err(|_| closed())?.forget();
+        self.inner.outbound.send(frame).map_err(|_| closed())
+    }
+
+    /// Queues `frame` if the connection has room for it now; if it has
+    /// not, the client is too slow and is cut off. Whether it was queued.
+    pub(crate) fn offer(&self, frame: Frame) -> bool {
+        if self.check_len(&frame).is_err() {
+            return false;
+        }
+        let output = &self.inner.output;
+        match output.room.try_acquire_many(output.charge(&frame)) {
+            Ok(permits) => permits.forget(),
+            Err(_) => {
+                output.too_slow.cancel();
+                return false;
+            }
+        }
+        self.inner.outbound.send(frame).is_ok()
+    }
+
+    fn check_len(&self, frame: &Frame) -> Result<()> {
         if frame.payload.len() > self.inner.max_payload {
             return Err(Error::PayloadTooLarge {
                 len: frame.payload.len(),
                 max: self.inner.max_payload,
             });
         }
-        self.inner
-            .outbound
-            .send(frame)
-            .await
-            .map_err(|_| Error::ConnectionClosed("the client has disconnected".into()))
+        Ok(())
     }
+}
+
+fn closed() -> Error {
+    Error::ConnectionClosed("the client has disconnected".into())
 }

@@ -19,6 +19,7 @@ use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 
 use super::{lock, Context, Handler, ServiceError};
+use crate::protocol::ErrorPayload;
 use crate::protocol::{ErrorCode, Frame};
 
 /// Requests started and not yet answered. `F` is the future of one request,
@@ -123,9 +124,15 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
 
     /// The next answer that is ready. Its id is free again from here on:
     /// the client may reuse it as soon as it has the answer.
+    ///
+    /// Polls at most [`POLL_BUDGET`] request futures per call: a future
+    /// that wakes itself at once (or many that are woken over and over)
+    /// cannot keep the connection's task from its other work and from
+    /// yielding to the runtime. Past the budget the task is woken again
+    /// and this returns `Pending`, as tokio's own budget does.
     pub(super) fn poll_answer(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Frame>> {
         self.woken.task.register(cx.waker());
-        loop {
+        for _ in 0..POLL_BUDGET {
             let Some(index) = lock(&self.woken.slots).pop_front() else {
                 return match self.is_empty() {
                     true => Poll::Ready(None),
@@ -146,16 +153,18 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
                 return Poll::Ready(Some(answer));
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    /// Drops every running request and answers each with ERROR `shutting
-    /// down`.
-    pub(super) fn cancel(&mut self) -> impl Iterator<Item = Frame> + '_ {
+    /// Drops every running request and answers each with ERROR `code`.
+    pub(super) fn cancel<'a>(
+        &'a mut self,
+        code: ErrorCode,
+        why: &'a str,
+    ) -> impl Iterator<Item = Frame> + 'a {
         self.drop_all();
-        self.ids.drain().map(|id| {
-            let why = "the server shut down before the request finished";
-            Frame::error(id, ErrorCode::SHUTTING_DOWN, why)
-        })
+        self.ids.drain().map(move |id| Frame::error(id, code, why))
     }
 
     /// Drops every running request unanswered (the connection is unusable).
@@ -173,6 +182,9 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         }
     }
 }
+
+/// Request futures polled per [`InFlight::poll_answer`] call.
+const POLL_BUDGET: usize = 64;
 
 /// Runs the handler for one request and makes its answer: the response,
 /// the handler's error, or ERROR `handler failed` if it panicked.
@@ -208,7 +220,7 @@ fn answer(
             )
         }
         Ok(Ok(body)) => Frame::response(id, body),
-        Ok(Err(err)) => Frame::error(id, err.code(), err.message()),
+        Ok(Err(err)) => error_that_fits(id, err.code(), err.message(), max_payload),
         Err(panic) => {
             tracing::error!(id, panic = panic_message(&panic), "handler panicked");
             Frame::error(id, ErrorCode::HANDLER_FAILED, "the handler panicked")
@@ -223,4 +235,33 @@ pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)")
+}
+
+/// ERROR `code` for request `id`, its message cut (between two characters)
+/// to fit a payload of `max_payload` bytes: an over-long message must not
+/// cost the request its answer.
+pub(super) fn error_that_fits(id: u32, code: ErrorCode, message: &str, max_payload: usize) -> Frame {
+    let room = max_payload.saturating_sub(ErrorPayload::encode(code, "").len());
+    let mut end = message.len().min(room);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < message.len() {
+        tracing::warn!(id, len = message.len(), "error message cut to fit one frame");
+    }
+    Frame::error(id, code, &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_message_is_cut_between_characters_to_fit() {
+        let frame = error_that_fits(3, ErrorCode(1000), &"€".repeat(10), 2 + 7);
+        let error = ErrorPayload::decode(&frame.payload).unwrap();
+        assert_eq!(error.message, "€€");
+        let whole = error_that_fits(3, ErrorCode(1000), "short", 100);
+        assert_eq!(ErrorPayload::decode(&whole.payload).unwrap().message, "short");
+    }
 }

@@ -53,6 +53,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a client may leave queued frames unread before it is dropped.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default limit on the bytes of NOTIFYs (from handlers and broadcasts)
+/// one connection holds unwritten.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
@@ -68,6 +71,7 @@ struct Config {
     shutdown_timeout: Duration,
     idle_timeout: Option<Duration>,
     write_timeout: Duration,
+    max_output_bytes: usize,
 }
 
 impl Config {
@@ -134,7 +138,9 @@ impl<H> ServerBuilder<H> {
     }
 
     /// Time in-flight requests get to finish at shutdown (default 5 s);
-    /// the rest are answered with ERROR `shutting down`.
+    /// the rest are answered with ERROR `shutting down`. The same time is
+    /// given to a client's requests once it has closed its sending side
+    /// (its EOF); the rest are answered with ERROR `timed out`.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
         self
@@ -149,11 +155,24 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Drops a client that leaves frames unread for this long (default
-    /// 30 s), so that a client that stops reading cannot pin the server's
-    /// memory.
+    /// Drops a client that does not take what is queued for it within
+    /// this long (default 30 s): whenever a write has to wait, the bytes
+    /// queued at that moment must all be written within the timeout (a
+    /// client that reads a little now and then does not restart it), so
+    /// that a client that stops or trickles cannot pin the server's memory.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Bytes of NOTIFY frames (from [`Context::notify`] and
+    /// [`ServerHandle::broadcast`]) one connection may hold unwritten
+    /// (default 4 MiB). `notify` waits for room; a client with no room for
+    /// a broadcast is too slow and is disconnected. A frame larger than
+    /// the limit is let through alone. The connection's own answers are
+    /// held to the same amount again, apart from these.
+    pub fn max_output_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_output_bytes = bytes.max(1);
         self
     }
 
@@ -336,6 +355,7 @@ impl Server<()> {
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 idle_timeout: None,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
+                max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             },
             handler: (),
         }
@@ -487,17 +507,17 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Sends a NOTIFY to every connected client; returns how many got it.
-    /// Waits for clients whose outbound queue is full.
+    ///
+    /// Never waits for a client: one that holds its limit of unwritten
+    /// NOTIFY bytes (see [`ServerBuilder::max_output_bytes`]) cannot keep
+    /// up, and is disconnected rather than left with a gap in its stream
+    /// (it is not counted). A payload over the frame limit reaches no one.
     pub async fn broadcast(&self, payload: impl Into<Bytes>) -> usize {
         let payload = payload.into();
         let clients: Vec<Context> = lock(&self.shared.connections).values().cloned().collect();
-        let sends = clients
+        clients
             .iter()
-            .map(|ctx| ctx.send(Frame::notify(payload.clone())));
-        futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .filter(|sent| sent.is_ok())
+            .filter(|ctx| ctx.offer(Frame::notify(payload.clone())))
             .count()
     }
 
