@@ -25,6 +25,8 @@ impl Handler for TestService {
         match &request[..] {
             b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
             b"panic" => panic!("asked to panic"),
+            // Stays in flight until the server shuts down.
+            b"hold" => std::future::pending().await,
             _ => Ok(request),
         }
     }
@@ -264,8 +266,21 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
     let server = start("garbage", |b| {
         b.max_frame_len(64 * 1024)
             .idle_timeout(std::time::Duration::from_millis(100))
+            .shutdown_timeout(std::time::Duration::from_millis(10))
     });
-    let bystander = Client::connect(&server.endpoint).await.unwrap();
+    // The bystander keeps a request in flight, so that the idle timeout
+    // never applies to it however slow the machine: its HELLO and that
+    // request go in one write, and are read before any timer is checked.
+    let mut bystander = RawClient::connect(&server.endpoint).await;
+    assert_eq!(bystander.recv().await.unwrap().kind, Kind::Hello);
+    let mut opening = bytes::BytesMut::new();
+    let mut codec = pipesvc::protocol::FrameCodec::default();
+    let hello = pipesvc::protocol::ClientHello { version: 1 }.encode();
+    tokio_util::codec::Encoder::encode(&mut codec, Frame::new(Kind::Hello, 0, hello), &mut opening)
+        .unwrap();
+    tokio_util::codec::Encoder::encode(&mut codec, Frame::request(1, "hold"), &mut opening)
+        .unwrap();
+    bystander.send_raw(&opening).await;
     // A fixed pseudo-random sequence per round (xorshift), so any failure
     // can be replayed.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -290,11 +305,14 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
         }
         let code = last_error.expect("an ERROR before the close").code;
         assert!(code.0 <= 10, "round {round}: {code}");
+        bystander.send(Frame::request(2, "fine")).await;
+        let answer = guard(bystander.recv_skipping_notify()).await.unwrap();
         assert_eq!(
-            bystander.request("fine").await.unwrap(),
-            "fine",
+            (answer.kind, answer.id),
+            (Kind::Response, 2),
             "round {round}"
         );
+        assert_eq!(answer.payload, "fine", "round {round}");
     }
     server.stop().await;
 }
@@ -376,9 +394,35 @@ async fn a_silent_client_is_closed_by_the_idle_timeout() {
     let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
     let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
     assert!(message.contains("no frame for"), "{message}");
-    // A client with traffic is not idle.
-    let busy = Client::connect(&server.endpoint).await.unwrap();
-    assert_eq!(busy.request("x").await.unwrap(), "x");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn traffic_resets_the_idle_timer() {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+    let server = start("idle-traffic", |b| b.idle_timeout(TIMEOUT));
+    let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+    // PINGs a tenth of the timeout apart for twice the timeout: each is
+    // read long before the timer could fire, so the connection stays open.
+    // Were the timer not reset by traffic, it would close one timeout
+    // after the handshake. (Only a stall of nine tenths of the timeout
+    // between two reads could close it.)
+    let started = std::time::Instant::now();
+    let mut id = 0;
+    while started.elapsed() < TIMEOUT * 2 {
+        tokio::time::sleep(TIMEOUT / 10).await;
+        id += 1;
+        let _ = raw.try_send(Frame::new(Kind::Ping, id, "")).await;
+        let answer = guard(raw.recv_skipping_notify()).await;
+        assert_eq!(
+            answer.map(|f| (f.kind, f.id)),
+            Some((Kind::Pong, id)),
+            "after {:?} of traffic",
+            started.elapsed()
+        );
+    }
+    // Quiet from here on: the timer closes it.
+    guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
     server.stop().await;
 }
 

@@ -95,13 +95,21 @@ impl Handler for Chatty {
 async fn notifications_queued_by_a_handler_precede_its_answer() {
     const REQUESTS: u32 = 1000;
     let endpoint = unique_endpoint("notify-order");
-    let serving = Serving::start(Server::builder(endpoint.clone()).handler(Chatty).bind().unwrap());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(Chatty)
+            .bind()
+            .unwrap(),
+    );
     let (raw, _) = RawClient::handshake(&endpoint).await;
     let (mut reader, mut writer) = (raw.reader, raw.writer);
     let sending = tokio::spawn(async move {
         use futures_util::SinkExt;
         for id in 1..=REQUESTS {
-            writer.feed(Frame::request(id, id.to_string())).await.unwrap();
+            writer
+                .feed(Frame::request(id, id.to_string()))
+                .await
+                .unwrap();
         }
         writer.flush().await.unwrap();
         writer
@@ -113,7 +121,10 @@ async fn notifications_queued_by_a_handler_precede_its_answer() {
             .await
             .unwrap()
             .unwrap();
-        let id: u32 = std::str::from_utf8(&frame.payload).unwrap().parse().unwrap();
+        let id: u32 = std::str::from_utf8(&frame.payload)
+            .unwrap()
+            .parse()
+            .unwrap();
         match frame.kind {
             Kind::Notify => *notes.entry(id).or_default() += 1,
             Kind::Response => {
@@ -147,7 +158,12 @@ impl Handler for Greeter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_follows_an_error_for_the_connection() {
     let endpoint = unique_endpoint("error-0-last");
-    let serving = Serving::start(Server::builder(endpoint.clone()).handler(Greeter).bind().unwrap());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(Greeter)
+            .bind()
+            .unwrap(),
+    );
     let mut after = 0;
     for _ in 0..50 {
         let mut raw = RawClient::connect(&endpoint).await;
@@ -207,7 +223,10 @@ async fn an_over_long_error_message_is_truncated_and_still_answers() {
     for _ in 0..3 {
         let frame = guard(raw.recv()).await.unwrap();
         assert!(frame.wire_len() <= MAX as usize + 4);
-        assert!(answers.insert(frame.id, frame).is_none(), "one answer per id");
+        assert!(
+            answers.insert(frame.id, frame).is_none(),
+            "one answer per id"
+        );
     }
     let long = error_of(&answers[&1]);
     assert_eq!(long.code, ErrorCode(1000));
@@ -298,7 +317,10 @@ fn a_self_waking_handler_does_not_hang_a_current_thread_runtime() {
         let pong = guard(raw.recv()).await.unwrap();
         assert_eq!((pong.kind, pong.id), (Kind::Pong, 2));
         let echo = guard(raw.recv()).await.unwrap();
-        assert_eq!((echo.kind, echo.id, &echo.payload[..]), (Kind::Response, 3, &b"echo"[..]));
+        assert_eq!(
+            (echo.kind, echo.id, &echo.payload[..]),
+            (Kind::Response, 3, &b"echo"[..])
+        );
         // A second connection is served too.
         let (mut other, _) = RawClient::handshake(&endpoint).await;
         other.send(Frame::new(Kind::Ping, 9, "")).await;
@@ -343,7 +365,12 @@ async fn a_client_that_leaves_during_a_quiet_request_is_noticed() {
             }
         }
     };
-    let serving = Serving::start(Server::builder(endpoint.clone()).handler(handler).bind().unwrap());
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(handler)
+            .bind()
+            .unwrap(),
+    );
     for round in 0..5 {
         let (mut raw, _) = RawClient::handshake(&endpoint).await;
         raw.send(Frame::request(1, "quiet")).await;
@@ -392,8 +419,9 @@ async fn a_half_closed_client_still_gets_its_answers() {
 async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
     const BIG: usize = 4 << 20;
     let endpoint = unique_endpoint("trickle");
-    let handler =
-        |_request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(vec![5u8; BIG].into()) };
+    let handler = |_request: Bytes, _ctx: Context| async move {
+        Ok::<_, ServiceError>(vec![5u8; BIG].into())
+    };
     let serving = Serving::start(
         Server::builder(endpoint.clone())
             .write_timeout(Duration::from_millis(500))
@@ -450,7 +478,10 @@ async fn a_stuck_client_does_not_stall_broadcasts() {
         payload[..4].copy_from_slice(&i.to_le_bytes());
         delivered.push(guard(serving.handle.broadcast(payload)).await);
         let note = guard(good.recv()).await.unwrap();
-        assert_eq!((note.kind, &note.payload[..4]), (Kind::Notify, &i.to_le_bytes()[..]));
+        assert_eq!(
+            (note.kind, &note.payload[..4]),
+            (Kind::Notify, &i.to_le_bytes()[..])
+        );
     }
     // The stuck client was cut off, maybe in the middle of a frame: it
     // finds the connection closed.

@@ -59,6 +59,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The counters are the whole process's: the tests here take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn mib(bytes: usize) -> String {
     format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -79,6 +82,7 @@ async fn never_read(endpoint: pipesvc::Endpoint, payload: Bytes) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
+    let _turn = SERIAL.lock().await;
     let endpoint = unique_endpoint("slow-readers");
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let before = LIVE.load(Ordering::Relaxed);
@@ -137,8 +141,8 @@ struct Flood;
 impl pipesvc::server::Handler for Flood {
     async fn call(&self, request: Bytes, ctx: Context) -> Result<Bytes, ServiceError> {
         if &request[..] == b"flood" {
-            let note = Bytes::from(vec![3u8; PAYLOAD]);
-            while ctx.notify(note.clone()).await.is_ok() {}
+            // A fresh buffer each: the heap counts every queued NOTIFY.
+            while ctx.notify(vec![3u8; PAYLOAD]).await.is_ok() {}
         }
         Ok(request)
     }
@@ -148,6 +152,7 @@ impl pipesvc::server::Handler for Flood {
 async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_memory() {
     use tokio::io::AsyncReadExt;
     const PINGS: u32 = 20;
+    let _turn = SERIAL.lock().await;
     let endpoint = unique_endpoint("flooded");
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
@@ -171,7 +176,9 @@ async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_m
             let n = reader.read(&mut chunk).await.unwrap();
             assert!(n > 0, "the server closed the connection");
             buf.extend_from_slice(&chunk[..n]);
-            while let Some(frame) = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap() {
+            while let Some(frame) =
+                tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap()
+            {
                 if frame.kind == pipesvc::protocol::Kind::Pong {
                     pongs += 1;
                 }

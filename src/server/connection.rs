@@ -22,9 +22,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::context::OutputLimit;
 use super::in_flight::{call_handler, panic_message, InFlight};
 use super::stats::Tally;
-use super::context::OutputLimit;
 use super::{lock, Config, Context, Handler, Shared};
 use crate::frame_io::Outbox;
 use crate::protocol::{
@@ -200,7 +200,9 @@ impl<H: Handler> Connection<H> {
                 Event::Deadline(code) => {
                     tracing::warn!(%code, "deadline passed; cancelling requests");
                     let why = match code {
-                        ErrorCode::SHUTTING_DOWN => "the server shut down before the request finished",
+                        ErrorCode::SHUTTING_DOWN => {
+                            "the server shut down before the request finished"
+                        }
                         _ => "the request did not finish in time after the client's EOF",
                     };
                     for answer in in_flight.cancel(code, why) {
@@ -323,7 +325,11 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
     }
     let fixed = full.len() - status.errors.len() * PER_CODE;
     let room = max_payload.checked_sub(fixed)? / PER_CODE;
-    tracing::debug!(codes = status.errors.len(), room, "STATUS error counts cut to fit");
+    tracing::debug!(
+        codes = status.errors.len(),
+        room,
+        "STATUS error counts cut to fit"
+    );
     status.errors.truncate(room);
     Some(status.encode())
 }
@@ -482,7 +488,10 @@ impl<'a> State<'a> {
     }
 
     /// The parked frame, once it can be acted on.
-    fn unpark<F: Future<Output = (u32, Frame)>>(&mut self, in_flight: &InFlight<F>) -> Option<Frame> {
+    fn unpark<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        in_flight: &InFlight<F>,
+    ) -> Option<Frame> {
         let ready = match self.parked.as_ref()?.kind {
             Kind::Request => in_flight.has_room() || self.phase == Phase::Draining,
             _ => self.chore.is_none(),

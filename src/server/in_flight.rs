@@ -240,14 +240,23 @@ pub(super) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
 /// ERROR `code` for request `id`, its message cut (between two characters)
 /// to fit a payload of `max_payload` bytes: an over-long message must not
 /// cost the request its answer.
-pub(super) fn error_that_fits(id: u32, code: ErrorCode, message: &str, max_payload: usize) -> Frame {
+pub(super) fn error_that_fits(
+    id: u32,
+    code: ErrorCode,
+    message: &str,
+    max_payload: usize,
+) -> Frame {
     let room = max_payload.saturating_sub(ErrorPayload::encode(code, "").len());
     let mut end = message.len().min(room);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
     if end < message.len() {
-        tracing::warn!(id, len = message.len(), "error message cut to fit one frame");
+        tracing::warn!(
+            id,
+            len = message.len(),
+            "error message cut to fit one frame"
+        );
     }
     Frame::error(id, code, &message[..end])
 }
@@ -262,6 +271,9 @@ mod tests {
         let error = ErrorPayload::decode(&frame.payload).unwrap();
         assert_eq!(error.message, "€€");
         let whole = error_that_fits(3, ErrorCode(1000), "short", 100);
-        assert_eq!(ErrorPayload::decode(&whole.payload).unwrap().message, "short");
+        assert_eq!(
+            ErrorPayload::decode(&whole.payload).unwrap().message,
+            "short"
+        );
     }
 }
