@@ -154,6 +154,10 @@ settings! {
     /// [default: 30]
     #[arg(value_name = "SECS")]
     write_timeout: Seconds, Any;
+    /// Bytes of notifications one connection may hold unwritten; a client
+    /// with no room for a broadcast is disconnected [default: 4194304]
+    #[arg(value_name = "BYTES")]
+    max_output_bytes: OutputBytes, Any;
     /// Pipe instances listening at once (Windows only) [default: 4]
     #[arg(value_name = "N")]
     backlog: Instances, Windows;
@@ -308,6 +312,9 @@ impl Settings {
         if let Some(Seconds(timeout)) = self.write_timeout {
             builder = builder.write_timeout(timeout);
         }
+        if let Some(n) = self.max_output_bytes {
+            builder = builder.max_output_bytes(n.get());
+        }
         if let Some(n) = self.backlog {
             builder = builder.backlog(n.get());
         }
@@ -456,6 +463,9 @@ pub struct Number<const MIN: u64, const MAX: u64>(u64);
 pub type Count = Number<1, 1_000_000>;
 /// A frame length: at least a HELLO's fixed part with its header.
 pub type FrameLen = Number<16, { u32::MAX as u64 }>;
+/// A connection's limit of unwritten notification bytes (1 KiB to 512 MiB,
+/// tokio's bound on a semaphore's permits being 2^29 on 32-bit hosts).
+pub type OutputBytes = Number<1024, { 512 * 1024 * 1024 }>;
 /// A number of Windows pipe instances.
 pub type Instances = Number<1, 254>;
 
@@ -810,6 +820,7 @@ mod tests {
             shutdown_timeout = 1
             idle_timeout = "off"
             write_timeout = 30
+            max_output_bytes = 1048576
             allow_anyone = false
         "#;
         let settings = Settings::from_toml(common).unwrap();
@@ -817,6 +828,7 @@ mod tests {
         assert_eq!(settings.max_connections, Some(Number(10)));
         assert_eq!(settings.max_frame_len, Some(Number(65536)));
         assert_eq!(settings.max_in_flight, Some(Number(8)));
+        assert_eq!(settings.max_output_bytes, Some(Number(1048576)));
         assert_eq!(
             settings.handshake_timeout,
             Some(Seconds(Duration::from_millis(2500)))
