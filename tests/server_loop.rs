@@ -417,25 +417,26 @@ async fn a_half_closed_client_still_gets_its_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
-    const BIG: usize = 4 << 20;
+    // Just under the default frame limit.
+    const BIG: usize = (8 << 20) - 64;
     let endpoint = unique_endpoint("trickle");
-    let handler = |_request: Bytes, _ctx: Context| async move {
-        Ok::<_, ServiceError>(vec![5u8; BIG].into())
-    };
+    let handler =
+        |_request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(vec![5u8; BIG].into()) };
     let serving = Serving::start(
         Server::builder(endpoint.clone())
-            .write_timeout(Duration::from_millis(500))
+            .write_timeout(Duration::from_secs(2))
             .handler(handler)
             .bind()
             .unwrap(),
     );
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     raw.send(Frame::request(1, "big")).await;
-    // 4 KiB every 100 ms: always some progress, never the whole answer
-    // (100 s at that rate) within the test's hang guard.
+    // Up to 64 KiB every 250 ms: the server's writes make progress well
+    // within the write timeout, again and again, but the whole answer
+    // would take half a minute.
     let stream = raw.reader.get_mut();
     let mut total = 0;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 64 * 1024];
     let cut_off = guard(async {
         loop {
             match stream.read(&mut buf).await {
@@ -445,11 +446,11 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
             if total >= BIG {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
     .await;
-    eprintln!("pipesvc-report: trickling reader read {total} bytes before the server closed");
+    eprintln!("pipesvc-report: trickling reader read {total} bytes of {BIG} before the server closed");
     assert!(cut_off, "the trickling reader got the whole answer");
     serving.stop().await;
 }
