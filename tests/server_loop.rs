@@ -420,8 +420,9 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
     // Just under the default frame limit.
     const BIG: usize = (8 << 20) - 64;
     let endpoint = unique_endpoint("trickle");
-    let handler =
-        |_request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(vec![5u8; BIG].into()) };
+    let handler = |_request: Bytes, _ctx: Context| async move {
+        Ok::<_, ServiceError>(vec![5u8; BIG].into())
+    };
     let serving = Serving::start(
         Server::builder(endpoint.clone())
             .write_timeout(Duration::from_secs(2))
@@ -450,7 +451,9 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
         }
     })
     .await;
-    eprintln!("pipesvc-report: trickling reader read {total} bytes of {BIG} before the server closed");
+    eprintln!(
+        "pipesvc-report: trickling reader read {total} bytes of {BIG} before the server closed"
+    );
     assert!(cut_off, "the trickling reader got the whole answer");
     serving.stop().await;
 }
