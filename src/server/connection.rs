@@ -26,7 +26,7 @@ use super::context::OutputLimit;
 use super::in_flight::{call_handler, panic_message, InFlight};
 use super::stats::Tally;
 use super::{lock, Config, Context, Handler, Shared};
-use crate::frame_io::Outbox;
+use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::protocol::{
     ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
@@ -682,10 +682,15 @@ impl Wire {
         }
     }
 
-    /// Whether the connection's own answers may be added: its unwritten
-    /// bytes apart from NOTIFYs are under the output limit.
+    /// Whether the connection's own frames (answers, PONGs) may be added,
+    /// and more read: its unwritten bytes apart from NOTIFYs are under
+    /// [`COALESCE_LIMIT`], as much as one write takes. So a client that
+    /// reads nothing holds that much of its answers, plus the one that
+    /// crossed the line, and its requests wait in their handlers (and
+    /// then, unread, in the socket); a client that reads, however slowly,
+    /// keeps being read, since NOTIFYs have their own room.
     fn has_room_for_answers(&self) -> bool {
-        self.outbox.len().saturating_sub(self.charged_bytes) < self.output.limit
+        self.outbox.len().saturating_sub(self.charged_bytes) < COALESCE_LIMIT
     }
 
     /// The next event, doing meanwhile everything that needs no waiting:

@@ -170,7 +170,8 @@ impl<H> ServerBuilder<H> {
     /// (default 4 MiB). `notify` waits for room; a client with no room for
     /// a broadcast is too slow and is disconnected. A frame larger than
     /// the limit is let through alone. The connection's own answers are
-    /// held to the same amount again, apart from these.
+    /// apart from these: it takes more of them (and reads on) only while
+    /// less than 64 KiB of them wait to be written.
     pub fn max_output_bytes(mut self, bytes: usize) -> Self {
         self.config.max_output_bytes = bytes.max(1);
         self
