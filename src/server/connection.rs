@@ -283,7 +283,8 @@ impl<H: Handler> Connection<H> {
                 let why = "the server is shutting down; the request was not started";
                 wire.push(Frame::error(frame.id, ErrorCode::SHUTTING_DOWN, why));
             }
-            Kind::Request if !room => state.parked = Some(frame),
+            // A request after a NOTIFY starts once `on_notify` is done.
+            Kind::Request if !room || state.chore.is_some() => state.parked = Some(frame),
             Kind::Request => return Ok(Some(frame)),
             Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
             Kind::Status => {
@@ -417,8 +418,8 @@ struct State<'a> {
     /// The chore is `on_connect`: nothing is read until it is done.
     greeting: bool,
     /// A frame read that cannot be acted on yet (a REQUEST at the in-flight
-    /// limit, a NOTIFY while `on_notify` runs). While it waits nothing more
-    /// is read, so at most one frame is held this way.
+    /// limit, a REQUEST or NOTIFY while `on_notify` runs). While it waits
+    /// nothing more is read, so at most one frame is held this way.
     parked: Option<Frame>,
     idle: Option<Idle>,
 }
@@ -493,7 +494,8 @@ impl<'a> State<'a> {
         in_flight: &InFlight<F>,
     ) -> Option<Frame> {
         let ready = match self.parked.as_ref()?.kind {
-            Kind::Request => in_flight.has_room() || self.phase == Phase::Draining,
+            Kind::Request if self.phase == Phase::Draining => true,
+            Kind::Request => in_flight.has_room() && self.chore.is_none(),
             _ => self.chore.is_none(),
         };
         ready.then(|| self.parked.take()).flatten()
