@@ -454,7 +454,12 @@ impl<'a> State<'a> {
     fn settle_by(&mut self, timeout: Duration, code: ErrorCode) {
         let at = Instant::now() + timeout;
         match &mut self.deadline {
-            Some((timer, _)) if timer.deadline() <= at => {}
+            Some((timer, armed)) if timer.deadline() <= at => {
+                // A shutdown says why, even under an earlier deadline.
+                if code == ErrorCode::SHUTTING_DOWN {
+                    *armed = code;
+                }
+            }
             _ => self.deadline = Some((Box::pin(tokio::time::sleep_until(at)), code)),
         }
     }

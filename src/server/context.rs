@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -116,10 +116,12 @@ impl Context {
         let output = &self.inner.output;
         match output.room.try_acquire_many(output.charge(&frame)) {
             Ok(permits) => permits.forget(),
-            Err(_) => {
+            Err(TryAcquireError::NoPermits) => {
                 output.too_slow.cancel();
                 return false;
             }
+            // The connection is closing.
+            Err(TryAcquireError::Closed) => return false,
         }
         self.inner.outbound.send(frame).is_ok()
     }
