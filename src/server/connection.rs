@@ -169,7 +169,7 @@ impl<H: Handler> Connection<H> {
             let frame = match event {
                 Event::Frame(frame) => frame,
                 Event::Eof => {
-                    if peer_is_gone(wire).await {
+                    if peer_is_gone(wire) {
                         break End::PeerGone;
                     }
                     // A half-close: the client has sent all it will and
@@ -336,26 +336,28 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
 }
 
 /// After an EOF: whether the client closed the connection (rather than
-/// only its sending side, which a Unix socket allows). A client that
-/// closed makes the socket report both directions closed (POLLHUP) along
-/// with the EOF; a half-closed one still takes what is written.
+/// only its sending side, which a Unix socket allows). Asked of the kernel
+/// at that moment with a `poll` that does not wait: a socket whose peer is
+/// closed reports POLLHUP (both directions shut), a half-closed one only
+/// POLLRDHUP, and still takes what is written. (tokio's cached readiness
+/// could lag behind an EOF that a read found first.)
 #[cfg(unix)]
-async fn peer_is_gone(wire: &Wire) -> bool {
-    let ready = wire.stream().ready(tokio::io::Interest::WRITABLE);
-    let mut ready = std::pin::pin!(ready);
-    poll_fn(|cx| {
-        Poll::Ready(match ready.as_mut().poll(cx) {
-            Poll::Ready(Ok(ready)) => ready.is_write_closed(),
-            Poll::Ready(Err(_)) => true,
-            Poll::Pending => false,
-        })
-    })
-    .await
+fn peer_is_gone(wire: &Wire) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut probe = libc::pollfd {
+        fd: wire.stream().as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for a socket this connection owns; a zero
+    // timeout never blocks.
+    let ready = unsafe { libc::poll(&mut probe, 1, 0) };
+    ready > 0 && probe.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// A named pipe has no half-close: EOF means the client closed its handle.
 #[cfg(windows)]
-async fn peer_is_gone(_wire: &Wire) -> bool {
+fn peer_is_gone(_wire: &Wire) -> bool {
     true
 }
 
