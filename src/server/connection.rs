@@ -1,10 +1,14 @@
 //! One client connection: handshake, request loop, orderly close.
 //!
-//! A connection is one task. It reads frames, runs their handlers (see
-//! [`super::in_flight`]) and, once nothing more can be done without
-//! waiting, writes every frame that is ready in one write. Under load many
-//! answers share one system call; an answer is never held back waiting
-//! for input that has not arrived.
+//! A connection is one task. Each turn of its loop gathers every frame that
+//! is ready (what handlers queued, then their answers), writes them in one
+//! write, and reads the next frame: reading never waits for writing, nor
+//! writing for input. Under load many answers share one system call. The
+//! turns, and the handler polls in each, are bounded, so that the task
+//! yields to the runtime however busy its handlers are. Output is bounded
+//! in bytes (`max_output_bytes` for NOTIFYs, 64 KiB of the connection's own
+//! answers) and in time (the write timeout is a deadline to drain what is
+//! queued); every REQUEST gets exactly one answer.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
