@@ -564,3 +564,36 @@ async fn requests_buffered_at_shutdown_are_each_answered() {
     assert_eq!(unanswered, 0);
     guard(serving.task).await.unwrap().unwrap();
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_clients_requests_get_a_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let endpoint = unique_endpoint("half-close-deadline");
+    // A request that never finishes, one that does.
+    let handler = |request: Bytes, _ctx: Context| async move {
+        if &request[..] == b"never" {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, ServiceError>(request)
+    };
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .shutdown_timeout(Duration::from_millis(100))
+            .handler(handler)
+            .bind()
+            .unwrap(),
+    );
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    raw.send(Frame::request(1, "never")).await;
+    raw.send(Frame::request(2, "soon")).await;
+    raw.writer.get_mut().shutdown().await.unwrap();
+    let mut answers = HashMap::new();
+    while let Some(frame) = guard(raw.recv()).await {
+        answers.insert(frame.id, frame);
+    }
+    assert_eq!(answers[&2].kind, Kind::Response);
+    assert_eq!(error_of(&answers[&1]).code, ErrorCode::TIMED_OUT);
+    assert_eq!(answers.len(), 2);
+    serving.stop().await;
+}
