@@ -124,8 +124,9 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Requests handled at once per connection (default 64); past that the
-    /// server stops reading from the client until one finishes.
+    /// Requests handled at once per connection (default 64). At the limit
+    /// the server still answers PING and STATUS; the first REQUEST it reads
+    /// there waits, and nothing after it is read, until one finishes.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.config.max_in_flight = max.max(1);
         self
