@@ -417,11 +417,13 @@ async fn a_half_closed_client_still_gets_its_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
-    // Just under the default frame limit.
-    const BIG: usize = (8 << 20) - 64;
+    // Two answers of 4 MiB. (On Windows mio takes a whole write into its
+    // own buffer at once: the deadline applies from the second write.)
+    const ANSWER: usize = 4 << 20;
+    const BIG: usize = 2 * ANSWER;
     let endpoint = unique_endpoint("trickle");
     let handler = |_request: Bytes, _ctx: Context| async move {
-        Ok::<_, ServiceError>(vec![5u8; BIG].into())
+        Ok::<_, ServiceError>(vec![5u8; ANSWER].into())
     };
     let serving = Serving::start(
         Server::builder(endpoint.clone())
@@ -432,6 +434,7 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
     );
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     raw.send(Frame::request(1, "big")).await;
+    raw.send(Frame::request(2, "big")).await;
     // Up to 64 KiB every 250 ms: the server's writes make progress well
     // within the write timeout, again and again, but the whole answer
     // would take half a minute.
