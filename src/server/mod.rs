@@ -20,6 +20,7 @@ mod connection;
 mod context;
 mod handler;
 mod in_flight;
+mod input;
 mod stats;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use tracing::Instrument;
 pub use access::AccessPolicy;
 pub use context::Context;
 pub use handler::{Handler, ServiceError};
+pub use input::HANDSHAKE_MAX_FRAME_LEN;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
@@ -53,6 +55,11 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a client may leave queued frames unread before it is dropped.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client has to finish a frame it has started sending.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on the bytes all connections' unfinished frames hold at
+/// once: 64 MiB, eight maximal frames.
+pub const DEFAULT_INPUT_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
@@ -68,6 +75,9 @@ struct Config {
     shutdown_timeout: Duration,
     idle_timeout: Option<Duration>,
     write_timeout: Duration,
+    frame_timeout: Duration,
+    /// Shared by every connection: the bytes their unfinished frames hold.
+    input_budget: Arc<input::InputBudget>,
 }
 
 impl Config {
@@ -154,6 +164,27 @@ impl<H> ServerBuilder<H> {
     /// memory.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Time a client has to finish a frame once the server waits for its
+    /// rest (default 30 s): past it the connection gets ERROR `timed out`
+    /// and is closed, so that a client cannot hold a partial frame, and
+    /// the memory for it, for as long as it likes. The clock starts when
+    /// the server first finds part of a frame and waits for more.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.frame_timeout = timeout;
+        self
+    }
+
+    /// Bytes that partially received frames may hold at once, across all
+    /// connections (default 64 MiB). A frame's buffer grows as its bytes
+    /// arrive (to at most twice what has arrived); a connection whose
+    /// growth would pass the budget gets ERROR `overloaded` and is closed,
+    /// and the others are served. Each connection's plain 8 KiB read buffer
+    /// is not counted.
+    pub fn input_budget(mut self, bytes: usize) -> Self {
+        self.config.input_budget = Arc::new(input::InputBudget::new(bytes));
         self
     }
 
@@ -336,6 +367,8 @@ impl Server<()> {
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 idle_timeout: None,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
+                frame_timeout: DEFAULT_FRAME_TIMEOUT,
+                input_budget: Arc::new(input::InputBudget::new(DEFAULT_INPUT_BUDGET)),
             },
             handler: (),
         }
