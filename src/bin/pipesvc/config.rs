@@ -154,6 +154,14 @@ settings! {
     /// [default: 30]
     #[arg(value_name = "SECS")]
     write_timeout: Seconds, Any;
+    /// Seconds a client has to finish a frame it has started sending
+    /// [default: 30]
+    #[arg(value_name = "SECS")]
+    frame_timeout: Seconds, Any;
+    /// Bytes all connections' unfinished frames may hold at once; a client
+    /// past it gets `overloaded` [default: 67108864]
+    #[arg(value_name = "BYTES")]
+    input_budget: Budget, Any;
     /// Pipe instances listening at once (Windows only) [default: 4]
     #[arg(value_name = "N")]
     backlog: Instances, Windows;
@@ -308,6 +316,12 @@ impl Settings {
         if let Some(Seconds(timeout)) = self.write_timeout {
             builder = builder.write_timeout(timeout);
         }
+        if let Some(Seconds(timeout)) = self.frame_timeout {
+            builder = builder.frame_timeout(timeout);
+        }
+        if let Some(n) = self.input_budget {
+            builder = builder.input_budget(n.get());
+        }
         if let Some(n) = self.backlog {
             builder = builder.backlog(n.get());
         }
@@ -456,6 +470,8 @@ pub struct Number<const MIN: u64, const MAX: u64>(u64);
 pub type Count = Number<1, 1_000_000>;
 /// A frame length: at least a HELLO's fixed part with its header.
 pub type FrameLen = Number<16, { u32::MAX as u64 }>;
+/// A number of bytes for the input budget.
+pub type Budget = Number<1, { u32::MAX as u64 }>;
 /// A number of Windows pipe instances.
 pub type Instances = Number<1, 254>;
 
@@ -810,6 +826,8 @@ mod tests {
             shutdown_timeout = 1
             idle_timeout = "off"
             write_timeout = 30
+            frame_timeout = 5
+            input_budget = 1048576
             allow_anyone = false
         "#;
         let settings = Settings::from_toml(common).unwrap();
@@ -826,6 +844,11 @@ mod tests {
             Some(Seconds(Duration::from_secs(1)))
         );
         assert_eq!(settings.idle_timeout, Some(IdleTimeout(None)));
+        assert_eq!(
+            settings.frame_timeout,
+            Some(Seconds(Duration::from_secs(5)))
+        );
+        assert_eq!(settings.input_budget, Some(Number(1048576)));
         assert_eq!(settings.allow_anyone, Some(Switch(false)));
         #[cfg(unix)]
         {
