@@ -324,7 +324,12 @@ async fn unfinished_frames_past_the_budget_get_overloaded_and_others_are_served(
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     raw.send(Frame::request(9, payload.clone())).await;
     let answer = guard(raw.recv()).await.unwrap();
-    assert_eq!(answer.kind, Kind::Response, "{:?}", ErrorPayload::decode(&answer.payload));
+    assert_eq!(
+        answer.kind,
+        Kind::Response,
+        "{:?}",
+        ErrorPayload::decode(&answer.payload)
+    );
     serving.stop().await;
 }
 
@@ -354,7 +359,8 @@ mod address_space {
     use std::process::{Command, Stdio};
 
     const CHILD: &str = "PIPESVC_TEST_RLIMIT_AS_CHILD";
-    const TEST: &str = "address_space::a_server_under_an_address_space_limit_refuses_instead_of_aborting";
+    const TEST: &str =
+        "address_space::a_server_under_an_address_space_limit_refuses_instead_of_aborting";
     /// Address space the child may use past what it has when it starts.
     const HEADROOM: u64 = 200 << 20;
 
@@ -390,7 +396,10 @@ mod address_space {
             HEADROOM >> 20
         );
         assert_eq!(status, None, "the server process died");
-        assert!(refused >= 1, "no frame was refused: the limit was not reached");
+        assert!(
+            refused >= 1,
+            "no frame was refused: the limit was not reached"
+        );
         assert!(served >= 1);
         // Still serving, on the same socket file.
         assert!(endpoint.address().exists(), "the socket file is gone");

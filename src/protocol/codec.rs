@@ -178,8 +178,7 @@ impl FrameCodec {
                 if capacity > READ_CHUNK {
                     admit(capacity)?;
                 }
-                try_grow(src, capacity)
-                    .map_err(|_| DecodeError::NoMemory { capacity })?;
+                try_grow(src, capacity).map_err(|_| DecodeError::NoMemory { capacity })?;
             }
             return Ok(None);
         }
