@@ -230,12 +230,12 @@ fn the_frame_deadline_applies_by_default() {
         pipesvc::server::DEFAULT_FRAME_TIMEOUT,
         Duration::from_secs(30)
     );
-    assert_eq!(pipesvc::server::DEFAULT_INPUT_BUDGET, 64 * MIB);
+    assert_eq!(pipesvc::server::DEFAULT_INPUT_BUDGET, 256 * MIB);
     assert_eq!(pipesvc::server::HANDSHAKE_MAX_FRAME_LEN, 256);
     let builder = Server::builder(unique_endpoint("defaults"));
     let shown = format!("{builder:?}");
     assert!(shown.contains("frame_timeout: 30s"), "{shown}");
-    assert!(shown.contains(&format!("limit: {}", 64 * MIB)), "{shown}");
+    assert!(shown.contains(&format!("limit: {}", 256 * MIB)), "{shown}");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -95,7 +95,7 @@ impl DecodeError {
 /// The maximum applies to the `length` field (header plus payload) and is
 /// checked as soon as the four length bytes arrive, before any buffer is
 /// grown for the frame. The buffer then grows with the bytes that arrive
-/// (see [`GROWTH_START`]), fallibly. Decoded payloads are split out of the
+/// (at most `max(64 KiB, 2 × bytes received)`), fallibly. Decoded payloads are split out of the
 /// read buffer without copying.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {

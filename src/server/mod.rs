@@ -58,8 +58,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client has to finish a frame it has started sending.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound on the bytes all connections' unfinished frames hold at
-/// once: 64 MiB, eight maximal frames.
-pub const DEFAULT_INPUT_BUDGET: usize = 64 * 1024 * 1024;
+/// once: 256 MiB, room for 200 clients each sending a 1 MiB frame at the
+/// same moment (1/32 of what 1024 connections with 8 MiB frames would hold).
+pub const DEFAULT_INPUT_BUDGET: usize = 256 * 1024 * 1024;
 
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
@@ -178,7 +179,7 @@ impl<H> ServerBuilder<H> {
     }
 
     /// Bytes that partially received frames may hold at once, across all
-    /// connections (default 64 MiB). A frame's buffer grows as its bytes
+    /// connections (default 256 MiB). A frame's buffer grows as its bytes
     /// arrive (to at most twice what has arrived); a connection whose
     /// growth would pass the budget gets ERROR `overloaded` and is closed,
     /// and the others are served. Each connection's plain 8 KiB read buffer

@@ -159,7 +159,7 @@ settings! {
     #[arg(value_name = "SECS")]
     frame_timeout: Seconds, Any;
     /// Bytes all connections' unfinished frames may hold at once; a client
-    /// past it gets `overloaded` [default: 67108864]
+    /// past it gets `overloaded` [default: 268435456]
     #[arg(value_name = "BYTES")]
     input_budget: Budget, Any;
     /// Pipe instances listening at once (Windows only) [default: 4]
