@@ -213,11 +213,15 @@ fn make_room(src: &mut BytesMut) -> Result<(), DecodeError> {
 }
 
 /// Grows `buf` to hold `capacity` bytes, reusing its allocation when it
-/// can (no payload split from it is alive any more), and otherwise moving
-/// its bytes to a new one, whose allocation may fail without aborting.
+/// can (no payload split from it is alive any more) and it is not much
+/// larger, and otherwise moving its bytes to a new one, whose allocation
+/// may fail without aborting.
 fn try_grow(buf: &mut BytesMut, capacity: usize) -> Result<(), TryReserveError> {
     let additional = capacity.saturating_sub(buf.len());
-    if buf.try_reclaim(additional) {
+    // Reclaiming may hand back the whole allocation of an earlier large
+    // frame: kept only if it is not much more than asked for, so that
+    // the bound on a frame's buffer holds whatever came before.
+    if buf.try_reclaim(additional) && buf.capacity() <= capacity.max(GROWTH_START) {
         return Ok(());
     }
     let mut grown = Vec::new();
@@ -424,6 +428,19 @@ mod tests {
             .decode_admitting(&mut small, |_| panic!("asked for a small frame"))
             .unwrap();
         assert_eq!(frame.unwrap().payload.len(), 100);
+    }
+
+    #[test]
+    fn a_large_frames_allocation_is_not_reused_for_the_next_one() {
+        let mut codec = FrameCodec::default();
+        let mut buf = encode(Frame::request(1, vec![1u8; 1 << 20]));
+        drop(codec.decode(&mut buf).unwrap().unwrap());
+        // The 1 MiB allocation is unique again; the next frame's header
+        // must not get it back whole.
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.put_slice(&header(1 << 20));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
     }
 
     #[test]
