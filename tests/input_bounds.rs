@@ -130,8 +130,10 @@ async fn assert_closed(raw: &mut RawClient) {
 #[tokio::test(flavor = "current_thread")]
 async fn unfinished_frames_after_the_handshake_are_bounded_in_memory_and_time() {
     // 1000 connections (2000 descriptors in this process, server and
-    // client ends; the tests' soft limit is raised if it is lower).
-    const CLIENTS: usize = 1000;
+    // client ends; the tests' soft limit is raised if it is lower). Under
+    // Wine, whose pipe server is slow to create instances, 100: the bound
+    // is per connection.
+    const CLIENTS: usize = if cfg!(windows) { 100 } else { 1000 };
     raise_nofile(2 * CLIENTS as u64 + 200);
     let endpoint = unique_endpoint("unfinished");
     // The budget out of the way (1 GiB): this test is about growth and the
