@@ -182,6 +182,38 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
     serving.stop().await;
 }
 
+/// Ends `raw`'s stream in the middle of the frame it sent, and checks that
+/// the server closed the connection without an ERROR and released it.
+#[cfg(unix)]
+async fn cut_off(mut raw: RawClient, handle: &pipesvc::server::ServerHandle, open: usize) {
+    // A half-close: the end of the stream, while the answer can still be
+    // read.
+    tokio::io::AsyncWriteExt::shutdown(raw.writer.get_mut())
+        .await
+        .expect("half-close");
+    assert_eq!(
+        guard(raw.recv_skipping_notify()).await,
+        None,
+        "the server closes without an ERROR"
+    );
+    // Removed before its stream is closed: no longer counted.
+    assert_eq!(handle.connection_count(), open);
+}
+
+/// Ends `raw`'s stream in the middle of the frame it sent (a pipe has no
+/// half-close: the client goes away), and checks that the server released
+/// the connection.
+#[cfg(windows)]
+async fn cut_off(raw: RawClient, handle: &pipesvc::server::ServerHandle, open: usize) {
+    drop(raw);
+    guard(async {
+        while handle.connection_count() != open {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn protocol_violations_get_their_documented_codes() {
     let server = start("violations", |b| b);
@@ -238,11 +270,14 @@ async fn protocol_violations_get_their_documented_codes() {
         raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
     }
 
-    // A frame cut off, then the client goes away.
+    // A frame cut off, then the client's stream ends: the server closes
+    // at once, without an ERROR (PROTOCOL.md, "Closing"), and the
+    // connection no longer counts.
+    let open = server.serving.handle.connection_count();
     let (mut raw, _) = RawClient::handshake(ep).await;
     raw.send_raw(&[100, 0, 0, 0, 2, 0, 1, 0, 0, 0, b'x', b'y'])
         .await;
-    drop(raw);
+    cut_off(raw, &server.serving.handle, open).await;
 
     // PING answered with PONG, same id and payload.
     let (mut raw, _) = RawClient::handshake(ep).await;

@@ -1,6 +1,14 @@
 //! [`FrameCodec`]: the v1 frame layout as a `tokio_util` codec.
+//!
+//! The read buffer grows as a frame's bytes arrive, never to the length a
+//! header announces: a peer that sends a header and stops commits at most
+//! [`GROWTH_START`] bytes, and one that has sent `n` bytes of a frame at
+//! most `2 n`. Growth is fallible: when the system cannot give the memory,
+//! decoding fails with [`DecodeError::NoMemory`] instead of aborting.
 
+use std::collections::TryReserveError;
 use std::io;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -8,6 +16,18 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::{ErrorCode, Frame, Kind, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, LENGTH_FIELD_LEN};
 
 const PREFIX_LEN: usize = LENGTH_FIELD_LEN + HEADER_LEN;
+
+/// The least capacity a read buffer is given when it has no room left (the
+/// size `tokio_util`'s `FramedRead` starts with): enough for many small
+/// frames per read.
+pub const READ_CHUNK: usize = 8 * 1024;
+
+/// The capacity a buffer is first grown to for a frame larger than what it
+/// holds (or the frame's size, if smaller). Past this, a frame's buffer
+/// grows only when it is full, to twice what has arrived: its capacity is
+/// at most `max(GROWTH_START, 2 × bytes received)`, and each byte is moved
+/// less than once on average while it grows.
+pub const GROWTH_START: usize = 64 * 1024;
 
 /// Why a frame could not be decoded (or encoded).
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +49,23 @@ pub enum DecodeError {
     /// The kind byte is not defined by v1.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    /// The buffer for a frame could not be grown: the system refused the
+    /// memory (an address-space limit, for example).
+    #[error("cannot allocate {capacity} bytes for a frame; try again later")]
+    NoMemory {
+        /// The capacity that was asked for.
+        capacity: usize,
+    },
+    /// The server's budget for unfinished frames is spent: other
+    /// connections hold it with frames they have not finished sending.
+    #[error("the server holds {budget} bytes of unfinished frames, its limit; try again later")]
+    Overloaded {
+        /// The server's input budget, in bytes.
+        budget: usize,
+    },
+    /// A frame that had started did not complete in time.
+    #[error("a frame was not completed within {0:?} of its first bytes")]
+    Stalled(Duration),
     /// The underlying transport failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -44,6 +81,10 @@ impl DecodeError {
                 Some(ErrorCode::MALFORMED_FRAME)
             }
             DecodeError::UnknownKind(_) => Some(ErrorCode::UNKNOWN_KIND),
+            DecodeError::NoMemory { .. } | DecodeError::Overloaded { .. } => {
+                Some(ErrorCode::OVERLOADED)
+            }
+            DecodeError::Stalled(_) => Some(ErrorCode::TIMED_OUT),
             DecodeError::Io(_) => None,
         }
     }
@@ -53,8 +94,9 @@ impl DecodeError {
 ///
 /// The maximum applies to the `length` field (header plus payload) and is
 /// checked as soon as the four length bytes arrive, before any buffer is
-/// grown for the frame. Decoded payloads are split out of the read buffer
-/// without copying.
+/// grown for the frame. The buffer then grows with the bytes that arrive
+/// (at most `max(64 KiB, 2 × bytes received)`), fallibly. Decoded payloads are split out of the
+/// read buffer without copying.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {
     max_frame_len: u32,
@@ -95,8 +137,22 @@ impl Decoder for FrameCodec {
     type Error = DecodeError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        self.decode_admitting(src, |_| Ok(()))
+    }
+}
+
+impl FrameCodec {
+    /// Decodes like [`Decoder::decode`], asking `admit` before the buffer
+    /// is grown past [`READ_CHUNK`] for the frame it holds: `admit` gets
+    /// the capacity about to be allocated and may refuse it (the server
+    /// charges it to its input budget).
+    pub(crate) fn decode_admitting(
+        &self,
+        src: &mut BytesMut,
+        admit: impl FnOnce(usize) -> Result<(), DecodeError>,
+    ) -> Result<Option<Frame>, DecodeError> {
         let Some(length) = peek_u32(src, 0) else {
-            return Ok(None);
+            return make_room(src).map(|()| None);
         };
         if length > self.max_frame_len {
             return Err(DecodeError::TooLarge {
@@ -110,7 +166,7 @@ impl Decoder for FrameCodec {
         // Validate the header as soon as it is here, so that a bad frame is
         // refused without waiting for (or buffering) its payload.
         if src.len() < PREFIX_LEN {
-            return Ok(None);
+            return make_room(src).map(|()| None);
         }
         let kind = Kind::from_u8(src[4]).ok_or(DecodeError::UnknownKind(src[4]))?;
         if src[5] != 0 {
@@ -118,8 +174,12 @@ impl Decoder for FrameCodec {
         }
         let total = LENGTH_FIELD_LEN + length as usize;
         if src.len() < total {
-            // One allocation for the whole frame, bounded by the maximum.
-            src.reserve(total - src.len());
+            if let Some(capacity) = next_capacity(src, total) {
+                if capacity > READ_CHUNK {
+                    admit(capacity)?;
+                }
+                try_grow(src, capacity).map_err(|_| DecodeError::NoMemory { capacity })?;
+            }
             return Ok(None);
         }
         let id = peek_u32(src, 6).expect("header is buffered");
@@ -127,6 +187,50 @@ impl Decoder for FrameCodec {
         let payload = src.split_to(total - PREFIX_LEN).freeze();
         Ok(Some(Frame { kind, id, payload }))
     }
+}
+
+/// The capacity `src` should grow to for the `total`-byte frame it begins,
+/// or `None` if it has enough: the frame fits, or the buffer is not yet
+/// full and already past the first step. Growth doubles what has arrived,
+/// so it happens a logarithmic number of times, each when the buffer is full.
+fn next_capacity(src: &BytesMut, total: usize) -> Option<usize> {
+    let (len, capacity) = (src.len(), src.capacity());
+    let first_step = total.min(GROWTH_START);
+    if capacity >= total || (len < capacity && capacity >= first_step) {
+        return None;
+    }
+    let want = total.min(len.saturating_mul(2).max(GROWTH_START));
+    Some(want.max(READ_CHUNK))
+}
+
+/// Gives a full buffer room for the next read (and nothing more).
+fn make_room(src: &mut BytesMut) -> Result<(), DecodeError> {
+    if src.len() < src.capacity() {
+        return Ok(());
+    }
+    let capacity = src.len() + READ_CHUNK;
+    try_grow(src, capacity).map_err(|_| DecodeError::NoMemory { capacity })
+}
+
+/// Grows `buf` to hold `capacity` bytes, reusing its allocation when it
+/// can (no payload split from it is alive any more) and it is not much
+/// larger, and otherwise moving its bytes to a new one, whose allocation
+/// may fail without aborting.
+fn try_grow(buf: &mut BytesMut, capacity: usize) -> Result<(), TryReserveError> {
+    let additional = capacity.saturating_sub(buf.len());
+    // Reclaiming may hand back the whole allocation of an earlier large
+    // frame: kept only if it is not much more than asked for, so that
+    // the bound on a frame's buffer holds whatever came before.
+    if buf.try_reclaim(additional) && buf.capacity() <= capacity.max(GROWTH_START) {
+        return Ok(());
+    }
+    let mut grown = Vec::new();
+    grown.try_reserve_exact(capacity)?;
+    grown.extend_from_slice(buf);
+    // Through `Bytes`, which keeps the whole capacity: unique, it turns
+    // back into a `BytesMut` without copying.
+    *buf = BytesMut::from(bytes::Bytes::from(grown));
+    Ok(())
 }
 
 impl FrameCodec {
@@ -266,6 +370,77 @@ mod tests {
             let err = codec.decode(&mut BytesMut::from(wire)).unwrap_err();
             assert_eq!(err.code(), Some(code), "{wire:?}: {err}");
         }
+    }
+
+    /// A REQUEST header announcing `payload` bytes, without them.
+    fn header(payload: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        buf.put_u32_le((HEADER_LEN + payload) as u32);
+        buf.put_slice(&[Kind::Request as u8, 0, 1, 0, 0, 0]);
+        buf
+    }
+
+    #[test]
+    fn a_large_frame_grows_its_buffer_as_it_arrives() {
+        const PAYLOAD: usize = (8 << 20) - HEADER_LEN;
+        let mut codec = FrameCodec::default();
+        let mut buf = header(PAYLOAD);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
+        let chunk = [7u8; 3000];
+        let mut sent = 0;
+        let mut growths = 0;
+        let frame = loop {
+            // As a read would: into the room the codec made, no more.
+            let room = buf.capacity() - buf.len();
+            let n = chunk.len().min(PAYLOAD - sent).min(room);
+            let before = buf.capacity();
+            buf.put_slice(&chunk[..n]);
+            sent += n;
+            if let Some(frame) = codec.decode(&mut buf).unwrap() {
+                break frame;
+            }
+            growths += usize::from(buf.capacity() != before);
+            let bound = GROWTH_START.max(2 * buf.len());
+            assert!(buf.capacity() <= bound, "{} > {bound}", buf.capacity());
+        };
+        assert_eq!(frame.payload.len(), PAYLOAD);
+        assert!(growths <= 12, "{growths} growth steps");
+    }
+
+    #[test]
+    fn a_growth_the_caller_refuses_fails_the_frame() {
+        let codec = FrameCodec::default();
+        let mut buf = header(1 << 20);
+        let capacity = buf.capacity();
+        let err = codec
+            .decode_admitting(&mut buf, |wanted| {
+                assert_eq!(wanted, GROWTH_START);
+                Err(DecodeError::Overloaded { budget: 0 })
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::OVERLOADED));
+        assert_eq!(buf.capacity(), capacity, "nothing allocated");
+        // Small frames fit the read buffer and are never submitted.
+        let mut small = header(100);
+        small.put_slice(&[1u8; 100]);
+        let frame = codec
+            .decode_admitting(&mut small, |_| panic!("asked for a small frame"))
+            .unwrap();
+        assert_eq!(frame.unwrap().payload.len(), 100);
+    }
+
+    #[test]
+    fn a_large_frames_allocation_is_not_reused_for_the_next_one() {
+        let mut codec = FrameCodec::default();
+        let mut buf = encode(Frame::request(1, vec![1u8; 1 << 20]));
+        drop(codec.decode(&mut buf).unwrap().unwrap());
+        // The 1 MiB allocation is unique again; the next frame's header
+        // must not get it back whole.
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.put_slice(&header(1 << 20));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
     }
 
     #[test]

@@ -23,11 +23,12 @@ use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::context::OutputLimit;
 use super::in_flight::{call_handler, panic_message, InFlight};
+use super::input::Input;
 use super::stats::Tally;
 use super::{lock, Config, Context, Handler, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
@@ -154,9 +155,9 @@ impl<H: Handler> Connection<H> {
                 format!("expected HELLO, got {:?}", frame.kind),
             ));
         }
-        ClientHello::decode(&frame.payload)
-            .map(drop)
-            .map_err(|e| End::Protocol(e.code(), e.to_string()))
+        ClientHello::decode(&frame.payload).map_err(|e| End::Protocol(e.code(), e.to_string()))?;
+        wire.reader.handshake_done();
+        Ok(())
     }
 
     /// Reads frames and dispatches them until the client leaves, breaks the
@@ -365,7 +366,7 @@ fn peer_is_gone(_wire: &Wire) -> bool {
     true
 }
 
-type Reader = FramedRead<ServerStream, FrameCodec>;
+type Reader = Input;
 
 /// A handler's `on_connect` or `on_notify`, running.
 type Chore<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -603,7 +604,7 @@ impl Wire {
     ) -> Wire {
         let codec = FrameCodec::new(config.max_frame_len);
         Wire {
-            reader: FramedRead::new(stream, codec),
+            reader: Input::new(stream, config),
             outbox: Outbox::new(codec),
             queue,
             output,

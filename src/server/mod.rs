@@ -20,6 +20,7 @@ mod connection;
 mod context;
 mod handler;
 mod in_flight;
+mod input;
 mod stats;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use tracing::Instrument;
 pub use access::AccessPolicy;
 pub use context::Context;
 pub use handler::{Handler, ServiceError};
+pub use input::HANDSHAKE_MAX_FRAME_LEN;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
@@ -56,6 +58,12 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit on the bytes of NOTIFYs (from handlers and broadcasts)
 /// one connection holds unwritten.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// Default time a client has to finish a frame it has started sending.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on the bytes all connections' unfinished frames hold at
+/// once: 256 MiB, room for 200 clients each sending a 1 MiB frame at the
+/// same moment (1/32 of what 1024 connections with 8 MiB frames would hold).
+pub const DEFAULT_INPUT_BUDGET: usize = 256 * 1024 * 1024;
 
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
@@ -72,6 +80,9 @@ struct Config {
     idle_timeout: Option<Duration>,
     write_timeout: Duration,
     max_output_bytes: usize,
+    frame_timeout: Duration,
+    /// Shared by every connection: the bytes their unfinished frames hold.
+    input_budget: Arc<input::InputBudget>,
 }
 
 impl Config {
@@ -175,6 +186,27 @@ impl<H> ServerBuilder<H> {
     /// less than 64 KiB of them wait to be written.
     pub fn max_output_bytes(mut self, bytes: usize) -> Self {
         self.config.max_output_bytes = bytes.max(1);
+        self
+    }
+
+    /// Time a client has to finish a frame once the server waits for its
+    /// rest (default 30 s): past it the connection gets ERROR `timed out`
+    /// and is closed, so that a client cannot hold a partial frame, and
+    /// the memory for it, for as long as it likes. The clock starts when
+    /// the server first finds part of a frame and waits for more.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.frame_timeout = timeout;
+        self
+    }
+
+    /// Bytes that partially received frames may hold at once, across all
+    /// connections (default 256 MiB). A frame's buffer grows as its bytes
+    /// arrive (to at most twice what has arrived); a connection whose
+    /// growth would pass the budget gets ERROR `overloaded` and is closed,
+    /// and the others are served. Each connection's plain 8 KiB read buffer
+    /// is not counted.
+    pub fn input_budget(mut self, bytes: usize) -> Self {
+        self.config.input_budget = Arc::new(input::InputBudget::new(bytes));
         self
     }
 
@@ -358,6 +390,8 @@ impl Server<()> {
                 idle_timeout: None,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+                frame_timeout: DEFAULT_FRAME_TIMEOUT,
+                input_budget: Arc::new(input::InputBudget::new(DEFAULT_INPUT_BUDGET)),
             },
             handler: (),
         }

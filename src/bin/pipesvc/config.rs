@@ -158,6 +158,14 @@ settings! {
     /// with no room for a broadcast is disconnected [default: 4194304]
     #[arg(value_name = "BYTES")]
     max_output_bytes: OutputBytes, Any;
+    /// Seconds a client has to finish a frame it has started sending
+    /// [default: 30]
+    #[arg(value_name = "SECS")]
+    frame_timeout: Seconds, Any;
+    /// Bytes all connections' unfinished frames may hold at once; a client
+    /// past it gets `overloaded` [default: 268435456]
+    #[arg(value_name = "BYTES")]
+    input_budget: Budget, Any;
     /// Pipe instances listening at once (Windows only) [default: 4]
     #[arg(value_name = "N")]
     backlog: Instances, Windows;
@@ -315,6 +323,12 @@ impl Settings {
         if let Some(n) = self.max_output_bytes {
             builder = builder.max_output_bytes(n.get());
         }
+        if let Some(Seconds(timeout)) = self.frame_timeout {
+            builder = builder.frame_timeout(timeout);
+        }
+        if let Some(n) = self.input_budget {
+            builder = builder.input_budget(n.get());
+        }
         if let Some(n) = self.backlog {
             builder = builder.backlog(n.get());
         }
@@ -466,6 +480,8 @@ pub type FrameLen = Number<16, { u32::MAX as u64 }>;
 /// A connection's limit of unwritten notification bytes (1 KiB to 512 MiB,
 /// tokio's bound on a semaphore's permits being 2^29 on 32-bit hosts).
 pub type OutputBytes = Number<1024, { 512 * 1024 * 1024 }>;
+/// A number of bytes for the input budget.
+pub type Budget = Number<1, { u32::MAX as u64 }>;
 /// A number of Windows pipe instances.
 pub type Instances = Number<1, 254>;
 
@@ -821,6 +837,8 @@ mod tests {
             idle_timeout = "off"
             write_timeout = 30
             max_output_bytes = 1048576
+            frame_timeout = 5
+            input_budget = 1048576
             allow_anyone = false
         "#;
         let settings = Settings::from_toml(common).unwrap();
@@ -838,6 +856,11 @@ mod tests {
             Some(Seconds(Duration::from_secs(1)))
         );
         assert_eq!(settings.idle_timeout, Some(IdleTimeout(None)));
+        assert_eq!(
+            settings.frame_timeout,
+            Some(Seconds(Duration::from_secs(5)))
+        );
+        assert_eq!(settings.input_budget, Some(Number(1048576)));
         assert_eq!(settings.allow_anyone, Some(Switch(false)));
         #[cfg(unix)]
         {

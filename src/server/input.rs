@@ -1,0 +1,219 @@
+//! The server's input side: frames read from one client, bounded in bytes
+//! and in time.
+//!
+//! [`Input`] wraps the codec's reader and adds what only a server needs:
+//!
+//! - **Before the handshake** only frames up to [`HANDSHAKE_MAX_FRAME_LEN`]
+//!   are accepted (a client's HELLO is 12 bytes), so a header announcing a
+//!   large frame before HELLO commits nothing.
+//! - **A server-wide budget** ([`InputBudget`]) bounds the bytes that
+//!   partially received frames hold across all connections: a connection
+//!   whose frame would need more than is left gets ERROR `overloaded`.
+//! - **A frame deadline**: once part of a frame is here and the server
+//!   waits for the rest, the rest must arrive within the frame timeout, or
+//!   the connection gets ERROR `timed out`.
+//!
+//! The buffer itself grows with the bytes that arrive and fallibly (see
+//! [`crate::protocol::FrameCodec`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+use tokio_util::codec::{Decoder, FramedRead};
+
+use super::Config;
+use crate::protocol::{DecodeError, Frame, FrameCodec};
+use crate::transport::ServerStream;
+
+/// The largest `length` the server accepts before it has accepted the
+/// client's HELLO. A v1 HELLO has `length` 12; the rest leaves room for
+/// the extensions later versions may append.
+pub const HANDSHAKE_MAX_FRAME_LEN: u32 = 256;
+
+/// The bytes all connections' unfinished frames may hold at once.
+///
+/// Only a frame's growth past the plain read buffer (8 KiB per connection)
+/// is charged: from the moment its buffer grows for it until the frame is
+/// complete (or the connection ends).
+#[derive(Debug)]
+pub(super) struct InputBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl InputBudget {
+    pub(super) fn new(limit: usize) -> InputBudget {
+        InputBudget {
+            limit,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `bytes` from the budget, or nothing if fewer are left.
+    fn try_take(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&sum| sum <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// The codec with the server's limits: the handshake's small maximum, then
+/// the configured one; every growth for a frame charged to the budget.
+struct InputCodec {
+    codec: FrameCodec,
+    max_frame_len: u32,
+    budget: Arc<InputBudget>,
+    /// What the frame being received holds of the budget.
+    charged: usize,
+}
+
+impl InputCodec {
+    fn release(&mut self) {
+        if self.charged > 0 {
+            self.budget.give_back(self.charged);
+            self.charged = 0;
+        }
+    }
+}
+
+impl Decoder for InputCodec {
+    type Item = Frame;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let budget = &self.budget;
+        let charged = &mut self.charged;
+        let decoded = self.codec.decode_admitting(src, |capacity| {
+            // The new buffer replaces the old one: charge the difference.
+            let more = capacity.saturating_sub(*charged);
+            if !budget.try_take(more) {
+                return Err(DecodeError::Overloaded {
+                    budget: budget.limit,
+                });
+            }
+            *charged += more;
+            Ok(())
+        });
+        if !matches!(decoded, Ok(None)) {
+            // Complete (its bytes now belong to the request) or failed.
+            self.release();
+        }
+        decoded
+    }
+}
+
+impl Drop for InputCodec {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Frames from one client, with the server's limits on input.
+pub(super) struct Input {
+    frames: FramedRead<ServerStream, InputCodec>,
+    frame_timeout: Duration,
+    /// Whether the deadline below is for the frame being received: armed
+    /// the first time the server waits for the rest of a frame, disarmed
+    /// when a frame is delivered.
+    armed: bool,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl Input {
+    /// Reads `stream`, accepting only handshake-sized frames until
+    /// [`Input::handshake_done`].
+    pub(super) fn new(stream: ServerStream, config: &Config) -> Input {
+        let codec = InputCodec {
+            codec: FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN.min(config.max_frame_len)),
+            max_frame_len: config.max_frame_len,
+            budget: config.input_budget.clone(),
+            charged: 0,
+        };
+        Input {
+            frames: FramedRead::new(stream, codec),
+            frame_timeout: config.frame_timeout,
+            armed: false,
+            deadline: None,
+        }
+    }
+
+    /// The client's HELLO is accepted: frames up to the server's maximum
+    /// are read from now on.
+    pub(super) fn handshake_done(&mut self) {
+        let codec = self.frames.decoder_mut();
+        codec.codec = FrameCodec::new(codec.max_frame_len);
+    }
+
+    pub(super) fn get_ref(&self) -> &ServerStream {
+        self.frames.get_ref()
+    }
+
+    pub(super) fn get_mut(&mut self) -> &mut ServerStream {
+        self.frames.get_mut()
+    }
+
+    pub(super) fn into_inner(self) -> ServerStream {
+        self.frames.into_inner()
+    }
+
+    pub(super) fn read_buffer_mut(&mut self) -> &mut BytesMut {
+        self.frames.read_buffer_mut()
+    }
+
+    /// Fails the frame being received if its deadline has passed; arms the
+    /// deadline if this is the first wait for it.
+    ///
+    /// The deadline starts when the server first waits for the rest of a
+    /// frame, not when its first byte was read: time the server spends on
+    /// other work (handlers at `max_in_flight`, a full outbox) while the
+    /// rest sits unread is not the client's.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<DecodeError> {
+        if !self.armed {
+            let at = Instant::now() + self.frame_timeout;
+            match &mut self.deadline {
+                Some(deadline) => deadline.as_mut().reset(at),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            self.armed = true;
+        }
+        let deadline = self.deadline.as_mut().expect("armed above");
+        deadline
+            .as_mut()
+            .poll(cx)
+            .map(|()| DecodeError::Stalled(self.frame_timeout))
+    }
+}
+
+impl Stream for Input {
+    type Item = Result<Frame, DecodeError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.frames.poll_next_unpin(cx) {
+            Poll::Ready(item) => {
+                this.armed = false;
+                Poll::Ready(item)
+            }
+            // Waiting between frames: no deadline (the idle timeout's job).
+            Poll::Pending if this.frames.read_buffer().is_empty() => {
+                this.armed = false;
+                Poll::Pending
+            }
+            // Part of a frame is here; the rest is not.
+            Poll::Pending => this.poll_deadline(cx).map(|e| Some(Err(e))),
+        }
+    }
+}
