@@ -63,7 +63,7 @@ pub(super) struct Connection<H> {
 
 impl<H: Handler> Connection<H> {
     pub(super) async fn run(self, stream: ServerStream) {
-        tracing::info!("connected");
+        tracing::debug!("connected");
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let ctx = Context::new(self.id, self.peer, outbound, self.config.max_payload());
         let mut wire = Wire::new(stream, &self.config, queue, self.shared.clone());
@@ -83,7 +83,7 @@ impl<H: Handler> Connection<H> {
         } else {
             wire.close().await;
         }
-        tracing::info!("disconnected");
+        tracing::debug!("disconnected");
     }
 
     async fn session(&self, wire: &mut Wire, ctx: &Context) -> End {

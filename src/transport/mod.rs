@@ -18,7 +18,10 @@ use crate::error::{Error, Result};
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{connect, disconnect, flush_to_peer, ClientStream, Listener, ServerStream};
+pub use unix::{
+    connect, disconnect, flush_to_peer, is_out_of_descriptors, ClientStream, Listener, OverLimit,
+    ServerStream,
+};
 
 #[cfg(windows)]
 mod windows;

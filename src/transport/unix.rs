@@ -31,6 +31,10 @@ pub struct Listener {
     /// Device and inode of the socket file we created; `None` for a
     /// socket someone else created (and so removes).
     identity: Option<(u64, u64)>,
+    /// A descriptor kept open to be given up when the process runs out of
+    /// them, so that the client waiting in the queue can still be accepted
+    /// and told no (see [`Listener::refuse_over_fd_limit`]).
+    reserve: Option<fs::File>,
 }
 
 impl Listener {
@@ -64,6 +68,7 @@ impl Listener {
             inner,
             path: path.to_owned(),
             identity: Some((meta.dev(), meta.ino())),
+            reserve: open_reserve(),
         })
     }
 
@@ -114,6 +119,7 @@ impl Listener {
             inner: UnixListener::from_std(listener)?,
             path: expected.to_owned(),
             identity: None,
+            reserve: open_reserve(),
         })
     }
 
@@ -123,6 +129,58 @@ impl Listener {
         let peer = peer_info(&stream);
         Ok((stream, peer))
     }
+
+    /// After [`accept`](Self::accept) failed because the process (`EMFILE`)
+    /// or the system (`ENFILE`) is out of file descriptors: gives up the
+    /// reserve descriptor, accepts the client waiting in the queue, writes
+    /// `reply` to it (without waiting: it fits in a fresh socket's buffer),
+    /// closes it and takes the reserve back. Without this, the client
+    /// would wait in the queue, answered by nobody, while `accept` kept
+    /// failing.
+    ///
+    /// Linux fails `accept` with `EMFILE` even when nobody is waiting
+    /// ([`OverLimit::NoneWaiting`]); the next `accept` then waits for a
+    /// client as usual.
+    pub fn refuse_over_fd_limit(&mut self, reply: &[u8]) -> OverLimit {
+        if self.reserve.take().is_none() {
+            self.reserve = open_reserve();
+            return OverLimit::Failed;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let outcome = match self.inner.poll_accept(&mut cx) {
+            std::task::Poll::Ready(Ok((stream, _))) => {
+                // Best effort: a client that cannot take 50 bytes is gone.
+                let _ = stream.try_write(reply);
+                OverLimit::Refused
+            }
+            std::task::Poll::Pending => OverLimit::NoneWaiting,
+            std::task::Poll::Ready(Err(_)) => OverLimit::Failed,
+        };
+        self.reserve = open_reserve();
+        outcome
+    }
+}
+
+/// What [`Listener::refuse_over_fd_limit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// A waiting client was answered and closed.
+    Refused,
+    /// Nobody was waiting.
+    NoneWaiting,
+    /// No client could be accepted even with the reserve given up (or no
+    /// reserve could be opened).
+    Failed,
+}
+
+/// Whether `err` says the process or the system is out of descriptors.
+pub fn is_out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The reserve descriptor: `/dev/null`, which every Unix has.
+fn open_reserve() -> Option<fs::File> {
+    fs::File::open("/dev/null").ok()
 }
 
 impl Drop for Listener {

@@ -91,8 +91,6 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(&pipesvc::Endpoint) -> std::io::Result<()>,
 ) -> pipesvc::Result<()> {
-    #[cfg(unix)]
-    raise_fd_limit();
     if let Some(path) = &args.config {
         tracing::info!(config = %path.display(), "reading settings");
     }
@@ -184,25 +182,4 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("stop requested");
     })
-}
-
-/// Raises the soft limit on open files to the hard limit: each client is a
-/// file descriptor, and the common soft limit of 1024 is below the default
-/// `--max-connections`.
-#[cfg(unix)]
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write `limit`.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if !raised {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
-    }
 }
