@@ -64,12 +64,23 @@ impl Service {
 
     /// Sends SIGTERM and returns whether the process then exited with 0.
     #[cfg(unix)]
-    fn terminate(mut self) -> bool {
+    fn terminate(self) -> bool {
+        self.stop_with(libc::SIGTERM).success()
+    }
+
+    /// Sends `signal` and returns how the process then exited.
+    #[cfg(unix)]
+    fn stop_with(mut self, signal: i32) -> std::process::ExitStatus {
+        self.signal(signal);
+        self.child.wait().expect("wait for pipesvc serve")
+    }
+
+    /// Sends `signal` to the service.
+    #[cfg(unix)]
+    fn signal(&self, signal: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        let status = self.child.wait().expect("wait for pipesvc serve");
-        status.success()
     }
 }
 
@@ -734,5 +745,41 @@ mod ops {
             "{refusal_lines} refusal lines for {overloaded} refusals: {log:?}"
         );
         eprintln!("{hellos} HELLO, {overloaded} overloaded, {refusal_lines} refusal lines");
+    }
+
+    /// SIGHUP and SIGQUIT stop the service as SIGTERM does: gracefully,
+    /// with exit status 0 and the socket file removed. (Before, either
+    /// killed it on the spot and left the socket file behind.)
+    #[test]
+    fn sighup_and_sigquit_stop_gracefully() {
+        for (signal, name) in [(libc::SIGHUP, "hup"), (libc::SIGQUIT, "quit")] {
+            let name = unique_name(name);
+            let service = Service::start(serve(&["--name", &name]));
+            assert_eq!(service.call("before"), "before\n");
+            let status = service.stop_with(signal);
+            assert!(status.success(), "signal {signal}: exit status {status:?}");
+            assert!(
+                !std::path::Path::new(&name).exists(),
+                "signal {signal}: the socket file is left behind"
+            );
+        }
+    }
+
+    /// SIGUSR1 logs the counters and the service keeps serving.
+    #[test]
+    fn sigusr1_logs_the_status_and_keeps_serving() {
+        let name = unique_name("usr1");
+        let mut command = serve(&["--name", &name]);
+        command.env("RUST_LOG", "info").stderr(Stdio::piped());
+        let mut service = Service::start(command);
+        let lines = lines_of(service.child.stderr.take().unwrap());
+        assert_eq!(service.call("counted"), "counted\n");
+        service.signal(libc::SIGUSR1);
+        let line = wait_for_line(&lines, |line| {
+            line.contains("status (SIGUSR1)").then(|| line.to_owned())
+        });
+        assert!(line.contains("requests_served=1"), "{line}");
+        assert_eq!(service.call("still here"), "still here\n");
+        assert!(service.terminate(), "exit 0 after SIGTERM");
     }
 }
