@@ -260,9 +260,7 @@ async fn the_name_stays_held_while_no_served_instance_exists() {
                         break;
                     }
                     Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => busy += 1,
-                    Err(e) if e.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) => {
-                        missing += 1
-                    }
+                    Err(e) if e.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) => missing += 1,
                     Err(e) => panic!("round {round}: unexpected open error: {e}"),
                 }
                 tokio::task::yield_now().await;
@@ -270,7 +268,10 @@ async fn the_name_stays_held_while_no_served_instance_exists() {
         };
         guard(probe).await;
         eprintln!("pipesvc-report: round {round}: {busy} busy, {missing} missing");
-        assert_eq!(missing, 0, "round {round}: the name vanished ({busy} busy probes)");
+        assert_eq!(
+            missing, 0,
+            "round {round}: the name vanished ({busy} busy probes)"
+        );
     }
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("after").await.unwrap(), "after");
@@ -296,4 +297,3 @@ async fn max_instances_counts_served_instances_not_the_placeholder() {
     second.close().await;
     server.stop().await;
 }
-

@@ -178,7 +178,8 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Upper bound on pipe instances on Windows (default unlimited).
+    /// Upper bound on pipe instances serving clients on Windows (default
+    /// unlimited); the placeholder instance holding the name comes on top.
     pub fn max_instances(mut self, max: u8) -> Self {
         self.listener.max_instances = Some(max);
         self
