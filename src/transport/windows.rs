@@ -83,7 +83,9 @@ impl Listener {
     /// Builds the security descriptor (an invalid custom SDDL is
     /// [`Error::Config`]), creates the first instance with
     /// `first_pipe_instance(true)`, so that binding fails if another process
-    /// already owns the name, then fills the backlog.
+    /// already owns the name, makes it the placeholder that holds the name
+    /// (see the module documentation), then fills the backlog; fails if not
+    /// even one instance to serve on can be made.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
