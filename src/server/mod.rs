@@ -421,6 +421,8 @@ impl<H: Handler> Server<H> {
             use crate::transport::OverLimit;
             match self.listener.refuse_over_fd_limit(&over_fd_limit_reply()) {
                 OverLimit::Refused => {
+                    // Counted like every refused connection.
+                    self.shared.next_id.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.error(ErrorCode::OVERLOADED);
                     limited!(
                         warn,
