@@ -18,6 +18,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 mod frame_io;
+mod log_limit;
 pub mod protocol;
 pub mod server;
 pub mod transport;

@@ -148,3 +148,136 @@ async fn a_handed_listener_must_be_at_the_endpoint() {
     assert!(elsewhere.address().exists(), "nothing removed");
     std::fs::remove_file(elsewhere.address()).unwrap();
 }
+
+/// Leaves a dead server's socket at `endpoint`'s path: bound, never
+/// unlinked, nobody listening.
+fn leave_stale_socket(endpoint: &Endpoint) {
+    drop(std::os::unix::net::UnixListener::bind(endpoint.address()).unwrap());
+}
+
+/// Servers starting at once on a path holding a stale socket: exactly one
+/// wins, the others say why they lost, and the winner is the one clients
+/// reach. Before the lock, two "winners" (one of them orphaned: its socket
+/// deleted as stale by the other) or a loser failing with `No such file or
+/// directory` showed up within a few rounds.
+#[test]
+fn servers_starting_at_once_on_a_stale_socket_elect_exactly_one() {
+    const SERVERS: usize = 8;
+    const ROUNDS: usize = 200;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = unique_endpoint("race");
+    {
+        let _enter = runtime.enter();
+        create_private_dir(&endpoint);
+    }
+    for round in 0..ROUNDS {
+        leave_stale_socket(&endpoint);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(SERVERS));
+        let contenders: Vec<_> = (0..SERVERS)
+            .map(|_| {
+                let (endpoint, start) = (endpoint.clone(), start.clone());
+                let handle = runtime.handle().clone();
+                std::thread::spawn(move || {
+                    let _enter = handle.enter();
+                    start.wait();
+                    bind(&endpoint)
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = contenders.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut winners = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Ok(listener) => winners.push(listener),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("already in use: another server is listening there")
+                            || text.contains("another server is starting on this path"),
+                        "round {round}: a loser's error does not say why: {text}"
+                    );
+                }
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners");
+        std::os::unix::net::UnixStream::connect(endpoint.address())
+            .unwrap_or_else(|e| panic!("round {round}: the winner is unreachable: {e}"));
+        drop(winners); // and the next round starts from a stale socket again
+    }
+}
+
+/// `<socket>.lock`, the file a starting server locks.
+fn lock_path(endpoint: &Endpoint) -> std::path::PathBuf {
+    let mut path = endpoint.address().as_os_str().to_owned();
+    path.push(".lock");
+    path.into()
+}
+
+#[tokio::test]
+async fn the_lock_file_exists_only_while_a_server_starts() {
+    let endpoint = unique_endpoint("lock-gone");
+    let listener = bind(&endpoint).unwrap();
+    assert!(!lock_path(&endpoint).exists(), "removed once bound");
+    drop(listener);
+    // One left by a server that died while starting is reused, then removed.
+    std::fs::write(lock_path(&endpoint), b"").unwrap();
+    let listener = bind(&endpoint).expect("a leftover, unlocked lock file is no obstacle");
+    assert!(!lock_path(&endpoint).exists());
+    drop(listener);
+}
+
+#[tokio::test]
+async fn a_server_finding_the_lock_taken_says_another_is_starting() {
+    use std::os::fd::AsRawFd;
+    let endpoint = unique_endpoint("lock-held");
+    create_private_dir(&endpoint);
+    leave_stale_socket(&endpoint);
+    let held = std::fs::File::create(lock_path(&endpoint)).unwrap();
+    // SAFETY: flock on a descriptor `held` owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let err = bind_error(&endpoint);
+    assert!(
+        err.contains("another server is starting on this path"),
+        "{err}"
+    );
+    let meta = std::fs::symlink_metadata(endpoint.address()).unwrap();
+    assert!(meta.file_type().is_socket(), "the socket is left alone");
+    drop(held);
+    let listener = bind(&endpoint).expect("free once the lock is released");
+    drop(listener);
+    std::fs::remove_file(lock_path(&endpoint)).ok();
+}
+
+#[tokio::test]
+async fn a_symlink_planted_as_the_lock_file_is_not_followed() {
+    let endpoint = unique_endpoint("lock-link");
+    create_private_dir(&endpoint);
+    let target = endpoint.address().with_extension("target");
+    std::os::unix::fs::symlink(&target, lock_path(&endpoint)).unwrap();
+    let err = bind_error(&endpoint);
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert!(!target.exists(), "nothing created through the link");
+    assert!(!endpoint.address().exists(), "nothing bound");
+    std::fs::remove_file(lock_path(&endpoint)).unwrap();
+}
+
+#[tokio::test]
+async fn an_explicit_path_in_a_shared_directory_binds_and_cleans_up() {
+    let endpoint = unique_endpoint("shared-dir");
+    // A world-writable sticky directory, like /tmp.
+    let dir = endpoint.address().with_extension("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let socket = dir.join("svc.sock");
+    let explicit: Endpoint = socket.to_str().unwrap().parse().unwrap();
+    assert_eq!(explicit.private_dir(), None);
+    let listener = bind(&explicit).expect("bind in a shared directory");
+    std::os::unix::net::UnixStream::connect(&socket).expect("reachable");
+    drop(listener);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "neither socket nor lock file left: {left:?}"
+    );
+    std::fs::remove_dir(&dir).unwrap();
+}

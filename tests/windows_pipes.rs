@@ -227,3 +227,73 @@ async fn a_second_server_on_the_same_name_fails_naming_the_squatting_risk() {
     assert!(text.contains("already owns this pipe name"), "{text}");
     drop(first);
 }
+
+/// With `max_instances(1)` the only served instance is taken; when its
+/// client leaves, no served instance exists until the listener makes a new
+/// one (it retries every 10 ms). The placeholder instance holds the name
+/// meanwhile: a client probing in that window finds the pipe busy, never
+/// missing (missing is when a squatter could create it). On a
+/// current-thread runtime the probe loop runs between the server's turns,
+/// so it sees every state the name goes through. Before the placeholder
+/// the probes found the name missing.
+#[tokio::test]
+async fn the_name_stays_held_while_no_served_instance_exists() {
+    let endpoint = unique_endpoint("held-name");
+    let server = start(
+        Server::builder(endpoint.clone())
+            .max_instances(1)
+            .backlog(1)
+            .handler(echo),
+    );
+    let name = endpoint.address().as_os_str().to_owned();
+    for round in 0..5 {
+        let holder = Client::connect(&endpoint).await.unwrap();
+        assert_eq!(holder.request("held").await.unwrap(), "held");
+        holder.close().await;
+        let (mut busy, mut missing) = (0u32, 0u32);
+        // Until the listener has a new instance up (bounded by the guard).
+        let probe = async {
+            loop {
+                match PipeClientOptions::new().open(&name) {
+                    Ok(pipe) => {
+                        drop(pipe);
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => busy += 1,
+                    Err(e) if e.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) => missing += 1,
+                    Err(e) => panic!("round {round}: unexpected open error: {e}"),
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        guard(probe).await;
+        eprintln!("pipesvc-report: round {round}: {busy} busy, {missing} missing");
+        assert_eq!(
+            missing, 0,
+            "round {round}: the name vanished ({busy} busy probes)"
+        );
+    }
+    let client = Client::connect(&endpoint).await.unwrap();
+    assert_eq!(client.request("after").await.unwrap(), "after");
+    client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn max_instances_counts_served_instances_not_the_placeholder() {
+    let endpoint = unique_endpoint("placeholder-count");
+    let server = start(
+        Server::builder(endpoint.clone())
+            .max_instances(2)
+            .backlog(2)
+            .handler(echo),
+    );
+    let first = Client::connect(&endpoint).await.unwrap();
+    let second = Client::connect(&endpoint).await.unwrap();
+    for client in [&first, &second] {
+        assert_eq!(client.request("both served").await.unwrap(), "both served");
+    }
+    first.close().await;
+    second.close().await;
+    server.stop().await;
+}

@@ -32,6 +32,7 @@ use super::input::Input;
 use super::stats::Tally;
 use super::{lock, Config, Context, Handler, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
+use crate::log_limit::limited;
 use crate::protocol::{
     ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
@@ -72,7 +73,7 @@ pub(super) struct Connection<H> {
 
 impl<H: Handler> Connection<H> {
     pub(super) async fn run(self, stream: ServerStream) {
-        tracing::info!("connected");
+        tracing::debug!("connected");
         let (outbound, queue) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(self.config.max_output_bytes));
         let max_payload = self.config.max_payload();
@@ -83,9 +84,10 @@ impl<H: Handler> Connection<H> {
         self.forget();
         match &end {
             End::Protocol(code, message) => {
-                tracing::warn!(%code, message, "closing connection: protocol error")
+                limited!(warn, %code, message, "closing connection: protocol error")
             }
-            End::TooSlow => tracing::warn!(
+            End::TooSlow => limited!(
+                warn,
                 "disconnecting a client too slow for broadcasts: its output was full"
             ),
             other => tracing::debug!(end = ?other, "closing connection"),
@@ -99,7 +101,7 @@ impl<H: Handler> Connection<H> {
         } else {
             wire.close().await;
         }
-        tracing::info!("disconnected");
+        tracing::debug!("disconnected");
     }
 
     /// The connection is no longer counted nor reached by broadcasts.
@@ -203,7 +205,7 @@ impl<H: Handler> Connection<H> {
                     continue;
                 }
                 Event::Deadline(code) => {
-                    tracing::warn!(%code, "deadline passed; cancelling requests");
+                    limited!(warn, %code, "deadline passed; cancelling requests");
                     let why = match code {
                         ErrorCode::SHUTTING_DOWN => {
                             "the server shut down before the request finished"
@@ -374,7 +376,7 @@ type Chore<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 fn chore<'a>(work: impl Future<Output = ()> + Send + 'a) -> Chore<'a> {
     Box::pin(AssertUnwindSafe(work).catch_unwind().map(|done| {
         if let Err(panic) = done {
-            tracing::error!(panic = panic_message(&panic), "handler panicked");
+            limited!(error, panic = panic_message(&panic), "handler panicked");
         }
     }))
 }
@@ -641,7 +643,7 @@ impl Wire {
             // Answers and notifications are checked against the limit
             // before they get here; should one slip through, its request
             // still gets its one answer.
-            tracing::error!(error = %e, "a frame over the limit");
+            limited!(error, error = %e, "a frame over the limit");
             if answer {
                 let why = "the answer exceeds the maximum frame length";
                 let error = Frame::error(id, ErrorCode::FRAME_TOO_LARGE, why);

@@ -19,6 +19,7 @@ use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 
 use super::{lock, Context, Handler, ServiceError};
+use crate::log_limit::limited;
 use crate::protocol::ErrorPayload;
 use crate::protocol::{ErrorCode, Frame};
 
@@ -209,7 +210,12 @@ fn answer(
 ) -> Frame {
     match outcome {
         Ok(Ok(body)) if body.len() > max_payload => {
-            tracing::error!(id, len = body.len(), "response too large for one frame");
+            limited!(
+                error,
+                id,
+                len = body.len(),
+                "response too large for one frame"
+            );
             Frame::error(
                 id,
                 ErrorCode::FRAME_TOO_LARGE,
@@ -222,7 +228,7 @@ fn answer(
         Ok(Ok(body)) => Frame::response(id, body),
         Ok(Err(err)) => error_that_fits(id, err.code(), err.message(), max_payload),
         Err(panic) => {
-            tracing::error!(id, panic = panic_message(&panic), "handler panicked");
+            limited!(error, id, panic = panic_message(&panic), "handler panicked");
             Frame::error(id, ErrorCode::HANDLER_FAILED, "the handler panicked")
         }
     }
@@ -252,7 +258,8 @@ pub(super) fn error_that_fits(
         end -= 1;
     }
     if end < message.len() {
-        tracing::warn!(
+        limited!(
+            warn,
             id,
             len = message.len(),
             "error message cut to fit one frame"

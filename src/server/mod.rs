@@ -18,6 +18,8 @@
 mod access;
 mod connection;
 mod context;
+#[cfg(unix)]
+mod fd_limit;
 mod handler;
 mod in_flight;
 mod input;
@@ -42,6 +44,7 @@ pub use input::HANDSHAKE_MAX_FRAME_LEN;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::log_limit::limited;
 use crate::protocol::{ErrorCode, Frame, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{Listener, ListenerOptions, PipeMode};
 
@@ -68,6 +71,18 @@ pub const DEFAULT_INPUT_BUDGET: usize = 256 * 1024 * 1024;
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Refusals (ERROR instead of HELLO) in progress at once; past that a
+/// client to refuse is just disconnected, so that a reconnect flood
+/// cannot make a task per client. Each refusal lasts at most two flush
+/// timeouts (1 s each: sending the ERROR, then closing).
+const MAX_REFUSALS: usize = 32;
+
+/// First and longest pause after `accept` fails (for a reason other than
+/// a client the reserve descriptor lets us refuse); it doubles while the
+/// failures go on, so that a lasting failure neither spins nor floods.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Settings shared by every connection of one server.
 #[derive(Debug)]
@@ -216,7 +231,8 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Upper bound on pipe instances on Windows (default unlimited).
+    /// Upper bound on pipe instances serving clients on Windows (default
+    /// unlimited); the placeholder instance holding the name comes on top.
     pub fn max_instances(mut self, max: u8) -> Self {
         self.listener.max_instances = Some(max);
         self
@@ -266,6 +282,8 @@ impl<H: Handler> ServerBuilder<H> {
     /// Outside a Tokio runtime.
     pub fn bind(self) -> Result<Server<H>> {
         self.check_hello_fits()?;
+        #[cfg(unix)]
+        fd_limit::raise_and_check(self.max_connections);
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
         tracing::info!(endpoint = %self.endpoint, "listening");
         Ok(self.into_server(listener))
@@ -289,6 +307,7 @@ impl<H: Handler> ServerBuilder<H> {
     #[cfg(unix)]
     pub fn bind_listener(self, listener: std::os::unix::net::UnixListener) -> Result<Server<H>> {
         self.check_hello_fits()?;
+        fd_limit::raise_and_check(self.max_connections);
         let listener = Listener::from_std(listener, &self.endpoint)?;
         tracing::info!(endpoint = %self.endpoint, "listening on a socket handed over");
         Ok(self.into_server(listener))
@@ -299,6 +318,7 @@ impl<H: Handler> ServerBuilder<H> {
             endpoint: self.endpoint,
             listener,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
             access: self.access,
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
@@ -327,6 +347,8 @@ pub struct Server<H> {
     endpoint: Endpoint,
     listener: Listener,
     connection_slots: Arc<Semaphore>,
+    /// Caps the refusals in progress ([`MAX_REFUSALS`]).
+    refusals: Arc<Semaphore>,
     access: AccessPolicy,
     config: Arc<Config>,
     handler: Arc<H>,
@@ -422,19 +444,18 @@ impl<H: Handler> Server<H> {
     /// answers the rest with ERROR `shutting down`, and closes.
     pub async fn serve_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
         let mut connections = JoinSet::new();
+        let mut accept_failures = 0u32;
         tokio::pin!(signal);
         loop {
             tokio::select! {
                 _ = &mut signal => break,
                 _ = self.shared.shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.spawn_connection(&mut connections, stream, peer),
-                    Err(e) => {
-                        // Such as running out of file descriptors: back off
-                        // instead of spinning, and keep serving.
-                        tracing::error!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok((stream, peer)) => {
+                        accept_failures = 0;
+                        self.spawn_connection(&mut connections, stream, peer);
                     }
+                    Err(e) => self.accept_failed(e, &mut accept_failures).await,
                 },
                 Some(done) = connections.join_next(), if !connections.is_empty() => {
                     log_connection_end(done);
@@ -443,6 +464,43 @@ impl<H: Handler> Server<H> {
         }
         self.shut_down(connections).await;
         Ok(())
+    }
+
+    /// Keeps serving after `accept` failed. Out of file descriptors (Unix),
+    /// the waiting client is answered ERROR `overloaded` through the
+    /// listener's reserve descriptor; otherwise, or if that fails, the loop
+    /// backs off, longer while the failures go on. Both lines are
+    /// rate-limited.
+    async fn accept_failed(&mut self, err: std::io::Error, failures: &mut u32) {
+        #[cfg(unix)]
+        if crate::transport::is_out_of_descriptors(&err) {
+            use crate::transport::OverLimit;
+            match self.listener.refuse_over_fd_limit(&over_fd_limit_reply()) {
+                OverLimit::Refused => {
+                    // Counted like every refused connection.
+                    self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.error(ErrorCode::OVERLOADED);
+                    limited!(
+                        warn,
+                        error = %err,
+                        "refused a client with ERROR overloaded: out of file descriptors \
+                         (raise the open-file limit, or lower max_connections)"
+                    );
+                    return;
+                }
+                OverLimit::NoneWaiting => return,
+                OverLimit::Failed => {}
+            }
+        }
+        *failures = failures.saturating_add(1);
+        limited!(error, error = %err, failures = *failures, "accept failed");
+        let pause = ACCEPT_BACKOFF_FIRST
+            .saturating_mul(1 << (*failures - 1).min(16))
+            .min(ACCEPT_BACKOFF_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = self.shared.shutdown.cancelled() => {}
+        }
     }
 
     fn spawn_connection(
@@ -457,7 +515,10 @@ impl<H: Handler> Server<H> {
         let span = tracing::info_span!("conn", id, pid = peer.pid, uid = peer.uid, gid = peer.gid);
         if !self.access.permits(&peer) {
             span.in_scope(|| {
-                tracing::warn!("refusing connection: not allowed by the access policy")
+                limited!(
+                    warn,
+                    "refusing connection: not allowed by the access policy"
+                )
             });
             self.refuse(
                 connections,
@@ -469,7 +530,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {
-            span.in_scope(|| tracing::warn!("refusing connection: at the connection limit"));
+            span.in_scope(|| limited!(warn, "refusing connection: at the connection limit"));
             let why = "the server is at its connection limit; try again later";
             self.refuse(connections, stream, span, ErrorCode::OVERLOADED, why);
             return;
@@ -499,10 +560,24 @@ impl<H: Handler> Server<H> {
         code: ErrorCode,
         message: &str,
     ) {
+        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+            span.in_scope(|| {
+                limited!(
+                    warn,
+                    "closing a connection without an answer: {MAX_REFUSALS} refusals in progress"
+                )
+            });
+            crate::transport::disconnect(&stream);
+            return;
+        };
         self.shared.stats.error(code);
         let refusal = Frame::error(0, code, message);
         let config = self.config.clone();
-        connections.spawn(connection::refuse(stream, config, refusal).instrument(span));
+        let refusing = async move {
+            connection::refuse(stream, config, refusal).await;
+            drop(permit);
+        };
+        connections.spawn(refusing.instrument(span));
     }
 
     async fn shut_down(self, mut connections: JoinSet<()>) {
@@ -527,6 +602,22 @@ impl<H: Handler> Server<H> {
             connections.shutdown().await;
         }
     }
+}
+
+/// What a client past the file-descriptor limit reads instead of HELLO.
+#[cfg(unix)]
+fn over_fd_limit_reply() -> bytes::BytesMut {
+    use tokio_util::codec::Encoder;
+    let frame = Frame::error(
+        0,
+        ErrorCode::OVERLOADED,
+        "the server is out of file descriptors; try again later",
+    );
+    let mut reply = bytes::BytesMut::new();
+    crate::protocol::FrameCodec::new(DEFAULT_MAX_FRAME_LEN)
+        .encode(frame, &mut reply)
+        .expect("a short ERROR always encodes");
+    reply
 }
 
 fn log_connection_end(done: std::result::Result<(), tokio::task::JoinError>) {

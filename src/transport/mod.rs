@@ -18,7 +18,10 @@ use crate::error::{Error, Result};
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{connect, disconnect, flush_to_peer, ClientStream, Listener, ServerStream};
+pub use unix::{
+    connect, disconnect, flush_to_peer, is_out_of_descriptors, ClientStream, Listener, OverLimit,
+    ServerStream,
+};
 
 #[cfg(windows)]
 mod windows;
@@ -50,8 +53,10 @@ pub struct ListenerOptions {
     /// Pipe instances kept listening at once (Windows; at least 1). More
     /// instances mean fewer `ERROR_PIPE_BUSY` retries in a burst of clients.
     pub backlog: usize,
-    /// Upper bound on pipe instances, connected or not (Windows; 1 to 254,
-    /// `None` for unlimited).
+    /// Upper bound on pipe instances serving clients, connected or not
+    /// (Windows; 1 to 254, `None` for unlimited). The placeholder instance
+    /// that holds the name comes on top, within the 254 Windows allows (so
+    /// 254 serves at most 253).
     pub max_instances: Option<u8>,
     /// Byte or message mode (Windows).
     pub pipe_mode: PipeMode,

@@ -2,7 +2,8 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
@@ -30,6 +31,10 @@ pub struct Listener {
     /// Device and inode of the socket file we created; `None` for a
     /// socket someone else created (and so removes).
     identity: Option<(u64, u64)>,
+    /// A descriptor kept open to be given up when the process runs out of
+    /// them, so that the client waiting in the queue can still be accepted
+    /// and told no (see [`Listener::refuse_over_fd_limit`]).
+    reserve: Option<fs::File>,
 }
 
 impl Listener {
@@ -50,14 +55,20 @@ impl Listener {
             ensure_private_dir(dir)?;
         }
         let path = endpoint.address();
+        // Check, remove and bind under the lock: two servers starting at
+        // once must not both find the socket stale, each deleting the
+        // other's fresh one (leaving an orphan nobody can reach).
+        let lock = StartLock::acquire(path)?;
         remove_stale_socket(path)?;
         let inner = UnixListener::bind(path)?;
         fs::set_permissions(path, fs::Permissions::from_mode(options.socket_mode))?;
         let meta = fs::symlink_metadata(path)?;
+        drop(lock);
         Ok(Listener {
             inner,
             path: path.to_owned(),
             identity: Some((meta.dev(), meta.ino())),
+            reserve: open_reserve(),
         })
     }
 
@@ -108,6 +119,7 @@ impl Listener {
             inner: UnixListener::from_std(listener)?,
             path: expected.to_owned(),
             identity: None,
+            reserve: open_reserve(),
         })
     }
 
@@ -117,6 +129,58 @@ impl Listener {
         let peer = peer_info(&stream);
         Ok((stream, peer))
     }
+
+    /// After [`accept`](Self::accept) failed because the process (`EMFILE`)
+    /// or the system (`ENFILE`) is out of file descriptors: gives up the
+    /// reserve descriptor, accepts the client waiting in the queue, writes
+    /// `reply` to it (without waiting: it fits in a fresh socket's buffer),
+    /// closes it and takes the reserve back. Without this, the client
+    /// would wait in the queue, answered by nobody, while `accept` kept
+    /// failing.
+    ///
+    /// Linux fails `accept` with `EMFILE` even when nobody is waiting
+    /// ([`OverLimit::NoneWaiting`]); the next `accept` then waits for a
+    /// client as usual.
+    pub fn refuse_over_fd_limit(&mut self, reply: &[u8]) -> OverLimit {
+        if self.reserve.take().is_none() {
+            self.reserve = open_reserve();
+            return OverLimit::Failed;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let outcome = match self.inner.poll_accept(&mut cx) {
+            std::task::Poll::Ready(Ok((stream, _))) => {
+                // Best effort: a client that cannot take 50 bytes is gone.
+                let _ = stream.try_write(reply);
+                OverLimit::Refused
+            }
+            std::task::Poll::Pending => OverLimit::NoneWaiting,
+            std::task::Poll::Ready(Err(_)) => OverLimit::Failed,
+        };
+        self.reserve = open_reserve();
+        outcome
+    }
+}
+
+/// What [`Listener::refuse_over_fd_limit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// A waiting client was answered and closed.
+    Refused,
+    /// Nobody was waiting.
+    NoneWaiting,
+    /// No client could be accepted even with the reserve given up (or no
+    /// reserve could be opened).
+    Failed,
+}
+
+/// Whether `err` says the process or the system is out of descriptors.
+pub fn is_out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The reserve descriptor: `/dev/null`, which every Unix has.
+fn open_reserve() -> Option<fs::File> {
+    fs::File::open("/dev/null").ok()
 }
 
 impl Drop for Listener {
@@ -165,6 +229,110 @@ fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// An exclusive `flock` on `<socket path>.lock`, held while a server
+/// checks, removes and binds the socket, and removed (still locked) when
+/// dropped: the file exists only while a server is starting.
+///
+/// A server that finds the lock taken fails at once ("another server is
+/// starting on this path") rather than waiting: the holder either binds,
+/// and then owns the name, or fails, and a retry finds the path free.
+/// The lock file is opened without following symlinks and must be a
+/// regular file owned by this user, so that a file planted beside a socket
+/// in a shared directory can neither redirect the lock nor be locked
+/// through; such a file is reported, never deleted.
+struct StartLock {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl StartLock {
+    fn acquire(socket: &Path) -> io::Result<StartLock> {
+        let mut path = socket.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        loop {
+            let file = open_lock_file(&path)?;
+            // SAFETY: flock on a descriptor `file` owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::WouldBlock {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "another server is starting on this path (it holds {})",
+                            path.display()
+                        ),
+                    ));
+                }
+                return Err(err);
+            }
+            // The previous holder removes the file when it is done: a lock
+            // on a file no longer at `path` protects nothing, so start over.
+            if same_file(&file, &path)? {
+                return Ok(StartLock { file, path });
+            }
+        }
+    }
+}
+
+impl Drop for StartLock {
+    fn drop(&mut self) {
+        // Unlink before the lock goes (when `file` closes), so that whoever
+        // locks the file next sees it is gone and opens a fresh one.
+        if same_file(&self.file, &self.path).unwrap_or(false) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Opens (creating with mode 0600) the lock file, refusing a symlink or a
+/// file that is not a regular file of this user's.
+fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            let what = if e.raw_os_error() == Some(libc::ELOOP) {
+                "is a symbolic link; refusing to use it"
+            } else {
+                "cannot be opened"
+            };
+            io::Error::new(
+                e.kind(),
+                format!("the lock file {} {what}: {e}", path.display()),
+            )
+        })?;
+    let meta = file.metadata()?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_file() || meta.uid() != uid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the lock file {} must be a regular file owned by uid {uid} (found owner {}); \
+                 remove it if no server is starting",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Whether `path` still names the file `file` has open.
+fn same_file(file: &fs::File, path: &Path) -> io::Result<bool> {
+    let open = file.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(named) => Ok((named.dev(), named.ino()) == (open.dev(), open.ino())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a socket file no server answers on; refuses anything else.

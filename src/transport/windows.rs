@@ -4,6 +4,17 @@
 //! and creates a replacement before handing a connected instance out, so a
 //! client never finds the name missing while the server runs.
 //!
+//! The name itself is held for the listener's lifetime by a placeholder
+//! instance, as go-winio does: the first instance, to which the listener
+//! connects a client of its own and closes it at once, so that the
+//! instance stays busy (clients see `ERROR_PIPE_BUSY`, never
+//! `ERROR_FILE_NOT_FOUND`) and is never handed to anyone. Without it, if
+//! every served instance closed while no replacement could be created
+//! (`max_instances` reached, out of resources), the name would vanish and
+//! another process could create it and impersonate the service. The
+//! placeholder counts toward the limit Windows enforces: the listener asks
+//! for `max_instances + 1` (at most 254).
+//!
 //! Security: every instance gets the same security descriptor (by default
 //! the creating user and SYSTEM only; see [`security`]), remote clients are
 //! refused unless the options say otherwise, the first instance claims the
@@ -54,6 +65,8 @@ pub struct Listener {
     /// Built once at bind, used for every instance.
     security: PipeSecurity,
     waiting: FuturesUnordered<PendingConnect>,
+    /// The first instance, kept busy and never served: it holds the name.
+    _placeholder: NamedPipeServer,
 }
 
 impl std::fmt::Debug for Listener {
@@ -70,7 +83,9 @@ impl Listener {
     /// Builds the security descriptor (an invalid custom SDDL is
     /// [`Error::Config`]), creates the first instance with
     /// `first_pipe_instance(true)`, so that binding fails if another process
-    /// already owns the name, then fills the backlog.
+    /// already owns the name, makes it the placeholder that holds the name
+    /// (see the module documentation), then fills the backlog; fails if not
+    /// even one instance to serve on can be made.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
@@ -86,13 +101,8 @@ impl Listener {
                     ),
                 ),
             })?;
-        let mut listener = Listener {
-            name: endpoint.address().as_os_str().to_owned(),
-            options: options.clone(),
-            security,
-            waiting: FuturesUnordered::new(),
-        };
-        let first = listener.create(true).map_err(|e| {
+        let name = endpoint.address().as_os_str().to_owned();
+        let first = create_instance(&name, options, &security, true).map_err(|e| {
             let e = if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) {
                 io::Error::new(
                     e.kind(),
@@ -106,8 +116,23 @@ impl Listener {
             };
             bind_error(endpoint, e)
         })?;
-        listener.wait_on(first);
+        hold_name(&name, &first).map_err(|e| bind_error(endpoint, e))?;
+        let mut listener = Listener {
+            name,
+            options: options.clone(),
+            security,
+            waiting: FuturesUnordered::new(),
+            _placeholder: first,
+        };
         listener.refill();
+        if listener.waiting.is_empty() {
+            // Not even one instance to serve on: report it now, not as a
+            // server that never answers.
+            let e = create_instance(&listener.name, options, &listener.security, false)
+                .err()
+                .unwrap_or_else(|| io::Error::other("no pipe instance could be created"));
+            return Err(bind_error(endpoint, e));
+        }
         Ok(listener)
     }
 
@@ -133,29 +158,8 @@ impl Listener {
         }
     }
 
-    fn create(&self, first: bool) -> io::Result<NamedPipeServer> {
-        let mut options = ServerOptions::new();
-        options
-            .first_pipe_instance(first)
-            .reject_remote_clients(self.options.reject_remote_clients)
-            .access_inbound(!self.options.outbound_only)
-            .access_outbound(true)
-            .pipe_mode(tokio_mode(self.options.pipe_mode));
-        if let Some(max) = self.options.max_instances {
-            // Tokio panics above 254 (255 is PIPE_UNLIMITED_INSTANCES), and
-            // Windows rejects 0: report both as an error from `bind`.
-            if !(1..=254).contains(&max) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("max_instances must be 1 to 254, not {max}"),
-                ));
-            }
-            options.max_instances(usize::from(max));
-        }
-        // SAFETY: `as_raw` points to a SECURITY_ATTRIBUTES (and descriptor)
-        // owned by `self.security`, alive for the whole call, which only
-        // reads it.
-        unsafe { options.create_with_security_attributes_raw(&self.name, self.security.as_raw()) }
+    fn create(&self) -> io::Result<NamedPipeServer> {
+        create_instance(&self.name, &self.options, &self.security, false)
     }
 
     fn wait_on(&mut self, server: NamedPipeServer) {
@@ -165,18 +169,94 @@ impl Listener {
         }));
     }
 
-    /// Tops the set of waiting instances up to the backlog.
+    /// Tops the set of waiting instances up to the backlog. At
+    /// `max_instances` failing is expected (an instance frees up when a
+    /// client leaves); any other failure is a warning (rate-limited), since
+    /// clients find the pipe busy until an instance can be made.
     fn refill(&mut self) {
         while self.waiting.len() < self.options.backlog.max(1) {
-            match self.create(false) {
+            match self.create() {
                 Ok(server) => self.wait_on(server),
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                    tracing::debug!("at max_instances: no pipe instance to add yet");
+                    break;
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot create another pipe instance yet");
+                    crate::log_limit::limited!(
+                        warn,
+                        error = %e,
+                        waiting = self.waiting.len(),
+                        "cannot re-create a pipe instance; clients find the pipe busy \
+                         until one can be (the name stays held)"
+                    );
                     break;
                 }
             }
         }
     }
+}
+
+/// Creates one instance of pipe `name`; `first` claims the name with
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE`.
+fn create_instance(
+    name: &std::ffi::OsStr,
+    listener: &ListenerOptions,
+    security: &PipeSecurity,
+    first: bool,
+) -> io::Result<NamedPipeServer> {
+    let mut options = ServerOptions::new();
+    options
+        .first_pipe_instance(first)
+        .reject_remote_clients(listener.reject_remote_clients)
+        .access_inbound(!listener.outbound_only)
+        .access_outbound(true)
+        .pipe_mode(tokio_mode(listener.pipe_mode));
+    if let Some(max) = listener.max_instances {
+        // Tokio panics above 254 (255 is PIPE_UNLIMITED_INSTANCES), and
+        // Windows rejects 0: report both as an error from `bind`.
+        if !(1..=254).contains(&max) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("max_instances must be 1 to 254, not {max}"),
+            ));
+        }
+        // One more for the placeholder, within what Windows can express.
+        options.max_instances(usize::from(max).saturating_add(1).min(254));
+    }
+    // SAFETY: `as_raw` points to a SECURITY_ATTRIBUTES (and descriptor)
+    // owned by `security`, alive for the whole call, which only reads it.
+    unsafe { options.create_with_security_attributes_raw(name, security.as_raw()) }
+}
+
+/// Makes `placeholder` a busy instance nobody can use: connects a client
+/// of our own (no access rights asked) and closes it. The instance then
+/// waits for a `DisconnectNamedPipe` that never comes, holding the name.
+/// A client of someone else's that got there first is cut off and the
+/// connection is made again.
+fn hold_name(name: &std::ffi::OsStr, placeholder: &NamedPipeServer) -> io::Result<()> {
+    let mut client = ClientOptions::new();
+    client.read(false).write(false);
+    for _ in 0..3 {
+        match client.open(name) {
+            Ok(ours) => {
+                drop(ours);
+                return Ok(());
+            }
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                let _ = placeholder.disconnect();
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot hold the pipe name with a placeholder instance: {e}"),
+                ))
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "cannot hold the pipe name: another process keeps connecting to the first instance",
+    ))
 }
 
 fn tokio_mode(mode: PipeMode) -> TokioPipeMode {

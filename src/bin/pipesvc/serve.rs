@@ -91,15 +91,19 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(&pipesvc::Endpoint) -> std::io::Result<()>,
 ) -> pipesvc::Result<()> {
-    #[cfg(unix)]
-    raise_fd_limit();
     if let Some(path) = &args.config {
         tracing::info!(config = %path.display(), "reading settings");
     }
     let env = std::env::vars_os().collect();
     let settings = Settings::resolve(&args.settings, args.config.as_deref(), &env)?;
     tracing::debug!(?settings, "settings");
+    // Registered before `ready`, like the stop signals.
+    #[cfg(unix)]
+    let status_requests =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let server = bind(settings)?;
+    #[cfg(unix)]
+    tokio::spawn(log_status_on_request(status_requests, server.handle()));
     ready(server.endpoint())?;
     server.serve_until(stop).await?;
     tracing::info!("stopped");
@@ -154,20 +158,51 @@ fn announce(endpoint: &pipesvc::Endpoint) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
-/// the returned future completes on the first of them.
+/// Registers now for the signals that stop the service gracefully (the
+/// returned future completes on the first of them): SIGINT (Ctrl+C),
+/// SIGTERM (service managers), SIGHUP (the terminal or session went away;
+/// pipesvc has no configuration to reload) and SIGQUIT (Ctrl+\\; a stop
+/// that leaves no socket file behind is worth more here than a core dump).
+/// Without a handler each of the last two would kill the process on the
+/// spot, skipping the goodbyes and leaving the socket file behind.
 #[cfg(unix)]
 fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut quit = signal(SignalKind::quit())?;
     Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        tracing::info!("stop requested");
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+            _ = hangup.recv() => "SIGHUP",
+            _ = quit.recv() => "SIGQUIT",
+        };
+        tracing::info!(signal = name, "stop requested");
     })
+}
+
+/// Logs the server's counters (what `pipesvc status` shows) at each
+/// SIGUSR1, instead of letting the signal kill the process.
+#[cfg(unix)]
+async fn log_status_on_request(
+    mut requests: tokio::signal::unix::Signal,
+    server: pipesvc::server::ServerHandle,
+) {
+    while requests.recv().await.is_some() {
+        let status = server.status();
+        tracing::info!(
+            uptime_s = status.uptime.as_secs(),
+            connections_open = status.connections_open,
+            connections_total = status.connections_total,
+            requests_served = status.requests_served,
+            bytes_in = status.bytes_in,
+            bytes_out = status.bytes_out,
+            errors = ?status.errors,
+            "status (SIGUSR1)"
+        );
+    }
 }
 
 /// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
@@ -184,25 +219,4 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("stop requested");
     })
-}
-
-/// Raises the soft limit on open files to the hard limit: each client is a
-/// file descriptor, and the common soft limit of 1024 is below the default
-/// `--max-connections`.
-#[cfg(unix)]
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write `limit`.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if !raised {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
-    }
 }
