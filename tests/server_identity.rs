@@ -1,0 +1,415 @@
+//! Who is the server? A client talks only to a server running as its own
+//! user or root by default (issue 12, item 4). The squatting scenarios need
+//! a second user: they run as root with the squatter as uid 65534, a
+//! thread of this process that switched to that user alone (the raw
+//! `setresuid` system call changes one thread's credentials, unlike libc's
+//! wrapper), so the kernel reports it as the socket's owner and as the
+//! peer. Not as root, those tests say so and return.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::{guard, unique_endpoint, Serving, HANG_GUARD};
+use pipesvc::client::ClientOptions;
+use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION};
+use pipesvc::server::{AccessPolicy, Context, Server, ServiceError};
+use pipesvc::{Client, Endpoint, Error};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The unprivileged user who squats (`nobody` on Debian).
+const SQUATTER: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Says why a squatting test cannot run, for the report. Not a Wine gap:
+/// only root can act as a second user.
+fn not_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("{test}: skipped, not root: only root can run the squatter as uid {SQUATTER}");
+    true
+}
+
+/// A fresh path under /tmp, unique to this test run (nothing is created).
+fn scratch_path(test: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    PathBuf::from(format!("/tmp/pipesvc-id-{}-{test}-{n}", std::process::id()))
+}
+
+/// Creates `dir` with exactly `mode`, as whoever the calling thread is.
+fn make_dir(dir: &Path, mode: u32) {
+    std::fs::DirBuilder::new().mode(mode).create(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Turns the calling thread, and only it, into uid/gid 65534 with no
+/// supplementary groups: the raw system calls act per thread on Linux.
+fn become_squatter() {
+    let id = libc::c_long::from(SQUATTER);
+    // SAFETY: plain system calls on this thread's credentials; a null list
+    // with length 0 clears the supplementary groups.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0 as libc::c_long, std::ptr::null::<u32>()),
+            0
+        );
+        assert_eq!(libc::syscall(libc::SYS_setresgid, id, id, id), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresuid, id, id, id), 0);
+    }
+}
+
+/// A server squatting on a socket path as uid 65534. It speaks the
+/// protocol well enough to fool a client (HELLO, then an answer to every
+/// request) and keeps every byte the client sent.
+struct Squatter {
+    thread: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Squatter {
+    /// As uid 65534: runs `prepare` (to create the squatter's directories),
+    /// binds `socket` and waits for one client.
+    fn start(socket: &Path, prepare: impl FnOnce() + Send + 'static) -> Squatter {
+        let socket = socket.to_owned();
+        let (ready, started) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            become_squatter();
+            prepare();
+            let listener = UnixListener::bind(&socket).expect("the squatter binds");
+            // Whoever the victim is, let it in.
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+            ready.send(()).unwrap();
+            let (stream, _) = listener.accept().expect("the squatter accepts");
+            fool(stream)
+        });
+        started.recv().expect("the squatter thread started");
+        Squatter { thread }
+    }
+
+    /// Everything the client sent, once it has gone.
+    async fn received(self) -> Vec<u8> {
+        guard(tokio::task::spawn_blocking(move || self.thread.join()))
+            .await
+            .unwrap()
+            .expect("the squatter thread")
+    }
+}
+
+/// Greets the client like a pipesvc server, answers its requests with
+/// "squatted", and returns what it read until the client went away.
+fn fool(mut stream: UnixStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut codec = FrameCodec::default();
+    let hello = ServerHello {
+        version: PROTOCOL_VERSION,
+        max_frame_len: codec.max_frame_len(),
+        server_name: "squatter".into(),
+    };
+    let send = |stream: &mut UnixStream, frame: Frame| {
+        let mut out = BytesMut::new();
+        FrameCodec::default().encode(frame, &mut out).unwrap();
+        let _ = stream.write_all(&out);
+    };
+    send(&mut stream, Frame::new(Kind::Hello, 0, hello.encode()));
+    let mut received = Vec::new();
+    let mut pending = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return received,
+            Ok(n) => n,
+        };
+        received.extend_from_slice(&chunk[..n]);
+        pending.extend_from_slice(&chunk[..n]);
+        while let Ok(Some(frame)) = codec.decode(&mut pending) {
+            let answer = match frame.kind {
+                Kind::Request | Kind::Status => Kind::Response,
+                Kind::Ping => Kind::Pong,
+                _ => continue,
+            };
+            send(&mut stream, Frame::new(answer, frame.id, "squatted"));
+        }
+    }
+}
+
+/// Connects as a victim would, and, if that works, sends the secret.
+async fn victim(endpoint: &Endpoint, options: ClientOptions) -> Result<Bytes, Error> {
+    let client = guard(Client::connect_with(endpoint, options)).await?;
+    let answer = guard(client.request("secret")).await;
+    client.close().await;
+    answer
+}
+
+fn default_options() -> ClientOptions {
+    let mut options = ClientOptions::default();
+    options.connect.timeout = Duration::from_secs(5);
+    options
+}
+
+/// The client refused with `WrongServer` and the squatter got nothing.
+fn assert_refused(outcome: &Result<Bytes, Error>, received: &[u8], expect_in_message: &str) {
+    assert!(
+        received.is_empty(),
+        "the squatter received {} bytes ({:?}); the client got {outcome:?}",
+        received.len(),
+        String::from_utf8_lossy(received)
+    );
+    match outcome {
+        Err(e @ Error::WrongServer { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(expect_in_message), "{text}");
+        }
+        other => panic!("expected WrongServer, got {other:?}"),
+    }
+}
+
+async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    Ok(request)
+}
+
+// (a) Another user pre-created the per-user private directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_directory_owned_by_another_user_is_refused_before_anything_is_sent() {
+    if not_root("private directory squatted") {
+        return;
+    }
+    let dir = scratch_path("squat-dir");
+    let endpoint = Endpoint::in_private_dir("svc", &dir).unwrap();
+    let made = dir.clone();
+    let squatter = Squatter::start(endpoint.address(), move || make_dir(&made, 0o700));
+    // The real service refuses to start there, as it always did.
+    let bind = Server::builder(endpoint.clone()).handler(echo).bind();
+    assert!(bind.is_err(), "the service started in a squatted directory");
+
+    let outcome = victim(&endpoint, default_options()).await;
+    let received = squatter.received().await;
+    assert_refused(&outcome, &received, "uid 65534");
+}
+
+// (c) An explicit socket path in a shared sticky directory (like /tmp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_of_another_user_in_a_shared_sticky_directory_is_refused() {
+    if not_root("shared sticky directory") {
+        return;
+    }
+    let shared = scratch_path("sticky");
+    make_dir(&shared, 0o1777);
+    let socket = shared.join("svc.sock");
+    let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+    let squatter = Squatter::start(&socket, || {});
+    assert_eq!(std::fs::symlink_metadata(&socket).unwrap().uid(), SQUATTER);
+
+    let outcome = victim(&endpoint, default_options()).await;
+    let received = squatter.received().await;
+    assert_refused(&outcome, &received, "uid 65534");
+}
+
+/// `pipesvc call` as the test's user (root), with `env`.
+fn cli_call(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pipesvc"));
+    command
+        .arg("call")
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("PIPESVC_NAME")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run pipesvc call")
+}
+
+// (b) XDG_RUNTIME_DIR points into a directory another user owns: the CLI,
+// as the issue reports it (`pipesvc call --name svc secret`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_a_squatted_xdg_runtime_dir_and_exits_non_zero() {
+    if not_root("squatted XDG_RUNTIME_DIR") {
+        return;
+    }
+    let xdg = scratch_path("xdg");
+    let socket = xdg.join("pipesvc").join("svc.sock");
+    let made = xdg.clone();
+    let squatter = Squatter::start(&socket, move || {
+        make_dir(&made, 0o700);
+        make_dir(&made.join("pipesvc"), 0o700);
+    });
+    let run = tokio::task::spawn_blocking(move || {
+        cli_call(&["--name", "svc", "secret"], &[("XDG_RUNTIME_DIR", &xdg)])
+    });
+    let output = guard(run).await.unwrap();
+    let received = squatter.received().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        received.is_empty(),
+        "the squatter received {:?}; pipesvc call printed {stdout:?} and exited {}",
+        String::from_utf8_lossy(&received),
+        output.status
+    );
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr.contains("refusing to talk to") && stderr.contains("uid 65534"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("squatted"), "{stdout}");
+}
+
+// (b) again, in the library: the private directory is the user's own, but
+// its parent belongs to someone else, who can rename it away and put
+// another in its place. Here the server is genuine (root), so only the
+// directory check can refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_directory_inside_a_directory_of_another_user_is_refused() {
+    if not_root("parent owned by another user") {
+        return;
+    }
+    let xdg = scratch_path("xdg-parent");
+    make_dir(&xdg, 0o755);
+    std::os::unix::fs::chown(&xdg, Some(SQUATTER), Some(SQUATTER)).unwrap();
+    let endpoint = Endpoint::in_private_dir("svc", xdg.join("pipesvc")).unwrap();
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
+    match outcome {
+        Err(e @ Error::WrongServer { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(xdg.to_str().unwrap()) && text.contains("uid 65534"),
+                "{text}"
+            );
+        }
+        other => panic!("expected WrongServer, got {other:?}"),
+    }
+    serving.stop().await;
+}
+
+// A directory anyone may write to, without the sticky bit: anyone can
+// replace the socket, whoever made it.
+#[tokio::test]
+async fn a_socket_in_a_world_writable_directory_without_sticky_bit_is_refused() {
+    let shared = scratch_path("world-writable");
+    make_dir(&shared, 0o777);
+    let socket = shared.join("svc.sock");
+    let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
+    match outcome {
+        Err(e @ Error::WrongServer { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("writable by others"), "{text}");
+        }
+        other => panic!("expected WrongServer, got {:?}", other.map(|_| "a client")),
+    }
+    serving.stop().await;
+}
+
+// The legitimate cases still connect: a server of our own user (root
+// here), bare name or explicit path, also in a shared sticky directory.
+#[tokio::test]
+async fn a_server_of_the_same_user_connects() {
+    let (endpoint, serving) = Serving::echo("same-user");
+    let client = Client::connect_with(&endpoint, default_options())
+        .await
+        .unwrap();
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(client.server_peer().uid, Some(unsafe { libc::getuid() }));
+    assert_eq!(client.request("hi").await.unwrap(), "hi");
+    client.close().await;
+    serving.stop().await;
+
+    let shared = scratch_path("sticky-ours");
+    make_dir(&shared, 0o1777);
+    let endpoint = Endpoint::new(shared.join("svc.sock").to_str().unwrap()).unwrap();
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    let client = Client::connect_with(&endpoint, default_options())
+        .await
+        .unwrap();
+    assert_eq!(client.request("hi").await.unwrap(), "hi");
+    client.close().await;
+    serving.stop().await;
+}
+
+/// A copy of the pipesvc binary that uid 65534 can run, in `dir`.
+fn binary_for_squatter(dir: &Path) -> PathBuf {
+    let bin = dir.join("pipesvc");
+    std::fs::copy(env!("CARGO_BIN_EXE_pipesvc"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Runs `command` as uid 65534. A process another test forked while the
+/// binary's copy was open for writing holds that descriptor until it execs:
+/// exec fails with ETXTBSY until then, a fork's length; try again.
+fn as_squatter(command: &mut Command) -> std::io::Result<Output> {
+    command.uid(SQUATTER).gid(SQUATTER).env("RUST_LOG", "off");
+    for _ in 0..1000 {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
+    command.output()
+}
+
+// A client that is not root (uid 65534) talks to a root server: root is
+// trusted by everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_user_connects_to_a_root_server() {
+    if not_root("non-root client, root server") {
+        return;
+    }
+    let dir = scratch_path("root-server");
+    make_dir(&dir, 0o755);
+    let bin = binary_for_squatter(&dir);
+    let socket = dir.join("svc.sock");
+    let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+    let serving = Serving::start(
+        Server::builder(endpoint.clone())
+            .socket_mode(0o666)
+            .access(AccessPolicy::same_user().allow_uid(SQUATTER))
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    let call = tokio::task::spawn_blocking(move || {
+        as_squatter(
+            Command::new(&bin)
+                .args(["call", "--name", socket.to_str().unwrap(), "hello"])
+                .current_dir("/"),
+        )
+    });
+    let output = guard(call).await.unwrap().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+    serving.stop().await;
+}
