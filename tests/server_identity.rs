@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{guard, unique_endpoint, Serving, HANG_GUARD};
+use common::{guard, Serving, HANG_GUARD};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION};
 use pipesvc::server::{AccessPolicy, Context, Server, ServiceError};
@@ -65,7 +65,11 @@ fn become_squatter() {
     // with length 0 clears the supplementary groups.
     unsafe {
         assert_eq!(
-            libc::syscall(libc::SYS_setgroups, 0 as libc::c_long, std::ptr::null::<u32>()),
+            libc::syscall(
+                libc::SYS_setgroups,
+                0 as libc::c_long,
+                std::ptr::null::<u32>()
+            ),
             0
         );
         assert_eq!(libc::syscall(libc::SYS_setresgid, id, id, id), 0);
