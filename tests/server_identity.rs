@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{guard, Serving, HANG_GUARD};
-use pipesvc::client::ClientOptions;
+use pipesvc::client::{ClientOptions, ServerIdentity};
 use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION};
 use pipesvc::server::{AccessPolicy, Context, Server, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
@@ -300,7 +300,7 @@ async fn a_private_directory_inside_a_directory_of_another_user_is_refused() {
                 "{text}"
             );
         }
-        other => panic!("expected WrongServer, got {other:?}"),
+        other => panic!("expected WrongServer, got {:?}", other.map(|_| "a client")),
     }
     serving.stop().await;
 }
@@ -369,20 +369,25 @@ fn binary_for_squatter(dir: &Path) -> PathBuf {
     bin
 }
 
-/// Runs `command` as uid 65534. A process another test forked while the
-/// binary's copy was open for writing holds that descriptor until it execs:
-/// exec fails with ETXTBSY until then, a fork's length; try again.
-fn as_squatter(command: &mut Command) -> std::io::Result<Output> {
-    command.uid(SQUATTER).gid(SQUATTER).env("RUST_LOG", "off");
+/// Runs `start` until exec stops failing with ETXTBSY: a process another
+/// test forked while a binary's copy was open for writing holds that
+/// descriptor until it execs, a fork's length.
+fn retry_busy<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     for _ in 0..1000 {
-        match command.output() {
+        match start() {
             Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
                 std::thread::yield_now();
             }
             other => return other,
         }
     }
-    command.output()
+    start()
+}
+
+/// Runs `command` as uid 65534 and waits for it.
+fn as_squatter(command: &mut Command) -> std::io::Result<Output> {
+    command.uid(SQUATTER).gid(SQUATTER).env("RUST_LOG", "off");
+    retry_busy(|| command.output())
 }
 
 // A client that is not root (uid 65534) talks to a root server: root is
@@ -415,5 +420,171 @@ async fn a_client_of_another_user_connects_to_a_root_server() {
     let output = guard(call).await.unwrap().unwrap();
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+    serving.stop().await;
+}
+
+// A client that is not root talks to a server of its own user: both run
+// as uid 65534, with a private XDG_RUNTIME_DIR of that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_and_server_of_the_same_unprivileged_user_connect() {
+    if not_root("non-root client and server") {
+        return;
+    }
+    let dir = scratch_path("same-nobody");
+    make_dir(&dir, 0o755);
+    let bin = binary_for_squatter(&dir);
+    let xdg = dir.join("xdg");
+    make_dir(&xdg, 0o700);
+    std::os::unix::fs::chown(&xdg, Some(SQUATTER), Some(SQUATTER)).unwrap();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut serve = Command::new(&bin);
+        serve
+            .args(["serve", "--name", "svc"])
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .env_remove("PIPESVC_NAME")
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::null())
+            .current_dir("/")
+            .uid(SQUATTER)
+            .gid(SQUATTER);
+        let mut server = retry_busy(|| serve.spawn()).expect("start pipesvc serve");
+        // `call` retries while the server is not listening yet.
+        let output = as_squatter(
+            Command::new(&bin)
+                .args(["call", "--name", "svc", "--connect-timeout", "30", "hello"])
+                .env("XDG_RUNTIME_DIR", &xdg)
+                .env_remove("PIPESVC_NAME")
+                .current_dir("/"),
+        );
+        server.kill().unwrap();
+        server.wait().unwrap();
+        output
+    });
+    let output = guard(run).await.unwrap().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
+}
+
+// The options: `Any` relaxes the check (the squatter is then served, as
+// before), `Uid` names the one user to accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_server_and_an_expected_uid_admit_the_other_user() {
+    if not_root("options admit the other user") {
+        return;
+    }
+    for identity in [ServerIdentity::Any, ServerIdentity::Uid(SQUATTER)] {
+        let shared = scratch_path("admitted");
+        make_dir(&shared, 0o1777);
+        let socket = shared.join("svc.sock");
+        let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+        let squatter = Squatter::start(&socket, || {});
+        let options = ClientOptions {
+            server_identity: identity.clone(),
+            ..default_options()
+        };
+        let outcome = victim(&endpoint, options).await;
+        let received = squatter.received().await;
+        assert_eq!(outcome.unwrap(), "squatted", "{identity:?}");
+        assert!(!received.is_empty(), "{identity:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_expected_uid_refuses_every_other_server_even_root() {
+    let (endpoint, serving) = Serving::echo("expect-uid");
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let other = if me == SQUATTER { 1 } else { SQUATTER };
+    let options = ClientOptions {
+        server_identity: ServerIdentity::Uid(other),
+        ..default_options()
+    };
+    let err = Client::connect_with(&endpoint, options).await.unwrap_err();
+    let text = err.to_string();
+    match err {
+        Error::WrongServer {
+            expected, found, ..
+        } => {
+            assert_eq!(
+                expected,
+                format!("a server running as uid {other}"),
+                "{text}"
+            );
+            assert_eq!(
+                found,
+                format!("a server running as uid {me} (pid {})", std::process::id()),
+                "{text}"
+            );
+        }
+        other => panic!("expected WrongServer, got {other}"),
+    }
+    let options = ClientOptions {
+        server_identity: ServerIdentity::Uid(me),
+        ..default_options()
+    };
+    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    assert_eq!(client.request("hi").await.unwrap(), "hi");
+    client.close().await;
+    // A SID means nothing on Unix: a configuration error, not a refusal.
+    let options = ClientOptions {
+        server_identity: ServerIdentity::Sid("S-1-5-18".into()),
+        ..default_options()
+    };
+    let err = Client::connect_with(&endpoint, options).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    serving.stop().await;
+}
+
+#[test]
+fn a_user_name_resolves_to_its_uid() {
+    assert_eq!(
+        ServerIdentity::of_user("root").unwrap(),
+        ServerIdentity::Uid(0)
+    );
+    let err = ServerIdentity::of_user("no-such-user-here").unwrap_err();
+    assert!(err.to_string().contains("no-such-user-here"), "{err}");
+}
+
+// The CLI flags: --expect-user / --any-server admit the squatter on
+// purpose, --expect-uid refuses a server of another uid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_flags_tighten_and_relax_the_check() {
+    if not_root("CLI identity flags") {
+        return;
+    }
+    for flags in [&["--expect-user", "nobody"][..], &["--any-server"][..]] {
+        let shared = scratch_path("cli-admitted");
+        make_dir(&shared, 0o1777);
+        let socket = shared.join("svc.sock");
+        let squatter = Squatter::start(&socket, || {});
+        let mut args = vec!["--name", socket.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push("secret");
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let run = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli_call(&args, &[])
+        });
+        let output = guard(run).await.unwrap();
+        let received = squatter.received().await;
+        assert!(output.status.success(), "{flags:?}: {output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "squatted\n");
+        assert!(!received.is_empty());
+    }
+
+    let (endpoint, serving) = Serving::echo("cli-expect-uid");
+    let name = endpoint.address().to_str().unwrap().to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        cli_call(&["--name", &name, "--expect-uid", "65534", "hi"], &[])
+    });
+    let output = guard(run).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr.contains("refusing to talk to")
+            && stderr.contains("expected a server running as uid 65534")
+            && stderr.contains("found a server running as uid 0"),
+        "{stderr}"
+    );
     serving.stop().await;
 }
