@@ -63,6 +63,7 @@ async fn a_server_of_another_user_is_refused_before_anything_is_sent() {
     let (mut server, _) = guard(listener.accept()).await.expect("accept");
     let err = guard(client).await.unwrap().unwrap_err();
     let text = err.to_string();
+    eprintln!("refused: {text}");
     let mut received = Vec::new();
     match guard(server.read_to_end(&mut received)).await {
         Ok(_) => {}

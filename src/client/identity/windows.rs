@@ -293,3 +293,62 @@ pub(super) fn identity_of_user(name: &str) -> Result<ServerIdentity> {
         .map(ServerIdentity::Sid)
         .map_err(|e| unknown(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::windows::named_pipe::{ClientOptions, ServerOptions};
+
+    // The fallback when the server's process cannot be opened: the pipe's
+    // owner, read from the client's handle, is the user who created it.
+    #[tokio::test]
+    async fn the_pipe_owner_is_read_from_the_client_handle() {
+        let name = format!(r"\\.\pipe\pipesvc-owner-{}", std::process::id());
+        let server = ServerOptions::new()
+            .first_pipe_instance(true)
+            .create(&name)
+            .unwrap();
+        let client = ClientOptions::new().open(&name).unwrap();
+        server.connect().await.unwrap();
+        let me = process_user(None).unwrap();
+        assert!(matches!(
+            server_user(&client, Some(std::process::id())),
+            Ok(ServerUser::Process(sid)) if sid == me
+        ));
+        let owner = match pipe_owner(&client) {
+            Ok(owner) => owner,
+            Err(e) if under_wine() => {
+                // The format of tests/common's skip().
+                eprintln!(
+                    "pipesvc-skip: the_pipe_owner_is_read_from_the_client_handle: \
+                     Wine gives a pipe no owner ({e})"
+                );
+                return;
+            }
+            Err(e) => panic!("reading the pipe's owner: {e}"),
+        };
+        assert!(owner == me || owner == ADMINISTRATORS, "{owner} vs {me}");
+        match server_user(&client, None) {
+            Ok(ServerUser::PipeOwner(sid)) => assert_eq!(sid, owner),
+            Ok(ServerUser::Process(sid)) => panic!("no pid, yet a process user {sid}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Wine's ntdll.dll exports `wine_get_version`; Windows' does not.
+    fn under_wine() -> bool {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+        // SAFETY: NUL-terminated names; ntdll.dll is mapped in every
+        // process for its whole life, so the handle needs no release.
+        unsafe {
+            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+
+    #[test]
+    fn sid_strings_are_validated_and_written_in_canonical_form() {
+        assert_eq!(canonical_sid("s-1-5-18").unwrap(), LOCAL_SYSTEM);
+        assert!(canonical_sid("S-1-x").unwrap_err().contains("S-1-x"));
+    }
+}
