@@ -24,8 +24,8 @@ use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSidToSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetTokenInformation, LookupAccountNameW, TokenUser, OWNER_SECURITY_INFORMATION,
-    PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
+    GetTokenInformation, LookupAccountNameW, LookupAccountSidW, TokenUser,
+    OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
@@ -54,12 +54,15 @@ pub(super) fn check(
                 expected: "a server running as you or SYSTEM".into(),
                 found: format!("no answer: this process's own user cannot be read ({e})"),
             })?;
-            let expected = format!("a server running as {me} (you) or SYSTEM ({LOCAL_SYSTEM})");
+            let expected = format!(
+                "a server running as {} (you) or SYSTEM ({LOCAL_SYSTEM})",
+                described(&me)
+            );
             (vec![me, LOCAL_SYSTEM.to_owned()], expected)
         }
         ServerIdentity::Sid(sid) => {
             let sid = canonical_sid(sid).map_err(Refusal::Config)?;
-            let expected = format!("a server running as {sid}");
+            let expected = format!("a server running as {}", described(&sid));
             (vec![sid], expected)
         }
         ServerIdentity::Uid(uid) => {
@@ -76,8 +79,8 @@ pub(super) fn check(
         {
             return Ok(())
         }
-        Ok(ServerUser::Process(sid)) => format!("a server running as {sid}"),
-        Ok(ServerUser::PipeOwner(sid)) => format!("a pipe owned by {sid}"),
+        Ok(ServerUser::Process(sid)) => format!("a server running as {}", described(&sid)),
+        Ok(ServerUser::PipeOwner(sid)) => format!("a pipe owned by {}", described(&sid)),
         Err(why) => format!("a server whose user cannot be read ({why})"),
     };
     let pid = server
@@ -239,6 +242,56 @@ fn canonical_sid(text: &str) -> Result<String, String> {
     // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
     unsafe { LocalFree(sid) };
     canonical
+}
+
+/// `S-1-...` followed by its account name (`DOMAIN\user`) when Windows
+/// knows it.
+fn described(sid: &str) -> String {
+    match account_name(sid) {
+        Some(name) => format!("{sid} ({name})"),
+        None => sid.to_owned(),
+    }
+}
+
+/// `LookupAccountSidW`: the account a SID string names.
+fn account_name(sid_text: &str) -> Option<String> {
+    let mut sid: PSID = ptr::null_mut();
+    // SAFETY: the string is NUL-terminated and outlives the call; on
+    // success `sid` is LocalAlloc'd, freed below.
+    if unsafe { ConvertStringSidToSidW(wide(sid_text).as_ptr(), &mut sid) } == 0 {
+        return None;
+    }
+    let (mut name_len, mut domain_len) = (256u32, 256u32);
+    let mut name = vec![0u16; name_len as usize];
+    let mut domain = vec![0u16; domain_len as usize];
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `sid` is valid; the buffers hold the lengths passed (in
+    // characters), which the call updates to the lengths written.
+    let ok = unsafe {
+        LookupAccountSidW(
+            ptr::null(),
+            sid,
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
+    unsafe { LocalFree(sid) };
+    if ok == 0 {
+        return None;
+    }
+    let text = |buffer: &[u16], len: u32| {
+        String::from_utf16_lossy(&buffer[..(len as usize).min(buffer.len())])
+    };
+    let (name, domain) = (text(&name, name_len), text(&domain, domain_len));
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
 }
 
 /// A SID string as is, else the account `name` (`LookupAccountNameW`).
