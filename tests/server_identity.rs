@@ -175,6 +175,7 @@ fn assert_refused(outcome: &Result<Bytes, Error>, received: &[u8], expect_in_mes
     match outcome {
         Err(e @ Error::WrongServer { .. }) => {
             let text = e.to_string();
+            eprintln!("refused: {text}");
             assert!(text.contains(expect_in_message), "{text}");
         }
         other => panic!("expected WrongServer, got {other:?}"),
@@ -224,9 +225,14 @@ async fn a_socket_of_another_user_in_a_shared_sticky_directory_is_refused() {
 
 /// `pipesvc call` as the test's user (root), with `env`.
 fn cli_call(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    cli("call", args, env)
+}
+
+/// `pipesvc COMMAND` as the test's user (root), with `env`.
+fn cli(command_name: &str, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipesvc"));
     command
-        .arg("call")
+        .arg(command_name)
         .args(args)
         .env("RUST_LOG", "off")
         .env_remove("PIPESVC_NAME")
@@ -258,6 +264,7 @@ async fn the_cli_refuses_a_squatted_xdg_runtime_dir_and_exits_non_zero() {
     let received = squatter.received().await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("pipesvc call said: {stderr}");
     assert!(
         received.is_empty(),
         "the squatter received {:?}; pipesvc call printed {stdout:?} and exited {}",
@@ -573,18 +580,22 @@ async fn the_cli_flags_tighten_and_relax_the_check() {
     }
 
     let (endpoint, serving) = Serving::echo("cli-expect-uid");
-    let name = endpoint.address().to_str().unwrap().to_owned();
-    let run = tokio::task::spawn_blocking(move || {
-        cli_call(&["--name", &name, "--expect-uid", "65534", "hi"], &[])
-    });
-    let output = guard(run).await.unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{output:?}");
-    assert!(
-        stderr.contains("refusing to talk to")
-            && stderr.contains("expected a server running as uid 65534")
-            && stderr.contains("found a server running as uid 0"),
-        "{stderr}"
-    );
+    for (command, last) in [("call", Some("hi")), ("ping", None), ("status", None)] {
+        let name = endpoint.address().to_str().unwrap().to_owned();
+        let run = tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--name", &name, "--expect-uid", "65534"];
+            args.extend(last);
+            cli(command, &args, &[])
+        });
+        let output = guard(run).await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command}: {output:?}");
+        assert!(
+            stderr.contains("refusing to talk to")
+                && stderr.contains("expected a server running as uid 65534")
+                && stderr.contains("found a server running as uid 0"),
+            "{command}: {stderr}"
+        );
+    }
     serving.stop().await;
 }
