@@ -599,3 +599,25 @@ async fn the_cli_flags_tighten_and_relax_the_check() {
     }
     serving.stop().await;
 }
+
+// A private directory that is a symbolic link could point anywhere its
+// owner likes (the server refuses one too): refused even when it leads to
+// a genuine server.
+#[tokio::test]
+async fn a_private_directory_that_is_a_symbolic_link_is_refused() {
+    let real = scratch_path("real-dir");
+    let served = Endpoint::in_private_dir("svc", &real).unwrap();
+    let serving = Serving::start(Server::builder(served).handler(echo).bind().unwrap());
+    let link = scratch_path("link-dir");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let endpoint = Endpoint::in_private_dir("svc", &link).unwrap();
+    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
+    match outcome {
+        Err(e @ Error::WrongServer { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("is a symbolic link"), "{text}");
+        }
+        other => panic!("expected WrongServer, got {:?}", other.map(|_| "a client")),
+    }
+    serving.stop().await;
+}

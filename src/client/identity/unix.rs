@@ -126,7 +126,7 @@ fn check_path(trust: &Trust, endpoint: &Endpoint) -> Result<(), String> {
     if let Some(private) = endpoint.private_dir() {
         check_private_dir(trust, private)?;
         return match private.parent() {
-            Some(parent) => check_entry_in(trust, parent, private).map(drop),
+            Some(parent) => check_entry_in(trust, parent, private),
             None => Ok(()),
         };
     }
@@ -134,7 +134,7 @@ fn check_path(trust: &Trust, endpoint: &Endpoint) -> Result<(), String> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    check_entry_in(trust, parent, socket).map(drop)
+    check_entry_in(trust, parent, socket)
 }
 
 /// Like the server's own check: a real directory, of a trusted user, that
