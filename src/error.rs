@@ -40,17 +40,19 @@ pub enum Error {
         /// The last error seen.
         source: io::Error,
     },
-    /// The process serving the endpoint is not the one the client requires
-    /// (see `ClientOptions::expect_server_pid`).
-    #[error(
-        "refusing to talk to {endpoint}: its server process is {found}, expected pid {expected}"
-    )]
+    /// The server is not one the client agreed to talk to (see
+    /// `ClientOptions::server_identity` and `expect_server_pid`): another
+    /// user's process, or a socket another user could have swapped. Nothing
+    /// was sent to it.
+    #[error("refusing to talk to {endpoint}: expected {expected}, found {found}")]
     WrongServer {
         /// The endpoint, as displayed.
         endpoint: String,
-        /// The required process id.
-        expected: u32,
-        /// What was found: a pid, or why none could be read.
+        /// Who the server should be, in words: "a server running as uid
+        /// 1000 (you) or root", "pid 42", a SID on Windows.
+        expected: String,
+        /// Who or what was found: "a server running as uid 65534 (pid 7)",
+        /// the directory another user owns, "pid 43".
         found: String,
     },
     /// The peer broke the protocol, or answered the handshake with an error.

@@ -709,7 +709,7 @@ async fn expect_server_pid_refuses_another_process_before_sending_anything() {
         Error::WrongServer {
             expected, found, ..
         } => {
-            assert_eq!(*expected, wrong, "{text}");
+            assert_eq!(*expected, format!("pid {wrong}"), "{text}");
             assert_eq!(*found, format!("pid {me}"), "{text}");
         }
         _ => panic!("expected WrongServer, got {text}"),

@@ -87,6 +87,12 @@ impl Connection {
     ) -> Result<Connection> {
         let connected = transport::connect(endpoint, &options.connect).await?;
         check_server_pid(endpoint, options.expect_server_pid, &connected.server)?;
+        super::identity::check(
+            endpoint,
+            &options.server_identity,
+            &connected.stream,
+            &connected.server,
+        )?;
         let (read, write) = tokio::io::split(connected.stream);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
         let server =
@@ -243,7 +249,7 @@ fn check_server_pid(endpoint: &Endpoint, expected: Option<u32>, server: &PeerInf
         Some(pid) if pid == expected => Ok(()),
         found => Err(Error::WrongServer {
             endpoint: endpoint.to_string(),
-            expected,
+            expected: format!("pid {expected}"),
             found: found.map_or("unknown (the OS did not say)".into(), |pid| {
                 format!("pid {pid}")
             }),

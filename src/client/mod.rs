@@ -10,6 +10,7 @@
 //! ```
 
 mod connection;
+mod identity;
 mod notifications;
 mod pending;
 mod reader;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+pub use identity::ServerIdentity;
 pub use notifications::Notifications;
 
 use crate::endpoint::Endpoint;
@@ -55,6 +57,13 @@ pub struct ClientOptions {
     /// so that a process squatting on the name is not mistaken for the
     /// service. Checked before anything is sent. Default: no check.
     pub expect_server_pid: Option<u32>,
+    /// Which server the client agrees to talk to, checked after connecting
+    /// and before anything is sent. Default
+    /// [`ServerIdentity::SameUserOrAdmin`]: one running as this process's
+    /// user or as root / LocalSystem, reached (on Unix) through directories
+    /// no other user controls. Anything else fails with
+    /// [`Error::WrongServer`]. See SECURITY.md.
+    pub server_identity: ServerIdentity,
     /// A request or ping not answered within this time fails with
     /// [`Error::Timeout`]; its late answer is discarded. Default: none.
     pub request_timeout: Option<Duration>,
@@ -74,6 +83,7 @@ impl Default for ClientOptions {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             notification_buffer: DEFAULT_NOTIFICATION_BUFFER,
             expect_server_pid: None,
+            server_identity: ServerIdentity::SameUserOrAdmin,
             request_timeout: None,
             reconnect: false,
         }

@@ -41,6 +41,8 @@ pub struct BenchArgs {
     /// Print one JSON object with the results as the last line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    identity: crate::identity::IdentityArgs,
 }
 
 /// What the run produced.
@@ -112,8 +114,12 @@ fn start_echo_server() -> pipesvc::Result<OwnServer> {
 /// request count is reached.
 async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome> {
     let mut clients = Vec::with_capacity(args.clients as usize);
+    let options = pipesvc::client::ClientOptions {
+        server_identity: args.identity.server_identity()?,
+        ..Default::default()
+    };
     for _ in 0..args.clients {
-        clients.push(Client::connect(endpoint).await?);
+        clients.push(Client::connect_with(endpoint, options.clone()).await?);
     }
     let payload = Bytes::from(vec![0xA5u8; args.size]);
     let started = Arc::new(AtomicU64::new(0));

@@ -3,6 +3,7 @@
 mod bench;
 mod call;
 mod config;
+mod identity;
 mod logging;
 mod ping;
 mod serve;
@@ -87,12 +88,15 @@ struct ClientArgs {
     /// Seconds to keep retrying while the service is busy or not there yet.
     #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
     connect_timeout: f64,
+    #[command(flatten)]
+    identity: identity::IdentityArgs,
 }
 
 impl ClientArgs {
     async fn connect(&self) -> pipesvc::Result<pipesvc::Client> {
         let mut options = pipesvc::client::ClientOptions::default();
         options.connect.timeout = std::time::Duration::from_secs_f64(self.connect_timeout);
+        options.server_identity = self.identity.server_identity()?;
         pipesvc::Client::connect_with(&self.name.endpoint()?, options).await
     }
 }

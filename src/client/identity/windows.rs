@@ -1,0 +1,407 @@
+//! Windows: the user the pipe server runs as.
+//!
+//! First choice: the server's process (`GetNamedPipeServerProcessId`), its
+//! token (`OpenProcess` with `PROCESS_QUERY_LIMITED_INFORMATION`,
+//! `OpenProcessToken`) and the token's user (`GetTokenInformation(TokenUser)`).
+//! A process of another user, such as a service running as LocalSystem,
+//! often cannot be opened by an ordinary user: then the pipe's owner, read
+//! from the client's own handle (`GetSecurityInfo`, which needs only the
+//! `READ_CONTROL` every open grants). Windows sets that owner from the
+//! creating token and lets nobody name a SID they do not hold, so a squatter
+//! cannot pass for the user or for SYSTEM. An elevated administrator's
+//! objects are owned by the Administrators group, so that owner is admitted
+//! too by the default rule (an administrator is as trusted as SYSTEM).
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::ptr;
+
+use windows_sys::core::PWSTR;
+use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSidToSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
+};
+use windows_sys::Win32::Security::{
+    GetTokenInformation, LookupAccountNameW, LookupAccountSidW, TokenUser,
+    OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+};
+
+use super::{Refusal, ServerIdentity};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::transport::{ClientStream, PeerInfo};
+
+/// LocalSystem, the account of most services.
+const LOCAL_SYSTEM: &str = "S-1-5-18";
+/// BUILTIN\Administrators, the owner of an elevated administrator's objects.
+const ADMINISTRATORS: &str = "S-1-5-32-544";
+
+pub(super) fn check(
+    _endpoint: &Endpoint,
+    wanted: &ServerIdentity,
+    pipe: &ClientStream,
+    server: &PeerInfo,
+) -> Result<(), Refusal> {
+    let (trusted, expected) = match wanted {
+        ServerIdentity::Any => return Ok(()),
+        ServerIdentity::SameUserOrAdmin => {
+            let me = process_user(None).map_err(|e| Refusal::Mismatch {
+                expected: "a server running as you or SYSTEM".into(),
+                found: format!("no answer: this process's own user cannot be read ({e})"),
+            })?;
+            let expected = format!(
+                "a server running as {} (you) or SYSTEM ({LOCAL_SYSTEM})",
+                described(&me)
+            );
+            (vec![me, LOCAL_SYSTEM.to_owned()], expected)
+        }
+        ServerIdentity::Sid(sid) => {
+            let sid = canonical_sid(sid).map_err(Refusal::Config)?;
+            let expected = format!("a server running as {}", described(&sid));
+            (vec![sid], expected)
+        }
+        ServerIdentity::Uid(uid) => {
+            return Err(Refusal::Config(format!(
+                "server identity uid {uid} is a Unix user id; on Windows expect a SID"
+            )))
+        }
+    };
+    let found = match server_user(pipe, server.pid) {
+        Ok(ServerUser::Process(sid)) if trusted.contains(&sid) => return Ok(()),
+        Ok(ServerUser::PipeOwner(sid))
+            if trusted.contains(&sid)
+                || (*wanted == ServerIdentity::SameUserOrAdmin && sid == ADMINISTRATORS) =>
+        {
+            return Ok(())
+        }
+        Ok(ServerUser::Process(sid)) => format!("a server running as {}", described(&sid)),
+        Ok(ServerUser::PipeOwner(sid)) => format!("a pipe owned by {}", described(&sid)),
+        Err(why) => format!("a server whose user cannot be read ({why})"),
+    };
+    let pid = server
+        .pid
+        .map_or_else(String::new, |pid| format!(" (pid {pid})"));
+    Err(Refusal::Mismatch {
+        expected,
+        found: format!("{found}{pid}"),
+    })
+}
+
+/// Who runs the server, and how we know.
+enum ServerUser {
+    /// The user of its process token.
+    Process(String),
+    /// The owner of the pipe (the process could not be opened).
+    PipeOwner(String),
+}
+
+fn server_user(pipe: &ClientStream, pid: Option<u32>) -> Result<ServerUser, String> {
+    let process = match pid {
+        Some(pid) => process_user(Some(pid)),
+        None => Err(io::Error::other("GetNamedPipeServerProcessId failed")),
+    };
+    let process_error = match process {
+        Ok(sid) => return Ok(ServerUser::Process(sid)),
+        Err(e) => e,
+    };
+    tracing::debug!(error = %process_error, "cannot read the server process's user; using the pipe's owner");
+    pipe_owner(pipe)
+        .map(ServerUser::PipeOwner)
+        .map_err(|e| format!("its process: {process_error}; the pipe's owner: {e}"))
+}
+
+/// The user SID of process `pid`'s token (`None`: this process).
+fn process_user(pid: Option<u32>) -> io::Result<String> {
+    let process = match pid {
+        // SAFETY: plain call; a null handle means failure.
+        Some(pid) => {
+            let raw = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+            if raw.is_null() {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a process handle we own from here on.
+            Some(unsafe { OwnedHandle::from_raw_handle(raw) })
+        }
+        None => None,
+    };
+    let process_handle = match &process {
+        Some(handle) => handle.as_raw_handle() as HANDLE,
+        // SAFETY: a pseudo-handle that needs no release.
+        None => unsafe { GetCurrentProcess() },
+    };
+    let mut raw: HANDLE = ptr::null_mut();
+    // SAFETY: `process_handle` is open for this call; `raw` receives a
+    // token handle on success.
+    if unsafe { OpenProcessToken(process_handle, TOKEN_QUERY, &mut raw) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a token handle we now own; OwnedHandle closes it.
+    let token = unsafe { OwnedHandle::from_raw_handle(raw) };
+    token_user(token.as_raw_handle() as HANDLE)
+}
+
+/// The user SID of `token`, as a string.
+fn token_user(token: HANDLE) -> io::Result<String> {
+    let mut len = 0u32;
+    // SAFETY: a size query with no buffer; `len` receives the size needed.
+    let ok = unsafe { GetTokenInformation(token, TokenUser, ptr::null_mut(), 0, &mut len) };
+    let err = io::Error::last_os_error();
+    if ok != 0 || err.raw_os_error() != Some(ERROR_INSUFFICIENT_BUFFER as i32) || len == 0 {
+        return Err(if ok != 0 {
+            io::Error::other("GetTokenInformation(TokenUser) reported no size")
+        } else {
+            err
+        });
+    }
+    // u64s so that the TOKEN_USER at the start is aligned.
+    let mut buffer = vec![0u64; (len as usize).div_ceil(8)];
+    // SAFETY: `buffer` holds at least `len` writable bytes.
+    let ok =
+        unsafe { GetTokenInformation(token, TokenUser, buffer.as_mut_ptr().cast(), len, &mut len) };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the buffer starts with an initialised, aligned
+    // TOKEN_USER whose SID points into the same buffer, alive below.
+    let sid = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    sid_string(sid)
+}
+
+/// The owner of the pipe `pipe` is connected to.
+fn pipe_owner(pipe: &ClientStream) -> io::Result<String> {
+    let mut owner: PSID = ptr::null_mut();
+    let mut descriptor: PSECURITY_DESCRIPTOR = ptr::null_mut();
+    // SAFETY: the handle is open (owned by `pipe`); on success `owner`
+    // points into `descriptor`, a LocalAlloc'd block we free below.
+    let status = unsafe {
+        GetSecurityInfo(
+            pipe.as_raw_handle() as HANDLE,
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION,
+            &mut owner,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut descriptor,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::from_raw_os_error(status as i32));
+    }
+    let text = if owner.is_null() {
+        Err(io::Error::other("the pipe has no owner"))
+    } else {
+        sid_string(owner)
+    };
+    // SAFETY: allocated by GetSecurityInfo, released once, here.
+    unsafe { LocalFree(descriptor) };
+    text
+}
+
+/// `S-1-...` for a valid SID.
+fn sid_string(sid: PSID) -> io::Result<String> {
+    let mut string: PWSTR = ptr::null_mut();
+    // SAFETY: `sid` is a valid SID (callers' contract); `string` receives a
+    // LocalAlloc'd, NUL-terminated string that we free below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut string) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `string` is NUL-terminated (see above).
+    let text = unsafe {
+        let len = (0..).take_while(|&i| *string.add(i) != 0).count();
+        OsString::from_wide(std::slice::from_raw_parts(string, len))
+    };
+    // SAFETY: allocated by ConvertSidToStringSidW, released once, here.
+    unsafe { LocalFree(string.cast()) };
+    text.into_string()
+        .map_err(|_| io::Error::other("the SID is not valid Unicode"))
+}
+
+fn wide(text: &str) -> Vec<u16> {
+    OsStr::new(text).encode_wide().chain([0]).collect()
+}
+
+/// A SID string as Windows writes it (validated, upper case).
+fn canonical_sid(text: &str) -> Result<String, String> {
+    let invalid = |e: &dyn std::fmt::Display| format!("invalid SID {text:?}: {e}");
+    if text.contains('\0') {
+        return Err(invalid(&"it contains a NUL character"));
+    }
+    let mut sid: PSID = ptr::null_mut();
+    // SAFETY: the string is NUL-terminated and outlives the call; on
+    // success `sid` is LocalAlloc'd, freed below.
+    if unsafe { ConvertStringSidToSidW(wide(text).as_ptr(), &mut sid) } == 0 {
+        return Err(invalid(&io::Error::last_os_error()));
+    }
+    let canonical = sid_string(sid).map_err(|e| invalid(&e));
+    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
+    unsafe { LocalFree(sid) };
+    canonical
+}
+
+/// `S-1-...` followed by its account name (`DOMAIN\user`) when Windows
+/// knows it.
+fn described(sid: &str) -> String {
+    match account_name(sid) {
+        Some(name) => format!("{sid} ({name})"),
+        None => sid.to_owned(),
+    }
+}
+
+/// `LookupAccountSidW`: the account a SID string names.
+fn account_name(sid_text: &str) -> Option<String> {
+    let mut sid: PSID = ptr::null_mut();
+    // SAFETY: the string is NUL-terminated and outlives the call; on
+    // success `sid` is LocalAlloc'd, freed below.
+    if unsafe { ConvertStringSidToSidW(wide(sid_text).as_ptr(), &mut sid) } == 0 {
+        return None;
+    }
+    let (mut name_len, mut domain_len) = (256u32, 256u32);
+    let mut name = vec![0u16; name_len as usize];
+    let mut domain = vec![0u16; domain_len as usize];
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `sid` is valid; the buffers hold the lengths passed (in
+    // characters), which the call updates to the lengths written.
+    let ok = unsafe {
+        LookupAccountSidW(
+            ptr::null(),
+            sid,
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
+    unsafe { LocalFree(sid) };
+    if ok == 0 {
+        return None;
+    }
+    let text = |buffer: &[u16], len: u32| {
+        String::from_utf16_lossy(&buffer[..(len as usize).min(buffer.len())])
+    };
+    let (name, domain) = (text(&name, name_len), text(&domain, domain_len));
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
+}
+
+/// A SID string as is, else the account `name` (`LookupAccountNameW`).
+pub(super) fn identity_of_user(name: &str) -> Result<ServerIdentity> {
+    if name.len() > 4 && name[..4].eq_ignore_ascii_case("S-1-") {
+        return canonical_sid(name)
+            .map(ServerIdentity::Sid)
+            .map_err(Error::Config);
+    }
+    let unknown =
+        |e: &dyn std::fmt::Display| Error::Config(format!("unknown account {name:?}: {e}"));
+    if name.contains('\0') {
+        return Err(unknown(&"it contains a NUL character"));
+    }
+    let account = wide(name);
+    let (mut sid_len, mut domain_len) = (0u32, 0u32);
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: a size query: null buffers with zero sizes.
+    unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            account.as_ptr(),
+            ptr::null_mut(),
+            &mut sid_len,
+            ptr::null_mut(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if sid_len == 0 {
+        return Err(unknown(&io::Error::last_os_error()));
+    }
+    // u64s so that the SID is aligned.
+    let mut sid = vec![0u64; (sid_len as usize).div_ceil(8)];
+    let mut domain = vec![0u16; domain_len.max(1) as usize];
+    // SAFETY: the buffers hold the sizes passed.
+    let ok = unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            account.as_ptr(),
+            sid.as_mut_ptr().cast(),
+            &mut sid_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        return Err(unknown(&io::Error::last_os_error()));
+    }
+    sid_string(sid.as_mut_ptr().cast())
+        .map(ServerIdentity::Sid)
+        .map_err(|e| unknown(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::windows::named_pipe::{ClientOptions, ServerOptions};
+
+    // The fallback when the server's process cannot be opened: the pipe's
+    // owner, read from the client's handle, is the user who created it.
+    #[tokio::test]
+    async fn the_pipe_owner_is_read_from_the_client_handle() {
+        let name = format!(r"\\.\pipe\pipesvc-owner-{}", std::process::id());
+        let server = ServerOptions::new()
+            .first_pipe_instance(true)
+            .create(&name)
+            .unwrap();
+        let client = ClientOptions::new().open(&name).unwrap();
+        server.connect().await.unwrap();
+        let me = process_user(None).unwrap();
+        assert!(matches!(
+            server_user(&client, Some(std::process::id())),
+            Ok(ServerUser::Process(sid)) if sid == me
+        ));
+        let owner = match pipe_owner(&client) {
+            Ok(owner) => owner,
+            Err(e) if under_wine() => {
+                // The format of tests/common's skip().
+                eprintln!(
+                    "pipesvc-skip: the_pipe_owner_is_read_from_the_client_handle: \
+                     Wine gives a pipe no owner ({e})"
+                );
+                return;
+            }
+            Err(e) => panic!("reading the pipe's owner: {e}"),
+        };
+        assert!(owner == me || owner == ADMINISTRATORS, "{owner} vs {me}");
+        match server_user(&client, None) {
+            Ok(ServerUser::PipeOwner(sid)) => assert_eq!(sid, owner),
+            Ok(ServerUser::Process(sid)) => panic!("no pid, yet a process user {sid}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Wine's ntdll.dll exports `wine_get_version`; Windows' does not.
+    fn under_wine() -> bool {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+        // SAFETY: NUL-terminated names; ntdll.dll is mapped in every
+        // process for its whole life, so the handle needs no release.
+        unsafe {
+            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+
+    #[test]
+    fn sid_strings_are_validated_and_written_in_canonical_form() {
+        assert_eq!(canonical_sid("s-1-5-18").unwrap(), LOCAL_SYSTEM);
+        assert!(canonical_sid("S-1-x").unwrap_err().contains("S-1-x"));
+    }
+}
