@@ -72,6 +72,6 @@ impl Context {
             .outbound
             .send(frame)
             .await
-            .map_err(|_| Error::ConnectionClosed("the client has disconnected".into()))
+            .map_err(|_| Error::ConnectionClosed(crate::error::CloseReason::ClientDisconnected))
     }
 }

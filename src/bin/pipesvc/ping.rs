@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::ClientArgs;
+use pipesvc::error::Escaped;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -16,7 +17,8 @@ pub struct PingArgs {
 
 pub async fn run(args: PingArgs) -> pipesvc::Result<()> {
     let client = args.target.connect().await?;
-    println!("PING {} ({})", client.endpoint(), client.server_name());
+    let name = client.server_name();
+    println!("PING {} ({})", client.endpoint(), Escaped(&name));
     let mut times = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
         let rtt = client.ping().await?;
