@@ -74,7 +74,7 @@ async fn requests_notifications_and_pings_work() {
     assert_eq!(client.server_name(), "test-server");
     let mut notes = client.notifications().unwrap();
     assert!(client.notifications().is_none(), "the stream is taken once");
-    assert_eq!(notes.recv().await.unwrap(), "welcome");
+    assert_eq!(notes.recv().await.unwrap().message().unwrap(), "welcome");
 
     assert_eq!(client.request("abc").await.unwrap(), "abc");
     assert_eq!(client.request(Bytes::new()).await.unwrap(), "");
@@ -84,7 +84,7 @@ async fn requests_notifications_and_pings_work() {
     assert_eq!(server.notes.recv().await.unwrap(), "from client");
 
     assert_eq!(server.serving.handle.broadcast("to all").await, 1);
-    assert_eq!(notes.recv().await.unwrap(), "to all");
+    assert_eq!(notes.recv().await.unwrap().message().unwrap(), "to all");
     client.close().await;
     assert!(client.request("late").await.is_err());
     server.stop().await;
@@ -119,13 +119,13 @@ async fn broadcast_reaches_every_client() {
     for _ in 0..5 {
         let client = Client::connect(&server.endpoint).await.unwrap();
         let mut notes = client.notifications().unwrap();
-        assert_eq!(notes.recv().await.unwrap(), "welcome");
+        assert_eq!(notes.recv().await.unwrap().message().unwrap(), "welcome");
         clients.push((client, notes));
     }
     assert_eq!(server.serving.handle.connection_count(), 5);
     assert_eq!(server.serving.handle.broadcast("news").await, 5);
     for (_, notes) in &mut clients {
-        assert_eq!(notes.recv().await.unwrap(), "news");
+        assert_eq!(notes.recv().await.unwrap().message().unwrap(), "news");
     }
     server.stop().await;
 }

@@ -310,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn drop_newest_marks_the_gap_and_stays_within_its_bytes() {
         let queue = queue(NotificationPolicy::DropNewest);
-        let mut stream = queue.take().unwrap();
+        let stream = queue.take().unwrap();
         for len in [6, 4, 1, 1, 5] {
             queue.deliver(payload(len)).await;
         }
