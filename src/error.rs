@@ -68,7 +68,7 @@ pub enum Error {
     Protocol(String),
     /// The service (the server's handler) answered a request with an error:
     /// an ERROR frame with a service code (1000 and up).
-    #[error("service error {code}: {}", Escaped(.message))]
+    #[error("{code}: {}", Escaped(.message))]
     Remote {
         /// The code from the ERROR frame (1000 and up).
         code: ErrorCode,
@@ -78,7 +78,7 @@ pub enum Error {
     /// The server refused or failed a request at the protocol level: an
     /// ERROR frame with a protocol code (below 1000), for example
     /// `shutting down` (7), `overloaded` (6) or `handler failed` (5).
-    #[error("server error {code}: {}", Escaped(.message))]
+    #[error("server error: {code}: {}", Escaped(.message))]
     Server {
         /// The code from the ERROR frame (below 1000).
         code: ErrorCode,
@@ -173,7 +173,7 @@ impl fmt::Display for CloseReason {
                 write!(f, "the server said goodbye: {}", Escaped(reason))
             }
             CloseReason::ServerError { code, message } => {
-                write!(f, "server error {code}: {}", Escaped(message))
+                write!(f, "server error: {code}: {}", Escaped(message))
             }
             CloseReason::Eof => write!(f, "the server closed the connection"),
             CloseReason::EofDuringHandshake => {
@@ -229,7 +229,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "service error 1000: \\u{1b}[2Jgone\\r\\n\\u{202e}x"
+            "service error (1000): \\u{1b}[2Jgone\\r\\n\\u{202e}x"
         );
         let closed = Error::ConnectionClosed(CloseReason::Goodbye("\u{7}bye".into()));
         assert_eq!(
