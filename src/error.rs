@@ -246,7 +246,10 @@ mod tests {
             attempts: 3,
             source: io::Error::new(io::ErrorKind::NotFound, "no such socket"),
         };
-        assert_eq!(err.to_string(), "could not connect to x within 5s (3 attempts)");
+        assert_eq!(
+            err.to_string(),
+            "could not connect to x within 5s (3 attempts)"
+        );
         let source = std::error::Error::source(&err).expect("a source");
         assert_eq!(source.to_string(), "no such socket");
     }

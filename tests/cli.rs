@@ -300,7 +300,10 @@ fn call_ping_and_status_give_up_on_a_silent_server_at_their_timeout() {
     ] {
         let (_runtime, name) = rogue("cli-rogue", "rogue", behaviour.clone());
         for (command, what) in [
-            (&["call", "secret"][..], "waiting for the answer to the request"),
+            (
+                &["call", "secret"][..],
+                "waiting for the answer to the request",
+            ),
             (&["ping"][..], "waiting for the answer to a PING"),
             (&["status"][..], "waiting for the answer to STATUS"),
         ] {
@@ -324,9 +327,15 @@ fn server_text_is_printed_escaped() {
     let err = output_within_guard(&["call", "--name", &name, "x"]);
     assert!(!err.status.success());
     let text = String::from_utf8_lossy(&err.stderr);
-    assert!(text.contains("service error (1000): rogue\\u{1b}[2J"), "{text}");
+    assert!(
+        text.contains("service error (1000): rogue\\u{1b}[2J"),
+        "{text}"
+    );
     for shown in [&*out, &*text] {
-        let controls: Vec<char> = shown.chars().filter(|c| c.is_control() && *c != '\n').collect();
+        let controls: Vec<char> = shown
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
         assert!(controls.is_empty(), "{controls:?} in {shown:?}");
     }
 }

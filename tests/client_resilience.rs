@@ -143,7 +143,13 @@ async fn a_listen_only_client_reconnects_across_a_server_restart() {
     serving.stop().await;
     let lost = state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
     assert!(
-        matches!(lost, ConnectionState::Lost { reconnecting: true, .. }),
+        matches!(
+            lost,
+            ConnectionState::Lost {
+                reconnecting: true,
+                ..
+            }
+        ),
         "{lost:?}"
     );
     // No call is made: the client reconnects on its own.

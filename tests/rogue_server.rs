@@ -87,7 +87,10 @@ async fn a_frame_over_the_clients_limit_ends_the_connection_at_once() {
         .unwrap_err();
     match &err {
         Error::ConnectionClosed(CloseReason::Protocol(why)) => {
-            assert!(why.contains("too large") || why.contains("exceeds"), "{err}")
+            assert!(
+                why.contains("too large") || why.contains("exceeds"),
+                "{err}"
+            )
         }
         other => panic!("expected a protocol close, got {other:?}"),
     }

@@ -242,7 +242,9 @@ impl From<CallError> for Error {
 /// Whether `err` says the server went away before answering the handshake.
 fn server_vanished(err: &Error) -> bool {
     match err {
-        Error::ConnectionClosed(CloseReason::EofDuringHandshake | CloseReason::Reset(_)) => true,
+        Error::ConnectionClosed(
+            CloseReason::EofDuringHandshake | CloseReason::Reset(_) | CloseReason::Goodbye(_),
+        ) => true,
         Error::Io(e) => matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset

@@ -281,7 +281,8 @@ mod tests {
 
     #[tokio::test]
     async fn before_the_stream_is_taken_the_bounds_hold_and_the_loss_is_reported() {
-        let queue = queue(NotificationPolicy::Backpressure);
+        // Room for the marker and one more message after the take.
+        let queue = Arc::new(Queue::new(NotificationPolicy::Backpressure, 3, 10));
         queue.deliver(payload(8)).await;
         queue.deliver(payload(8 << 20)).await;
         queue.deliver(payload(8 << 20)).await;

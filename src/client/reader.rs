@@ -51,9 +51,8 @@ impl Routes {
                 self.pending.complete(frame.id, Ok(frame.payload));
             }
             Kind::Error => {
-                let error = ErrorPayload::decode(&frame.payload).ok_or_else(|| {
-                    CloseReason::Protocol("an ERROR frame without a code".into())
-                })?;
+                let error = ErrorPayload::decode(&frame.payload)
+                    .ok_or_else(|| CloseReason::Protocol("an ERROR frame without a code".into()))?;
                 if frame.id == 0 {
                     return Err(CloseReason::ServerError {
                         code: error.code,

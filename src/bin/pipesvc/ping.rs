@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::ClientArgs;
-use pipesvc::error::Escaped;
 use clap::Args;
+use pipesvc::error::Escaped;
 
 #[derive(Args, Debug)]
 pub struct PingArgs {

@@ -29,7 +29,11 @@ pub async fn run(args: StatusArgs) -> pipesvc::Result<()> {
 }
 
 fn print_human(client: &pipesvc::Client, s: &Status) {
-    println!("{} at {}", Escaped(&client.server_name()), client.endpoint());
+    println!(
+        "{} at {}",
+        Escaped(&client.server_name()),
+        client.endpoint()
+    );
     println!("uptime            {}", uptime(s.uptime.as_secs()));
     println!(
         "connections       {} open, {} since start",
