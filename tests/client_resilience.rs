@@ -276,13 +276,22 @@ async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
 async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     const CLIENTS: usize = 200;
     const BROADCASTS: usize = 1000;
+    /// The readers start reading only once this many broadcasts were sent:
+    /// more than a buffer of 256 holds, yet few enough (35 KB) that the
+    /// socket and the server's outbox take the rest without the server
+    /// waiting, so that a client which dropped on a full buffer would lose
+    /// some, and one that applies backpressure loses none.
+    const UNREAD: usize = 300;
     let (endpoint, serving) = common::Serving::echo("broadcast-lossless");
+    let (sent_tx, sent) = tokio::sync::watch::channel(0usize);
     let mut readers = Vec::new();
     for _ in 0..CLIENTS {
         let client = Client::connect(&endpoint).await.unwrap();
         let mut notes = client.notifications().unwrap();
         client.ping().await.unwrap(); // registered by the server
+        let mut sent = sent.clone();
         readers.push(tokio::spawn(async move {
+            sent.wait_for(|&n| n >= UNREAD).await.unwrap();
             let mut received = 0;
             while received < BROADCASTS {
                 match notes.recv().await {
@@ -297,6 +306,7 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     for i in 0..BROADCASTS {
         let payload = format!("broadcast {i:04} {}", "x".repeat(100));
         assert_eq!(serving.handle.broadcast(payload).await, CLIENTS);
+        sent_tx.send_replace(i + 1);
     }
     let mut total = 0;
     for reader in readers {
