@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use pipesvc::client::Notification;
+use pipesvc::error::Escaped;
 use pipesvc::Client;
 
 #[tokio::main]
@@ -16,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&name.parse()?).await?;
     println!(
         "connected to {} at {}",
-        client.server_name(),
+        Escaped(&client.server_name()),
         client.endpoint()
     );
 
@@ -24,7 +26,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut notifications = client.notifications().expect("taken once, here");
     let follower = tokio::spawn(async move {
         while let Some(note) = notifications.recv().await {
-            println!("notification: {}", String::from_utf8_lossy(&note));
+            match note {
+                Notification::Message(note) => {
+                    println!("notification: {}", String::from_utf8_lossy(&note))
+                }
+                Notification::Lagged(n) => println!("{n} notifications lost"),
+                _ => {}
+            }
         }
     });
 

@@ -1,11 +1,17 @@
 //! The crate's error type.
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::ErrorCode;
 
 /// Everything that can go wrong in pipesvc.
+///
+/// Text that came from the server (HELLO names, ERROR messages, GOODBYE
+/// reasons) is kept as it was sent; `Display` escapes its control
+/// characters, so that printing an error cannot drive a terminal.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -20,24 +26,28 @@ pub enum Error {
     /// A setting cannot work; the message names it and says why.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The server could not start listening on its endpoint.
-    #[error("cannot listen on {endpoint}: {source}")]
+    /// The server could not start listening on its endpoint. The cause is
+    /// the error's `source()` (not repeated in its message).
+    #[error("cannot listen on {endpoint}")]
     Bind {
         /// The endpoint, as displayed.
         endpoint: String,
         /// The cause, with a message that says what to do.
+        #[source]
         source: io::Error,
     },
-    /// The client gave up connecting.
-    #[error("could not connect to {endpoint} within {timeout:?} ({attempts} attempts): {source}")]
+    /// The client gave up connecting. The last error seen is the error's
+    /// `source()` (not repeated in its message).
+    #[error("could not connect to {endpoint} within {timeout:?} ({attempts} attempts)")]
     Connect {
         /// The endpoint, as displayed.
         endpoint: String,
-        /// The connect timeout that ran out (or elapsed before a fatal error).
+        /// The configured connect timeout (`ConnectOptions::timeout`).
         timeout: Duration,
         /// How many times a connection was tried.
         attempts: u32,
         /// The last error seen.
+        #[source]
         source: io::Error,
     },
     /// The server is not one the client agreed to talk to (see
@@ -56,19 +66,30 @@ pub enum Error {
         found: String,
     },
     /// The peer broke the protocol, or answered the handshake with an error.
-    #[error("protocol error: {0}")]
+    #[error("protocol error: {}", Escaped(.0))]
     Protocol(String),
-    /// The server answered a request with an ERROR frame.
-    #[error("server error {code}: {message}")]
+    /// The service (the server's handler) answered a request with an error:
+    /// an ERROR frame with a service code (1000 and up).
+    #[error("{code}: {}", Escaped(.message))]
     Remote {
-        /// The code from the ERROR frame.
+        /// The code from the ERROR frame (1000 and up).
+        code: ErrorCode,
+        /// The message from the ERROR frame.
+        message: String,
+    },
+    /// The server refused or failed a request at the protocol level: an
+    /// ERROR frame with a protocol code (below 1000), for example
+    /// `shutting down` (7), `overloaded` (6) or `handler failed` (5).
+    #[error("server error: {code}: {}", Escaped(.message))]
+    Server {
+        /// The code from the ERROR frame (below 1000).
         code: ErrorCode,
         /// The message from the ERROR frame.
         message: String,
     },
     /// The connection is gone (or going); the request was not answered.
     #[error("connection closed: {0}")]
-    ConnectionClosed(String),
+    ConnectionClosed(CloseReason),
     /// A payload is larger than the peer accepts in one frame.
     #[error("payload of {len} bytes exceeds the maximum of {max} bytes per frame")]
     PayloadTooLarge {
@@ -77,8 +98,9 @@ pub enum Error {
         /// The largest payload allowed.
         max: usize,
     },
-    /// An operation did not finish in time.
-    #[error("timed out after {0:?}: {1}")]
+    /// An operation did not finish in time: the configured limit, and what
+    /// was waited for.
+    #[error("timed out after {0:?} {1}")]
     Timeout(Duration, &'static str),
     /// An I/O error from the transport.
     #[error("I/O error: {0}")]
@@ -89,11 +111,157 @@ impl Error {
     /// The protocol error code behind this error, when there is one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Remote { code, .. } => Some(*code),
+            Error::Remote { code, .. } | Error::Server { code, .. } => Some(*code),
+            Error::ConnectionClosed(CloseReason::ServerError { code, .. }) => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The error for an ERROR frame answering a request: [`Error::Remote`]
+    /// for service codes, [`Error::Server`] for protocol codes.
+    pub(crate) fn from_error_frame(code: ErrorCode, message: String) -> Error {
+        if code.0 >= ErrorCode::FIRST_SERVICE_CODE {
+            Error::Remote { code, message }
+        } else {
+            Error::Server { code, message }
         }
     }
 }
 
+/// Why a connection ended, as far as one side can tell.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The server said GOODBYE (it is shutting down), with its reason.
+    Goodbye(String),
+    /// The server sent an ERROR for the whole connection (id 0) and closed.
+    ServerError {
+        /// The code from the ERROR frame.
+        code: ErrorCode,
+        /// The message from the ERROR frame.
+        message: String,
+    },
+    /// The server closed the connection without a word (end of stream).
+    Eof,
+    /// The server closed the connection before completing the handshake.
+    EofDuringHandshake,
+    /// Reading or writing failed: the connection was reset or broke.
+    Reset(Arc<io::Error>),
+    /// The server broke the protocol; the client hung up.
+    Protocol(String),
+    /// The client is closing (or closed) the connection.
+    ClientClosed,
+    /// The connection was lost and `reconnect` is off (or the connection
+    /// ended before the call could be sent).
+    Lost,
+    /// Server side: the client has disconnected.
+    ClientDisconnected,
+}
+
+impl CloseReason {
+    /// The reason for an I/O error seen on the connection.
+    pub(crate) fn io(err: io::Error) -> CloseReason {
+        CloseReason::Reset(Arc::new(err))
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Goodbye(reason) if reason.is_empty() => {
+                write!(f, "the server said goodbye")
+            }
+            CloseReason::Goodbye(reason) => {
+                write!(f, "the server said goodbye: {}", Escaped(reason))
+            }
+            CloseReason::ServerError { code, message } => {
+                write!(f, "server error: {code}: {}", Escaped(message))
+            }
+            CloseReason::Eof => write!(f, "the server closed the connection"),
+            CloseReason::EofDuringHandshake => {
+                write!(f, "the server closed the connection during the handshake")
+            }
+            CloseReason::Reset(e) => write!(f, "the connection broke: {e}"),
+            CloseReason::Protocol(why) => {
+                write!(f, "protocol error from the server: {}", Escaped(why))
+            }
+            CloseReason::ClientClosed => write!(f, "the client closed the connection"),
+            CloseReason::Lost => write!(f, "the connection is closed"),
+            CloseReason::ClientDisconnected => write!(f, "the client has disconnected"),
+        }
+    }
+}
+
+/// Displays text from the peer with its control characters escaped
+/// (`\u{1b}`, `\n`, ...), so that it cannot move the cursor, recolour or
+/// clear a terminal. Other characters are shown as they are.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() || is_invisible_format(c) {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Format characters that reorder or hide text (bidirectional overrides).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_is_escaped_when_displayed() {
+        let err = Error::Remote {
+            code: ErrorCode(1000),
+            message: "\u{1b}[2Jgone\r\n\u{202e}x".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "service error (1000): \\u{1b}[2Jgone\\r\\n\\u{202e}x"
+        );
+        let closed = Error::ConnectionClosed(CloseReason::Goodbye("\u{7}bye".into()));
+        assert_eq!(
+            closed.to_string(),
+            "connection closed: the server said goodbye: \\u{7}bye"
+        );
+    }
+
+    #[test]
+    fn the_cause_is_a_source_not_repeated_in_the_message() {
+        let err = Error::Connect {
+            endpoint: "x".into(),
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            source: io::Error::new(io::ErrorKind::NotFound, "no such socket"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "could not connect to x within 5s (3 attempts)"
+        );
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), "no such socket");
+    }
+
+    #[test]
+    fn protocol_and_service_codes_are_told_apart() {
+        let shutting = Error::from_error_frame(ErrorCode::SHUTTING_DOWN, "bye".into());
+        assert!(matches!(shutting, Error::Server { .. }), "{shutting}");
+        let service = Error::from_error_frame(ErrorCode(1234), "no".into());
+        assert!(matches!(service, Error::Remote { .. }), "{service}");
+        assert_eq!(service.code(), Some(ErrorCode(1234)));
+    }
+}

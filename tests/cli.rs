@@ -1,6 +1,8 @@
 //! The `pipesvc` binary, run as a user would.
 
 mod common;
+#[path = "common/rogue.rs"]
+mod rogue;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -247,4 +249,93 @@ fn bench_loads_a_running_service() {
     let json = out.lines().last().unwrap();
     assert_eq!(json_number(json, "requests"), 100.0, "{json}");
     assert_eq!(json_number(json, "errors"), 0.0, "{json}");
+}
+
+/// A rogue server (tests/common/rogue.rs) on a runtime of its own, and its
+/// name for `--name`.
+fn rogue(test: &str, name: &str, behaviour: rogue::Behaviour) -> (tokio::runtime::Runtime, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = unique_endpoint(test);
+    let address = endpoint.address().to_string_lossy().into_owned();
+    let server = {
+        let _context = runtime.enter();
+        rogue::Rogue::start(endpoint, name, behaviour)
+    };
+    // It serves as long as the runtime runs.
+    std::mem::forget(server);
+    (runtime, address)
+}
+
+/// Runs `pipesvc ARGS` to completion within the hang guard.
+fn output_within_guard(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc");
+    let id = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(common::HANG_GUARD) {
+        Ok(output) => output.unwrap(),
+        Err(_) => panic!("`pipesvc {}` (pid {id}) hung", args.join(" ")),
+    }
+}
+
+#[test]
+fn call_ping_and_status_give_up_on_a_silent_server_at_their_timeout() {
+    for behaviour in [
+        rogue::Behaviour::Silent,
+        rogue::Behaviour::HalfFrame,
+        rogue::Behaviour::UnknownIds,
+        rogue::Behaviour::NotifyFlood((8 << 20) - 16),
+    ] {
+        let (_runtime, name) = rogue("cli-rogue", "rogue", behaviour.clone());
+        for (command, what) in [
+            (
+                &["call", "secret"][..],
+                "waiting for the answer to the request",
+            ),
+            (&["ping"][..], "waiting for the answer to a PING"),
+            (&["status"][..], "waiting for the answer to STATUS"),
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["--name", &name, "--timeout", "0.5"]);
+            let err = failure(&args);
+            assert!(
+                err.contains(&format!("timed out after 500ms {what}")),
+                "{behaviour:?} {command:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn server_text_is_printed_escaped() {
+    let (_runtime, name) = rogue("cli-escapes", rogue::ESCAPES, rogue::Behaviour::EscapeError);
+    let output = output_within_guard(&["ping", "--name", &name, "--timeout", "0.5", "-c", "1"]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("rogue\\u{1b}[2J"), "{out}");
+    let err = output_within_guard(&["call", "--name", &name, "x"]);
+    assert!(!err.status.success());
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        text.contains("service error (1000): rogue\\u{1b}[2J"),
+        "{text}"
+    );
+    for shown in [&*out, &*text] {
+        let controls: Vec<char> = shown
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(controls.is_empty(), "{controls:?} in {shown:?}");
+    }
 }

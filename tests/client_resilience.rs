@@ -1,16 +1,26 @@
-//! The client across faults: request timeouts and reconnecting after the
-//! server restarts, with no request answered twice.
+//! The client across faults: request timeouts, reconnecting after the
+//! server restarts (with no request answered twice, and every waiting
+//! caller sharing one reconnect), a bounded close, connection states, and
+//! notification delivery (lossless by default, marked losses when asked).
 
 mod common;
+#[path = "common/rogue.rs"]
+mod rogue;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{guard, unique_endpoint, Serving};
-use pipesvc::client::ClientOptions;
+use futures_util::StreamExt;
+use pipesvc::client::{ClientOptions, ConnectionState, Notification, NotificationPolicy};
+use pipesvc::error::CloseReason;
+use pipesvc::protocol::FrameCodec;
 use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::transport::{Listener, ListenerOptions};
 use pipesvc::{Client, Endpoint, Error};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
 
 /// Echoes, except that `hold` is never answered (it reports that it started).
 fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
@@ -68,7 +78,7 @@ async fn a_reconnecting_client_outlives_a_server_restart() {
     serving.stop().await;
     let err = guard(in_flight).await.unwrap().unwrap_err();
     assert!(
-        matches!(&err, Error::Remote { .. } | Error::ConnectionClosed(_)),
+        matches!(&err, Error::Server { .. } | Error::ConnectionClosed(_)),
         "{err}"
     );
 
@@ -97,5 +107,243 @@ async fn without_reconnect_a_lost_connection_stays_lost() {
     assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
     assert!(client.is_closed());
     assert_eq!(client.reconnects(), 0);
+    serving.stop().await;
+}
+
+/// Waits until the client's connection state satisfies `wanted`.
+async fn state_where(
+    states: &mut tokio::sync::watch::Receiver<ConnectionState>,
+    wanted: impl Fn(&ConnectionState) -> bool,
+) -> ConnectionState {
+    guard(states.wait_for(|s| wanted(s)))
+        .await
+        .expect("the client is alive")
+        .clone()
+}
+
+#[tokio::test]
+async fn a_listen_only_client_reconnects_across_a_server_restart() {
+    let endpoint = unique_endpoint("listen-only");
+    let (serving, _started) = start(&endpoint);
+    let options = ClientOptions {
+        reconnect: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let mut notes = client.notifications().unwrap();
+    let mut states = client.connection_states();
+    // A round trip: the server has registered the connection.
+    client.ping().await.unwrap();
+    assert_eq!(serving.handle.broadcast("first").await, 1);
+    assert_eq!(
+        guard(notes.recv()).await,
+        Some(Notification::Message("first".into()))
+    );
+
+    serving.stop().await;
+    let lost = state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
+    assert!(
+        matches!(
+            lost,
+            ConnectionState::Lost {
+                reconnecting: true,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    // No call is made: the client reconnects on its own.
+    let (serving, _started) = start(&endpoint);
+    state_where(&mut states, |s| {
+        matches!(s, ConnectionState::Connected { reconnects: 1.. })
+    })
+    .await;
+    // The reconnect happened on its own; this round trip only makes sure
+    // the new server has registered the connection before broadcasting.
+    client.ping().await.unwrap();
+    assert_eq!(serving.handle.broadcast("second").await, 1);
+    assert_eq!(
+        guard(notes.recv()).await,
+        Some(Notification::Message("second".into()))
+    );
+    client.close().await;
+    assert_eq!(guard(notes.recv()).await, None, "the stream ends on close");
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn callers_waiting_on_one_reconnect_fail_together_at_their_deadline() {
+    let endpoint = unique_endpoint("outage");
+    let (serving, _started) = start(&endpoint);
+    let mut options = ClientOptions {
+        reconnect: true,
+        request_timeout: Some(Duration::from_secs(2)),
+        ..ClientOptions::default()
+    };
+    // Each reconnect attempt gives up well within a caller's deadline.
+    options.connect.timeout = Duration::from_millis(300);
+    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let mut states = client.connection_states();
+    serving.stop().await;
+    state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
+
+    let callers: Vec<_> = (0..5)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.request(format!("call {i}")).await })
+        })
+        .collect();
+    for caller in callers {
+        let err = guard(caller).await.unwrap().unwrap_err();
+        // Not one connect error each, one after the other: the same
+        // outcome for all, at the deadline.
+        assert!(
+            matches!(err, Error::Timeout(d, what)
+                if d == Duration::from_secs(2) && what.contains("reconnect")),
+            "{err}"
+        );
+    }
+    assert!(!client.is_closed(), "it keeps trying in the background");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_close_during_a_reconnect_wins() {
+    let endpoint = unique_endpoint("close-while-reconnecting");
+    let (serving, _started) = start(&endpoint);
+    let options = ClientOptions {
+        reconnect: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let mut states = client.connection_states();
+    serving.stop().await;
+    state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
+
+    // A server that accepts the reconnect but holds its HELLO back.
+    let mut listener = Listener::bind(&endpoint, &ListenerOptions::default()).unwrap();
+    let (stream, _peer) = guard(listener.accept()).await.unwrap();
+    // A call waits on that reconnect...
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request("after close").await })
+    };
+    // ...when the client is closed; then the HELLO arrives.
+    guard(client.close()).await;
+    let (read, mut write) = tokio::io::split(stream);
+    let _ = write.write_all(&rogue::hello("late")).await;
+    let mut frames = FramedRead::new(read, FrameCodec::new(u32::MAX));
+    // The client hung up without a word: no HELLO of its own, no request.
+    match guard(frames.next()).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(frame)) => panic!("the closed client still used the connection: {frame:?}"),
+    }
+    let err = guard(call).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+    assert_eq!(client.reconnects(), 0);
+    assert!(client.is_closed());
+    assert!(matches!(
+        *client.connection_states().borrow(),
+        ConnectionState::Closed
+    ));
+}
+
+#[tokio::test]
+async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
+    let endpoint = unique_endpoint("bounded-close");
+    let (serving, mut started) = start(&endpoint);
+    let options = ClientOptions {
+        close_timeout: Duration::from_millis(100),
+        request_timeout: None,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request("hold").await })
+    };
+    started.recv().await.unwrap();
+    guard(client.close()).await;
+    let err = guard(in_flight).await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::ConnectionClosed(CloseReason::ClientClosed)),
+        "{err}"
+    );
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
+    const CLIENTS: usize = 200;
+    const BROADCASTS: usize = 1000;
+    /// The readers start reading only once this many broadcasts were sent:
+    /// more than a buffer of 256 holds, yet few enough (35 KB) that the
+    /// socket and the server's outbox take the rest without the server
+    /// waiting, so that a client which dropped on a full buffer would lose
+    /// some, and one that applies backpressure loses none.
+    const UNREAD: usize = 300;
+    let (endpoint, serving) = common::Serving::echo("broadcast-lossless");
+    let (sent_tx, sent) = tokio::sync::watch::channel(0usize);
+    let mut readers = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = Client::connect(&endpoint).await.unwrap();
+        let mut notes = client.notifications().unwrap();
+        client.ping().await.unwrap(); // registered by the server
+        let mut sent = sent.clone();
+        readers.push(tokio::spawn(async move {
+            sent.wait_for(|&n| n >= UNREAD).await.unwrap();
+            let mut received = 0;
+            while received < BROADCASTS {
+                match notes.recv().await {
+                    Some(Notification::Message(_)) => received += 1,
+                    other => return Err(format!("after {received}: {other:?}")),
+                }
+            }
+            drop(client);
+            Ok(received)
+        }));
+    }
+    for i in 0..BROADCASTS {
+        let payload = format!("broadcast {i:04} {}", "x".repeat(100));
+        assert_eq!(serving.handle.broadcast(payload).await, CLIENTS);
+        sent_tx.send_replace(i + 1);
+    }
+    let mut total = 0;
+    for reader in readers {
+        total += guard(reader).await.unwrap().expect("no notification lost");
+    }
+    eprintln!("{total} of {} notifications received", CLIENTS * BROADCASTS);
+    assert_eq!(total, CLIENTS * BROADCASTS);
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn the_dropping_policy_marks_what_it_lost() {
+    let (endpoint, serving) = common::Serving::echo("broadcast-lagged");
+    let options = ClientOptions {
+        notification_policy: NotificationPolicy::DropNewest,
+        notification_buffer: 4,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let mut notes = client.notifications().unwrap();
+    client.ping().await.unwrap(); // registered by the server
+    for i in 0..100 {
+        assert_eq!(serving.handle.broadcast(format!("n{i}")).await, 1);
+    }
+    // The answer comes behind the notifications: all 100 have been routed.
+    assert_eq!(client.request("sync").await.unwrap(), "sync");
+    client.close().await;
+    let (mut messages, mut lagged) = (0, 0);
+    while let Some(item) = guard(notes.recv()).await {
+        match item {
+            Notification::Message(_) => messages += 1,
+            Notification::Lagged(n) => lagged += n,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(lagged > 0, "the buffer of 4 overflowed");
+    assert_eq!(messages + lagged, 100, "each one is read or counted");
+    assert_eq!(client.dropped_notifications(), lagged);
     serving.stop().await;
 }

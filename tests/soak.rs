@@ -493,7 +493,7 @@ impl RequestLoop {
                 Err(e) if reset_while_connecting(&e) => {
                     s.connect_resets.fetch_add(1, Ordering::SeqCst);
                 }
-                Err(Error::ConnectionClosed(why)) if why == NEVER_SENT => {
+                Err(Error::ConnectionClosed(why)) if why.to_string() == NEVER_SENT => {
                     s.unsent.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(Error::ConnectionClosed(why)) => {
@@ -508,7 +508,7 @@ impl RequestLoop {
                 Err(Error::Timeout(_, what)) if what.contains("answer") => {
                     s.timeouts.fetch_add(1, Ordering::SeqCst);
                 }
-                Err(Error::Remote { code, .. }) => {
+                Err(Error::Remote { code, .. } | Error::Server { code, .. }) => {
                     *s.remote.lock().unwrap().entry(code.0).or_default() += 1;
                 }
                 Err(e @ (Error::Connect { .. } | Error::Timeout(..))) => {
@@ -555,7 +555,7 @@ fn reset_while_connecting(e: &Error) -> bool {
         Error::Connect { source, .. } => reset(source),
         // Only the handshake of a reconnect yields these two.
         Error::Io(source) => reset(source),
-        Error::ConnectionClosed(why) => why.contains("during the handshake"),
+        Error::ConnectionClosed(why) => why.to_string().contains("during the handshake"),
         _ => false,
     }
 }

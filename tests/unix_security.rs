@@ -44,7 +44,11 @@ async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
 
 fn bind_error(builder: ServerBuilder<impl pipesvc::server::Handler>) -> String {
     match builder.bind() {
-        Err(e) => e.to_string(),
+        // The cause is the error's source, not repeated in its message.
+        Err(e) => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
         Ok(_) => panic!("bind should have failed"),
     }
 }

@@ -16,7 +16,7 @@ fn bind(endpoint: &Endpoint) -> pipesvc::Result<Listener> {
 
 fn bind_error(endpoint: &Endpoint) -> String {
     match bind(endpoint) {
-        Err(e @ Error::Bind { .. }) => e.to_string(),
+        Err(e @ Error::Bind { .. }) => common::chain(&e),
         other => panic!("expected a bind error, got {other:?}"),
     }
 }
@@ -136,7 +136,7 @@ async fn a_handed_listener_must_be_at_the_endpoint() {
         )
         .bind_listener(listener);
     let err = match result {
-        Err(e @ Error::Bind { .. }) => e.to_string(),
+        Err(e @ Error::Bind { .. }) => common::chain(&e),
         other => panic!("expected a bind error, got {other:?}"),
     };
     let expected = format!(

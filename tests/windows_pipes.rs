@@ -177,7 +177,7 @@ async fn max_instances_reached_gives_a_clear_busy_error() {
         ..ClientOptions::default()
     };
     let err = Client::connect_with(&endpoint, options).await.unwrap_err();
-    let text = err.to_string();
+    let text = common::chain(&err);
     assert!(matches!(err, Error::Connect { .. }), "{text}");
     assert!(
         text.contains("busy") && text.contains(&endpoint.to_string()),
@@ -222,7 +222,7 @@ async fn a_second_server_on_the_same_name_fails_naming_the_squatting_risk() {
         .handler(echo)
         .bind()
         .unwrap_err();
-    let text = err.to_string();
+    let text = common::chain(&err);
     assert!(matches!(err, Error::Bind { .. }), "{text}");
     assert!(text.contains("already owns this pipe name"), "{text}");
     drop(first);

@@ -557,7 +557,7 @@ async fn a_name_taken_by_another_pipe_fails_bind_naming_the_squatting_risk() {
         .expect("squatter");
     match Server::builder(endpoint.clone()).handler(echo).bind() {
         Err(err) => {
-            let text = err.to_string();
+            let text = common::chain(&err);
             assert!(matches!(err, Error::Bind { .. }), "{text}");
             assert!(text.contains("already owns this pipe name"), "{text}");
             assert!(text.contains("squatting"), "{text}");

@@ -2,37 +2,28 @@
 //! requests waiting on it. A [`Client`](super::Client) holds one at a time.
 
 use std::io;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncRead;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
+use super::notifications::Queue;
 use super::pending::Pending;
 use super::reader::{read_frames, Routes};
 use super::writer::Writer;
 use super::ClientOptions;
 use crate::endpoint::Endpoint;
-use crate::error::{Error, Result};
+use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
     ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
     PROTOCOL_VERSION,
 };
 use crate::transport::{self, ConnectStats, PeerInfo};
-
-/// Where a connection delivers the server's notifications; outlives
-/// connections, so that the stream carries on across reconnects.
-#[derive(Clone, Debug)]
-pub(super) struct NotificationSink {
-    pub(super) sender: mpsc::Sender<Bytes>,
-    pub(super) dropped: Arc<AtomicU64>,
-}
 
 #[derive(Debug)]
 pub(super) struct Connection {
@@ -40,8 +31,9 @@ pub(super) struct Connection {
     pub(super) server_peer: PeerInfo,
     pub(super) connect_stats: ConnectStats,
     writer: Arc<Writer>,
-    pending: Arc<Pending>,
+    pub(super) pending: Arc<Pending>,
     reader: JoinHandle<()>,
+    flusher: JoinHandle<()>,
 }
 
 impl Drop for Connection {
@@ -50,6 +42,9 @@ impl Drop for Connection {
         // goes with the reader, and with both halves gone the handle closes.
         self.writer.close();
         self.reader.abort();
+        // The reader may not have ended it: whoever waits on this
+        // connection (the client's supervisor) learns that it is gone.
+        self.pending.fail_all(CloseReason::ClientClosed);
     }
 }
 
@@ -61,7 +56,7 @@ impl Connection {
     pub(super) async fn open(
         endpoint: &Endpoint,
         options: &ClientOptions,
-        notifications: NotificationSink,
+        notifications: &Arc<Queue>,
     ) -> Result<Connection> {
         let deadline = tokio::time::Instant::now() + options.connect.timeout;
         let mut pause = Duration::from_millis(1);
@@ -69,11 +64,26 @@ impl Connection {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             attempt.connect.timeout = left;
-            match Connection::open_once(endpoint, &attempt, notifications.clone()).await {
+            match Connection::open_once(endpoint, &attempt, notifications).await {
                 Err(e) if server_vanished(&e) && tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "server went away during the handshake; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                // The connect error names the configured timeout, not what
+                // was left of it for this attempt.
+                Err(Error::Connect {
+                    endpoint,
+                    attempts,
+                    source,
+                    ..
+                }) => {
+                    return Err(Error::Connect {
+                        endpoint,
+                        timeout: options.connect.timeout,
+                        attempts,
+                        source,
+                    })
                 }
                 outcome => return outcome,
             }
@@ -83,7 +93,7 @@ impl Connection {
     async fn open_once(
         endpoint: &Endpoint,
         options: &ClientOptions,
-        notifications: NotificationSink,
+        notifications: &Arc<Queue>,
     ) -> Result<Connection> {
         let connected = transport::connect(endpoint, &options.connect).await?;
         check_server_pid(endpoint, options.expect_server_pid, &connected.server)?;
@@ -115,11 +125,10 @@ impl Connection {
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
         let (writer, flusher) = Writer::new(sink.into_inner(), codec, pending.clone());
-        tokio::spawn(flusher.in_current_span());
+        let flusher = tokio::spawn(flusher.in_current_span());
         let routes = Routes {
             pending: pending.clone(),
-            notifications: notifications.sender,
-            dropped_notifications: notifications.dropped,
+            notifications: notifications.clone(),
             writer: writer.clone(),
         };
         let reader_writer = writer.clone();
@@ -137,6 +146,7 @@ impl Connection {
             writer,
             pending,
             reader,
+            flusher,
         })
     }
 
@@ -157,7 +167,7 @@ impl Connection {
 
     pub(super) async fn notify(&self, payload: Bytes) -> Result<()> {
         self.check_size(&payload)?;
-        if let Some(reason) = self.pending.closed_reason() {
+        if let Some(reason) = self.pending.end_reason() {
             return Err(Error::ConnectionClosed(reason));
         }
         self.send(Frame::notify(payload)).await
@@ -166,13 +176,22 @@ impl Connection {
     /// Refuses new requests, waits for the answers to those in flight,
     /// then writes what is queued and closes.
     pub(super) async fn close(&self) {
-        self.pending.refuse_new("the client is closing".into());
+        self.pending.refuse_new(CloseReason::ClientClosed);
         self.pending.wait_idle().await;
         self.writer.close();
         self.writer.closed().await;
         self.reader.abort();
-        self.pending
-            .fail_all("the client closed the connection".into());
+        self.pending.fail_all(CloseReason::ClientClosed);
+    }
+
+    /// Ends the connection now: requests in flight fail, nothing more is
+    /// written or read.
+    pub(super) fn abort(&self) {
+        self.pending.refuse_new(CloseReason::ClientClosed);
+        self.reader.abort();
+        self.flusher.abort();
+        self.writer.abort(CloseReason::ClientClosed);
+        self.pending.fail_all(CloseReason::ClientClosed);
     }
 
     /// Whether new requests can use this connection: it is not gone, and
@@ -200,12 +219,12 @@ impl Connection {
     }
 
     fn closed_error(&self) -> Error {
-        self.closed_error_or("the connection is closed".into())
+        self.closed_error_or(CloseReason::Lost)
     }
 
     /// Why the connection is closed: what the reader or writer saw first,
     /// else `why`.
-    fn closed_error_or(&self, why: String) -> Error {
+    fn closed_error_or(&self, why: CloseReason) -> Error {
         Error::ConnectionClosed(self.pending.closed_reason().unwrap_or(why))
     }
 }
@@ -229,7 +248,9 @@ impl From<CallError> for Error {
 /// Whether `err` says the server went away before answering the handshake.
 fn server_vanished(err: &Error) -> bool {
     match err {
-        Error::ConnectionClosed(_) => true,
+        Error::ConnectionClosed(
+            CloseReason::EofDuringHandshake | CloseReason::Reset(_) | CloseReason::Goodbye(_),
+        ) => true,
         Error::Io(e) => matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset
@@ -263,11 +284,7 @@ async fn read_server_hello<R: AsyncRead + Unpin>(
     reader: &mut FramedRead<R, FrameCodec>,
 ) -> Result<ServerHello> {
     let frame = match reader.next().await {
-        None => {
-            return Err(Error::ConnectionClosed(
-                "the server closed the connection during the handshake".into(),
-            ))
-        }
+        None => return Err(Error::ConnectionClosed(CloseReason::EofDuringHandshake)),
         Some(frame) => frame.map_err(into_error)?,
     };
     match frame.kind {
@@ -286,15 +303,15 @@ async fn read_server_hello<R: AsyncRead + Unpin>(
             Ok(hello)
         }
         Kind::Error => match ErrorPayload::decode(&frame.payload) {
-            Some(error) => Err(Error::Remote {
+            Some(error) => Err(Error::ConnectionClosed(CloseReason::ServerError {
                 code: error.code,
                 message: error.message,
-            }),
+            })),
             None => Err(Error::Protocol("ERROR frame without a code".into())),
         },
-        Kind::Goodbye => Err(Error::ConnectionClosed(
-            "the server is shutting down".into(),
-        )),
+        Kind::Goodbye => Err(Error::ConnectionClosed(CloseReason::Goodbye(
+            String::from_utf8_lossy(&frame.payload).into_owned(),
+        ))),
         other => Err(Error::Protocol(format!("expected HELLO, got {other:?}"))),
     }
 }

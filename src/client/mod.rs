@@ -17,27 +17,44 @@ mod reader;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use identity::ServerIdentity;
-pub use notifications::Notifications;
+pub use notifications::{Notification, NotificationPolicy, Notifications};
 
 use crate::endpoint::Endpoint;
-use crate::error::{Error, Result};
+use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{Kind, Status, DEFAULT_MAX_FRAME_LEN};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
-use connection::{CallError, Connection, NotificationSink};
+use connection::{CallError, Connection};
+use notifications::Queue;
+use pending::Pending;
 
 /// Default time the server has to send its HELLO.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline of a request, ping or status call: everything the call
+/// waits for (a reconnect, room to send, the answer) fits in it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of notifications buffered for [`Client::notifications`].
 pub const DEFAULT_NOTIFICATION_BUFFER: usize = 256;
+/// Default payload bytes buffered for [`Client::notifications`] (one
+/// notification is always taken into an empty buffer, whatever its size).
+pub const DEFAULT_NOTIFICATION_BUFFER_BYTES: usize = 4 << 20;
+/// Default time [`Client::close`] waits for answers in flight before it
+/// aborts the connection.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First pause between two reconnect attempts; it doubles after each
+/// failed attempt, up to [`RECONNECT_BACKOFF_MAX`].
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between two reconnect attempts.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How a [`Client`] connects.
 #[derive(Clone, Debug)]
@@ -46,12 +63,24 @@ pub struct ClientOptions {
     pub connect: ConnectOptions,
     /// Time the server has to send its HELLO (default 5 s).
     pub handshake_timeout: Duration,
-    /// Largest frame accepted from the server (default 8 MiB). Requests are
-    /// bounded by the maximum the server announces instead.
+    /// Largest frame accepted from the server (default 8 MiB, the
+    /// protocol's default maximum). A frame announcing more is refused from
+    /// its length field, before its payload is read, and ends the
+    /// connection. Requests are bounded by the maximum the server announces
+    /// instead.
     pub max_frame_len: u32,
-    /// Notifications buffered until read (default 256); past that, new ones
-    /// are dropped and counted rather than stalling responses.
+    /// Notifications buffered until read (default 256); see
+    /// [`notification_policy`](Self::notification_policy) for what happens
+    /// when the buffer is full.
     pub notification_buffer: usize,
+    /// Payload bytes buffered until read (default 4 MiB; one notification
+    /// is always taken into an empty buffer, so a single frame up to
+    /// `max_frame_len` fits).
+    pub notification_buffer_bytes: usize,
+    /// What a full notification buffer does: wait for the app (the
+    /// default, lossless), drop with a [`Notification::Lagged`] marker, or
+    /// ignore notifications altogether.
+    pub notification_policy: NotificationPolicy,
     /// Connect only if the server process has this id (read from the OS:
     /// `GetNamedPipeServerProcessId` on Windows, `SO_PEERCRED` on Unix),
     /// so that a process squatting on the name is not mistaken for the
@@ -64,14 +93,23 @@ pub struct ClientOptions {
     /// no other user controls. Anything else fails with
     /// [`Error::WrongServer`]. See SECURITY.md.
     pub server_identity: ServerIdentity,
-    /// A request or ping not answered within this time fails with
-    /// [`Error::Timeout`]; its late answer is discarded. Default: none.
+    /// The deadline of each request, ping or status call (default 30 s;
+    /// `None`: none). It covers everything the call waits for: a reconnect
+    /// in progress, room to send, the answer. A call past it fails with
+    /// [`Error::Timeout`] naming what it waited for; a late answer is
+    /// discarded. [`Client::request_with_timeout`] sets it per call.
     pub request_timeout: Option<Duration>,
-    /// When the connection is lost, the next call connects again (retrying
-    /// for up to `connect.timeout`), so that a client outlives a server
-    /// restart. Requests in flight when the connection died fail with
-    /// [`Error::ConnectionClosed`] and are never sent again, so no request
-    /// is ever answered twice. Default: off.
+    /// How long [`Client::close`] waits for answers in flight and for
+    /// queued frames to be written before it aborts the connection
+    /// (default 5 s).
+    pub close_timeout: Duration,
+    /// When the connection is lost (or the server says GOODBYE), connect
+    /// again in the background, pausing between attempts from 50 ms
+    /// doubling up to 5 s, until it succeeds or the client is closed; the
+    /// notification stream carries on. Calls made meanwhile wait for that
+    /// reconnect (within their deadline). Requests in flight when the
+    /// connection died fail with [`Error::ConnectionClosed`] and are never
+    /// sent again, so no request is ever answered twice. Default: off.
     pub reconnect: bool,
 }
 
@@ -82,12 +120,39 @@ impl Default for ClientOptions {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             notification_buffer: DEFAULT_NOTIFICATION_BUFFER,
+            notification_buffer_bytes: DEFAULT_NOTIFICATION_BUFFER_BYTES,
+            notification_policy: NotificationPolicy::default(),
             expect_server_pid: None,
             server_identity: ServerIdentity::SameUserOrAdmin,
-            request_timeout: None,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
             reconnect: false,
         }
     }
+}
+
+/// The state of a client's connection, as [`Client::connection_states`]
+/// reports it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Connected; `reconnects` is how many times the client has connected
+    /// again after losing a connection.
+    Connected {
+        /// Reconnections so far.
+        reconnects: u64,
+    },
+    /// The connection is lost (or the server said GOODBYE), for `reason`.
+    /// With `reconnecting`, the client is connecting again in the
+    /// background; without, the client stays disconnected.
+    Lost {
+        /// Why the connection ended.
+        reason: CloseReason,
+        /// Whether the client is connecting again.
+        reconnecting: bool,
+    },
+    /// [`Client::close`] was called.
+    Closed,
 }
 
 /// A connection to a pipesvc server. Clone it freely: every clone shares
@@ -105,15 +170,53 @@ struct Shared {
     endpoint: Endpoint,
     options: ClientOptions,
     current: Mutex<Arc<Connection>>,
-    /// One reconnect at a time; the others wait and use its result.
-    reconnecting: tokio::sync::Mutex<()>,
-    notifications: Mutex<Option<mpsc::Receiver<Bytes>>>,
-    /// Kept only with `reconnect`, for the next connections; without it the
-    /// notification stream ends with the one connection.
-    sink: Mutex<Option<NotificationSink>>,
-    dropped_notifications: Arc<AtomicU64>,
+    /// Outlives connections, so that the stream carries on across
+    /// reconnects.
+    notifications: Arc<Queue>,
+    state: watch::Sender<ConnectionState>,
     reconnects: AtomicU64,
+    /// Set (under `current`'s lock) by [`Client::close`].
     closed: AtomicBool,
+    /// Stops the supervisor, also in the middle of a reconnect.
+    stop: CancellationToken,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.notifications.end();
+    }
+}
+
+impl Shared {
+    /// Publishes `state`, unless the client was closed (a close wins over
+    /// whatever the supervisor was doing).
+    fn publish(&self, state: ConnectionState) {
+        let _current = lock(&self.current);
+        if self.closed.load(Ordering::SeqCst) && !matches!(state, ConnectionState::Closed) {
+            return;
+        }
+        self.state.send_replace(state);
+    }
+
+    /// Installs a new connection, unless the client was closed meanwhile
+    /// (then `fresh` is dropped, which closes it).
+    fn install(&self, fresh: Connection) -> Option<Arc<Pending>> {
+        let mut current = lock(&self.current);
+        if self.closed.load(Ordering::SeqCst) {
+            drop(current);
+            tracing::debug!("closed during a reconnect; dropping the new connection");
+            return None;
+        }
+        let pending = fresh.pending.clone();
+        *current = Arc::new(fresh);
+        let reconnects = self.reconnects.fetch_add(1, Ordering::SeqCst) + 1;
+        self.state
+            .send_replace(ConnectionState::Connected { reconnects });
+        drop(current);
+        tracing::info!(endpoint = %self.endpoint, reconnects, "reconnected");
+        Some(pending)
+    }
 }
 
 impl Client {
@@ -125,81 +228,141 @@ impl Client {
 
     /// Connects with `options`.
     pub async fn connect_with(endpoint: &Endpoint, options: ClientOptions) -> Result<Client> {
-        let (sender, receiver) = mpsc::channel(options.notification_buffer.max(1));
-        let sink = NotificationSink {
-            sender,
-            dropped: Arc::new(AtomicU64::new(0)),
-        };
+        let queue = Arc::new(Queue::new(
+            options.notification_policy,
+            options.notification_buffer,
+            options.notification_buffer_bytes,
+        ));
         let span = tracing::debug_span!("client", endpoint = %endpoint);
-        let first = Connection::open(endpoint, &options, sink.clone())
+        let first = Connection::open(endpoint, &options, &queue)
             .instrument(span)
             .await?;
-        let shared = Shared {
+        let pending = first.pending.clone();
+        let (state, _) = watch::channel(ConnectionState::Connected { reconnects: 0 });
+        let shared = Arc::new(Shared {
             endpoint: endpoint.clone(),
             current: Mutex::new(Arc::new(first)),
-            reconnecting: tokio::sync::Mutex::new(()),
-            notifications: Mutex::new(Some(receiver)),
-            dropped_notifications: sink.dropped.clone(),
-            sink: Mutex::new(options.reconnect.then_some(sink)),
+            notifications: queue,
+            state,
             reconnects: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            stop: CancellationToken::new(),
             options,
-        };
-        Ok(Client {
-            shared: Arc::new(shared),
-        })
+        });
+        let supervisor = supervise(Arc::downgrade(&shared), pending, shared.stop.clone());
+        tokio::spawn(supervisor.in_current_span());
+        Ok(Client { shared })
     }
 
-    /// Sends a request and waits for its answer. A server-side failure is
-    /// [`Error::Remote`]; a lost connection is [`Error::ConnectionClosed`].
+    /// Sends a request and waits for its answer, within the client's
+    /// [`request_timeout`](ClientOptions::request_timeout). A failure of the
+    /// service is [`Error::Remote`]; one at the protocol level (say, the
+    /// server is shutting down) [`Error::Server`]; a lost connection is
+    /// [`Error::ConnectionClosed`]; no answer in time [`Error::Timeout`].
     pub async fn request(&self, payload: impl Into<Bytes>) -> Result<Bytes> {
-        self.call(Kind::Request, payload.into()).await
+        let limit = self.shared.options.request_timeout;
+        self.call(Kind::Request, payload.into(), limit).await
     }
 
-    /// Sends a PING and returns the round-trip time.
+    /// [`Client::request`] with its own deadline (`None`: none) instead of
+    /// the client's `request_timeout`: for a call known to take long, or
+    /// one that must fail fast. Layers built on the client (typed calls)
+    /// pass their per-call deadline here.
+    pub async fn request_with_timeout(
+        &self,
+        payload: impl Into<Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes> {
+        self.call(Kind::Request, payload.into(), timeout).await
+    }
+
+    /// Sends a PING and returns the round-trip time (within the client's
+    /// `request_timeout`).
     pub async fn ping(&self) -> Result<Duration> {
+        self.ping_with_timeout(self.shared.options.request_timeout)
+            .await
+    }
+
+    /// [`Client::ping`] with its own deadline (`None`: none).
+    pub async fn ping_with_timeout(&self, timeout: Option<Duration>) -> Result<Duration> {
         let start = Instant::now();
-        self.call(Kind::Ping, Bytes::new()).await?;
+        self.call(Kind::Ping, Bytes::new(), timeout).await?;
         Ok(start.elapsed())
     }
 
     /// Asks the server for its counters: uptime, connections, requests
-    /// served, errors by code, bytes in and out (STATUS, protocol 1.1).
+    /// served, errors by code, bytes in and out (STATUS, protocol 1.1),
+    /// within the client's `request_timeout`.
     ///
     /// A server older than protocol 1.1 does not know STATUS: it answers
     /// ERROR `unknown kind` (4) and closes the connection, which this
-    /// reports as [`Error::ConnectionClosed`] naming that error.
+    /// reports as [`Error::ConnectionClosed`] with
+    /// [`CloseReason::ServerError`].
     pub async fn status(&self) -> Result<Status> {
-        let payload = self.call(Kind::Status, Bytes::new()).await?;
+        let limit = self.shared.options.request_timeout;
+        let payload = self.call(Kind::Status, Bytes::new(), limit).await?;
         Status::decode(&payload)
             .ok_or_else(|| Error::Protocol("the server's STATUS answer is malformed".into()))
     }
 
-    /// Sends a NOTIFY; the server answers nothing.
+    /// Sends a NOTIFY; the server answers nothing. Bounded by the client's
+    /// `request_timeout` (waiting for a reconnect, or for room to send).
     pub async fn notify(&self, payload: impl Into<Bytes>) -> Result<()> {
-        self.connection().await?.notify(payload.into()).await
+        let payload = payload.into();
+        let send = async { self.connection().await?.notify(payload).await };
+        match self.shared.options.request_timeout {
+            None => send.await,
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .unwrap_or(Err(Error::Timeout(limit, "sending a NOTIFY"))),
+        }
     }
 
     /// The stream of NOTIFY payloads from the server. It can be taken once;
     /// later calls return `None`. With `reconnect` it carries on across
     /// connections and ends on [`close`](Client::close).
+    ///
+    /// Take it early: until it is taken, notifications fill the buffer
+    /// without waiting and those that do not fit are dropped (the stream's
+    /// [`Notification::Lagged`] item then says how many). Once taken, under
+    /// the default [`NotificationPolicy::Backpressure`], read it: the
+    /// client stops reading the connection while the buffer is full, and
+    /// answers to requests queue up behind the unread notifications.
     pub fn notifications(&self) -> Option<Notifications> {
-        lock(&self.shared.notifications)
-            .take()
-            .map(Notifications::new)
+        self.shared.notifications.take()
+    }
+
+    /// The connection's state now, and every change from now on: connected,
+    /// lost (with why, and whether the client is reconnecting), closed.
+    pub fn connection_states(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
     }
 
     /// Closes the connection gracefully: new requests are refused, those
     /// in flight get their answers (or fail if the connection drops), then
-    /// everything queued is written and the connection is closed. A closed
-    /// client does not reconnect.
+    /// everything queued is written and the connection is closed. Past the
+    /// [`close_timeout`](ClientOptions::close_timeout) the connection is
+    /// aborted instead: requests still in flight fail with
+    /// [`CloseReason::ClientClosed`]. A closed client does not reconnect,
+    /// and a reconnect in progress is abandoned.
     pub async fn close(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        lock(&self.shared.sink).take();
-        self.current().close().await;
+        {
+            let _current = lock(&self.shared.current);
+            self.shared.closed.store(true, Ordering::SeqCst);
+        }
+        self.shared.stop.cancel();
+        self.shared.publish(ConnectionState::Closed);
+        let current = self.current();
+        let limit = self.shared.options.close_timeout;
+        if tokio::time::timeout(limit, current.close()).await.is_err() {
+            tracing::debug!(timeout = ?limit, "close timed out; aborting the connection");
+            current.abort();
+        }
+        self.shared.notifications.end();
     }
 
-    /// The name the server gave in its HELLO.
+    /// The name the server gave in its HELLO, as it sent it (escape it with
+    /// [`crate::error::Escaped`] before printing it).
     pub fn server_name(&self) -> String {
         self.current().server.server_name.clone()
     }
@@ -229,12 +392,14 @@ impl Client {
     /// How many times the client has connected again after losing its
     /// connection (with `reconnect`).
     pub fn reconnects(&self) -> u64 {
-        self.shared.reconnects.load(Ordering::Relaxed)
+        self.shared.reconnects.load(Ordering::SeqCst)
     }
 
-    /// Notifications dropped because the notification buffer was full.
+    /// Notifications lost: dropped because the buffer was full (under
+    /// [`NotificationPolicy::DropNewest`], or before the stream was taken).
+    /// The stream reports each loss too, as [`Notification::Lagged`].
     pub fn dropped_notifications(&self) -> u64 {
-        self.shared.dropped_notifications.load(Ordering::Relaxed)
+        self.shared.notifications.lost()
     }
 
     /// Whether requests can no longer succeed: the connection is lost (or
@@ -245,24 +410,41 @@ impl Client {
         lost && (!self.shared.options.reconnect || self.shared.closed.load(Ordering::SeqCst))
     }
 
-    async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
-        let Some(limit) = self.shared.options.request_timeout else {
-            return self.call_once_more_if_unsent(kind, payload).await;
+    /// One call within `limit`; the timeout names what the call was
+    /// waiting for when it ran out.
+    async fn call(&self, kind: Kind, payload: Bytes, limit: Option<Duration>) -> Result<Bytes> {
+        let connected = AtomicBool::new(false);
+        let work = self.call_once_more_if_unsent(kind, payload, &connected);
+        let Some(limit) = limit else {
+            return work.await;
         };
-        tokio::time::timeout(limit, self.call_once_more_if_unsent(kind, payload))
-            .await
-            .unwrap_or(Err(Error::Timeout(limit, "waiting for the answer")))
+        match tokio::time::timeout(limit, work).await {
+            Ok(outcome) => outcome,
+            Err(_) if !connected.load(Ordering::Relaxed) => {
+                Err(Error::Timeout(limit, "waiting to reconnect to the server"))
+            }
+            Err(_) => Err(Error::Timeout(limit, waiting_for_answer(kind))),
+        }
     }
 
     /// Calls on the current connection. With `reconnect`, a call that the
     /// connection refused before sending anything (it had just died) is
-    /// made once more on a new connection: the server never saw it, so it
-    /// cannot be answered twice.
-    async fn call_once_more_if_unsent(&self, kind: Kind, payload: Bytes) -> Result<Bytes> {
-        let first = self.connection().await?.call(kind, payload.clone()).await;
-        match first {
+    /// made once more on the next connection: the server never saw it, so
+    /// it cannot be answered twice.
+    async fn call_once_more_if_unsent(
+        &self,
+        kind: Kind,
+        payload: Bytes,
+        connected: &AtomicBool,
+    ) -> Result<Bytes> {
+        let connection = self.connection().await?;
+        connected.store(true, Ordering::Relaxed);
+        match connection.call(kind, payload.clone()).await {
             Err(CallError::NotSent(_)) if self.reconnects_now() => {
-                Ok(self.connection().await?.call(kind, payload).await?)
+                connected.store(false, Ordering::Relaxed);
+                let connection = self.connection().await?;
+                connected.store(true, Ordering::Relaxed);
+                Ok(connection.call(kind, payload).await?)
             }
             other => Ok(other?),
         }
@@ -276,31 +458,95 @@ impl Client {
         lock(&self.shared.current).clone()
     }
 
-    /// The live connection, connecting again first if it was lost (or the
-    /// server said GOODBYE) and `reconnect` is on. Otherwise the current
-    /// one, whose calls fail clearly if it is gone.
+    /// The live connection. If it is lost and `reconnect` is on, waits for
+    /// the supervisor's reconnect: every caller waits on the same attempt
+    /// and sees the same outcome. Otherwise the current connection, whose
+    /// calls fail clearly if it is gone.
     async fn connection(&self) -> Result<Arc<Connection>> {
-        let current = self.current();
-        if current.is_usable() || !self.reconnects_now() {
-            return Ok(current);
+        let mut states = self.shared.state.subscribe();
+        loop {
+            let current = self.current();
+            if current.is_usable() || !self.reconnects_now() {
+                return Ok(current);
+            }
+            if states.changed().await.is_err() {
+                return Ok(current);
+            }
         }
-        let _one_at_a_time = self.shared.reconnecting.lock().await;
-        let current = self.current();
-        if current.is_usable() {
-            return Ok(current); // another task reconnected meanwhile
+    }
+}
+
+fn waiting_for_answer(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Ping => "waiting for the answer to a PING",
+        Kind::Status => "waiting for the answer to STATUS",
+        _ => "waiting for the answer to the request",
+    }
+}
+
+/// The client's supervisor task: watches the current connection and, when
+/// it is lost, publishes why and (with `reconnect`) connects again in the
+/// background. It is the only task that reconnects, so callers waiting for
+/// a connection all share one attempt's outcome. It holds no strong
+/// reference to the client between attempts: it ends when the last clone
+/// is dropped, or on close.
+async fn supervise(shared: Weak<Shared>, mut pending: Arc<Pending>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = pending.unusable() => {}
+            () = stop.cancelled() => return,
         }
-        let Some(sink) = lock(&self.shared.sink).clone() else {
-            return Ok(current); // closed meanwhile
+        let Some(client) = shared.upgrade() else {
+            return;
         };
-        let span = tracing::debug_span!("client", endpoint = %self.shared.endpoint);
-        let fresh = Connection::open(&self.shared.endpoint, &self.shared.options, sink)
-            .instrument(span)
-            .await?;
-        let fresh = Arc::new(fresh);
-        *lock(&self.shared.current) = fresh.clone();
-        let count = self.shared.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::info!(endpoint = %self.shared.endpoint, reconnects = count, "reconnected");
-        Ok(fresh)
+        let reason = pending.end_reason().unwrap_or(CloseReason::Lost);
+        let reconnecting = client.options.reconnect;
+        tracing::debug!(%reason, reconnecting, "connection lost");
+        client.publish(ConnectionState::Lost {
+            reason,
+            reconnecting,
+        });
+        if !reconnecting {
+            client.notifications.end();
+            return;
+        }
+        let (endpoint, options) = (client.endpoint.clone(), client.options.clone());
+        let queue = client.notifications.clone();
+        drop(client);
+        match reconnect(&shared, &endpoint, &options, &queue, &stop).await {
+            Some(next) => pending = next,
+            None => return,
+        }
+    }
+}
+
+/// Connects again until it succeeds, with a pause growing from
+/// [`RECONNECT_BACKOFF_MIN`] to [`RECONNECT_BACKOFF_MAX`] between attempts;
+/// `None` if the client was closed or dropped meanwhile.
+async fn reconnect(
+    shared: &Weak<Shared>,
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    queue: &Arc<Queue>,
+    stop: &CancellationToken,
+) -> Option<Arc<Pending>> {
+    let mut pause = RECONNECT_BACKOFF_MIN;
+    loop {
+        let span = tracing::debug_span!("client", endpoint = %endpoint);
+        let attempt = Connection::open(endpoint, options, queue).instrument(span);
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            () = stop.cancelled() => return None,
+        };
+        match outcome {
+            Ok(fresh) => return shared.upgrade()?.install(fresh),
+            Err(e) => tracing::warn!(error = %e, retry_in = ?pause, "reconnect failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.cancelled() => return None,
+        }
+        pause = (pause * 2).min(RECONNECT_BACKOFF_MAX);
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
-use crate::error::{Error, Result};
+use crate::error::{CloseReason, Error, Result};
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
 
@@ -16,6 +16,8 @@ pub(super) struct Pending {
     state: Mutex<State>,
     /// Signalled whenever the table becomes empty or the connection ends.
     idle: Notify,
+    /// Signalled when the connection stops taking new requests.
+    unusable: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -23,9 +25,9 @@ struct State {
     waiters: HashMap<u32, Waiter>,
     next_id: u32,
     /// Set once no new request may start: why.
-    refusing: Option<String>,
+    refusing: Option<CloseReason>,
     /// Set once the connection is gone: why.
-    closed: Option<String>,
+    closed: Option<CloseReason>,
 }
 
 impl Pending {
@@ -83,12 +85,13 @@ impl Pending {
 
     /// No new requests from now on (the server said GOODBYE, or the
     /// client is closing); those in flight still get their answers.
-    pub(super) fn refuse_new(&self, reason: String) {
+    pub(super) fn refuse_new(&self, reason: CloseReason) {
         self.state().refusing.get_or_insert(reason);
+        self.unusable.notify_waiters();
     }
 
     /// The connection is gone: every waiting request fails with `reason`.
-    pub(super) fn fail_all(&self, reason: String) {
+    pub(super) fn fail_all(&self, reason: CloseReason) {
         let waiters: Vec<Waiter> = {
             let mut state = self.state();
             state.closed.get_or_insert(reason.clone());
@@ -98,6 +101,7 @@ impl Pending {
             let _ = waiter.send(Err(Error::ConnectionClosed(reason.clone())));
         }
         self.idle.notify_waiters();
+        self.unusable.notify_waiters();
     }
 
     /// Whether new requests may still start (no GOODBYE, not closing, not gone).
@@ -107,8 +111,25 @@ impl Pending {
     }
 
     /// Why the connection is gone, if it is.
-    pub(super) fn closed_reason(&self) -> Option<String> {
+    pub(super) fn closed_reason(&self) -> Option<CloseReason> {
         self.state().closed.clone()
+    }
+
+    /// Why new requests are refused (the connection is gone, or going).
+    pub(super) fn end_reason(&self) -> Option<CloseReason> {
+        let state = self.state();
+        state.closed.clone().or_else(|| state.refusing.clone())
+    }
+
+    /// Waits until the connection no longer takes new requests.
+    pub(super) async fn unusable(&self) {
+        loop {
+            let notified = self.unusable.notified();
+            if !self.accepts_requests() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until no request is waiting or the connection is gone.

@@ -8,6 +8,12 @@
 //! the shared [`Outbox`] instead, and the flusher task writes everything
 //! queued in one write. Frames are never reordered: whoever writes, writes
 //! the outbox from the front, under one lock.
+//!
+//! The outbox is bounded in bytes: a caller waits for room once 64 KiB
+//! (`COALESCE_LIMIT`) are queued, so that at most 64 KiB plus one frame
+//! (no larger than the server's announced maximum) wait to be written. A
+//! server that stops reading therefore holds up callers, who are bounded
+//! by their deadline, not the client's memory.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -19,6 +25,7 @@ use tokio::sync::Notify;
 
 use super::lock;
 use super::pending::Pending;
+use crate::error::CloseReason;
 use crate::frame_io::Outbox;
 use crate::protocol::{Frame, FrameCodec};
 use crate::transport::ClientStream;
@@ -45,16 +52,16 @@ struct State {
     /// No new frames: write what is queued, then shut down.
     closing: bool,
     /// Set once a write failed: why.
-    failed: Option<String>,
+    failed: Option<CloseReason>,
 }
 
 impl State {
     /// Why no frame can be queued now, if none can.
-    fn refusal(&self) -> Option<String> {
+    fn refusal(&self) -> Option<CloseReason> {
         if let Some(why) = &self.failed {
             return Some(why.clone());
         }
-        (self.closing || self.io.is_none()).then(|| "the connection is closing".to_owned())
+        (self.closing || self.io.is_none()).then_some(CloseReason::Lost)
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -94,7 +101,7 @@ impl Writer {
     /// Sends `frame`: writes it now if the connection is quiet, else queues
     /// it for the flusher. Waits while the outbox is full (the server is
     /// not reading); fails with the reason once the connection is unusable.
-    pub(super) async fn send(&self, frame: Frame) -> Result<(), String> {
+    pub(super) async fn send(&self, frame: Frame) -> Result<(), CloseReason> {
         let mut frame = Some(frame);
         loop {
             let room = self.room.notified();
@@ -113,7 +120,7 @@ impl Writer {
         &self,
         cx: &mut Context<'_>,
         frame: &mut Option<Frame>,
-    ) -> Option<Result<(), String>> {
+    ) -> Option<Result<(), CloseReason>> {
         let mut state = self.state();
         if let Some(why) = state.refusal() {
             return Some(Err(why));
@@ -123,7 +130,7 @@ impl Writer {
         }
         let frame = frame.take().expect("a frame is sent once");
         if let Err(e) = state.outbox.push(frame) {
-            return Some(Err(e.to_string()));
+            return Some(Err(CloseReason::Protocol(e.to_string())));
         }
         if state.flushing {
             return Some(Ok(()));
@@ -171,6 +178,17 @@ impl Writer {
         self.room.notify_waiters();
     }
 
+    /// Stops writing at once: what is queued is dropped with the write
+    /// half, and callers waiting for room fail with `why`.
+    pub(super) fn abort(&self, why: CloseReason) {
+        let mut state = self.state();
+        state.failed.get_or_insert(why);
+        state.closing = true;
+        state.io.take();
+        drop(state);
+        self.room.notify_waiters();
+    }
+
     /// Waits until the write side is shut down (after [`Writer::close`])
     /// or writing failed.
     pub(super) async fn closed(&self) {
@@ -189,8 +207,8 @@ impl Writer {
     }
 
     /// Records a failed write and fails every waiting request; the reason.
-    fn fail(&self, err: std::io::Error) -> String {
-        let why = format!("cannot write to the server: {err}");
+    fn fail(&self, err: std::io::Error) -> CloseReason {
+        let why = CloseReason::io(err);
         self.state().failed.get_or_insert(why.clone());
         self.room.notify_waiters();
         // The reader may not have seen the end yet: without this, new calls

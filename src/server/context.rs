@@ -138,5 +138,5 @@ impl Context {
 }
 
 fn closed() -> Error {
-    Error::ConnectionClosed("the client has disconnected".into())
+    Error::ConnectionClosed(crate::error::CloseReason::ClientDisconnected)
 }

@@ -209,3 +209,17 @@ pub fn skip(test: &str, gap: &str) {
     let one_line = |s: &str| s.replace(['\r', '\n'], " ");
     eprintln!("pipesvc-skip: {}: {}", one_line(test), one_line(gap));
 }
+
+/// An error's message followed by its chain of causes (`source()`), as a
+/// user sees it printed by the CLI or anyhow: `Error::Bind` and
+/// `Error::Connect` keep the OS error as their source.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

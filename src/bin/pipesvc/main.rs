@@ -90,13 +90,23 @@ struct ClientArgs {
     connect_timeout: f64,
     #[command(flatten)]
     identity: identity::IdentityArgs,
+    /// Seconds the service has to answer each request (or PING, or
+    /// STATUS) once connected; past it the command fails, saying what it
+    /// was waiting for.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    timeout: f64,
 }
 
 impl ClientArgs {
     async fn connect(&self) -> pipesvc::Result<pipesvc::Client> {
+        let timeout = std::time::Duration::from_secs_f64(self.timeout);
         let mut options = pipesvc::client::ClientOptions::default();
         options.connect.timeout = std::time::Duration::from_secs_f64(self.connect_timeout);
         options.server_identity = self.identity.server_identity()?;
+        options.request_timeout = Some(timeout);
+        options.close_timeout = timeout;
+        // The commands never read notifications: hold none.
+        options.notification_policy = pipesvc::client::NotificationPolicy::Ignore;
         pipesvc::Client::connect_with(&self.name.endpoint()?, options).await
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::ClientArgs;
 use clap::Args;
+use pipesvc::error::Escaped;
 
 #[derive(Args, Debug)]
 pub struct PingArgs {
@@ -16,7 +17,8 @@ pub struct PingArgs {
 
 pub async fn run(args: PingArgs) -> pipesvc::Result<()> {
     let client = args.target.connect().await?;
-    println!("PING {} ({})", client.endpoint(), client.server_name());
+    let name = client.server_name();
+    println!("PING {} ({})", client.endpoint(), Escaped(&name));
     let mut times = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
         let rtt = client.ping().await?;

@@ -1,6 +1,7 @@
 //! `pipesvc status`: a running service's counters.
 
 use clap::Args;
+use pipesvc::error::Escaped;
 use pipesvc::protocol::Status;
 
 use crate::ClientArgs;
@@ -28,7 +29,11 @@ pub async fn run(args: StatusArgs) -> pipesvc::Result<()> {
 }
 
 fn print_human(client: &pipesvc::Client, s: &Status) {
-    println!("{} at {}", client.server_name(), client.endpoint());
+    println!(
+        "{} at {}",
+        Escaped(&client.server_name()),
+        client.endpoint()
+    );
     println!("uptime            {}", uptime(s.uptime.as_secs()));
     println!(
         "connections       {} open, {} since start",
@@ -57,12 +62,16 @@ fn uptime(secs: u64) -> String {
 /// A server from before protocol 1.1 closes the connection on STATUS,
 /// naming error 4; say what that means.
 fn explain_old_server(err: pipesvc::Error) -> pipesvc::Error {
+    use pipesvc::error::CloseReason;
     match err {
-        pipesvc::Error::ConnectionClosed(why) if why.contains("unknown") => {
-            pipesvc::Error::ConnectionClosed(format!(
-                "{why} (the server predates protocol 1.1 and has no STATUS request)"
-            ))
-        }
+        pipesvc::Error::ConnectionClosed(
+            reason @ CloseReason::ServerError {
+                code: pipesvc::protocol::ErrorCode::UNKNOWN_KIND,
+                ..
+            },
+        ) => pipesvc::Error::Protocol(format!(
+            "{reason} (the server predates protocol 1.1 and has no STATUS request)"
+        )),
         other => other,
     }
 }

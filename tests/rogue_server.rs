@@ -1,0 +1,126 @@
+//! The client against rogue servers (tests/common/rogue.rs): each fault
+//! gives a clear error within the call's deadline, and server text is
+//! escaped before it is displayed.
+
+mod common;
+#[path = "common/rogue.rs"]
+mod rogue;
+
+use std::time::Duration;
+
+use common::{guard, unique_endpoint};
+use pipesvc::client::{ClientOptions, DEFAULT_REQUEST_TIMEOUT};
+use pipesvc::error::{CloseReason, Escaped};
+use pipesvc::{Client, Error};
+use rogue::{Behaviour, Rogue, ESCAPES};
+
+/// The deadline these tests give each call: short, as nothing will come.
+const DEADLINE: Duration = Duration::from_millis(500);
+
+async fn client_of(test: &str, behaviour: Behaviour) -> (Rogue, Client) {
+    let rogue = Rogue::start(unique_endpoint(test), "rogue", behaviour);
+    let options = ClientOptions {
+        request_timeout: Some(DEADLINE),
+        ..ClientOptions::default()
+    };
+    let client = guard(Client::connect_with(&rogue.endpoint, options))
+        .await
+        .expect("the rogue completes the handshake");
+    (rogue, client)
+}
+
+/// Expects the deadline to run out while waiting for the answer.
+fn assert_answer_timed_out(err: Error) {
+    match &err {
+        Error::Timeout(limit, what) => {
+            assert_eq!(*limit, DEADLINE, "the configured deadline is named");
+            assert!(what.contains("answer"), "{err}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn requests_have_a_deadline_by_default() {
+    assert_eq!(
+        ClientOptions::default().request_timeout,
+        Some(DEFAULT_REQUEST_TIMEOUT)
+    );
+}
+
+#[tokio::test]
+async fn silence_after_hello_fails_at_the_deadline() {
+    let (_rogue, client) = client_of("rogue-silent", Behaviour::Silent).await;
+    assert_answer_timed_out(guard(client.request("x")).await.unwrap_err());
+    assert_answer_timed_out(guard(client.ping()).await.unwrap_err());
+    assert_answer_timed_out(guard(client.status()).await.unwrap_err());
+    let err = guard(client.request_with_timeout("x", Some(Duration::from_millis(50))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(d, _) if d == Duration::from_millis(50)),
+        "the per-call deadline wins: {err}"
+    );
+}
+
+#[tokio::test]
+async fn half_an_answer_fails_at_the_deadline() {
+    let (_rogue, client) = client_of("rogue-half", Behaviour::HalfFrame).await;
+    assert_answer_timed_out(guard(client.request("x")).await.unwrap_err());
+}
+
+#[tokio::test]
+async fn answers_to_unknown_ids_fail_at_the_deadline() {
+    let (_rogue, client) = client_of("rogue-unknown-ids", Behaviour::UnknownIds).await;
+    for _ in 0..3 {
+        assert_answer_timed_out(guard(client.request("x")).await.unwrap_err());
+    }
+}
+
+#[tokio::test]
+async fn a_frame_over_the_clients_limit_ends_the_connection_at_once() {
+    // u32::MAX: the client must refuse it from the length field alone
+    // (never wait for, or reserve, 4 GiB).
+    let (_rogue, client) = client_of("rogue-oversized", Behaviour::Oversized(u32::MAX)).await;
+    let err = guard(client.request_with_timeout("x", None))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::ConnectionClosed(CloseReason::Protocol(why)) => {
+            assert!(
+                why.contains("too large") || why.contains("exceeds"),
+                "{err}"
+            )
+        }
+        other => panic!("expected a protocol close, got {other:?}"),
+    }
+    assert!(client.is_closed());
+}
+
+#[tokio::test]
+async fn a_flood_of_notifies_does_not_hold_up_the_deadline() {
+    let (rogue, client) = client_of("rogue-flood-deadline", Behaviour::NotifyFlood(1 << 20)).await;
+    rogue.notifies.reached(8).await;
+    assert_answer_timed_out(guard(client.request("x")).await.unwrap_err());
+}
+
+#[tokio::test]
+async fn server_text_is_kept_but_displayed_escaped() {
+    let rogue = Rogue::start(
+        unique_endpoint("rogue-escapes"),
+        ESCAPES,
+        Behaviour::EscapeError,
+    );
+    let client = guard(Client::connect(&rogue.endpoint)).await.unwrap();
+    assert_eq!(client.server_name(), ESCAPES, "the name is kept as sent");
+    let shown = Escaped(&client.server_name()).to_string();
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    let err = guard(client.request("x")).await.unwrap_err();
+    let Error::Remote { message, .. } = &err else {
+        panic!("expected a service error, got {err:?}");
+    };
+    assert_eq!(message, ESCAPES);
+    let text = err.to_string();
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.contains("\\u{1b}[2J"), "{text}");
+}
