@@ -190,7 +190,7 @@ fn servers_starting_at_once_on_a_stale_socket_elect_exactly_one() {
             match outcome {
                 Ok(listener) => winners.push(listener),
                 Err(e) => {
-                    let text = e.to_string();
+                    let text = common::chain(&e);
                     assert!(
                         text.contains("already in use: another server is listening there")
                             || text.contains("another server is starting on this path"),
