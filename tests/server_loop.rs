@@ -600,3 +600,107 @@ async fn a_half_closed_clients_requests_get_a_deadline() {
     assert_eq!(answers.len(), 2);
     serving.stop().await;
 }
+
+/// Records the message of every event logged on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        self.0.lock().unwrap().push(message.0);
+    }
+}
+
+/// `on_connect` (when `greet_forever`) or `on_notify` work that never ends;
+/// `dropped` fires when the server drops it.
+struct EndlessChores {
+    greet_forever: bool,
+    started: mpsc::UnboundedSender<()>,
+    dropped: Arc<Notify>,
+}
+
+impl EndlessChores {
+    async fn forever(&self) {
+        let _signal = DropSignal(self.dropped.clone());
+        let _ = self.started.send(());
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Handler for EndlessChores {
+    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+        Ok(request)
+    }
+
+    async fn on_connect(&self, _ctx: Context) {
+        if self.greet_forever {
+            self.forever().await;
+        }
+    }
+
+    async fn on_notify(&self, _payload: Bytes, _ctx: Context) {
+        self.forever().await;
+    }
+}
+
+/// At the shutdown deadline the connection drops its `on_connect` or
+/// `on_notify` work and closes by itself, rather than waiting to be
+/// aborted once the grace period after the deadline is over too (which is
+/// what the server logs as "aborting connections that did not close in
+/// time"). Current-thread runtime: every event of the server is on this
+/// thread, where the capturing subscriber is the default.
+#[test]
+fn chores_are_dropped_at_the_shutdown_deadline() {
+    use tracing_subscriber::layer::SubscriberExt;
+    for greet_forever in [true, false] {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(captured.clone());
+        let _default = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let endpoint = unique_endpoint("chore-at-deadline");
+            let (started_tx, mut started) = mpsc::unbounded_channel();
+            let dropped = Arc::new(Notify::new());
+            let handler = EndlessChores {
+                greet_forever,
+                started: started_tx,
+                dropped: dropped.clone(),
+            };
+            let server = Server::builder(endpoint.clone())
+                .shutdown_timeout(Duration::from_millis(50))
+                .handler(handler)
+                .bind()
+                .unwrap();
+            let serving = Serving::start(server);
+            let (mut raw, _) = RawClient::handshake(&endpoint).await;
+            if !greet_forever {
+                raw.send(Frame::notify("never done")).await;
+            }
+            guard(started.recv()).await.expect("the chore started");
+            serving.stop().await;
+            guard(dropped.notified()).await; // the chore was dropped
+                                             // The client got GOODBYE, then the end of the stream.
+            let goodbye = guard(raw.recv()).await.expect("GOODBYE");
+            assert_eq!(goodbye.kind, Kind::Goodbye, "{goodbye:?}");
+            assert!(guard(raw.recv()).await.is_none(), "the end of the stream");
+        });
+        let lines = captured.0.lock().unwrap().clone();
+        assert!(
+            !lines.iter().any(|l| l.contains("aborting connections")),
+            "greet_forever {greet_forever}: the connection had to be aborted: {lines:?}"
+        );
+    }
+}
