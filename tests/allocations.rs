@@ -5,65 +5,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use bytes::Bytes;
 use common::{guard, RawClient, Serving};
 use pipesvc::protocol::{Frame, Kind};
 
-// Clippy 1.96 for the Windows target asks for the `const` that is there.
-#[allow(clippy::missing_const_for_thread_local)]
-mod counter {
-    use std::cell::Cell;
-
-    // Allocations made by each thread, and the bytes it holds (allocated
-    // less freed by it).
-    thread_local!(pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) });
-    thread_local!(pub static HELD: Cell<isize> = const { Cell::new(0) });
-}
-use counter::{ALLOCATIONS, HELD};
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
-
-fn held() -> isize {
-    HELD.with(Cell::get)
-}
-
-/// Counts an allocation of `grown` more bytes (negative: freed).
-fn count(allocated: bool, grown: isize) {
-    // Never fails: a const-initialised Cell has no destructor to run.
-    if allocated {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-    let _ = HELD.try_with(|n| n.set(n.get() + grown));
-}
-
-struct Counting;
-
-// SAFETY: every call is passed to the system allocator unchanged; only the
-// thread's counter is added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(true, layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(false, -(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(true, new_size as isize - layout.size() as isize);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: heap::Counting = heap::Counting;
+use heap::{thread_allocations as allocations, thread_held as held};
 
 /// Sends `batches` batches of `batch` pipelined requests, reading the
 /// answers after each batch.

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,62 +20,12 @@ use pipesvc::server::{Context, Server, ServerBuilder, ServiceError};
 use pipesvc::Endpoint;
 use tokio::io::AsyncWriteExt;
 
-// Clippy 1.96 for the Windows target asks for the `const` that is there.
-#[allow(clippy::missing_const_for_thread_local)]
-mod counter {
-    use std::cell::Cell;
-
-    // Bytes each thread holds (allocated less freed by it), and the most
-    // it held since the last reset.
-    thread_local!(pub static HELD: Cell<isize> = const { Cell::new(0) });
-    thread_local!(pub static PEAK: Cell<isize> = const { Cell::new(0) });
-}
-use counter::{HELD, PEAK};
-
-/// Counts `grown` more bytes held by this thread (negative: freed).
-fn count(grown: isize) {
-    // Never fails: a const-initialised Cell has no destructor to run.
-    let _ = HELD.try_with(|held| {
-        let now = held.get() + grown;
-        held.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-struct Counting;
-
-// SAFETY: every call is passed to the system allocator unchanged; only the
-// thread's counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Starts counting this thread's peak afresh; returns what it holds now.
-fn reset_peak() -> isize {
-    let held = HELD.with(Cell::get);
-    PEAK.with(|peak| peak.set(held));
-    held
-}
-
-fn peak() -> isize {
-    PEAK.with(Cell::get)
-}
+static ALLOCATOR: heap::Counting = heap::Counting;
+use heap::{reset_thread_peak as reset_peak, thread_peak as peak};
 
 fn mib(bytes: isize) -> f64 {
     bytes as f64 / (1 << 20) as f64

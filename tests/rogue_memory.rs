@@ -6,8 +6,6 @@ mod common;
 #[path = "common/rogue.rs"]
 mod rogue;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{guard, unique_endpoint};
@@ -15,29 +13,11 @@ use pipesvc::client::ClientOptions;
 use pipesvc::{Client, Error};
 use rogue::{Behaviour, Rogue};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 const MIB: usize = 1 << 20;
 /// NOTIFY payload size: the protocol's default maximum frame, less header.
@@ -53,8 +33,7 @@ async fn a_flood_of_8_mib_notifies_is_not_hoarded() {
         "rogue",
         Behaviour::NotifyFlood(NOTIFY_LEN),
     );
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = heap::reset_peak();
     let options = ClientOptions {
         request_timeout: Some(Duration::from_millis(200)),
         ..ClientOptions::default()
@@ -66,7 +45,7 @@ async fn a_flood_of_8_mib_notifies_is_not_hoarded() {
     guard(rogue.notifies.reached(FLOOD_FRAMES)).await;
     let err = guard(client.request("x")).await.unwrap_err();
     assert!(matches!(err, Error::Timeout(..)), "{err}");
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let peak = heap::peak().saturating_sub(before);
     eprintln!(
         "peak client memory over {FLOOD_FRAMES} notifies of 8 MiB: {} MiB \
          (the rogue's one frame included)",

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,45 +17,11 @@ const ROUNDS: usize = 10;
 const CLIENTS: usize = 20;
 const PAYLOAD: usize = 64 * 1024;
 
-/// Bytes allocated and not yet freed, and the most there were at once.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is passed to the system allocator unchanged; only the
-// counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        new
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// The counters are the whole process's: the tests here take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -85,7 +49,7 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
     let _turn = SERIAL.lock().await;
     let endpoint = unique_endpoint("slow-readers");
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = heap::live();
     let server = Server::builder(endpoint.clone())
         .write_timeout(Duration::from_millis(100))
         .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
@@ -95,17 +59,17 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
 
     let (mut peaks, mut sent) = (Vec::new(), 0);
     for _ in 0..ROUNDS {
-        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        heap::reset_peak();
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(never_read(endpoint.clone(), payload.clone())))
             .collect();
         for client in clients {
             sent += guard(client).await.unwrap();
         }
-        peaks.push(PEAK.load(Ordering::Relaxed));
+        peaks.push(heap::peak());
     }
     serving.stop().await;
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = heap::live();
 
     let peaks_mib: Vec<String> = peaks.iter().map(|&p| mib(p)).collect();
     eprintln!(
@@ -154,8 +118,7 @@ async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_m
     const PINGS: u32 = 20;
     let _turn = SERIAL.lock().await;
     let endpoint = unique_endpoint("flooded");
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = heap::reset_peak();
     let server = Server::builder(endpoint.clone())
         .handler(Flood)
         .bind()
@@ -194,7 +157,7 @@ async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_m
             .unwrap();
     }
     let pongs = guard(reading).await.unwrap();
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let peak = heap::peak() - before;
     eprintln!(
         "pipesvc-report: slow reader under a NOTIFY flood: {pongs} of {PINGS} PINGs answered; \
          peak live heap {} MiB over the start",
