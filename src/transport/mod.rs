@@ -30,6 +30,8 @@ pub use windows::{
     connect, default_security_descriptor, disconnect, flush_to_peer, ClientStream, Listener,
     ServerStream,
 };
+#[cfg(windows)]
+pub(crate) use windows::{process_user, sid_string};
 
 /// Default number of pipe instances listening at once on Windows.
 pub const DEFAULT_BACKLOG: usize = 4;

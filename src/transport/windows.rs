@@ -23,6 +23,9 @@
 
 mod security;
 
+/// For the client's check of who the server is (`client::identity`).
+pub(crate) use security::{process_user, sid_string};
+
 use std::future::Future;
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle};

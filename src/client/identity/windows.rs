@@ -12,29 +12,25 @@
 //! objects are owned by the Administrators group, so that owner is admitted
 //! too by the default rule (an administrator is as trusted as SYSTEM).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
-use std::os::windows::ffi::{OsStrExt, OsStringExt};
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::io::AsRawHandle;
 use std::ptr;
 
-use windows_sys::core::PWSTR;
-use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE};
+use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSidToSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
+    ConvertStringSidToSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetTokenInformation, LookupAccountNameW, LookupAccountSidW, TokenUser,
-    OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
-};
-use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+    LookupAccountNameW, LookupAccountSidW, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+    SID_NAME_USE,
 };
 
 use super::{Refusal, ServerIdentity};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::transport::{ClientStream, PeerInfo};
+use crate::transport::{process_user, sid_string, ClientStream, PeerInfo};
 
 /// LocalSystem, the account of most services.
 const LOCAL_SYSTEM: &str = "S-1-5-18";
@@ -115,63 +111,6 @@ fn server_user(pipe: &ClientStream, pid: Option<u32>) -> Result<ServerUser, Stri
         .map_err(|e| format!("its process: {process_error}; the pipe's owner: {e}"))
 }
 
-/// The user SID of process `pid`'s token (`None`: this process).
-fn process_user(pid: Option<u32>) -> io::Result<String> {
-    let process = match pid {
-        // SAFETY: plain call; a null handle means failure.
-        Some(pid) => {
-            let raw = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
-            if raw.is_null() {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a process handle we own from here on.
-            Some(unsafe { OwnedHandle::from_raw_handle(raw) })
-        }
-        None => None,
-    };
-    let process_handle = match &process {
-        Some(handle) => handle.as_raw_handle() as HANDLE,
-        // SAFETY: a pseudo-handle that needs no release.
-        None => unsafe { GetCurrentProcess() },
-    };
-    let mut raw: HANDLE = ptr::null_mut();
-    // SAFETY: `process_handle` is open for this call; `raw` receives a
-    // token handle on success.
-    if unsafe { OpenProcessToken(process_handle, TOKEN_QUERY, &mut raw) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a token handle we now own; OwnedHandle closes it.
-    let token = unsafe { OwnedHandle::from_raw_handle(raw) };
-    token_user(token.as_raw_handle() as HANDLE)
-}
-
-/// The user SID of `token`, as a string.
-fn token_user(token: HANDLE) -> io::Result<String> {
-    let mut len = 0u32;
-    // SAFETY: a size query with no buffer; `len` receives the size needed.
-    let ok = unsafe { GetTokenInformation(token, TokenUser, ptr::null_mut(), 0, &mut len) };
-    let err = io::Error::last_os_error();
-    if ok != 0 || err.raw_os_error() != Some(ERROR_INSUFFICIENT_BUFFER as i32) || len == 0 {
-        return Err(if ok != 0 {
-            io::Error::other("GetTokenInformation(TokenUser) reported no size")
-        } else {
-            err
-        });
-    }
-    // u64s so that the TOKEN_USER at the start is aligned.
-    let mut buffer = vec![0u64; (len as usize).div_ceil(8)];
-    // SAFETY: `buffer` holds at least `len` writable bytes.
-    let ok =
-        unsafe { GetTokenInformation(token, TokenUser, buffer.as_mut_ptr().cast(), len, &mut len) };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: on success the buffer starts with an initialised, aligned
-    // TOKEN_USER whose SID points into the same buffer, alive below.
-    let sid = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid };
-    sid_string(sid)
-}
-
 /// The owner of the pipe `pipe` is connected to.
 fn pipe_owner(pipe: &ClientStream) -> io::Result<String> {
     let mut owner: PSID = ptr::null_mut();
@@ -201,25 +140,6 @@ fn pipe_owner(pipe: &ClientStream) -> io::Result<String> {
     // SAFETY: allocated by GetSecurityInfo, released once, here.
     unsafe { LocalFree(descriptor) };
     text
-}
-
-/// `S-1-...` for a valid SID.
-fn sid_string(sid: PSID) -> io::Result<String> {
-    let mut string: PWSTR = ptr::null_mut();
-    // SAFETY: `sid` is a valid SID (callers' contract); `string` receives a
-    // LocalAlloc'd, NUL-terminated string that we free below.
-    if unsafe { ConvertSidToStringSidW(sid, &mut string) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `string` is NUL-terminated (see above).
-    let text = unsafe {
-        let len = (0..).take_while(|&i| *string.add(i) != 0).count();
-        OsString::from_wide(std::slice::from_raw_parts(string, len))
-    };
-    // SAFETY: allocated by ConvertSidToStringSidW, released once, here.
-    unsafe { LocalFree(string.cast()) };
-    text.into_string()
-        .map_err(|_| io::Error::other("the SID is not valid Unicode"))
 }
 
 fn wide(text: &str) -> Vec<u16> {

@@ -8,7 +8,7 @@
 use std::ffi::{c_void, OsStr, OsString};
 use std::io;
 use std::os::windows::ffi::{OsStrExt, OsStringExt};
-use std::os::windows::io::{FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr;
 
 use windows_sys::core::{BOOL, PWSTR};
@@ -17,10 +17,12 @@ use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
 use windows_sys::Win32::Security::{
-    GetSecurityDescriptorDacl, GetTokenInformation, TokenUser, ACL, PSECURITY_DESCRIPTOR,
+    GetSecurityDescriptorDacl, GetTokenInformation, TokenUser, ACL, PSECURITY_DESCRIPTOR, PSID,
     SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
 };
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+};
 
 /// Why a security descriptor could not be built.
 #[derive(Debug)]
@@ -162,16 +164,41 @@ impl Drop for LocalDescriptor {
 
 /// The user SID of this process's token, as a string (`S-1-5-21-...`).
 fn current_user_sid() -> io::Result<String> {
+    process_user(None)
+}
+
+/// The user SID of process `pid`'s token (`None`: this process).
+pub(crate) fn process_user(pid: Option<u32>) -> io::Result<String> {
+    let process = match pid {
+        // SAFETY: plain call; a null handle means failure.
+        Some(pid) => {
+            let raw = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+            if raw.is_null() {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a process handle we own from here on.
+            Some(unsafe { OwnedHandle::from_raw_handle(raw) })
+        }
+        None => None,
+    };
+    let process_handle = match &process {
+        Some(handle) => handle.as_raw_handle() as HANDLE,
+        // SAFETY: a pseudo-handle that needs no release.
+        None => unsafe { GetCurrentProcess() },
+    };
     let mut raw: HANDLE = ptr::null_mut();
-    // SAFETY: GetCurrentProcess returns a pseudo-handle needing no release;
-    // `raw` receives a token handle on success.
-    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut raw) } == 0 {
+    // SAFETY: `process_handle` is open for this call; `raw` receives a
+    // token handle on success.
+    if unsafe { OpenProcessToken(process_handle, TOKEN_QUERY, &mut raw) } == 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `raw` is a token handle we now own; OwnedHandle closes it.
+    // SAFETY: a token handle we now own; OwnedHandle closes it.
     let token = unsafe { OwnedHandle::from_raw_handle(raw) };
-    let token = std::os::windows::io::AsRawHandle::as_raw_handle(&token) as HANDLE;
+    token_user(token.as_raw_handle() as HANDLE)
+}
 
+/// The user SID of `token`, as a string.
+fn token_user(token: HANDLE) -> io::Result<String> {
     let mut len = 0u32;
     // SAFETY: a size query with no buffer; `len` receives the size needed.
     let ok = unsafe { GetTokenInformation(token, TokenUser, ptr::null_mut(), 0, &mut len) };
@@ -194,9 +221,14 @@ fn current_user_sid() -> io::Result<String> {
     // SAFETY: on success the buffer starts with an initialised, aligned
     // TOKEN_USER whose SID points into the same buffer, alive below.
     let sid = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    sid_string(sid)
+}
+
+/// `S-1-...` for a valid SID.
+pub(crate) fn sid_string(sid: PSID) -> io::Result<String> {
     let mut string: PWSTR = ptr::null_mut();
-    // SAFETY: `sid` is valid (see above); `string` receives a LocalAlloc'd,
-    // NUL-terminated string that we free below.
+    // SAFETY: `sid` is a valid SID (callers' contract); `string` receives a
+    // LocalAlloc'd, NUL-terminated string that we free below.
     if unsafe { ConvertSidToStringSidW(sid, &mut string) } == 0 {
         return Err(io::Error::last_os_error());
     }
@@ -208,5 +240,5 @@ fn current_user_sid() -> io::Result<String> {
     // SAFETY: allocated by ConvertSidToStringSidW, released once, here.
     unsafe { LocalFree(string.cast()) };
     text.into_string()
-        .map_err(|_| io::Error::other("the user SID is not valid Unicode"))
+        .map_err(|_| io::Error::other("the SID is not valid Unicode"))
 }
