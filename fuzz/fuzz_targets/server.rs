@@ -29,7 +29,7 @@ use libfuzzer_sys::fuzz_target;
 use pipesvc::protocol::{
     ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, Status,
 };
-use pipesvc::server::{Context, Server, ServerHandle, ServiceError};
+use pipesvc::server::{Context, Server, ServerHandle, ServiceError, HANDSHAKE_MAX_FRAME_LEN};
 use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -263,7 +263,9 @@ struct Model {
 }
 
 fn model(sent: &[u8]) -> Model {
-    let mut codec = FrameCodec::new(MAX_FRAME_LEN);
+    // Before its HELLO is accepted, a client's frames are limited to
+    // HANDSHAKE_MAX_FRAME_LEN (revision 1.2); after, to the maximum.
+    let mut codec = FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN.min(MAX_FRAME_LEN));
     let mut buf = BytesMut::from(sent);
     let mut model = Model {
         requests: Vec::new(),
@@ -291,6 +293,7 @@ fn model(sent: &[u8]) -> Model {
                 break End::Error(e.code());
             }
             handshaken = true;
+            codec = FrameCodec::new(MAX_FRAME_LEN);
             continue;
         }
         if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
