@@ -170,3 +170,99 @@ async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_m
     drop(writer);
     serving.stop().await;
 }
+
+/// The issue's own scenario: `ServerHandle::broadcast` in a loop while the
+/// client reads slowly. Broadcasts never wait; with room in the client's
+/// output budget they queue there, and the client's PINGs are still read
+/// and answered at once, in the middle of the flood (before, the server
+/// read nothing more until the flood was over, so every PONG came after
+/// nearly all of the NOTIFYs). The budget bounds the server's heap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_during_a_broadcast_loop_gets_its_pings_answered_in_bounded_memory() {
+    use futures_util::SinkExt;
+    use pipesvc::protocol::Kind;
+    use tokio::io::AsyncReadExt;
+    const PINGS: u32 = 20;
+    const BROADCASTS: usize = 200; // 12.5 MiB of 64 KiB NOTIFYs
+    const BUDGET: usize = 16 << 20; // room for them all: nobody is cut off
+    let _turn = SERIAL.lock().await;
+    let endpoint = unique_endpoint("broadcast-loop");
+    let before = heap::reset_peak();
+    let server = Server::builder(endpoint.clone())
+        .max_output_bytes(BUDGET)
+        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .unwrap();
+    let serving = Serving::start(server);
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    // Once a PING is answered, the server counts the connection: the
+    // broadcasts reach it.
+    raw.send(Frame::new(Kind::Ping, 1, "registered?")).await;
+    assert_eq!(guard(raw.recv()).await.map(|f| f.kind), Some(Kind::Pong));
+    let (mut reader, mut writer) = (raw.reader.into_inner(), raw.writer);
+    // The reader takes 64 KiB at a time with a pause, slower than the
+    // loop. For each PONG it notes how many NOTIFYs were still to come.
+    let (first_notify, flooding) = tokio::sync::oneshot::channel();
+    let reading = tokio::spawn(async move {
+        let mut first_notify = Some(first_notify);
+        let mut codec = pipesvc::protocol::FrameCodec::new(u32::MAX);
+        let mut buf = bytes::BytesMut::new();
+        let (mut notifies, mut pongs_at) = (0usize, Vec::new());
+        while notifies < BROADCASTS || pongs_at.len() < PINGS as usize {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = reader.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(frame) =
+                tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap()
+            {
+                match frame.kind {
+                    Kind::Notify => {
+                        notifies += 1;
+                        first_notify.take().map(|tx| tx.send(()));
+                    }
+                    Kind::Pong => pongs_at.push(BROADCASTS - notifies),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pongs_at
+    });
+    let handle = serving.handle.clone();
+    let broadcasting = tokio::spawn(async move {
+        let mut delivered = 0;
+        for _ in 0..BROADCASTS {
+            // A fresh buffer each: the heap counts every queued NOTIFY.
+            delivered += handle.broadcast(vec![4u8; PAYLOAD]).await;
+        }
+        delivered
+    });
+    guard(flooding).await.unwrap();
+    for id in 0..PINGS {
+        writer
+            .send(Frame::new(Kind::Ping, 100 + id, "ping"))
+            .await
+            .unwrap();
+    }
+    let pongs_at = guard(reading).await.unwrap();
+    assert_eq!(guard(broadcasting).await.unwrap(), BROADCASTS, "delivered");
+    let peak = heap::peak() - before;
+    let last_pong_before = *pongs_at.iter().min().unwrap();
+    eprintln!(
+        "pipesvc-report: slow reader during a broadcast loop: {} PONGs, the last with {} of \
+         {BROADCASTS} NOTIFYs still to come; peak live heap {} MiB over the start",
+        pongs_at.len(),
+        last_pong_before,
+        mib(peak)
+    );
+    assert!(
+        last_pong_before >= BROADCASTS / 2,
+        "PONGs waited for the flood: NOTIFYs still to come at each PONG {pongs_at:?}"
+    );
+    // The output budget, one frame being encoded and read, and the test's
+    // own buffers, with slack.
+    assert!(peak <= BUDGET + (8 << 20), "peak {} MiB", mib(peak));
+    drop(writer);
+    serving.stop().await;
+}

@@ -256,6 +256,7 @@ impl<H: Handler> Connection<H> {
             // error report is the last frame.
             in_flight.abort();
             state.chore = None;
+            wire.held = None;
             if matches!(end, End::Protocol(..)) {
                 // What handlers queued came before the error.
                 wire.take_queued();
@@ -579,6 +580,11 @@ struct Wire {
     charged: VecDeque<(u64, u32, usize)>,
     /// Bytes of those NOTIFYs (whole frames, the one being written too).
     charged_bytes: usize,
+    /// Their permits.
+    charged_permits: usize,
+    /// An answer whose handler's NOTIFYs are still in the queue: it goes
+    /// out after them.
+    held: Option<Frame>,
     write_timeout: Duration,
     /// Armed while a write waits for the client: the bytes queued when it
     /// was armed must be written by its deadline.
@@ -612,6 +618,8 @@ impl Wire {
             output,
             charged: VecDeque::new(),
             charged_bytes: 0,
+            charged_permits: 0,
+            held: None,
             write_timeout: config.write_timeout,
             drain: None,
             sealed: false,
@@ -654,16 +662,32 @@ impl Wire {
     }
 
     /// Moves the frames handlers and broadcasts queued into the outbox
-    /// (they hold their room already); registers for more.
-    fn poll_queued(&mut self, cx: &mut TaskContext<'_>) {
-        // `try_recv` first: unlike `poll_recv` it is not held back by
-        // tokio's budget, and a frame a handler queued before its answer
-        // must not be left behind it.
-        self.take_queued();
-        while let Poll::Ready(Some(frame)) = self.queue.poll_recv(cx) {
-            self.push_charged(frame);
-            self.take_queued();
+    /// (they hold their room already) while the NOTIFYs there are under
+    /// [`COALESCE_LIMIT`], so that a PONG or an answer is never behind more
+    /// than that; registers for more. Whether the queue is empty.
+    fn poll_queued(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        use tokio::sync::mpsc::error::TryRecvError;
+        while self.charged_bytes < COALESCE_LIMIT {
+            // `try_recv` first: unlike `poll_recv` it is not held back by
+            // tokio's budget, and a frame a handler queued before its
+            // answer must not be left behind it.
+            match self.queue.try_recv() {
+                Ok(frame) => self.push_charged(frame),
+                Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => match self.queue.poll_recv(cx) {
+                    Poll::Ready(Some(frame)) => self.push_charged(frame),
+                    Poll::Ready(None) | Poll::Pending => return true,
+                },
+            }
         }
+        false
+    }
+
+    /// Bytes (permits) of NOTIFYs sent to this connection and not yet in
+    /// its outbox: the write deadline covers them too.
+    fn unmoved_notify_bytes(&self) -> usize {
+        let taken = self.output.limit - self.output.room.available_permits();
+        taken.saturating_sub(self.charged_permits)
     }
 
     /// Like [`Wire::poll_queued`], without waiting for more.
@@ -679,6 +703,7 @@ impl Wire {
         let end = self.outbox.written() + self.outbox.len() as u64;
         self.charged.push_back((end, permits, len));
         self.charged_bytes += len;
+        self.charged_permits += permits as usize;
     }
 
     /// Gives back the room of the NOTIFYs written so far.
@@ -693,8 +718,38 @@ impl Wire {
             released += permits as usize;
             self.charged_bytes -= len;
         }
+        self.charged_permits -= released;
         if released > 0 {
             self.output.room.add_permits(released);
+        }
+    }
+
+    /// Moves ready answers into the outbox while there is room: each one
+    /// after the NOTIFYs its handler queued before returning (which are
+    /// in the queue by then), holding it while they wait for room.
+    fn gather_answers<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        in_flight: &mut InFlight<F>,
+    ) {
+        let mut drained = self.poll_queued(cx);
+        loop {
+            if self.held.is_none() {
+                if !self.has_room_for_answers() {
+                    return;
+                }
+                let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) else {
+                    return;
+                };
+                self.tally.requests += 1;
+                self.held = Some(answer);
+                drained = self.poll_queued(cx);
+            }
+            if !drained {
+                return;
+            }
+            let answer = self.held.take().expect("held above");
+            self.push(answer);
         }
     }
 
@@ -727,22 +782,13 @@ impl Wire {
             if let Some(frame) = state.unpark(in_flight) {
                 return Poll::Ready(Event::Frame(frame));
             }
-            // What a handler queued before returning is in the queue by the
-            // time its answer is ready: take the queue first, each time.
-            self.poll_queued(cx);
-            while self.has_room_for_answers() {
-                let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) else {
-                    break;
-                };
-                self.poll_queued(cx);
-                self.tally.requests += 1;
-                self.push(answer);
-            }
+            self.gather_answers(cx, in_flight);
             let chore_done = state.poll_chore(cx).is_ready();
             if let Some(frame) = state.unpark(in_flight) {
                 return Poll::Ready(Event::Frame(frame));
             }
-            let settled = chore_done && in_flight.is_empty() && state.parked.is_none();
+            let settled =
+                chore_done && in_flight.is_empty() && state.parked.is_none() && self.held.is_none();
             if settled && state.phase == Phase::Settling {
                 return Poll::Ready(Event::Settled);
             }
@@ -818,7 +864,8 @@ impl Wire {
         }
         let timeout = self.write_timeout;
         let position = self.outbox.written();
-        let queued_end = position + self.outbox.len() as u64;
+        // What is queued here, and the NOTIFYs still waiting to come in.
+        let queued_end = position + (self.outbox.len() + self.unmoved_notify_bytes()) as u64;
         let drain = self.drain.get_or_insert_with(|| Drain {
             target: queued_end,
             timer: Box::pin(tokio::time::sleep(timeout)),
@@ -844,6 +891,9 @@ impl Wire {
     async fn close(mut self) {
         self.queue.close();
         self.take_queued();
+        if let Some(answer) = self.held.take() {
+            self.push(answer);
+        }
         self.publish();
         let written = self.flush().await;
         let stream = self.reader.into_inner();
