@@ -235,9 +235,13 @@ impl Reporter {
         });
     }
 
-    /// Reports STOPPED with `exit`; must be the last report.
+    /// Reports STOPPED with `exit`; must be the last report. Logged before
+    /// it is sent: once the SCM has it, this process may be ended (and
+    /// whoever waits for STOPPED may read the log) before a line written
+    /// after it reaches the file.
     fn stopped(self, exit: ServiceExitCode) {
-        self.report(ServiceStatus {
+        tracing::info!("reporting STOPPED to the Service Control Manager (the last report)");
+        let status = ServiceStatus {
             service_type: ServiceType::OWN_PROCESS,
             current_state: ServiceState::Stopped,
             controls_accepted: ServiceControlAccept::empty(),
@@ -245,7 +249,10 @@ impl Reporter {
             checkpoint: 0,
             wait_hint: Duration::ZERO,
             process_id: None,
-        });
+        };
+        if let Err(e) = self.handle.set_service_status(status) {
+            tracing::error!(error = %e, "cannot report STOPPED to the Service Control Manager");
+        }
     }
 
     /// Sends `status` to the SCM and logs it (or why it could not be sent).
