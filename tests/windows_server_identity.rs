@@ -8,14 +8,11 @@
 
 mod common;
 
-use std::io;
-
 use bytes::Bytes;
 use common::{guard, skip, unique_endpoint, wine_version, Serving};
 use pipesvc::client::{ClientOptions, ServerIdentity};
 use pipesvc::transport::{self, Listener, ListenerOptions};
 use pipesvc::{Client, Error};
-use tokio::io::AsyncReadExt;
 
 /// The SID this process runs as, from the default descriptor pipesvc
 /// builds for it: `D:P(A;;GA;;;SY)(A;;GA;;;<SID>)`.
@@ -64,13 +61,7 @@ async fn a_server_of_another_user_is_refused_before_anything_is_sent() {
     let err = guard(client).await.unwrap().unwrap_err();
     let text = err.to_string();
     eprintln!("refused: {text}");
-    let mut received = Vec::new();
-    match guard(server.read_to_end(&mut received)).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => panic!("reading what the client sent: {e}"),
-    }
-    assert!(received.is_empty(), "the client sent {received:?}");
+    common::assert_client_sent_nothing(&mut server).await;
     let Error::WrongServer {
         expected, found, ..
     } = &err

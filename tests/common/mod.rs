@@ -223,3 +223,18 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Asserts that a client connected to `server` (a raw pipe instance)
+/// closed without writing a byte. A pipe whose client is gone may end in
+/// a broken pipe rather than a clean end of stream.
+#[cfg(windows)]
+pub async fn assert_client_sent_nothing(server: &mut transport::ServerStream) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    match guard(server.read_to_end(&mut received)).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => panic!("reading what the client sent: {e}"),
+    }
+    assert!(received.is_empty(), "the client sent {received:?}");
+}
