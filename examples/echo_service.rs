@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use pipesvc::server::{Context, Handler, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
 
 #[derive(Default)]
 struct Shout {
@@ -13,13 +13,13 @@ struct Shout {
 }
 
 impl Handler for Shout {
-    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         let text = std::str::from_utf8(&request).map_err(|_| "request is not UTF-8")?;
         self.served.fetch_add(1, Ordering::Relaxed);
         Ok(text.to_uppercase().into())
     }
 
-    async fn on_notify(&self, _payload: Bytes, ctx: Context) {
+    async fn on_notify(&self, _payload: Bytes, ctx: ConnectionContext) {
         let served = self.served.load(Ordering::Relaxed);
         let _ = ctx.notify(format!("served {served} requests")).await;
     }

@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
-use crate::protocol::{DecodeError, Frame, FrameCodec, HEADER_LEN, LENGTH_FIELD_LEN};
+use crate::protocol::{CodecError, Frame, FrameCodec, HEADER_LEN, LENGTH_FIELD_LEN};
 
 /// Bytes a connection gathers before it writes whether or not more frames
 /// are ready: large enough for one write to carry hundreds of small frames,
@@ -98,7 +98,7 @@ impl Outbox {
 
     /// Queues `frame`, or refuses it (queuing nothing) if it is over the
     /// maximum frame length.
-    pub(crate) fn push(&mut self, frame: Frame) -> Result<(), DecodeError> {
+    pub(crate) fn push(&mut self, frame: Frame) -> Result<(), CodecError> {
         if self.staging.capacity() - self.staging.len() < HEADER_LEN + LENGTH_FIELD_LEN {
             self.staging.reserve(STAGING_MIN);
         }
@@ -248,7 +248,7 @@ mod tests {
         let err = outbox
             .push(Frame::new(Kind::Response, 1, vec![0u8; 95]))
             .unwrap_err();
-        assert!(matches!(err, DecodeError::TooLarge { len: 101, .. }));
+        assert!(matches!(err, CodecError::TooLarge { len: 101, .. }));
         assert!(outbox.is_empty());
         outbox
             .push(Frame::new(Kind::Response, 1, vec![0u8; 94]))

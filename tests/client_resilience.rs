@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use pipesvc::client::{ClientOptions, ConnectionState, Notification, NotificationPolicy};
 use pipesvc::error::CloseReason;
 use pipesvc::protocol::FrameCodec;
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::transport::{Listener, ListenerOptions};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::io::AsyncWriteExt;
@@ -25,7 +25,7 @@ use tokio_util::codec::FramedRead;
 /// Echoes, except that `hold` is never answered (it reports that it started).
 fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
     let (started_tx, started) = mpsc::unbounded_channel();
-    let handler = move |request: Bytes, _ctx: Context| {
+    let handler = move |request: Bytes, _ctx: ConnectionContext| {
         let started_tx = started_tx.clone();
         async move {
             if request == "hold" {

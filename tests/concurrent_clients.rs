@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::{guard, payload, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{Frame, Kind};
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
 use tokio::sync::Barrier;
 
@@ -29,7 +29,9 @@ fn size(index: u32) -> usize {
 
 fn echo_server(endpoint: &Endpoint) -> Server<impl pipesvc::server::Handler> {
     Server::builder(endpoint.clone())
-        .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
+        .handler(
+            |request: Bytes, _ctx: ConnectionContext| async move { Ok::<_, ServiceError>(request) },
+        )
         .bind()
         .expect("bind")
 }

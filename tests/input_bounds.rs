@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving, HANG_GUARD};
 use pipesvc::protocol::{ErrorCode, ErrorPayload, Frame, Kind, HEADER_LEN};
-use pipesvc::server::{Context, Server, ServerBuilder, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServerBuilder, ServiceError};
 use pipesvc::Endpoint;
 use tokio::io::AsyncWriteExt;
 
@@ -42,7 +42,7 @@ fn header(payload: usize) -> Vec<u8> {
 
 fn echo(endpoint: &Endpoint) -> ServerBuilder<impl pipesvc::server::Handler> {
     Server::builder(endpoint.clone())
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
 }
 
 /// Writes `bytes`; an error means the server has closed the connection.
@@ -69,7 +69,7 @@ async fn assert_closed(raw: &mut RawClient) {
     use futures_util::StreamExt;
     match guard(raw.reader.next()).await {
         None => {}
-        Some(Err(pipesvc::protocol::DecodeError::Io(e)))
+        Some(Err(pipesvc::protocol::CodecError::Io(e)))
             if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("expected the close after ERROR, got {other:?}"),
     }

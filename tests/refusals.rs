@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving};
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 
 /// Refusals the server runs at once (`MAX_REFUSALS` in src/server/mod.rs).
 const MAX_REFUSALS: usize = 32;
@@ -28,7 +28,7 @@ async fn a_flood_of_refused_clients_makes_a_bounded_number_of_tasks() {
     let endpoint = unique_endpoint("refusal-flood");
     let server = Server::builder(endpoint.clone())
         .max_connections(1)
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .unwrap();
     let serving = Serving::start(server);

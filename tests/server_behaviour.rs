@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
-use pipesvc::server::{Context, Handler, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
 use pipesvc::transport::ConnectOptions;
 use pipesvc::{Client, Endpoint, Error};
 use tokio::sync::mpsc;
@@ -21,7 +21,7 @@ struct TestService {
 }
 
 impl Handler for TestService {
-    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         match &request[..] {
             b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
             b"panic" => panic!("asked to panic"),
@@ -31,11 +31,11 @@ impl Handler for TestService {
         }
     }
 
-    async fn on_connect(&self, ctx: Context) {
+    async fn on_connect(&self, ctx: ConnectionContext) {
         ctx.notify("welcome").await.unwrap();
     }
 
-    async fn on_notify(&self, payload: Bytes, _ctx: Context) {
+    async fn on_notify(&self, payload: Bytes, _ctx: ConnectionContext) {
         let _ = self.notes.send(payload);
     }
 }
@@ -168,7 +168,7 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
         Server::builder(endpoint.clone())
             .name("pipesvc")
             .max_frame_len(max)
-            .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+            .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
     };
     let err = builder(22).bind().unwrap_err().to_string();
     assert!(
@@ -376,7 +376,7 @@ async fn requests_in_flight_per_connection_are_bounded() {
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let handler = {
         let (gate, running, peak) = (gate.clone(), running.clone(), peak.clone());
-        move |request: Bytes, _ctx: Context| {
+        move |request: Bytes, _ctx: ConnectionContext| {
             let (gate, running, peak) = (gate.clone(), running.clone(), peak.clone());
             let started_tx = started_tx.clone();
             async move {
@@ -493,7 +493,7 @@ async fn a_duplicate_request_id_in_flight_is_refused() {
     let (started_tx, mut started_rx) = mpsc::unbounded_channel();
     let handler = {
         let (release, started) = (release.clone(), started.clone());
-        move |request: Bytes, _ctx: Context| {
+        move |request: Bytes, _ctx: ConnectionContext| {
             let (release, started, started_tx) =
                 (release.clone(), started.clone(), started_tx.clone());
             async move {
@@ -539,7 +539,7 @@ async fn a_client_over_the_connection_limit_is_told_overloaded() {
 async fn pending_requests_fail_at_once_when_the_connection_drops() {
     let endpoint = unique_endpoint("drop");
     let (started_tx, mut started_rx) = mpsc::unbounded_channel();
-    let handler = move |_request: Bytes, _ctx: Context| {
+    let handler = move |_request: Bytes, _ctx: ConnectionContext| {
         let started_tx = started_tx.clone();
         async move {
             let _ = started_tx.send(());

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use common::{guard, Serving, HANG_GUARD};
 use pipesvc::client::{ClientOptions, ServerIdentity};
 use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION};
-use pipesvc::server::{AccessPolicy, Context, Server, ServiceError};
+use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -186,7 +186,7 @@ fn refusal<T>(outcome: &Result<T, Error>) -> String {
     }
 }
 
-async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
     Ok(request)
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{ErrorCode, ErrorPayload, Frame, Kind};
-use pipesvc::server::{Context, Handler, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -28,11 +28,14 @@ fn error_of(frame: &Frame) -> ErrorPayload {
 fn gated(
     gate: Arc<Semaphore>,
     started: mpsc::UnboundedSender<()>,
-) -> impl Fn(Bytes, Context) -> Pin<Box<dyn Future<Output = Result<Bytes, ServiceError>> + Send>>
+) -> impl Fn(
+    Bytes,
+    ConnectionContext,
+) -> Pin<Box<dyn Future<Output = Result<Bytes, ServiceError>> + Send>>
        + Send
        + Sync
        + 'static {
-    move |request: Bytes, _ctx: Context| {
+    move |request: Bytes, _ctx: ConnectionContext| {
         let (gate, started) = (gate.clone(), started.clone());
         Box::pin(async move {
             let _ = started.send(());
@@ -83,7 +86,7 @@ async fn ping_and_status_are_answered_at_the_in_flight_limit() {
 struct Chatty;
 
 impl Handler for Chatty {
-    async fn call(&self, request: Bytes, ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         for _ in 0..3 {
             ctx.notify(request.clone()).await.unwrap();
         }
@@ -146,11 +149,11 @@ async fn notifications_queued_by_a_handler_precede_its_answer() {
 struct Greeter;
 
 impl Handler for Greeter {
-    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         Ok(request)
     }
 
-    async fn on_connect(&self, ctx: Context) {
+    async fn on_connect(&self, ctx: ConnectionContext) {
         let _ = ctx.notify("welcome").await;
     }
 }
@@ -200,7 +203,7 @@ async fn nothing_follows_an_error_for_the_connection() {
 async fn an_over_long_error_message_is_truncated_and_still_answers() {
     const MAX: u32 = 1 << 20;
     let endpoint = unique_endpoint("long-error");
-    let handler = |request: Bytes, _ctx: Context| async move {
+    let handler = |request: Bytes, _ctx: ConnectionContext| async move {
         match &request[..] {
             // 2 MiB of a 3-byte character: the cut must fall between two.
             b"error" => Err(ServiceError::with_code(1000, "€".repeat(700_000))),
@@ -241,7 +244,7 @@ async fn status_always_fits_the_frame_limit() {
     // 300 distinct error codes need 3000 bytes in STATUS; the frame holds
     // 1024.
     let endpoint = unique_endpoint("status-fits");
-    let handler = |request: Bytes, _ctx: Context| async move {
+    let handler = |request: Bytes, _ctx: ConnectionContext| async move {
         let code: u16 = std::str::from_utf8(&request).unwrap().parse().unwrap();
         Err::<Bytes, _>(ServiceError::with_code(code, "x"))
     };
@@ -291,7 +294,7 @@ fn a_self_waking_handler_does_not_hang_a_current_thread_runtime() {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let handler = |request: Bytes, _ctx: Context| async move {
+            let handler = |request: Bytes, _ctx: ConnectionContext| async move {
                 match &request[..] {
                     b"spin" => Spinner.await,
                     _ => Ok(request),
@@ -354,7 +357,7 @@ async fn a_client_that_leaves_during_a_quiet_request_is_noticed() {
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let handler = {
         let dropped = dropped.clone();
-        move |_request: Bytes, _ctx: Context| {
+        move |_request: Bytes, _ctx: ConnectionContext| {
             let signal = DropSignal(dropped.clone());
             let started = started_tx.clone();
             async move {
@@ -422,7 +425,7 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
     const ANSWER: usize = 4 << 20;
     const BIG: usize = 2 * ANSWER;
     let endpoint = unique_endpoint("trickle");
-    let handler = |_request: Bytes, _ctx: Context| async move {
+    let handler = |_request: Bytes, _ctx: ConnectionContext| async move {
         Ok::<_, ServiceError>(vec![5u8; ANSWER].into())
     };
     let serving = Serving::start(
@@ -468,7 +471,7 @@ async fn a_stuck_client_does_not_stall_broadcasts() {
     let serving = Serving::start(
         Server::builder(endpoint.clone())
             .write_timeout(Duration::from_secs(3600))
-            .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+            .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
             .bind()
             .unwrap(),
     );
@@ -574,7 +577,7 @@ async fn a_half_closed_clients_requests_get_a_deadline() {
     use tokio::io::AsyncWriteExt;
     let endpoint = unique_endpoint("half-close-deadline");
     // A request that never finishes, one that does.
-    let handler = |request: Bytes, _ctx: Context| async move {
+    let handler = |request: Bytes, _ctx: ConnectionContext| async move {
         if &request[..] == b"never" {
             std::future::pending::<()>().await;
         }
@@ -638,17 +641,17 @@ impl EndlessChores {
 }
 
 impl Handler for EndlessChores {
-    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         Ok(request)
     }
 
-    async fn on_connect(&self, _ctx: Context) {
+    async fn on_connect(&self, _ctx: ConnectionContext) {
         if self.greet_forever {
             self.forever().await;
         }
     }
 
-    async fn on_notify(&self, _payload: Bytes, _ctx: Context) {
+    async fn on_notify(&self, _payload: Bytes, _ctx: ConnectionContext) {
         self.forever().await;
     }
 }

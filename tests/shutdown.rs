@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{ErrorCode, Kind};
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Error};
 use tokio::sync::{mpsc, Notify};
 
@@ -28,7 +28,7 @@ fn held_server(
     let (started_tx, started) = mpsc::unbounded_channel();
     let handler = {
         let release = release.clone();
-        move |request: Bytes, _ctx: Context| {
+        move |request: Bytes, _ctx: ConnectionContext| {
             let (release, started_tx) = (release.clone(), started_tx.clone());
             async move {
                 let released = release.notified();
@@ -100,7 +100,7 @@ async fn clients_are_told_goodbye_and_the_endpoint_is_released() {
 
     // The name is free again: a new server can bind it at once.
     let again = Server::builder(endpoint.clone())
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .expect("rebind after shutdown");
     drop(again);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::Frame;
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 
 const ROUNDS: usize = 10;
 const CLIENTS: usize = 20;
@@ -52,7 +52,7 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
     let before = heap::live();
     let server = Server::builder(endpoint.clone())
         .write_timeout(Duration::from_millis(100))
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .unwrap();
     let serving = Serving::start(server);
@@ -103,7 +103,7 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
 struct Flood;
 
 impl pipesvc::server::Handler for Flood {
-    async fn call(&self, request: Bytes, ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         if &request[..] == b"flood" {
             // A fresh buffer each: the heap counts every queued NOTIFY.
             while ctx.notify(vec![3u8; PAYLOAD]).await.is_ok() {}
@@ -190,7 +190,7 @@ async fn a_slow_reader_during_a_broadcast_loop_gets_its_pings_answered_in_bounde
     let before = heap::reset_peak();
     let server = Server::builder(endpoint.clone())
         .max_output_bytes(BUDGET)
-        .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .unwrap();
     let serving = Serving::start(server);

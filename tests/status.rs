@@ -6,14 +6,14 @@ mod common;
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::Client;
 
 #[tokio::test]
 async fn status_counts_requests_errors_connections_and_bytes() {
     let endpoint = unique_endpoint("status");
     let server = Server::builder(endpoint.clone())
-        .handler(|r: Bytes, _: Context| async move {
+        .handler(|r: Bytes, _: ConnectionContext| async move {
             match &r[..] {
                 b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
                 _ => Ok(r),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use common::{guard, unique_endpoint, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::ErrorCode;
-use pipesvc::server::{AccessPolicy, Context, Server, ServerBuilder, ServiceError};
+use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServerBuilder, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
 
 /// The unprivileged user the tests borrow (`nobody` on Debian).
@@ -38,7 +38,7 @@ fn scratch_dir(test: &str, mode: u32) -> PathBuf {
     dir
 }
 
-async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
     Ok(request)
 }
 
@@ -97,7 +97,7 @@ async fn a_missing_private_directory_is_created_0700_and_the_socket_is_0600() {
 #[tokio::test]
 async fn the_context_carries_the_peer_credentials() {
     let endpoint = unique_endpoint("peer-cred");
-    let handler = |_request: Bytes, ctx: Context| async move {
+    let handler = |_request: Bytes, ctx: ConnectionContext| async move {
         let peer = ctx.peer();
         Ok::<_, ServiceError>(Bytes::from(format!(
             "{:?} {:?} {:?}",

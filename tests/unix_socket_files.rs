@@ -94,14 +94,16 @@ fn made_elsewhere(endpoint: &Endpoint) -> std::os::unix::net::UnixListener {
 #[tokio::test]
 async fn a_server_serves_a_listener_it_is_handed_and_leaves_its_file() {
     use bytes::Bytes;
-    use pipesvc::server::{Context, Server, ServiceError};
+    use pipesvc::server::{ConnectionContext, Server, ServiceError};
 
     let endpoint = unique_endpoint("handed");
     let listener = made_elsewhere(&endpoint);
     std::fs::set_permissions(endpoint.address(), std::fs::Permissions::from_mode(0o640)).unwrap();
     let server = Server::builder(endpoint.clone())
         .socket_mode(0o600) // not applied: the socket is not the server's
-        .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
+        .handler(
+            |request: Bytes, _ctx: ConnectionContext| async move { Ok::<_, ServiceError>(request) },
+        )
         .bind_listener(listener)
         .expect("serve the handed listener");
     assert_eq!(server.endpoint(), &endpoint);
@@ -125,14 +127,16 @@ async fn a_server_serves_a_listener_it_is_handed_and_leaves_its_file() {
 
 #[tokio::test]
 async fn a_handed_listener_must_be_at_the_endpoint() {
-    use pipesvc::server::{Context, Server, ServiceError};
+    use pipesvc::server::{ConnectionContext, Server, ServiceError};
 
     let endpoint = unique_endpoint("handed-here");
     let elsewhere = unique_endpoint("handed-there");
     let listener = made_elsewhere(&elsewhere);
     let result = Server::builder(endpoint.clone())
         .handler(
-            |request: bytes::Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) },
+            |request: bytes::Bytes, _ctx: ConnectionContext| async move {
+                Ok::<_, ServiceError>(request)
+            },
         )
         .bind_listener(listener);
     let err = match result {

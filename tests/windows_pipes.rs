@@ -11,14 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, payload, skip, unique_endpoint, wine_version, Serving};
 use pipesvc::client::ClientOptions;
-use pipesvc::server::{Context, Handler, Server, ServerBuilder, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServerBuilder, ServiceError};
 use pipesvc::transport::{ConnectOptions, PipeMode};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::net::windows::named_pipe::ClientOptions as PipeClientOptions;
 use tokio::sync::Barrier;
 use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY};
 
-async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
     Ok(request)
 }
 
@@ -194,7 +194,7 @@ async fn max_instances_reached_gives_a_clear_busy_error() {
 #[tokio::test]
 async fn the_context_knows_the_client_process_id() {
     let endpoint = unique_endpoint("peer-pid");
-    let handler = |_request: Bytes, ctx: Context| async move {
+    let handler = |_request: Bytes, ctx: ConnectionContext| async move {
         Ok::<_, ServiceError>(Bytes::from(format!("{:?}", ctx.peer().pid)))
     };
     let server = start(Server::builder(endpoint.clone()).handler(handler));

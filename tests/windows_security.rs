@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, skip, unique_endpoint, wine_version, Serving};
 use pipesvc::client::ClientOptions;
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::transport::{self, ConnectOptions, Listener, ListenerOptions, ServerStream};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +46,7 @@ use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, GetCurrentThread, OpenProcessToken, OpenThreadToken,
 };
 
-async fn echo(request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
     Ok(request)
 }
 
@@ -660,7 +660,7 @@ async fn the_client_lets_the_server_identify_it_but_not_impersonate_it() {
 #[tokio::test]
 async fn each_side_reads_the_other_sides_process_id() {
     let endpoint = unique_endpoint("pids");
-    let handler = |_request: Bytes, ctx: Context| async move {
+    let handler = |_request: Bytes, ctx: ConnectionContext| async move {
         Ok::<_, ServiceError>(Bytes::from(format!("{:?}", ctx.peer().pid)))
     };
     let server = Server::builder(endpoint.clone())

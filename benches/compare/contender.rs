@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name};
-use pipesvc::server::{Context, Server, ServerHandle, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError};
 use pipesvc::{Client, Endpoint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -60,7 +60,7 @@ pub async fn start_server(c: Contender, address: &str) -> Running {
     match c {
         Contender::Pipesvc => {
             let server = Server::builder(Endpoint::new(address).unwrap())
-                .handler(|r: Bytes, _: Context| async move { Ok::<_, ServiceError>(r) })
+                .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
                 .bind()
                 .unwrap();
             let handle = server.handle();

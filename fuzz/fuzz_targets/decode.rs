@@ -17,7 +17,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use pipesvc::protocol::{DecodeError, Frame, FrameCodec, Kind, HEADER_LEN, LENGTH_FIELD_LEN};
+use pipesvc::protocol::{CodecError, Frame, FrameCodec, Kind, HEADER_LEN, LENGTH_FIELD_LEN};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Maximum frame lengths to test: the smallest legal one, a few small ones
@@ -95,7 +95,7 @@ fn decode_all(max: u32, stream: &[u8], sizes: &mut dyn Iterator<Item = usize>) -
     match codec.decode_eof(&mut buf) {
         Ok(None) => assert_eq!(leftover, 0, "decode_eof ignored a partial frame"),
         Ok(Some(frame)) => panic!("decode_eof found a frame decode missed: {frame:?}"),
-        Err(DecodeError::Io(_)) => assert_ne!(leftover, 0, "decode_eof failed on an empty buffer"),
+        Err(CodecError::Io(_)) => assert_ne!(leftover, 0, "decode_eof failed on an empty buffer"),
         Err(e) => panic!("decode_eof failed with a frame error decode missed: {e:?}"),
     }
     Outcome {
@@ -151,7 +151,7 @@ fn decode_checked(
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
     max: u32,
-) -> Result<Option<Frame>, DecodeError> {
+) -> Result<Option<Frame>, CodecError> {
     let expected = expect(buf, max);
     let (len_before, capacity_before) = (buf.len(), buf.capacity());
     let result = codec.decode(buf);
@@ -186,17 +186,17 @@ fn decode_checked(
                 buf.len()
             );
         }
-        (Err(DecodeError::TooLarge { len, max: m }), Expected::TooLarge(length)) => {
+        (Err(CodecError::TooLarge { len, max: m }), Expected::TooLarge(length)) => {
             assert_eq!((*len, *m), (u64::from(length), max));
         }
-        (Err(DecodeError::TooShort(len)), Expected::TooShort(length)) => {
+        (Err(CodecError::TooShort(len)), Expected::TooShort(length)) => {
             assert_eq!(*len, length);
         }
-        (Err(DecodeError::UnknownKind(k)), Expected::BadHeader { kind, .. }) => {
+        (Err(CodecError::UnknownKind(k)), Expected::BadHeader { kind, .. }) => {
             assert_eq!(*k, kind);
             assert!(Kind::from_u8(kind).is_none());
         }
-        (Err(DecodeError::NonZeroFlags(f)), Expected::BadHeader { flags, .. }) => {
+        (Err(CodecError::NonZeroFlags(f)), Expected::BadHeader { flags, .. }) => {
             assert_eq!(*f, flags);
             assert_ne!(flags, 0);
         }

@@ -29,7 +29,7 @@ use libfuzzer_sys::fuzz_target;
 use pipesvc::protocol::{
     ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, Status,
 };
-use pipesvc::server::{Context, Server, ServerHandle, ServiceError, HANDSHAKE_MAX_FRAME_LEN};
+use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError, HANDSHAKE_MAX_FRAME_LEN};
 use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,7 +94,7 @@ fn fixture() -> &'static Fixture {
 /// Echoes, except for payloads starting with `!` (a service error), `B`
 /// (a response too large for a frame), `N` (a NOTIFY with the payload
 /// first) and `Y` (yields first, so answers may come out of order).
-async fn handler(request: Bytes, ctx: Context) -> Result<Bytes, ServiceError> {
+async fn handler(request: Bytes, ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
     match request.first() {
         Some(b'!') => Err(ServiceError::with_code(SERVICE_CODE, "refused")),
         Some(b'B') => Ok(Bytes::from(vec![b'B'; MAX_FRAME_LEN as usize])),

@@ -20,7 +20,7 @@ use super::ClientOptions;
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    ClientHello, DecodeError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
+    ClientHello, CodecError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
     PROTOCOL_VERSION,
 };
 use crate::transport::{self, ConnectStats, PeerInfo};
@@ -316,9 +316,9 @@ async fn read_server_hello<R: AsyncRead + Unpin>(
     }
 }
 
-fn into_error(err: DecodeError) -> Error {
+fn into_error(err: CodecError) -> Error {
     match err {
-        DecodeError::Io(e) => Error::Io(e),
+        CodecError::Io(e) => Error::Io(e),
         other => Error::Protocol(other.to_string()),
     }
 }

@@ -10,7 +10,7 @@ use super::notifications::Queue;
 use super::pending::Pending;
 use super::writer::Writer;
 use crate::error::{CloseReason, Error};
-use crate::protocol::{DecodeError, ErrorPayload, Frame, FrameCodec, Kind};
+use crate::protocol::{CodecError, ErrorPayload, Frame, FrameCodec, Kind};
 
 /// What the reader task shares with the client handles.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ where
     let reason = loop {
         let frame = match reader.next().await {
             None => break CloseReason::Eof,
-            Some(Err(DecodeError::Io(e))) => break CloseReason::io(e),
+            Some(Err(CodecError::Io(e))) => break CloseReason::io(e),
             Some(Err(e)) => break CloseReason::Protocol(e.to_string()),
             Some(Ok(frame)) => frame,
         };

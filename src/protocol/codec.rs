@@ -4,7 +4,7 @@
 //! header announces: a peer that sends a header and stops commits at most
 //! [`GROWTH_START`] bytes, and one that has sent `n` bytes of a frame at
 //! most `2 n`. Growth is fallible: when the system cannot give the memory,
-//! decoding fails with [`DecodeError::NoMemory`] instead of aborting.
+//! decoding fails with [`CodecError::NoMemory`] instead of aborting.
 
 use std::collections::TryReserveError;
 use std::io;
@@ -31,7 +31,7 @@ pub const GROWTH_START: usize = 64 * 1024;
 
 /// Why a frame could not be decoded (or encoded).
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub enum CodecError {
     /// The `length` field is over the maximum. Nothing was allocated for it.
     #[error("frame length {len} exceeds the maximum of {max} bytes")]
     TooLarge {
@@ -71,21 +71,21 @@ pub enum DecodeError {
     Io(#[from] io::Error),
 }
 
-impl DecodeError {
+impl CodecError {
     /// The ERROR code that reports this failure to the peer, if it is the
     /// peer's fault (I/O errors are not).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            DecodeError::TooLarge { .. } => Some(ErrorCode::FRAME_TOO_LARGE),
-            DecodeError::TooShort(_) | DecodeError::NonZeroFlags(_) => {
+            CodecError::TooLarge { .. } => Some(ErrorCode::FRAME_TOO_LARGE),
+            CodecError::TooShort(_) | CodecError::NonZeroFlags(_) => {
                 Some(ErrorCode::MALFORMED_FRAME)
             }
-            DecodeError::UnknownKind(_) => Some(ErrorCode::UNKNOWN_KIND),
-            DecodeError::NoMemory { .. } | DecodeError::Overloaded { .. } => {
+            CodecError::UnknownKind(_) => Some(ErrorCode::UNKNOWN_KIND),
+            CodecError::NoMemory { .. } | CodecError::Overloaded { .. } => {
                 Some(ErrorCode::OVERLOADED)
             }
-            DecodeError::Stalled(_) => Some(ErrorCode::TIMED_OUT),
-            DecodeError::Io(_) => None,
+            CodecError::Stalled(_) => Some(ErrorCode::TIMED_OUT),
+            CodecError::Io(_) => None,
         }
     }
 }
@@ -134,9 +134,9 @@ impl Default for FrameCodec {
 
 impl Decoder for FrameCodec {
     type Item = Frame;
-    type Error = DecodeError;
+    type Error = CodecError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         self.decode_admitting(src, |_| Ok(()))
     }
 }
@@ -149,28 +149,28 @@ impl FrameCodec {
     pub(crate) fn decode_admitting(
         &self,
         src: &mut BytesMut,
-        admit: impl FnOnce(usize) -> Result<(), DecodeError>,
-    ) -> Result<Option<Frame>, DecodeError> {
+        admit: impl FnOnce(usize) -> Result<(), CodecError>,
+    ) -> Result<Option<Frame>, CodecError> {
         let Some(length) = peek_u32(src, 0) else {
             return make_room(src).map(|()| None);
         };
         if length > self.max_frame_len {
-            return Err(DecodeError::TooLarge {
+            return Err(CodecError::TooLarge {
                 len: length.into(),
                 max: self.max_frame_len,
             });
         }
         if (length as usize) < HEADER_LEN {
-            return Err(DecodeError::TooShort(length));
+            return Err(CodecError::TooShort(length));
         }
         // Validate the header as soon as it is here, so that a bad frame is
         // refused without waiting for (or buffering) its payload.
         if src.len() < PREFIX_LEN {
             return make_room(src).map(|()| None);
         }
-        let kind = Kind::from_u8(src[4]).ok_or(DecodeError::UnknownKind(src[4]))?;
+        let kind = Kind::from_u8(src[4]).ok_or(CodecError::UnknownKind(src[4]))?;
         if src[5] != 0 {
-            return Err(DecodeError::NonZeroFlags(src[5]));
+            return Err(CodecError::NonZeroFlags(src[5]));
         }
         let total = LENGTH_FIELD_LEN + length as usize;
         if src.len() < total {
@@ -178,7 +178,7 @@ impl FrameCodec {
                 if capacity > READ_CHUNK {
                     admit(capacity)?;
                 }
-                try_grow(src, capacity).map_err(|_| DecodeError::NoMemory { capacity })?;
+                try_grow(src, capacity).map_err(|_| CodecError::NoMemory { capacity })?;
             }
             return Ok(None);
         }
@@ -204,12 +204,12 @@ fn next_capacity(src: &BytesMut, total: usize) -> Option<usize> {
 }
 
 /// Gives a full buffer room for the next read (and nothing more).
-fn make_room(src: &mut BytesMut) -> Result<(), DecodeError> {
+fn make_room(src: &mut BytesMut) -> Result<(), CodecError> {
     if src.len() < src.capacity() {
         return Ok(());
     }
     let capacity = src.len() + READ_CHUNK;
-    try_grow(src, capacity).map_err(|_| DecodeError::NoMemory { capacity })
+    try_grow(src, capacity).map_err(|_| CodecError::NoMemory { capacity })
 }
 
 /// Grows `buf` to hold `capacity` bytes, reusing its allocation when it
@@ -243,10 +243,10 @@ impl FrameCodec {
         id: u32,
         payload_len: usize,
         dst: &mut BytesMut,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), CodecError> {
         let length = HEADER_LEN + payload_len;
         if length > self.max_frame_len as usize {
-            return Err(DecodeError::TooLarge {
+            return Err(CodecError::TooLarge {
                 len: length as u64,
                 max: self.max_frame_len,
             });
@@ -261,9 +261,9 @@ impl FrameCodec {
 }
 
 impl Encoder<Frame> for FrameCodec {
-    type Error = DecodeError;
+    type Error = CodecError;
 
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), DecodeError> {
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_header(frame.kind, frame.id, frame.payload.len(), dst)?;
         dst.extend_from_slice(&frame.payload);
         Ok(())
@@ -327,7 +327,7 @@ mod tests {
         let err = codec.decode(&mut buf).unwrap_err();
         assert!(matches!(
             err,
-            DecodeError::TooLarge {
+            CodecError::TooLarge {
                 len: 0xffff_ffff,
                 max: 1024
             }
@@ -351,7 +351,7 @@ mod tests {
         let err = codec.encode(Frame::request(1, vec![7u8; 11]), &mut buf);
         assert!(matches!(
             err,
-            Err(DecodeError::TooLarge { len: 17, max: 16 })
+            Err(CodecError::TooLarge { len: 17, max: 16 })
         ));
     }
 
@@ -416,7 +416,7 @@ mod tests {
         let err = codec
             .decode_admitting(&mut buf, |wanted| {
                 assert_eq!(wanted, GROWTH_START);
-                Err(DecodeError::Overloaded { budget: 0 })
+                Err(CodecError::Overloaded { budget: 0 })
             })
             .unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::OVERLOADED));

@@ -17,7 +17,7 @@ mod frame;
 mod hello;
 mod status;
 
-pub use codec::{DecodeError, FrameCodec};
+pub use codec::{CodecError, FrameCodec};
 pub use error_code::ErrorCode;
 pub use frame::{ErrorPayload, Frame, Kind};
 pub use hello::{ClientHello, HelloError, ServerHello};

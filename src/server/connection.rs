@@ -26,15 +26,15 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::context::OutputLimit;
+use super::connection_context::OutputLimit;
 use super::in_flight::{call_handler, panic_message, InFlight};
 use super::input::Input;
 use super::stats::Tally;
-use super::{lock, Config, Context, Handler, Shared};
+use super::{lock, Config, ConnectionContext, Handler, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
 use crate::protocol::{
-    ClientHello, DecodeError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
+    ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
 use crate::transport::{close_within, disconnect, PeerInfo, ServerStream};
 
@@ -77,7 +77,7 @@ impl<H: Handler> Connection<H> {
         let (outbound, queue) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(self.config.max_output_bytes));
         let max_payload = self.config.max_payload();
-        let ctx = Context::new(self.id, self.peer, outbound, output.clone(), max_payload);
+        let ctx = ConnectionContext::new(self.id, self.peer, outbound, output.clone(), max_payload);
         let mut wire = Wire::new(stream, &self.config, queue, output, self.shared.clone());
 
         let end = self.session(&mut wire, &ctx).await;
@@ -109,7 +109,7 @@ impl<H: Handler> Connection<H> {
         lock(&self.shared.connections).remove(&self.id);
     }
 
-    async fn session(&self, wire: &mut Wire, ctx: &Context) -> End {
+    async fn session(&self, wire: &mut Wire, ctx: &ConnectionContext) -> End {
         let hello = ServerHello {
             version: PROTOCOL_VERSION,
             max_frame_len: self.config.max_frame_len,
@@ -164,7 +164,7 @@ impl<H: Handler> Connection<H> {
 
     /// Reads frames and dispatches them until the client leaves, breaks the
     /// protocol, or the server shuts down; then settles in-flight requests.
-    async fn serve_requests(&self, wire: &mut Wire, ctx: &Context) -> End {
+    async fn serve_requests(&self, wire: &mut Wire, ctx: &ConnectionContext) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
         let mut state = State::new(&self.shared, &self.config, wire.output.too_slow.clone());
         // Nothing is read until the handler has greeted the client.
@@ -273,7 +273,7 @@ impl<H: Handler> Connection<H> {
         &'a self,
         frame: Frame,
         wire: &mut Wire,
-        ctx: &Context,
+        ctx: &ConnectionContext,
         room: bool,
         state: &mut State<'a>,
     ) -> Result<Option<Frame>, End> {
@@ -389,7 +389,7 @@ enum Event {
     /// The client's end of the stream.
     Eof,
     /// Reading failed, or the client sent what is not a frame.
-    ReadFailed(DecodeError),
+    ReadFailed(CodecError),
     /// The client stopped taking what is written, or the write failed.
     WriteFailed(io::Error),
     /// A broadcast found no room for this client.
@@ -917,7 +917,7 @@ fn report(wire: &mut Wire, end: &End) {
     wire.push(frame);
 }
 
-fn decode_failed(err: DecodeError) -> End {
+fn decode_failed(err: CodecError) -> End {
     match err.code() {
         Some(code) => End::Protocol(code, err.to_string()),
         None => {

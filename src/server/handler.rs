@@ -4,27 +4,27 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use super::Context;
+use super::ConnectionContext;
 use crate::protocol::ErrorCode;
 
 /// A service: answers requests, and may react to connections and
 /// client notifications.
 ///
-/// Any `Fn(Bytes, Context) -> impl Future<Output = Result<Bytes, ServiceError>>`
+/// Any `Fn(Bytes, ConnectionContext) -> impl Future<Output = Result<Bytes, ServiceError>>`
 /// closure is a handler; implement the trait on a type to use the hooks.
 ///
 /// ```
 /// use bytes::Bytes;
-/// use pipesvc::server::{Context, Handler, ServiceError};
+/// use pipesvc::server::{ConnectionContext, Handler, ServiceError};
 ///
 /// struct Upper;
 ///
 /// impl Handler for Upper {
-///     async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+///     async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
 ///         Ok(request.to_ascii_uppercase().into())
 ///     }
 ///
-///     async fn on_connect(&self, ctx: Context) {
+///     async fn on_connect(&self, ctx: ConnectionContext) {
 ///         let _ = ctx.notify("welcome").await;
 ///     }
 /// }
@@ -37,19 +37,19 @@ pub trait Handler: Send + Sync + 'static {
     fn call(
         &self,
         request: Bytes,
-        ctx: Context,
+        ctx: ConnectionContext,
     ) -> impl Future<Output = Result<Bytes, ServiceError>> + Send;
 
     /// Runs once per connection after the handshake, before any request is
     /// read; frames it sends reach the client before any response.
-    fn on_connect(&self, ctx: Context) -> impl Future<Output = ()> + Send {
+    fn on_connect(&self, ctx: ConnectionContext) -> impl Future<Output = ()> + Send {
         let _ = ctx;
         async {}
     }
 
     /// Receives each NOTIFY the client sends. The connection reads no
     /// further frames until it returns.
-    fn on_notify(&self, payload: Bytes, ctx: Context) -> impl Future<Output = ()> + Send {
+    fn on_notify(&self, payload: Bytes, ctx: ConnectionContext) -> impl Future<Output = ()> + Send {
         let _ = (payload, ctx);
         async {}
     }
@@ -57,13 +57,13 @@ pub trait Handler: Send + Sync + 'static {
 
 impl<F, Fut> Handler for F
 where
-    F: Fn(Bytes, Context) -> Fut + Send + Sync + 'static,
+    F: Fn(Bytes, ConnectionContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, ServiceError>> + Send,
 {
     fn call(
         &self,
         request: Bytes,
-        ctx: Context,
+        ctx: ConnectionContext,
     ) -> impl Future<Output = Result<Bytes, ServiceError>> + Send {
         self(request, ctx)
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 
-use super::{lock, Context, Handler, ServiceError};
+use super::{lock, ConnectionContext, Handler, ServiceError};
 use crate::log_limit::limited;
 use crate::protocol::ErrorPayload;
 use crate::protocol::{ErrorCode, Frame};
@@ -193,7 +193,7 @@ pub(super) async fn call_handler<H: Handler>(
     handler: &H,
     id: u32,
     request: Bytes,
-    ctx: Context,
+    ctx: ConnectionContext,
 ) -> (u32, Frame) {
     let max_payload = ctx.max_payload();
     let outcome = AssertUnwindSafe(handler.call(request, ctx))

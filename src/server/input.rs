@@ -29,7 +29,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::Config;
-use crate::protocol::{DecodeError, Frame, FrameCodec};
+use crate::protocol::{CodecError, Frame, FrameCodec};
 use crate::transport::ServerStream;
 
 /// The largest `length` the server accepts before it has accepted the
@@ -91,16 +91,16 @@ impl InputCodec {
 
 impl Decoder for InputCodec {
     type Item = Frame;
-    type Error = DecodeError;
+    type Error = CodecError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         let budget = &self.budget;
         let charged = &mut self.charged;
         let decoded = self.codec.decode_admitting(src, |capacity| {
             // The new buffer replaces the old one: charge the difference.
             let more = capacity.saturating_sub(*charged);
             if !budget.try_take(more) {
-                return Err(DecodeError::Overloaded {
+                return Err(CodecError::Overloaded {
                     budget: budget.limit,
                 });
             }
@@ -180,7 +180,7 @@ impl Input {
     /// frame, not when its first byte was read: time the server spends on
     /// other work (handlers at `max_in_flight`, a full outbox) while the
     /// rest sits unread is not the client's.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<DecodeError> {
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<CodecError> {
         if !self.armed {
             let at = Instant::now() + self.frame_timeout;
             match &mut self.deadline {
@@ -193,12 +193,12 @@ impl Input {
         deadline
             .as_mut()
             .poll(cx)
-            .map(|()| DecodeError::Stalled(self.frame_timeout))
+            .map(|()| CodecError::Stalled(self.frame_timeout))
     }
 }
 
 impl Stream for Input {
-    type Item = Result<Frame, DecodeError>;
+    type Item = Result<Frame, CodecError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;

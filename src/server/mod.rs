@@ -4,10 +4,10 @@
 //! ```no_run
 //! # async fn run() -> pipesvc::Result<()> {
 //! use bytes::Bytes;
-//! use pipesvc::server::{Context, Server, ServiceError};
+//! use pipesvc::server::{ConnectionContext, Server, ServiceError};
 //!
 //! let server = Server::builder("my_service".parse()?)
-//!     .handler(|request: Bytes, _ctx: Context| async move {
+//!     .handler(|request: Bytes, _ctx: ConnectionContext| async move {
 //!         Ok::<_, ServiceError>(request)
 //!     })
 //!     .bind()?;
@@ -17,7 +17,7 @@
 
 mod access;
 mod connection;
-mod context;
+mod connection_context;
 #[cfg(unix)]
 mod fd_limit;
 mod handler;
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use access::AccessPolicy;
-pub use context::Context;
+pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
 
@@ -192,7 +192,7 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Bytes of NOTIFY frames (from [`Context::notify`] and
+    /// Bytes of NOTIFY frames (from [`ConnectionContext::notify`] and
     /// [`ServerHandle::broadcast`]) one connection may hold unwritten
     /// (default 4 MiB). `notify` waits for room; a client with no room for
     /// a broadcast is too slow and is disconnected. A frame larger than
@@ -381,7 +381,7 @@ impl<H> std::fmt::Debug for Server<H> {
 /// State every connection shares with the [`ServerHandle`]s.
 #[derive(Debug, Default)]
 struct Shared {
-    connections: Mutex<HashMap<u64, Context>>,
+    connections: Mutex<HashMap<u64, ConnectionContext>>,
     next_id: AtomicU64,
     shutdown: CancellationToken,
     stats: stats::Stats,
@@ -641,7 +641,8 @@ impl ServerHandle {
     /// (it is not counted). A payload over the frame limit reaches no one.
     pub async fn broadcast(&self, payload: impl Into<Bytes>) -> usize {
         let payload = payload.into();
-        let clients: Vec<Context> = lock(&self.shared.connections).values().cloned().collect();
+        let clients: Vec<ConnectionContext> =
+            lock(&self.shared.connections).values().cloned().collect();
         clients
             .iter()
             .filter(|ctx| ctx.offer(Frame::notify(payload.clone())))

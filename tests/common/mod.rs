@@ -60,9 +60,11 @@ impl Serving {
     pub fn echo(test: &str) -> (Endpoint, Serving) {
         let endpoint = unique_endpoint(test);
         let server = pipesvc::Server::builder(endpoint.clone())
-            .handler(|r: Bytes, _: pipesvc::server::Context| async move {
-                Ok::<_, pipesvc::server::ServiceError>(r)
-            })
+            .handler(
+                |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
+                    Ok::<_, pipesvc::server::ServiceError>(r)
+                },
+            )
             .bind()
             .expect("bind an echo server");
         (endpoint, Serving::start(server))
@@ -121,7 +123,7 @@ impl RawClient {
     }
 
     /// Sends a frame; an error means the server has closed the connection.
-    pub async fn try_send(&mut self, frame: Frame) -> Result<(), pipesvc::protocol::DecodeError> {
+    pub async fn try_send(&mut self, frame: Frame) -> Result<(), pipesvc::protocol::CodecError> {
         self.writer.send(frame).await
     }
 

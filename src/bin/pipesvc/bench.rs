@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use pipesvc::server::{Context, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
 use tokio::time::Instant;
 
@@ -99,7 +99,9 @@ impl OwnServer {
 fn start_echo_server() -> pipesvc::Result<OwnServer> {
     let endpoint: Endpoint = format!("pipesvc-bench-{}", std::process::id()).parse()?;
     let server = Server::builder(endpoint.clone())
-        .handler(|request: Bytes, _ctx: Context| async move { Ok::<_, ServiceError>(request) })
+        .handler(
+            |request: Bytes, _ctx: ConnectionContext| async move { Ok::<_, ServiceError>(request) },
+        )
         .bind()?;
     let handle = server.handle();
     let task = tokio::spawn(server.serve());

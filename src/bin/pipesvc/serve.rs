@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use clap::Args;
-use pipesvc::server::{Context, Handler, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
 
 use crate::config::Settings;
 
@@ -50,11 +50,11 @@ impl ServeArgs {
 struct EchoService;
 
 impl Handler for EchoService {
-    async fn call(&self, request: Bytes, _ctx: Context) -> Result<Bytes, ServiceError> {
+    async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         Ok(request)
     }
 
-    async fn on_connect(&self, ctx: Context) {
+    async fn on_connect(&self, ctx: ConnectionContext) {
         if let Err(e) = ctx.notify(GREETING).await {
             tracing::debug!(error = %e, "could not greet the client");
         }

@@ -1,4 +1,4 @@
-//! [`Context`]: what a handler knows about, and can do to, its connection.
+//! [`ConnectionContext`]: what a handler knows about, and can do to, its connection.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use crate::transport::PeerInfo;
 
 /// One client connection, as seen by a handler. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Context {
+pub struct ConnectionContext {
     inner: Arc<Inner>,
 }
 
@@ -58,15 +58,15 @@ impl OutputLimit {
     }
 }
 
-impl Context {
+impl ConnectionContext {
     pub(crate) fn new(
         id: u64,
         peer: PeerInfo,
         outbound: mpsc::UnboundedSender<Frame>,
         output: Arc<OutputLimit>,
         max_payload: usize,
-    ) -> Context {
-        Context {
+    ) -> ConnectionContext {
+        ConnectionContext {
             inner: Arc::new(Inner {
                 id,
                 peer,
