@@ -19,10 +19,7 @@ const MAX_BYTES: usize = 127 * 2;
 /// Reads the server's message from `endpoint` and returns it.
 pub async fn run(endpoint: &Endpoint) -> pipesvc::Result<String> {
     println!("Connecting to pipe...");
-    let options = ConnectOptions {
-        read_only: true,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions::new().read_only(true);
     let mut pipe = connect(endpoint, &options).await?.stream;
     println!("Reading data from pipe...");
     let mut buffer = vec![0u8; MAX_BYTES];

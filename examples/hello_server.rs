@@ -19,12 +19,10 @@ pub const MESSAGE: &str = " ***Hello Pipe World***";
 /// Serves one client on `endpoint`; returns the number of bytes sent.
 pub async fn run(endpoint: &Endpoint) -> pipesvc::Result<usize> {
     println!("Creating an instance of a named pipe...");
-    let options = ListenerOptions {
-        backlog: 1,
-        max_instances: Some(1),
-        outbound_only: true,
-        ..ListenerOptions::default()
-    };
+    let options = ListenerOptions::new()
+        .backlog(1)
+        .max_instances(Some(1))
+        .outbound_only(true);
     let mut listener = Listener::bind(endpoint, &options)?;
     println!("Waiting for a client to connect to the pipe...");
     let (mut pipe, _peer) = listener.accept().await?;

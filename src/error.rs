@@ -23,9 +23,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A setting cannot work; the message names it and says why.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A setting cannot work: `setting` names it (as its builder method,
+    /// option field or configuration key is called) and `message` says why.
+    /// Returned by [`ServerBuilder::bind`](crate::server::ServerBuilder::bind),
+    /// [`Client::connect_with`](crate::Client::connect_with) and
+    /// [`Listener::bind`](crate::transport::Listener::bind) before anything
+    /// is opened: pipesvc never clamps a bad value or panics on one.
+    #[error("invalid configuration: {setting}: {message}")]
+    Config {
+        /// The setting, such as `max_connections`.
+        setting: String,
+        /// What is wrong with its value.
+        message: String,
+    },
     /// The server could not start listening on its endpoint. The cause is
     /// the error's `source()` (not repeated in its message).
     #[error("cannot listen on {endpoint}")]
@@ -108,6 +118,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Config`] for `setting`: for code that validates its own
+    /// settings (a configuration file, command-line flags) and wants to
+    /// report them like pipesvc's.
+    pub fn config(setting: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Config {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+
     /// The protocol error code behind this error, when there is one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

@@ -22,6 +22,7 @@ mod log_limit;
 pub mod protocol;
 pub mod server;
 pub mod transport;
+mod validate;
 
 pub use client::Client;
 pub use endpoint::Endpoint;

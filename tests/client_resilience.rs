@@ -47,10 +47,7 @@ fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
 async fn a_request_past_its_timeout_fails_and_the_connection_carries_on() {
     let endpoint = unique_endpoint("request-timeout");
     let (serving, _started) = start(&endpoint);
-    let options = ClientOptions {
-        request_timeout: Some(Duration::from_millis(50)),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().request_timeout(Some(Duration::from_millis(50)));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let err = client.request("hold").await.unwrap_err();
     assert!(matches!(err, Error::Timeout(..)), "{err}");
@@ -62,10 +59,7 @@ async fn a_request_past_its_timeout_fails_and_the_connection_carries_on() {
 async fn a_reconnecting_client_outlives_a_server_restart() {
     let endpoint = unique_endpoint("reconnect");
     let (serving, mut started) = start(&endpoint);
-    let options = ClientOptions {
-        reconnect: true,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().reconnect(true);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("before").await.unwrap(), "before");
 
@@ -125,10 +119,7 @@ async fn state_where(
 async fn a_listen_only_client_reconnects_across_a_server_restart() {
     let endpoint = unique_endpoint("listen-only");
     let (serving, _started) = start(&endpoint);
-    let options = ClientOptions {
-        reconnect: true,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().reconnect(true);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let mut notes = client.notifications().unwrap();
     let mut states = client.connection_states();
@@ -175,13 +166,11 @@ async fn a_listen_only_client_reconnects_across_a_server_restart() {
 async fn callers_waiting_on_one_reconnect_fail_together_at_their_deadline() {
     let endpoint = unique_endpoint("outage");
     let (serving, _started) = start(&endpoint);
-    let mut options = ClientOptions {
-        reconnect: true,
-        request_timeout: Some(Duration::from_secs(2)),
-        ..ClientOptions::default()
-    };
-    // Each reconnect attempt gives up well within a caller's deadline.
-    options.connect.timeout = Duration::from_millis(300);
+    let options = ClientOptions::new()
+        .reconnect(true)
+        .request_timeout(Some(Duration::from_secs(2)))
+        // Each reconnect attempt gives up well within a caller's deadline.
+        .connect_timeout(Duration::from_millis(300));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let mut states = client.connection_states();
     serving.stop().await;
@@ -211,10 +200,7 @@ async fn callers_waiting_on_one_reconnect_fail_together_at_their_deadline() {
 async fn a_close_during_a_reconnect_wins() {
     let endpoint = unique_endpoint("close-while-reconnecting");
     let (serving, _started) = start(&endpoint);
-    let options = ClientOptions {
-        reconnect: true,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().reconnect(true);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let mut states = client.connection_states();
     serving.stop().await;
@@ -252,11 +238,9 @@ async fn a_close_during_a_reconnect_wins() {
 async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
     let endpoint = unique_endpoint("bounded-close");
     let (serving, mut started) = start(&endpoint);
-    let options = ClientOptions {
-        close_timeout: Duration::from_millis(100),
-        request_timeout: None,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new()
+        .close_timeout(Duration::from_millis(100))
+        .request_timeout(None);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let in_flight = {
         let client = client.clone();
@@ -320,11 +304,9 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
 #[tokio::test]
 async fn the_dropping_policy_marks_what_it_lost() {
     let (endpoint, serving) = common::Serving::echo("broadcast-lagged");
-    let options = ClientOptions {
-        notification_policy: NotificationPolicy::DropNewest,
-        notification_buffer: 4,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new()
+        .notification_policy(NotificationPolicy::DropNewest)
+        .notification_buffer(4);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let mut notes = client.notifications().unwrap();
     client.ping().await.unwrap(); // registered by the server

@@ -34,10 +34,7 @@ async fn a_flood_of_8_mib_notifies_is_not_hoarded() {
         Behaviour::NotifyFlood(NOTIFY_LEN),
     );
     let before = heap::reset_peak();
-    let options = ClientOptions {
-        request_timeout: Some(Duration::from_millis(200)),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().request_timeout(Some(Duration::from_millis(200)));
     // The client never takes its notification stream, like the CLI.
     let client = guard(Client::connect_with(&rogue.endpoint, options))
         .await

@@ -640,7 +640,7 @@ mod ops {
         let first = tokio::time::timeout(Duration::from_secs(20), framed.next()).await;
         let first = match first {
             Ok(Some(Ok(frame))) if frame.kind == Kind::Hello => {
-                let hello = Frame::new(Kind::Hello, 0, ClientHello { version: 1 }.encode());
+                let hello = Frame::new(Kind::Hello, 0, ClientHello::new().encode());
                 framed.send(hello).await.expect("send HELLO");
                 First::Hello
             }

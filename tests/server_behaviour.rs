@@ -9,8 +9,7 @@ use bytes::Bytes;
 use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
-use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
-use pipesvc::transport::ConnectOptions;
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceCode, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::sync::mpsc;
 
@@ -23,7 +22,10 @@ struct TestService {
 impl Handler for TestService {
     async fn call(&self, request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         match &request[..] {
-            b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
+            b"fail" => Err(ServiceError::with_code(
+                ServiceCode::new(1234).unwrap(),
+                "asked to fail",
+            )),
             b"panic" => panic!("asked to panic"),
             // Stays in flight until the server shuts down.
             b"hold" => std::future::pending().await,
@@ -310,7 +312,7 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
     assert_eq!(bystander.recv().await.unwrap().kind, Kind::Hello);
     let mut opening = bytes::BytesMut::new();
     let mut codec = pipesvc::protocol::FrameCodec::default();
-    let hello = pipesvc::protocol::ClientHello { version: 1 }.encode();
+    let hello = pipesvc::protocol::ClientHello::new().encode();
     tokio_util::codec::Encoder::encode(&mut codec, Frame::new(Kind::Hello, 0, hello), &mut opening)
         .unwrap();
     tokio_util::codec::Encoder::encode(&mut codec, Frame::request(1, "hold"), &mut opening)
@@ -573,13 +575,7 @@ async fn pending_requests_fail_at_once_when_the_connection_drops() {
 #[tokio::test]
 async fn connecting_to_nothing_fails_with_the_endpoint_in_the_error() {
     let endpoint = unique_endpoint("nobody");
-    let options = ClientOptions {
-        connect: ConnectOptions {
-            timeout: std::time::Duration::from_millis(50),
-            ..ConnectOptions::default()
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().connect_timeout(std::time::Duration::from_millis(50));
     let err = Client::connect_with(&endpoint, options).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Connect { .. }), "{text}");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{guard, Serving, HANG_GUARD};
 use pipesvc::client::{ClientOptions, ServerIdentity};
-use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION};
+use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello};
 use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
 use tokio_util::codec::{Decoder, Encoder};
@@ -118,11 +118,7 @@ impl Squatter {
 fn fool(mut stream: UnixStream) -> Vec<u8> {
     stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
     let mut codec = FrameCodec::default();
-    let hello = ServerHello {
-        version: PROTOCOL_VERSION,
-        max_frame_len: codec.max_frame_len(),
-        server_name: "squatter".into(),
-    };
+    let hello = ServerHello::new(codec.max_frame_len(), "squatter");
     let send = |stream: &mut UnixStream, frame: Frame| {
         let mut out = BytesMut::new();
         FrameCodec::default().encode(frame, &mut out).unwrap();
@@ -159,9 +155,7 @@ async fn victim(endpoint: &Endpoint, options: ClientOptions) -> Result<Bytes, Er
 }
 
 fn default_options() -> ClientOptions {
-    let mut options = ClientOptions::default();
-    options.connect.timeout = Duration::from_secs(5);
-    options
+    ClientOptions::new().connect_timeout(Duration::from_secs(5))
 }
 
 /// The client refused with `WrongServer` and the squatter got nothing.
@@ -479,10 +473,7 @@ async fn any_server_and_an_expected_uid_admit_the_other_user() {
         let socket = shared.join("svc.sock");
         let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
         let squatter = Squatter::start(&socket, || {});
-        let options = ClientOptions {
-            server_identity: identity.clone(),
-            ..default_options()
-        };
+        let options = default_options().server_identity(identity.clone());
         let outcome = victim(&endpoint, options).await;
         let received = squatter.received().await;
         assert_eq!(outcome.unwrap(), "squatted", "{identity:?}");
@@ -496,10 +487,7 @@ async fn an_expected_uid_refuses_every_other_server_even_root() {
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
     let other = if me == SQUATTER { 1 } else { SQUATTER };
-    let options = ClientOptions {
-        server_identity: ServerIdentity::Uid(other),
-        ..default_options()
-    };
+    let options = default_options().server_identity(ServerIdentity::Uid(other));
     let err = Client::connect_with(&endpoint, options).await.unwrap_err();
     let text = err.to_string();
     match err {
@@ -519,20 +507,14 @@ async fn an_expected_uid_refuses_every_other_server_even_root() {
         }
         other => panic!("expected WrongServer, got {other}"),
     }
-    let options = ClientOptions {
-        server_identity: ServerIdentity::Uid(me),
-        ..default_options()
-    };
+    let options = default_options().server_identity(ServerIdentity::Uid(me));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("hi").await.unwrap(), "hi");
     client.close().await;
     // A SID means nothing on Unix: a configuration error, not a refusal.
-    let options = ClientOptions {
-        server_identity: ServerIdentity::Sid("S-1-5-18".into()),
-        ..default_options()
-    };
+    let options = default_options().server_identity(ServerIdentity::Sid("S-1-5-18".into()));
     let err = Client::connect_with(&endpoint, options).await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(matches!(err, Error::Config { .. }), "{err}");
     serving.stop().await;
 }
 

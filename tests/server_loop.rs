@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{ErrorCode, ErrorPayload, Frame, Kind};
-use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceCode, ServiceError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -175,7 +175,7 @@ async fn nothing_follows_an_error_for_the_connection() {
         let hello = Frame::new(
             Kind::Hello,
             0,
-            pipesvc::protocol::ClientHello { version: 1 }.encode(),
+            pipesvc::protocol::ClientHello::new().encode(),
         );
         let mut bytes = bytes::BytesMut::new();
         let mut codec = pipesvc::protocol::FrameCodec::default();
@@ -206,7 +206,10 @@ async fn an_over_long_error_message_is_truncated_and_still_answers() {
     let handler = |request: Bytes, _ctx: ConnectionContext| async move {
         match &request[..] {
             // 2 MiB of a 3-byte character: the cut must fall between two.
-            b"error" => Err(ServiceError::with_code(1000, "€".repeat(700_000))),
+            b"error" => Err(ServiceError::with_code(
+                ServiceCode::new(1000).unwrap(),
+                "€".repeat(700_000),
+            )),
             b"big" => Ok(Bytes::from(vec![1u8; 2 << 20])),
             _ => Ok(request),
         }
@@ -246,7 +249,7 @@ async fn status_always_fits_the_frame_limit() {
     let endpoint = unique_endpoint("status-fits");
     let handler = |request: Bytes, _ctx: ConnectionContext| async move {
         let code: u16 = std::str::from_utf8(&request).unwrap().parse().unwrap();
-        Err::<Bytes, _>(ServiceError::with_code(code, "x"))
+        Err::<Bytes, _>(ServiceError::with_code(code.try_into().unwrap(), "x"))
     };
     let serving = Serving::start(
         Server::builder(endpoint.clone())

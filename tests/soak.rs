@@ -101,13 +101,11 @@ async fn run(soak: Duration, fd_limit: u64) {
     let socket = endpoint.address().to_owned();
 
     let mut server1 = ServerProcess::start(&name).await;
-    let mut options = ClientOptions {
-        request_timeout: Some(REQUEST_TIMEOUT),
-        reconnect: true,
-        handshake_timeout: CONNECT_TIMEOUT,
-        ..ClientOptions::default()
-    };
-    options.connect.timeout = CONNECT_TIMEOUT;
+    let options = ClientOptions::new()
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .reconnect(true)
+        .handshake_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT);
 
     // Every client connected before the load starts.
     let connects = (0..CLIENTS).map(|_| Client::connect_with(&endpoint, options.clone()));
@@ -606,7 +604,7 @@ async fn hang_up_mid_frame(endpoint: &Endpoint, task: u32, round: u32) {
             let mut raw = RawClient::connect(endpoint).await;
             let hello = raw.recv().await.expect("the server's HELLO");
             assert_eq!(hello.kind, Kind::Hello, "{hello:?}");
-            let bytes = frame_bytes(Kind::Hello, 0, &ClientHello { version: 1 }.encode());
+            let bytes = frame_bytes(Kind::Hello, 0, &ClientHello::new().encode());
             raw.send_raw(&bytes[..bytes.len() / 2]).await;
         }
         // A request answered correctly, then half of the next one.

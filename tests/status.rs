@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::{guard, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
-use pipesvc::server::{ConnectionContext, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Server, ServiceCode, ServiceError};
 use pipesvc::Client;
 
 #[tokio::test]
@@ -15,7 +15,10 @@ async fn status_counts_requests_errors_connections_and_bytes() {
     let server = Server::builder(endpoint.clone())
         .handler(|r: Bytes, _: ConnectionContext| async move {
             match &r[..] {
-                b"fail" => Err(ServiceError::with_code(1234, "asked to fail")),
+                b"fail" => Err(ServiceError::with_code(
+                    ServiceCode::new(1234).unwrap(),
+                    "asked to fail",
+                )),
                 _ => Ok(r),
             }
         })

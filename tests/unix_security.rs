@@ -132,10 +132,7 @@ async fn the_client_can_require_the_server_process_id() {
             .bind()
             .unwrap(),
     );
-    let with_pid = |pid| ClientOptions {
-        expect_server_pid: Some(pid),
-        ..ClientOptions::default()
-    };
+    let with_pid = |pid| ClientOptions::new().expect_server_pid(Some(pid));
     let ours = std::process::id();
     let client = Client::connect_with(&endpoint, with_pid(ours))
         .await

@@ -35,13 +35,7 @@ async fn burst(endpoint: &Endpoint, clients: usize) -> u32 {
             let (endpoint, start) = (endpoint.clone(), start.clone());
             tokio::spawn(async move {
                 start.wait().await;
-                let options = ClientOptions {
-                    connect: ConnectOptions {
-                        timeout: Duration::from_secs(30),
-                        ..ConnectOptions::default()
-                    },
-                    ..ClientOptions::default()
-                };
+                let options = ClientOptions::new().connect_timeout(Duration::from_secs(30));
                 let client = Client::connect_with(&endpoint, options)
                     .await
                     .expect("connect");
@@ -119,13 +113,7 @@ async fn message_mode_carries_frames_from_0_bytes_to_1_mib() {
             .pipe_mode(PipeMode::Message)
             .handler(echo),
     );
-    let options = ClientOptions {
-        connect: ConnectOptions {
-            pipe_mode: PipeMode::Message,
-            ..ConnectOptions::default()
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().connect(ConnectOptions::new().pipe_mode(PipeMode::Message));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let sizes = [
         0,
@@ -169,13 +157,7 @@ async fn max_instances_reached_gives_a_clear_busy_error() {
             .handler(echo),
     );
     let holder = Client::connect(&endpoint).await.unwrap();
-    let options = ClientOptions {
-        connect: ConnectOptions {
-            timeout: Duration::from_millis(300),
-            ..ConnectOptions::default()
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().connect_timeout(Duration::from_millis(300));
     let err = Client::connect_with(&endpoint, options).await.unwrap_err();
     let text = common::chain(&err);
     assert!(matches!(err, Error::Connect { .. }), "{text}");

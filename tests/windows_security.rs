@@ -51,20 +51,15 @@ async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceE
 }
 
 fn options(security_descriptor: Option<String>) -> ListenerOptions {
-    ListenerOptions {
-        // One instance waits at a time, so the first accepted stream is the
-        // first instance and the second one a later instance.
-        backlog: 1,
-        security_descriptor,
-        ..ListenerOptions::default()
-    }
+    // One instance waits at a time, so the first accepted stream is the
+    // first instance and the second one a later instance.
+    ListenerOptions::new()
+        .backlog(1)
+        .security_descriptor(security_descriptor)
 }
 
 fn quick_connect() -> ConnectOptions {
-    ConnectOptions {
-        timeout: Duration::from_millis(200),
-        ..ConnectOptions::default()
-    }
+    ConnectOptions::new().timeout(Duration::from_millis(200))
 }
 
 /// A server end of a pipe instance, what kind of instance it is, and its
@@ -328,7 +323,7 @@ async fn an_invalid_descriptor_fails_at_bind_with_a_config_error() {
             .bind()
             .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, Error::Config(_)), "{sddl:?}: {text}");
+        assert!(matches!(err, Error::Config { .. }), "{sddl:?}: {text}");
         assert!(
             text.contains(&format!("{sddl:?}")),
             "names the SDDL: {text}"

@@ -23,10 +23,7 @@ fn my_sid() -> String {
 }
 
 fn with(identity: ServerIdentity) -> ClientOptions {
-    ClientOptions {
-        server_identity: identity,
-        ..ClientOptions::default()
-    }
+    ClientOptions::new().server_identity(identity)
 }
 
 #[tokio::test]
@@ -108,7 +105,7 @@ async fn any_server_skips_the_check_and_a_uid_is_a_configuration_error() {
     ))
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(matches!(err, Error::Config { .. }), "{err}");
     serving.stop().await;
 }
 
@@ -120,7 +117,7 @@ fn account_names_and_sid_strings_resolve_to_sids() {
     );
     assert!(matches!(
         ServerIdentity::of_user("S-1-nonsense"),
-        Err(Error::Config(_))
+        Err(Error::Config { .. })
     ));
     match ServerIdentity::of_user("SYSTEM") {
         Ok(identity) => assert_eq!(identity, ServerIdentity::Sid("S-1-5-18".into())),

@@ -314,10 +314,7 @@ mod windows {
             .build()
             .unwrap();
         runtime.block_on(common::guard(async {
-            let options = ClientOptions {
-                expect_server_pid: Some(pid),
-                ..ClientOptions::default()
-            };
+            let options = ClientOptions::new().expect_server_pid(Some(pid));
             let endpoint = service.pipe.parse().unwrap();
             let client = pipesvc::Client::connect_with(&endpoint, options)
                 .await

@@ -35,15 +35,13 @@ fn raw(length: u32, kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 fn client_hello(version: u16) -> Frame {
-    Frame::new(Kind::Hello, 0, ClientHello { version }.encode())
+    let mut hello = ClientHello::new();
+    hello.version = version;
+    Frame::new(Kind::Hello, 0, hello.encode())
 }
 
 fn server_hello() -> Frame {
-    let hello = ServerHello {
-        version: 1,
-        max_frame_len: 8 * 1024 * 1024,
-        server_name: "pipesvc".into(),
-    };
+    let hello = ServerHello::new(8 * 1024 * 1024, "pipesvc");
     Frame::new(Kind::Hello, 0, hello.encode())
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use pipesvc::protocol::{
-    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, Status,
+    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, ServiceCode, Status,
 };
 use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError, HANDSHAKE_MAX_FRAME_LEN};
 use pipesvc::transport::{self, ConnectOptions};
@@ -44,7 +44,7 @@ const HANG: Duration = Duration::from_secs(2);
 /// Check that a fresh client still gets an echo every this many inputs.
 const LIVENESS_EVERY: u64 = 8;
 /// Service error code the handler uses for payloads starting with `!`.
-const SERVICE_CODE: u16 = 1000;
+const SERVICE_CODE: ServiceCode = ServiceCode::new(1000).unwrap();
 
 struct Fixture {
     runtime: Runtime,
@@ -113,7 +113,7 @@ async fn handler(request: Bytes, ctx: ConnectionContext) -> Result<Bytes, Servic
 /// The ERROR code the handler answers `payload` with, if not a RESPONSE.
 fn error_answer(payload: &[u8]) -> Option<ErrorCode> {
     match payload.first() {
-        Some(b'!') => Some(ErrorCode(SERVICE_CODE)),
+        Some(b'!') => Some(ErrorCode::from(SERVICE_CODE)),
         Some(b'B') => Some(ErrorCode::FRAME_TOO_LARGE),
         _ => None,
     }
@@ -123,7 +123,7 @@ fn client_hello() -> Bytes {
     let mut wire = BytesMut::new();
     FrameCodec::new(MAX_FRAME_LEN)
         .encode(
-            Frame::new(Kind::Hello, 0, ClientHello { version: 1 }.encode()),
+            Frame::new(Kind::Hello, 0, ClientHello::new().encode()),
             &mut wire,
         )
         .expect("encode HELLO");

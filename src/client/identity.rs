@@ -77,7 +77,7 @@ pub(super) fn check(
                 found,
             }
         }
-        Refusal::Config(message) => Error::Config(message),
+        Refusal::Config(message) => Error::config("server_identity", message),
     })
 }
 

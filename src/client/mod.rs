@@ -31,8 +31,9 @@ pub use notifications::{Notification, NotificationPolicy, Notifications};
 
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
-use crate::protocol::{Kind, Status, DEFAULT_MAX_FRAME_LEN};
+use crate::protocol::{Kind, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
+use crate::validate;
 use connection::{CallError, Connection};
 use notifications::Queue;
 use pending::Pending;
@@ -56,53 +57,140 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest pause between two reconnect attempts.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// How a [`Client`] connects.
+/// How a [`Client`] connects: [`ClientOptions::new`] (the defaults), then
+/// the setters, each returning the options:
+///
+/// ```
+/// use std::time::Duration;
+/// use pipesvc::client::ClientOptions;
+///
+/// let options = ClientOptions::new()
+///     .request_timeout(Some(Duration::from_secs(5)))
+///     .reconnect(true);
+/// # let _ = options;
+/// ```
+///
+/// A value that cannot work (a zero timeout, an empty buffer, a frame
+/// limit too small for the server's HELLO) is refused by
+/// [`Client::connect_with`] with [`Error::Config`] naming the setting,
+/// before anything is opened.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientOptions {
-    /// Transport options: connect timeout (default 5 s) and more.
-    pub connect: ConnectOptions,
-    /// Time the server has to send its HELLO (default 5 s).
-    pub handshake_timeout: Duration,
+    pub(crate) connect: ConnectOptions,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_frame_len: u32,
+    pub(crate) notification_buffer: usize,
+    pub(crate) notification_buffer_bytes: usize,
+    pub(crate) notification_policy: NotificationPolicy,
+    pub(crate) expect_server_pid: Option<u32>,
+    pub(crate) server_identity: ServerIdentity,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) close_timeout: Duration,
+    pub(crate) reconnect: bool,
+}
+
+impl ClientOptions {
+    /// The defaults, as each setter gives them.
+    pub fn new() -> ClientOptions {
+        ClientOptions::default()
+    }
+
+    /// Transport options: connect timeout (default 5 s), read-only, pipe
+    /// mode. See [`connect_timeout`](Self::connect_timeout) for the usual
+    /// one.
+    pub fn connect(mut self, connect: ConnectOptions) -> Self {
+        self.connect = connect;
+        self
+    }
+
+    /// How long to keep retrying a busy or absent server (default 5 s;
+    /// zero tries once): [`ConnectOptions::timeout`] of
+    /// [`connect`](Self::connect).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect.timeout = timeout;
+        self
+    }
+
+    /// Time the server has to send its HELLO (default 5 s; above zero).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// Largest frame accepted from the server (default 8 MiB, the
-    /// protocol's default maximum). A frame announcing more is refused from
-    /// its length field, before its payload is read, and ends the
-    /// connection. Requests are bounded by the maximum the server announces
-    /// instead.
-    pub max_frame_len: u32,
-    /// Notifications buffered until read (default 256); see
+    /// protocol's default maximum; at least the 16 bytes of a HELLO). A
+    /// frame announcing more is refused from its length field, before its
+    /// payload is read, and ends the connection. Requests are bounded by
+    /// the maximum the server announces instead.
+    pub fn max_frame_len(mut self, max: u32) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Notifications buffered until read (default 256; at least 1); see
     /// [`notification_policy`](Self::notification_policy) for what happens
     /// when the buffer is full.
-    pub notification_buffer: usize,
-    /// Payload bytes buffered until read (default 4 MiB; one notification
-    /// is always taken into an empty buffer, so a single frame up to
-    /// `max_frame_len` fits).
-    pub notification_buffer_bytes: usize,
+    pub fn notification_buffer(mut self, notifications: usize) -> Self {
+        self.notification_buffer = notifications;
+        self
+    }
+
+    /// Payload bytes buffered until read (default 4 MiB; at least 1; one
+    /// notification is always taken into an empty buffer, so a single
+    /// frame up to `max_frame_len` fits).
+    pub fn notification_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.notification_buffer_bytes = bytes;
+        self
+    }
+
     /// What a full notification buffer does: wait for the app (the
     /// default, lossless), drop with a [`Notification::Lagged`] marker, or
     /// ignore notifications altogether.
-    pub notification_policy: NotificationPolicy,
+    pub fn notification_policy(mut self, policy: NotificationPolicy) -> Self {
+        self.notification_policy = policy;
+        self
+    }
+
     /// Connect only if the server process has this id (read from the OS:
     /// `GetNamedPipeServerProcessId` on Windows, `SO_PEERCRED` on Unix),
     /// so that a process squatting on the name is not mistaken for the
     /// service. Checked before anything is sent. Default: no check.
-    pub expect_server_pid: Option<u32>,
+    pub fn expect_server_pid(mut self, pid: Option<u32>) -> Self {
+        self.expect_server_pid = pid;
+        self
+    }
+
     /// Which server the client agrees to talk to, checked after connecting
     /// and before anything is sent. Default
     /// [`ServerIdentity::SameUserOrAdmin`]: one running as this process's
     /// user or as root / LocalSystem, reached (on Unix) through directories
     /// no other user controls. Anything else fails with
     /// [`Error::WrongServer`]. See SECURITY.md.
-    pub server_identity: ServerIdentity,
+    pub fn server_identity(mut self, identity: ServerIdentity) -> Self {
+        self.server_identity = identity;
+        self
+    }
+
     /// The deadline of each request, ping or status call (default 30 s;
-    /// `None`: none). It covers everything the call waits for: a reconnect
-    /// in progress, room to send, the answer. A call past it fails with
-    /// [`Error::Timeout`] naming what it waited for; a late answer is
-    /// discarded. [`Client::request_with_timeout`] sets it per call.
-    pub request_timeout: Option<Duration>,
+    /// `None`: none; not zero). It covers everything the call waits for: a
+    /// reconnect in progress, room to send, the answer. A call past it
+    /// fails with [`Error::Timeout`] naming what it waited for; a late
+    /// answer is discarded. [`Client::request_with_timeout`] sets it per
+    /// call.
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// How long [`Client::close`] waits for answers in flight and for
     /// queued frames to be written before it aborts the connection
-    /// (default 5 s).
-    pub close_timeout: Duration,
+    /// (default 5 s; zero aborts at once).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
     /// When the connection is lost (or the server says GOODBYE), connect
     /// again in the background, pausing between attempts from 50 ms
     /// doubling up to 5 s, until it succeeds or the client is closed; the
@@ -110,7 +198,28 @@ pub struct ClientOptions {
     /// reconnect (within their deadline). Requests in flight when the
     /// connection died fail with [`Error::ConnectionClosed`] and are never
     /// sent again, so no request is ever answered twice. Default: off.
-    pub reconnect: bool,
+    pub fn reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// Refuses, by name, settings that cannot work.
+    fn validate(&self) -> Result<()> {
+        self.connect.validate()?;
+        validate::positive_timeout("handshake_timeout", self.handshake_timeout)?;
+        if let Some(timeout) = self.request_timeout {
+            validate::positive_timeout("request_timeout", timeout)?;
+        }
+        validate::bounded_timeout("close_timeout", self.close_timeout)?;
+        let hello = (HEADER_LEN + ServerHello::fixed_len()) as u64;
+        let why = "the server's HELLO needs that much";
+        validate::at_least("max_frame_len", self.max_frame_len.into(), hello, why)?;
+        let why = "no notification could be buffered";
+        let count = self.notification_buffer as u64;
+        validate::at_least("notification_buffer", count, 1, why)?;
+        let bytes = self.notification_buffer_bytes as u64;
+        validate::at_least("notification_buffer_bytes", bytes, 1, why)
+    }
 }
 
 impl Default for ClientOptions {
@@ -226,8 +335,10 @@ impl Client {
         Client::connect_with(endpoint, ClientOptions::default()).await
     }
 
-    /// Connects with `options`.
+    /// Connects with `options`; a setting that cannot work is
+    /// [`Error::Config`] naming it, before anything is opened.
     pub async fn connect_with(endpoint: &Endpoint, options: ClientOptions) -> Result<Client> {
+        options.validate()?;
         let queue = Arc::new(Queue::new(
             options.notification_policy,
             options.notification_buffer,

@@ -31,6 +31,7 @@ pub const GROWTH_START: usize = 64 * 1024;
 
 /// Why a frame could not be decoded (or encoded).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The `length` field is over the maximum. Nothing was allocated for it.
     #[error("frame length {len} exceeds the maximum of {max} bytes")]

@@ -66,3 +66,86 @@ impl From<u16> for ErrorCode {
         ErrorCode(code)
     }
 }
+
+/// A code for a service's own errors: 1000 and up, the range the protocol
+/// leaves to services (lower codes are the protocol's own). Made only
+/// through [`ServiceCode::new`] or `TryFrom<u16>`, so that a
+/// [`ServiceError`](crate::server::ServiceError) can never carry a
+/// protocol code, and an invalid number is an error the caller sees rather
+/// than a panic.
+///
+/// In a constant, an invalid code fails the build instead:
+///
+/// ```
+/// use pipesvc::protocol::ServiceCode;
+///
+/// const NOT_FOUND: ServiceCode = ServiceCode::new(1404).unwrap();
+/// assert_eq!(NOT_FOUND.get(), 1404);
+/// assert!(ServiceCode::new(999).is_none());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceCode(u16);
+
+impl ServiceCode {
+    /// The code `code`, or `None` below 1000
+    /// ([`ErrorCode::FIRST_SERVICE_CODE`]).
+    pub const fn new(code: u16) -> Option<ServiceCode> {
+        if code >= ErrorCode::FIRST_SERVICE_CODE {
+            Some(ServiceCode(code))
+        } else {
+            None
+        }
+    }
+
+    /// The number.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl fmt::Display for ServiceCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&ErrorCode::from(*self), f)
+    }
+}
+
+impl From<ServiceCode> for ErrorCode {
+    fn from(code: ServiceCode) -> Self {
+        ErrorCode(code.0)
+    }
+}
+
+impl TryFrom<u16> for ServiceCode {
+    type Error = InvalidServiceCode;
+
+    fn try_from(code: u16) -> Result<Self, Self::Error> {
+        ServiceCode::new(code).ok_or(InvalidServiceCode(code))
+    }
+}
+
+/// A number below 1000 offered as a [`ServiceCode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("service error codes start at 1000 (lower ones belong to the protocol), not {0}")]
+pub struct InvalidServiceCode(pub u16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_codes_start_at_1000() {
+        assert_eq!(ServiceCode::new(999), None);
+        assert_eq!(ServiceCode::new(0), None);
+        assert_eq!(ServiceCode::new(1000).map(ServiceCode::get), Some(1000));
+        assert_eq!(
+            ServiceCode::new(u16::MAX).map(ServiceCode::get),
+            Some(u16::MAX)
+        );
+        let err = ServiceCode::try_from(5).unwrap_err();
+        assert_eq!(err, InvalidServiceCode(5));
+        assert!(err.to_string().contains("start at 1000"), "{err}");
+        let code = ServiceCode::try_from(1234).unwrap();
+        assert_eq!(code.to_string(), "service error (1234)");
+        assert_eq!(ErrorCode::from(code), ErrorCode(1234));
+    }
+}

@@ -5,6 +5,7 @@ use super::ErrorCode;
 /// The kind of a frame (byte 4 of every frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Kind {
     /// Handshake: the server's greeting, then the client's answer.
     Hello = 1,

@@ -6,6 +6,7 @@ use super::{ErrorCode, MAGIC};
 
 /// Why a HELLO payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HelloError {
     /// Too short, or not starting with `PSVC`.
     #[error("HELLO payload is malformed: {0}")]
@@ -26,7 +27,10 @@ impl HelloError {
 }
 
 /// The server's HELLO: magic, version, max frame length, server name.
+/// Later revisions may append fields, so it is made with
+/// [`ServerHello::new`] (or [`decode`](ServerHello::decode)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerHello {
     /// The protocol version the server speaks.
     pub version: u16,
@@ -37,6 +41,16 @@ pub struct ServerHello {
 }
 
 impl ServerHello {
+    /// This crate's HELLO ([`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)),
+    /// announcing `max_frame_len` and the name `server_name`.
+    pub fn new(max_frame_len: u32, server_name: impl Into<String>) -> ServerHello {
+        ServerHello {
+            version: super::PROTOCOL_VERSION,
+            max_frame_len,
+            server_name: server_name.into(),
+        }
+    }
+
     /// Payload bytes before the server name: magic, version, max frame length.
     pub const fn fixed_len() -> usize {
         10
@@ -71,14 +85,24 @@ impl ServerHello {
     }
 }
 
-/// The client's HELLO: magic and version.
+/// The client's HELLO: magic and version. Later versions may extend it
+/// (PROTOCOL.md), so it is made with [`ClientHello::new`] (or
+/// [`decode`](ClientHello::decode)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientHello {
     /// The protocol version the client speaks.
     pub version: u16,
 }
 
 impl ClientHello {
+    /// This crate's HELLO ([`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)).
+    pub fn new() -> ClientHello {
+        ClientHello {
+            version: super::PROTOCOL_VERSION,
+        }
+    }
+
     /// Encodes the payload.
     pub fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(6);

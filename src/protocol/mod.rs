@@ -18,7 +18,7 @@ mod hello;
 mod status;
 
 pub use codec::{CodecError, FrameCodec};
-pub use error_code::ErrorCode;
+pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame, Kind};
 pub use hello::{ClientHello, HelloError, ServerHello};
 pub use status::{Status, STATUS_FORMAT};

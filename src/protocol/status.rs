@@ -14,7 +14,11 @@ pub const STATUS_FORMAT: u16 = 1;
 const FIXED_LEN: usize = 2 + 6 * 8 + 2;
 
 /// What a server reports about itself, in answer to STATUS.
+///
+/// Later formats may append fields, so it is made with `Status::default()`
+/// (or [`decode`](Status::decode)) and its fields set one by one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Status {
     /// Time since the server started serving.
     pub uptime: Duration,

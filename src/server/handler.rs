@@ -5,7 +5,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 use super::ConnectionContext;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, ServiceCode};
 
 /// A service: answers requests, and may react to connections and
 /// client notifications.
@@ -87,18 +87,20 @@ impl ServiceError {
         }
     }
 
-    /// An error with a service-defined code.
+    /// An error with a service-defined code (1000 and up, which
+    /// [`ServiceCode`] guarantees: it cannot hold a protocol code).
     ///
-    /// # Panics
-    /// If `code` is below 1000: lower codes belong to the protocol.
-    pub fn with_code(code: u16, message: impl Into<String>) -> ServiceError {
-        assert!(
-            code >= ErrorCode::FIRST_SERVICE_CODE,
-            "service error codes start at {}",
-            ErrorCode::FIRST_SERVICE_CODE
-        );
+    /// ```
+    /// use pipesvc::protocol::ServiceCode;
+    /// use pipesvc::server::ServiceError;
+    ///
+    /// const NOT_FOUND: ServiceCode = ServiceCode::new(1404).unwrap();
+    /// let err = ServiceError::with_code(NOT_FOUND, "no such key");
+    /// assert_eq!(err.code().0, 1404);
+    /// ```
+    pub fn with_code(code: ServiceCode, message: impl Into<String>) -> ServiceError {
         ServiceError {
-            code: ErrorCode(code),
+            code: code.into(),
             message: message.into(),
         }
     }

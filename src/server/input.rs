@@ -49,6 +49,11 @@ pub(super) struct InputBudget {
 }
 
 impl InputBudget {
+    /// The budget's size in bytes.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub(super) fn new(limit: usize) -> InputBudget {
         InputBudget {
             limit,

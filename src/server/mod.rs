@@ -37,16 +37,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use crate::protocol::ServiceCode;
 pub use access::AccessPolicy;
 pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
 
 use crate::endpoint::Endpoint;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log_limit::limited;
 use crate::protocol::{ErrorCode, Frame, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{Listener, ListenerOptions, PipeMode};
+use crate::validate;
 
 /// Default limit on connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -136,35 +138,38 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Connections served at once (default 1024). A client over the limit
-    /// gets ERROR `overloaded` and is disconnected.
+    /// Connections served at once (default 1024; at least 1, or `bind`
+    /// fails). A client over the limit gets ERROR `overloaded` and is
+    /// disconnected.
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
+        self.max_connections = max;
         self
     }
 
     /// Largest `length` field accepted and sent (default 8 MiB). It must
     /// hold the server's HELLO (16 bytes plus the name), or `bind` fails.
     pub fn max_frame_len(mut self, max: u32) -> Self {
-        self.config.max_frame_len = max.max(HEADER_LEN as u32);
+        self.config.max_frame_len = max;
         self
     }
 
-    /// Requests handled at once per connection (default 64). At the limit
+    /// Requests handled at once per connection (default 64; at least 1, or
+    /// `bind` fails). At the limit
     /// the server still answers PING and STATUS; the first REQUEST it reads
     /// there waits, and nothing after it is read, until one finishes.
     pub fn max_in_flight(mut self, max: usize) -> Self {
-        self.config.max_in_flight = max.max(1);
+        self.config.max_in_flight = max;
         self
     }
 
-    /// Time a client has to send its HELLO (default 10 s).
+    /// Time a client has to send its HELLO (default 10 s; above zero).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
         self
     }
 
-    /// Time in-flight requests get to finish at shutdown (default 5 s);
+    /// Time in-flight requests get to finish at shutdown (default 5 s; zero
+    /// answers them at once);
     /// the rest are answered with ERROR `shutting down`. The same time is
     /// given to a client's requests once it has closed its sending side
     /// (its EOF); the rest are answered with ERROR `timed out`.
@@ -176,14 +181,15 @@ impl<H> ServerBuilder<H> {
     /// Closes a connection (ERROR `timed out`) that has sent no frame for
     /// this long while none of its requests is in flight; it is noticed
     /// between one and two times `timeout` after the last frame. Default:
-    /// off, since a GUI may rightly keep a quiet connection for hours.
+    /// off, since a GUI may rightly keep a quiet connection for hours. Zero
+    /// makes `bind` fail.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = Some(timeout);
         self
     }
 
     /// Drops a client that does not take what is queued for it within
-    /// this long (default 30 s): whenever a write has to wait, the bytes
+    /// this long (default 30 s; above zero): whenever a write has to wait, the bytes
     /// queued at that moment must all be written within the timeout (a
     /// client that reads a little now and then does not restart it), so
     /// that a client that stops or trickles cannot pin the server's memory.
@@ -194,18 +200,18 @@ impl<H> ServerBuilder<H> {
 
     /// Bytes of NOTIFY frames (from [`ConnectionContext::notify`] and
     /// [`ServerHandle::broadcast`]) one connection may hold unwritten
-    /// (default 4 MiB). `notify` waits for room; a client with no room for
+    /// (default 4 MiB; at least 1). `notify` waits for room; a client with no room for
     /// a broadcast is too slow and is disconnected. A frame larger than
     /// the limit is let through alone. The connection's own answers are
     /// apart from these: it takes more of them (and reads on) only while
     /// less than 64 KiB of them wait to be written.
     pub fn max_output_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_output_bytes = bytes.max(1);
+        self.config.max_output_bytes = bytes;
         self
     }
 
     /// Time a client has to finish a frame once the server waits for its
-    /// rest (default 30 s): past it the connection gets ERROR `timed out`
+    /// rest (default 30 s; above zero): past it the connection gets ERROR `timed out`
     /// and is closed, so that a client cannot hold a partial frame, and
     /// the memory for it, for as long as it likes. The clock starts when
     /// the server first finds part of a frame and waits for more.
@@ -215,7 +221,7 @@ impl<H> ServerBuilder<H> {
     }
 
     /// Bytes that partially received frames may hold at once, across all
-    /// connections (default 256 MiB). A frame's buffer grows as its bytes
+    /// connections (default 256 MiB; at least 1). A frame's buffer grows as its bytes
     /// arrive (to at most twice what has arrived); a connection whose
     /// growth would pass the budget gets ERROR `overloaded` and is closed,
     /// and the others are served. Each connection's plain 8 KiB read buffer
@@ -225,14 +231,17 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Pipe instances kept listening at once on Windows (default 4).
+    /// Pipe instances kept listening at once on Windows (default 4; at
+    /// least 1).
     pub fn backlog(mut self, backlog: usize) -> Self {
-        self.listener.backlog = backlog.max(1);
+        self.listener.backlog = backlog;
         self
     }
 
     /// Upper bound on pipe instances serving clients on Windows (default
-    /// unlimited); the placeholder instance holding the name comes on top.
+    /// unlimited; 1 to 254, or `bind` fails); the placeholder instance
+    /// holding the name comes on top, within the 254 Windows allows (so
+    /// 254 serves at most 253).
     pub fn max_instances(mut self, max: u8) -> Self {
         self.listener.max_instances = Some(max);
         self
@@ -252,7 +261,8 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Permission bits of the socket file on Unix (default 0600).
+    /// Permission bits of the socket file on Unix (default 0600; at most
+    /// 0777, or `bind` fails).
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.listener.socket_mode = mode;
         self
@@ -276,12 +286,14 @@ impl<H> ServerBuilder<H> {
 
 impl<H: Handler> ServerBuilder<H> {
     /// Starts listening. Errors here (name in use, bad directory) are the
-    /// ones a service wants to report at start-up.
+    /// ones a service wants to report at start-up. A setting that cannot
+    /// work is [`Error::Config`](crate::Error::Config) naming it, checked before anything is
+    /// opened.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn bind(self) -> Result<Server<H>> {
-        self.check_hello_fits()?;
+        self.validate()?;
         #[cfg(unix)]
         fd_limit::raise_and_check(self.max_connections);
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
@@ -298,15 +310,15 @@ impl<H: Handler> ServerBuilder<H> {
     /// socket file is not removed when the server stops, since whoever made
     /// it owns it. The access policy applies as usual.
     ///
-    /// Fails with [`Error::Bind`] if the socket is not bound to the
+    /// Fails with [`Error::Bind`](crate::Error::Bind) if the socket is not bound to the
     /// endpoint's path (an abstract or unnamed socket included), and with
-    /// [`Error::Config`] like [`bind`](Self::bind).
+    /// [`Error::Config`](crate::Error::Config) like [`bind`](Self::bind).
     ///
     /// # Panics
     /// Outside a Tokio runtime.
     #[cfg(unix)]
     pub fn bind_listener(self, listener: std::os::unix::net::UnixListener) -> Result<Server<H>> {
-        self.check_hello_fits()?;
+        self.validate()?;
         fd_limit::raise_and_check(self.max_connections);
         let listener = Listener::from_std(listener, &self.endpoint)?;
         tracing::info!(endpoint = %self.endpoint, "listening on a socket handed over");
@@ -328,17 +340,53 @@ impl<H: Handler> ServerBuilder<H> {
 }
 
 impl<H> ServerBuilder<H> {
-    /// The server's own HELLO must fit in a frame, or no client could
-    /// ever connect.
-    fn check_hello_fits(&self) -> Result<()> {
-        let hello_len = HEADER_LEN + ServerHello::fixed_len() + self.config.name.len();
-        if hello_len > self.config.max_frame_len as usize {
-            return Err(Error::Config(format!(
-                "max_frame_len {} is too small: the server's HELLO (name {:?}) needs {hello_len}",
-                self.config.max_frame_len, self.config.name
-            )));
+    /// Every setting, before anything is opened (the listener's own are
+    /// checked by [`Listener::bind`] too).
+    fn validate(&self) -> Result<()> {
+        self.validate_limits()?;
+        let config = &self.config;
+        validate::positive_timeout("handshake_timeout", config.handshake_timeout)?;
+        validate::bounded_timeout("shutdown_timeout", config.shutdown_timeout)?;
+        if let Some(idle) = config.idle_timeout {
+            validate::positive_timeout("idle_timeout", idle)?;
         }
-        Ok(())
+        validate::positive_timeout("write_timeout", config.write_timeout)?;
+        validate::positive_timeout("frame_timeout", config.frame_timeout)?;
+        self.listener.validate()
+    }
+
+    /// Counts and sizes. The server's own HELLO must fit in a frame, or no
+    /// client could ever connect.
+    fn validate_limits(&self) -> Result<()> {
+        let config = &self.config;
+        // The semaphore holding the slots cannot have more permits.
+        let most = Semaphore::MAX_PERMITS as u64;
+        let count = |n: usize| n as u64;
+        let why = "no client could be served";
+        validate::at_least("max_connections", count(self.max_connections), 1, why)?;
+        validate::at_most(
+            "max_connections",
+            count(self.max_connections),
+            most,
+            "too many",
+        )?;
+        let why = "no request could be handled";
+        validate::at_least("max_in_flight", count(config.max_in_flight), 1, why)?;
+        let why = "no NOTIFY could be queued";
+        validate::at_least("max_output_bytes", count(config.max_output_bytes), 1, why)?;
+        let why = "no frame could be received";
+        validate::at_least("input_budget", count(config.input_budget.limit()), 1, why)?;
+        let hello_len = HEADER_LEN + ServerHello::fixed_len() + config.name.len();
+        let why = format!(
+            "the server's HELLO (name {:?}) needs that much",
+            config.name
+        );
+        validate::at_least(
+            "max_frame_len",
+            config.max_frame_len.into(),
+            count(hello_len),
+            &why,
+        )
     }
 }
 

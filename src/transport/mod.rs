@@ -2,9 +2,11 @@
 //!
 //! Windows uses named pipes with overlapped I/O through
 //! `tokio::net::windows::named_pipe`; Unix uses Unix domain sockets. Both
-//! offer the same interface: [`Listener::bind`], [`Listener::accept`],
-//! [`connect`], [`flush_to_peer`] and [`disconnect`]. Nothing here frames data: the seed's
-//! hello examples use this layer directly, the protocol layers sit on top.
+//! offer the same interface for raw use: [`Listener::bind`],
+//! [`Listener::accept`], [`connect`] and [`flush_to_peer`] (call it before
+//! dropping a server stream, or the client may miss the end of what was
+//! written). Nothing here frames data: the seed's hello examples use this
+//! layer directly, the protocol layers sit on top.
 
 use std::future::Future;
 use std::io;
@@ -14,24 +16,23 @@ use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::validate;
 
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{
-    connect, disconnect, flush_to_peer, is_out_of_descriptors, ClientStream, Listener, OverLimit,
-    ServerStream,
-};
+pub use unix::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
+#[cfg(unix)]
+pub(crate) use unix::{disconnect, is_out_of_descriptors, OverLimit};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 pub use windows::{
-    connect, default_security_descriptor, disconnect, flush_to_peer, ClientStream, Listener,
-    ServerStream,
+    connect, default_security_descriptor, flush_to_peer, ClientStream, Listener, ServerStream,
 };
 #[cfg(windows)]
-pub(crate) use windows::{process_user, sid_string};
+pub(crate) use windows::{disconnect, process_user, sid_string};
 
 /// Default number of pipe instances listening at once on Windows.
 pub const DEFAULT_BACKLOG: usize = 4;
@@ -41,6 +42,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How data is delimited on the pipe (Windows only; Unix sockets are streams).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PipeMode {
     /// A byte stream, like the seed's `PIPE_TYPE_BYTE`.
     #[default]
@@ -49,30 +51,101 @@ pub enum PipeMode {
     Message,
 }
 
-/// How a server listens.
+/// How a server listens: [`ListenerOptions::new`] (the defaults), then the
+/// setters, each returning the options. Bad values are refused by
+/// [`Listener::bind`] with [`Error::Config`] naming the setting.
+///
+/// ```
+/// let options = pipesvc::transport::ListenerOptions::new()
+///     .backlog(1)
+///     .max_instances(Some(1))
+///     .outbound_only(true);
+/// # let _ = options;
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ListenerOptions {
+    pub(crate) backlog: usize,
+    pub(crate) max_instances: Option<u8>,
+    pub(crate) pipe_mode: PipeMode,
+    pub(crate) outbound_only: bool,
+    pub(crate) socket_mode: u32,
+    pub(crate) security_descriptor: Option<String>,
+    pub(crate) reject_remote_clients: bool,
+}
+
+impl ListenerOptions {
+    /// The defaults: a backlog of 4, unlimited instances, byte mode, two
+    /// ways, socket mode 0600, pipesvc's security descriptor, remote
+    /// clients refused.
+    pub fn new() -> ListenerOptions {
+        ListenerOptions::default()
+    }
+
     /// Pipe instances kept listening at once (Windows; at least 1). More
     /// instances mean fewer `ERROR_PIPE_BUSY` retries in a burst of clients.
-    pub backlog: usize,
+    pub fn backlog(mut self, backlog: usize) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
     /// Upper bound on pipe instances serving clients, connected or not
     /// (Windows; 1 to 254, `None` for unlimited). The placeholder instance
     /// that holds the name comes on top, within the 254 Windows allows (so
     /// 254 serves at most 253).
-    pub max_instances: Option<u8>,
+    pub fn max_instances(mut self, max: Option<u8>) -> Self {
+        self.max_instances = max;
+        self
+    }
+
     /// Byte or message mode (Windows).
-    pub pipe_mode: PipeMode,
+    pub fn pipe_mode(mut self, mode: PipeMode) -> Self {
+        self.pipe_mode = mode;
+        self
+    }
+
     /// The server only writes, like the seed's `PIPE_ACCESS_OUTBOUND`
     /// (Windows; on Unix the socket is always two-way).
-    pub outbound_only: bool,
-    /// Permission bits of the socket file (Unix; default 0600).
-    pub socket_mode: u32,
+    pub fn outbound_only(mut self, outbound_only: bool) -> Self {
+        self.outbound_only = outbound_only;
+        self
+    }
+
+    /// Permission bits of the socket file (Unix; default 0600, at most
+    /// 0777).
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.socket_mode = mode;
+        self
+    }
+
     /// Security descriptor of every pipe instance, in SDDL (Windows).
-    /// `None` means pipesvc's default: full access for the creating user and
-    /// SYSTEM only.
-    pub security_descriptor: Option<String>,
+    /// `None` means pipesvc's default: full access for the creating user
+    /// and SYSTEM only.
+    pub fn security_descriptor(mut self, sddl: Option<String>) -> Self {
+        self.security_descriptor = sddl;
+        self
+    }
+
     /// Refuse clients on other machines (Windows; default `true`).
-    pub reject_remote_clients: bool,
+    pub fn reject_remote_clients(mut self, reject: bool) -> Self {
+        self.reject_remote_clients = reject;
+        self
+    }
+
+    /// Refuses settings that cannot work, by name, on every platform (so
+    /// that a setting for the other one is checked too).
+    pub(crate) fn validate(&self) -> Result<()> {
+        let why = "no client could ever connect";
+        validate::at_least("backlog", self.backlog as u64, 1, why)?;
+        if let Some(max) = self.max_instances {
+            let max = u64::from(max);
+            validate::at_least("max_instances", max, 1, why)?;
+            let why = "Windows allows 254 instances of a pipe (255 means unlimited)";
+            validate::at_most("max_instances", max, 254, why)?;
+        }
+        let why = "only the nine permission bits apply to a socket (0777)";
+        validate::at_most("socket_mode", self.socket_mode.into(), 0o777, why)
+    }
 }
 
 impl Default for ListenerOptions {
@@ -89,16 +162,47 @@ impl Default for ListenerOptions {
     }
 }
 
-/// How a client connects.
+/// How a client connects: [`ConnectOptions::new`] (the defaults), then
+/// the setters. Bad values are refused by [`connect`] (and the client's
+/// `connect`) with [`Error::Config`] naming the setting.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConnectOptions {
-    /// How long to keep retrying a busy or absent server.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) read_only: bool,
+    pub(crate) pipe_mode: PipeMode,
+}
+
+impl ConnectOptions {
+    /// The defaults: retry for 5 s, read and write, byte mode.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// How long to keep retrying a busy or absent server (default 5 s;
+    /// zero tries once, at most a year).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Open for reading only, like the seed's client (`GENERIC_READ`);
     /// needed to connect to an outbound-only pipe (Windows).
-    pub read_only: bool,
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Byte or message mode (Windows).
-    pub pipe_mode: PipeMode,
+    pub fn pipe_mode(mut self, mode: PipeMode) -> Self {
+        self.pipe_mode = mode;
+        self
+    }
+
+    /// The connect timeout: the deadline arithmetic must not overflow.
+    pub(crate) fn validate(&self) -> Result<()> {
+        validate::bounded_timeout("connect_timeout", self.timeout)
+    }
 }
 
 impl Default for ConnectOptions {
@@ -124,6 +228,7 @@ pub struct PeerInfo {
 
 /// A connected client stream, who is on the other end, and what it took.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Connected<S> {
     /// The stream.
     pub stream: S,
@@ -135,6 +240,7 @@ pub struct Connected<S> {
 
 /// Failed connection attempts, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectStats {
     /// Every instance was taken (Windows `ERROR_PIPE_BUSY`; Unix `EAGAIN`,
     /// the listen queue was full).
@@ -212,7 +318,7 @@ fn explain_connect_error(err: io::Error, retryable: fn(&io::Error) -> Option<Ret
 
 /// Closes a server stream, giving the client `timeout` to take what was
 /// written; a client that does not is cut off with [`disconnect`].
-pub async fn close_within(mut stream: ServerStream, timeout: Duration) {
+pub(crate) async fn close_within(mut stream: ServerStream, timeout: Duration) {
     let flushed = tokio::time::timeout(timeout, flush_to_peer(&mut stream)).await;
     if !matches!(flushed, Ok(Ok(()))) {
         disconnect(&stream);

@@ -42,11 +42,13 @@ impl Listener {
     /// replacing a stale socket left by a dead server.
     ///
     /// Fails, without touching the file, if a live server owns the socket
-    /// or if the path exists and is not a socket.
+    /// or if the path exists and is not a socket, and with
+    /// [`Error::Config`](crate::Error::Config) for options that cannot work.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn bind(endpoint: &Endpoint, options: &ListenerOptions) -> Result<Listener> {
+        options.validate()?;
         Self::bind_path(endpoint, options).map_err(|e| bind_error(endpoint, e))
     }
 
@@ -141,7 +143,7 @@ impl Listener {
     /// Linux fails `accept` with `EMFILE` even when nobody is waiting
     /// ([`OverLimit::NoneWaiting`]); the next `accept` then waits for a
     /// client as usual.
-    pub fn refuse_over_fd_limit(&mut self, reply: &[u8]) -> OverLimit {
+    pub(crate) fn refuse_over_fd_limit(&mut self, reply: &[u8]) -> OverLimit {
         if self.reserve.take().is_none() {
             self.reserve = open_reserve();
             return OverLimit::Failed;
@@ -163,7 +165,7 @@ impl Listener {
 
 /// What [`Listener::refuse_over_fd_limit`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverLimit {
+pub(crate) enum OverLimit {
     /// A waiting client was answered and closed.
     Refused,
     /// Nobody was waiting.
@@ -174,7 +176,7 @@ pub enum OverLimit {
 }
 
 /// Whether `err` says the process or the system is out of descriptors.
-pub fn is_out_of_descriptors(err: &io::Error) -> bool {
+pub(crate) fn is_out_of_descriptors(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
@@ -368,6 +370,7 @@ pub async fn connect(
     endpoint: &Endpoint,
     options: &ConnectOptions,
 ) -> Result<Connected<ClientStream>> {
+    options.validate()?;
     let path = endpoint.address();
     let mut connected = retry_connect(endpoint, options.timeout, is_retryable, || {
         UnixStream::connect(path)
@@ -403,7 +406,7 @@ fn is_retryable(err: &io::Error) -> Option<Retry> {
 /// Cuts the client off at once, discarding unread data. On Unix closing the
 /// socket does that, so this does nothing; it exists for Windows, where a
 /// pipe with a write the client never reads stays open after it is dropped.
-pub fn disconnect(_stream: &ServerStream) {}
+pub(crate) fn disconnect(_stream: &ServerStream) {}
 
 /// Makes sure the peer gets everything written before the stream is
 /// dropped. On Unix, written data survives a close, so this only shuts down

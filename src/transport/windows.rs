@@ -83,8 +83,9 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    /// Builds the security descriptor (an invalid custom SDDL is
-    /// [`Error::Config`]), creates the first instance with
+    /// Checks the options (a setting that cannot work is [`Error::Config`]),
+    /// builds the security descriptor (an invalid custom SDDL is
+    /// [`Error::Config`] too), creates the first instance with
     /// `first_pipe_instance(true)`, so that binding fails if another process
     /// already owns the name, makes it the placeholder that holds the name
     /// (see the module documentation), then fills the backlog; fails if not
@@ -93,9 +94,12 @@ impl Listener {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn bind(endpoint: &Endpoint, options: &ListenerOptions) -> Result<Listener> {
+        options.validate()?;
         let security =
             PipeSecurity::new(options.security_descriptor.as_deref()).map_err(|e| match e {
-                SecurityError::InvalidSddl(message) => Error::Config(message),
+                SecurityError::InvalidSddl(message) => {
+                    Error::config("security_descriptor", message)
+                }
                 SecurityError::Default(e) => bind_error(
                     endpoint,
                     io::Error::new(
@@ -215,15 +219,8 @@ fn create_instance(
         .access_outbound(true)
         .pipe_mode(tokio_mode(listener.pipe_mode));
     if let Some(max) = listener.max_instances {
-        // Tokio panics above 254 (255 is PIPE_UNLIMITED_INSTANCES), and
-        // Windows rejects 0: report both as an error from `bind`.
-        if !(1..=254).contains(&max) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("max_instances must be 1 to 254, not {max}"),
-            ));
-        }
-        // One more for the placeholder, within what Windows can express.
+        // 1 to 254, checked by `ListenerOptions::validate` (Tokio panics
+        // above 254, Windows rejects 0). One more for the placeholder, within what Windows can express.
         options.max_instances(usize::from(max).saturating_add(1).min(254));
     }
     // SAFETY: `as_raw` points to a SECURITY_ATTRIBUTES (and descriptor)
@@ -300,6 +297,7 @@ pub async fn connect(
     endpoint: &Endpoint,
     options: &ConnectOptions,
 ) -> Result<Connected<ClientStream>> {
+    options.validate()?;
     let mut client = ClientOptions::new();
     client
         // Identification level: the server may learn who the client is
@@ -348,7 +346,7 @@ pub fn default_security_descriptor() -> io::Result<String> {
 /// client stopped reading: mio does not cancel a pending write on drop (to
 /// flush it), so the instance, and a `flush_to_peer` blocked on it, would
 /// otherwise live as long as the client.
-pub fn disconnect(stream: &ServerStream) {
+pub(crate) fn disconnect(stream: &ServerStream) {
     if let Err(e) = stream.disconnect() {
         tracing::debug!(error = %e, "DisconnectNamedPipe failed");
     }

@@ -109,11 +109,7 @@ impl RawClient {
         assert_eq!(hello.kind, Kind::Hello);
         let hello = ServerHello::decode(&hello.payload).expect("valid server HELLO");
         client
-            .send(Frame::new(
-                Kind::Hello,
-                0,
-                ClientHello { version: 1 }.encode(),
-            ))
+            .send(Frame::new(Kind::Hello, 0, ClientHello::new().encode()))
             .await;
         (client, hello)
     }

@@ -115,11 +115,7 @@ pub fn frame_bytes(kind: Kind, id: u32, payload: &[u8]) -> Bytes {
 
 /// The rogue's HELLO frame, naming it `name`.
 pub fn hello(name: &str) -> Bytes {
-    let hello = ServerHello {
-        version: 1,
-        max_frame_len: pipesvc::protocol::DEFAULT_MAX_FRAME_LEN,
-        server_name: name.to_owned(),
-    };
+    let hello = ServerHello::new(pipesvc::protocol::DEFAULT_MAX_FRAME_LEN, name);
     frame_bytes(Kind::Hello, 0, &hello.encode())
 }
 

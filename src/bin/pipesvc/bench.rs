@@ -55,8 +55,9 @@ struct Outcome {
 
 pub async fn run(args: BenchArgs) -> pipesvc::Result<()> {
     if args.clients == 0 || args.inflight == 0 {
-        return Err(pipesvc::Error::Config(
-            "--clients and --inflight must be at least 1".into(),
+        return Err(pipesvc::Error::config(
+            "--clients/--inflight",
+            "must be at least 1",
         ));
     }
     let own_server = match &args.name {
@@ -116,10 +117,8 @@ fn start_echo_server() -> pipesvc::Result<OwnServer> {
 /// request count is reached.
 async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome> {
     let mut clients = Vec::with_capacity(args.clients as usize);
-    let options = pipesvc::client::ClientOptions {
-        server_identity: args.identity.server_identity()?,
-        ..Default::default()
-    };
+    let options =
+        pipesvc::client::ClientOptions::new().server_identity(args.identity.server_identity()?);
     for _ in 0..args.clients {
         clients.push(Client::connect_with(endpoint, options.clone()).await?);
     }

@@ -376,8 +376,14 @@ fn flag(key: &str) -> String {
     key.replace('_', "-")
 }
 
+/// Messages here start with what they are about (`--flag: why`, `config
+/// file F: line N: why`): that part is the setting, so that the text users
+/// see (and CONFIG.md shows) stays as it was.
 fn config_error(message: String) -> pipesvc::Error {
-    pipesvc::Error::Config(message)
+    match message.split_once(": ") {
+        Some((setting, why)) => pipesvc::Error::config(setting, why),
+        None => pipesvc::Error::config("configuration", message),
+    }
 }
 
 fn known_key(key: &str) -> Option<&'static str> {

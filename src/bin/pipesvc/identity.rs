@@ -34,10 +34,9 @@ impl IdentityArgs {
             return ServerIdentity::of_user(name);
         }
         match self.expect_uid {
-            Some(_) if cfg!(windows) => Err(pipesvc::Error::Config(
-                "--expect-uid is for Unix; on Windows use --expect-user with an account \
-                 name or a SID"
-                    .into(),
+            Some(_) if cfg!(windows) => Err(pipesvc::Error::config(
+                "--expect-uid",
+                "it is for Unix; on Windows use --expect-user with an account name or a SID",
             )),
             Some(uid) => Ok(ServerIdentity::Uid(uid)),
             None => Ok(ServerIdentity::SameUserOrAdmin),

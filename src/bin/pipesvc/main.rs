@@ -73,7 +73,7 @@ impl NameArg {
         // Empty counts as unset, as it does for `serve`.
         match std::env::var(NAME_VAR) {
             Ok(name) if !name.is_empty() => name.parse().map_err(|e: pipesvc::Error| {
-                pipesvc::Error::Config(format!("environment variable {NAME_VAR}: {e}"))
+                pipesvc::Error::config(format!("environment variable {NAME_VAR}"), e.to_string())
             }),
             _ => "pipesvc".parse(),
         }
@@ -100,13 +100,13 @@ struct ClientArgs {
 impl ClientArgs {
     async fn connect(&self) -> pipesvc::Result<pipesvc::Client> {
         let timeout = std::time::Duration::from_secs_f64(self.timeout);
-        let mut options = pipesvc::client::ClientOptions::default();
-        options.connect.timeout = std::time::Duration::from_secs_f64(self.connect_timeout);
-        options.server_identity = self.identity.server_identity()?;
-        options.request_timeout = Some(timeout);
-        options.close_timeout = timeout;
-        // The commands never read notifications: hold none.
-        options.notification_policy = pipesvc::client::NotificationPolicy::Ignore;
+        let options = pipesvc::client::ClientOptions::new()
+            .connect_timeout(std::time::Duration::from_secs_f64(self.connect_timeout))
+            .server_identity(self.identity.server_identity()?)
+            .request_timeout(Some(timeout))
+            .close_timeout(timeout)
+            // The commands never read notifications: hold none.
+            .notification_policy(pipesvc::client::NotificationPolicy::Ignore);
         pipesvc::Client::connect_with(&self.name.endpoint()?, options).await
     }
 }

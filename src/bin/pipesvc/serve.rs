@@ -125,8 +125,9 @@ fn bind(mut settings: Settings) -> pipesvc::Result<Server<EchoService>> {
         let address = listener.local_addr()?;
         let path = address.as_pathname().and_then(|path| path.to_str());
         let Some(path) = path else {
-            return Err(pipesvc::Error::Config(
-                "the socket passed by the service manager is not bound to a UTF-8 path".into(),
+            return Err(pipesvc::Error::config(
+                "socket activation",
+                "the socket passed by the service manager is not bound to a UTF-8 path",
             ));
         };
         settings.name = Some(crate::config::Name(path.parse()?));

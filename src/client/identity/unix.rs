@@ -223,7 +223,8 @@ fn inspect(path: &Path) -> Result<fs::Metadata, String> {
 
 /// `getpwnam` (reentrant form): the uid of user `name`.
 pub(super) fn identity_of_user(name: &str) -> Result<ServerIdentity> {
-    let unknown = |why: &str| Error::Config(format!("unknown user {name:?}: {why}"));
+    let unknown =
+        |why: &str| Error::config("server_identity", format!("unknown user {name:?}: {why}"));
     let c_name = CString::new(name).map_err(|_| unknown("it contains a NUL character"))?;
     let mut entry: libc::passwd = zeroed_passwd();
     let mut found: *mut libc::passwd = std::ptr::null_mut();

@@ -219,10 +219,11 @@ pub(super) fn identity_of_user(name: &str) -> Result<ServerIdentity> {
     if name.len() > 4 && name[..4].eq_ignore_ascii_case("S-1-") {
         return canonical_sid(name)
             .map(ServerIdentity::Sid)
-            .map_err(Error::Config);
+            .map_err(|message| Error::config("server_identity", message));
     }
-    let unknown =
-        |e: &dyn std::fmt::Display| Error::Config(format!("unknown account {name:?}: {e}"));
+    let unknown = |e: &dyn std::fmt::Display| {
+        Error::config("server_identity", format!("unknown account {name:?}: {e}"))
+    };
     if name.contains('\0') {
         return Err(unknown(&"it contains a NUL character"));
     }
