@@ -34,7 +34,9 @@ impl Endpoint {
     /// Windows: a bare name `N` means `\\.\pipe\N`; a name starting with
     /// `\\.\pipe\` is taken as is. Unix: a bare name `N` means `N.sock` in
     /// `$XDG_RUNTIME_DIR/pipesvc/` (else `/tmp/pipesvc-<uid>/`), a directory
-    /// the server creates with mode 0700; a name containing `/` is a socket
+    /// the server creates with mode 0700, and a bare name that already ends
+    /// in `.sock` is the file's name as given (`svc.sock` and `svc` are the
+    /// same endpoint, not `svc.sock.sock`); a name containing `/` is a socket
     /// path taken as is.
     pub fn new(name: &str) -> Result<Endpoint> {
         #[cfg(windows)]
@@ -157,7 +159,7 @@ fn unix_endpoint(name: &str, private_dir: &Path) -> std::result::Result<Endpoint
             return Err("`.` and `..` are not names".into());
         }
         (
-            private_dir.join(format!("{name}.sock")),
+            private_dir.join(socket_file_name(name)),
             Some(private_dir.to_owned()),
         )
     };
@@ -172,6 +174,17 @@ fn unix_endpoint(name: &str, private_dir: &Path) -> std::result::Result<Endpoint
         address,
         private_dir,
     })
+}
+
+/// The socket file of a bare name: `NAME.sock`, unless the name already
+/// says `.sock` (users write `--name svc.sock` expecting the file
+/// `svc.sock`). A name that is only `.sock` keeps its suffix added.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn socket_file_name(name: &str) -> String {
+    match name.strip_suffix(".sock") {
+        Some(stem) if !stem.is_empty() => name.to_owned(),
+        _ => format!("{name}.sock"),
+    }
 }
 
 /// `$XDG_RUNTIME_DIR/pipesvc`, else `/tmp/pipesvc-<uid>`.
@@ -223,6 +236,23 @@ mod tests {
         let ep = unix_endpoint("svc", Path::new("/run/user/1000/pipesvc")).unwrap();
         assert_eq!(ep.address(), Path::new("/run/user/1000/pipesvc/svc.sock"));
         assert_eq!(ep.private_dir(), Some(Path::new("/run/user/1000/pipesvc")));
+    }
+
+    #[test]
+    fn a_bare_name_ending_in_sock_is_not_given_a_second_suffix() {
+        let dir = Path::new("/run/user/1000/pipesvc");
+        let with = unix_endpoint("svc.sock", dir).unwrap();
+        assert_eq!(with.address(), Path::new("/run/user/1000/pipesvc/svc.sock"));
+        assert_eq!(with, unix_endpoint("svc", dir).unwrap());
+        assert_eq!(with.private_dir(), Some(dir));
+        // Only the exact suffix counts; `.sock` alone is a name like any other.
+        let other = unix_endpoint("svc.socket", dir).unwrap();
+        assert_eq!(other.address(), dir.join("svc.socket.sock"));
+        let bare = unix_endpoint(".sock", dir).unwrap();
+        assert_eq!(bare.address(), dir.join(".sock.sock"));
+        // A pipe name keeps its `.sock`: Windows adds no suffix at all.
+        let pipe = windows_endpoint("svc.sock").unwrap();
+        assert_eq!(pipe.address(), Path::new(r"\\.\pipe\svc.sock"));
     }
 
     #[test]

@@ -285,3 +285,18 @@ async fn an_explicit_path_in_a_shared_directory_binds_and_cleans_up() {
     );
     std::fs::remove_dir(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_name_given_with_its_sock_suffix_is_the_same_socket() {
+    // `--name svc.sock` used to listen on `svc.sock.sock`.
+    let bare = unique_endpoint("suffix");
+    let name = bare.address().file_stem().unwrap().to_str().unwrap();
+    let with_suffix = Endpoint::new(&format!("{name}.sock")).unwrap();
+    assert_eq!(with_suffix.address(), bare.address());
+    let listener = bind(&with_suffix).unwrap();
+    assert!(std::fs::metadata(bare.address())
+        .unwrap()
+        .file_type()
+        .is_socket());
+    drop(listener);
+}
