@@ -94,10 +94,7 @@ async fn every_kind_of_instance(test: &str, sddl: Option<String>) -> Vec<Instanc
     instances.push(("a later instance", server, client));
 
     let endpoint = unique_endpoint(test);
-    let one_at_a_time = ListenerOptions {
-        max_instances: Some(1),
-        ..options(sddl)
-    };
+    let one_at_a_time = options(sddl).max_instances(Some(1));
     let mut listener = Listener::bind(&endpoint, &one_at_a_time).expect("bind");
     drop(accept_one(&mut listener, &endpoint).await); // the pipe is gone now
     let (server, client) = accept_one(&mut listener, &endpoint).await;
@@ -505,14 +502,8 @@ async fn remote_clients_are_refused_unless_allowed() {
     const TEST: &str = "remote_clients_are_refused_unless_allowed";
     // Control first: with remote clients allowed, the loopback reaches it.
     let allowed = unique_endpoint("remote-allowed");
-    let _allowed = Listener::bind(
-        &allowed,
-        &ListenerOptions {
-            reject_remote_clients: false,
-            ..options(None)
-        },
-    )
-    .expect("bind");
+    let _allowed =
+        Listener::bind(&allowed, &options(None).reject_remote_clients(false)).expect("bind");
     let control = tokio::task::spawn_blocking({
         let name = remote_name(&allowed);
         move || PipeClientOptions::new().open(name).map(drop)
@@ -689,10 +680,7 @@ async fn expect_server_pid_refuses_another_process_before_sending_anything() {
     // stop at the pid check would wait for one instead of failing.
     let mut listener = Listener::bind(&endpoint, &options(None)).expect("bind");
     let wrong = me.wrapping_add(4);
-    let options = ClientOptions {
-        expect_server_pid: Some(wrong),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().expect_server_pid(Some(wrong));
     let client = tokio::spawn({
         let endpoint = endpoint.clone();
         async move { Client::connect_with(&endpoint, options).await }
@@ -719,10 +707,7 @@ async fn expect_server_pid_refuses_another_process_before_sending_anything() {
         .bind()
         .unwrap();
     let serving = Serving::start(server);
-    let options = ClientOptions {
-        expect_server_pid: Some(me),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::new().expect_server_pid(Some(me));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("hi").await.unwrap(), "hi");
     client.close().await;

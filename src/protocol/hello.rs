@@ -95,6 +95,12 @@ pub struct ClientHello {
     pub version: u16,
 }
 
+impl Default for ClientHello {
+    fn default() -> Self {
+        ClientHello::new()
+    }
+}
+
 impl ClientHello {
     /// This crate's HELLO ([`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)).
     pub fn new() -> ClientHello {

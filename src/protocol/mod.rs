@@ -7,7 +7,7 @@
 //! offset 0  u32  length   number of bytes after this field = 6 + payload length
 //! offset 4  u8   kind     see [`Kind`]
 //! offset 5  u8   flags    0 in v1
-//! offset 6  u32  id       request id for REQUEST/RESPONSE/ERROR/PING/PONG, 0 otherwise
+//! offset 6  u32  id       request id for REQUEST/RESPONSE/ERROR/PING/PONG/STATUS, 0 otherwise
 //! offset 10      payload
 //! ```
 
