@@ -174,7 +174,7 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
     };
     let err = builder(22).bind().unwrap_err().to_string();
     assert!(
-        err.contains("max_frame_len 22 is too small") && err.contains("23"),
+        err.contains("max_frame_len: must be at least 23, not 22"),
         "{err}"
     );
     // The smallest limit that fits works end to end.
