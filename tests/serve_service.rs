@@ -264,7 +264,10 @@ fn settings_from_the_file_reach_the_server() {
         "--name",
         &unique_name("reach"),
     ]));
-    assert!(err.contains("max_frame_len: must be at least 23, not 20"), "{err}");
+    assert!(
+        err.contains("max_frame_len: must be at least 23, not 20"),
+        "{err}"
+    );
 }
 
 /// The example config of the systemd unit, served as it is but on a test
