@@ -280,3 +280,29 @@ async fn the_default_socket_mode_keeps_another_user_out_even_if_the_policy_allow
         assert!(stderr.contains("Permission denied"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_uid_allowed_after_a_custom_check_is_admitted() {
+    // Before 0.3, `custom(..)` followed by `allow_uid(..)` dropped the uid.
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let serve = |policy: AccessPolicy| {
+        let endpoint = unique_endpoint("custom-and-uid");
+        let server = Server::builder(endpoint.clone())
+            .access(policy)
+            .handler(echo)
+            .bind()
+            .unwrap();
+        (endpoint, Serving::start(server))
+    };
+    let (endpoint, serving) = serve(AccessPolicy::custom(|_| false));
+    let err = guard(Client::connect(&endpoint)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
+    serving.stop().await;
+
+    let (endpoint, serving) = serve(AccessPolicy::custom(|_| false).allow_uid(me));
+    let client = guard(Client::connect(&endpoint)).await.unwrap();
+    assert_eq!(client.request("admitted").await.unwrap(), "admitted");
+    client.close().await;
+    serving.stop().await;
+}
