@@ -68,3 +68,11 @@ where
             .init(),
     }
 }
+
+/// Log lines for a console program or a service under systemd: to stderr,
+/// as `format` says, filtered by `RUST_LOG` (else `info`), with colours
+/// only on a terminal.
+pub fn init_console(format: LogFormat) {
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init(format, filter_from_env(), std::io::stderr, colours);
+}

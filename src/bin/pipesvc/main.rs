@@ -142,13 +142,7 @@ fn main() -> ExitCode {
         }
         command => command,
     };
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    logging::init(
-        log_format,
-        logging::filter_from_env(),
-        std::io::stderr,
-        colours,
-    );
+    logging::init_console(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
