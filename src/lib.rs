@@ -18,10 +18,10 @@
 //! ## Features
 //!
 //! - `cli` (default): the `pipesvc` binary; turns on the three below.
-//! - `config`: [`ops::config`], settings from a TOML file, `PREFIX_*`
+//! - `config`: `ops::config`, settings from a TOML file, `PREFIX_*`
 //!   variables and command-line flags.
-//! - `systemd`: [`ops::systemd`], readiness and socket activation (Linux).
-//! - `windows-service`: [`ops::windows_service`], the Windows service
+//! - `systemd`: `ops::systemd`, readiness and socket activation (Linux).
+//! - `windows-service`: `ops::windows_service`, the Windows service
 //!   commands and the Service Control Manager entry point (implies
 //!   `config`).
 //!

@@ -1,7 +1,7 @@
 //! A service's settings: a TOML file (`serve --config FILE`), `PREFIX_*`
 //! environment variables and command-line flags, one key each for every
 //! option of the server builder, plus a product's own keys in the file.
-//! CONFIG.md documents every key for `pipesvc`; the [`settings!`] list
+//! CONFIG.md documents every key for `pipesvc`; the `settings!` list
 //! below is the one place that defines them.
 //!
 //! Precedence, highest first: flags, environment, file, defaults. Each

@@ -2,17 +2,17 @@
 //! its echo service, for a product's own service binary. Each part sits
 //! behind a feature (none is on with `default-features = false`):
 //!
-//! - [`config`] (`config`): settings from a TOML file, `PREFIX_*`
+//! - `config` (feature `config`): settings from a TOML file, `PREFIX_*`
 //!   environment variables and command-line flags (clap), each checked
 //!   with an error naming its source and key, plus a product's own keys;
-//! - [`serve()`] and [`serve_until`] (`config`): bind, announce readiness,
+//! - `serve()` and `serve_until` (`config`): bind, announce readiness,
 //!   serve until a stop signal, shut down gracefully;
-//! - [`systemd`] (`systemd`, Linux): readiness notification and socket
-//!   activation, used by [`serve()`] when the feature is on;
-//! - [`windows_service`] (`windows-service`): install, uninstall, start,
+//! - `systemd` (feature `systemd`, Linux): readiness notification and socket
+//!   activation, used by `serve()` when the feature is on;
+//! - `windows_service` (feature `windows-service`): install, uninstall, start,
 //!   stop and status of a Windows service, and the entry point the Service
 //!   Control Manager launches;
-//! - [`logging`] (`logging`): where log lines go and how they are written.
+//! - `logging` (feature `logging`): where log lines go and how they are written.
 //!
 //! A [`Product`] names the program all this runs in: its variables' prefix,
 //! its default endpoint and service name, its readiness line.
