@@ -23,8 +23,15 @@
 //! use clap::Parser;
 //! use pipesvc::ops::{config::ServeArgs, Product};
 //!
+//! /// `mysvc --config FILE` and a flag per setting.
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     serve: ServeArgs,
+//! }
+//!
 //! const MY_SERVICE: Product = Product::new("mysvc", "MYSVC_");
-//! let args = ServeArgs::parse(); // --config FILE and a flag per setting
+//! let args = Cli::parse().serve;
 //! let settings = args.load::<()>(&MY_SERVICE)?.settings;
 //! let handler = |request: pipesvc::bytes::Bytes, _ctx: pipesvc::server::ConnectionContext| async move {
 //!     Ok::<_, pipesvc::server::ServiceError>(request)
