@@ -206,8 +206,8 @@ settings! {
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
     /// A TOML file of settings (keys as the flags below, with `_` for
-    /// `-`; see CONFIG.md). `PIPESVC_<KEY>` environment variables override
-    /// it, and flags override both.
+    /// `-`; see CONFIG.md). Environment variables named after the keys
+    /// (`PIPESVC_<KEY>` for pipesvc) override it, and flags override both.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The settings given as flags.
