@@ -56,9 +56,10 @@ pub struct ServiceArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum ServiceCommand {
-    /// Register pipesvc with the Service Control Manager (as administrator).
+    /// Register this program as a service with the Service Control Manager
+    /// (as administrator).
     ///
-    /// Options after the service options are `pipesvc serve` options (for
+    /// Options after the service options are `serve` options (for
     /// example `--name my_pipe`), baked into the service's command line. The
     /// service runs as LocalSystem. Does not start the service.
     Install(InstallArgs),
@@ -71,7 +72,7 @@ enum ServiceCommand {
     /// Print the service's state, process id and command line.
     Status(ServiceNameArg),
     /// The service itself, as the Service Control Manager launches it (not
-    /// for use from a console: run `pipesvc serve` there).
+    /// for use from a console: run `serve` there).
     #[command(hide = true)]
     Run(RunArgs),
 }
@@ -124,7 +125,7 @@ impl WaitArgs {
 enum StartType {
     /// At boot.
     Auto,
-    /// Only when asked to (`pipesvc service start`, `sc start`).
+    /// Only when asked to (`service start`, `sc start`).
     Demand,
     /// Never (until reconfigured).
     Disabled,
@@ -135,9 +136,9 @@ enum StartType {
 struct InstallArgs {
     #[command(flatten)]
     service: ServiceNameArg,
-    /// The name shown in the Services console (default: `pipesvc IPC
-    /// service`, followed by the service name in parentheses if it is not
-    /// `pipesvc`).
+    /// The name shown in the Services console (default: `PROGRAM IPC
+    /// service`, such as `pipesvc IPC service`, followed by the service
+    /// name in parentheses if it is not the program's name).
     #[arg(long, value_name = "TEXT")]
     display_name: Option<String>,
     /// The description shown in the Services console (default: says which
@@ -148,14 +149,15 @@ struct InstallArgs {
     #[arg(long, value_enum, default_value_t = StartType::Auto)]
     start_type: StartType,
     /// Where the service writes its log (default:
-    /// `%ProgramData%\pipesvc\<service name>.log`).
+    /// `%ProgramData%\<program>\<service name>.log`, such as
+    /// `%ProgramData%\pipesvc\pipesvc.log`).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
     /// Which log lines the service writes, as a `RUST_LOG` filter such as
     /// `warn` or `pipesvc=debug` (default: `info`).
     #[arg(long, value_name = "FILTER")]
     log_filter: Option<String>,
-    /// Options of `pipesvc serve` for the service, for example `--name
+    /// `serve` options for the service, for example `--name
     /// my_pipe --max-connections 100`. Without `--security-descriptor`, the
     /// pipe admits SYSTEM and the user who runs `install`.
     #[arg(
