@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compile and lint pipesvc for x86_64-pc-windows-gnu on Debian 12 (no Wine):
-#   cargo check --all-targets, then clippy --all-targets -D warnings.
+#   cargo check --all-targets, then clippy --all-targets -D warnings (also
+#   with --no-default-features: the library alone).
 # Installs what it needs on first run (as root): see scripts/windows-env.sh.
 set -euo pipefail
 
@@ -22,6 +23,9 @@ if [[ $WIN_CLIPPY == 1 ]]; then
     # Debian's directly; it runs $CARGO with its own clippy-driver.
     step "cargo clippy (windows)" "$WIN_CARGO_CLIPPY" clippy --all-targets --target "$WIN_TARGET" \
         -- -D warnings
+    # The library as products use it (default-features = false).
+    step "cargo clippy (windows, no default features)" "$WIN_CARGO_CLIPPY" clippy --all-targets \
+        --no-default-features --target "$WIN_TARGET" -- -D warnings
 else
     echo "=== SKIPPED clippy: no clippy for Debian's Rust toolchain (rust-web-clippy) is installed;" \
         "only cargo check ran for $WIN_TARGET"

@@ -108,9 +108,13 @@ fi
 
 # Build first, outside the timeout (a cold build takes a few minutes). A
 # build error is reported by the `cargo test` run below.
+# The examples too: tests/own_service.rs runs one, and `cargo test --test
+# NAME` alone does not build it.
 build_tests() {
     "$WIN_CARGO" test --target "$WIN_TARGET" --no-run "${BUILD_ARGS[@]}" ||
         echo "=== build FAILED (cargo test below reports it)"
+    "$WIN_CARGO" build --target "$WIN_TARGET" --examples ||
+        echo "=== examples build FAILED (tests/own_service and the hello step report it)"
 }
 step "build tests (cargo test --no-run)" build_tests
 

@@ -11,6 +11,22 @@
 //! - [`protocol`]: the frame layout and its [`FrameCodec`](protocol::FrameCodec).
 //! - [`transport`]: raw byte streams, one module per platform.
 //! - [`Endpoint`]: one name that works on every platform.
+//! - [`ops`]: running your own handler as a service (config file and
+//!   variables, systemd, the Windows service manager), each behind a
+//!   feature.
+//!
+//! ## Features
+//!
+//! - `cli` (default): the `pipesvc` binary; turns on the three below.
+//! - `config`: `ops::config`, settings from a TOML file, `PREFIX_*`
+//!   variables and command-line flags.
+//! - `systemd`: `ops::systemd`, readiness and socket activation (Linux).
+//! - `windows-service`: `ops::windows_service`, the Windows service
+//!   commands and the Service Control Manager entry point (implies
+//!   `config`).
+//!
+//! With `default-features = false` the library needs only Tokio,
+//! tokio-util, bytes, futures-util, tracing and thiserror.
 
 #![warn(missing_docs)]
 
@@ -19,12 +35,17 @@ pub mod endpoint;
 pub mod error;
 mod frame_io;
 mod log_limit;
+pub mod ops;
 pub mod protocol;
 pub mod server;
 pub mod transport;
 mod validate;
 
-pub use client::Client;
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) carries every request,
+/// response and notification: `pipesvc::bytes::Bytes` needs no dependency
+/// of your own.
+pub use bytes;
+pub use client::{Client, ClientOptions};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
 pub use server::Server;

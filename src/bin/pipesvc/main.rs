@@ -1,21 +1,25 @@
-//! `pipesvc`: run the service, or talk to one.
+//! `pipesvc`: run the service, or talk to one. A thin layer of clap
+//! commands over the library: `serve` and `service` are
+//! [`pipesvc::ops`] with the echo handler; the client commands use
+//! [`pipesvc::Client`].
 
 mod bench;
 mod call;
-mod config;
+mod echo;
 mod identity;
-mod logging;
 mod ping;
-mod serve;
-mod service;
 mod status;
-#[cfg(target_os = "linux")]
-mod systemd;
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use pipesvc::ops::config::ServeArgs;
+use pipesvc::ops::logging::{self, LogFormat};
+use pipesvc::ops::windows_service::{self, ServiceArgs};
+use pipesvc::ops::Product;
 use pipesvc::Endpoint;
+
+use crate::echo::EchoService;
 
 /// Local IPC services over named pipes (Windows) and Unix domain sockets.
 #[derive(Parser, Debug)]
@@ -25,7 +29,7 @@ struct Cli {
     /// (one object per line) for log collectors. Also
     /// PIPESVC_LOG_FORMAT [default: text]
     #[arg(long, global = true, value_name = "FORMAT")]
-    log_format: Option<logging::LogFormat>,
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,7 +39,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the service: echoes every request and greets each client.
-    Serve(serve::ServeArgs),
+    Serve(ServeArgs),
     /// Send MESSAGE as one request and print the response.
     Call(call::CallArgs),
     /// Measure round-trip times to a running service.
@@ -48,7 +52,7 @@ enum Command {
     Status(status::StatusArgs),
     /// Install, start, stop and remove pipesvc as a Windows service
     /// (Windows only).
-    Service(service::ServiceArgs),
+    Service(ServiceArgs),
 }
 
 /// The endpoint option of the client commands (call, ping, status).
@@ -122,7 +126,8 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = match cli.log_format.map_or_else(logging::format_from_env, Ok) {
+    let from_env = || logging::format_from_env(&Product::PIPESVC);
+    let log_format = match cli.log_format.map_or_else(from_env, Ok) {
         Ok(format) => format,
         Err(message) => {
             eprintln!("error: {message}");
@@ -131,23 +136,20 @@ fn main() -> ExitCode {
     };
     let command = match cli.command {
         // It needs no runtime and logs on its own (a service has no console).
-        Command::Service(args) => return service::main(args, log_format),
+        Command::Service(args) => {
+            let make_handler = |_: ()| EchoService;
+            return windows_service::main(Product::PIPESVC, args, log_format, make_handler);
+        }
         command => command,
     };
-    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    logging::init(
-        log_format,
-        logging::filter_from_env(),
-        std::io::stderr,
-        colours,
-    );
+    logging::init_console(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
     };
     let outcome = runtime.block_on(async {
         match command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Ping(args) => ping::run(args).await,
             Command::Bench(args) => bench::run(args).await,
@@ -161,19 +163,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// `pipesvc serve`: the echo service with the settings of CONFIG.md.
+async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
+    let settings = args.load::<()>(&Product::PIPESVC)?.settings;
+    pipesvc::ops::serve(&Product::PIPESVC, settings, EchoService).await
+}
+
 /// Prints an error with its chain of causes and returns a failing exit code.
 fn fail(err: &dyn std::error::Error) -> ExitCode {
-    let mut message = format!("error: {err}");
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // Many errors already include their cause in their own message.
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    eprintln!("{message}");
-    ExitCode::FAILURE
+    pipesvc::ops::fail(err)
 }

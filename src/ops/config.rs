@@ -1,34 +1,35 @@
-//! The service's settings: a TOML file (`serve --config FILE`), `PIPESVC_*`
+//! A service's settings: a TOML file (`serve --config FILE`), `PREFIX_*`
 //! environment variables and command-line flags, one key each for every
-//! option of the server builder. CONFIG.md documents every key; the
-//! [`settings!`] list below is the one place that defines them.
+//! option of the server builder, plus a product's own keys in the file.
+//! CONFIG.md documents every key for `pipesvc`; the `settings!` list
+//! below is the one place that defines them.
 //!
 //! Precedence, highest first: flags, environment, file, defaults. Each
 //! source is checked on its own before they are merged, so an error names
-//! its source: the file and line, the variable, or the flag.
+//! its source: the file and line, the variable, or the flag; an unknown key
+//! gets the nearest known one as a suggestion.
+//!
+//! A product's own keys: any type `E` that serde can deserialize (such as a
+//! `#[derive(Deserialize)]` struct of `Option`s) takes the keys of the file
+//! that are its fields; [`ServeArgs::load`] returns it next to the
+//! [`Settings`], which [`Settings::builder`] applies to a server builder.
+//! `()` means no keys of one's own.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use pipesvc::server::{AccessPolicy, Server, ServerBuilder};
-use pipesvc::transport::PipeMode;
-use pipesvc::Endpoint;
-use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
-use toml::de::{DeTable, ValueDeserializer};
+use serde::de::{self, DeserializeOwned, Expected, IgnoredAny, Unexpected};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-/// The prefix of every setting's environment variable.
-pub const ENV_PREFIX: &str = "PIPESVC_";
-
-/// The endpoint served when no source names one.
-pub const DEFAULT_NAME: &str = "pipesvc";
-
-/// Other `PIPESVC_*` variables pipesvc reads, which are not settings (no
-/// "unknown variable" warning for them).
-const OTHER_ENV_VARS: &[&str] = &["PIPESVC_LOG_FORMAT", "PIPESVC_SOAK_SECS"];
+use crate::ops::Product;
+use crate::server::{AccessPolicy, Server, ServerBuilder};
+use crate::transport::PipeMode;
+use crate::Endpoint;
 
 /// The platforms a setting applies to. A setting for another platform is
 /// refused, so that a security knob is never silently ignored.
@@ -200,62 +201,133 @@ settings! {
     allow_gids: IdList, Unix;
 }
 
+/// `serve`'s arguments: a config file and a flag for every setting
+/// (CONFIG.md). Flatten it into a product's own clap command.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML file of settings (keys as the flags below, with `_` for
+    /// `-`; see CONFIG.md). Environment variables named after the keys
+    /// (`PIPESVC_<KEY>` for pipesvc) override it, and flags override both.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The settings given as flags.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The settings from every source, and the product's own keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loaded<E> {
+    /// The server's settings.
+    pub settings: Settings,
+    /// The product's own keys from the config file (`()` for none).
+    pub extra: E,
+}
+
+impl ServeArgs {
+    /// The settings to serve with, from the flags, the process's
+    /// environment (`product`'s prefix) and the config file, and the
+    /// product's own keys of type `E` from the file (see the module's
+    /// documentation). Logs which file it reads.
+    pub fn load<E: DeserializeOwned>(&self, product: &Product) -> crate::Result<Loaded<E>> {
+        if let Some(path) = &self.config {
+            tracing::info!(config = %path.display(), "reading settings");
+        }
+        let env = std::env::vars_os().collect();
+        Settings::resolve(product, &self.settings, self.config.as_deref(), &env)
+    }
+
+    /// The settings the flags and the config file give, without the
+    /// environment (for an installer, whose environment is not the
+    /// service's).
+    pub fn given<E: DeserializeOwned>(&self, product: &Product) -> crate::Result<Settings> {
+        let none = BTreeMap::new();
+        Settings::resolve::<E>(product, &self.settings, self.config.as_deref(), &none)
+            .map(|loaded| loaded.settings)
+    }
+}
+
 impl Settings {
     /// The settings to serve with: `flags` over the environment over the
-    /// file at `config` (if any) over the defaults. Every source is
-    /// checked first; the error names the source and the key.
-    pub fn resolve(
+    /// file at `config` (if any) over the defaults, with the product's own
+    /// keys from the file. Every source is checked first; the error names
+    /// the source and the key.
+    pub fn resolve<E: DeserializeOwned>(
+        product: &Product,
         flags: &Settings,
         config: Option<&Path>,
         env: &BTreeMap<OsString, OsString>,
-    ) -> Result<Settings, pipesvc::Error> {
+    ) -> crate::Result<Loaded<E>> {
         for key in flags.keys_set() {
             check_platform(key).map_err(|why| config_error(format!("--{}: {why}", flag(key))))?;
         }
-        let from_env = Settings::from_env(env).map_err(config_error)?;
+        let from_env = Settings::from_env(product, env).map_err(config_error)?;
         let from_file = match config {
             Some(path) => Settings::from_file(path).map_err(config_error)?,
-            None => Settings::default(),
+            None => Settings::from_toml_with("").map_err(config_error)?,
         };
-        Ok(flags.clone().or(from_env).or(from_file))
+        Ok(Loaded {
+            settings: flags.clone().or(from_env).or(from_file.settings),
+            extra: from_file.extra,
+        })
     }
 
-    /// Reads and checks a config file.
-    pub fn from_file(path: &Path) -> Result<Settings, String> {
+    /// Reads and checks a config file, with the product's keys `E`.
+    pub fn from_file<E: DeserializeOwned>(path: &Path) -> Result<Loaded<E>, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        Settings::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        Settings::from_toml_with(&text).map_err(|e| format!("config file {}: {e}", path.display()))
     }
 
-    /// Parses and checks the text of a config file.
+    /// Parses and checks the text of a config file that has only server
+    /// settings.
     pub fn from_toml(text: &str) -> Result<Settings, String> {
+        Settings::from_toml_with::<()>(text).map(|loaded| loaded.settings)
+    }
+
+    /// Parses and checks the text of a config file: server settings, and
+    /// the keys that are fields of `E`.
+    pub fn from_toml_with<E: DeserializeOwned>(text: &str) -> Result<Loaded<E>, String> {
         let table = DeTable::parse(text)
             .map_err(|e| e.to_string().trim_end().to_owned())?
             .into_inner();
+        let extra_keys = field_names::<E>();
         // Report the first problem in the file's order, not the keys' order.
         let mut entries: Vec<_> = table.into_iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
         let mut settings = Settings::default();
+        let mut extra = DeTable::new();
         for (key, value) in entries {
             let line = line_of(text, key.span().start);
+            if extra_keys.contains(&key.get_ref().as_ref()) {
+                extra.insert(key, value);
+                continue;
+            }
             let key = key.into_inner();
             let Some(known) = known_key(&key) else {
-                return Err(format!("line {line}: unknown key `{key}`{}", suggest(&key)));
+                let suggestion = suggest_with(&key, extra_keys, |key| format!("`{key}`"));
+                return Err(format!("line {line}: unknown key `{key}`{suggestion}"));
             };
             settings
                 .set_toml(known, ValueDeserializer::from(value))
                 .and_then(|()| check_platform(known))
                 .map_err(|why| format!("line {line}: `{known}`: {why}"))?;
         }
-        Ok(settings)
+        let extra = deserialize_extra(text, extra, extra_keys.is_empty())?;
+        Ok(Loaded { settings, extra })
     }
 
-    /// The settings in `PIPESVC_<KEY>` variables. An empty variable counts
-    /// as unset. Unknown `PIPESVC_*` variables are reported as warnings.
-    pub fn from_env(env: &BTreeMap<OsString, OsString>) -> Result<Settings, String> {
+    /// The settings in `PREFIX_<KEY>` variables (`product`'s prefix). An
+    /// empty variable counts as unset. Unknown variables with the prefix are
+    /// reported as warnings.
+    pub fn from_env(
+        product: &Product,
+        env: &BTreeMap<OsString, OsString>,
+    ) -> Result<Settings, String> {
+        let prefix = product.env_prefix();
         let mut settings = Settings::default();
         for &(key, _) in Settings::KEYS {
-            let var = env_var(key);
+            let var = env_var(prefix, key);
             let Some(value) = env.get(OsString::from(&var).as_os_str()) else {
                 continue;
             };
@@ -271,25 +343,26 @@ impl Settings {
                 .map_err(|why| format!("environment variable {var}: {why}"))?;
         }
         for name in env.keys().filter_map(|name| name.to_str()) {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            let Some(key) = name.strip_prefix(prefix) else {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            if known_key(&key).is_none() && !OTHER_ENV_VARS.contains(&name) {
+            let other = key == "log_format" || product.other_env_vars().contains(&name);
+            if known_key(&key).is_none() && !other {
                 tracing::warn!(
                     "ignoring unknown environment variable {name}{}",
-                    suggest_with(&key, env_var)
+                    suggest_with(&key, &[], |key| env_var(prefix, key))
                 );
             }
         }
         Ok(settings)
     }
 
-    /// The endpoint to serve: the `name` setting, or the default.
-    pub fn endpoint(&self) -> pipesvc::Result<Endpoint> {
+    /// The endpoint to serve: the `name` setting, or the product's name.
+    pub fn endpoint(&self, product: &Product) -> crate::Result<Endpoint> {
         match &self.name {
             Some(name) => Ok(name.0.clone()),
-            None => DEFAULT_NAME.parse(),
+            None => product.name().parse(),
         }
     }
 
@@ -366,9 +439,9 @@ impl Settings {
     }
 }
 
-/// The `PIPESVC_*` variable of `key`.
-pub fn env_var(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+/// The variable of `key` with `prefix` (`PIPESVC_` gives `PIPESVC_KEY`).
+pub fn env_var(prefix: &str, key: &str) -> String {
+    format!("{prefix}{}", key.to_ascii_uppercase())
 }
 
 /// The `--flag` of `key`, without the dashes.
@@ -379,10 +452,10 @@ fn flag(key: &str) -> String {
 /// Messages here start with what they are about (`--flag: why`, `config
 /// file F: line N: why`): that part is the setting, so that the text users
 /// see (and CONFIG.md shows) stays as it was.
-fn config_error(message: String) -> pipesvc::Error {
+fn config_error(message: String) -> crate::Error {
     match message.split_once(": ") {
-        Some((setting, why)) => pipesvc::Error::config(setting, why),
-        None => pipesvc::Error::config("configuration", message),
+        Some((setting, why)) => crate::Error::config(setting, why),
+        None => crate::Error::config("configuration", message),
     }
 }
 
@@ -417,17 +490,15 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// ` (did you mean `KEY`?)` for the known key closest to `unknown`, if one
-/// is close; else nothing.
-fn suggest(unknown: &str) -> String {
-    suggest_with(unknown, |key| format!("`{key}`"))
-}
-
-fn suggest_with(unknown: &str, show: impl Fn(&str) -> String) -> String {
+/// ` (did you mean `KEY`?)` for the known key (a setting or one of
+/// `extra`) closest to `unknown`, if one is close, shown by `show`; else
+/// nothing.
+fn suggest_with(unknown: &str, extra: &[&str], show: impl Fn(&str) -> String) -> String {
     let unknown = unknown.replace('-', "_");
-    let closest = Settings::KEYS
-        .iter()
-        .map(|(key, _)| (edit_distance(&unknown, key), *key))
+    let keys = Settings::KEYS.iter().map(|(key, _)| *key);
+    let closest = keys
+        .chain(extra.iter().copied())
+        .map(|key| (edit_distance(&unknown, key), key))
         .min();
     match closest {
         Some((distance, key)) if distance <= 2.max(key.len() / 4) => {
@@ -435,6 +506,65 @@ fn suggest_with(unknown: &str, show: impl Fn(&str) -> String) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The product's keys in `table` (from `text`) as an `E`; with no keys of
+/// its own (`no_fields`), `E` is read from nothing, as `()` is.
+fn deserialize_extra<E: DeserializeOwned>(
+    text: &str,
+    table: DeTable<'_>,
+    no_fields: bool,
+) -> Result<E, String> {
+    if no_fields {
+        return E::deserialize(de::value::UnitDeserializer::<de::value::Error>::new())
+            .map_err(|e| e.to_string());
+    }
+    let span = 0..text.len();
+    let value = DeValue::Table(table);
+    E::deserialize(ValueDeserializer::from(toml::Spanned::new(span, value))).map_err(|e| {
+        match e.span() {
+            Some(span) if span.start > 0 => {
+                format!("line {}: {}", line_of(text, span.start), e.message())
+            }
+            _ => e.message().to_owned(),
+        }
+    })
+}
+
+/// The field names of struct `E` (none for any other type), as its
+/// `Deserialize` implementation declares them.
+fn field_names<E: DeserializeOwned>() -> &'static [&'static str] {
+    /// A deserializer that only records the fields it is asked for.
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Fields<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("only the fields are wanted"))
+        }
+
+        fn deserialize_struct<V: de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("only the fields are wanted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    // Always an error: the fields are all it is for.
+    let _ = E::deserialize(Fields(&mut fields));
+    fields
 }
 
 /// Levenshtein distance, in characters.
@@ -453,12 +583,105 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// The kinds of value. Each reads from TOML (serde) and from text (`FromStr`,
-// for variables and flags), with the same checks and messages.
+// The kinds of value. Each is a newtype that serde's derive reads through
+// `Raw` (any TOML value) and `TryFrom<Raw>`, which checks it; text (for
+// variables and flags) goes through the same checks (`FromStr`), so a value
+// means the same and is refused for the same reason wherever it is written.
+
+/// Any TOML value, as read before a setting's checks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Raw {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction or exponent.
+    Float(f64),
+    /// A string.
+    Text(String),
+    /// An array.
+    List(Vec<IgnoredAny>),
+    /// A table.
+    Table(BTreeMap<String, IgnoredAny>),
+}
+
+impl Raw {
+    /// Text as in a variable or flag: a number if it reads as one.
+    fn from_text(text: &str) -> Raw {
+        let text = text.trim();
+        if let Ok(n) = text.parse() {
+            Raw::Int(n)
+        } else if let Ok(x) = text.parse() {
+            Raw::Float(x)
+        } else {
+            Raw::Text(text.to_owned())
+        }
+    }
+
+    /// The value as serde's messages show it.
+    fn unexpected(&self) -> Unexpected<'_> {
+        match self {
+            Raw::Bool(b) => Unexpected::Bool(*b),
+            Raw::Int(n) => Unexpected::Signed(*n),
+            Raw::Float(x) => Unexpected::Float(*x),
+            Raw::Text(text) => Unexpected::Str(text),
+            Raw::List(_) => Unexpected::Seq,
+            Raw::Table(_) => Unexpected::Map,
+        }
+    }
+
+    /// serde's "invalid value" (a value of the right type) or "invalid
+    /// type" message for this value, which `expected` would not take.
+    fn refused(&self, right_type: bool, expected: &str) -> String {
+        use serde::de::Error as _;
+        let expected: &dyn Expected = &expected;
+        let error = if right_type {
+            de::value::Error::invalid_value(self.unexpected(), expected)
+        } else {
+            de::value::Error::invalid_type(self.unexpected(), expected)
+        };
+        error.to_string()
+    }
+}
+
+/// What a kind of value accepts, in words, for its messages.
+trait Kind: TryFrom<Raw, Error = String> {
+    /// Such as "a whole number from 1 to 10".
+    fn expecting() -> String;
+
+    /// `text` (a variable or flag) read as `raw` reads it.
+    fn from_text(text: &str) -> Result<Self, String> {
+        Self::try_from(Raw::from_text(text))
+            .map_err(|_| format!("expected {}, got {text:?}", Self::expecting()))
+    }
+}
+
+/// Implements `FromStr` through [`Kind::from_text`].
+macro_rules! from_text {
+    ($($ty:ty),*) => {$(
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                <Self as Kind>::from_text(text)
+            }
+        }
+    )*};
+}
 
 /// An endpoint name, checked as the server will use it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Name(pub Endpoint);
+
+impl TryFrom<String> for Name {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Name, String> {
+        text.parse()
+    }
+}
 
 impl FromStr for Name {
     type Err = String;
@@ -468,15 +691,9 @@ impl FromStr for Name {
     }
 }
 
-impl<'de> Deserialize<'de> for Name {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(de::Error::custom)
-    }
-}
-
 /// A whole number from `MIN` to `MAX`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Raw")]
 pub struct Number<const MIN: u64, const MAX: u64>(u64);
 
 /// A count of connections or requests.
@@ -499,8 +716,38 @@ impl<const MIN: u64, const MAX: u64> Number<MIN, MAX> {
             .expect("the range of every Number fits its target type")
     }
 
+    #[cfg(test)]
     fn check(n: u64) -> Option<Self> {
         (MIN..=MAX).contains(&n).then_some(Number(n))
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> TryFrom<Raw> for Number<MIN, MAX> {
+    type Error = String;
+
+    fn try_from(raw: Raw) -> Result<Self, String> {
+        match raw {
+            Raw::Int(n) => u64::try_from(n)
+                .ok()
+                .filter(|n| (MIN..=MAX).contains(n))
+                .map(Number)
+                .ok_or_else(|| raw.refused(true, &Self::expecting())),
+            _ => Err(raw.refused(false, &Self::expecting())),
+        }
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> Kind for Number<MIN, MAX> {
+    fn expecting() -> String {
+        format!("a whole number from {MIN} to {MAX}")
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> FromStr for Number<MIN, MAX> {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        <Self as Kind>::from_text(text)
     }
 }
 
@@ -510,181 +757,67 @@ impl<const MIN: u64, const MAX: u64> fmt::Display for Number<MIN, MAX> {
     }
 }
 
-/// The expectation of a [`Number`], for messages.
-struct NumberVisitor<const MIN: u64, const MAX: u64>;
-
-impl<const MIN: u64, const MAX: u64> Visitor<'_> for NumberVisitor<MIN, MAX> {
-    type Value = Number<MIN, MAX>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a whole number from {MIN} to {MAX}")
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        Number::check(n).ok_or_else(|| E::invalid_value(Unexpected::Unsigned(n), &self))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-        u64::try_from(n)
-            .ok()
-            .and_then(Number::check)
-            .ok_or_else(|| E::invalid_value(Unexpected::Signed(n), &self))
-    }
-}
-
-impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Number<MIN, MAX> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NumberVisitor)
-    }
-}
-
-impl<const MIN: u64, const MAX: u64> FromStr for Number<MIN, MAX> {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        text.trim()
-            .parse()
-            .ok()
-            .and_then(Number::check)
-            .ok_or_else(|| expected(&NumberVisitor::<MIN, MAX>, text))
-    }
-}
-
-/// "expected X, got "text"", for text that `visitor` would refuse.
-fn expected(visitor: &dyn de::Expected, text: &str) -> String {
-    format!("expected {visitor}, got {text:?}")
-}
-
 /// The longest timeout accepted: one day.
 const MAX_SECONDS: f64 = 86_400.0;
 
 /// A duration, written as a number of seconds (`2.5`, `30`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "Raw")]
 pub struct Seconds(pub Duration);
 
-impl Seconds {
-    fn check(secs: f64) -> Option<Seconds> {
-        (secs.is_finite() && secs > 0.0 && secs <= MAX_SECONDS)
-            .then(|| Seconds(Duration::from_secs_f64(secs)))
+impl TryFrom<Raw> for Seconds {
+    type Error = String;
+
+    fn try_from(raw: Raw) -> Result<Seconds, String> {
+        let secs = match raw {
+            Raw::Int(n) => n as f64,
+            Raw::Float(x) => x,
+            _ => return Err(raw.refused(false, &Self::expecting())),
+        };
+        if secs.is_finite() && secs > 0.0 && secs <= MAX_SECONDS {
+            Ok(Seconds(Duration::from_secs_f64(secs)))
+        } else {
+            Err(raw.refused(true, &Self::expecting()))
+        }
     }
 }
 
-struct SecondsVisitor;
-
-impl Visitor<'_> for SecondsVisitor {
-    type Value = Seconds;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a number of seconds above 0 and at most {MAX_SECONDS}, such as 2.5"
-        )
-    }
-
-    fn visit_f64<E: de::Error>(self, secs: f64) -> Result<Seconds, E> {
-        Seconds::check(secs).ok_or_else(|| E::invalid_value(Unexpected::Float(secs), &self))
-    }
-
-    fn visit_i64<E: de::Error>(self, secs: i64) -> Result<Seconds, E> {
-        Seconds::check(secs as f64).ok_or_else(|| E::invalid_value(Unexpected::Signed(secs), &self))
-    }
-
-    fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Seconds, E> {
-        Seconds::check(secs as f64)
-            .ok_or_else(|| E::invalid_value(Unexpected::Unsigned(secs), &self))
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Seconds, D::Error> {
-        deserializer.deserialize_any(SecondsVisitor)
-    }
-}
-
-impl FromStr for Seconds {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Seconds, String> {
-        text.trim()
-            .parse()
-            .ok()
-            .and_then(Seconds::check)
-            .ok_or_else(|| expected(&SecondsVisitor, text))
+impl Kind for Seconds {
+    fn expecting() -> String {
+        format!("a number of seconds above 0 and at most {MAX_SECONDS}, such as 2.5")
     }
 }
 
 /// The idle timeout: seconds, or `off` (`None`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "Raw")]
 pub struct IdleTimeout(pub Option<Duration>);
 
-struct IdleTimeoutVisitor;
+impl TryFrom<Raw> for IdleTimeout {
+    type Error = String;
 
-impl Visitor<'_> for IdleTimeoutVisitor {
-    type Value = IdleTimeout;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SecondsVisitor.expecting(f)?;
-        f.write_str(", or \"off\"")
-    }
-
-    fn visit_f64<E: de::Error>(self, secs: f64) -> Result<IdleTimeout, E> {
-        let Seconds(timeout) = SecondsVisitor
-            .visit_f64(secs)
-            .map_err(|_: E| E::invalid_value(Unexpected::Float(secs), &self))?;
-        Ok(IdleTimeout(Some(timeout)))
-    }
-
-    fn visit_i64<E: de::Error>(self, secs: i64) -> Result<IdleTimeout, E> {
-        let Seconds(timeout) = SecondsVisitor
-            .visit_i64(secs)
-            .map_err(|_: E| E::invalid_value(Unexpected::Signed(secs), &self))?;
-        Ok(IdleTimeout(Some(timeout)))
-    }
-
-    fn visit_u64<E: de::Error>(self, secs: u64) -> Result<IdleTimeout, E> {
-        let Seconds(timeout) = SecondsVisitor
-            .visit_u64(secs)
-            .map_err(|_: E| E::invalid_value(Unexpected::Unsigned(secs), &self))?;
-        Ok(IdleTimeout(Some(timeout)))
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<IdleTimeout, E> {
-        match text {
-            "off" => Ok(IdleTimeout(None)),
-            _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+    fn try_from(raw: Raw) -> Result<IdleTimeout, String> {
+        match &raw {
+            Raw::Text(text) if text == "off" => Ok(IdleTimeout(None)),
+            Raw::Int(_) | Raw::Float(_) => Seconds::try_from(raw.clone())
+                .map(|Seconds(timeout)| IdleTimeout(Some(timeout)))
+                .map_err(|_| raw.refused(true, &Self::expecting())),
+            Raw::Text(_) => Err(raw.refused(true, &Self::expecting())),
+            _ => Err(raw.refused(false, &Self::expecting())),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for IdleTimeout {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IdleTimeout, D::Error> {
-        deserializer.deserialize_any(IdleTimeoutVisitor)
-    }
-}
-
-impl FromStr for IdleTimeout {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<IdleTimeout, String> {
-        if text.trim() == "off" {
-            return Ok(IdleTimeout(None));
-        }
-        let secs: Seconds = text
-            .parse()
-            .map_err(|_| expected(&IdleTimeoutVisitor, text))?;
-        Ok(IdleTimeout(Some(secs.0)))
+impl Kind for IdleTimeout {
+    fn expecting() -> String {
+        format!("{}, or \"off\"", Seconds::expecting())
     }
 }
 
 /// `true` or `false`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Switch(pub bool);
-
-impl<'de> Deserialize<'de> for Switch {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Switch, D::Error> {
-        bool::deserialize(deserializer).map(Switch)
-    }
-}
 
 impl FromStr for Switch {
     type Err = String;
@@ -693,97 +826,77 @@ impl FromStr for Switch {
         match text.trim() {
             "true" => Ok(Switch(true)),
             "false" => Ok(Switch(false)),
-            _ => Err(expected(&"true or false", text)),
+            _ => Err(format!("expected true or false, got {text:?}")),
         }
     }
 }
 
 /// `byte` or `message`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Raw")]
 pub struct PipeModeSetting(pub PipeMode);
 
-struct PipeModeVisitor;
+impl TryFrom<Raw> for PipeModeSetting {
+    type Error = String;
 
-impl Visitor<'_> for PipeModeVisitor {
-    type Value = PipeModeSetting;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"byte\" or \"message\"")
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<PipeModeSetting, E> {
-        match text {
-            "byte" => Ok(PipeModeSetting(PipeMode::Byte)),
-            "message" => Ok(PipeModeSetting(PipeMode::Message)),
-            _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+    fn try_from(raw: Raw) -> Result<PipeModeSetting, String> {
+        match &raw {
+            Raw::Text(text) if text == "byte" => Ok(PipeModeSetting(PipeMode::Byte)),
+            Raw::Text(text) if text == "message" => Ok(PipeModeSetting(PipeMode::Message)),
+            Raw::Text(_) => Err(raw.refused(true, &Self::expecting())),
+            _ => Err(raw.refused(false, &Self::expecting())),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for PipeModeSetting {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PipeModeSetting, D::Error> {
-        deserializer.deserialize_any(PipeModeVisitor)
-    }
-}
-
-impl FromStr for PipeModeSetting {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<PipeModeSetting, String> {
-        PipeModeVisitor
-            .visit_str::<de::value::Error>(text.trim())
-            .map_err(|_| expected(&PipeModeVisitor, text))
+impl Kind for PipeModeSetting {
+    fn expecting() -> String {
+        "\"byte\" or \"message\"".into()
     }
 }
 
 /// Permission bits, written in octal in a string (`"0660"`): a bare TOML
 /// number would be read as decimal, so numbers are refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Raw")]
 pub struct SocketMode(pub u32);
 
-struct SocketModeVisitor;
+impl TryFrom<Raw> for SocketMode {
+    type Error = String;
 
-impl Visitor<'_> for SocketModeVisitor {
-    type Value = SocketMode;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("octal permission bits up to 0777 in a string, such as \"0660\"")
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketMode, E> {
+    fn try_from(raw: Raw) -> Result<SocketMode, String> {
+        let Raw::Text(text) = &raw else {
+            return Err(raw.refused(false, &Self::expecting()));
+        };
         let digits = text.strip_prefix("0o").unwrap_or(text);
         match u32::from_str_radix(digits, 8) {
             Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(SocketMode(mode)),
-            _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+            _ => Err(raw.refused(true, &Self::expecting())),
         }
     }
 }
 
-impl<'de> Deserialize<'de> for SocketMode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SocketMode, D::Error> {
-        deserializer.deserialize_any(SocketModeVisitor)
+impl Kind for SocketMode {
+    fn expecting() -> String {
+        "octal permission bits up to 0777 in a string, such as \"0660\"".into()
     }
 }
 
 impl FromStr for SocketMode {
     type Err = String;
 
+    /// Text is octal as it stands (`660`): no quotes in a variable.
     fn from_str(text: &str) -> Result<SocketMode, String> {
-        SocketModeVisitor
-            .visit_str::<de::value::Error>(text.trim())
-            .map_err(|_| expected(&"octal permission bits up to 0777, such as 0660", text))
+        SocketMode::try_from(Raw::Text(text.trim().to_owned())).map_err(|_| {
+            format!("expected octal permission bits up to 0777, such as 0660, got {text:?}")
+        })
     }
 }
 
 /// A list of user or group ids: a TOML array, or comma-separated text.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct IdList(pub Vec<u32>);
-
-impl<'de> Deserialize<'de> for IdList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IdList, D::Error> {
-        Vec::<u32>::deserialize(deserializer).map(IdList)
-    }
-}
 
 impl FromStr for IdList {
     type Err = String;
@@ -793,13 +906,23 @@ impl FromStr for IdList {
             .map(|id| id.trim().parse::<u32>())
             .collect::<Result<Vec<u32>, _>>()
             .map(IdList)
-            .map_err(|_| expected(&"comma-separated numeric ids, such as 1001,1002", text))
+            .map_err(|_| {
+                format!("expected comma-separated numeric ids, such as 1001,1002, got {text:?}")
+            })
     }
 }
+
+from_text!(Seconds, IdleTimeout, PipeModeSetting);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PIPESVC: Product = Product::PIPESVC;
+
+    fn suggest(unknown: &str) -> String {
+        suggest_with(unknown, &[], |key| format!("`{key}`"))
+    }
 
     fn env(vars: &[(&str, &str)]) -> BTreeMap<OsString, OsString> {
         vars.iter()
@@ -816,17 +939,17 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn the_example_config_is_valid() {
-        let text = include_str!("../../../contrib/pipesvc.toml");
+        let text = include_str!("../../contrib/pipesvc.toml");
         let settings = Settings::from_toml(text).expect("contrib/pipesvc.toml is valid");
         // Every key of the example is one the unit's setup relies on.
         assert_eq!(
-            settings.endpoint().unwrap().address(),
+            settings.endpoint(&PIPESVC).unwrap().address(),
             Path::new("/run/pipesvc/pipesvc.sock")
         );
         assert_eq!(settings.max_connections, Some(Number(1024)));
         assert_eq!(settings.socket_mode, Some(SocketMode(0o600)));
         // The builder takes them all.
-        let builder = settings.builder(settings.endpoint().unwrap());
+        let builder = settings.builder(settings.endpoint(&PIPESVC).unwrap());
         assert!(format!("{builder:?}").contains("max_connections: 1024"));
     }
 
@@ -960,7 +1083,7 @@ mod tests {
         } else {
             "PIPESVC_BACKLOG"
         };
-        let err = Settings::from_env(&env(&[(var, "5")])).unwrap_err();
+        let err = Settings::from_env(&PIPESVC, &env(&[(var, "5")])).unwrap_err();
         assert!(
             err.starts_with(&format!("environment variable {var}: a ")),
             "{err}"
@@ -1008,12 +1131,15 @@ mod tests {
 
     #[test]
     fn environment_variables_are_read_and_checked() {
-        let settings = Settings::from_env(&env(&[
-            ("PIPESVC_MAX_CONNECTIONS", "7"),
-            ("PIPESVC_IDLE_TIMEOUT", "90"),
-            ("PIPESVC_SERVER_NAME", ""),     // empty: unset
-            ("PIPESVC_MAX_CONECTIONS", "8"), // unknown: a warning only
-        ]))
+        let settings = Settings::from_env(
+            &PIPESVC,
+            &env(&[
+                ("PIPESVC_MAX_CONNECTIONS", "7"),
+                ("PIPESVC_IDLE_TIMEOUT", "90"),
+                ("PIPESVC_SERVER_NAME", ""),     // empty: unset
+                ("PIPESVC_MAX_CONECTIONS", "8"), // unknown: a warning only
+            ]),
+        )
         .unwrap();
         assert_eq!(settings.max_connections, Some(Number(7)));
         assert_eq!(
@@ -1021,7 +1147,8 @@ mod tests {
             Some(IdleTimeout(Some(Duration::from_secs(90))))
         );
         assert_eq!(settings.server_name, None);
-        let err = Settings::from_env(&env(&[("PIPESVC_MAX_IN_FLIGHT", "many")])).unwrap_err();
+        let err =
+            Settings::from_env(&PIPESVC, &env(&[("PIPESVC_MAX_IN_FLIGHT", "many")])).unwrap_err();
         assert_eq!(
             err,
             "environment variable PIPESVC_MAX_IN_FLIGHT: \
@@ -1047,7 +1174,9 @@ mod tests {
             max_connections: Some(Number(3)),
             ..Settings::default()
         };
-        let settings = Settings::resolve(&flags, Some(&file), &vars).unwrap();
+        let settings = Settings::resolve::<()>(&PIPESVC, &flags, Some(&file), &vars)
+            .unwrap()
+            .settings;
         assert_eq!(settings.max_connections, Some(Number(3)), "flag");
         assert_eq!(settings.max_in_flight, Some(Number(2)), "environment");
         assert_eq!(settings.max_frame_len, Some(Number(100)), "file");
@@ -1058,9 +1187,14 @@ mod tests {
     #[test]
     fn errors_name_the_file() {
         let missing = Path::new("/nonexistent/pipesvc.toml");
-        let err = Settings::resolve(&Settings::default(), Some(missing), &BTreeMap::new())
-            .unwrap_err()
-            .to_string();
+        let err = Settings::resolve::<()>(
+            &PIPESVC,
+            &Settings::default(),
+            Some(missing),
+            &BTreeMap::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("cannot read config file /nonexistent/pipesvc.toml"),
             "{err}"
@@ -1069,7 +1203,7 @@ mod tests {
 
     #[test]
     fn access_policy_from_settings() {
-        let peer = |uid| pipesvc::transport::PeerInfo {
+        let peer = |uid| crate::transport::PeerInfo {
             pid: Some(1),
             uid: Some(uid),
             gid: Some(99_999),
@@ -1085,6 +1219,36 @@ mod tests {
             ..Settings::default()
         };
         assert!(anyone.access_policy().permits(&peer(4243)));
+    }
+
+    /// A product's own keys, as a product would declare them.
+    #[derive(Debug, Default, PartialEq, Deserialize)]
+    struct Greeting {
+        greeting: Option<String>,
+        shout: Option<bool>,
+    }
+
+    #[test]
+    fn a_products_own_keys_come_with_the_settings() {
+        let text = "max_connections = 3\ngreeting = \"hi\"\n";
+        let loaded = Settings::from_toml_with::<Greeting>(text).unwrap();
+        assert_eq!(loaded.settings.max_connections, Some(Number(3)));
+        assert_eq!(loaded.extra.greeting.as_deref(), Some("hi"));
+        assert_eq!(loaded.extra.shout, None);
+        let none = Settings::from_toml_with::<Greeting>("").unwrap();
+        assert_eq!(none.extra, Greeting::default());
+        let err = Settings::from_toml_with::<Greeting>("max_in_flight = 2\ngreting = \"hi\"")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: unknown key `greting` (did you mean `greeting`?)"
+        );
+        let err = Settings::from_toml_with::<Greeting>("\nshout = \"yes\"").unwrap_err();
+        assert!(err.starts_with("line 2: "), "{err}");
+        assert!(err.contains("expected a boolean"), "{err}");
+        // Without keys of its own, a product's file is read as pipesvc's.
+        let err = Settings::from_toml_with::<()>("greeting = 1").unwrap_err();
+        assert_eq!(err, "line 1: unknown key `greeting`");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! commands (stderr) and the Windows service (its log file).
 
 use clap::ValueEnum;
+
+use crate::ops::Product;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -18,7 +20,6 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// The value of `--log-format` that selects this format.
-    #[cfg_attr(not(windows), allow(dead_code))]
     pub fn as_arg(self) -> &'static str {
         match self {
             LogFormat::Text => "text",
@@ -27,20 +28,18 @@ impl LogFormat {
     }
 }
 
-/// The environment variable that sets the log format when `--log-format`
-/// is not given.
-const LOG_FORMAT_VAR: &str = "PIPESVC_LOG_FORMAT";
-
-/// [`LOG_FORMAT_VAR`], or the default when it is unset or empty.
-pub fn format_from_env() -> Result<LogFormat, String> {
-    match std::env::var(LOG_FORMAT_VAR) {
+/// The format `PREFIX_LOG_FORMAT` (with `product`'s prefix) names, or the
+/// default when it is unset or empty.
+pub fn format_from_env(product: &Product) -> Result<LogFormat, String> {
+    let var = format!("{}LOG_FORMAT", product.env_prefix());
+    match std::env::var(&var) {
         Ok(text) if !text.is_empty() => LogFormat::from_str(&text, false).map_err(|_| {
-            format!("environment variable {LOG_FORMAT_VAR}: expected text or json, got {text:?}")
+            format!("environment variable {var}: expected text or json, got {text:?}")
         }),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(LogFormat::default()),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "environment variable {LOG_FORMAT_VAR}: not valid UTF-8"
-        )),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("environment variable {var}: not valid UTF-8"))
+        }
     }
 }
 
@@ -68,4 +67,12 @@ where
             .with_span_list(true)
             .init(),
     }
+}
+
+/// Log lines for a console program or a service under systemd: to stderr,
+/// as `format` says, filtered by `RUST_LOG` (else `info`), with colours
+/// only on a terminal.
+pub fn init_console(format: LogFormat) {
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init(format, filter_from_env(), std::io::stderr, colours);
 }

@@ -1,5 +1,7 @@
-//! `pipesvc service`: run `pipesvc serve` as a Windows service, under the
-//! Service Control Manager (SCM).
+//! `PRODUCT service`: run a handler as a Windows service, under the Service
+//! Control Manager (SCM), as `pipesvc service` runs `pipesvc serve`.
+//! Flatten [`ServiceArgs`] into a clap command named `service` and hand
+//! it to [`main`] with the handler.
 //!
 //! - `install` registers the service: its command line is this executable
 //!   with `service run`, the service name, the log file and the serve
@@ -8,13 +10,13 @@
 //!   until the service has reached the state asked for;
 //! - `uninstall` stops the service if it runs, then deletes it;
 //! - `run` (hidden) is what the SCM launches: it connects to the SCM, serves
-//!   through [`crate::serve::run_until`] and reports START_PENDING, RUNNING
+//!   through [`crate::ops::serve_until`] and reports START_PENDING, RUNNING
 //!   (once the pipe accepts clients), STOP_PENDING and STOPPED. There is no
 //!   console under the SCM, so it logs to a file (see [`default_log_file`]).
 //!
 //! The command line is the same on every platform, so that `--help` reads
 //! the same everywhere, but off Windows every subcommand fails with a
-//! message pointing to systemd (`contrib/pipesvc.service`).
+//! message pointing to systemd.
 
 // Off Windows the arguments are parsed but never read.
 #![cfg_attr(not(windows), allow(dead_code))]
@@ -30,18 +32,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
 
-use crate::logging::LogFormat;
-use crate::serve::ServeArgs;
-
-/// The service name used when `--service-name` is not given.
-pub const DEFAULT_SERVICE_NAME: &str = "pipesvc";
+use crate::ops::config::ServeArgs;
+use crate::ops::logging::LogFormat;
+use crate::ops::Product;
+use crate::server::Handler;
 
 /// How long `start`, `stop` and `uninstall` wait by default for the service
 /// to reach the state they asked for.
 const DEFAULT_WAIT_SECS: f64 = 30.0;
 
-/// `pipesvc service ...`
+/// `PRODUCT service ...`: its subcommands and their options.
 #[derive(Args, Debug)]
 pub struct ServiceArgs {
     #[command(subcommand)]
@@ -54,9 +56,10 @@ pub struct ServiceArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum ServiceCommand {
-    /// Register pipesvc with the Service Control Manager (as administrator).
+    /// Register this program as a service with the Service Control Manager
+    /// (as administrator).
     ///
-    /// Options after the service options are `pipesvc serve` options (for
+    /// Options after the service options are `serve` options (for
     /// example `--name my_pipe`), baked into the service's command line. The
     /// service runs as LocalSystem. Does not start the service.
     Install(InstallArgs),
@@ -69,7 +72,7 @@ enum ServiceCommand {
     /// Print the service's state, process id and command line.
     Status(ServiceNameArg),
     /// The service itself, as the Service Control Manager launches it (not
-    /// for use from a console: run `pipesvc serve` there).
+    /// for use from a console: run `serve` there).
     #[command(hide = true)]
     Run(RunArgs),
 }
@@ -77,9 +80,17 @@ enum ServiceCommand {
 /// Which service a command is about.
 #[derive(Args, Debug, Clone)]
 struct ServiceNameArg {
-    /// The service's name in the Service Control Manager.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_SERVICE_NAME)]
-    service_name: String,
+    /// The service's name in the Service Control Manager [default: the
+    /// program's name, such as pipesvc]
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
+}
+
+impl ServiceNameArg {
+    /// `--service-name`, else the product's name.
+    fn name<'a>(&'a self, product: &Product) -> &'a str {
+        self.service_name.as_deref().unwrap_or(product.name())
+    }
 }
 
 /// The options of `start`, `stop` and `uninstall`.
@@ -89,8 +100,17 @@ struct WaitArgs {
     service: ServiceNameArg,
     /// Seconds to wait for the service to reach the state asked for.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WAIT_SECS,
-          value_parser = crate::parse_seconds)]
+          value_parser = parse_seconds)]
     timeout: f64,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 impl WaitArgs {
@@ -105,7 +125,7 @@ impl WaitArgs {
 enum StartType {
     /// At boot.
     Auto,
-    /// Only when asked to (`pipesvc service start`, `sc start`).
+    /// Only when asked to (`service start`, `sc start`).
     Demand,
     /// Never (until reconfigured).
     Disabled,
@@ -116,9 +136,9 @@ enum StartType {
 struct InstallArgs {
     #[command(flatten)]
     service: ServiceNameArg,
-    /// The name shown in the Services console (default: `pipesvc IPC
-    /// service`, followed by the service name in parentheses if it is not
-    /// `pipesvc`).
+    /// The name shown in the Services console (default: `PROGRAM IPC
+    /// service`, such as `pipesvc IPC service`, followed by the service
+    /// name in parentheses if it is not the program's name).
     #[arg(long, value_name = "TEXT")]
     display_name: Option<String>,
     /// The description shown in the Services console (default: says which
@@ -129,14 +149,15 @@ struct InstallArgs {
     #[arg(long, value_enum, default_value_t = StartType::Auto)]
     start_type: StartType,
     /// Where the service writes its log (default:
-    /// `%ProgramData%\pipesvc\<service name>.log`).
+    /// `%ProgramData%\<program>\<service name>.log`, such as
+    /// `%ProgramData%\pipesvc\pipesvc.log`).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
     /// Which log lines the service writes, as a `RUST_LOG` filter such as
     /// `warn` or `pipesvc=debug` (default: `info`).
     #[arg(long, value_name = "FILTER")]
     log_filter: Option<String>,
-    /// Options of `pipesvc serve` for the service, for example `--name
+    /// `serve` options for the service, for example `--name
     /// my_pipe --max-connections 100`. Without `--security-descriptor`, the
     /// pipe admits SYSTEM and the user who runs `install`.
     #[arg(
@@ -164,45 +185,83 @@ struct RunArgs {
     serve: ServeArgs,
 }
 
-/// The log file of service `service_name` when `--log-file` is not given:
-/// `%ProgramData%\pipesvc\<service name>.log` (`C:\ProgramData` if the
-/// variable is not set).
-pub fn default_log_file(service_name: &str) -> PathBuf {
+/// The log file of service `service_name` of `product` when `--log-file`
+/// is not given: `%ProgramData%\PRODUCT\<service name>.log`
+/// (`C:\ProgramData` if the variable is not set).
+pub fn default_log_file(product: &Product, service_name: &str) -> PathBuf {
     let base = std::env::var_os("ProgramData")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
-    base.join("pipesvc").join(format!("{service_name}.log"))
+    base.join(product.name())
+        .join(format!("{service_name}.log"))
 }
 
-/// Runs `pipesvc service ...`. It needs no runtime and does its own logging
-/// (the SCM gives a service no console), so `main` calls it before either.
+/// The product's name for messages that tell the user which command to
+/// run; set by [`main`], which runs once per process.
 #[cfg(windows)]
-pub fn main(args: ServiceArgs, log_format: LogFormat) -> ExitCode {
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The program's name for messages (`pipesvc` until [`main`] sets it).
+#[cfg(windows)]
+fn program() -> &'static str {
+    PROGRAM.get().copied().unwrap_or(Product::PIPESVC.name())
+}
+
+/// Runs `PRODUCT service ...` for `product`, whose service serves the
+/// handler `make_handler` makes from the product's own config keys (`E`,
+/// `()` for none; see [`crate::ops::config`]). It needs no runtime and does
+/// its own logging (the SCM gives a service no console), so call it before
+/// starting either. Prints what it did on stdout, errors on stderr.
+#[cfg(windows)]
+pub fn main<E, H, F>(
+    product: Product,
+    args: ServiceArgs,
+    log_format: LogFormat,
+    make_handler: F,
+) -> ExitCode
+where
+    E: DeserializeOwned + Send + 'static,
+    H: Handler,
+    F: FnOnce(E) -> H + Send + 'static,
+{
+    let _ = PROGRAM.set(product.name());
     let outcome = match args.command {
-        ServiceCommand::Install(args) => manage::install(args, log_format),
-        ServiceCommand::Uninstall(args) => manage::uninstall(&args),
-        ServiceCommand::Start(args) => manage::start(&args),
-        ServiceCommand::Stop(args) => manage::stop(&args),
-        ServiceCommand::Status(args) => manage::status(&args),
-        ServiceCommand::Run(args) => return run::run(args, log_format),
+        ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format),
+        ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args),
+        ServiceCommand::Start(args) => manage::start(&product, &args),
+        ServiceCommand::Stop(args) => manage::stop(&product, &args),
+        ServiceCommand::Status(args) => manage::status(&product, &args),
+        ServiceCommand::Run(args) => return run::run(product, args, log_format, make_handler),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => crate::fail(&e),
+        Err(e) => crate::ops::fail(&e),
     }
 }
 
 /// Off Windows there is no Service Control Manager: says so, and where to
 /// look instead.
 #[cfg(not(windows))]
-pub fn main(_args: ServiceArgs, _log_format: LogFormat) -> ExitCode {
-    eprintln!("{}", NOT_WINDOWS);
+pub fn main<E, H, F>(
+    product: Product,
+    _args: ServiceArgs,
+    _log_format: LogFormat,
+    _make_handler: F,
+) -> ExitCode
+where
+    E: DeserializeOwned + Send + 'static,
+    H: Handler,
+    F: FnOnce(E) -> H + Send + 'static,
+{
+    let name = product.name();
+    let mut message = format!(
+        "error: `{name} service` is Windows-only: it registers {name} with the Windows \
+         Service Control Manager. On Linux, run `{name} serve` under systemd instead"
+    );
+    if product == Product::PIPESVC {
+        message.push_str(": see contrib/pipesvc.service and the README");
+    }
+    eprintln!("{message}.");
     ExitCode::FAILURE
 }
-
-/// The error every `pipesvc service` command prints off Windows.
-#[cfg(not(windows))]
-const NOT_WINDOWS: &str = "error: `pipesvc service` is Windows-only: it registers pipesvc with \
-    the Windows Service Control Manager. On Linux, run `pipesvc serve` under systemd instead: \
-    see contrib/pipesvc.service and the README.";

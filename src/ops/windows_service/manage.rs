@@ -1,4 +1,4 @@
-//! `pipesvc service install|uninstall|start|stop|status`: requests to the
+//! `PRODUCT service install|uninstall|start|stop|status`: requests to the
 //! Service Control Manager through the `windows-service` crate, with errors
 //! that say what to do, and waits that poll the service's state until a
 //! deadline.
@@ -22,16 +22,17 @@ use windows_sys::Win32::Foundation::{
     ERROR_SERVICE_NOT_ACTIVE, ERROR_SERVICE_REQUEST_TIMEOUT,
 };
 
-use super::{
-    default_log_file, run, InstallArgs, ServiceNameArg, StartType, WaitArgs, DEFAULT_SERVICE_NAME,
-};
-use crate::logging::LogFormat;
-use crate::serve::ServeArgs;
+use serde::de::DeserializeOwned;
+
+use super::{default_log_file, run, InstallArgs, ServiceNameArg, StartType, WaitArgs};
+use crate::ops::config::ServeArgs;
+use crate::ops::logging::LogFormat;
+use crate::ops::Product;
 
 /// How often a wait asks the SCM for the service's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Why a `pipesvc service` command failed.
+/// Why a `PRODUCT service` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The Service Control Manager refused or failed a request.
@@ -46,7 +47,7 @@ pub enum ServiceError {
         /// The system's error.
         source: io::Error,
     },
-    /// The serve options given to `install` are not valid `pipesvc serve`
+    /// The serve options given to `install` are not valid `PRODUCT serve`
     /// options.
     #[error("invalid serve options for the service: {0}")]
     ServeOptions(String),
@@ -78,7 +79,7 @@ pub enum ServiceError {
     Other(String),
 }
 
-/// The result of a `pipesvc service` command.
+/// The result of a `PRODUCT service` command.
 type Result<T> = std::result::Result<T, ServiceError>;
 
 /// The SCM's name for a state, as `sc query` prints it.
@@ -102,14 +103,16 @@ fn explain(code: u32, service: &str) -> Option<String> {
             "access denied: run as administrator (from an elevated prompt)".to_string()
         }
         ERROR_SERVICE_EXISTS => format!(
-            "service already exists (remove it first: pipesvc service uninstall --service-name {service})"
+            "service already exists (remove it first: {} service uninstall --service-name {service})",
+            super::program()
         ),
         ERROR_DUPLICATE_SERVICE_NAME => {
             "another service already uses this display name (choose another with --display-name)"
                 .to_string()
         }
         ERROR_SERVICE_DOES_NOT_EXIST => format!(
-            "no such service (install it with: pipesvc service install --service-name {service})"
+            "no such service (install it with: {} service install --service-name {service})",
+            super::program()
         ),
         ERROR_SERVICE_MARKED_FOR_DELETE => "the service is marked for deletion: it disappears \
             once every program that has it open (such as the Services console) closes it"
@@ -126,9 +129,11 @@ fn explain(code: u32, service: &str) -> Option<String> {
             "the service database is locked (another service is being started)".to_string()
         }
         ERROR_INVALID_NAME => "invalid service name".to_string(),
-        ERROR_FILE_NOT_FOUND | ERROR_PATH_NOT_FOUND => "the service's executable is missing \
-            (was it moved or deleted since `pipesvc service install`? install it again)"
-            .to_string(),
+        ERROR_FILE_NOT_FOUND | ERROR_PATH_NOT_FOUND => format!(
+            "the service's executable is missing (was it moved or deleted since `{} service \
+             install`? install it again)",
+            super::program()
+        ),
         _ => return None,
     };
     Some(text)
@@ -177,10 +182,10 @@ fn open(access: ServiceAccess, action: &'static str, service: &str) -> Result<Se
         .map_err(|e| scm_error(action, service, e))
 }
 
-/// `pipesvc serve`'s options, parsed on their own to check the ones given
+/// `PRODUCT serve`'s options, parsed on their own to check the ones given
 /// to `install` before they end up on the service's command line.
 #[derive(Parser, Debug)]
-#[command(name = "pipesvc service install", no_binary_name = true)]
+#[command(name = "service install", no_binary_name = true)]
 struct ServeOptions {
     #[command(flatten)]
     serve: ServeArgs,
@@ -197,9 +202,13 @@ const INSTALL_OPTIONS: [&str; 6] = [
     "--log-filter",
 ];
 
-/// Parses `options` as `pipesvc serve` options.
+/// Parses `options` as `PRODUCT serve` options.
 fn parse_serve_options(options: &[OsString]) -> Result<ServeArgs> {
-    ServeOptions::try_parse_from(options)
+    use clap::{CommandFactory, FromArgMatches};
+    ServeOptions::command()
+        .name(format!("{} service install", super::program()))
+        .try_get_matches_from(options)
+        .and_then(|matches| ServeOptions::from_arg_matches(&matches))
         .map(|parsed| parsed.serve)
         .map_err(|e| {
             let text = e.to_string();
@@ -229,14 +238,26 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .map_err(|e| ServiceError::Other(format!("cannot resolve {}: {e}", path.display())))
 }
 
-/// `pipesvc service install`.
-pub fn install(args: InstallArgs, log_format: LogFormat) -> Result<()> {
-    let name = args.service.service_name.as_str();
+/// `PRODUCT service install`; `E` is the product's own config keys.
+pub fn install<E: DeserializeOwned>(
+    product: &Product,
+    args: InstallArgs,
+    log_format: LogFormat,
+) -> Result<()> {
+    let name = args.service.name(product);
     let serve = parse_serve_options(&args.serve_options)?;
-    let endpoint = serve
-        .endpoint()
+    let given = serve
+        .given::<E>(product)
         .map_err(|e| ServiceError::ServeOptions(e.to_string()))?;
-    let log_file = absolute(&args.log_file.unwrap_or_else(|| default_log_file(name)))?;
+    let endpoint = given
+        .endpoint(product)
+        .map_err(|e| ServiceError::ServeOptions(e.to_string()))?;
+    let log_file = absolute(
+        &args
+            .log_file
+            .clone()
+            .unwrap_or_else(|| default_log_file(product, name)),
+    )?;
     let executable = std::env::current_exe()
         .map_err(|e| ServiceError::Other(format!("cannot find this executable's path: {e}")))?;
 
@@ -257,10 +278,10 @@ pub fn install(args: InstallArgs, log_format: LogFormat) -> Result<()> {
         launch_arguments.push(filter.into());
     }
     launch_arguments.extend(args.serve_options.iter().cloned());
-    if serve.security_descriptor().is_none() {
+    if given.security_descriptor.is_none() {
         // The service runs as LocalSystem: its own default descriptor would
         // admit SYSTEM only. Admit the installing user too.
-        let sddl = pipesvc::transport::default_security_descriptor().map_err(|e| {
+        let sddl = crate::transport::default_security_descriptor().map_err(|e| {
             ServiceError::Other(format!(
                 "cannot read this user's SID for the pipe's security descriptor: {e} \
                  (give one with --security-descriptor)"
@@ -270,15 +291,16 @@ pub fn install(args: InstallArgs, log_format: LogFormat) -> Result<()> {
         launch_arguments.push(sddl.into());
     }
 
-    let display_name = args.display_name.unwrap_or_else(|| {
-        if name == DEFAULT_SERVICE_NAME {
-            "pipesvc IPC service".to_string()
+    let program = product.name();
+    let display_name = args.display_name.clone().unwrap_or_else(|| {
+        if name == program {
+            format!("{program} IPC service")
         } else {
-            format!("pipesvc IPC service ({name})")
+            format!("{program} IPC service ({name})")
         }
     });
-    let description = args.description.unwrap_or_else(|| {
-        format!("Answers pipesvc clients on the named pipe {endpoint} (pipesvc serve).")
+    let description = args.description.clone().unwrap_or_else(|| {
+        format!("Answers {program} clients on the named pipe {endpoint} ({program} serve).")
     });
     let info = ServiceInfo {
         name: name.into(),
@@ -338,7 +360,7 @@ pub fn install(args: InstallArgs, log_format: LogFormat) -> Result<()> {
     println!("  command line: {command_line}");
     println!("  pipe: {endpoint}");
     println!("  log file: {}", log_file.display());
-    println!("start it with: pipesvc service start --service-name {name}");
+    println!("start it with: {program} service start --service-name {name}");
     Ok(())
 }
 
@@ -414,9 +436,9 @@ fn describe_exit(exit: ServiceExitCode) -> String {
     }
 }
 
-/// `pipesvc service start`.
-pub fn start(args: &WaitArgs) -> Result<()> {
-    let name = args.service.service_name.as_str();
+/// `PRODUCT service start`.
+pub fn start(product: &Product, args: &WaitArgs) -> Result<()> {
+    let name = args.service.name(product);
     let service = open(
         ServiceAccess::START | ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
         "start",
@@ -520,9 +542,9 @@ fn stop_and_wait(service: &Service, name: &str, timeout: Duration) -> Result<boo
     }
 }
 
-/// `pipesvc service stop`.
-pub fn stop(args: &WaitArgs) -> Result<()> {
-    let name = args.service.service_name.as_str();
+/// `PRODUCT service stop`.
+pub fn stop(product: &Product, args: &WaitArgs) -> Result<()> {
+    let name = args.service.name(product);
     let service = open(
         ServiceAccess::STOP | ServiceAccess::QUERY_STATUS,
         "stop",
@@ -536,9 +558,9 @@ pub fn stop(args: &WaitArgs) -> Result<()> {
     Ok(())
 }
 
-/// `pipesvc service uninstall`.
-pub fn uninstall(args: &WaitArgs) -> Result<()> {
-    let name = args.service.service_name.as_str();
+/// `PRODUCT service uninstall`.
+pub fn uninstall(product: &Product, args: &WaitArgs) -> Result<()> {
+    let name = args.service.name(product);
     let manager = manager(ServiceManagerAccess::CONNECT, "remove", name)?;
     let service = manager
         .open_service(
@@ -581,9 +603,9 @@ pub fn uninstall(args: &WaitArgs) -> Result<()> {
     Ok(())
 }
 
-/// `pipesvc service status`.
-pub fn status(args: &ServiceNameArg) -> Result<()> {
-    let name = args.service_name.as_str();
+/// `PRODUCT service status`.
+pub fn status(product: &Product, args: &ServiceNameArg) -> Result<()> {
+    let name = args.name(product);
     let service = open(
         ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
         "query",
@@ -709,7 +731,13 @@ mod tests {
     #[test]
     fn serve_options_are_checked_and_misplaced_install_options_named() {
         let ok = parse_serve_options(&["--name".into(), "x".into()]).unwrap();
-        assert_eq!(ok.endpoint().unwrap().to_string(), r"\\.\pipe\x");
+        let product = Product::PIPESVC;
+        let endpoint = ok
+            .given::<()>(&product)
+            .unwrap()
+            .endpoint(&product)
+            .unwrap();
+        assert_eq!(endpoint.to_string(), r"\\.\pipe\x");
         let err = parse_serve_options(&[
             "--name".into(),
             "x".into(),

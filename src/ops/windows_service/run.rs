@@ -1,9 +1,9 @@
-//! `pipesvc service run`: the process the Service Control Manager launches.
+//! `PRODUCT service run`: the process the Service Control Manager launches.
 //!
 //! `main` hands the arguments to [`service_main`] (through [`LAUNCH`]) and
 //! blocks in the SCM's dispatcher, which calls [`service_main`] on a thread
 //! of its own. That thread reports START_PENDING, serves through
-//! [`crate::serve::run_until`] on a Tokio runtime, reports RUNNING once the
+//! [`crate::ops::serve_until`] on a Tokio runtime, reports RUNNING once the
 //! pipe accepts clients, STOP_PENDING when the SCM asks it to stop (Stop or
 //! system Shutdown), and STOPPED, with an exit code, once the server has
 //! shut down gracefully.
@@ -23,7 +23,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
-use crate::logging::{self, LogFormat};
+use crate::ops::logging::{self, LogFormat};
+use crate::ops::Product;
+use crate::server::Handler;
+use serde::de::DeserializeOwned;
 use windows_service::service::{
     ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
 };
@@ -64,13 +67,15 @@ const START_WAIT_HINT: Duration = Duration::from_secs(10);
 /// How long the SCM should wait for STOP_PENDING to become STOPPED: the
 /// server's graceful shutdown, and some margin.
 const STOP_WAIT_HINT: Duration =
-    Duration::from_secs(pipesvc::server::DEFAULT_SHUTDOWN_TIMEOUT.as_secs() + 10);
+    Duration::from_secs(crate::server::DEFAULT_SHUTDOWN_TIMEOUT.as_secs() + 10);
 /// How long leftover blocking tasks may delay the end of the runtime.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
-/// What [`service_main`] runs: the arguments, put here by [`run`] before
-/// it starts the dispatcher that calls [`service_main`] on another thread.
-static LAUNCH: Mutex<Option<(RunArgs, LogFormat)>> = Mutex::new(None);
+/// What [`service_main`] runs: the service with its arguments and handler,
+/// put here by [`run`] before it starts the dispatcher that calls
+/// [`service_main`] on another thread.
+type Launch = Box<dyn FnOnce() + Send>;
+static LAUNCH: Mutex<Option<Launch>> = Mutex::new(None);
 
 /// Told by the control handler when the SCM asks the service to stop. A
 /// request that comes before anyone waits is kept (as a permit).
@@ -78,42 +83,64 @@ static STOP: Notify = Notify::const_new();
 
 define_windows_service!(ffi_service_main, service_main);
 
-/// `pipesvc service run`: connects to the SCM and runs the service until it
+/// `PRODUCT service run`: connects to the SCM and runs the service until it
 /// is stopped. Run from a console, it says what to run instead.
-pub fn run(args: RunArgs, log_format: LogFormat) -> ExitCode {
-    let service_name = args.service.service_name.clone();
-    *LAUNCH.lock().unwrap_or_else(PoisonError::into_inner) = Some((args, log_format));
+pub fn run<E, H, F>(
+    product: Product,
+    args: RunArgs,
+    log_format: LogFormat,
+    make_handler: F,
+) -> ExitCode
+where
+    E: DeserializeOwned + Send + 'static,
+    H: Handler,
+    F: FnOnce(E) -> H + Send + 'static,
+{
+    let service_name = args.service.name(&product).to_owned();
+    let launch = move || service_body(product, args, log_format, make_handler);
+    *LAUNCH.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(launch));
     match service_dispatcher::start(&service_name, ffi_service_main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(windows_service::Error::Winapi(e))
             if e.raw_os_error() == Some(ERROR_FAILED_SERVICE_CONTROLLER_CONNECT as i32) =>
         {
             eprintln!(
-                "error: `pipesvc service run` is started by the Service Control Manager, not from \
-                 a console: use `pipesvc service start --service-name {service_name}`, or run \
-                 `pipesvc serve` in this console"
+                "error: `{name} service run` is started by the Service Control Manager, not from \
+                 a console: use `{name} service start --service-name {service_name}`, or run \
+                 `{name} serve` in this console",
+                name = product.name()
             );
             ExitCode::FAILURE
         }
-        Err(e) => crate::fail(&e),
+        Err(e) => crate::ops::fail(&e),
     }
 }
 
 /// The service's main function, on the dispatcher's thread: everything
 /// from START_PENDING to STOPPED.
 fn service_main(_arguments: Vec<OsString>) {
-    let Some((args, log_format)) = LAUNCH.lock().unwrap_or_else(PoisonError::into_inner).take()
-    else {
+    let Some(launch) = LAUNCH.lock().unwrap_or_else(PoisonError::into_inner).take() else {
         return; // started twice: cannot happen for an own-process service
     };
+    launch();
+}
+
+/// What [`service_main`] does for `product`'s service.
+fn service_body<E, H, F>(product: Product, args: RunArgs, log_format: LogFormat, make_handler: F)
+where
+    E: DeserializeOwned,
+    H: Handler,
+    F: FnOnce(E) -> H,
+{
+    let name = args.service.name(&product).to_owned();
     let log_file = args
         .log_file
         .clone()
-        .unwrap_or_else(|| default_log_file(&args.service.service_name));
+        .unwrap_or_else(|| default_log_file(&product, &name));
     let logging = init_logging(&log_file, args.log_filter.as_deref(), log_format);
     if logging.is_ok() {
         tracing::info!(
-            service = %args.service.service_name,
+            service = %name,
             pid = std::process::id(),
             version = env!("CARGO_PKG_VERSION"),
             "service starting"
@@ -136,7 +163,6 @@ fn service_main(_arguments: Vec<OsString>) {
         0,
         "the handler captures nothing"
     );
-    let name = args.service.service_name.clone();
     let handle = match service_control_handler::register(&name, handler) {
         Ok(handle) => handle,
         Err(e) => {
@@ -153,8 +179,10 @@ fn service_main(_arguments: Vec<OsString>) {
     let exit = match logging {
         // Nowhere to log why: the exit code says it.
         Err(_) => ServiceExitCode::ServiceSpecific(EXIT_LOG_FILE),
-        Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(args, &status)))
-            .unwrap_or(ServiceExitCode::ServiceSpecific(EXIT_PANIC)),
+        Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve(&product, args, make_handler, &status)
+        }))
+        .unwrap_or(ServiceExitCode::ServiceSpecific(EXIT_PANIC)),
     };
     tracing::info!(exit_code = ?exit, "service stopped");
     // The last report: the SCM closes the handle after a STOPPED.
@@ -162,7 +190,17 @@ fn service_main(_arguments: Vec<OsString>) {
 }
 
 /// Runs the server until the SCM stops it; returns the exit code to report.
-fn serve(args: RunArgs, status: &Reporter) -> ServiceExitCode {
+fn serve<E, H, F>(
+    product: &Product,
+    args: RunArgs,
+    make_handler: F,
+    status: &Reporter,
+) -> ServiceExitCode
+where
+    E: DeserializeOwned,
+    H: Handler,
+    F: FnOnce(E) -> H,
+{
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -171,7 +209,7 @@ fn serve(args: RunArgs, status: &Reporter) -> ServiceExitCode {
         }
     };
     let started = Cell::new(false);
-    let ready = |endpoint: &pipesvc::Endpoint| -> io::Result<()> {
+    let ready = |endpoint: &crate::Endpoint| -> io::Result<()> {
         status.set(ServiceState::Running);
         started.set(true);
         tracing::info!(%endpoint, "service running");
@@ -182,7 +220,11 @@ fn serve(args: RunArgs, status: &Reporter) -> ServiceExitCode {
         tracing::info!("stop requested by the Service Control Manager");
         status.set(ServiceState::StopPending);
     };
-    let outcome = runtime.block_on(crate::serve::run_until(args.serve, stop, ready));
+    let outcome = runtime.block_on(async {
+        let loaded = args.serve.load::<E>(product)?;
+        let handler = make_handler(loaded.extra);
+        crate::ops::serve_until(product, loaded.settings, handler, stop, ready).await
+    });
     // A blocking task (a flush to a client that stopped reading) must not
     // hold the service in STOP_PENDING.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

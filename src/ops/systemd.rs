@@ -1,6 +1,7 @@
-//! The two systemd protocols `pipesvc serve` speaks on Linux, written
-//! against their documented environment contract (sd_notify(3),
-//! sd_listen_fds(3)) with std's Unix sockets rather than libsystemd:
+//! The two systemd protocols [`crate::ops::serve`] speaks on Linux (so
+//! `pipesvc serve` too), written against their documented environment
+//! contract (sd_notify(3), sd_listen_fds(3)) with std's Unix sockets rather
+//! than libsystemd:
 //!
 //! - readiness: when `NOTIFY_SOCKET` is set, a datagram `READY=1` once the
 //!   endpoint accepts connections and `STOPPING=1` when a stop begins;
