@@ -9,7 +9,10 @@
 //! - [`server`]: [`Server`] runs a [`Handler`](server::Handler) for each request.
 //! - [`client`]: [`Client`] sends requests and receives notifications.
 //! - [`protocol`]: the frame layout and its [`FrameCodec`](protocol::FrameCodec).
-//! - [`transport`]: raw byte streams, one module per platform.
+//! - [`transport`]: raw byte streams, one module per platform, and an
+//!   in-memory one ([`transport::memory`]).
+//! - `testing` (feature `testing`): unique endpoints, a server that stops
+//!   on drop, a service binary as a child process, fault injection.
 //! - [`Endpoint`]: one name that works on every platform.
 
 #![warn(missing_docs)]
@@ -21,6 +24,9 @@ mod frame_io;
 mod log_limit;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod transport;
 
 pub use client::Client;
