@@ -5,7 +5,7 @@
 #   PIPESVC_FUZZ_SECS=300 scripts/fuzz.sh decode
 #
 # Targets (fuzz/fuzz_targets/): `decode` (FrameCodec against a model of
-# PROTOCOL.md) and `server` (a live Server over a Unix socket). Each runs
+# PROTOCOL.md) and `server` (a live Server over the in-memory transport). Each runs
 # from a scratch copy of its seed corpus, fuzz/corpus/<target>/, so the
 # committed corpus never grows. A failing input is kept in
 # fuzz/artifacts/<target>/ with the fuzzer's log; reproduce it with
