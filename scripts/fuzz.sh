@@ -61,7 +61,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus"
     cp fuzz/corpus/"$target"/* "$corpus"/
     start=$SECONDS
-    # TMPDIR: the server target's socket directory goes in the scratch dir.
+    # TMPDIR: whatever a target writes goes in the scratch dir.
     status=0
     TMPDIR="$scratch" cargo fuzz run "${flags[@]}" "$target" "$corpus" -- \
         -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?

@@ -8,6 +8,12 @@
 //! client.close().await;
 //! # Ok(()) }
 //! ```
+//!
+//! A client also runs over any byte stream the caller connected
+//! ([`Client::from_io`]; no reconnect) or opens ([`Client::from_connector`],
+//! which reconnects), such as one end of an in-memory
+//! [`pair`](crate::transport::memory::pair). The caller vouches for the
+//! server behind such a stream: no identity check applies.
 
 mod connection;
 mod identity;
@@ -91,7 +97,8 @@ pub struct ClientOptions {
     /// [`ServerIdentity::SameUserOrAdmin`]: one running as this process's
     /// user or as root / LocalSystem, reached (on Unix) through directories
     /// no other user controls. Anything else fails with
-    /// [`Error::WrongServer`]. See SECURITY.md.
+    /// [`Error::WrongServer`]. See SECURITY.md. Not checked for a stream
+    /// from the caller ([`Client::from_io`]): the caller vouches for it.
     pub server_identity: ServerIdentity,
     /// The deadline of each request, ping or status call (default 30 s;
     /// `None`: none). It covers everything the call waits for: a reconnect
@@ -471,7 +478,8 @@ impl Client {
     }
 
     /// What the operating system says about the server process (its pid
-    /// on every platform; uid and gid on Unix).
+    /// on every platform; uid and gid on Unix). Nothing, for a client over
+    /// a stream from the caller.
     pub fn server_peer(&self) -> PeerInfo {
         self.current().server_peer
     }

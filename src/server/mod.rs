@@ -14,6 +14,12 @@
 //! server.serve_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
+//!
+//! Besides the clients it accepts on its endpoint, a server serves any byte
+//! stream handed to it with [`ServerHandle::serve_connection`], such as one
+//! end of an in-memory [`pair`](crate::transport::memory::pair), under the
+//! same policy, limits and shutdown. [`ServerBuilder::build`] makes a
+//! server that listens nowhere and serves only such streams.
 
 mod access;
 mod connection;

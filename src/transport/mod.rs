@@ -5,6 +5,10 @@
 //! offer the same interface: [`Listener::bind`], [`Listener::accept`],
 //! [`connect`], [`flush_to_peer`] and [`disconnect`]. Nothing here frames data: the seed's
 //! hello examples use this layer directly, the protocol layers sit on top.
+//!
+//! [`memory`] is a transport of a third kind: a connected pair of streams in
+//! one process, which the server and the client run over like any other
+//! byte stream (see `ServerHandle::serve_connection` and `Client::from_io`).
 
 use std::future::Future;
 use std::io;
