@@ -15,11 +15,11 @@ use pipesvc::Client;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "pipesvc".into());
-    let client = Client::connect(&name.parse()?).await?;
+    let endpoint = name.parse()?;
+    let client = Client::connect(&endpoint).await?;
     println!(
-        "connected to {} at {}",
+        "connected to {} at {endpoint}",
         Escaped(&client.server_name()),
-        client.endpoint()
     );
 
     // The app's own background work: print whatever the service pushes.

@@ -5,7 +5,7 @@
 #   PIPESVC_FUZZ_SECS=300 scripts/fuzz.sh decode
 #
 # Targets (fuzz/fuzz_targets/): `decode` (FrameCodec against a model of
-# PROTOCOL.md) and `server` (a live Server over a Unix socket). Each runs
+# PROTOCOL.md) and `server` (a live Server over the in-memory transport). Each runs
 # from a scratch copy of its seed corpus, fuzz/corpus/<target>/, so the
 # committed corpus never grows. A failing input is kept in
 # fuzz/artifacts/<target>/ with the fuzzer's log; reproduce it with
@@ -61,7 +61,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus"
     cp fuzz/corpus/"$target"/* "$corpus"/
     start=$SECONDS
-    # TMPDIR: the server target's socket directory goes in the scratch dir.
+    # TMPDIR: whatever a target writes goes in the scratch dir.
     status=0
     TMPDIR="$scratch" cargo fuzz run "${flags[@]}" "$target" "$corpus" -- \
         -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?

@@ -9,7 +9,10 @@
 //! - [`server`]: [`Server`] runs a [`Handler`](server::Handler) for each request.
 //! - [`client`]: [`Client`] sends requests and receives notifications.
 //! - [`protocol`]: the frame layout and its [`FrameCodec`](protocol::FrameCodec).
-//! - [`transport`]: raw byte streams, one module per platform.
+//! - [`transport`]: raw byte streams, one module per platform, and an
+//!   in-memory one ([`transport::memory`]).
+//! - `testing` (feature `testing`): unique endpoints, a server that stops
+//!   on drop, a service binary as a child process, fault injection.
 //! - [`Endpoint`]: one name that works on every platform.
 //! - [`ops`]: running your own handler as a service (config file and
 //!   variables, systemd, the Windows service manager), each behind a
@@ -38,6 +41,9 @@ mod log_limit;
 pub mod ops;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod transport;
 mod validate;
 

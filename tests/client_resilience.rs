@@ -24,6 +24,22 @@ use tokio_util::codec::FramedRead;
 
 /// Echoes, except that `hold` is never answered (it reports that it started).
 fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
+    let (builder, started) = service(endpoint);
+    (Serving::start(builder.bind().unwrap()), started)
+}
+
+/// [`start`], serving in-memory streams only.
+fn start_in_memory(test: &str) -> (Serving, mpsc::UnboundedReceiver<()>) {
+    let (builder, started) = service(&unique_endpoint(test));
+    (Serving::start(builder.build().unwrap()), started)
+}
+
+fn service(
+    endpoint: &Endpoint,
+) -> (
+    pipesvc::server::ServerBuilder<impl pipesvc::server::Handler>,
+    mpsc::UnboundedReceiver<()>,
+) {
     let (started_tx, started) = mpsc::unbounded_channel();
     let handler = move |request: Bytes, _ctx: ConnectionContext| {
         let started_tx = started_tx.clone();
@@ -35,20 +51,19 @@ fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
             Ok::<_, ServiceError>(request)
         }
     };
-    let server = Server::builder(endpoint.clone())
+    let builder = Server::builder(endpoint.clone())
         .shutdown_timeout(Duration::from_millis(10))
-        .handler(handler)
-        .bind()
-        .unwrap();
-    (Serving::start(server), started)
+        .handler(handler);
+    (builder, started)
 }
 
 #[tokio::test]
 async fn a_request_past_its_timeout_fails_and_the_connection_carries_on() {
-    let endpoint = unique_endpoint("request-timeout");
-    let (serving, _started) = start(&endpoint);
+    let (serving, _started) = start_in_memory("request-timeout");
     let options = ClientOptions::new().request_timeout(Some(Duration::from_millis(50)));
-    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let client = Client::from_io(serving.memory_stream(), options)
+        .await
+        .unwrap();
     let err = client.request("hold").await.unwrap_err();
     assert!(matches!(err, Error::Timeout(..)), "{err}");
     assert_eq!(client.request("next").await.unwrap(), "next");
@@ -236,12 +251,13 @@ async fn a_close_during_a_reconnect_wins() {
 
 #[tokio::test]
 async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
-    let endpoint = unique_endpoint("bounded-close");
-    let (serving, mut started) = start(&endpoint);
+    let (serving, mut started) = start_in_memory("bounded-close");
     let options = ClientOptions::new()
         .close_timeout(Duration::from_millis(100))
         .request_timeout(None);
-    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let client = Client::from_io(serving.memory_stream(), options)
+        .await
+        .unwrap();
     let in_flight = {
         let client = client.clone();
         tokio::spawn(async move { client.request("hold").await })
@@ -262,15 +278,15 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     const BROADCASTS: usize = 1000;
     /// The readers start reading only once this many broadcasts were sent:
     /// more than a buffer of 256 holds, yet few enough (35 KB) that the
-    /// socket and the server's outbox take the rest without the server
+    /// stream and the server's outbox take the rest without the server
     /// waiting, so that a client which dropped on a full buffer would lose
     /// some, and one that applies backpressure loses none.
     const UNREAD: usize = 300;
-    let (endpoint, serving) = common::Serving::echo("broadcast-lossless");
+    let serving = common::Serving::echo_in_memory("broadcast-lossless");
     let (sent_tx, sent) = tokio::sync::watch::channel(0usize);
     let mut readers = Vec::new();
     for _ in 0..CLIENTS {
-        let client = Client::connect(&endpoint).await.unwrap();
+        let client = serving.memory_client().await;
         let mut notes = client.notifications().unwrap();
         client.ping().await.unwrap(); // registered by the server
         let mut sent = sent.clone();
@@ -303,11 +319,13 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
 
 #[tokio::test]
 async fn the_dropping_policy_marks_what_it_lost() {
-    let (endpoint, serving) = common::Serving::echo("broadcast-lagged");
+    let serving = common::Serving::echo_in_memory("broadcast-lagged");
     let options = ClientOptions::new()
         .notification_policy(NotificationPolicy::DropNewest)
         .notification_buffer(4);
-    let client = Client::connect_with(&endpoint, options).await.unwrap();
+    let client = Client::from_io(serving.memory_stream(), options)
+        .await
+        .unwrap();
     let mut notes = client.notifications().unwrap();
     client.ping().await.unwrap(); // registered by the server
     for i in 0..100 {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::{guard, payload, unique_endpoint, RawClient, Serving};
 use pipesvc::protocol::{Frame, Kind};
+use pipesvc::server::ServerHandle;
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
+use pipesvc::transport::{memory, PeerInfo};
 use pipesvc::{Client, Endpoint};
 use tokio::sync::Barrier;
 
@@ -32,14 +34,16 @@ fn echo_server(endpoint: &Endpoint) -> Server<impl pipesvc::server::Handler> {
         .handler(
             |request: Bytes, _ctx: ConnectionContext| async move { Ok::<_, ServiceError>(request) },
         )
-        .bind()
-        .expect("bind")
+        .build()
+        .expect("build")
 }
 
 /// One client through the library's `Client`: ids are its business, so a
 /// mixed-up id shows as a wrong payload.
-async fn library_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>) {
-    let client = Client::connect(&endpoint).await.expect("connect");
+async fn library_client(server: ServerHandle, client_no: u32, start: Arc<Barrier>) {
+    let client = Client::from_io(connect(&server), Default::default())
+        .await
+        .expect("connect");
     start.wait().await;
     let requests = (0..REQUESTS).map(|i| {
         let client = client.clone();
@@ -57,8 +61,8 @@ async fn library_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>)
 }
 
 /// One client speaking raw frames: checks each RESPONSE's id explicitly.
-async fn raw_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>) {
-    let (client, _) = RawClient::handshake(&endpoint).await;
+async fn raw_client(server: ServerHandle, client_no: u32, start: Arc<Barrier>) {
+    let (client, _) = RawClient::handshake_over(connect(&server)).await;
     let RawClient {
         mut reader,
         mut writer,
@@ -102,6 +106,15 @@ async fn raw_client(endpoint: Endpoint, client_no: u32, start: Arc<Barrier>) {
     tokio::join!(send_all, receive_all);
 }
 
+/// A client end of an in-memory connection to `server`.
+fn connect(server: &ServerHandle) -> memory::MemoryStream {
+    let (client_end, server_end) = memory::pair();
+    server
+        .serve_connection(server_end, PeerInfo::current())
+        .expect("serve");
+    client_end
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
     let endpoint = unique_endpoint("many");
@@ -110,11 +123,11 @@ async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
     let start = Arc::new(Barrier::new(CLIENTS as usize));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| {
-            let (endpoint, start) = (endpoint.clone(), start.clone());
+            let (server, start) = (serving.handle.clone(), start.clone());
             if n % 2 == 0 {
-                tokio::spawn(library_client(endpoint, n, start))
+                tokio::spawn(library_client(server, n, start))
             } else {
-                tokio::spawn(raw_client(endpoint, n, start))
+                tokio::spawn(raw_client(server, n, start))
             }
         })
         .collect();

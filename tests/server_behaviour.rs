@@ -10,7 +10,7 @@ use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
 use pipesvc::server::{ConnectionContext, Handler, Server, ServiceCode, ServiceError};
-use pipesvc::{Client, Endpoint, Error};
+use pipesvc::{Client, Error};
 use tokio::sync::mpsc;
 
 /// Echoes, fails on `fail`, panics on `panic`, greets on connect, and
@@ -43,7 +43,6 @@ impl Handler for TestService {
 }
 
 struct Running {
-    endpoint: Endpoint,
     serving: Serving,
     notes: mpsc::UnboundedReceiver<Bytes>,
 }
@@ -63,9 +62,9 @@ fn start(
     let endpoint = unique_endpoint(test);
     let (notes_tx, notes) = mpsc::unbounded_channel();
     let builder = Server::builder(endpoint.clone()).handler(TestService { notes: notes_tx });
-    let server = configure(builder).bind().expect("bind");
+    // In memory: these tests are about the protocol, not the transport.
+    let server = configure(builder).build().expect("build");
     Running {
-        endpoint,
         serving: Serving::start(server),
         notes,
     }
@@ -74,7 +73,9 @@ fn start(
 #[tokio::test]
 async fn requests_notifications_and_pings_work() {
     let mut server = start("basics", |b| b.name("test-server"));
-    let client = Client::connect(&server.endpoint).await.unwrap();
+    let client = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap();
     assert_eq!(client.server_name(), "test-server");
     let mut notes = client.notifications().unwrap();
     assert!(client.notifications().is_none(), "the stream is taken once");
@@ -97,7 +98,9 @@ async fn requests_notifications_and_pings_work() {
 #[tokio::test]
 async fn service_errors_and_panics_answer_that_request_only() {
     let server = start("errors", |b| b);
-    let client = Client::connect(&server.endpoint).await.unwrap();
+    let client = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap();
     match client.request("fail").await {
         Err(Error::Remote { code, message }) => {
             assert_eq!(code, ErrorCode(1234));
@@ -121,7 +124,9 @@ async fn broadcast_reaches_every_client() {
     let server = start("broadcast", |b| b);
     let mut clients = Vec::new();
     for _ in 0..5 {
-        let client = Client::connect(&server.endpoint).await.unwrap();
+        let client = Client::from_io(server.serving.memory_stream(), Default::default())
+            .await
+            .unwrap();
         let mut notes = client.notifications().unwrap();
         assert_eq!(notes.recv().await.unwrap().message().unwrap(), "welcome");
         clients.push((client, notes));
@@ -137,9 +142,11 @@ async fn broadcast_reaches_every_client() {
 #[tokio::test]
 async fn oversized_frame_gets_an_error_and_others_carry_on() {
     let server = start("oversized", |b| b.max_frame_len(1024));
-    let bystander = Client::connect(&server.endpoint).await.unwrap();
+    let bystander = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap();
 
-    let (mut raw, hello) = RawClient::handshake(&server.endpoint).await;
+    let (mut raw, hello) = RawClient::handshake_over(server.serving.memory_stream()).await;
     assert_eq!(hello.max_frame_len, 1024);
     raw.send_raw(&0xFFFF_FFFFu32.to_le_bytes()).await;
     raw.expect_error(0, ErrorCode::FRAME_TOO_LARGE).await;
@@ -219,23 +226,23 @@ async fn cut_off(raw: RawClient, handle: &pipesvc::server::ServerHandle, open: u
 #[tokio::test]
 async fn protocol_violations_get_their_documented_codes() {
     let server = start("violations", |b| b);
-    let ep = &server.endpoint;
+    let memory = || server.serving.memory_stream();
 
     // A REQUEST before the client's HELLO.
-    let mut raw = RawClient::connect(ep).await;
+    let mut raw = RawClient::over(memory());
     assert_eq!(raw.recv().await.unwrap().kind, Kind::Hello);
     raw.send(Frame::request(1, "too early")).await;
     raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
 
     // A HELLO with a version the server does not speak.
-    let mut raw = RawClient::connect(ep).await;
+    let mut raw = RawClient::over(memory());
     raw.recv().await.unwrap();
     raw.send(Frame::new(Kind::Hello, 0, &b"PSVC\x02\x00"[..]))
         .await;
     raw.expect_error(0, ErrorCode::UNSUPPORTED_VERSION).await;
 
     // A HELLO with the wrong magic.
-    let mut raw = RawClient::connect(ep).await;
+    let mut raw = RawClient::over(memory());
     raw.recv().await.unwrap();
     raw.send(Frame::new(Kind::Hello, 0, &b"HTTP\x01\x00"[..]))
         .await;
@@ -253,21 +260,21 @@ async fn protocol_violations_get_their_documented_codes() {
         ),
         (&[2, 0, 0, 0, 2, 0][..], ErrorCode::MALFORMED_FRAME),
     ] {
-        let (mut raw, _) = RawClient::handshake(ep).await;
+        let (mut raw, _) = RawClient::handshake_over(memory()).await;
         raw.send_raw(bytes).await;
         raw.expect_error(0, code).await;
     }
 
     // A REQUEST or PING with id 0.
     for kind in [Kind::Request, Kind::Ping] {
-        let (mut raw, _) = RawClient::handshake(ep).await;
+        let (mut raw, _) = RawClient::handshake_over(memory()).await;
         raw.send(Frame::new(kind, 0, "zero")).await;
         raw.expect_error(0, ErrorCode::MALFORMED_FRAME).await;
     }
 
     // A RESPONSE or a GOODBYE sent by a client.
     for frame in [Frame::response(5, "not yours"), Frame::goodbye("bye")] {
-        let (mut raw, _) = RawClient::handshake(ep).await;
+        let (mut raw, _) = RawClient::handshake_over(memory()).await;
         raw.send(frame).await;
         raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
     }
@@ -276,13 +283,13 @@ async fn protocol_violations_get_their_documented_codes() {
     // at once, without an ERROR (PROTOCOL.md, "Closing"), and the
     // connection no longer counts.
     let open = server.serving.handle.connection_count();
-    let (mut raw, _) = RawClient::handshake(ep).await;
+    let (mut raw, _) = RawClient::handshake_over(memory()).await;
     raw.send_raw(&[100, 0, 0, 0, 2, 0, 1, 0, 0, 0, b'x', b'y'])
         .await;
     cut_off(raw, &server.serving.handle, open).await;
 
     // PING answered with PONG, same id and payload.
-    let (mut raw, _) = RawClient::handshake(ep).await;
+    let (mut raw, _) = RawClient::handshake_over(memory()).await;
     raw.send(Frame::new(Kind::Ping, 77, "tick")).await;
     let pong = raw.recv_skipping_notify().await.unwrap();
     assert_eq!(
@@ -291,7 +298,7 @@ async fn protocol_violations_get_their_documented_codes() {
     );
 
     // The server is unharmed.
-    let client = Client::connect(ep).await.unwrap();
+    let client = Client::from_io(memory(), Default::default()).await.unwrap();
     assert_eq!(client.request("ok").await.unwrap(), "ok");
     server.stop().await;
 }
@@ -308,7 +315,7 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
     // The bystander keeps a request in flight, so that the idle timeout
     // never applies to it however slow the machine: its HELLO and that
     // request go in one write, and are read before any timer is checked.
-    let mut bystander = RawClient::connect(&server.endpoint).await;
+    let mut bystander = RawClient::over(server.serving.memory_stream());
     assert_eq!(bystander.recv().await.unwrap().kind, Kind::Hello);
     let mut opening = bytes::BytesMut::new();
     let mut codec = pipesvc::protocol::FrameCodec::default();
@@ -330,7 +337,7 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
                 state as u8
             })
             .collect();
-        let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+        let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
         raw.send_raw(&garbage).await;
         // Whatever the bytes decode to, the connection ends with an ERROR
         // for the whole connection: a decoding problem, or `timed out`.
@@ -359,7 +366,7 @@ async fn a_client_that_never_says_hello_is_closed_by_the_handshake_timeout() {
     let server = start("no-hello", |b| {
         b.handshake_timeout(std::time::Duration::from_millis(50))
     });
-    let mut raw = RawClient::connect(&server.endpoint).await;
+    let mut raw = RawClient::over(server.serving.memory_stream());
     assert_eq!(raw.recv().await.unwrap().kind, Kind::Hello);
     let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
     assert!(message.contains("no HELLO within"), "{message}");
@@ -428,7 +435,7 @@ async fn a_silent_client_is_closed_by_the_idle_timeout() {
     let server = start("idle", |b| {
         b.idle_timeout(std::time::Duration::from_millis(50))
     });
-    let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
     let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
     assert!(message.contains("no frame for"), "{message}");
     server.stop().await;
@@ -438,7 +445,7 @@ async fn a_silent_client_is_closed_by_the_idle_timeout() {
 async fn traffic_resets_the_idle_timer() {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
     let server = start("idle-traffic", |b| b.idle_timeout(TIMEOUT));
-    let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
     // PINGs a tenth of the timeout apart for twice the timeout: each is
     // read long before the timer could fire, so the connection stays open.
     // Were the timer not reset by traffic, it would close one timeout
@@ -468,8 +475,10 @@ async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
     let server = start("no-reader", |b| {
         b.write_timeout(std::time::Duration::from_millis(100))
     });
-    let bystander = Client::connect(&server.endpoint).await.unwrap();
-    let (mut raw, _) = RawClient::handshake(&server.endpoint).await;
+    let bystander = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap();
+    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
     // Send requests and never read an answer. Once the answers fill the
     // pipe, the server's writer stalls; past the write timeout the server
     // drops the client, and only that makes a send here fail (it would hang
@@ -530,8 +539,12 @@ async fn a_duplicate_request_id_in_flight_is_refused() {
 #[tokio::test]
 async fn a_client_over_the_connection_limit_is_told_overloaded() {
     let server = start("limit", |b| b.max_connections(1));
-    let first = Client::connect(&server.endpoint).await.unwrap();
-    let refused = Client::connect(&server.endpoint).await.unwrap_err();
+    let first = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap();
+    let refused = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::OVERLOADED), "{refused}");
     assert_eq!(first.request("fine").await.unwrap(), "fine");
     server.stop().await;
@@ -591,7 +604,9 @@ async fn connecting_to_nothing_fails_with_the_endpoint_in_the_error() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_client_works_on_a_current_thread_runtime() {
     let server = start("current-thread", |b| b);
-    let client = Client::connect(&server.endpoint).await.unwrap();
+    let client = Client::from_io(server.serving.memory_stream(), Default::default())
+        .await
+        .unwrap();
     let answers = futures_util::future::join_all((0..50).map(|i| {
         let client = client.clone();
         async move { client.request(format!("n{i}")).await.unwrap() }
@@ -613,7 +628,9 @@ fn a_current_thread_client_talks_to_a_server_in_another_runtime() {
         .build()
         .unwrap();
     client_rt.block_on(async {
-        let client = Client::connect(&server.endpoint).await.unwrap();
+        let client = Client::from_io(server.serving.memory_stream(), Default::default())
+            .await
+            .unwrap();
         assert_eq!(client.request("across").await.unwrap(), "across");
         client.close().await;
     });

@@ -23,7 +23,13 @@ use crate::protocol::{
     ClientHello, CodecError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
     PROTOCOL_VERSION,
 };
-use crate::transport::{self, ConnectStats, PeerInfo};
+use crate::transport::{self, ConnectStats, Generic, PeerInfo};
+
+/// Opens a stream for a client that does not connect to an endpoint
+/// ([`Client::from_io`](super::Client::from_io),
+/// [`Client::from_connector`](super::Client::from_connector)).
+pub(super) type Connector =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Generic>> + Send + Sync>;
 
 #[derive(Debug)]
 pub(super) struct Connection {
@@ -103,7 +109,46 @@ impl Connection {
             &connected.stream,
             &connected.server,
         )?;
-        let (read, write) = tokio::io::split(connected.stream);
+        let io = Generic::new(connected.stream);
+        Connection::start(
+            io,
+            connected.server,
+            connected.stats,
+            options,
+            notifications,
+        )
+        .await
+    }
+
+    /// Performs the handshake over a stream the caller connected, within
+    /// the connect timeout (a connector's time included). No identity check
+    /// applies: the caller vouches for the stream.
+    pub(super) async fn open_io(
+        connector: &Connector,
+        options: &ClientOptions,
+        notifications: &Arc<Queue>,
+    ) -> Result<Connection> {
+        let timeout = options.connect.timeout;
+        let opening = async {
+            let io = connector().await?;
+            let (peer, stats) = (PeerInfo::new(), ConnectStats::default());
+            Connection::start(io, peer, stats, options, notifications).await
+        };
+        tokio::time::timeout(timeout, opening)
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout, "connecting over the stream")))
+    }
+
+    /// The handshake and the reader and writer tasks, over a connected
+    /// stream.
+    async fn start(
+        io: Generic,
+        server_peer: PeerInfo,
+        connect_stats: ConnectStats,
+        options: &ClientOptions,
+        notifications: &Arc<Queue>,
+    ) -> Result<Connection> {
+        let (read, write) = tokio::io::split(io);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
         let server =
             tokio::time::timeout(options.handshake_timeout, read_server_hello(&mut reader))
@@ -119,7 +164,7 @@ impl Connection {
         sink.send(Frame::new(Kind::Hello, 0, hello.encode()))
             .await
             .map_err(into_error)?;
-        tracing::debug!(server = %server.server_name, stats = ?connected.stats, "connected");
+        tracing::debug!(server = %server.server_name, stats = ?connect_stats, "connected");
 
         let pending = Arc::new(Pending::default());
         // No write timeout: a server that stops reading shows up as
@@ -141,8 +186,8 @@ impl Connection {
         );
         Ok(Connection {
             server,
-            server_peer: connected.server,
-            connect_stats: connected.stats,
+            server_peer,
+            connect_stats,
             writer,
             pending,
             reader,

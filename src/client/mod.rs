@@ -8,6 +8,12 @@
 //! client.close().await;
 //! # Ok(()) }
 //! ```
+//!
+//! A client also runs over any byte stream the caller connected
+//! ([`Client::from_io`]; no reconnect) or opens ([`Client::from_connector`],
+//! which reconnects), such as one end of an in-memory
+//! [`pair`](crate::transport::memory::pair). The caller vouches for the
+//! server behind such a stream: no identity check applies.
 
 mod connection;
 mod identity;
@@ -34,7 +40,7 @@ use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{Kind, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
 use crate::validate;
-use connection::{CallError, Connection};
+use connection::{CallError, Connection, Connector};
 use notifications::Queue;
 use pending::Pending;
 
@@ -166,7 +172,8 @@ impl ClientOptions {
     /// [`ServerIdentity::SameUserOrAdmin`]: one running as this process's
     /// user or as root / LocalSystem, reached (on Unix) through directories
     /// no other user controls. Anything else fails with
-    /// [`Error::WrongServer`]. See SECURITY.md.
+    /// [`Error::WrongServer`]. See SECURITY.md. Not checked for a stream
+    /// from the caller ([`Client::from_io`]): the caller vouches for it.
     pub fn server_identity(mut self, identity: ServerIdentity) -> Self {
         self.server_identity = identity;
         self
@@ -274,9 +281,45 @@ pub struct Client {
     shared: Arc<Shared>,
 }
 
+/// Where a client's connections come from.
+#[derive(Clone)]
+enum Target {
+    Endpoint(Endpoint),
+    /// A stream from the caller: given once ([`Client::from_io`]) or made
+    /// by a connector ([`Client::from_connector`]).
+    Io(Connector),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Endpoint(endpoint) => write!(f, "{endpoint}"),
+            Target::Io(_) => f.write_str("a stream from the caller"),
+        }
+    }
+}
+
+impl Target {
+    async fn open(&self, options: &ClientOptions, queue: &Arc<Queue>) -> Result<Connection> {
+        let span = tracing::debug_span!("client", target = ?self);
+        match self {
+            Target::Endpoint(endpoint) => {
+                Connection::open(endpoint, options, queue)
+                    .instrument(span)
+                    .await
+            }
+            Target::Io(connector) => {
+                Connection::open_io(connector, options, queue)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
-    endpoint: Endpoint,
+    target: Target,
     options: ClientOptions,
     current: Mutex<Arc<Connection>>,
     /// Outlives connections, so that the stream carries on across
@@ -323,7 +366,7 @@ impl Shared {
         self.state
             .send_replace(ConnectionState::Connected { reconnects });
         drop(current);
-        tracing::info!(endpoint = %self.endpoint, reconnects, "reconnected");
+        tracing::info!(target = ?self.target, reconnects, "reconnected");
         Some(pending)
     }
 }
@@ -338,20 +381,91 @@ impl Client {
     /// Connects with `options`; a setting that cannot work is
     /// [`Error::Config`] naming it, before anything is opened.
     pub async fn connect_with(endpoint: &Endpoint, options: ClientOptions) -> Result<Client> {
+        Client::open(Target::Endpoint(endpoint.clone()), options).await
+    }
+
+    /// Runs a client over `io`, a stream already connected to a pipesvc
+    /// server: one end of an in-memory
+    /// [`pair`](crate::transport::memory::pair), or a transport of your
+    /// own. The handshake and everything after it are as over a pipe, and
+    /// bounded by the same options; the connect timeout bounds the
+    /// handshake.
+    ///
+    /// The caller vouches for the server: `server_identity` does not apply
+    /// (nothing the OS says about a generic stream can be checked), and
+    /// [`Client::server_peer`] knows nothing. A stream cannot be opened
+    /// again, so `reconnect` and `expect_server_pid` are refused with
+    /// [`Error::Config`]; for reconnects use [`Client::from_connector`].
+    pub async fn from_io<S>(io: S, options: ClientOptions) -> Result<Client>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        if options.reconnect {
+            return Err(Error::config(
+                "reconnect",
+                "a client over a given stream cannot open it again; \
+                 use Client::from_connector to reconnect",
+            ));
+        }
+        let once = Mutex::new(Some(crate::transport::Generic::new(io)));
+        let connector: Connector = Arc::new(move || {
+            let io = lock(&once).take();
+            Box::pin(async move {
+                io.ok_or_else(|| {
+                    Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "the stream given to Client::from_io was used already",
+                    ))
+                })
+            })
+        });
+        Client::from_target_io(connector, options).await
+    }
+
+    /// Runs a client over the streams `connector` opens: one for the first
+    /// connection and, with `reconnect`, one for each reconnect. Each
+    /// attempt (the connector's time and the handshake) is bounded by the
+    /// connect timeout; a failed one is retried like a reconnect to an
+    /// endpoint.
+    ///
+    /// As with [`Client::from_io`], the caller vouches for the server:
+    /// `server_identity` does not apply, `expect_server_pid` is refused
+    /// with [`Error::Config`], and [`Client::server_peer`] knows nothing.
+    pub async fn from_connector<F, Fut, S>(connector: F, options: ClientOptions) -> Result<Client>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::io::Result<S>> + Send + 'static,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let connector: Connector = Arc::new(move || {
+            let opening = connector();
+            Box::pin(async move { Ok(crate::transport::Generic::new(opening.await?)) })
+        });
+        Client::from_target_io(connector, options).await
+    }
+
+    async fn from_target_io(connector: Connector, options: ClientOptions) -> Result<Client> {
+        if options.expect_server_pid.is_some() {
+            return Err(Error::config(
+                "expect_server_pid",
+                "the pid of the server behind a stream from the caller cannot be checked",
+            ));
+        }
+        Client::open(Target::Io(connector), options).await
+    }
+
+    async fn open(target: Target, options: ClientOptions) -> Result<Client> {
         options.validate()?;
         let queue = Arc::new(Queue::new(
             options.notification_policy,
             options.notification_buffer,
             options.notification_buffer_bytes,
         ));
-        let span = tracing::debug_span!("client", endpoint = %endpoint);
-        let first = Connection::open(endpoint, &options, &queue)
-            .instrument(span)
-            .await?;
+        let first = target.open(&options, &queue).await?;
         let pending = first.pending.clone();
         let (state, _) = watch::channel(ConnectionState::Connected { reconnects: 0 });
         let shared = Arc::new(Shared {
-            endpoint: endpoint.clone(),
+            target,
             current: Mutex::new(Arc::new(first)),
             notifications: queue,
             state,
@@ -479,7 +593,8 @@ impl Client {
     }
 
     /// What the operating system says about the server process (its pid
-    /// on every platform; uid and gid on Unix).
+    /// on every platform; uid and gid on Unix). Nothing, for a client over
+    /// a stream from the caller.
     pub fn server_peer(&self) -> PeerInfo {
         self.current().server_peer
     }
@@ -489,9 +604,14 @@ impl Client {
         self.current().server.max_frame_len
     }
 
-    /// The endpoint this client connects to.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.shared.endpoint
+    /// The endpoint this client connects to; `None` for a client over a
+    /// stream from the caller ([`Client::from_io`],
+    /// [`Client::from_connector`]).
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        match &self.shared.target {
+            Target::Endpoint(endpoint) => Some(endpoint),
+            Target::Io(_) => None,
+        }
     }
 
     /// The attempts that found the server busy or absent before the
@@ -621,10 +741,10 @@ async fn supervise(shared: Weak<Shared>, mut pending: Arc<Pending>, stop: Cancel
             client.notifications.end();
             return;
         }
-        let (endpoint, options) = (client.endpoint.clone(), client.options.clone());
+        let (target, options) = (client.target.clone(), client.options.clone());
         let queue = client.notifications.clone();
         drop(client);
-        match reconnect(&shared, &endpoint, &options, &queue, &stop).await {
+        match reconnect(&shared, &target, &options, &queue, &stop).await {
             Some(next) => pending = next,
             None => return,
         }
@@ -636,15 +756,14 @@ async fn supervise(shared: Weak<Shared>, mut pending: Arc<Pending>, stop: Cancel
 /// `None` if the client was closed or dropped meanwhile.
 async fn reconnect(
     shared: &Weak<Shared>,
-    endpoint: &Endpoint,
+    target: &Target,
     options: &ClientOptions,
     queue: &Arc<Queue>,
     stop: &CancellationToken,
 ) -> Option<Arc<Pending>> {
     let mut pause = RECONNECT_BACKOFF_MIN;
     loop {
-        let span = tracing::debug_span!("client", endpoint = %endpoint);
-        let attempt = Connection::open(endpoint, options, queue).instrument(span);
+        let attempt = target.open(options, queue);
         let outcome = tokio::select! {
             outcome = attempt => outcome,
             () = stop.cancelled() => return None,

@@ -28,9 +28,9 @@ use super::pending::Pending;
 use crate::error::CloseReason;
 use crate::frame_io::Outbox;
 use crate::protocol::{Frame, FrameCodec};
-use crate::transport::ClientStream;
+use crate::transport::Generic;
 
-type Io = WriteHalf<ClientStream>;
+type Io = WriteHalf<Generic>;
 
 #[derive(Debug)]
 pub(super) struct Writer {

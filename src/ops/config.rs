@@ -1203,10 +1203,11 @@ mod tests {
 
     #[test]
     fn access_policy_from_settings() {
-        let peer = |uid| crate::transport::PeerInfo {
-            pid: Some(1),
-            uid: Some(uid),
-            gid: Some(99_999),
+        let peer = |uid| {
+            crate::transport::PeerInfo::new()
+                .with_pid(1)
+                .with_uid(uid)
+                .with_gid(99_999)
         };
         let settings = Settings {
             allow_uids: Some(IdList(vec![4242])),

@@ -36,7 +36,7 @@ use crate::log_limit::limited;
 use crate::protocol::{
     ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
 };
-use crate::transport::{close_within, disconnect, PeerInfo, ServerStream};
+use crate::transport::{close_within, PeerInfo, ServerIo};
 
 /// A read buffer larger than this is given back once it is empty.
 const READ_BUFFER_KEEP: usize = 64 * 1024;
@@ -72,7 +72,7 @@ pub(super) struct Connection<H> {
 }
 
 impl<H: Handler> Connection<H> {
-    pub(super) async fn run(self, stream: ServerStream) {
+    pub(super) async fn run<S: ServerIo>(self, stream: S) {
         tracing::debug!("connected");
         let (outbound, queue) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(self.config.max_output_bytes));
@@ -97,7 +97,7 @@ impl<H: Handler> Connection<H> {
         wire.output.room.close();
         if matches!(end, End::PeerGone | End::TooSlow) {
             wire.publish();
-            disconnect(wire.stream());
+            wire.stream().disconnect();
         } else {
             wire.close().await;
         }
@@ -109,7 +109,7 @@ impl<H: Handler> Connection<H> {
         lock(&self.shared.connections).remove(&self.id);
     }
 
-    async fn session(&self, wire: &mut Wire, ctx: &ConnectionContext) -> End {
+    async fn session<S: ServerIo>(&self, wire: &mut Wire<S>, ctx: &ConnectionContext) -> End {
         let hello = ServerHello {
             version: PROTOCOL_VERSION,
             max_frame_len: self.config.max_frame_len,
@@ -133,7 +133,7 @@ impl<H: Handler> Connection<H> {
     }
 
     /// Waits for the client's HELLO and checks it.
-    async fn handshake(&self, wire: &mut Wire) -> Result<(), End> {
+    async fn handshake<S: ServerIo>(&self, wire: &mut Wire<S>) -> Result<(), End> {
         let timeout = self.config.handshake_timeout;
         let first = tokio::select! {
             first = tokio::time::timeout(timeout, wire.reader.next()) => first,
@@ -164,7 +164,11 @@ impl<H: Handler> Connection<H> {
 
     /// Reads frames and dispatches them until the client leaves, breaks the
     /// protocol, or the server shuts down; then settles in-flight requests.
-    async fn serve_requests(&self, wire: &mut Wire, ctx: &ConnectionContext) -> End {
+    async fn serve_requests<S: ServerIo>(
+        &self,
+        wire: &mut Wire<S>,
+        ctx: &ConnectionContext,
+    ) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
         let mut state = State::new(&self.shared, &self.config, wire.output.too_slow.clone());
         // Nothing is read until the handler has greeted the client.
@@ -176,7 +180,7 @@ impl<H: Handler> Connection<H> {
             let frame = match event {
                 Event::Frame(frame) => frame,
                 Event::Eof => {
-                    if peer_is_gone(wire) {
+                    if wire.stream().peer_is_gone() {
                         break End::PeerGone;
                     }
                     // A half-close: the client has sent all it will and
@@ -269,10 +273,10 @@ impl<H: Handler> Connection<H> {
     /// Acts on one frame from the client; a frame that cannot be acted on
     /// yet is parked (and reading waits for it). A REQUEST to start now is
     /// handed back.
-    fn dispatch<'a>(
+    fn dispatch<'a, S: ServerIo>(
         &'a self,
         frame: Frame,
-        wire: &mut Wire,
+        wire: &mut Wire<S>,
         ctx: &ConnectionContext,
         room: bool,
         state: &mut State<'a>,
@@ -342,34 +346,6 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
     status.errors.truncate(room);
     Some(status.encode())
 }
-
-/// After an EOF: whether the client closed the connection (rather than
-/// only its sending side, which a Unix socket allows). Asked of the kernel
-/// at that moment with a `poll` that does not wait: a socket whose peer is
-/// closed reports POLLHUP (both directions shut), a half-closed one only
-/// POLLRDHUP, and still takes what is written. (tokio's cached readiness
-/// could lag behind an EOF that a read found first.)
-#[cfg(unix)]
-fn peer_is_gone(wire: &Wire) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut probe = libc::pollfd {
-        fd: wire.stream().as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, for a socket this connection owns; a zero
-    // timeout never blocks.
-    let ready = unsafe { libc::poll(&mut probe, 1, 0) };
-    ready > 0 && probe.revents & (libc::POLLHUP | libc::POLLERR) != 0
-}
-
-/// A named pipe has no half-close: EOF means the client closed its handle.
-#[cfg(windows)]
-fn peer_is_gone(_wire: &Wire) -> bool {
-    true
-}
-
-type Reader = Input;
 
 /// A handler's `on_connect` or `on_notify`, running.
 type Chore<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -568,8 +544,8 @@ const TURN_BUDGET: usize = 16;
 
 /// The connection's stream, what waits to be written to it, and the queue
 /// of frames from handlers and broadcasts.
-struct Wire {
-    reader: Reader,
+struct Wire<S> {
+    reader: Input<S>,
     outbox: Outbox,
     queue: mpsc::UnboundedReceiver<Frame>,
     /// Room for NOTIFYs: what queued frames took is given back once they
@@ -602,14 +578,14 @@ struct Drain {
     timer: Pin<Box<Sleep>>,
 }
 
-impl Wire {
+impl<S: ServerIo> Wire<S> {
     fn new(
-        stream: ServerStream,
+        stream: S,
         config: &Config,
         queue: mpsc::UnboundedReceiver<Frame>,
         output: Arc<OutputLimit>,
         shared: Arc<Shared>,
-    ) -> Wire {
+    ) -> Wire<S> {
         let codec = FrameCodec::new(config.max_frame_len);
         Wire {
             reader: Input::new(stream, config),
@@ -628,7 +604,7 @@ impl Wire {
         }
     }
 
-    fn stream(&self) -> &ServerStream {
+    fn stream(&self) -> &S {
         self.reader.get_ref()
     }
 
@@ -901,14 +877,14 @@ impl Wire {
             Ok(()) => close_within(stream, FLUSH_TIMEOUT).await,
             Err(e) => {
                 tracing::debug!(error = %e, "write failed; cutting the client off");
-                disconnect(&stream);
+                stream.disconnect();
             }
         }
     }
 }
 
 /// Queues the frame that tells the client why the connection ends, if any.
-fn report(wire: &mut Wire, end: &End) {
+fn report<S: ServerIo>(wire: &mut Wire<S>, end: &End) {
     let frame = match end {
         End::Shutdown => Frame::goodbye("the server is shutting down"),
         End::Protocol(code, message) => Frame::error(0, *code, message),
@@ -928,12 +904,12 @@ fn decode_failed(err: CodecError) -> End {
 }
 
 /// Sends `refusal` (an ERROR with id 0) instead of HELLO, and closes.
-pub(super) async fn refuse(stream: ServerStream, config: Arc<Config>, refusal: Frame) {
+pub(super) async fn refuse<S: ServerIo>(stream: S, config: Arc<Config>, refusal: Frame) {
     let mut sink = FramedWrite::new(stream, FrameCodec::new(config.max_frame_len));
     let sent = tokio::time::timeout(FLUSH_TIMEOUT, sink.send(refusal)).await;
     let stream = sink.into_inner();
     match sent {
         Ok(Ok(())) => close_within(stream, FLUSH_TIMEOUT).await,
-        _ => disconnect(&stream),
+        _ => stream.disconnect(),
     }
 }

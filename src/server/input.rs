@@ -30,7 +30,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 
 use super::Config;
 use crate::protocol::{CodecError, Frame, FrameCodec};
-use crate::transport::ServerStream;
+use crate::transport::ServerIo;
 
 /// The largest `length` the server accepts before it has accepted the
 /// client's HELLO. A v1 HELLO has `length` 12; the rest leaves room for
@@ -127,8 +127,8 @@ impl Drop for InputCodec {
 }
 
 /// Frames from one client, with the server's limits on input.
-pub(super) struct Input {
-    frames: FramedRead<ServerStream, InputCodec>,
+pub(super) struct Input<S> {
+    frames: FramedRead<S, InputCodec>,
     frame_timeout: Duration,
     /// Whether the deadline below is for the frame being received: armed
     /// the first time the server waits for the rest of a frame, disarmed
@@ -137,10 +137,10 @@ pub(super) struct Input {
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
-impl Input {
+impl<S: ServerIo> Input<S> {
     /// Reads `stream`, accepting only handshake-sized frames until
     /// [`Input::handshake_done`].
-    pub(super) fn new(stream: ServerStream, config: &Config) -> Input {
+    pub(super) fn new(stream: S, config: &Config) -> Input<S> {
         let codec = InputCodec {
             codec: FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN.min(config.max_frame_len)),
             max_frame_len: config.max_frame_len,
@@ -162,15 +162,15 @@ impl Input {
         codec.codec = FrameCodec::new(codec.max_frame_len);
     }
 
-    pub(super) fn get_ref(&self) -> &ServerStream {
+    pub(super) fn get_ref(&self) -> &S {
         self.frames.get_ref()
     }
 
-    pub(super) fn get_mut(&mut self) -> &mut ServerStream {
+    pub(super) fn get_mut(&mut self) -> &mut S {
         self.frames.get_mut()
     }
 
-    pub(super) fn into_inner(self) -> ServerStream {
+    pub(super) fn into_inner(self) -> S {
         self.frames.into_inner()
     }
 
@@ -202,7 +202,7 @@ impl Input {
     }
 }
 
-impl Stream for Input {
+impl<S: ServerIo> Stream for Input<S> {
     type Item = Result<Frame, CodecError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -14,6 +14,12 @@
 //! server.serve_until(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
+//!
+//! Besides the clients it accepts on its endpoint, a server serves any byte
+//! stream handed to it with [`ServerHandle::serve_connection`], such as one
+//! end of an in-memory [`pair`](crate::transport::memory::pair), under the
+//! same policy, limits and shutdown. [`ServerBuilder::build`] makes a
+//! server that listens nowhere and serves only such streams.
 
 mod access;
 mod connection;
@@ -32,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -44,10 +50,10 @@ pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
 
 use crate::endpoint::Endpoint;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log_limit::limited;
 use crate::protocol::{ErrorCode, Frame, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
-use crate::transport::{Listener, ListenerOptions, PipeMode};
+use crate::transport::{Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
 use crate::validate;
 
 /// Default limit on connections served at once.
@@ -298,7 +304,19 @@ impl<H: Handler> ServerBuilder<H> {
         fd_limit::raise_and_check(self.max_connections);
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
         tracing::info!(endpoint = %self.endpoint, "listening");
-        Ok(self.into_server(listener))
+        Ok(self.into_server(Some(listener)))
+    }
+
+    /// Builds the server without listening anywhere: it serves only the
+    /// streams handed to it with [`ServerHandle::serve_connection`] (an
+    /// in-memory server for tests, or connections from a transport of your
+    /// own). The endpoint is not touched; it names the server in logs and
+    /// [`Server::endpoint`]. Fails with [`Error::Config`] like
+    /// [`bind`](Self::bind).
+    pub fn build(self) -> Result<Server<H>> {
+        self.validate()?;
+        tracing::info!(endpoint = %self.endpoint, "serving handed-over streams only");
+        Ok(self.into_server(None))
     }
 
     /// Serves on `listener`, a socket already bound to the endpoint's path
@@ -322,19 +340,27 @@ impl<H: Handler> ServerBuilder<H> {
         fd_limit::raise_and_check(self.max_connections);
         let listener = Listener::from_std(listener, &self.endpoint)?;
         tracing::info!(endpoint = %self.endpoint, "listening on a socket handed over");
-        Ok(self.into_server(listener))
+        Ok(self.into_server(Some(listener)))
     }
 
-    fn into_server(self, listener: Listener) -> Server<H> {
+    fn into_server(self, listener: Option<Listener>) -> Server<H> {
+        let (handed_over, incoming) = mpsc::unbounded_channel();
         Server {
             endpoint: self.endpoint,
             listener,
+            incoming,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
             access: self.access,
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared {
+                handed_over,
+                connections: Mutex::default(),
+                next_id: AtomicU64::default(),
+                shutdown: CancellationToken::default(),
+                stats: stats::Stats::default(),
+            }),
         }
     }
 }
@@ -393,7 +419,10 @@ impl<H> ServerBuilder<H> {
 /// A bound server. Run it with [`Server::serve`] or [`Server::serve_until`].
 pub struct Server<H> {
     endpoint: Endpoint,
-    listener: Listener,
+    /// `None` for a server that serves handed-over streams only.
+    listener: Option<Listener>,
+    /// Streams handed over with [`ServerHandle::serve_connection`].
+    incoming: mpsc::UnboundedReceiver<HandedOver>,
     connection_slots: Arc<Semaphore>,
     /// Caps the refusals in progress ([`MAX_REFUSALS`]).
     refusals: Arc<Semaphore>,
@@ -426,9 +455,14 @@ impl<H> std::fmt::Debug for Server<H> {
     }
 }
 
+/// A stream handed to the server, and who is on its other end.
+type HandedOver = (Generic, PeerInfo);
+
 /// State every connection shares with the [`ServerHandle`]s.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
+    /// Where [`ServerHandle::serve_connection`] sends its streams.
+    handed_over: mpsc::UnboundedSender<HandedOver>,
     connections: Mutex<HashMap<u64, ConnectionContext>>,
     next_id: AtomicU64,
     shutdown: CancellationToken,
@@ -498,7 +532,10 @@ impl<H: Handler> Server<H> {
             tokio::select! {
                 _ = &mut signal => break,
                 _ = self.shared.shutdown.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
+                Some((stream, peer)) = self.incoming.recv() => {
+                    self.spawn_connection(&mut connections, stream, peer);
+                }
+                accepted = accept(self.listener.as_mut()) => match accepted {
                     Ok((stream, peer)) => {
                         accept_failures = 0;
                         self.spawn_connection(&mut connections, stream, peer);
@@ -523,7 +560,10 @@ impl<H: Handler> Server<H> {
         #[cfg(unix)]
         if crate::transport::is_out_of_descriptors(&err) {
             use crate::transport::OverLimit;
-            match self.listener.refuse_over_fd_limit(&over_fd_limit_reply()) {
+            let Some(listener) = self.listener.as_mut() else {
+                return;
+            };
+            match listener.refuse_over_fd_limit(&over_fd_limit_reply()) {
                 OverLimit::Refused => {
                     // Counted like every refused connection.
                     self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -551,11 +591,11 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn spawn_connection(
+    fn spawn_connection<S: ServerIo>(
         &self,
         connections: &mut JoinSet<()>,
-        stream: crate::transport::ServerStream,
-        peer: crate::transport::PeerInfo,
+        stream: S,
+        peer: PeerInfo,
     ) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         // The peer's identity on every line the connection logs (fields the
@@ -600,10 +640,10 @@ impl<H: Handler> Server<H> {
     }
 
     /// Answers a client with ERROR `code` instead of HELLO, and closes.
-    fn refuse(
+    fn refuse<S: ServerIo>(
         &self,
         connections: &mut JoinSet<()>,
-        stream: crate::transport::ServerStream,
+        stream: S,
         span: tracing::Span,
         code: ErrorCode,
         message: &str,
@@ -615,7 +655,7 @@ impl<H: Handler> Server<H> {
                     "closing a connection without an answer: {MAX_REFUSALS} refusals in progress"
                 )
             });
-            crate::transport::disconnect(&stream);
+            stream.disconnect();
             return;
         };
         self.shared.stats.error(code);
@@ -631,11 +671,14 @@ impl<H: Handler> Server<H> {
     async fn shut_down(self, mut connections: JoinSet<()>) {
         let Server {
             listener,
+            incoming,
             shared,
             config,
             ..
         } = self;
-        drop(listener); // no new clients from here on
+        // No new clients from here on; streams handed over from now on
+        // are refused (and those not yet taken are dropped).
+        drop((listener, incoming));
         shared.shutdown.cancel();
         tracing::info!(open = connections.len(), "shutting down");
         let all_closed = async { while connections.join_next().await.is_some() {} };
@@ -668,6 +711,16 @@ fn over_fd_limit_reply() -> bytes::BytesMut {
     reply
 }
 
+/// The next client on `listener`; never, for a server without one.
+async fn accept(
+    listener: Option<&mut Listener>,
+) -> std::io::Result<(crate::transport::ServerStream, PeerInfo)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn log_connection_end(done: std::result::Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         tracing::error!(error = %e, "connection task failed");
@@ -695,6 +748,40 @@ impl ServerHandle {
             .iter()
             .filter(|ctx| ctx.offer(Frame::notify(payload.clone())))
             .count()
+    }
+
+    /// Serves one connection over `io`, any byte stream (an in-memory
+    /// [`pair`](crate::transport::memory::pair), a TCP stream tunnelled by
+    /// your own code), as if a client with `peer`'s credentials had
+    /// connected: the [`AccessPolicy`] checks `peer`, and the connection
+    /// counts towards the connection limit, the stats and broadcasts, and
+    /// gets GOODBYE at shutdown like any other. The caller vouches for
+    /// `peer`: nothing checks it against the stream.
+    ///
+    /// The stream is served once [`Server::serve`] runs (at once if it
+    /// does). A stream whose peer closes only its sending side is taken
+    /// for a half-close: the answers still go out, and a write to a peer
+    /// that is gone fails, which ends the connection.
+    ///
+    /// Fails with [`Error::Io`] (`NotConnected`), dropping `io`, once the
+    /// server has started to shut down or is gone.
+    pub fn serve_connection<S>(&self, io: S, peer: PeerInfo) -> Result<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let stopped = || {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the server is shutting down or gone; the connection was not served",
+            ))
+        };
+        if self.shared.shutdown.is_cancelled() {
+            return Err(stopped());
+        }
+        self.shared
+            .handed_over
+            .send((Generic::new(io), peer))
+            .map_err(|_| stopped())
     }
 
     /// The server's counters: what a client's STATUS request gets.

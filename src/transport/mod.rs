@@ -7,23 +7,31 @@
 //! dropping a server stream, or the client may miss the end of what was
 //! written). Nothing here frames data: the seed's hello examples use this
 //! layer directly, the protocol layers sit on top.
+//!
+//! [`memory`] is a transport of a third kind: a connected pair of streams in
+//! one process, which the server and the client run over like any other
+//! byte stream (see `ServerHandle::serve_connection` and `Client::from_io`).
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::validate;
 
+pub mod memory;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub use unix::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
 #[cfg(unix)]
-pub(crate) use unix::{disconnect, is_out_of_descriptors, OverLimit};
+pub(crate) use unix::{is_out_of_descriptors, OverLimit};
 
 #[cfg(windows)]
 mod windows;
@@ -32,7 +40,7 @@ pub use windows::{
     connect, default_security_descriptor, flush_to_peer, ClientStream, Listener, ServerStream,
 };
 #[cfg(windows)]
-pub(crate) use windows::{disconnect, process_user, sid_string};
+pub(crate) use windows::{process_user, sid_string};
 
 /// Default number of pipe instances listening at once on Windows.
 pub const DEFAULT_BACKLOG: usize = 4;
@@ -216,7 +224,14 @@ impl Default for ConnectOptions {
 }
 
 /// What the operating system tells about the process on the other end.
+///
+/// Read its fields; build one (for [`ServerHandle::serve_connection`],
+/// which serves a stream the caller vouches for) with [`PeerInfo::new`] and
+/// the `with_*` methods, or take [`PeerInfo::current`]. It may gain fields.
+///
+/// [`ServerHandle::serve_connection`]: crate::server::ServerHandle::serve_connection
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// The peer's process id, when known.
     pub pid: Option<u32>,
@@ -224,6 +239,137 @@ pub struct PeerInfo {
     pub uid: Option<u32>,
     /// The peer's group id (Unix).
     pub gid: Option<u32>,
+}
+
+impl PeerInfo {
+    /// Nothing known about the peer. An [`AccessPolicy`] other than
+    /// [`anyone`](crate::server::AccessPolicy::anyone) refuses such a peer
+    /// on Unix (no uid to check).
+    ///
+    /// [`AccessPolicy`]: crate::server::AccessPolicy
+    pub const fn new() -> PeerInfo {
+        PeerInfo {
+            pid: None,
+            uid: None,
+            gid: None,
+        }
+    }
+
+    /// This process: its pid, and on Unix its uid and gid. What the
+    /// in-memory transport's ends report, since both are in this process.
+    pub fn current() -> PeerInfo {
+        let me = PeerInfo::new().with_pid(std::process::id());
+        #[cfg(unix)]
+        // SAFETY: getuid and getgid have no preconditions and cannot fail.
+        let me = unsafe { me.with_uid(libc::getuid()).with_gid(libc::getgid()) };
+        me
+    }
+
+    /// The same, with process id `pid`.
+    #[must_use]
+    pub const fn with_pid(mut self, pid: u32) -> PeerInfo {
+        self.pid = Some(pid);
+        self
+    }
+
+    /// The same, with user id `uid`.
+    #[must_use]
+    pub const fn with_uid(mut self, uid: u32) -> PeerInfo {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// The same, with group id `gid`.
+    #[must_use]
+    pub const fn with_gid(mut self, gid: u32) -> PeerInfo {
+        self.gid = Some(gid);
+        self
+    }
+}
+
+/// What the server needs of a connection's stream beyond reading and
+/// writing. The OS streams answer with what their platform can tell; any
+/// other stream (see [`Generic`]) gets the defaults.
+pub(crate) trait ServerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// After a read found the end of the stream: whether the peer closed
+    /// the connection rather than only its sending side (a half-close, after
+    /// which it still reads). A stream that cannot tell says `false`: its
+    /// answers are written, and a write to a peer that is gone fails.
+    fn peer_is_gone(&self) -> bool {
+        false
+    }
+
+    /// Cuts the peer off at once, discarding what it has not read.
+    /// Dropping the stream does that for most streams.
+    fn disconnect(&self) {}
+
+    /// Makes sure the peer gets everything written before the stream is
+    /// dropped, and sees the end of the stream.
+    fn flush_to_peer(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        tokio::io::AsyncWriteExt::shutdown(self)
+    }
+}
+
+/// Any byte stream a caller hands the server, type-erased so that one
+/// server serves streams of many types.
+pub(crate) struct Generic(Box<dyn AnyIo>);
+
+/// What a stream handed to the server must be.
+pub(crate) trait AnyIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AnyIo for T {}
+
+impl Generic {
+    pub(crate) fn new(io: impl AnyIo) -> Generic {
+        Generic(Box::new(io))
+    }
+}
+
+impl ServerIo for Generic {}
+
+impl std::fmt::Debug for Generic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Generic(..)")
+    }
+}
+
+impl AsyncRead for Generic {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Generic {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
 }
 
 /// A connected client stream, who is on the other end, and what it took.
@@ -317,11 +463,11 @@ fn explain_connect_error(err: io::Error, retryable: fn(&io::Error) -> Option<Ret
 }
 
 /// Closes a server stream, giving the client `timeout` to take what was
-/// written; a client that does not is cut off with [`disconnect`].
-pub(crate) async fn close_within(mut stream: ServerStream, timeout: Duration) {
-    let flushed = tokio::time::timeout(timeout, flush_to_peer(&mut stream)).await;
+/// written; a client that does not is cut off (`ServerIo::disconnect`).
+pub(crate) async fn close_within<S: ServerIo>(mut stream: S, timeout: Duration) {
+    let flushed = tokio::time::timeout(timeout, stream.flush_to_peer()).await;
     if !matches!(flushed, Ok(Ok(()))) {
-        disconnect(&stream);
+        stream.disconnect();
     }
 }
 

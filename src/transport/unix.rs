@@ -403,6 +403,33 @@ fn is_retryable(err: &io::Error) -> Option<Retry> {
     }
 }
 
+impl super::ServerIo for ServerStream {
+    /// Asked of the kernel at that moment with a `poll` that does not wait:
+    /// a socket whose peer is closed reports POLLHUP (both directions
+    /// shut), a half-closed one only POLLRDHUP, and still takes what is
+    /// written. (tokio's cached readiness could lag behind an EOF that a
+    /// read found first.)
+    fn peer_is_gone(&self) -> bool {
+        let mut probe = libc::pollfd {
+            fd: self.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for a socket this stream owns; a zero
+        // timeout never blocks.
+        let ready = unsafe { libc::poll(&mut probe, 1, 0) };
+        ready > 0 && probe.revents & (libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    fn disconnect(&self) {
+        disconnect(self);
+    }
+
+    fn flush_to_peer(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        flush_to_peer(self)
+    }
+}
+
 /// Cuts the client off at once, discarding unread data. On Unix closing the
 /// socket does that, so this does nothing; it exists for Windows, where a
 /// pipe with a write the client never reads stays open after it is dropped.

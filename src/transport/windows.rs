@@ -341,6 +341,22 @@ pub fn default_security_descriptor() -> io::Result<String> {
     security::default_sddl()
 }
 
+impl super::ServerIo for ServerStream {
+    /// A named pipe has no half-close: EOF means the client closed its
+    /// handle.
+    fn peer_is_gone(&self) -> bool {
+        true
+    }
+
+    fn disconnect(&self) {
+        disconnect(self);
+    }
+
+    fn flush_to_peer(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        flush_to_peer(self)
+    }
+}
+
 /// Cuts the client off at once (`DisconnectNamedPipe`), discarding unread
 /// data and failing its pending I/O. Needed before dropping a pipe whose
 /// client stopped reading: mio does not cancel a pending write on drop (to

@@ -7,7 +7,6 @@
 pub mod token;
 mod wine;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +14,9 @@ use futures_util::{SinkExt, StreamExt};
 use pipesvc::protocol::{
     ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
 };
-use pipesvc::transport::{self, ClientStream, ConnectOptions};
+use pipesvc::transport::{self, memory, ConnectOptions, PeerInfo};
 use pipesvc::Endpoint;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// A guard against hangs: a test that exceeds it fails instead of hanging
@@ -25,12 +24,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// An endpoint no other test (in this or any other test process) uses.
-pub fn unique_endpoint(test: &str) -> Endpoint {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name = format!("pipesvc-t{}-{test}-{n}", std::process::id());
-    Endpoint::new(&name).expect("valid test endpoint")
-}
+pub use pipesvc::testing::unique_endpoint;
 
 /// Runs `future` with [`HANG_GUARD`].
 pub async fn guard<F: std::future::Future>(future: F) -> F::Output {
@@ -59,15 +53,34 @@ impl Serving {
     /// An echo server (default settings) on a fresh endpoint for `test`.
     pub fn echo(test: &str) -> (Endpoint, Serving) {
         let endpoint = unique_endpoint(test);
-        let server = pipesvc::Server::builder(endpoint.clone())
-            .handler(
-                |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
-                    Ok::<_, pipesvc::server::ServiceError>(r)
-                },
-            )
-            .bind()
-            .expect("bind an echo server");
+        let server = echo_builder(&endpoint).bind().expect("bind an echo server");
         (endpoint, Serving::start(server))
+    }
+
+    /// An echo server (default settings) that serves in-memory streams
+    /// only (see [`Serving::memory_stream`]).
+    pub fn echo_in_memory(test: &str) -> Serving {
+        let server = echo_builder(&unique_endpoint(test))
+            .build()
+            .expect("build an echo server");
+        Serving::start(server)
+    }
+
+    /// A client end of an in-memory connection the server serves (as
+    /// this process's user).
+    pub fn memory_stream(&self) -> memory::MemoryStream {
+        let (client_end, server_end) = memory::pair();
+        self.handle
+            .serve_connection(server_end, PeerInfo::current())
+            .expect("the server takes the stream");
+        client_end
+    }
+
+    /// A client connected in memory, with default options.
+    pub async fn memory_client(&self) -> pipesvc::Client {
+        pipesvc::Client::from_io(self.memory_stream(), Default::default())
+            .await
+            .expect("connect in memory")
     }
 
     /// Shuts the server down gracefully and waits until `serve` returned Ok.
@@ -80,12 +93,29 @@ impl Serving {
     }
 }
 
+fn echo_builder(
+    endpoint: &Endpoint,
+) -> pipesvc::server::ServerBuilder<impl pipesvc::server::Handler> {
+    pipesvc::Server::builder(endpoint.clone()).handler(
+        |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
+            Ok::<_, pipesvc::server::ServiceError>(r)
+        },
+    )
+}
+
 /// A client that speaks the protocol frame by frame, as a client written in
 /// another language would from PROTOCOL.md alone.
 pub struct RawClient {
-    pub reader: FramedRead<ReadHalf<ClientStream>, FrameCodec>,
-    pub writer: FramedWrite<WriteHalf<ClientStream>, FrameCodec>,
+    pub reader: FramedRead<ReadHalf<RawStream>, FrameCodec>,
+    pub writer: FramedWrite<WriteHalf<RawStream>, FrameCodec>,
 }
+
+/// Any stream a [`RawClient`] speaks over: a pipe, a socket, memory.
+pub trait RawIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> RawIo for T {}
+
+/// The stream under a [`RawClient`].
+pub type RawStream = Box<dyn RawIo>;
 
 impl RawClient {
     /// Connects without any handshake.
@@ -94,7 +124,12 @@ impl RawClient {
             .await
             .expect("connect")
             .stream;
-        let (read, write) = tokio::io::split(stream);
+        RawClient::over(stream)
+    }
+
+    /// Speaks over `stream` (already connected), without any handshake.
+    pub fn over(stream: impl RawIo) -> RawClient {
+        let (read, write) = tokio::io::split(Box::new(stream) as RawStream);
         // Generous limits: the tests decide what is sent and expected.
         RawClient {
             reader: FramedRead::new(read, FrameCodec::new(u32::MAX)),
@@ -104,7 +139,16 @@ impl RawClient {
 
     /// Connects and completes the handshake; returns the server's HELLO.
     pub async fn handshake(endpoint: &Endpoint) -> (RawClient, ServerHello) {
-        let mut client = RawClient::connect(endpoint).await;
+        RawClient::connect(endpoint).await.say_hello().await
+    }
+
+    /// Completes the handshake over `stream`; returns the server's HELLO.
+    pub async fn handshake_over(stream: impl RawIo) -> (RawClient, ServerHello) {
+        RawClient::over(stream).say_hello().await
+    }
+
+    async fn say_hello(self) -> (RawClient, ServerHello) {
+        let mut client = self;
         let hello = client.recv().await.expect("server HELLO");
         assert_eq!(hello.kind, Kind::Hello);
         let hello = ServerHello::decode(&hello.payload).expect("valid server HELLO");

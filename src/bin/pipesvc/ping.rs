@@ -18,7 +18,9 @@ pub struct PingArgs {
 pub async fn run(args: PingArgs) -> pipesvc::Result<()> {
     let client = args.target.connect().await?;
     let name = client.server_name();
-    println!("PING {} ({})", client.endpoint(), Escaped(&name));
+    // A client the CLI made always has an endpoint.
+    let endpoint = client.endpoint().expect("connected to an endpoint");
+    println!("PING {endpoint} ({})", Escaped(&name));
     let mut times = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
         let rtt = client.ping().await?;

@@ -32,7 +32,8 @@ fn print_human(client: &pipesvc::Client, s: &Status) {
     println!(
         "{} at {}",
         Escaped(&client.server_name()),
-        client.endpoint()
+        // A client the CLI made always has an endpoint.
+        client.endpoint().expect("connected to an endpoint")
     );
     println!("uptime            {}", uptime(s.uptime.as_secs()));
     println!(

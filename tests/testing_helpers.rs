@@ -1,0 +1,113 @@
+//! `pipesvc::testing`'s servers and service processes, as a user's tests
+//! would use them.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pipesvc::client::ConnectionState;
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
+use pipesvc::testing::{unique_endpoint, ServiceProcess, TestServer};
+use pipesvc::{Client, Error};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+async fn guard<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .expect("test hung: the hang guard expired")
+}
+
+fn echo(
+    endpoint: pipesvc::Endpoint,
+) -> pipesvc::server::ServerBuilder<impl pipesvc::server::Handler> {
+    Server::builder(endpoint)
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+}
+
+#[test]
+fn unique_endpoints_differ() {
+    let (a, b) = (unique_endpoint("same"), unique_endpoint("same"));
+    assert_ne!(a, b);
+    assert!(a.to_string().contains(&std::process::id().to_string()));
+}
+
+#[tokio::test]
+async fn a_test_server_on_a_socket_stops_when_dropped() {
+    guard(async {
+        let endpoint = unique_endpoint("test-server-drop");
+        let server = TestServer::start(echo(endpoint.clone()).bind().expect("bind"));
+        let client = Client::connect(&endpoint).await.expect("connect");
+        assert_eq!(&client.request("x").await.expect("answer")[..], b"x");
+        let mut states = client.connection_states();
+        drop(server);
+        states
+            .wait_for(|s| matches!(s, ConnectionState::Lost { .. }))
+            .await
+            .expect("the dropped server let the client go");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_test_server_reconnects_its_in_memory_clients() {
+    guard(async {
+        let server = TestServer::start(echo(unique_endpoint("memory")).build().expect("build"));
+        let options = pipesvc::client::ClientOptions::new().reconnect(true);
+        let client = server
+            .connect_in_memory_with(options)
+            .await
+            .expect("connect");
+        assert_eq!(&client.request("a").await.expect("answer")[..], b"a");
+        assert_eq!(server.handle().connection_count(), 1);
+        server.stop().await.expect("stop");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_service_process_is_ready_when_it_answers_and_killed_on_drop() {
+    guard(async {
+        let endpoint = unique_endpoint("child");
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--name"])
+            .arg(endpoint.address())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        let mut service = ServiceProcess::start(command, &endpoint, HANG_GUARD)
+            .await
+            .expect("the service starts");
+        let client = Client::connect(&endpoint).await.expect("connect");
+        assert_eq!(&client.request("hi").await.expect("answer")[..], b"hi");
+        client.close().await;
+        let pid = service.child().id();
+        drop(service);
+        // Killed and reaped: nothing answers there any more.
+        let options = pipesvc::client::ClientOptions::new().connect_timeout(Duration::ZERO);
+        let gone = Client::connect_with(&endpoint, options).await;
+        assert!(gone.is_err(), "pid {pid} still answers");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_service_process_that_fails_to_start_reports_its_stderr() {
+    guard(async {
+        let endpoint = unique_endpoint("child-fails");
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--no-such-flag"]);
+        let err = ServiceProcess::start(command, &endpoint, HANG_GUARD)
+            .await
+            .expect_err("it cannot start");
+        let text = err.to_string();
+        assert!(matches!(err, Error::Io(_)), "{err:?}");
+        assert!(text.contains("exited with"), "{text}");
+        assert!(
+            text.contains("--no-such-flag"),
+            "the child's stderr: {text}"
+        );
+    })
+    .await;
+}
