@@ -293,7 +293,7 @@ impl<H> ServerBuilder<H> {
 impl<H: Handler> ServerBuilder<H> {
     /// Starts listening. Errors here (name in use, bad directory) are the
     /// ones a service wants to report at start-up. A setting that cannot
-    /// work is [`Error::Config`](crate::Error::Config) naming it, checked before anything is
+    /// work is [`Error::Config`] naming it, checked before anything is
     /// opened.
     ///
     /// # Panics
@@ -328,9 +328,9 @@ impl<H: Handler> ServerBuilder<H> {
     /// socket file is not removed when the server stops, since whoever made
     /// it owns it. The access policy applies as usual.
     ///
-    /// Fails with [`Error::Bind`](crate::Error::Bind) if the socket is not bound to the
+    /// Fails with [`Error::Bind`] if the socket is not bound to the
     /// endpoint's path (an abstract or unnamed socket included), and with
-    /// [`Error::Config`](crate::Error::Config) like [`bind`](Self::bind).
+    /// [`Error::Config`] like [`bind`](Self::bind).
     ///
     /// # Panics
     /// Outside a Tokio runtime.
