@@ -8,6 +8,7 @@
 //!   the in-memory transport ([`TestServer::connect_in_memory`]).
 //! - [`ServiceProcess`]: a service binary started as a child process,
 //!   ready once it answers a PING on its endpoint, killed when dropped.
+//! - [`hang_guard`]: fails a test that hangs instead of hanging the run.
 //! - [`Faulty`]: a stream wrapper that injects faults: cut the connection
 //!   after a number of bytes (mid-frame), delay reads or writes, stall them
 //!   until released.
@@ -62,6 +63,23 @@ pub fn unique_endpoint(test: &str) -> Endpoint {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = format!("pipesvc-t{}-{test}-{n}", std::process::id());
     Endpoint::new(&name).expect("a valid test endpoint name")
+}
+
+/// How long [`hang_guard`] lets a future run: far longer than anything a
+/// test waits for on a loaded machine, so it only ever catches hangs.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// Runs `future` to its end, or panics (failing the test) if it takes
+/// longer than [`HANG_GUARD`]: a test that hangs fails instead of hanging
+/// CI. It is a guard, never a way to decide what a correct result is.
+///
+/// # Panics
+/// If `future` runs longer than [`HANG_GUARD`], or outside a Tokio
+/// runtime with a timer.
+pub async fn hang_guard<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .expect("test hung: the hang guard expired")
 }
 
 /// A server running in a task of the current Tokio runtime. Dropping it
