@@ -286,7 +286,7 @@ async fn protocol_violations_get_their_documented_codes() {
     let (mut raw, _) = RawClient::handshake_over(memory()).await;
     raw.send_raw(&[100, 0, 0, 0, 2, 0, 1, 0, 0, 0, b'x', b'y'])
         .await;
-    cut_off(raw, &server.serving.handle(), open).await;
+    cut_off(raw, server.serving.handle(), open).await;
 
     // PING answered with PONG, same id and payload.
     let (mut raw, _) = RawClient::handshake_over(memory()).await;
