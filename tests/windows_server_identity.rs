@@ -9,7 +9,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{guard, skip, unique_endpoint, wine_version, TestServer};
+use common::{guard, skip, unique_endpoint, wine_version};
 use pipesvc::client::{ClientOptions, ServerIdentity};
 use pipesvc::transport::{self, Listener, ListenerOptions};
 use pipesvc::{Client, Error};
