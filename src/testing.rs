@@ -8,6 +8,9 @@
 //!   the in-memory transport ([`TestServer::connect_in_memory`]).
 //! - [`ServiceProcess`]: a service binary started as a child process,
 //!   ready once it answers a PING on its endpoint, killed when dropped.
+//! - [`output_within`]: a command (a service binary's subcommand) run to
+//!   its end, or killed if it hangs.
+//! - [`hang_guard`]: fails a test that hangs instead of hanging the run.
 //! - [`Faulty`]: a stream wrapper that injects faults: cut the connection
 //!   after a number of bytes (mid-frame), delay reads or writes, stall them
 //!   until released.
@@ -34,8 +37,9 @@
 use std::future::Future;
 use std::io::{self, Read};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -62,6 +66,23 @@ pub fn unique_endpoint(test: &str) -> Endpoint {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = format!("pipesvc-t{}-{test}-{n}", std::process::id());
     Endpoint::new(&name).expect("a valid test endpoint name")
+}
+
+/// How long [`hang_guard`] lets a future run: far longer than anything a
+/// test waits for on a loaded machine, so it only ever catches hangs.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// Runs `future` to its end, or panics (failing the test) if it takes
+/// longer than [`HANG_GUARD`]: a test that hangs fails instead of hanging
+/// CI. It is a guard, never a way to decide what a correct result is.
+///
+/// # Panics
+/// If `future` runs longer than [`HANG_GUARD`], or outside a Tokio
+/// runtime with a timer.
+pub async fn hang_guard<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(HANG_GUARD, future)
+        .await
+        .expect("test hung: the hang guard expired")
 }
 
 /// A server running in a task of the current Tokio runtime. Dropping it
@@ -253,6 +274,55 @@ impl Drop for ServiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `command` to its end (stdin closed, stdout and stderr collected)
+/// and returns what it printed, as [`Command::output`] does, but kills it
+/// if it runs longer than `timeout`: a command that should exit but does
+/// not (a `serve` wrongly allowed to start, a client that never gives up)
+/// fails the test instead of hanging it. Fails with `TimedOut` then, or
+/// with the error of starting or waiting for it.
+pub fn output_within(mut command: Command, timeout: Duration) -> io::Result<Output> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    let deadline = std::time::Instant::now() + timeout;
+    // Each pipe is read on a thread of its own (a child blocked on a full
+    // pipe would never exit); each reaches its end when the child exits.
+    let stdout = read_to_end_apart(child.stdout.take());
+    let stderr = read_to_end_apart(child.stderr.take());
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let collected = stdout
+        .recv_timeout(left())
+        .and_then(|out| Ok((out, stderr.recv_timeout(left())?)));
+    let Ok((stdout, stderr)) = collected else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{command:?} was still running after {timeout:?}"),
+        ));
+    };
+    Ok(Output {
+        status: child.wait()?,
+        stdout,
+        stderr,
+    })
+}
+
+/// All that `pipe` yields, read on a thread; it arrives on the receiver.
+fn read_to_end_apart(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = send.send(bytes);
+    });
+    receive
 }
 
 /// A stream that misbehaves on request, for testing how a client or a

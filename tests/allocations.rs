@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{guard, RawClient, Serving};
+use common::{guard, RawClient};
 use pipesvc::protocol::{Frame, Kind};
 
 #[path = "common/heap.rs"]
@@ -33,7 +33,7 @@ async fn run(raw: &mut RawClient, batches: u32, batch: u32) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_server_allocates_nothing_per_request_once_warm() {
-    let (endpoint, serving) = Serving::echo("allocations");
+    let (endpoint, serving) = common::echo("allocations");
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     // Buffers, tables and request slots reach their size.
     guard(run(&mut raw, 100, 16)).await;
@@ -55,12 +55,12 @@ async fn the_server_allocates_nothing_per_request_once_warm() {
             "{allocations} allocations for {REQUESTS} requests in batches of {batch}"
         );
     }
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_client_allocates_one_block_per_request() {
-    let (endpoint, serving) = Serving::echo("allocations-client");
+    let (endpoint, serving) = common::echo("allocations-client");
     let client = guard(pipesvc::Client::connect(&endpoint)).await.unwrap();
     let payload = Bytes::from_static(&[0x5A; 64]);
     for _ in 0..1000 {
@@ -85,13 +85,13 @@ async fn the_client_allocates_one_block_per_request() {
         "{allocations} allocations for {REQUESTS} requests"
     );
     guard(client.close()).await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_large_frame_does_not_leave_its_buffer_behind() {
     const LARGE: usize = 4 << 20;
-    let (endpoint, serving) = Serving::echo("allocations-large");
+    let (endpoint, serving) = common::echo("allocations-large");
     // The client runs on a thread (and runtime) of its own, so that only
     // the server's memory is counted on this one.
     let (to_client, from_test) = std::sync::mpsc::channel::<()>();
@@ -128,5 +128,5 @@ async fn a_large_frame_does_not_leave_its_buffer_behind() {
     assert!(grown < 128 * 1024, "{grown} bytes still held");
     drop(to_client);
     client.join().unwrap();
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

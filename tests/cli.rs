@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 
 use common::unique_endpoint;
+use pipesvc::testing::output_within;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
 
@@ -57,32 +58,10 @@ impl Drop for Service {
 /// command still running after the hang guard (a `serve` that was wrongly
 /// allowed to start) is killed and the test fails instead of hanging.
 fn failure(args: &[&str]) -> String {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pipesvc");
-    let mut stderr = child.stderr.take().unwrap();
-    let (done, finished) = std::sync::mpsc::channel();
-    // The pipe reaches end of file when the process exits.
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        let _ = done.send(text);
-    });
-    let Ok(text) = finished.recv_timeout(common::HANG_GUARD) else {
-        let _ = child.kill();
-        panic!(
-            "`pipesvc {}` was still running after {:?}",
-            args.join(" "),
-            common::HANG_GUARD
-        );
-    };
-    let status = child.wait().unwrap();
+    let output = output_within_guard(args);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
-        !status.success(),
+        !output.status.success(),
         "`pipesvc {}` succeeded: {text}",
         args.join(" ")
     );
@@ -272,22 +251,10 @@ fn rogue(test: &str, name: &str, behaviour: rogue::Behaviour) -> (tokio::runtime
 
 /// Runs `pipesvc ARGS` to completion within the hang guard.
 fn output_within_guard(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pipesvc");
-    let id = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(common::HANG_GUARD) {
-        Ok(output) => output.unwrap(),
-        Err(_) => panic!("`pipesvc {}` (pid {id}) hung", args.join(" ")),
-    }
+    let mut command = Command::new(BIN);
+    command.args(args).env("RUST_LOG", "off");
+    output_within(command, common::HANG_GUARD)
+        .unwrap_or_else(|e| panic!("`pipesvc {}`: {e}", args.join(" ")))
 }
 
 #[test]

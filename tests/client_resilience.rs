@@ -10,7 +10,7 @@ mod rogue;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, Serving};
+use common::{guard, unique_endpoint, TestServer};
 use futures_util::StreamExt;
 use pipesvc::client::{ClientOptions, ConnectionState, Notification, NotificationPolicy};
 use pipesvc::error::CloseReason;
@@ -23,15 +23,15 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 /// Echoes, except that `hold` is never answered (it reports that it started).
-fn start(endpoint: &Endpoint) -> (Serving, mpsc::UnboundedReceiver<()>) {
+fn start(endpoint: &Endpoint) -> (TestServer, mpsc::UnboundedReceiver<()>) {
     let (builder, started) = service(endpoint);
-    (Serving::start(builder.bind().unwrap()), started)
+    (TestServer::start(builder.bind().unwrap()), started)
 }
 
 /// [`start`], serving in-memory streams only.
-fn start_in_memory(test: &str) -> (Serving, mpsc::UnboundedReceiver<()>) {
+fn start_in_memory(test: &str) -> (TestServer, mpsc::UnboundedReceiver<()>) {
     let (builder, started) = service(&unique_endpoint(test));
-    (Serving::start(builder.build().unwrap()), started)
+    (TestServer::start(builder.build().unwrap()), started)
 }
 
 fn service(
@@ -61,13 +61,13 @@ fn service(
 async fn a_request_past_its_timeout_fails_and_the_connection_carries_on() {
     let (serving, _started) = start_in_memory("request-timeout");
     let options = ClientOptions::new().request_timeout(Some(Duration::from_millis(50)));
-    let client = Client::from_io(serving.memory_stream(), options)
+    let client = Client::from_io(serving.memory_stream().unwrap(), options)
         .await
         .unwrap();
     let err = client.request("hold").await.unwrap_err();
     assert!(matches!(err, Error::Timeout(..)), "{err}");
     assert_eq!(client.request("next").await.unwrap(), "next");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -84,7 +84,7 @@ async fn a_reconnecting_client_outlives_a_server_restart() {
         tokio::spawn(async move { client.request("hold").await })
     };
     started.recv().await.unwrap();
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     let err = guard(in_flight).await.unwrap().unwrap_err();
     assert!(
         matches!(&err, Error::Server { .. } | Error::ConnectionClosed(_)),
@@ -102,7 +102,7 @@ async fn a_reconnecting_client_outlives_a_server_restart() {
         client.request("closed").await.is_err(),
         "a closed client stays closed"
     );
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -110,13 +110,13 @@ async fn without_reconnect_a_lost_connection_stays_lost() {
     let endpoint = unique_endpoint("no-reconnect");
     let (serving, _started) = start(&endpoint);
     let client = Client::connect(&endpoint).await.unwrap();
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     let (serving, _started) = start(&endpoint);
     let err = client.request("x").await.unwrap_err();
     assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
     assert!(client.is_closed());
     assert_eq!(client.reconnects(), 0);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// Waits until the client's connection state satisfies `wanted`.
@@ -140,13 +140,13 @@ async fn a_listen_only_client_reconnects_across_a_server_restart() {
     let mut states = client.connection_states();
     // A round trip: the server has registered the connection.
     client.ping().await.unwrap();
-    assert_eq!(serving.handle.broadcast("first").await, 1);
+    assert_eq!(serving.handle().broadcast("first").await, 1);
     assert_eq!(
         guard(notes.recv()).await,
         Some(Notification::Message("first".into()))
     );
 
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     let lost = state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
     assert!(
         matches!(
@@ -167,14 +167,14 @@ async fn a_listen_only_client_reconnects_across_a_server_restart() {
     // The reconnect happened on its own; this round trip only makes sure
     // the new server has registered the connection before broadcasting.
     client.ping().await.unwrap();
-    assert_eq!(serving.handle.broadcast("second").await, 1);
+    assert_eq!(serving.handle().broadcast("second").await, 1);
     assert_eq!(
         guard(notes.recv()).await,
         Some(Notification::Message("second".into()))
     );
     client.close().await;
     assert_eq!(guard(notes.recv()).await, None, "the stream ends on close");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -188,7 +188,7 @@ async fn callers_waiting_on_one_reconnect_fail_together_at_their_deadline() {
         .connect_timeout(Duration::from_millis(300));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let mut states = client.connection_states();
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
 
     let callers: Vec<_> = (0..5)
@@ -218,7 +218,7 @@ async fn a_close_during_a_reconnect_wins() {
     let options = ClientOptions::new().reconnect(true);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     let mut states = client.connection_states();
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
 
     // A server that accepts the reconnect but holds its HELLO back.
@@ -255,7 +255,7 @@ async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
     let options = ClientOptions::new()
         .close_timeout(Duration::from_millis(100))
         .request_timeout(None);
-    let client = Client::from_io(serving.memory_stream(), options)
+    let client = Client::from_io(serving.memory_stream().unwrap(), options)
         .await
         .unwrap();
     let in_flight = {
@@ -269,7 +269,7 @@ async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
         matches!(err, Error::ConnectionClosed(CloseReason::ClientClosed)),
         "{err}"
     );
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,11 +282,11 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     /// waiting, so that a client which dropped on a full buffer would lose
     /// some, and one that applies backpressure loses none.
     const UNREAD: usize = 300;
-    let serving = common::Serving::echo_in_memory("broadcast-lossless");
+    let serving = common::echo_in_memory("broadcast-lossless");
     let (sent_tx, sent) = tokio::sync::watch::channel(0usize);
     let mut readers = Vec::new();
     for _ in 0..CLIENTS {
-        let client = serving.memory_client().await;
+        let client = serving.connect_in_memory().await.unwrap();
         let mut notes = client.notifications().unwrap();
         client.ping().await.unwrap(); // registered by the server
         let mut sent = sent.clone();
@@ -305,7 +305,7 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     }
     for i in 0..BROADCASTS {
         let payload = format!("broadcast {i:04} {}", "x".repeat(100));
-        assert_eq!(serving.handle.broadcast(payload).await, CLIENTS);
+        assert_eq!(serving.handle().broadcast(payload).await, CLIENTS);
         sent_tx.send_replace(i + 1);
     }
     let mut total = 0;
@@ -314,22 +314,22 @@ async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     }
     eprintln!("{total} of {} notifications received", CLIENTS * BROADCASTS);
     assert_eq!(total, CLIENTS * BROADCASTS);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
 async fn the_dropping_policy_marks_what_it_lost() {
-    let serving = common::Serving::echo_in_memory("broadcast-lagged");
+    let serving = common::echo_in_memory("broadcast-lagged");
     let options = ClientOptions::new()
         .notification_policy(NotificationPolicy::DropNewest)
         .notification_buffer(4);
-    let client = Client::from_io(serving.memory_stream(), options)
+    let client = Client::from_io(serving.memory_stream().unwrap(), options)
         .await
         .unwrap();
     let mut notes = client.notifications().unwrap();
     client.ping().await.unwrap(); // registered by the server
     for i in 0..100 {
-        assert_eq!(serving.handle.broadcast(format!("n{i}")).await, 1);
+        assert_eq!(serving.handle().broadcast(format!("n{i}")).await, 1);
     }
     // The answer comes behind the notifications: all 100 have been routed.
     assert_eq!(client.request("sync").await.unwrap(), "sync");
@@ -345,5 +345,5 @@ async fn the_dropping_policy_marks_what_it_lost() {
     assert!(lagged > 0, "the buffer of 4 overflowed");
     assert_eq!(messages + lagged, 100, "each one is read or counted");
     assert_eq!(client.dropped_notifications(), lagged);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

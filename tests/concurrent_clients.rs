@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{guard, payload, unique_endpoint, RawClient, Serving};
+use common::{guard, payload, unique_endpoint, RawClient, TestServer};
 use pipesvc::protocol::{Frame, Kind};
 use pipesvc::server::ServerHandle;
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
@@ -118,12 +118,12 @@ fn connect(server: &ServerHandle) -> memory::MemoryStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
     let endpoint = unique_endpoint("many");
-    let serving = Serving::start(echo_server(&endpoint));
+    let serving = TestServer::start(echo_server(&endpoint));
 
     let start = Arc::new(Barrier::new(CLIENTS as usize));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| {
-            let (server, start) = (serving.handle.clone(), start.clone());
+            let (server, start) = (serving.handle().clone(), start.clone());
             if n % 2 == 0 {
                 tokio::spawn(library_client(server, n, start))
             } else {
@@ -138,5 +138,5 @@ async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
     })
     .await;
 
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

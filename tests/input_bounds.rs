@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, Serving, HANG_GUARD};
+use common::{guard, unique_endpoint, RawClient, TestServer, HANG_GUARD};
 use pipesvc::protocol::{ErrorCode, ErrorPayload, Frame, Kind, HEADER_LEN};
 use pipesvc::server::{ConnectionContext, Server, ServerBuilder, ServiceError};
 use pipesvc::Endpoint;
@@ -91,7 +91,7 @@ async fn unfinished_frames_after_the_handshake_are_bounded_in_memory_and_time() 
         .input_budget(1 << 30)
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let before = reset_peak();
 
     let mut clients = Vec::with_capacity(CLIENTS);
@@ -127,7 +127,7 @@ async fn unfinished_frames_after_the_handshake_are_bounded_in_memory_and_time() 
         mib(grown)
     );
     drop(clients);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -135,7 +135,7 @@ async fn headers_before_hello_commit_nothing() {
     const CLIENTS: usize = 300;
     raise_nofile(2 * CLIENTS as u64 + 200);
     let endpoint = unique_endpoint("before-hello");
-    let serving = Serving::start(echo(&endpoint).bind().unwrap());
+    let serving = TestServer::start(echo(&endpoint).bind().unwrap());
     let before = reset_peak();
 
     let mut clients = Vec::with_capacity(CLIENTS);
@@ -169,7 +169,7 @@ async fn headers_before_hello_commit_nothing() {
         "{:.1} MiB for {CLIENTS} headers",
         mib(grown)
     );
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[test]
@@ -195,7 +195,7 @@ async fn a_stalled_frame_times_out_and_others_are_served() {
         .frame_timeout(Duration::from_millis(300))
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let (mut stalled, _) = RawClient::handshake(&endpoint).await;
     write(&mut stalled, &header(100)[..7]).await.unwrap();
     let (mut busy, _) = RawClient::handshake(&endpoint).await;
@@ -212,7 +212,7 @@ async fn a_stalled_frame_times_out_and_others_are_served() {
     assert_eq!(guard(stalled.recv()).await, None);
     busy.send(Frame::request(6, "and here")).await;
     assert_eq!(guard(busy.recv()).await.unwrap().payload, "and here");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -230,7 +230,7 @@ async fn unfinished_frames_past_the_budget_get_overloaded_and_others_are_served(
         .frame_timeout(HANG_GUARD)
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let payload = vec![0x33u8; PAYLOAD];
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
@@ -280,7 +280,7 @@ async fn unfinished_frames_past_the_budget_get_overloaded_and_others_are_served(
         "{:?}",
         ErrorPayload::decode(&answer.payload)
     );
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// Raises this process's soft descriptor limit to at least `want` (up to

@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
 use common::HANG_GUARD;
+use pipesvc::testing::output_within;
 
 /// The example's executable, which `cargo test` builds next to the tests.
 fn example() -> PathBuf {
@@ -64,34 +65,8 @@ fn within_guard<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Op
 }
 
 /// Runs `command` to completion within the hang guard.
-fn run(mut command: Command) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the example");
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let read = within_guard(move || {
-        let err = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        (out, err.join().unwrap_or_default())
-    });
-    let Some((stdout, stderr)) = read else {
-        let _ = child.kill();
-        panic!("the example was still running after {HANG_GUARD:?}");
-    };
-    let status = child.wait().expect("wait for the example");
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+fn run(command: Command) -> Output {
+    output_within(command, HANG_GUARD).expect("the example runs to its end")
 }
 
 /// Runs `command`, expected to fail; its stderr.

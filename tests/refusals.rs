@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, Serving};
+use common::{guard, unique_endpoint, RawClient, TestServer};
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 
 /// Refusals the server runs at once (`MAX_REFUSALS` in src/server/mod.rs).
@@ -31,10 +31,10 @@ async fn a_flood_of_refused_clients_makes_a_bounded_number_of_tasks() {
         .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let (holder, _) = guard(RawClient::handshake(&endpoint)).await;
     guard(async {
-        while serving.handle.connection_count() < 1 {
+        while serving.handle().connection_count() < 1 {
             tokio::task::yield_now().await;
         }
     })
@@ -48,7 +48,7 @@ async fn a_flood_of_refused_clients_makes_a_bounded_number_of_tasks() {
     let sampler = tokio::spawn(async move {
         let mut most = 0;
         // Until the flood has been refused: every client answered or closed.
-        while serving.handle.status().connections_total < (FLOOD + 1) as u64 || most == 0 {
+        while serving.handle().status().connections_total < (FLOOD + 1) as u64 || most == 0 {
             most = most.max(
                 tokio::runtime::Handle::current()
                     .metrics()
@@ -68,11 +68,11 @@ async fn a_flood_of_refused_clients_makes_a_bounded_number_of_tasks() {
     drop(holder);
     // Still serving.
     guard(async {
-        while serving.handle.connection_count() > 0 {
+        while serving.handle().connection_count() > 0 {
             tokio::task::yield_now().await;
         }
     })
     .await;
     let (_client, _) = guard(RawClient::handshake(&endpoint)).await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

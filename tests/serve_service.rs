@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use common::{unique_endpoint, HANG_GUARD};
+use pipesvc::testing::output_within;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
 
@@ -131,24 +132,10 @@ fn call(endpoint: &str, message: &str) -> String {
 }
 
 /// Runs `command` (expected to fail at start) and returns its stderr.
-fn failure(mut command: Command) -> String {
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pipesvc");
-    let mut stderr = child.stderr.take().unwrap();
-    let text = within_guard(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let Some(text) = text else {
-        let _ = child.kill();
-        panic!("pipesvc was still running after {HANG_GUARD:?}");
-    };
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "pipesvc succeeded: {text}");
+fn failure(command: Command) -> String {
+    let output = output_within(command, HANG_GUARD).expect("pipesvc runs to its end");
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "pipesvc succeeded: {text}");
     text
 }
 

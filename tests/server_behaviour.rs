@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
+use common::{guard, spawn_requests, unique_endpoint, RawClient, TestServer};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
 use pipesvc::server::{ConnectionContext, Handler, Server, ServiceCode, ServiceError};
@@ -43,13 +43,13 @@ impl Handler for TestService {
 }
 
 struct Running {
-    serving: Serving,
+    serving: TestServer,
     notes: mpsc::UnboundedReceiver<Bytes>,
 }
 
 impl Running {
     async fn stop(self) {
-        self.serving.stop().await;
+        guard(self.serving.stop()).await.expect("serve");
     }
 }
 
@@ -65,7 +65,7 @@ fn start(
     // In memory: these tests are about the protocol, not the transport.
     let server = configure(builder).build().expect("build");
     Running {
-        serving: Serving::start(server),
+        serving: TestServer::start(server),
         notes,
     }
 }
@@ -73,7 +73,7 @@ fn start(
 #[tokio::test]
 async fn requests_notifications_and_pings_work() {
     let mut server = start("basics", |b| b.name("test-server"));
-    let client = Client::from_io(server.serving.memory_stream(), Default::default())
+    let client = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap();
     assert_eq!(client.server_name(), "test-server");
@@ -88,7 +88,7 @@ async fn requests_notifications_and_pings_work() {
     client.notify("from client").await.unwrap();
     assert_eq!(server.notes.recv().await.unwrap(), "from client");
 
-    assert_eq!(server.serving.handle.broadcast("to all").await, 1);
+    assert_eq!(server.serving.handle().broadcast("to all").await, 1);
     assert_eq!(notes.recv().await.unwrap().message().unwrap(), "to all");
     client.close().await;
     assert!(client.request("late").await.is_err());
@@ -98,7 +98,7 @@ async fn requests_notifications_and_pings_work() {
 #[tokio::test]
 async fn service_errors_and_panics_answer_that_request_only() {
     let server = start("errors", |b| b);
-    let client = Client::from_io(server.serving.memory_stream(), Default::default())
+    let client = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap();
     match client.request("fail").await {
@@ -124,15 +124,15 @@ async fn broadcast_reaches_every_client() {
     let server = start("broadcast", |b| b);
     let mut clients = Vec::new();
     for _ in 0..5 {
-        let client = Client::from_io(server.serving.memory_stream(), Default::default())
+        let client = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
             .await
             .unwrap();
         let mut notes = client.notifications().unwrap();
         assert_eq!(notes.recv().await.unwrap().message().unwrap(), "welcome");
         clients.push((client, notes));
     }
-    assert_eq!(server.serving.handle.connection_count(), 5);
-    assert_eq!(server.serving.handle.broadcast("news").await, 5);
+    assert_eq!(server.serving.handle().connection_count(), 5);
+    assert_eq!(server.serving.handle().broadcast("news").await, 5);
     for (_, notes) in &mut clients {
         assert_eq!(notes.recv().await.unwrap().message().unwrap(), "news");
     }
@@ -142,11 +142,11 @@ async fn broadcast_reaches_every_client() {
 #[tokio::test]
 async fn oversized_frame_gets_an_error_and_others_carry_on() {
     let server = start("oversized", |b| b.max_frame_len(1024));
-    let bystander = Client::from_io(server.serving.memory_stream(), Default::default())
+    let bystander = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap();
 
-    let (mut raw, hello) = RawClient::handshake_over(server.serving.memory_stream()).await;
+    let (mut raw, hello) = RawClient::handshake_over(server.serving.memory_stream().unwrap()).await;
     assert_eq!(hello.max_frame_len, 1024);
     raw.send_raw(&0xFFFF_FFFFu32.to_le_bytes()).await;
     raw.expect_error(0, ErrorCode::FRAME_TOO_LARGE).await;
@@ -185,10 +185,10 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
         "{err}"
     );
     // The smallest limit that fits works end to end.
-    let serving = Serving::start(builder(23).bind().unwrap());
+    let serving = TestServer::start(builder(23).bind().unwrap());
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("").await.unwrap(), "");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// Ends `raw`'s stream in the middle of the frame it sent, and checks that
@@ -226,7 +226,7 @@ async fn cut_off(raw: RawClient, handle: &pipesvc::server::ServerHandle, open: u
 #[tokio::test]
 async fn protocol_violations_get_their_documented_codes() {
     let server = start("violations", |b| b);
-    let memory = || server.serving.memory_stream();
+    let memory = || server.serving.memory_stream().unwrap();
 
     // A REQUEST before the client's HELLO.
     let mut raw = RawClient::over(memory());
@@ -282,11 +282,11 @@ async fn protocol_violations_get_their_documented_codes() {
     // A frame cut off, then the client's stream ends: the server closes
     // at once, without an ERROR (PROTOCOL.md, "Closing"), and the
     // connection no longer counts.
-    let open = server.serving.handle.connection_count();
+    let open = server.serving.handle().connection_count();
     let (mut raw, _) = RawClient::handshake_over(memory()).await;
     raw.send_raw(&[100, 0, 0, 0, 2, 0, 1, 0, 0, 0, b'x', b'y'])
         .await;
-    cut_off(raw, &server.serving.handle, open).await;
+    cut_off(raw, server.serving.handle(), open).await;
 
     // PING answered with PONG, same id and payload.
     let (mut raw, _) = RawClient::handshake_over(memory()).await;
@@ -315,7 +315,7 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
     // The bystander keeps a request in flight, so that the idle timeout
     // never applies to it however slow the machine: its HELLO and that
     // request go in one write, and are read before any timer is checked.
-    let mut bystander = RawClient::over(server.serving.memory_stream());
+    let mut bystander = RawClient::over(server.serving.memory_stream().unwrap());
     assert_eq!(bystander.recv().await.unwrap().kind, Kind::Hello);
     let mut opening = bytes::BytesMut::new();
     let mut codec = pipesvc::protocol::FrameCodec::default();
@@ -337,7 +337,7 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
                 state as u8
             })
             .collect();
-        let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
+        let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream().unwrap()).await;
         raw.send_raw(&garbage).await;
         // Whatever the bytes decode to, the connection ends with an ERROR
         // for the whole connection: a decoding problem, or `timed out`.
@@ -366,7 +366,7 @@ async fn a_client_that_never_says_hello_is_closed_by_the_handshake_timeout() {
     let server = start("no-hello", |b| {
         b.handshake_timeout(std::time::Duration::from_millis(50))
     });
-    let mut raw = RawClient::over(server.serving.memory_stream());
+    let mut raw = RawClient::over(server.serving.memory_stream().unwrap());
     assert_eq!(raw.recv().await.unwrap().kind, Kind::Hello);
     let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
     assert!(message.contains("no HELLO within"), "{message}");
@@ -398,7 +398,7 @@ async fn requests_in_flight_per_connection_are_bounded() {
             }
         }
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .max_in_flight(LIMIT)
             .handler(handler)
@@ -427,7 +427,7 @@ async fn requests_in_flight_per_connection_are_bounded() {
         answered += 1;
     }
     assert_eq!(peak.load(Ordering::SeqCst), LIMIT);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -435,7 +435,7 @@ async fn a_silent_client_is_closed_by_the_idle_timeout() {
     let server = start("idle", |b| {
         b.idle_timeout(std::time::Duration::from_millis(50))
     });
-    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
+    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream().unwrap()).await;
     let message = guard(raw.expect_error(0, ErrorCode::TIMED_OUT)).await;
     assert!(message.contains("no frame for"), "{message}");
     server.stop().await;
@@ -445,7 +445,7 @@ async fn a_silent_client_is_closed_by_the_idle_timeout() {
 async fn traffic_resets_the_idle_timer() {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
     let server = start("idle-traffic", |b| b.idle_timeout(TIMEOUT));
-    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
+    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream().unwrap()).await;
     // PINGs a tenth of the timeout apart for twice the timeout: each is
     // read long before the timer could fire, so the connection stays open.
     // Were the timer not reset by traffic, it would close one timeout
@@ -475,10 +475,10 @@ async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
     let server = start("no-reader", |b| {
         b.write_timeout(std::time::Duration::from_millis(100))
     });
-    let bystander = Client::from_io(server.serving.memory_stream(), Default::default())
+    let bystander = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap();
-    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream()).await;
+    let (mut raw, _) = RawClient::handshake_over(server.serving.memory_stream().unwrap()).await;
     // Send requests and never read an answer. Once the answers fill the
     // pipe, the server's writer stalls; past the write timeout the server
     // drops the client, and only that makes a send here fail (it would hang
@@ -515,7 +515,7 @@ async fn a_duplicate_request_id_in_flight_is_refused() {
             }
         }
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(handler)
             .bind()
@@ -533,16 +533,16 @@ async fn a_duplicate_request_id_in_flight_is_refused() {
         "the duplicate never reached the handler"
     );
 
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
 async fn a_client_over_the_connection_limit_is_told_overloaded() {
     let server = start("limit", |b| b.max_connections(1));
-    let first = Client::from_io(server.serving.memory_stream(), Default::default())
+    let first = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap();
-    let refused = Client::from_io(server.serving.memory_stream(), Default::default())
+    let refused = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::OVERLOADED), "{refused}");
@@ -604,7 +604,7 @@ async fn connecting_to_nothing_fails_with_the_endpoint_in_the_error() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_client_works_on_a_current_thread_runtime() {
     let server = start("current-thread", |b| b);
-    let client = Client::from_io(server.serving.memory_stream(), Default::default())
+    let client = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
         .await
         .unwrap();
     let answers = futures_util::future::join_all((0..50).map(|i| {
@@ -628,7 +628,7 @@ fn a_current_thread_client_talks_to_a_server_in_another_runtime() {
         .build()
         .unwrap();
     client_rt.block_on(async {
-        let client = Client::from_io(server.serving.memory_stream(), Default::default())
+        let client = Client::from_io(server.serving.memory_stream().unwrap(), Default::default())
             .await
             .unwrap();
         assert_eq!(client.request("across").await.unwrap(), "across");

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{guard, Serving, HANG_GUARD};
+use common::{guard, TestServer, HANG_GUARD};
 use pipesvc::client::{ClientOptions, ServerIdentity};
 use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello};
 use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServiceError};
@@ -290,7 +290,7 @@ async fn a_private_directory_inside_a_directory_of_another_user_is_refused() {
     make_dir(&xdg, 0o755);
     std::os::unix::fs::chown(&xdg, Some(SQUATTER), Some(SQUATTER)).unwrap();
     let endpoint = Endpoint::in_private_dir("svc", xdg.join("pipesvc")).unwrap();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(echo)
             .bind()
@@ -302,7 +302,7 @@ async fn a_private_directory_inside_a_directory_of_another_user_is_refused() {
         text.contains(xdg.to_str().unwrap()) && text.contains("uid 65534"),
         "{text}"
     );
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 // A directory anyone may write to, without the sticky bit: anyone can
@@ -313,7 +313,7 @@ async fn a_socket_in_a_world_writable_directory_without_sticky_bit_is_refused() 
     make_dir(&shared, 0o777);
     let socket = shared.join("svc.sock");
     let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(echo)
             .bind()
@@ -322,14 +322,14 @@ async fn a_socket_in_a_world_writable_directory_without_sticky_bit_is_refused() 
     let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
     let text = refusal(&outcome);
     assert!(text.contains("writable by others"), "{text}");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 // The legitimate cases still connect: a server of our own user (root
 // here), bare name or explicit path, also in a shared sticky directory.
 #[tokio::test]
 async fn a_server_of_the_same_user_connects() {
-    let (endpoint, serving) = Serving::echo("same-user");
+    let (endpoint, serving) = common::echo("same-user");
     let client = Client::connect_with(&endpoint, default_options())
         .await
         .unwrap();
@@ -337,12 +337,12 @@ async fn a_server_of_the_same_user_connects() {
     assert_eq!(client.server_peer().uid, Some(unsafe { libc::getuid() }));
     assert_eq!(client.request("hi").await.unwrap(), "hi");
     client.close().await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 
     let shared = scratch_path("sticky-ours");
     make_dir(&shared, 0o1777);
     let endpoint = Endpoint::new(shared.join("svc.sock").to_str().unwrap()).unwrap();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(echo)
             .bind()
@@ -353,7 +353,7 @@ async fn a_server_of_the_same_user_connects() {
         .unwrap();
     assert_eq!(client.request("hi").await.unwrap(), "hi");
     client.close().await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// A copy of the pipesvc binary that uid 65534 can run, in `dir`.
@@ -397,7 +397,7 @@ async fn a_client_of_another_user_connects_to_a_root_server() {
     let bin = binary_for_squatter(&dir);
     let socket = dir.join("svc.sock");
     let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .socket_mode(0o666)
             .access(AccessPolicy::same_user().allow_uid(SQUATTER))
@@ -415,7 +415,7 @@ async fn a_client_of_another_user_connects_to_a_root_server() {
     let output = guard(call).await.unwrap().unwrap();
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 // A client that is not root talks to a server of its own user: both run
@@ -483,7 +483,7 @@ async fn any_server_and_an_expected_uid_admit_the_other_user() {
 
 #[tokio::test]
 async fn an_expected_uid_refuses_every_other_server_even_root() {
-    let (endpoint, serving) = Serving::echo("expect-uid");
+    let (endpoint, serving) = common::echo("expect-uid");
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
     let other = if me == SQUATTER { 1 } else { SQUATTER };
@@ -515,7 +515,7 @@ async fn an_expected_uid_refuses_every_other_server_even_root() {
     let options = default_options().server_identity(ServerIdentity::Sid("S-1-5-18".into()));
     let err = Client::connect_with(&endpoint, options).await.unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err}");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[test]
@@ -555,7 +555,7 @@ async fn the_cli_flags_tighten_and_relax_the_check() {
         assert!(!received.is_empty());
     }
 
-    let (endpoint, serving) = Serving::echo("cli-expect-uid");
+    let (endpoint, serving) = common::echo("cli-expect-uid");
     for (command, last) in [("call", Some("hi")), ("ping", None), ("status", None)] {
         let name = endpoint.address().to_str().unwrap().to_owned();
         let run = tokio::task::spawn_blocking(move || {
@@ -573,7 +573,7 @@ async fn the_cli_flags_tighten_and_relax_the_check() {
             "{command}: {stderr}"
         );
     }
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 // A private directory that is a symbolic link could point anywhere its
@@ -583,12 +583,12 @@ async fn the_cli_flags_tighten_and_relax_the_check() {
 async fn a_private_directory_that_is_a_symbolic_link_is_refused() {
     let real = scratch_path("real-dir");
     let served = Endpoint::in_private_dir("svc", &real).unwrap();
-    let serving = Serving::start(Server::builder(served).handler(echo).bind().unwrap());
+    let serving = TestServer::start(Server::builder(served).handler(echo).bind().unwrap());
     let link = scratch_path("link-dir");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let endpoint = Endpoint::in_private_dir("svc", &link).unwrap();
     let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
     let text = refusal(&outcome);
     assert!(text.contains("is a symbolic link"), "{text}");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

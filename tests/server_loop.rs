@@ -13,7 +13,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, Serving};
+use common::{guard, unique_endpoint, RawClient, TestServer};
 use pipesvc::protocol::{ErrorCode, ErrorPayload, Frame, Kind};
 use pipesvc::server::{ConnectionContext, Handler, Server, ServiceCode, ServiceError};
 use tokio::io::AsyncReadExt;
@@ -51,7 +51,7 @@ async fn ping_and_status_are_answered_at_the_in_flight_limit() {
     let endpoint = unique_endpoint("ping-at-limit");
     let gate = Arc::new(Semaphore::new(0));
     let (started_tx, mut started) = mpsc::unbounded_channel();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .max_in_flight(LIMIT as usize)
             .handler(gated(gate.clone(), started_tx))
@@ -79,7 +79,7 @@ async fn ping_and_status_are_answered_at_the_in_flight_limit() {
         ids.insert(frame.id);
     }
     assert_eq!(ids, (1..=LIMIT).collect());
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// A handler that queues three NOTIFYs naming its request, then answers.
@@ -98,7 +98,7 @@ impl Handler for Chatty {
 async fn notifications_queued_by_a_handler_precede_its_answer() {
     const REQUESTS: u32 = 1000;
     let endpoint = unique_endpoint("notify-order");
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(Chatty)
             .bind()
@@ -142,7 +142,7 @@ async fn notifications_queued_by_a_handler_precede_its_answer() {
     eprintln!("pipesvc-report: RESPONSE before its 3 NOTIFYs in {overtaken} of {REQUESTS}");
     assert_eq!(overtaken, 0, "of {REQUESTS} requests");
     drop(guard(sending).await.unwrap());
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// Greets every client with a NOTIFY from `on_connect`.
@@ -161,7 +161,7 @@ impl Handler for Greeter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_follows_an_error_for_the_connection() {
     let endpoint = unique_endpoint("error-0-last");
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(Greeter)
             .bind()
@@ -196,7 +196,7 @@ async fn nothing_follows_an_error_for_the_connection() {
     }
     eprintln!("pipesvc-report: frames after ERROR id 0 in 50 connections: {after}");
     assert_eq!(after, 0);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,7 @@ async fn an_over_long_error_message_is_truncated_and_still_answers() {
             _ => Ok(request),
         }
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .max_frame_len(MAX)
             .handler(handler)
@@ -239,7 +239,7 @@ async fn an_over_long_error_message_is_truncated_and_still_answers() {
     assert!(long.message.len() > 1000 && long.message.chars().all(|c| c == '€'));
     assert_eq!(error_of(&answers[&2]).code, ErrorCode::FRAME_TOO_LARGE);
     assert_eq!(answers[&3].payload, "after");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +251,7 @@ async fn status_always_fits_the_frame_limit() {
         let code: u16 = std::str::from_utf8(&request).unwrap().parse().unwrap();
         Err::<Bytes, _>(ServiceError::with_code(code.try_into().unwrap(), "x"))
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .max_frame_len(1024)
             .handler(handler)
@@ -268,7 +268,7 @@ async fn status_always_fits_the_frame_limit() {
     assert_eq!((status.kind, status.id), (Kind::Response, 7));
     let status = pipesvc::protocol::Status::decode(&status.payload).unwrap();
     assert!(!status.errors.is_empty() && status.errors.len() < 300);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// Wakes itself and returns `Pending`, forever: a future that never
@@ -371,7 +371,7 @@ async fn a_client_that_leaves_during_a_quiet_request_is_noticed() {
             }
         }
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(handler)
             .bind()
@@ -381,13 +381,13 @@ async fn a_client_that_leaves_during_a_quiet_request_is_noticed() {
         let (mut raw, _) = RawClient::handshake(&endpoint).await;
         raw.send(Frame::request(1, "quiet")).await;
         guard(started.recv()).await.unwrap();
-        assert_eq!(serving.handle.connection_count(), 1, "round {round}");
+        assert_eq!(serving.handle().connection_count(), 1, "round {round}");
         drop(raw);
         guard(dropped.notified()).await;
         // The connection is forgotten before its requests are dropped.
-        assert_eq!(serving.handle.connection_count(), 0, "round {round}");
+        assert_eq!(serving.handle().connection_count(), 0, "round {round}");
     }
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[cfg(unix)]
@@ -397,7 +397,7 @@ async fn a_half_closed_client_still_gets_its_answers() {
     let endpoint = unique_endpoint("half-close");
     let gate = Arc::new(Semaphore::new(0));
     let (started_tx, mut started) = mpsc::unbounded_channel();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(gated(gate.clone(), started_tx))
             .bind()
@@ -418,7 +418,7 @@ async fn a_half_closed_client_still_gets_its_answers() {
         ids.insert(frame.id);
     }
     assert_eq!(ids, (1..=3).collect());
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +431,7 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
     let handler = |_request: Bytes, _ctx: ConnectionContext| async move {
         Ok::<_, ServiceError>(vec![5u8; ANSWER].into())
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .write_timeout(Duration::from_secs(2))
             .handler(handler)
@@ -464,14 +464,14 @@ async fn a_trickling_reader_is_cut_off_by_the_write_deadline() {
         "pipesvc-report: trickling reader read {total} bytes of {BIG} before the server closed"
     );
     assert!(cut_off, "the trickling reader got the whole answer");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_client_does_not_stall_broadcasts() {
     const BROADCASTS: u32 = 300;
     let endpoint = unique_endpoint("broadcast-stuck");
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .write_timeout(Duration::from_secs(3600))
             .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
@@ -489,7 +489,7 @@ async fn a_stuck_client_does_not_stall_broadcasts() {
     for i in 0..BROADCASTS {
         let mut payload = vec![0u8; 64 * 1024];
         payload[..4].copy_from_slice(&i.to_le_bytes());
-        delivered.push(guard(serving.handle.broadcast(payload)).await);
+        delivered.push(guard(serving.handle().broadcast(payload)).await);
         let note = guard(good.recv()).await.unwrap();
         assert_eq!(
             (note.kind, &note.payload[..4]),
@@ -511,7 +511,7 @@ async fn a_stuck_client_does_not_stall_broadcasts() {
     );
     assert!(got < BROADCASTS);
     assert_eq!(delivered[delivered.len() - 1], 1);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +521,7 @@ async fn requests_buffered_at_shutdown_are_each_answered() {
     let endpoint = unique_endpoint("buffered-shutdown");
     let gate = Arc::new(Semaphore::new(0));
     let (started_tx, mut started) = mpsc::unbounded_channel();
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .max_in_flight(4)
             .shutdown_timeout(Duration::from_secs(30))
@@ -546,7 +546,7 @@ async fn requests_buffered_at_shutdown_are_each_answered() {
     for _ in 0..CLIENTS * 4 {
         guard(started.recv()).await.unwrap();
     }
-    serving.handle.shutdown();
+    serving.handle().shutdown();
     gate.add_permits(Semaphore::MAX_PERMITS / 2);
     let mut unanswered = 0;
     for mut raw in clients {
@@ -571,7 +571,7 @@ async fn requests_buffered_at_shutdown_are_each_answered() {
         CLIENTS * REQUESTS
     );
     assert_eq!(unanswered, 0);
-    guard(serving.task).await.unwrap().unwrap();
+    guard(serving.stop()).await.unwrap();
 }
 
 #[cfg(unix)]
@@ -586,7 +586,7 @@ async fn a_half_closed_clients_requests_get_a_deadline() {
         }
         Ok::<_, ServiceError>(request)
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .shutdown_timeout(Duration::from_millis(100))
             .handler(handler)
@@ -604,7 +604,7 @@ async fn a_half_closed_clients_requests_get_a_deadline() {
     assert_eq!(answers[&2].kind, Kind::Response);
     assert_eq!(error_of(&answers[&1]).code, ErrorCode::TIMED_OUT);
     assert_eq!(answers.len(), 2);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// Records the message of every event logged on this thread.
@@ -690,13 +690,13 @@ fn chores_are_dropped_at_the_shutdown_deadline() {
                 .handler(handler)
                 .bind()
                 .unwrap();
-            let serving = Serving::start(server);
+            let serving = TestServer::start(server);
             let (mut raw, _) = RawClient::handshake(&endpoint).await;
             if !greet_forever {
                 raw.send(Frame::notify("never done")).await;
             }
             guard(started.recv()).await.expect("the chore started");
-            serving.stop().await;
+            guard(serving.stop()).await.expect("serve");
             guard(dropped.notified()).await; // the chore was dropped
                                              // The client got GOODBYE, then the end of the stream.
             let goodbye = guard(raw.recv()).await.expect("GOODBYE");

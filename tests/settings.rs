@@ -143,7 +143,7 @@ async fn the_edges_of_each_range_are_accepted_as_given() {
         .bind()
         .expect("the smallest working settings bind");
     drop(server);
-    let serving = common::Serving::start(
+    let serving = common::TestServer::start(
         Server::builder(endpoint.clone())
             .max_connections(1)
             .handler(echo)
@@ -153,7 +153,7 @@ async fn the_edges_of_each_range_are_accepted_as_given() {
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("one").await.unwrap(), "one");
     client.close().await;
-    serving.stop().await;
+    common::guard(serving.stop()).await.expect("serve");
 }
 
 type ClientTweak = fn(ClientOptions) -> ClientOptions;
@@ -203,14 +203,14 @@ async fn every_bad_client_setting_fails_connect_by_name() {
         ),
     ];
     // A live server: the client refuses its own settings before connecting.
-    let (endpoint, serving) = common::Serving::echo("bad-client-setting");
+    let (endpoint, serving) = common::echo("bad-client-setting");
     for (setting, tweak, why) in cases {
         let options = tweak(ClientOptions::new());
         let (named, message) = config_error(Client::connect_with(&endpoint, options).await);
         assert_eq!(named, setting, "{message}");
         assert!(message.contains(why), "{setting}: {message}");
     }
-    assert_eq!(serving.handle.status().connections_total, 0);
+    assert_eq!(serving.handle().status().connections_total, 0);
     // Zero where it means "do not wait", and no request deadline at all.
     let options = ClientOptions::new()
         .close_timeout(Duration::ZERO)
@@ -219,7 +219,7 @@ async fn every_bad_client_setting_fails_connect_by_name() {
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("x").await.unwrap(), "x");
     client.close().await;
-    serving.stop().await;
+    common::guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, spawn_requests, unique_endpoint, RawClient, Serving};
+use common::{guard, spawn_requests, unique_endpoint, RawClient, TestServer};
 use pipesvc::protocol::{ErrorCode, Kind};
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Error};
@@ -49,18 +49,18 @@ fn held_server(
 #[tokio::test]
 async fn in_flight_requests_finish_when_they_can() {
     let (endpoint, server, mut started, release) = held_server("finish", Duration::from_secs(30));
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let client = Client::connect(&endpoint).await.unwrap();
     let requests = spawn_requests(&client, (0..4).map(|i| format!("r{i}")));
     for _ in 0..4 {
         started.recv().await.unwrap();
     }
-    serving.handle.shutdown();
+    serving.handle().shutdown();
     release.notify_waiters();
     for (i, request) in requests.into_iter().enumerate() {
         assert_eq!(guard(request).await.unwrap().unwrap(), format!("r{i}"));
     }
-    guard(serving.task).await.unwrap().unwrap();
+    guard(serving.stop()).await.unwrap();
     // The server is gone: new requests fail clearly, none hangs.
     let err = guard(client.request("late")).await.unwrap_err();
     assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
@@ -70,32 +70,32 @@ async fn in_flight_requests_finish_when_they_can() {
 async fn requests_past_the_deadline_are_answered_shutting_down() {
     let (endpoint, server, mut started, _release) =
         held_server("deadline", Duration::from_millis(50));
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let client = Client::connect(&endpoint).await.unwrap();
     let requests = spawn_requests(&client, ["stuck"; 3]);
     for _ in 0..3 {
         started.recv().await.unwrap();
     }
-    serving.handle.shutdown();
+    serving.handle().shutdown();
     for request in requests {
         let err = guard(request).await.unwrap().unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::SHUTTING_DOWN), "{err}");
     }
-    guard(serving.task).await.unwrap().unwrap();
+    guard(serving.stop()).await.unwrap();
 }
 
 #[tokio::test]
 async fn clients_are_told_goodbye_and_the_endpoint_is_released() {
     let (endpoint, server, _started, _release) = held_server("goodbye", Duration::from_secs(5));
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     let idle = Client::connect(&endpoint).await.unwrap();
 
-    serving.handle.shutdown();
+    serving.handle().shutdown();
     let goodbye = guard(raw.recv()).await.expect("GOODBYE before the close");
     assert_eq!(goodbye.kind, Kind::Goodbye);
     assert_eq!(guard(raw.recv()).await, None, "then the connection closes");
-    guard(serving.task).await.unwrap().unwrap();
+    guard(serving.stop()).await.unwrap();
     assert!(guard(idle.request("x")).await.is_err());
 
     // The name is free again: a new server can bind it at once.

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, Serving};
+use common::{guard, unique_endpoint, RawClient, TestServer};
 use pipesvc::protocol::Frame;
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 
@@ -55,7 +55,7 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
         .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
 
     let (mut peaks, mut sent) = (Vec::new(), 0);
     for _ in 0..ROUNDS {
@@ -68,7 +68,7 @@ async fn memory_is_bounded_and_freed_with_clients_that_never_read() {
         }
         peaks.push(heap::peak());
     }
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     let after = heap::live();
 
     let peaks_mib: Vec<String> = peaks.iter().map(|&p| mib(p)).collect();
@@ -123,7 +123,7 @@ async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_m
         .handler(Flood)
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let (raw, _) = RawClient::handshake(&endpoint).await;
     let (mut reader, mut writer) = (raw.reader.into_inner(), raw.writer);
     use futures_util::SinkExt;
@@ -168,7 +168,7 @@ async fn a_slow_reader_under_a_notify_flood_gets_its_pings_answered_in_bounded_m
     // and the test's own buffers, with slack.
     assert!(peak <= 16 << 20, "peak {} MiB", mib(peak));
     drop(writer);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// The issue's own scenario: `ServerHandle::broadcast` in a loop while the
@@ -193,7 +193,7 @@ async fn a_slow_reader_during_a_broadcast_loop_gets_its_pings_answered_in_bounde
         .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     // Once a PING is answered, the server counts the connection: the
     // broadcasts reach it.
@@ -229,7 +229,7 @@ async fn a_slow_reader_during_a_broadcast_loop_gets_its_pings_answered_in_bounde
         }
         pongs_at
     });
-    let handle = serving.handle.clone();
+    let handle = serving.handle().clone();
     let broadcasting = tokio::spawn(async move {
         let mut delivered = 0;
         for _ in 0..BROADCASTS {
@@ -264,5 +264,5 @@ async fn a_slow_reader_during_a_broadcast_loop_gets_its_pings_answered_in_bounde
     // own buffers, with slack.
     assert!(peak <= BUDGET + (8 << 20), "peak {} MiB", mib(peak));
     drop(writer);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, Serving};
+use common::{guard, unique_endpoint, RawClient, TestServer};
 use pipesvc::protocol::{ErrorCode, Frame, Kind};
 use pipesvc::server::{ConnectionContext, Server, ServiceCode, ServiceError};
 use pipesvc::Client;
@@ -25,7 +25,7 @@ async fn status_counts_requests_errors_connections_and_bytes() {
         .bind()
         .unwrap();
     let handle = server.handle();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
 
     let client = guard(Client::connect(&endpoint)).await.unwrap();
     for i in 0..10 {
@@ -63,14 +63,14 @@ async fn status_counts_requests_errors_connections_and_bytes() {
     assert_eq!(seen.errors, status.errors);
     assert!(seen.uptime >= status.uptime);
     guard(client.close()).await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
 async fn a_status_with_id_0_is_a_malformed_frame() {
-    let (endpoint, serving) = Serving::echo("status-id0");
+    let (endpoint, serving) = common::echo("status-id0");
     let (mut raw, _) = RawClient::handshake(&endpoint).await;
     raw.send(Frame::new(Kind::Status, 0, Bytes::new())).await;
     raw.expect_error(0, ErrorCode::MALFORMED_FRAME).await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

@@ -7,17 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use pipesvc::client::ConnectionState;
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
-use pipesvc::testing::{unique_endpoint, ServiceProcess, TestServer};
+use pipesvc::testing::{
+    hang_guard as guard, output_within, unique_endpoint, ServiceProcess, TestServer, HANG_GUARD,
+};
 use pipesvc::{Client, Error};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
-const HANG_GUARD: Duration = Duration::from_secs(60);
-
-async fn guard<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(HANG_GUARD, future)
-        .await
-        .expect("test hung: the hang guard expired")
-}
 
 fn echo(
     endpoint: pipesvc::Endpoint,
@@ -110,4 +105,36 @@ async fn a_service_process_that_fails_to_start_reports_its_stderr() {
         );
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_hang_guard_hands_back_what_the_future_returns() {
+    assert_eq!(guard(async { 7 }).await, 7);
+}
+
+#[test]
+fn a_command_run_within_a_timeout_hands_back_its_output() {
+    let mut command = Command::new(BIN);
+    command
+        .args(["call", "--connect-timeout", "0", "--name"])
+        .arg(unique_endpoint("nobody").address())
+        .arg("hello")
+        .env("RUST_LOG", "off");
+    let output = output_within(command, HANG_GUARD).expect("it runs to its end");
+    assert!(!output.status.success(), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert!(!output.stderr.is_empty(), "it says why: {output:?}");
+}
+
+#[test]
+fn a_command_that_outlasts_its_timeout_is_killed_and_fails() {
+    // `serve` never exits by itself: it always outlasts the timeout.
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--name"])
+        .arg(unique_endpoint("outlasts").address())
+        .env("RUST_LOG", "off");
+    let err = output_within(command, Duration::from_millis(200)).expect_err("it is killed");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(err.to_string().contains("still running"), "{err}");
 }

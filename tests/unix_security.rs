@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, Serving};
+use common::{guard, unique_endpoint, TestServer};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::ErrorCode;
 use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServerBuilder, ServiceError};
@@ -104,7 +104,7 @@ async fn the_context_carries_the_peer_credentials() {
             peer.uid, peer.gid, peer.pid
         )))
     };
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(handler)
             .bind()
@@ -120,13 +120,13 @@ async fn the_context_carries_the_peer_credentials() {
         Some(std::process::id())
     );
     assert_eq!(client.request("").await.unwrap(), expected);
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
 async fn the_client_can_require_the_server_process_id() {
     let endpoint = unique_endpoint("server-pid");
-    let serving = Serving::start(
+    let serving = TestServer::start(
         Server::builder(endpoint.clone())
             .handler(echo)
             .bind()
@@ -147,7 +147,7 @@ async fn the_client_can_require_the_server_process_id() {
             .contains(&format!("expected pid {}", ours + 1)),
         "{err}"
     );
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 /// `pipesvc call` as another user, from a copy of the binary that user can run.
@@ -194,9 +194,9 @@ async fn serve_while<T: Send + 'static>(
     builder: ServerBuilder<impl pipesvc::server::Handler>,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let serving = Serving::start(builder.bind().unwrap());
+    let serving = TestServer::start(builder.bind().unwrap());
     let output = guard(tokio::task::spawn_blocking(call)).await.unwrap();
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
     output
 }
 
@@ -210,7 +210,7 @@ async fn another_user_is_refused_by_default_and_admitted_once_allowed() {
         // SAFETY: getuid has no preconditions.
         let me = unsafe { libc::getuid() };
         let policy = AccessPolicy::custom(move |peer| peer.uid != Some(me));
-        let serving = Serving::start(
+        let serving = TestServer::start(
             Server::builder(endpoint.clone())
                 .access(policy)
                 .handler(echo)
@@ -219,7 +219,7 @@ async fn another_user_is_refused_by_default_and_admitted_once_allowed() {
         );
         let err = Client::connect(&endpoint).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
-        serving.stop().await;
+        guard(serving.stop()).await.expect("serve");
         return;
     }
     // A directory and socket the other user may reach, so that only the
@@ -293,16 +293,16 @@ async fn a_uid_allowed_after_a_custom_check_is_admitted() {
             .handler(echo)
             .bind()
             .unwrap();
-        (endpoint, Serving::start(server))
+        (endpoint, TestServer::start(server))
     };
     let (endpoint, serving) = serve(AccessPolicy::custom(|_| false));
     let err = guard(Client::connect(&endpoint)).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 
     let (endpoint, serving) = serve(AccessPolicy::custom(|_| false).allow_uid(me));
     let client = guard(Client::connect(&endpoint)).await.unwrap();
     assert_eq!(client.request("admitted").await.unwrap(), "admitted");
     client.close().await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

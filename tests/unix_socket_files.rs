@@ -107,14 +107,14 @@ async fn a_server_serves_a_listener_it_is_handed_and_leaves_its_file() {
         .bind_listener(listener)
         .expect("serve the handed listener");
     assert_eq!(server.endpoint(), &endpoint);
-    let serving = common::Serving::start(server);
+    let serving = common::TestServer::start(server);
     let client = common::guard(pipesvc::Client::connect(&endpoint))
         .await
         .unwrap();
     let answer = common::guard(client.request("handed over")).await.unwrap();
     assert_eq!(&answer[..], b"handed over");
     client.close().await;
-    serving.stop().await;
+    common::guard(serving.stop()).await.expect("serve");
     let meta = std::fs::metadata(endpoint.address()).expect("the file is left in place");
     assert!(meta.file_type().is_socket());
     assert_eq!(

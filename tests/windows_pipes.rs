@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, payload, skip, unique_endpoint, wine_version, Serving};
+use common::{guard, payload, skip, unique_endpoint, wine_version, TestServer};
 use pipesvc::client::ClientOptions;
 use pipesvc::server::{ConnectionContext, Handler, Server, ServerBuilder, ServiceError};
 use pipesvc::transport::{ConnectOptions, PipeMode};
@@ -22,8 +22,8 @@ async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceE
     Ok(request)
 }
 
-fn start<H: Handler>(builder: ServerBuilder<H>) -> Serving {
-    Serving::start(builder.bind().expect("bind"))
+fn start<H: Handler>(builder: ServerBuilder<H>) -> TestServer {
+    TestServer::start(builder.bind().expect("bind"))
 }
 
 /// `clients` connect at the same moment; returns the ERROR_PIPE_BUSY
@@ -70,7 +70,7 @@ async fn a_burst_of_clients_is_served_with_the_default_backlog_and_with_one() {
         let busy = burst(&endpoint, 100).await;
         // Reported, not asserted: the count depends on scheduling.
         eprintln!("pipesvc-report: burst of 100 clients, backlog {backlog}: {busy} ERROR_PIPE_BUSY retries");
-        server.stop().await;
+        guard(server.stop()).await.expect("serve");
     }
 }
 
@@ -102,7 +102,7 @@ async fn a_client_connecting_in_a_tight_loop_never_sees_not_found() {
     }
     eprintln!("pipesvc-report: tight loop of 500 connects: {connected} connected, {busy} busy, 0 not found");
     assert!(connected > 0);
-    server.stop().await;
+    guard(server.stop()).await.expect("serve");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +144,7 @@ async fn message_mode_carries_frames_from_0_bytes_to_1_mib() {
         );
     }
     client.close().await;
-    server.stop().await;
+    guard(server.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn max_instances_reached_gives_a_clear_busy_error() {
         "still served"
     );
     holder.close().await;
-    server.stop().await;
+    guard(server.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -183,7 +183,7 @@ async fn the_context_knows_the_client_process_id() {
     let client = Client::connect(&endpoint).await.unwrap();
     let pid = client.request("").await.unwrap();
     assert_eq!(pid, format!("{:?}", Some(std::process::id())));
-    server.stop().await;
+    guard(server.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -258,7 +258,7 @@ async fn the_name_stays_held_while_no_served_instance_exists() {
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("after").await.unwrap(), "after");
     client.close().await;
-    server.stop().await;
+    guard(server.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -277,5 +277,5 @@ async fn max_instances_counts_served_instances_not_the_placeholder() {
     }
     first.close().await;
     second.close().await;
-    server.stop().await;
+    guard(server.stop()).await.expect("serve");
 }

@@ -16,7 +16,7 @@ use std::ptr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, skip, unique_endpoint, wine_version, Serving};
+use common::{guard, skip, unique_endpoint, wine_version, TestServer};
 use pipesvc::client::ClientOptions;
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::transport::{self, ConnectOptions, Listener, ListenerOptions, ServerStream};
@@ -653,7 +653,7 @@ async fn each_side_reads_the_other_sides_process_id() {
         .handler(handler)
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let client = Client::connect(&endpoint).await.unwrap();
     let me = Some(std::process::id());
     // Same process on both ends here.
@@ -669,7 +669,7 @@ async fn each_side_reads_the_other_sides_process_id() {
         "the client's pid, as the server reads it"
     );
     client.close().await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -706,10 +706,10 @@ async fn expect_server_pid_refuses_another_process_before_sending_anything() {
         .handler(echo)
         .bind()
         .unwrap();
-    let serving = Serving::start(server);
+    let serving = TestServer::start(server);
     let options = ClientOptions::new().expect_server_pid(Some(me));
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("hi").await.unwrap(), "hi");
     client.close().await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{guard, skip, unique_endpoint, wine_version, Serving};
+use common::{guard, skip, unique_endpoint, wine_version};
 use pipesvc::client::{ClientOptions, ServerIdentity};
 use pipesvc::transport::{self, Listener, ListenerOptions};
 use pipesvc::{Client, Error};
@@ -28,7 +28,7 @@ fn with(identity: ServerIdentity) -> ClientOptions {
 
 #[tokio::test]
 async fn a_server_of_the_same_user_connects_by_default_and_by_its_sid() {
-    let (endpoint, serving) = Serving::echo("same-user");
+    let (endpoint, serving) = common::echo("same-user");
     let client = guard(Client::connect(&endpoint)).await.unwrap();
     assert_eq!(client.request("hi").await.unwrap(), Bytes::from("hi"));
     client.close().await;
@@ -40,7 +40,7 @@ async fn a_server_of_the_same_user_connects_by_default_and_by_its_sid() {
     .unwrap();
     assert_eq!(client.request("hi").await.unwrap(), Bytes::from("hi"));
     client.close().await;
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ async fn a_server_of_another_user_is_refused_before_anything_is_sent() {
 
 #[tokio::test]
 async fn any_server_skips_the_check_and_a_uid_is_a_configuration_error() {
-    let (endpoint, serving) = Serving::echo("any");
+    let (endpoint, serving) = common::echo("any");
     let client = guard(Client::connect_with(&endpoint, with(ServerIdentity::Any)))
         .await
         .unwrap();
@@ -106,7 +106,7 @@ async fn any_server_skips_the_check_and_a_uid_is_a_configuration_error() {
     .await
     .unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err}");
-    serving.stop().await;
+    guard(serving.stop()).await.expect("serve");
 }
 
 #[test]

@@ -8,7 +8,9 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use pipesvc::testing::output_within;
 
 /// The `pipesvc` executable cargo built for these tests.
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
@@ -16,45 +18,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
 /// Runs `pipesvc ARGS` to completion and returns what it printed. A run
 /// still going after the hang guard is killed and fails the test.
 fn pipesvc(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pipesvc");
-    // Each pipe reaches end of file when the process exits.
-    let (done, finished) = std::sync::mpsc::channel();
-    let pipes: [Box<dyn std::io::Read + Send>; 2] = [
-        Box::new(child.stdout.take().unwrap()),
-        Box::new(child.stderr.take().unwrap()),
-    ];
-    for (index, mut pipe) in pipes.into_iter().enumerate() {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            let _ = done.send((index, bytes));
-        });
-    }
-    let mut outputs = [Vec::new(), Vec::new()];
-    for _ in 0..2 {
-        let Ok((index, bytes)) = finished.recv_timeout(common::HANG_GUARD) else {
-            let _ = child.kill();
-            panic!(
-                "`pipesvc {}` was still running after {:?}",
-                args.join(" "),
-                common::HANG_GUARD
-            );
-        };
-        outputs[index] = bytes;
-    }
-    let [stdout, stderr] = outputs;
-    Output {
-        status: child.wait().expect("wait for pipesvc"),
-        stdout,
-        stderr,
-    }
+    let mut command = Command::new(BIN);
+    command.args(args);
+    output_within(command, common::HANG_GUARD)
+        .unwrap_or_else(|e| panic!("`pipesvc {}`: {e}", args.join(" ")))
 }
 
 #[cfg(not(windows))]

@@ -7,90 +7,35 @@
 pub mod token;
 mod wine;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pipesvc::protocol::{
     ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
 };
-use pipesvc::transport::{self, memory, ConnectOptions, PeerInfo};
+use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Endpoint;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-/// A guard against hangs: a test that exceeds it fails instead of hanging
-/// CI. It is never used to decide what a correct result is.
-pub const HANG_GUARD: Duration = Duration::from_secs(60);
+/// The hang guard and unique endpoints come from the library's own test
+/// helpers, as a product's tests would use them.
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use pipesvc::testing::{hang_guard as guard, unique_endpoint, TestServer, HANG_GUARD};
 
-/// An endpoint no other test (in this or any other test process) uses.
-pub use pipesvc::testing::unique_endpoint;
-
-/// Runs `future` with [`HANG_GUARD`].
-pub async fn guard<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(HANG_GUARD, future)
-        .await
-        .expect("test hung: the hang guard expired")
+/// An echo server (default settings) on a fresh endpoint for `test`.
+pub fn echo(test: &str) -> (Endpoint, TestServer) {
+    let endpoint = unique_endpoint(test);
+    let server = echo_builder(&endpoint).bind().expect("bind an echo server");
+    (endpoint, TestServer::start(server))
 }
 
-/// A server running on the current runtime.
-pub struct Serving {
-    /// Controls the server (broadcast, shutdown, connection count).
-    pub handle: pipesvc::server::ServerHandle,
-    /// The task running `serve`.
-    pub task: tokio::task::JoinHandle<pipesvc::Result<()>>,
-}
-
-impl Serving {
-    /// Runs `server` in a task of its own.
-    pub fn start<H: pipesvc::server::Handler>(server: pipesvc::Server<H>) -> Serving {
-        Serving {
-            handle: server.handle(),
-            task: tokio::spawn(server.serve()),
-        }
-    }
-
-    /// An echo server (default settings) on a fresh endpoint for `test`.
-    pub fn echo(test: &str) -> (Endpoint, Serving) {
-        let endpoint = unique_endpoint(test);
-        let server = echo_builder(&endpoint).bind().expect("bind an echo server");
-        (endpoint, Serving::start(server))
-    }
-
-    /// An echo server (default settings) that serves in-memory streams
-    /// only (see [`Serving::memory_stream`]).
-    pub fn echo_in_memory(test: &str) -> Serving {
-        let server = echo_builder(&unique_endpoint(test))
-            .build()
-            .expect("build an echo server");
-        Serving::start(server)
-    }
-
-    /// A client end of an in-memory connection the server serves (as
-    /// this process's user).
-    pub fn memory_stream(&self) -> memory::MemoryStream {
-        let (client_end, server_end) = memory::pair();
-        self.handle
-            .serve_connection(server_end, PeerInfo::current())
-            .expect("the server takes the stream");
-        client_end
-    }
-
-    /// A client connected in memory, with default options.
-    pub async fn memory_client(&self) -> pipesvc::Client {
-        pipesvc::Client::from_io(self.memory_stream(), Default::default())
-            .await
-            .expect("connect in memory")
-    }
-
-    /// Shuts the server down gracefully and waits until `serve` returned Ok.
-    pub async fn stop(self) {
-        self.handle.shutdown();
-        guard(self.task)
-            .await
-            .expect("serve task")
-            .expect("serve returned an error");
-    }
+/// An echo server (default settings) that serves in-memory streams only
+/// ([`TestServer::memory_stream`], [`TestServer::connect_in_memory`]).
+pub fn echo_in_memory(test: &str) -> TestServer {
+    let server = echo_builder(&unique_endpoint(test))
+        .build()
+        .expect("build an echo server");
+    TestServer::start(server)
 }
 
 fn echo_builder(
