@@ -15,7 +15,6 @@ use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
