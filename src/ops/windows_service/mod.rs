@@ -273,3 +273,46 @@ where
     let _ = writeln!(err, "{message}.");
     ExitCode::FAILURE
 }
+
+#[cfg(all(test, not(windows)))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn off_windows_a_product_gets_the_message_in_its_own_writers() {
+        const MYSVC: Product = Product::new("mysvc", "MYSVC_");
+        let args = Cli::parse_from(["mysvc", "status"]).service;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let handler = |_: ()| {
+            |request: bytes::Bytes, _: crate::server::ConnectionContext| async move {
+                Ok::<_, crate::server::ServiceError>(request)
+            }
+        };
+        let code = main(
+            MYSVC,
+            args,
+            LogFormat::default(),
+            handler,
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, ExitCode::FAILURE);
+        assert!(out.is_empty());
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("error: `mysvc service` is Windows-only"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("`mysvc serve` under systemd instead.\n"),
+            "{err}"
+        );
+    }
+}
