@@ -60,20 +60,19 @@ fn main() -> std::process::ExitCode {
     let log_format = cli.log_format.unwrap_or_default();
     let args = match cli.command {
         Command::Service(args) => {
-            return windows_service::main(GREETER, args, log_format, Greeter::new);
+            let (out, err) = (std::io::stdout(), std::io::stderr());
+            return windows_service::main(GREETER, args, log_format, Greeter::new, out, err);
         }
         Command::Serve(args) => args,
     };
     logging::init_console(log_format);
     let serve = async {
         let loaded = args.load::<Extra>(&GREETER)?;
-        pipesvc::ops::serve(&GREETER, loaded.settings, Greeter::new(loaded.extra)).await
+        let greeter = Greeter::new(loaded.extra);
+        pipesvc::ops::serve(&GREETER, loaded.settings, greeter, std::io::stdout()).await
     };
     let outcome = tokio::runtime::Runtime::new()
         .map_err(pipesvc::Error::from)
         .and_then(|runtime| runtime.block_on(serve));
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => pipesvc::ops::fail(&e),
-    }
+    pipesvc::ops::exit_code(outcome, std::io::stderr())
 }

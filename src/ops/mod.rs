@@ -5,7 +5,8 @@
 //! - `config` (feature `config`): settings from a TOML file, `PREFIX_*`
 //!   environment variables and command-line flags (clap), each checked
 //!   with an error naming its source and key, plus a product's own keys;
-//! - `serve()` and `serve_until` (`config`): bind, announce readiness,
+//! - `serve()` and `serve_until` (`config`): bind, announce readiness (to
+//!   a writer the caller gives),
 //!   serve until a stop signal, shut down gracefully;
 //! - `systemd` (feature `systemd`, Linux): readiness notification and socket
 //!   activation, used by `serve()` when the feature is on;
@@ -16,6 +17,11 @@
 //!
 //! A [`Product`] names the program all this runs in: its variables' prefix,
 //! its default endpoint and service name, its readiness line.
+//!
+//! The library prints nothing: what a command has to say (the readiness
+//! line, a service command's report, an error) goes to writers the caller
+//! passes, usually `std::io::stdout()` and `std::io::stderr()`;
+//! [`error_report`] formats an error with its causes.
 //!
 //! ```no_run
 //! # #[cfg(feature = "config")]
@@ -36,7 +42,7 @@
 //! let handler = |request: pipesvc::bytes::Bytes, _ctx: pipesvc::server::ConnectionContext| async move {
 //!     Ok::<_, pipesvc::server::ServiceError>(request)
 //! };
-//! tokio::runtime::Runtime::new()?.block_on(pipesvc::ops::serve(&MY_SERVICE, settings, handler))
+//! tokio::runtime::Runtime::new()?.block_on(pipesvc::ops::serve(&MY_SERVICE, settings, handler, std::io::stdout()))
 //! # }
 //! # #[cfg(not(feature = "config"))]
 //! # fn main() {}
@@ -104,9 +110,10 @@ impl Product {
     }
 }
 
-/// Prints `err` with its chain of causes on stderr, as a command-line
-/// program reports its failure, and returns a failing exit code.
-pub fn fail(err: &dyn std::error::Error) -> std::process::ExitCode {
+/// `err` with its chain of causes, as a command-line program reports its
+/// failure: `error: WHAT: WHY: ...` (one line, without a newline; a cause
+/// whose text the message already contains is not repeated).
+pub fn error_report(err: &dyn std::error::Error) -> String {
     let mut message = format!("error: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
@@ -118,6 +125,52 @@ pub fn fail(err: &dyn std::error::Error) -> std::process::ExitCode {
         }
         source = cause.source();
     }
-    eprintln!("{message}");
-    std::process::ExitCode::FAILURE
+    message
+}
+
+/// The exit code for a command's `outcome`: success, or failure once
+/// [`error_report`] of the error is written as a line to `stderr` (the
+/// caller's choice of stream: the library prints nothing itself).
+pub fn exit_code<E: std::error::Error>(
+    outcome: Result<(), E>,
+    mut stderr: impl std::io::Write,
+) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Nothing is left to tell if even stderr is gone.
+            let _ = writeln!(stderr, "{}", error_report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_report_names_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let err = crate::Error::from(io);
+        let report = error_report(&err);
+        assert!(report.starts_with("error: "), "{report}");
+        assert_eq!(report.matches("disk full").count(), 1, "{report}");
+    }
+
+    #[test]
+    fn exit_code_writes_the_report_only_on_failure() {
+        let mut stderr = Vec::new();
+        assert_eq!(
+            exit_code(Ok::<(), std::io::Error>(()), &mut stderr),
+            std::process::ExitCode::SUCCESS
+        );
+        assert!(stderr.is_empty());
+        let failed = Err(std::io::Error::other("no such pipe"));
+        assert_eq!(
+            exit_code(failed, &mut stderr),
+            std::process::ExitCode::FAILURE
+        );
+        assert_eq!(String::from_utf8(stderr).unwrap(), "error: no such pipe\n");
+    }
 }

@@ -1,5 +1,5 @@
 //! Serving a handler until a stop request: the console runner (signals,
-//! readiness line, systemd) and the one every runner shares.
+//! readiness line for the caller, systemd) and the one every runner shares.
 
 use std::future::Future;
 use std::io::Write;
@@ -10,8 +10,10 @@ use crate::server::{Handler, Server};
 use crate::Endpoint;
 
 /// Serves `handler` with `settings` in a console or under a service
-/// manager other than Windows's: prints `NAME listening on ENDPOINT` on
-/// stdout once clients can connect (and, with the `systemd` feature on
+/// manager other than Windows's: writes the readiness line
+/// `NAME listening on ENDPOINT` to `readiness` (usually `std::io::stdout()`,
+/// which scripts and tests read; `std::io::sink()` for none) once clients
+/// can connect (and, with the `systemd` feature on
 /// Linux, tells systemd `READY=1`, serving the socket it passes if any),
 /// and shuts down gracefully at SIGINT, SIGTERM, SIGHUP or SIGQUIT (Ctrl+C
 /// or console close on Windows). On Unix SIGUSR1 logs the counters.
@@ -19,6 +21,7 @@ pub async fn serve<H: Handler>(
     product: &Product,
     settings: Settings,
     handler: H,
+    mut readiness: impl Write,
 ) -> crate::Result<()> {
     // Install the signal handlers before saying we are ready: a stop
     // request that arrives right after the line must stop us gracefully.
@@ -31,7 +34,7 @@ pub async fn serve<H: Handler>(
         }
     };
     let ready = |endpoint: &Endpoint| {
-        announce(product, endpoint)?;
+        announce(product, endpoint, &mut readiness)?;
         #[cfg(all(feature = "systemd", target_os = "linux"))]
         crate::ops::systemd::notify(&format!("READY=1\nSTATUS=listening on {endpoint}"))?;
         Ok(())
@@ -111,11 +114,11 @@ fn bind<H: Handler>(product: &Product, settings: Settings, handler: H) -> crate:
         .bind()
 }
 
-/// Prints the line scripts (and the tests) wait for before connecting.
-fn announce(product: &Product, endpoint: &Endpoint) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{} listening on {endpoint}", product.name())?;
-    stdout.flush()
+/// Writes the line scripts (and the tests) wait for before connecting,
+/// and flushes it: the reader waits for it, the writer may buffer.
+fn announce(product: &Product, endpoint: &Endpoint, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "{} listening on {endpoint}", product.name())?;
+    out.flush()
 }
 
 /// Registers now for the signals that stop the service gracefully (the

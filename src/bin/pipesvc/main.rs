@@ -138,7 +138,15 @@ fn main() -> ExitCode {
         // It needs no runtime and logs on its own (a service has no console).
         Command::Service(args) => {
             let make_handler = |_: ()| EchoService;
-            return windows_service::main(Product::PIPESVC, args, log_format, make_handler);
+            let (out, err) = (std::io::stdout(), std::io::stderr());
+            return windows_service::main(
+                Product::PIPESVC,
+                args,
+                log_format,
+                make_handler,
+                out,
+                err,
+            );
         }
         command => command,
     };
@@ -166,10 +174,11 @@ fn main() -> ExitCode {
 /// `pipesvc serve`: the echo service with the settings of CONFIG.md.
 async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
     let settings = args.load::<()>(&Product::PIPESVC)?.settings;
-    pipesvc::ops::serve(&Product::PIPESVC, settings, EchoService).await
+    pipesvc::ops::serve(&Product::PIPESVC, settings, EchoService, std::io::stdout()).await
 }
 
 /// Prints an error with its chain of causes and returns a failing exit code.
 fn fail(err: &dyn std::error::Error) -> ExitCode {
-    pipesvc::ops::fail(err)
+    eprintln!("{}", pipesvc::ops::error_report(err));
+    ExitCode::FAILURE
 }

@@ -1,10 +1,11 @@
 //! `PRODUCT service install|uninstall|start|stop|status`: requests to the
 //! Service Control Manager through the `windows-service` crate, with errors
 //! that say what to do, and waits that poll the service's state until a
-//! deadline.
+//! deadline. Each command writes what it did to the caller's `out`, line
+//! by line as it happens (a later failure keeps the lines before it).
 
 use std::ffi::{OsStr, OsString};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -74,9 +75,36 @@ pub enum ServiceError {
         /// How long it was waited for.
         waited: Duration,
     },
+    /// `install` failed after the SCM had registered the service, and
+    /// removing the half-installed service failed too.
+    #[error(
+        "{error} (and the half-installed service {service:?} could not be removed: {cleanup})"
+    )]
+    HalfInstalled {
+        /// Why `install` failed.
+        #[source]
+        error: Box<ServiceError>,
+        /// The service name.
+        service: String,
+        /// Why it could not be removed.
+        cleanup: windows_service::Error,
+    },
+    /// The service dispatcher (`service run`) failed.
+    #[error(transparent)]
+    Dispatcher(windows_service::Error),
+    /// The command's report could not be written (to the caller's `out`).
+    #[error("cannot write what the command did: {0}")]
+    Write(#[source] io::Error),
     /// Anything else, with a message that names it.
     #[error("{0}")]
     Other(String),
+}
+
+/// Writes a line of a command's report to `out`.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, $($arg)*).map_err(ServiceError::Write)?
+    };
 }
 
 /// The result of a `PRODUCT service` command.
@@ -243,6 +271,7 @@ pub fn install<E: DeserializeOwned>(
     product: &Product,
     args: InstallArgs,
     log_format: LogFormat,
+    out: &mut dyn Write,
 ) -> Result<()> {
     let name = args.service.name(product);
     let serve = parse_serve_options(&args.serve_options)?;
@@ -344,23 +373,31 @@ pub fn install<E: DeserializeOwned>(
             None => Ok(()),
         });
     if let Err(error) = finish {
-        if let Err(e) = service.delete() {
-            eprintln!("warning: could not remove the half-installed service {name:?}: {e}");
-        }
-        return Err(error);
+        return Err(match service.delete() {
+            Ok(()) => error,
+            Err(cleanup) => ServiceError::HalfInstalled {
+                error: Box::new(error),
+                service: name.to_string(),
+                cleanup,
+            },
+        });
     }
     let command_line = service
         .query_config()
         .map(|config| config.executable_path.display().to_string())
         .unwrap_or_else(|e| format!("(cannot read it back: {e})"));
-    println!(
+    say!(
+        out,
         "installed service {name:?} ({display_name}), start type {}",
         start_type_name(info.start_type)
     );
-    println!("  command line: {command_line}");
-    println!("  pipe: {endpoint}");
-    println!("  log file: {}", log_file.display());
-    println!("start it with: {program} service start --service-name {name}");
+    say!(out, "  command line: {command_line}");
+    say!(out, "  pipe: {endpoint}");
+    say!(out, "  log file: {}", log_file.display());
+    say!(
+        out,
+        "start it with: {program} service start --service-name {name}"
+    );
     Ok(())
 }
 
@@ -437,7 +474,7 @@ fn describe_exit(exit: ServiceExitCode) -> String {
 }
 
 /// `PRODUCT service start`.
-pub fn start(product: &Product, args: &WaitArgs) -> Result<()> {
+pub fn start(product: &Product, args: &WaitArgs, out: &mut dyn Write) -> Result<()> {
     let name = args.service.name(product);
     let service = open(
         ServiceAccess::START | ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
@@ -451,7 +488,7 @@ pub fn start(product: &Product, args: &WaitArgs) -> Result<()> {
             .map_err(|e| scm_error("start", name, e))?;
         match status.current_state {
             ServiceState::Running => {
-                println!("service {name:?} is already running{}", pid(&status));
+                say!(out, "service {name:?} is already running{}", pid(&status));
                 return Ok(());
             }
             ServiceState::Stopped => {}
@@ -495,7 +532,7 @@ pub fn start(product: &Product, args: &WaitArgs) -> Result<()> {
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
     let status = wait_for(&service, name, ServiceState::Running, remaining)?;
-    println!("service {name:?} is running{}", pid(&status));
+    say!(out, "service {name:?} is running{}", pid(&status));
     Ok(())
 }
 
@@ -543,7 +580,7 @@ fn stop_and_wait(service: &Service, name: &str, timeout: Duration) -> Result<boo
 }
 
 /// `PRODUCT service stop`.
-pub fn stop(product: &Product, args: &WaitArgs) -> Result<()> {
+pub fn stop(product: &Product, args: &WaitArgs, out: &mut dyn Write) -> Result<()> {
     let name = args.service.name(product);
     let service = open(
         ServiceAccess::STOP | ServiceAccess::QUERY_STATUS,
@@ -551,15 +588,15 @@ pub fn stop(product: &Product, args: &WaitArgs) -> Result<()> {
         name,
     )?;
     if stop_and_wait(&service, name, args.timeout())? {
-        println!("service {name:?} stopped");
+        say!(out, "service {name:?} stopped");
     } else {
-        println!("service {name:?} is not running");
+        say!(out, "service {name:?} is not running");
     }
     Ok(())
 }
 
 /// `PRODUCT service uninstall`.
-pub fn uninstall(product: &Product, args: &WaitArgs) -> Result<()> {
+pub fn uninstall(product: &Product, args: &WaitArgs, out: &mut dyn Write) -> Result<()> {
     let name = args.service.name(product);
     let manager = manager(ServiceManagerAccess::CONNECT, "remove", name)?;
     let service = manager
@@ -577,7 +614,7 @@ pub fn uninstall(product: &Product, args: &WaitArgs) -> Result<()> {
         .ok()
         .and_then(|config| log_file_of(&config));
     if stop_and_wait(&service, name, args.timeout())? {
-        println!("service {name:?} stopped");
+        say!(out, "service {name:?} stopped");
     }
     service.delete().map_err(|e| scm_error("remove", name, e))?;
     drop(service);
@@ -587,7 +624,8 @@ pub fn uninstall(product: &Product, args: &WaitArgs) -> Result<()> {
             Err(e) if os_code(&e) == Some(ERROR_SERVICE_DOES_NOT_EXIST) => break,
             Err(e) => return Err(scm_error("query", name, e)),
             Ok(_) if Instant::now() >= deadline => {
-                println!(
+                say!(
+                    out,
                     "service {name:?} is marked for deletion: it disappears once every program \
                      that has it open (such as the Services console) closes it"
                 );
@@ -596,15 +634,15 @@ pub fn uninstall(product: &Product, args: &WaitArgs) -> Result<()> {
             Ok(_) => std::thread::sleep(POLL_INTERVAL),
         }
     }
-    println!("service {name:?} removed");
+    say!(out, "service {name:?} removed");
     if let Some(log) = log {
-        println!("its log file is left in place: {}", log.display());
+        say!(out, "its log file is left in place: {}", log.display());
     }
     Ok(())
 }
 
 /// `PRODUCT service status`.
-pub fn status(product: &Product, args: &ServiceNameArg) -> Result<()> {
+pub fn status(product: &Product, args: &ServiceNameArg, out: &mut dyn Write) -> Result<()> {
     let name = args.name(product);
     let service = open(
         ServiceAccess::QUERY_STATUS | ServiceAccess::QUERY_CONFIG,
@@ -617,23 +655,28 @@ pub fn status(product: &Product, args: &ServiceNameArg) -> Result<()> {
     let config = service
         .query_config()
         .map_err(|e| scm_error("query", name, e))?;
-    println!(
+    say!(
+        out,
         "service {name:?}: {}{}",
         state_name(status.current_state),
         pid(&status)
     );
-    println!("  display name: {}", config.display_name.to_string_lossy());
-    println!("  start type: {}", start_type_name(config.start_type));
-    println!("  command line: {}", config.executable_path.display());
+    say!(
+        out,
+        "  display name: {}",
+        config.display_name.to_string_lossy()
+    );
+    say!(out, "  start type: {}", start_type_name(config.start_type));
+    say!(out, "  command line: {}", config.executable_path.display());
     if let Some(log) = log_file_of(&config) {
-        println!("  log file: {}", log.display());
+        say!(out, "  log file: {}", log.display());
     }
     let never_started = ServiceExitCode::Win32(ERROR_SERVICE_NEVER_STARTED);
     if status.current_state == ServiceState::Stopped
         && status.exit_code != ServiceExitCode::NO_ERROR
         && status.exit_code != never_started
     {
-        println!("  last exit: {}", describe_exit(status.exit_code));
+        say!(out, "  last exit: {}", describe_exit(status.exit_code));
     }
     Ok(())
 }

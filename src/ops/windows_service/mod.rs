@@ -27,6 +27,7 @@ mod manage;
 mod run;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -212,13 +213,19 @@ fn program() -> &'static str {
 /// handler `make_handler` makes from the product's own config keys (`E`,
 /// `()` for none; see [`crate::ops::config`]). It needs no runtime and does
 /// its own logging (the SCM gives a service no console), so call it before
-/// starting either. Prints what it did on stdout, errors on stderr.
+/// starting either. What the command did (`installed service ...`,
+/// `service "x" is running (pid N)`, the status lines) goes to `out`, an
+/// error with its causes ([`crate::ops::error_report`]) to `err`: pass
+/// `std::io::stdout()` and `std::io::stderr()`, or buffers to show them
+/// elsewhere.
 #[cfg(windows)]
 pub fn main<E, H, F>(
     product: Product,
     args: ServiceArgs,
     log_format: LogFormat,
     make_handler: F,
+    mut out: impl Write,
+    err: impl Write,
 ) -> ExitCode
 where
     E: DeserializeOwned + Send + 'static,
@@ -226,28 +233,28 @@ where
     F: FnOnce(E) -> H + Send + 'static,
 {
     let _ = PROGRAM.set(product.name());
+    let out = &mut out;
     let outcome = match args.command {
-        ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format),
-        ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args),
-        ServiceCommand::Start(args) => manage::start(&product, &args),
-        ServiceCommand::Stop(args) => manage::stop(&product, &args),
-        ServiceCommand::Status(args) => manage::status(&product, &args),
-        ServiceCommand::Run(args) => return run::run(product, args, log_format, make_handler),
+        ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format, out),
+        ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args, out),
+        ServiceCommand::Start(args) => manage::start(&product, &args, out),
+        ServiceCommand::Stop(args) => manage::stop(&product, &args, out),
+        ServiceCommand::Status(args) => manage::status(&product, &args, out),
+        ServiceCommand::Run(args) => run::run(product, args, log_format, make_handler),
     };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => crate::ops::fail(&e),
-    }
+    crate::ops::exit_code(outcome, err)
 }
 
-/// Off Windows there is no Service Control Manager: says so, and where to
-/// look instead.
+/// Off Windows there is no Service Control Manager: says so on `err`, and
+/// where to look instead.
 #[cfg(not(windows))]
 pub fn main<E, H, F>(
     product: Product,
     _args: ServiceArgs,
     _log_format: LogFormat,
     _make_handler: F,
+    _out: impl Write,
+    mut err: impl Write,
 ) -> ExitCode
 where
     E: DeserializeOwned + Send + 'static,
@@ -262,6 +269,50 @@ where
     if product == Product::PIPESVC {
         message.push_str(": see contrib/pipesvc.service and the README");
     }
-    eprintln!("{message}.");
+    // Nothing is left to tell if even `err` is gone.
+    let _ = writeln!(err, "{message}.");
     ExitCode::FAILURE
+}
+
+#[cfg(all(test, not(windows)))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn off_windows_a_product_gets_the_message_in_its_own_writers() {
+        const MYSVC: Product = Product::new("mysvc", "MYSVC_");
+        let args = Cli::parse_from(["mysvc", "status"]).service;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let handler = |_: ()| {
+            |request: bytes::Bytes, _: crate::server::ConnectionContext| async move {
+                Ok::<_, crate::server::ServiceError>(request)
+            }
+        };
+        let code = main(
+            MYSVC,
+            args,
+            LogFormat::default(),
+            handler,
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, ExitCode::FAILURE);
+        assert!(out.is_empty());
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("error: `mysvc service` is Windows-only"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("`mysvc serve` under systemd instead.\n"),
+            "{err}"
+        );
+    }
 }

@@ -15,7 +15,6 @@ use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -36,7 +35,7 @@ use windows_service::service_control_handler::{
 use windows_service::{define_windows_service, service_dispatcher};
 use windows_sys::Win32::Foundation::ERROR_FAILED_SERVICE_CONTROLLER_CONNECT;
 
-use super::manage::state_name;
+use super::manage::{state_name, ServiceError};
 use super::{default_log_file, RunArgs};
 
 /// Service-specific exit code: the server could not start (the pipe name
@@ -84,13 +83,13 @@ static STOP: Notify = Notify::const_new();
 define_windows_service!(ffi_service_main, service_main);
 
 /// `PRODUCT service run`: connects to the SCM and runs the service until it
-/// is stopped. Run from a console, it says what to run instead.
+/// is stopped. Run from a console, it fails saying what to run instead.
 pub fn run<E, H, F>(
     product: Product,
     args: RunArgs,
     log_format: LogFormat,
     make_handler: F,
-) -> ExitCode
+) -> Result<(), ServiceError>
 where
     E: DeserializeOwned + Send + 'static,
     H: Handler,
@@ -100,19 +99,18 @@ where
     let launch = move || service_body(product, args, log_format, make_handler);
     *LAUNCH.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(launch));
     match service_dispatcher::start(&service_name, ffi_service_main) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Ok(()),
         Err(windows_service::Error::Winapi(e))
             if e.raw_os_error() == Some(ERROR_FAILED_SERVICE_CONTROLLER_CONNECT as i32) =>
         {
-            eprintln!(
-                "error: `{name} service run` is started by the Service Control Manager, not from \
+            Err(ServiceError::Other(format!(
+                "`{name} service run` is started by the Service Control Manager, not from \
                  a console: use `{name} service start --service-name {service_name}`, or run \
                  `{name} serve` in this console",
                 name = product.name()
-            );
-            ExitCode::FAILURE
+            )))
         }
-        Err(e) => crate::ops::fail(&e),
+        Err(e) => Err(ServiceError::Dispatcher(e)),
     }
 }
 
