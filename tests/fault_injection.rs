@@ -9,17 +9,9 @@ use bytes::Bytes;
 use pipesvc::client::{ClientOptions, ConnectionState};
 use pipesvc::error::CloseReason;
 use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError};
-use pipesvc::testing::{unique_endpoint, Faults, Faulty, TestServer};
+use pipesvc::testing::{hang_guard as guard, unique_endpoint, Faults, Faulty, TestServer};
 use pipesvc::transport::{memory, PeerInfo};
 use pipesvc::{Client, Error};
-
-const HANG_GUARD: Duration = Duration::from_secs(60);
-
-async fn guard<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(HANG_GUARD, future)
-        .await
-        .expect("test hung: the hang guard expired")
-}
 
 fn echo_server(test: &str, write_timeout: Duration) -> TestServer {
     let server = Server::builder(unique_endpoint(test))

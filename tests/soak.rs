@@ -66,8 +66,8 @@ const PING_PEERS: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Bounds on waits that only a bug would exhaust; never a result.
-const HANG_GUARD: Duration = Duration::from_secs(60);
+// Bounds on waits that only a bug would exhaust; never a result.
+use pipesvc::testing::HANG_GUARD;
 
 fn soak_duration() -> Duration {
     let secs = match std::env::var("PIPESVC_SOAK_SECS") {
