@@ -15,6 +15,7 @@
 //! [`pair`](crate::transport::memory::pair). The caller vouches for the
 //! server behind such a stream: no identity check applies.
 
+mod call;
 mod connection;
 mod identity;
 mod notifications;
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use call::{CallOptions, DEADLINE_GRACE};
 pub use identity::ServerIdentity;
 pub use notifications::{Notification, NotificationPolicy, Notifications};
 
@@ -486,7 +488,7 @@ impl Client {
     /// [`Error::ConnectionClosed`]; no answer in time [`Error::Timeout`].
     pub async fn request(&self, payload: impl Into<Bytes>) -> Result<Bytes> {
         let limit = self.shared.options.request_timeout;
-        self.call(Kind::Request, payload.into(), limit).await
+        self.exchange(Kind::Request, payload.into(), limit).await
     }
 
     /// [`Client::request`] with its own deadline (`None`: none) instead of
@@ -498,7 +500,7 @@ impl Client {
         payload: impl Into<Bytes>,
         timeout: Option<Duration>,
     ) -> Result<Bytes> {
-        self.call(Kind::Request, payload.into(), timeout).await
+        self.exchange(Kind::Request, payload.into(), timeout).await
     }
 
     /// Sends a PING and returns the round-trip time (within the client's
@@ -511,7 +513,7 @@ impl Client {
     /// [`Client::ping`] with its own deadline (`None`: none).
     pub async fn ping_with_timeout(&self, timeout: Option<Duration>) -> Result<Duration> {
         let start = Instant::now();
-        self.call(Kind::Ping, Bytes::new(), timeout).await?;
+        self.exchange(Kind::Ping, Bytes::new(), timeout).await?;
         Ok(start.elapsed())
     }
 
@@ -525,7 +527,7 @@ impl Client {
     /// [`CloseReason::ServerError`].
     pub async fn status(&self) -> Result<Status> {
         let limit = self.shared.options.request_timeout;
-        let payload = self.call(Kind::Status, Bytes::new(), limit).await?;
+        let payload = self.exchange(Kind::Status, Bytes::new(), limit).await?;
         Status::decode(&payload)
             .ok_or_else(|| Error::Protocol("the server's STATUS answer is malformed".into()))
     }
@@ -643,7 +645,7 @@ impl Client {
 
     /// One call within `limit`; the timeout names what the call was
     /// waiting for when it ran out.
-    async fn call(&self, kind: Kind, payload: Bytes, limit: Option<Duration>) -> Result<Bytes> {
+    async fn exchange(&self, kind: Kind, payload: Bytes, limit: Option<Duration>) -> Result<Bytes> {
         let connected = AtomicBool::new(false);
         let work = self.call_once_more_if_unsent(kind, payload, &connected);
         let Some(limit) = limit else {

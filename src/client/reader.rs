@@ -77,7 +77,13 @@ impl Routes {
                 self.writer
                     .queue(Frame::new(Kind::Pong, frame.id, frame.payload));
             }
-            Kind::Hello | Kind::Request | Kind::Status => {
+            Kind::Hello
+            | Kind::Request
+            | Kind::Status
+            | Kind::Call
+            | Kind::Cancel
+            | Kind::Describe
+            | Kind::Unknown(_) => {
                 return Err(CloseReason::Protocol(format!(
                     "the server sent {:?} after the handshake",
                     frame.kind

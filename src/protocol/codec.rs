@@ -47,7 +47,8 @@ pub enum CodecError {
     /// The flags byte is not zero (v1 defines no flags).
     #[error("frame flags are {0:#04x}; protocol v1 requires 0")]
     NonZeroFlags(u8),
-    /// The kind byte is not defined by v1.
+    /// The kind byte is not defined by the codec's protocol version (on a
+    /// version 1 connection: not 1 to 9).
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     /// The buffer for a frame could not be grown: the system refused the
@@ -101,6 +102,10 @@ impl CodecError {
 #[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {
     max_frame_len: u32,
+    /// The protocol version whose kinds are decoded: in version 1 any
+    /// other kind byte is [`CodecError::UnknownKind`]; from version 2 on
+    /// it decodes as [`Kind::Unknown`].
+    version: u16,
 }
 
 impl FrameCodec {
@@ -113,7 +118,24 @@ impl FrameCodec {
             max_frame_len as usize >= HEADER_LEN,
             "max_frame_len must be at least {HEADER_LEN}"
         );
-        FrameCodec { max_frame_len }
+        FrameCodec {
+            max_frame_len,
+            version: 1,
+        }
+    }
+
+    /// The same codec decoding the kinds of protocol `version`: from
+    /// version 2 on, a kind byte it does not know is not an error but a
+    /// [`Kind::Unknown`] frame, which the receiver answers (PROTOCOL.md,
+    /// "Unknown kinds"). Version 1 (the default) refuses it.
+    pub fn with_version(mut self, version: u16) -> FrameCodec {
+        self.version = version;
+        self
+    }
+
+    /// The protocol version whose kinds this codec decodes.
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// The maximum `length` field this codec accepts and produces.
@@ -169,7 +191,7 @@ impl FrameCodec {
         if src.len() < PREFIX_LEN {
             return make_room(src).map(|()| None);
         }
-        let kind = Kind::from_u8(src[4]).ok_or(CodecError::UnknownKind(src[4]))?;
+        let kind = self.kind(src[4])?;
         if src[5] != 0 {
             return Err(CodecError::NonZeroFlags(src[5]));
         }
@@ -187,6 +209,18 @@ impl FrameCodec {
         src.advance(PREFIX_LEN);
         let payload = src.split_to(total - PREFIX_LEN).freeze();
         Ok(Some(Frame { kind, id, payload }))
+    }
+}
+
+impl FrameCodec {
+    /// The kind a wire byte stands for under this codec's version.
+    fn kind(&self, byte: u8) -> Result<Kind, CodecError> {
+        let known = byte <= Kind::last_of_version(self.version);
+        match Kind::from_u8(byte) {
+            Some(kind) if known => Ok(kind),
+            _ if self.version >= 2 => Ok(Kind::Unknown(byte)),
+            _ => Err(CodecError::UnknownKind(byte)),
+        }
     }
 }
 
@@ -254,7 +288,7 @@ impl FrameCodec {
         }
         dst.reserve(PREFIX_LEN);
         dst.put_u32_le(length as u32);
-        dst.put_u8(kind as u8);
+        dst.put_u8(kind.to_u8());
         dst.put_u8(0);
         dst.put_u32_le(id);
         Ok(())
@@ -377,7 +411,7 @@ mod tests {
     fn header(payload: usize) -> BytesMut {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         buf.put_u32_le((HEADER_LEN + payload) as u32);
-        buf.put_slice(&[Kind::Request as u8, 0, 1, 0, 0, 0]);
+        buf.put_slice(&[Kind::Request.to_u8(), 0, 1, 0, 0, 0]);
         buf
     }
 
@@ -450,5 +484,32 @@ mod tests {
         let start = buf.as_ptr() as usize;
         let frame = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
         assert_eq!(frame.payload.as_ptr() as usize, start + PREFIX_LEN);
+    }
+
+    #[test]
+    fn kinds_past_version_1_are_unknown_there_and_frames_from_version_2_on() {
+        let frame = |kind: u8| {
+            let mut buf = BytesMut::new();
+            buf.put_u32_le(6);
+            buf.put_slice(&[kind, 0, 7, 0, 0, 0]);
+            buf
+        };
+        let v1 = FrameCodec::default();
+        for kind in [0, 10, 11, 12, 200] {
+            let err = v1.clone().decode(&mut frame(kind)).unwrap_err();
+            assert!(matches!(err, CodecError::UnknownKind(k) if k == kind), "{err}");
+        }
+        let v2 = FrameCodec::default().with_version(2);
+        assert_eq!(v2.version(), 2);
+        let decoded = |kind| v2.clone().decode(&mut frame(kind)).unwrap().unwrap();
+        assert_eq!(decoded(10).kind, Kind::Call);
+        assert_eq!(decoded(11).kind, Kind::Cancel);
+        assert_eq!(decoded(12).kind, Kind::Describe);
+        let unknown = decoded(200);
+        assert_eq!((unknown.kind, unknown.id), (Kind::Unknown(200), 7));
+        assert_eq!(decoded(0).kind, Kind::Unknown(0));
+        for byte in 0..=255u8 {
+            assert_eq!(decoded(byte).kind.to_u8(), byte);
+        }
     }
 }

@@ -32,6 +32,14 @@ impl ErrorCode {
     pub const DUPLICATE_ID: ErrorCode = ErrorCode(10);
     /// The peer is not allowed to use this service.
     pub const NOT_ALLOWED: ErrorCode = ErrorCode(11);
+    /// A CALL named a method the service does not have (protocol 2).
+    pub const UNKNOWN_METHOD: ErrorCode = ErrorCode(12);
+    /// A CALL the server cannot act on: its header does not follow the
+    /// layout, its encoding is not offered, or its params do not decode
+    /// into the method's request type (protocol 2).
+    pub const BAD_REQUEST: ErrorCode = ErrorCode(13);
+    /// The request was cancelled: the client sent CANCEL for it (protocol 2).
+    pub const CANCELLED: ErrorCode = ErrorCode(14);
     /// The first code available to services for their own errors.
     pub const FIRST_SERVICE_CODE: u16 = 1000;
 
@@ -49,6 +57,9 @@ impl ErrorCode {
             9 => "unexpected frame",
             10 => "duplicate id",
             11 => "not allowed",
+            12 => "unknown method",
+            13 => "bad request",
+            14 => "cancelled",
             n if n >= Self::FIRST_SERVICE_CODE => "service error",
             _ => "unknown error code",
         }

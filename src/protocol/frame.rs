@@ -3,33 +3,51 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::ErrorCode;
 
 /// The kind of a frame (byte 4 of every frame).
+///
+/// Kinds 10 to 12 exist from protocol version 2 on. On a version 2
+/// connection a kind byte the receiver does not know decodes as
+/// [`Kind::Unknown`], so that it can be answered instead of closing the
+/// connection (PROTOCOL.md, "Unknown kinds").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
 #[non_exhaustive]
 pub enum Kind {
     /// Handshake: the server's greeting, then the client's answer.
-    Hello = 1,
+    Hello,
     /// A call from the client; answered by RESPONSE or ERROR with the same id.
-    Request = 2,
+    Request,
     /// The successful answer to the REQUEST with the same id.
-    Response = 3,
+    Response,
     /// A failure: of the request with this id, or of the connection (id 0).
-    Error = 4,
+    Error,
     /// A one-way message, in either direction; never answered.
-    Notify = 5,
+    Notify,
     /// Sent by the server when it closes the connection on purpose.
-    Goodbye = 6,
+    Goodbye,
     /// Liveness probe from the client; answered by PONG with the same id.
-    Ping = 7,
+    Ping,
     /// The answer to a PING; echoes its id and payload.
-    Pong = 8,
+    Pong,
     /// The client asks for the server's counters; answered by RESPONSE
     /// with a [`Status`](super::Status) payload (protocol 1.1).
-    Status = 9,
+    Status,
+    /// A call of a named method, with metadata such as a deadline
+    /// ([`Call`](super::Call)); answered by RESPONSE or ERROR with the same
+    /// id (protocol 2).
+    Call,
+    /// The client no longer wants the answer to the request with this id;
+    /// the server stops it and answers ERROR `cancelled` (protocol 2).
+    Cancel,
+    /// The client asks for the service's description; answered by RESPONSE
+    /// with JSON (protocol 2).
+    Describe,
+    /// A kind byte this crate does not know, read on a version 2
+    /// connection (a version 1 connection refuses it instead).
+    Unknown(u8),
 }
 
 impl Kind {
-    /// The kind for a wire byte, or `None` for a byte the protocol does not define.
+    /// The kind for a wire byte, or `None` for a byte no protocol version
+    /// this crate speaks defines (1 to 12; 10 to 12 only in version 2).
     pub fn from_u8(byte: u8) -> Option<Kind> {
         Some(match byte {
             1 => Kind::Hello,
@@ -41,8 +59,40 @@ impl Kind {
             7 => Kind::Ping,
             8 => Kind::Pong,
             9 => Kind::Status,
+            10 => Kind::Call,
+            11 => Kind::Cancel,
+            12 => Kind::Describe,
             _ => return None,
         })
+    }
+
+    /// The kind's wire byte.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Kind::Hello => 1,
+            Kind::Request => 2,
+            Kind::Response => 3,
+            Kind::Error => 4,
+            Kind::Notify => 5,
+            Kind::Goodbye => 6,
+            Kind::Ping => 7,
+            Kind::Pong => 8,
+            Kind::Status => 9,
+            Kind::Call => 10,
+            Kind::Cancel => 11,
+            Kind::Describe => 12,
+            Kind::Unknown(byte) => byte,
+        }
+    }
+
+    /// The highest kind byte defined by protocol `version` (9 in version 1,
+    /// 12 in version 2).
+    pub fn last_of_version(version: u16) -> u8 {
+        if version >= 2 {
+            12
+        } else {
+            9
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{ErrorCode, MAGIC};
+use super::{Encoding, ErrorCode, Kind, MAGIC};
 
 /// Why a HELLO payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,7 +12,7 @@ pub enum HelloError {
     #[error("HELLO payload is malformed: {0}")]
     Malformed(&'static str),
     /// Well-formed, but a version this side does not speak.
-    #[error("protocol version {0} is not supported (this side speaks {supported})", supported = super::PROTOCOL_VERSION)]
+    #[error("protocol version {0} is not supported (this side speaks 1 to {supported})", supported = super::PROTOCOL_VERSION)]
     UnsupportedVersion(u16),
 }
 
@@ -32,7 +32,8 @@ impl HelloError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerHello {
-    /// The protocol version the server speaks.
+    /// The version field: [`SERVER_HELLO_VERSION`](super::SERVER_HELLO_VERSION)
+    /// (1) from every server, whatever versions it speaks.
     pub version: u16,
     /// The largest `length` field the server accepts.
     pub max_frame_len: u32,
@@ -41,11 +42,14 @@ pub struct ServerHello {
 }
 
 impl ServerHello {
-    /// This crate's HELLO ([`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)),
-    /// announcing `max_frame_len` and the name `server_name`.
+    /// This crate's HELLO, announcing `max_frame_len` and the name
+    /// `server_name`. Its version field is
+    /// [`SERVER_HELLO_VERSION`](super::SERVER_HELLO_VERSION) (1) whatever
+    /// the server speaks: a version 1 client closes on any other number.
+    /// A server of version 2 says so in its [`HelloReply`].
     pub fn new(max_frame_len: u32, server_name: impl Into<String>) -> ServerHello {
         ServerHello {
-            version: super::PROTOCOL_VERSION,
+            version: super::SERVER_HELLO_VERSION,
             max_frame_len,
             server_name: server_name.into(),
         }
@@ -66,9 +70,13 @@ impl ServerHello {
         buf.freeze()
     }
 
-    /// Decodes the payload, refusing a version other than ours.
+    /// Decodes the payload, refusing a version field other than
+    /// [`SERVER_HELLO_VERSION`](super::SERVER_HELLO_VERSION).
     pub fn decode(payload: &[u8]) -> Result<ServerHello, HelloError> {
-        let version = check_magic_and_version(payload)?;
+        let version = check_magic(payload)?;
+        if version != super::SERVER_HELLO_VERSION {
+            return Err(HelloError::UnsupportedVersion(version));
+        }
         let rest = &payload[6..];
         let max = rest
             .get(..4)
@@ -85,13 +93,13 @@ impl ServerHello {
     }
 }
 
-/// The client's HELLO: magic and version. Later versions may extend it
-/// (PROTOCOL.md), so it is made with [`ClientHello::new`] (or
-/// [`decode`](ClientHello::decode)).
+/// The client's HELLO: magic, the highest version the client speaks, and
+/// (from version 2 on) fields a server that does not know them ignores.
+/// Made with [`ClientHello::new`] (or [`decode`](ClientHello::decode)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientHello {
-    /// The protocol version the client speaks.
+    /// The highest protocol version the client speaks.
     pub version: u16,
 }
 
@@ -102,14 +110,18 @@ impl Default for ClientHello {
 }
 
 impl ClientHello {
-    /// This crate's HELLO ([`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)).
+    /// This crate's HELLO: version [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
     pub fn new() -> ClientHello {
-        ClientHello {
-            version: super::PROTOCOL_VERSION,
-        }
+        ClientHello::with_version(super::PROTOCOL_VERSION)
     }
 
-    /// Encodes the payload.
+    /// A HELLO naming `version` (1 for a client that speaks version 1 only).
+    pub fn with_version(version: u16) -> ClientHello {
+        ClientHello { version }
+    }
+
+    /// Encodes the payload: magic and version. Version 2 defines no client
+    /// fields yet, so none follow.
     pub fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(6);
         buf.put_slice(&MAGIC);
@@ -117,25 +129,134 @@ impl ClientHello {
         buf.freeze()
     }
 
-    /// Decodes the payload, refusing a version other than ours. Bytes after
-    /// the version are ignored so that later versions may extend it.
+    /// Decodes the payload. Any version from 1 up is accepted (the server
+    /// answers with the lower of it and its own, [`negotiate`]); bytes
+    /// after the version are ignored, so that later versions may add fields.
     pub fn decode(payload: &[u8]) -> Result<ClientHello, HelloError> {
-        check_magic_and_version(payload).map(|version| ClientHello { version })
+        let version = check_magic(payload)?;
+        if version == 0 {
+            return Err(HelloError::UnsupportedVersion(0));
+        }
+        Ok(ClientHello { version })
     }
 }
 
-fn check_magic_and_version(payload: &[u8]) -> Result<u16, HelloError> {
+/// The version a server that speaks up to [`PROTOCOL_VERSION`] uses with a
+/// client whose HELLO names `client_version`: the lower of the two.
+///
+/// [`PROTOCOL_VERSION`]: super::PROTOCOL_VERSION
+pub fn negotiate(client_version: u16) -> u16 {
+    client_version.min(super::PROTOCOL_VERSION)
+}
+
+/// A field of [`HelloReply`]: the message encodings the server accepts for
+/// CALL params, one byte each ([`Encoding`]), in its order of preference.
+pub const FIELD_ENCODINGS: u8 = 1;
+
+/// A field of [`HelloReply`]: the frame kinds the server accepts from a
+/// client, one byte each.
+pub const FIELD_KINDS: u8 = 2;
+
+/// The server's second HELLO, sent only on a connection of version 2 or
+/// later, right after it accepted the client's HELLO: the version chosen,
+/// then fields (`u8 tag, u16 length, value`) of which a client ignores
+/// those it does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HelloReply {
+    /// The version of this connection: the lower of the client's and the
+    /// server's highest.
+    pub version: u16,
+    /// The encodings the server accepts for CALL params, as wire bytes
+    /// (see [`Encoding::from_u8`]), in its order of preference.
+    pub encodings: Vec<u8>,
+    /// The frame kinds the server accepts from a client, as wire bytes.
+    pub kinds: Vec<u8>,
+}
+
+impl HelloReply {
+    /// The reply for a connection of `version`, offering `encodings`, from a
+    /// server that accepts the client kinds this crate defines for it.
+    pub fn new(version: u16, encodings: &[Encoding]) -> HelloReply {
+        let kinds = [Kind::Hello, Kind::Request, Kind::Notify, Kind::Ping, Kind::Status]
+            .into_iter()
+            .chain([Kind::Call, Kind::Cancel, Kind::Describe])
+            .map(Kind::to_u8)
+            .collect();
+        HelloReply {
+            version,
+            encodings: encodings.iter().map(|e| e.to_u8()).collect(),
+            kinds,
+        }
+    }
+
+    /// Encodes the payload.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(6 + 6 + self.encodings.len() + self.kinds.len());
+        buf.put_slice(&MAGIC);
+        buf.put_u16_le(self.version);
+        for (tag, value) in [(FIELD_ENCODINGS, &self.encodings), (FIELD_KINDS, &self.kinds)] {
+            buf.put_u8(tag);
+            buf.put_u16_le(value.len() as u16);
+            buf.put_slice(value);
+        }
+        buf.freeze()
+    }
+
+    /// Decodes the payload; fields of unknown tags are skipped, a field
+    /// that runs past the end is malformed.
+    pub fn decode(payload: &[u8]) -> Result<HelloReply, HelloError> {
+        let version = check_magic(payload)?;
+        if version < 2 {
+            return Err(HelloError::Malformed("a HELLO reply names version 2 or later"));
+        }
+        let mut reply = HelloReply {
+            version,
+            encodings: Vec::new(),
+            kinds: Vec::new(),
+        };
+        let mut rest = &payload[6..];
+        while !rest.is_empty() {
+            let (tag, len) = match rest {
+                [tag, a, b, ..] => (*tag, u16::from_le_bytes([*a, *b]) as usize),
+                _ => return Err(HelloError::Malformed("a field header is cut short")),
+            };
+            let value = rest
+                .get(3..3 + len)
+                .ok_or(HelloError::Malformed("a field runs past the end"))?;
+            match tag {
+                FIELD_ENCODINGS => reply.encodings = value.to_vec(),
+                FIELD_KINDS => reply.kinds = value.to_vec(),
+                _ => {}
+            }
+            rest = &rest[3 + len..];
+        }
+        Ok(reply)
+    }
+
+    /// The offered encodings this crate knows, in the server's order.
+    pub fn known_encodings(&self) -> Vec<Encoding> {
+        self.encodings
+            .iter()
+            .filter_map(|&byte| Encoding::from_u8(byte))
+            .collect()
+    }
+
+    /// Whether the server accepts frames of `kind` from a client.
+    pub fn accepts(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind.to_u8())
+    }
+}
+
+/// Checks the magic; returns the version that follows it.
+fn check_magic(payload: &[u8]) -> Result<u16, HelloError> {
     if payload.len() < 6 {
         return Err(HelloError::Malformed("shorter than magic and version"));
     }
     if payload[..4] != MAGIC {
         return Err(HelloError::Malformed("does not start with PSVC"));
     }
-    let version = u16::from_le_bytes([payload[4], payload[5]]);
-    if version != super::PROTOCOL_VERSION {
-        return Err(HelloError::UnsupportedVersion(version));
-    }
-    Ok(version)
+    Ok(u16::from_le_bytes([payload[4], payload[5]]))
 }
 
 #[cfg(test)]
@@ -164,13 +285,53 @@ mod tests {
             ErrorCode::MALFORMED_FRAME
         );
         assert_eq!(
-            ClientHello::decode(b"PSVC\x02\x00"),
-            Err(HelloError::UnsupportedVersion(2))
+            ClientHello::decode(b"PSVC\x00\x00"),
+            Err(HelloError::UnsupportedVersion(0))
         );
         assert_eq!(
             ClientHello::decode(b"PSV").unwrap_err().code(),
             ErrorCode::MALFORMED_FRAME
         );
         assert!(ServerHello::decode(b"PSVC\x01\x00\x00").is_err());
+        assert_eq!(
+            ServerHello::decode(b"PSVC\x02\x00\x00\x10\x00\x00"),
+            Err(HelloError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn a_client_hello_of_any_later_version_is_accepted_and_negotiated_down() {
+        assert_eq!(ClientHello::new().encode().as_ref(), b"PSVC\x02\x00");
+        let v9 = ClientHello::decode(b"PSVC\x09\x00future fields").unwrap();
+        assert_eq!(v9.version, 9);
+        assert_eq!(negotiate(v9.version), 2);
+        assert_eq!(negotiate(1), 1);
+    }
+
+    #[test]
+    fn hello_reply_layout_matches_protocol_md() {
+        let reply = HelloReply::new(2, &[Encoding::MessagePack, Encoding::Json]);
+        let bytes = reply.encode();
+        assert_eq!(
+            bytes.as_ref(),
+            b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x08\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c"
+        );
+        assert_eq!(HelloReply::decode(&bytes), Ok(reply.clone()));
+        assert_eq!(
+            reply.known_encodings(),
+            vec![Encoding::MessagePack, Encoding::Json]
+        );
+        assert!(reply.accepts(Kind::Cancel) && !reply.accepts(Kind::Response));
+    }
+
+    #[test]
+    fn hello_reply_skips_unknown_fields_and_refuses_cut_ones() {
+        let mut bytes = b"PSVC\x03\x00\x09\x02\x00zz\x01\x01\x00\x01".to_vec();
+        let reply = HelloReply::decode(&bytes).unwrap();
+        assert_eq!((reply.version, reply.encodings), (3, vec![1]));
+        bytes.extend_from_slice(b"\x02\x05\x00\x01");
+        assert!(HelloReply::decode(&bytes).is_err());
+        assert!(HelloReply::decode(b"PSVC\x01\x00").is_err());
+        assert!(HelloReply::decode(b"PSVC\x02\x00\x01").is_err());
     }
 }

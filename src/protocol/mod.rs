@@ -1,4 +1,5 @@
-//! Wire protocol v1: frame layout, kinds, error codes and the handshake.
+//! The wire protocol, versions 1 and 2: frame layout, kinds, error codes,
+//! the handshake, and the CALL header of version 2.
 //!
 //! `PROTOCOL.md` at the repository root is the normative description; this
 //! module is its Rust rendering. Every integer on the wire is little-endian.
@@ -6,25 +7,34 @@
 //! ```text
 //! offset 0  u32  length   number of bytes after this field = 6 + payload length
 //! offset 4  u8   kind     see [`Kind`]
-//! offset 5  u8   flags    0 in v1
-//! offset 6  u32  id       request id for REQUEST/RESPONSE/ERROR/PING/PONG/STATUS, 0 otherwise
+//! offset 5  u8   flags    0 (in versions 1 and 2)
+//! offset 6  u32  id       request id for REQUEST/RESPONSE/ERROR/PING/PONG/STATUS/CALL/CANCEL/DESCRIBE, 0 otherwise
 //! offset 10      payload
 //! ```
 
+mod call;
 mod codec;
 mod error_code;
 mod frame;
 mod hello;
 mod status;
 
+pub use call::{CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN};
 pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame, Kind};
-pub use hello::{ClientHello, HelloError, ServerHello};
+pub use hello::{
+    negotiate, ClientHello, HelloError, HelloReply, ServerHello, FIELD_ENCODINGS, FIELD_KINDS,
+};
 pub use status::{Status, STATUS_FORMAT};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The highest protocol version this crate speaks (it speaks 1 too).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The version field of every server's first HELLO, whatever versions the
+/// server speaks: a version 1 client closes on any other number, so a
+/// server of version 2 announces it in its [`HelloReply`] instead.
+pub const SERVER_HELLO_VERSION: u16 = 1;
 
 /// The four bytes that open every HELLO payload.
 pub const MAGIC: [u8; 4] = *b"PSVC";

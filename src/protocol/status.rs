@@ -34,7 +34,16 @@ pub struct Status {
     pub bytes_out: u64,
     /// ERROR frames sent, by code, in increasing code order.
     pub errors: Vec<(ErrorCode, u64)>,
+    /// Requests the client cancelled (answered ERROR `cancelled`); appended
+    /// by protocol 2 servers, 0 from older ones.
+    pub requests_cancelled: u64,
+    /// Requests stopped at a deadline (answered ERROR `timed out`);
+    /// appended by protocol 2 servers, 0 from older ones.
+    pub requests_timed_out: u64,
 }
+
+/// Bytes of the counts a protocol 2 server appends after the error counts.
+pub(crate) const APPENDED_LEN: usize = 16;
 
 impl Status {
     /// The payload of the RESPONSE to STATUS.
@@ -56,6 +65,8 @@ impl Status {
             buf.put_u16_le(code.0);
             buf.put_u64_le(count);
         }
+        buf.put_u64_le(self.requests_cancelled);
+        buf.put_u64_le(self.requests_timed_out);
         buf.freeze()
     }
 
@@ -77,6 +88,11 @@ impl Status {
         let errors = (0..count)
             .map(|_| (ErrorCode(payload.get_u16_le()), payload.get_u64_le()))
             .collect();
+        // Absent from a server older than protocol 2.
+        let (requests_cancelled, requests_timed_out) = match payload.len() >= APPENDED_LEN {
+            true => (payload.get_u64_le(), payload.get_u64_le()),
+            false => (0, 0),
+        };
         Some(Status {
             uptime,
             connections_open,
@@ -85,6 +101,8 @@ impl Status {
             bytes_in,
             bytes_out,
             errors,
+            requests_cancelled,
+            requests_timed_out,
         })
     }
 
@@ -98,11 +116,14 @@ impl Status {
         }
         format!(
             "{{\"uptime_secs\":{:.3},\"connections_open\":{},\"connections_total\":{},\
-             \"requests_served\":{},\"bytes_in\":{},\"bytes_out\":{},\"errors\":{{{errors}}}}}",
+             \"requests_served\":{},\"requests_cancelled\":{},\"requests_timed_out\":{},\
+             \"bytes_in\":{},\"bytes_out\":{},\"errors\":{{{errors}}}}}",
             self.uptime.as_secs_f64(),
             self.connections_open,
             self.connections_total,
             self.requests_served,
+            self.requests_cancelled,
+            self.requests_timed_out,
             self.bytes_in,
             self.bytes_out,
         )
@@ -122,6 +143,8 @@ mod tests {
             bytes_in: 1 << 40,
             bytes_out: 7,
             errors: vec![(ErrorCode(4), 2), (ErrorCode(1000), 5)],
+            requests_cancelled: 6,
+            requests_timed_out: 9,
         }
     }
 
@@ -137,18 +160,28 @@ mod tests {
     #[test]
     fn layout_matches_protocol_md() {
         let bytes = sample().encode();
-        assert_eq!(bytes.len(), FIXED_LEN + 2 * 10);
+        assert_eq!(bytes.len(), FIXED_LEN + 2 * 10 + APPENDED_LEN);
         assert_eq!(&bytes[..2], &[1, 0]);
         assert_eq!(&bytes[2..10], &90_061_001u64.to_le_bytes());
         assert_eq!(&bytes[50..52], &[2, 0]);
         assert_eq!(&bytes[52..54], &[4, 0]);
         assert_eq!(&bytes[54..62], &2u64.to_le_bytes());
+        assert_eq!(&bytes[72..80], &6u64.to_le_bytes());
+        assert_eq!(&bytes[80..88], &9u64.to_le_bytes());
+    }
+
+    #[test]
+    fn a_status_without_the_protocol_2_counts_reads_them_as_zero() {
+        let bytes = sample().encode();
+        let old = Status::decode(&bytes[..bytes.len() - APPENDED_LEN]).unwrap();
+        assert_eq!((old.requests_cancelled, old.requests_timed_out), (0, 0));
+        assert_eq!(old.errors, sample().errors);
     }
 
     #[test]
     fn refuses_short_or_unknown_formats_and_ignores_appended_bytes() {
         let bytes = sample().encode();
-        assert_eq!(Status::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Status::decode(&bytes[..bytes.len() - APPENDED_LEN - 1]), None);
         assert_eq!(Status::decode(&bytes[..FIXED_LEN - 1]), None);
         let mut other = bytes.to_vec();
         other[0] = 2;
@@ -163,7 +196,8 @@ mod tests {
         assert_eq!(
             sample().to_json(),
             "{\"uptime_secs\":90061.001,\"connections_open\":3,\"connections_total\":1000000,\
-             \"requests_served\":18446744073709551615,\"bytes_in\":1099511627776,\
+             \"requests_served\":18446744073709551615,\"requests_cancelled\":6,\
+             \"requests_timed_out\":9,\"bytes_in\":1099511627776,\
              \"bytes_out\":7,\"errors\":{\"4\":2,\"1000\":5}}"
         );
     }

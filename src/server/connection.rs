@@ -34,7 +34,7 @@ use super::{lock, Config, ConnectionContext, Handler, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
 use crate::protocol::{
-    ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello, PROTOCOL_VERSION,
+    ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello,
 };
 use crate::transport::{close_within, PeerInfo, ServerIo};
 
@@ -110,11 +110,7 @@ impl<H: Handler> Connection<H> {
     }
 
     async fn session<S: ServerIo>(&self, wire: &mut Wire<S>, ctx: &ConnectionContext) -> End {
-        let hello = ServerHello {
-            version: PROTOCOL_VERSION,
-            max_frame_len: self.config.max_frame_len,
-            server_name: self.config.name.clone(),
-        };
+        let hello = ServerHello::new(self.config.max_frame_len, self.config.name.clone());
         wire.push(Frame::new(Kind::Hello, 0, hello.encode()));
         if let Err(e) = wire.flush().await {
             tracing::debug!(error = %e, "cannot send HELLO");

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
@@ -10,10 +12,29 @@ use crate::error::{Error, Result};
 use crate::protocol::Frame;
 use crate::transport::PeerInfo;
 
-/// One client connection, as seen by a handler. Cheap to clone.
+/// One client connection, as seen by a handler, and (in a handler's
+/// `call`) the request being answered: its method, deadline, metadata and
+/// cancellation (protocol 2). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ConnectionContext {
     inner: Arc<Inner>,
+    /// The request being answered; `None` in `on_connect`, `on_notify`
+    /// and for requests on a version 1 connection.
+    request: Option<Arc<RequestScope>>,
+}
+
+/// What a handler knows about the request it answers (protocol 2).
+#[derive(Debug)]
+pub(crate) struct RequestScope {
+    /// The CALL's method; empty for a REQUEST or the byte handler.
+    pub(crate) method: String,
+    /// When the server stops the request with ERROR `timed out`.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Vec<(String, String)>,
+    /// Cancelled when the request is stopped before it finished: the
+    /// client cancelled it, its deadline passed, the connection is gone,
+    /// or the server stopped it at shutdown.
+    pub(crate) cancelled: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -74,7 +95,69 @@ impl ConnectionContext {
                 output,
                 max_payload,
             }),
+            request: None,
         }
+    }
+
+    /// The same connection, answering the request `scope` describes.
+    pub(crate) fn for_request(&self, scope: Arc<RequestScope>) -> ConnectionContext {
+        ConnectionContext {
+            inner: self.inner.clone(),
+            request: Some(scope),
+        }
+    }
+
+    /// The method of the CALL being answered: `None` outside a request (and
+    /// for a version 1 REQUEST), `Some("")` for the byte handler.
+    pub fn method(&self) -> Option<&str> {
+        self.request.as_ref().map(|r| r.method.as_str())
+    }
+
+    /// When the server will stop the request being answered with ERROR
+    /// `timed out`: the deadline its CALL carried (the client's timeout
+    /// for it). `None`: no deadline, or not in a request.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.request.as_ref()?.deadline
+    }
+
+    /// The value of the request's first metadata entry called `key` (such
+    /// as `traceparent`).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        let request = self.request.as_ref()?;
+        request
+            .metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every metadata entry of the request, in the order sent.
+    pub fn metadata_entries(&self) -> &[(String, String)] {
+        self.request.as_ref().map_or(&[], |r| &r.metadata)
+    }
+
+    /// Resolves once the request being answered is stopped before it
+    /// finished: the client cancelled it, its deadline passed, the
+    /// connection is gone, or the server gave up on it at shutdown.
+    ///
+    /// The handler's own future is dropped at that moment, so awaiting
+    /// this inside it only helps in a `select!` against work that must
+    /// not be cut mid-way; for cleanup after the drop, pass
+    /// [`cancellation`](Self::cancellation) to spawned work, or use a
+    /// guard's `Drop`. Outside a request (or on a version 1 connection,
+    /// where nothing can cancel) it never resolves.
+    pub async fn cancelled(&self) {
+        match &self.request {
+            Some(request) => request.cancelled.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The request's cancellation signal as a token, for work the handler
+    /// spawns that must stop (or clean up) when the request is stopped.
+    /// `None` outside a request or on a version 1 connection.
+    pub fn cancellation(&self) -> Option<CancellationToken> {
+        Some(self.request.as_ref()?.cancelled.clone())
     }
 
     /// A number unique to this connection for the server's lifetime.

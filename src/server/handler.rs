@@ -69,6 +69,15 @@ where
     }
 }
 
+/// No byte handler: a server of typed methods only
+/// ([`ServerBuilder::calls`](super::ServerBuilder::calls)) answers every
+/// REQUEST, and every CALL of the empty method, with ERROR `unknown method`.
+impl Handler for () {
+    async fn call(&self, _request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
+        Err(ServiceError::unknown_method(""))
+    }
+}
+
 /// A failure a handler reports; the client receives it as an ERROR frame
 /// with the request's id.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +111,27 @@ impl ServiceError {
         ServiceError {
             code: code.into(),
             message: message.into(),
+        }
+    }
+
+    /// ERROR `bad request` (13): the request cannot be acted on, such as
+    /// params that do not decode; `message` says which field.
+    pub fn bad_request(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// ERROR `unknown method` (12) for `method` (empty: the byte handler).
+    pub fn unknown_method(method: &str) -> ServiceError {
+        let message = match method {
+            "" => "this service has no byte handler: call one of its methods".to_owned(),
+            _ => format!("no method {method:?}"),
+        };
+        ServiceError {
+            code: ErrorCode::UNKNOWN_METHOD,
+            message,
         }
     }
 

@@ -22,6 +22,7 @@
 //! server that listens nowhere and serves only such streams.
 
 mod access;
+mod calls;
 mod connection;
 mod connection_context;
 #[cfg(unix)]
@@ -45,6 +46,7 @@ use tracing::Instrument;
 
 pub use crate::protocol::ServiceCode;
 pub use access::AccessPolicy;
+pub use calls::Calls;
 pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
@@ -106,6 +108,20 @@ struct Config {
     frame_timeout: Duration,
     /// Shared by every connection: the bytes their unfinished frames hold.
     input_budget: Arc<input::InputBudget>,
+    /// The typed methods, if the service has any (protocol 2).
+    calls: Option<CallsRef>,
+}
+
+/// The service's [`Calls`], shared by its connections.
+#[derive(Clone)]
+struct CallsRef(Arc<dyn Calls>);
+
+impl std::fmt::Debug for CallsRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls")
+            .field("encodings", &self.0.encodings())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -136,6 +152,16 @@ impl<H> ServerBuilder<H> {
             config: self.config,
             handler,
         }
+    }
+
+    /// The service's typed methods (protocol 2), such as an
+    /// [`rpc::Service`](crate::rpc::Service): they answer CALLs and
+    /// DESCRIBE, beside the byte handler that answers REQUESTs. A server
+    /// without them still speaks protocol 2: its CALLs reach only the byte
+    /// handler (the empty method), and DESCRIBE lists no methods.
+    pub fn calls(mut self, calls: impl Calls) -> Self {
+        self.config.calls = Some(CallsRef(Arc::new(calls)));
+        self
     }
 
     /// The name sent in HELLO (default `pipesvc`).
@@ -496,6 +522,7 @@ impl Server<()> {
                 max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
                 frame_timeout: DEFAULT_FRAME_TIMEOUT,
                 input_budget: Arc::new(input::InputBudget::new(DEFAULT_INPUT_BUDGET)),
+                calls: None,
             },
             handler: (),
         }

@@ -21,6 +21,9 @@ pub(super) struct Stats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     errors: Mutex<BTreeMap<u16, u64>>,
+    /// Requests answered ERROR `cancelled` / `timed out` (not connections).
+    cancelled: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl Default for Stats {
@@ -31,6 +34,8 @@ impl Default for Stats {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             errors: Mutex::default(),
+            cancelled: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
         }
     }
 }
@@ -50,6 +55,11 @@ impl Tally {
         if frame.kind == Kind::Error {
             if let Some(error) = ErrorPayload::decode(&frame.payload) {
                 stats.error(error.code);
+                // An ERROR with an id answers a request; id 0 is about the
+                // connection (a handshake that timed out is not a request).
+                if frame.id != 0 {
+                    stats.request_ended(error.code);
+                }
             }
         }
     }
@@ -76,6 +86,17 @@ impl Stats {
         *errors.entry(code.0).or_default() += 1;
     }
 
+    /// Counts a request answered with ERROR `code`, if it was cancelled or
+    /// stopped at a deadline.
+    fn request_ended(&self, code: ErrorCode) {
+        let counter = match code {
+            ErrorCode::CANCELLED => &self.cancelled,
+            ErrorCode::TIMED_OUT => &self.timed_out,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now, with the connection figures the caller knows.
     pub(super) fn status(&self, connections_open: u64, connections_total: u64) -> Status {
         let errors = lock(&self.errors);
@@ -87,6 +108,8 @@ impl Stats {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors: errors.iter().map(|(&c, &n)| (ErrorCode(c), n)).collect(),
+            requests_cancelled: self.cancelled.load(Ordering::Relaxed),
+            requests_timed_out: self.timed_out.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,0 +1,105 @@
+//! Calls of named methods (protocol 2), as bytes: what the typed layer
+//! ([`rpc`](crate::rpc)) and the CLI build on.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Client;
+use crate::error::{Error, Result};
+use crate::protocol::{CallHeader, Encoding, Kind};
+
+/// How long a client waits for a call's answer past the deadline it sent,
+/// so that the server's ERROR `timed out` normally arrives before the
+/// client gives up itself.
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+/// Options of one call: its deadline, its metadata, its encoding.
+///
+/// ```
+/// use std::time::Duration;
+/// use pipesvc::client::CallOptions;
+///
+/// let options = CallOptions::new()
+///     .timeout(Some(Duration::from_secs(2)))
+///     .metadata("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) metadata: Vec<(String, String)>,
+    pub(crate) encoding: Option<Encoding>,
+}
+
+impl CallOptions {
+    /// The defaults: the client's `request_timeout` as the deadline, no
+    /// metadata, the client's encoding.
+    pub fn new() -> CallOptions {
+        CallOptions::default()
+    }
+
+    /// The call's deadline, sent with it: the server stops the call there
+    /// with ERROR `timed out` (`None`: no deadline). Default: the client's
+    /// [`request_timeout`](super::ClientOptions::request_timeout).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a metadata entry (such as a trace context) the handler reads
+    /// with [`ConnectionContext::metadata`](crate::server::ConnectionContext::metadata).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// The encoding of this call's params and result, instead of the
+    /// client's choice (see [`Client::encoding`]).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = Some(encoding);
+        self
+    }
+
+    /// The deadline this call sends, given the client's default.
+    pub(crate) fn deadline(&self, default: Option<Duration>) -> Option<Duration> {
+        self.timeout.unwrap_or(default)
+    }
+}
+
+impl Client {
+    /// Calls `method` with `params` already in `encoding`, and returns the
+    /// result's bytes in that encoding (protocol 2): what
+    /// [`rpc`](crate::rpc)'s typed calls and `pipesvc call --method` use.
+    ///
+    /// The deadline travels with the call; the client waits
+    /// [`DEADLINE_GRACE`] longer for the server's answer. An ERROR answer
+    /// is [`Error::Remote`] (a service code) or [`Error::Server`] (a
+    /// protocol code such as `unknown method`, `bad request`, `timed out`).
+    /// Dropping the returned future before it finishes sends CANCEL.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        params: &[u8],
+        options: &CallOptions,
+    ) -> Result<Bytes> {
+        let deadline = options.deadline(self.shared.options.request_timeout);
+        let header = CallHeader::new(method, encoding)
+            .with_timeout(deadline)
+            .with_metadata(options.metadata.clone());
+        let payload = header
+            .encode_with(params)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let wait = deadline.map(|d| d.saturating_add(DEADLINE_GRACE));
+        self.exchange(Kind::Call, payload, wait).await
+    }
+
+    /// Asks the server for its description (DESCRIBE, protocol 2) and
+    /// returns the JSON bytes; [`rpc`](crate::rpc) parses them.
+    pub async fn describe_raw(&self) -> Result<Bytes> {
+        let limit = self.shared.options.request_timeout;
+        self.exchange(Kind::Describe, Bytes::new(), limit).await
+    }
+}

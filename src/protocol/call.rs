@@ -1,0 +1,335 @@
+//! The payload of a CALL (protocol 2): which method, in which encoding,
+//! within which deadline, with which metadata; then the params.
+//!
+//! ```text
+//! offset 0  u8   encoding   of the params and of the answer (see `Encoding`)
+//! offset 1  u8   M          length of the method name
+//! offset 2  M    method     UTF-8; empty: the service's byte handler
+//! then      u32  timeout    milliseconds the server allows the call; 0: none
+//! then      u8   n          metadata entries
+//! then      n x (u8 K, K bytes key, u16 V, V bytes value)   both UTF-8
+//! then           params     the rest of the payload
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// How the params of a CALL and its answer are encoded (protocol 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// JSON (RFC 8259), UTF-8: readable, and what other languages and the
+    /// CLI use. Wire byte 1.
+    Json,
+    /// MessagePack, structs as maps of field names to values: compact, and
+    /// still self-describing. Wire byte 2.
+    MessagePack,
+}
+
+impl Encoding {
+    /// The encoding for a wire byte, or `None` for one this crate does not know.
+    pub fn from_u8(byte: u8) -> Option<Encoding> {
+        match byte {
+            1 => Some(Encoding::Json),
+            2 => Some(Encoding::MessagePack),
+            _ => None,
+        }
+    }
+
+    /// The encoding's wire byte.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Encoding::Json => 1,
+            Encoding::MessagePack => 2,
+        }
+    }
+
+    /// Its name in PROTOCOL.md, DESCRIBE and the CLI: `json` or `msgpack`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::MessagePack => "msgpack",
+        }
+    }
+
+    /// The encoding called `name` ([`Encoding::name`]).
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        [Encoding::Json, Encoding::MessagePack]
+            .into_iter()
+            .find(|e| e.name() == name)
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The longest method name: its length is one byte.
+pub const MAX_METHOD_LEN: usize = u8::MAX as usize;
+
+/// The most metadata entries one CALL carries: their count is one byte.
+pub const MAX_METADATA: usize = u8::MAX as usize;
+
+/// A CALL's header: everything before its params.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallHeader {
+    /// The encoding byte as sent (see [`Encoding::from_u8`]); ignored for
+    /// the byte handler (an empty method).
+    pub encoding: u8,
+    /// The method; empty for the service's byte handler.
+    pub method: String,
+    /// How long the server allows the call, from when it reads it.
+    pub timeout: Option<Duration>,
+    /// Free key/value pairs, such as a trace context.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Why a CALL's header cannot be read, or made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The payload ends inside the header.
+    #[error("the CALL header is cut short: {0}")]
+    Truncated(&'static str),
+    /// A method name, key or value is not UTF-8.
+    #[error("the CALL header's {0} is not UTF-8")]
+    NotUtf8(&'static str),
+    /// A method name, key or value is longer than its length field allows,
+    /// or there are more than 255 metadata entries.
+    #[error("the CALL header's {what} is too long ({len}, at most {max})")]
+    TooLong {
+        /// What is too long.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The most its length field holds.
+        max: usize,
+    },
+}
+
+impl CallHeader {
+    /// A header calling `method` with params in `encoding`, no deadline and
+    /// no metadata.
+    pub fn new(method: impl Into<String>, encoding: Encoding) -> CallHeader {
+        CallHeader {
+            encoding: encoding.to_u8(),
+            method: method.into(),
+            timeout: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    /// The same header with a deadline (`None`: none).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> CallHeader {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same header with `metadata`.
+    pub fn with_metadata(mut self, metadata: Vec<(String, String)>) -> CallHeader {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The encoding, if this crate knows its byte.
+    pub fn known_encoding(&self) -> Option<Encoding> {
+        Encoding::from_u8(self.encoding)
+    }
+
+    /// The timeout field: milliseconds, rounded up so that a deadline
+    /// under a millisecond is not sent as "none", and at most `u32::MAX`.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout.map_or(0, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            ms.clamp(1, u32::MAX as u128) as u32
+        })
+    }
+
+    /// Bytes the header takes on the wire.
+    pub fn encoded_len(&self) -> usize {
+        let entries: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| 1 + k.len() + 2 + v.len())
+            .sum();
+        2 + self.method.len() + 4 + 1 + entries
+    }
+
+    /// Appends the header to `buf`; the params go right after it.
+    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), CallError> {
+        check_len("method", self.method.len(), MAX_METHOD_LEN)?;
+        check_len("metadata", self.metadata.len(), MAX_METADATA)?;
+        for (key, value) in &self.metadata {
+            check_len("metadata key", key.len(), u8::MAX as usize)?;
+            check_len("metadata value", value.len(), u16::MAX as usize)?;
+        }
+        buf.reserve(self.encoded_len());
+        buf.put_u8(self.encoding);
+        buf.put_u8(self.method.len() as u8);
+        buf.put_slice(self.method.as_bytes());
+        buf.put_u32_le(self.timeout_ms());
+        buf.put_u8(self.metadata.len() as u8);
+        for (key, value) in &self.metadata {
+            buf.put_u8(key.len() as u8);
+            buf.put_slice(key.as_bytes());
+            buf.put_u16_le(value.len() as u16);
+            buf.put_slice(value.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// A whole CALL payload: this header, then `params`.
+    pub fn encode_with(&self, params: &[u8]) -> Result<Bytes, CallError> {
+        let mut buf = BytesMut::with_capacity(self.encoded_len() + params.len());
+        self.encode(&mut buf)?;
+        buf.put_slice(params);
+        Ok(buf.freeze())
+    }
+
+    /// Splits a CALL payload into its header and its params (which share
+    /// the payload's memory).
+    pub fn decode(payload: &Bytes) -> Result<(CallHeader, Bytes), CallError> {
+        let mut reader = Reader { buf: payload, at: 0 };
+        let encoding = reader.u8("encoding")?;
+        let method_len = reader.u8("method length")? as usize;
+        let method = reader.text(method_len, "method")?;
+        let timeout = match reader.u32("timeout")? {
+            0 => None,
+            ms => Some(Duration::from_millis(ms.into())),
+        };
+        let entries = reader.u8("metadata count")?;
+        let mut metadata = Vec::with_capacity(entries.into());
+        for _ in 0..entries {
+            let key_len = reader.u8("metadata key length")? as usize;
+            let key = reader.text(key_len, "metadata key")?;
+            let value_len = reader.u16("metadata value length")? as usize;
+            let value = reader.text(value_len, "metadata value")?;
+            metadata.push((key, value));
+        }
+        let header = CallHeader {
+            encoding,
+            method,
+            timeout,
+            metadata,
+        };
+        Ok((header, payload.slice(reader.at..)))
+    }
+
+    /// The value of the first metadata entry called `key`.
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), CallError> {
+    if len > max {
+        return Err(CallError::TooLong { what, len, max });
+    }
+    Ok(())
+}
+
+/// Reads the header's fields in order, naming the one that is cut short.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], CallError> {
+        let bytes = self
+            .buf
+            .get(self.at..self.at + n)
+            .ok_or(CallError::Truncated(what))?;
+        self.at += n;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, CallError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, CallError> {
+        let bytes = self.take(2, what)?;
+        Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, CallError> {
+        let bytes = self.take(4, what)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    fn text(&mut self, n: usize, what: &'static str) -> Result<String, CallError> {
+        let bytes = self.take(n, what)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| CallError::NotUtf8(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_protocol_md() {
+        let header = CallHeader::new("sleep", Encoding::Json)
+            .with_timeout(Some(Duration::from_millis(1500)))
+            .with_metadata(vec![("trace".into(), "ab".into())]);
+        let payload = header.encode_with(br#"{"ms":5}"#).unwrap();
+        let expected: &[u8] = b"\x01\x05sleep\xdc\x05\x00\x00\x01\x05trace\x02\x00ab{\"ms\":5}";
+        assert_eq!(payload.as_ref(), expected);
+        assert_eq!(header.encoded_len(), payload.len() - 8);
+        let (decoded, params) = CallHeader::decode(&payload).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(params.as_ref(), br#"{"ms":5}"#);
+        assert_eq!(decoded.metadata_value("trace"), Some("ab"));
+        assert_eq!(decoded.known_encoding(), Some(Encoding::Json));
+    }
+
+    #[test]
+    fn every_cut_of_a_header_names_the_field_it_ends_in() {
+        let header = CallHeader::new("m", Encoding::MessagePack)
+            .with_metadata(vec![("k".into(), "v".into())]);
+        let payload = header.encode_with(b"").unwrap();
+        for cut in 0..payload.len() {
+            let err = CallHeader::decode(&payload.slice(..cut)).unwrap_err();
+            assert!(matches!(err, CallError::Truncated(_)), "{cut}: {err}");
+        }
+        let bad = Bytes::from_static(b"\x01\x02\xff\xfe\x00\x00\x00\x00\x00");
+        assert_eq!(
+            CallHeader::decode(&bad).unwrap_err(),
+            CallError::NotUtf8("method")
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_rounded_up_to_a_millisecond_and_capped() {
+        let ms = |t| CallHeader::new("m", Encoding::Json).with_timeout(t).timeout_ms();
+        assert_eq!(ms(None), 0);
+        assert_eq!(ms(Some(Duration::from_micros(1))), 1);
+        assert_eq!(ms(Some(Duration::from_micros(1001))), 2);
+        assert_eq!(ms(Some(Duration::from_secs(u64::MAX))), u32::MAX);
+    }
+
+    #[test]
+    fn names_too_long_for_their_length_field_are_refused() {
+        let long = CallHeader::new("m".repeat(256), Encoding::Json);
+        assert!(matches!(
+            long.encode_with(b""),
+            Err(CallError::TooLong { what: "method", .. })
+        ));
+        let many = CallHeader::new("m", Encoding::Json)
+            .with_metadata(vec![("k".into(), "v".into()); 256]);
+        assert!(many.encode_with(b"").is_err());
+        assert_eq!(Encoding::from_name("msgpack"), Some(Encoding::MessagePack));
+        assert_eq!(Encoding::from_u8(3), None);
+    }
+}
