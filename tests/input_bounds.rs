@@ -36,7 +36,7 @@ const MIB: usize = 1 << 20;
 /// A 10-byte REQUEST header (id 1) announcing `payload` bytes.
 fn header(payload: usize) -> Vec<u8> {
     let mut bytes = ((HEADER_LEN + payload) as u32).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&[Kind::Request as u8, 0, 1, 0, 0, 0]);
+    bytes.extend_from_slice(&[Kind::Request.to_u8(), 0, 1, 0, 0, 0]);
     bytes
 }
 

@@ -586,7 +586,7 @@ async fn raw_peer(
 /// A frame's bytes as PROTOCOL.md lays them out.
 fn frame_bytes(kind: Kind, id: u32, payload: &[u8]) -> Vec<u8> {
     let mut bytes = ((6 + payload.len()) as u32).to_le_bytes().to_vec();
-    bytes.extend([kind as u8, 0]);
+    bytes.extend([kind.to_u8(), 0]);
     bytes.extend(id.to_le_bytes());
     bytes.extend(payload);
     bytes

@@ -106,7 +106,7 @@ impl Rogue {
 pub fn frame_bytes(kind: Kind, id: u32, payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(4 + HEADER_LEN + payload.len());
     buf.put_u32_le((HEADER_LEN + payload.len()) as u32);
-    buf.put_u8(kind as u8);
+    buf.put_u8(kind.to_u8());
     buf.put_u8(0);
     buf.put_u32_le(id);
     buf.put_slice(payload);
@@ -162,7 +162,7 @@ async fn answer_requests(
             Behaviour::Oversized(len) => {
                 let mut header = BytesMut::new();
                 header.put_u32_le(*len);
-                header.put_u8(Kind::Response as u8);
+                header.put_u8(Kind::Response.to_u8());
                 header.put_u8(0);
                 header.put_u32_le(frame.id);
                 header.freeze()
