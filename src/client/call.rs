@@ -96,6 +96,12 @@ impl Client {
         self.exchange(Kind::Call, payload, wait).await
     }
 
+    /// The encoding this client's typed calls use: its
+    /// [`encoding`](super::ClientOptions::encoding) option.
+    pub fn encoding(&self) -> Encoding {
+        self.shared.options.encoding
+    }
+
     /// Asks the server for its description (DESCRIBE, protocol 2) and
     /// returns the JSON bytes; [`rpc`](crate::rpc) parses them.
     pub async fn describe_raw(&self) -> Result<Bytes> {

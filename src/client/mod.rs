@@ -39,7 +39,7 @@ pub use notifications::{Notification, NotificationPolicy, Notifications};
 
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
-use crate::protocol::{Kind, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{Encoding, Kind, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
 use crate::validate;
 use connection::{CallError, Connection, Connector};
@@ -96,6 +96,7 @@ pub struct ClientOptions {
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
     pub(crate) reconnect: bool,
+    pub(crate) encoding: Encoding,
 }
 
 impl ClientOptions {
@@ -212,6 +213,14 @@ impl ClientOptions {
         self
     }
 
+    /// The encoding typed calls use when the server offers it (default
+    /// MessagePack); otherwise the first of the server's this client
+    /// knows. [`CallOptions::encoding`] overrides it per call.
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
     /// Refuses, by name, settings that cannot work.
     fn validate(&self) -> Result<()> {
         self.connect.validate()?;
@@ -245,6 +254,7 @@ impl Default for ClientOptions {
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             reconnect: false,
+            encoding: Encoding::MessagePack,
         }
     }
 }
