@@ -75,6 +75,21 @@ pub enum Error {
         /// the directory another user owns, "pid 43".
         found: String,
     },
+    /// The server speaks only protocol version 1 (pipesvc 0.3 or older):
+    /// it answered this client's version 2 HELLO with ERROR `unsupported
+    /// version`. Nothing else was sent to it.
+    #[error(
+        "the server {} is too old: it speaks only protocol version 1, and this client needs \
+         version 2 (pipesvc 0.4 or later on the server); it said: {}",
+        Escaped(.server),
+        Escaped(.message)
+    )]
+    ServerTooOld {
+        /// The name the server gave in its HELLO.
+        server: String,
+        /// The server's ERROR message.
+        message: String,
+    },
     /// The peer broke the protocol, or answered the handshake with an error.
     #[error("protocol error: {}", Escaped(.0))]
     Protocol(String),

@@ -630,7 +630,7 @@ mod ops {
         let first = tokio::time::timeout(Duration::from_secs(20), framed.next()).await;
         let first = match first {
             Ok(Some(Ok(frame))) if frame.kind == Kind::Hello => {
-                let hello = Frame::new(Kind::Hello, 0, ClientHello::new().encode());
+                let hello = Frame::new(Kind::Hello, 0, ClientHello::with_version(1).encode());
                 framed.send(hello).await.expect("send HELLO");
                 First::Hello
             }

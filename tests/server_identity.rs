@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{guard, TestServer, HANG_GUARD};
 use pipesvc::client::{ClientOptions, ServerIdentity};
-use pipesvc::protocol::{Frame, FrameCodec, Kind, ServerHello};
+use pipesvc::protocol::{Encoding, Frame, FrameCodec, HelloReply, Kind, ServerHello};
 use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint, Error};
 use tokio_util::codec::{Decoder, Encoder};
@@ -136,6 +136,12 @@ fn fool(mut stream: UnixStream) -> Vec<u8> {
         received.extend_from_slice(&chunk[..n]);
         pending.extend_from_slice(&chunk[..n]);
         while let Ok(Some(frame)) = codec.decode(&mut pending) {
+            if frame.kind == Kind::Hello {
+                // It imitates a version 2 server.
+                let reply = HelloReply::new(2, &[Encoding::Json]);
+                send(&mut stream, Frame::new(Kind::Hello, 0, reply.encode()));
+                continue;
+            }
             let answer = match frame.kind {
                 Kind::Request | Kind::Status => Kind::Response,
                 Kind::Ping => Kind::Pong,

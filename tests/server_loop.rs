@@ -175,7 +175,7 @@ async fn nothing_follows_an_error_for_the_connection() {
         let hello = Frame::new(
             Kind::Hello,
             0,
-            pipesvc::protocol::ClientHello::new().encode(),
+            pipesvc::protocol::ClientHello::with_version(1).encode(),
         );
         let mut bytes = bytes::BytesMut::new();
         let mut codec = pipesvc::protocol::FrameCodec::default();

@@ -97,9 +97,28 @@ impl Client {
     }
 
     /// The encoding this client's typed calls use: its
-    /// [`encoding`](super::ClientOptions::encoding) option.
+    /// [`encoding`](super::ClientOptions::encoding) option if the server
+    /// offers it, else the first the server offers that this client
+    /// knows, else the option (the server will answer `bad request`,
+    /// naming what it offers).
     pub fn encoding(&self) -> Encoding {
-        self.shared.options.encoding
+        let wanted = self.shared.options.encoding;
+        let offered = self.encodings();
+        match offered.contains(&wanted) {
+            true => wanted,
+            false => offered.first().copied().unwrap_or(wanted),
+        }
+    }
+
+    /// The encodings the server accepts for CALL params, in its order of
+    /// preference (from its HELLO reply), those this client knows.
+    pub fn encodings(&self) -> Vec<Encoding> {
+        self.current().reply.known_encodings()
+    }
+
+    /// The protocol version of the current connection (2).
+    pub fn protocol_version(&self) -> u16 {
+        self.current().reply.version
     }
 
     /// Asks the server for its description (DESCRIBE, protocol 2) and

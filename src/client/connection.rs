@@ -20,8 +20,8 @@ use super::ClientOptions;
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    ClientHello, CodecError, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, HEADER_LEN,
-    PROTOCOL_VERSION,
+    ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply, Kind,
+    ServerHello, HEADER_LEN, PROTOCOL_VERSION,
 };
 use crate::transport::{self, ConnectStats, Generic, PeerInfo};
 
@@ -34,6 +34,8 @@ pub(super) type Connector =
 #[derive(Debug)]
 pub(super) struct Connection {
     pub(super) server: ServerHello,
+    /// The server's HELLO reply: the connection's version, its encodings.
+    pub(super) reply: HelloReply,
     pub(super) server_peer: PeerInfo,
     pub(super) connect_stats: ConnectStats,
     writer: Arc<Writer>,
@@ -158,13 +160,27 @@ impl Connection {
                 })??;
         let codec = FrameCodec::new(server.max_frame_len);
         let mut sink = FramedWrite::new(write, codec);
-        let hello = ClientHello {
-            version: PROTOCOL_VERSION,
-        };
+        let hello = ClientHello::new();
         sink.send(Frame::new(Kind::Hello, 0, hello.encode()))
             .await
             .map_err(into_error)?;
-        tracing::debug!(server = %server.server_name, stats = ?connect_stats, "connected");
+        let reply = tokio::time::timeout(
+            options.handshake_timeout,
+            read_hello_reply(&mut reader, &server),
+        )
+        .await
+        .map_err(|_| {
+            Error::Timeout(
+                options.handshake_timeout,
+                "waiting for the server's HELLO reply",
+            )
+        })??;
+        tracing::debug!(
+            server = %server.server_name,
+            version = reply.version,
+            stats = ?connect_stats,
+            "connected"
+        );
 
         let pending = Arc::new(Pending::default());
         // No write timeout: a server that stops reading shows up as
@@ -186,6 +202,7 @@ impl Connection {
         );
         Ok(Connection {
             server,
+            reply,
             server_peer,
             connect_stats,
             writer,
@@ -198,10 +215,16 @@ impl Connection {
     /// Sends a REQUEST or PING and waits for its answer.
     pub(super) async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes, CallError> {
         self.check_size(&payload).map_err(CallError::Sent)?;
-        let (registration, answer) = self.pending.register().map_err(CallError::NotSent)?;
+        let (mut registration, answer) = self.pending.register().map_err(CallError::NotSent)?;
         let frame = Frame::new(kind, registration.id, payload);
         if let Err(why) = self.writer.send(frame).await {
             return Err(CallError::NotSent(self.closed_error_or(why)));
+        }
+        // The server runs REQUESTs and CALLs until they finish: a caller
+        // that gives up tells it, so that the handler stops and its slot is
+        // free. PING, STATUS and DESCRIBE are answered at once anyway.
+        if matches!(kind, Kind::Request | Kind::Call) {
+            registration.cancel_through(&self.writer);
         }
         let answer = answer.await.unwrap_or_else(|_| Err(self.closed_error()));
         // Dropping the registration (here, or earlier if the caller gave up)
@@ -358,6 +381,51 @@ async fn read_server_hello<R: AsyncRead + Unpin>(
             String::from_utf8_lossy(&frame.payload).into_owned(),
         ))),
         other => Err(Error::Protocol(format!("expected HELLO, got {other:?}"))),
+    }
+}
+
+/// Reads the server's second HELLO, which says it speaks version 2. A
+/// server of version 1 answers our HELLO with ERROR `unsupported version`
+/// instead: it is too old for this client.
+async fn read_hello_reply<R: AsyncRead + Unpin>(
+    reader: &mut FramedRead<R, FrameCodec>,
+    server: &ServerHello,
+) -> Result<HelloReply> {
+    let frame = match reader.next().await {
+        None => return Err(Error::ConnectionClosed(CloseReason::EofDuringHandshake)),
+        Some(frame) => frame.map_err(into_error)?,
+    };
+    match frame.kind {
+        Kind::Hello => {
+            let reply = HelloReply::decode(&frame.payload)
+                .map_err(|e| Error::Protocol(format!("server HELLO reply refused: {e}")))?;
+            if reply.version != PROTOCOL_VERSION {
+                return Err(Error::Protocol(format!(
+                    "the server chose protocol version {}, but this client asked for {PROTOCOL_VERSION}",
+                    reply.version
+                )));
+            }
+            Ok(reply)
+        }
+        Kind::Error => match ErrorPayload::decode(&frame.payload) {
+            Some(error) if error.code == ErrorCode::UNSUPPORTED_VERSION => {
+                Err(Error::ServerTooOld {
+                    server: server.server_name.clone(),
+                    message: error.message,
+                })
+            }
+            Some(error) => Err(Error::ConnectionClosed(CloseReason::ServerError {
+                code: error.code,
+                message: error.message,
+            })),
+            None => Err(Error::Protocol("ERROR frame without a code".into())),
+        },
+        Kind::Goodbye => Err(Error::ConnectionClosed(CloseReason::Goodbye(
+            String::from_utf8_lossy(&frame.payload).into_owned(),
+        ))),
+        other => Err(Error::Protocol(format!(
+            "expected the server's HELLO reply, got {other:?}"
+        ))),
     }
 }
 

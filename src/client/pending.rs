@@ -6,9 +6,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
+use super::writer::Writer;
 use crate::error::{CloseReason, Error, Result};
+use crate::protocol::{Frame, Kind};
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
+
+/// A request id in the table.
+#[derive(Debug)]
+enum Slot {
+    /// A caller waits for the answer.
+    Waiting(Waiter),
+    /// The caller gave up and CANCEL was sent: the id stays taken until the
+    /// server's answer arrives, since until then the server may still hold
+    /// it (a new request with it would be a `duplicate id`).
+    Abandoned,
+}
 
 /// Shared by the client handles and the reader task.
 #[derive(Debug, Default)]
@@ -22,12 +35,21 @@ pub(super) struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    waiters: HashMap<u32, Waiter>,
+    waiters: HashMap<u32, Slot>,
+    /// How many of `waiters` are [`Slot::Abandoned`].
+    abandoned: usize,
     next_id: u32,
     /// Set once no new request may start: why.
     refusing: Option<CloseReason>,
     /// Set once the connection is gone: why.
     closed: Option<CloseReason>,
+}
+
+impl State {
+    /// Requests whose callers still wait.
+    fn waiting(&self) -> usize {
+        self.waiters.len() - self.abandoned
+    }
 }
 
 impl Pending {
@@ -51,36 +73,48 @@ impl Pending {
             }
         };
         let (tx, rx) = oneshot::channel();
-        state.waiters.insert(id, tx);
+        state.waiters.insert(id, Slot::Waiting(tx));
         let registration = Registration {
             pending: self.clone(),
             id,
+            cancel: None,
         };
         Ok((registration, rx))
     }
 
-    /// Delivers the answer to request `id`; `false` if nobody waits for it.
+    /// Delivers the answer to request `id` (an abandoned one's is
+    /// discarded, and its id is free again); `false` if no request has it.
     pub(super) fn complete(&self, id: u32, answer: Result<Bytes>) -> bool {
-        let waiter = {
+        let slot = {
             let mut state = self.state();
-            let waiter = state.waiters.remove(&id);
-            if state.waiters.is_empty() {
+            let slot = state.waiters.remove(&id);
+            if matches!(slot, Some(Slot::Abandoned)) {
+                state.abandoned -= 1;
+            }
+            if state.waiting() == 0 {
                 self.idle.notify_waiters();
             }
-            waiter
+            slot
         };
-        match waiter {
-            Some(waiter) => {
+        match slot {
+            Some(Slot::Waiting(waiter)) => {
                 let _ = waiter.send(answer);
                 true
             }
+            Some(Slot::Abandoned) => true,
             None => false,
         }
     }
 
-    /// Requests waiting for their answers.
+    /// Requests whose callers wait for their answers.
     pub(super) fn waiting(&self) -> usize {
-        self.state().waiters.len()
+        self.state().waiting()
+    }
+
+    /// Ids given up on and not answered yet.
+    #[cfg(test)]
+    pub(super) fn abandoned(&self) -> usize {
+        self.state().abandoned
     }
 
     /// No new requests from now on (the server said GOODBYE, or the
@@ -95,7 +129,15 @@ impl Pending {
         let waiters: Vec<Waiter> = {
             let mut state = self.state();
             state.closed.get_or_insert(reason.clone());
-            state.waiters.drain().map(|(_, w)| w).collect()
+            state.abandoned = 0;
+            state
+                .waiters
+                .drain()
+                .filter_map(|(_, slot)| match slot {
+                    Slot::Waiting(waiter) => Some(waiter),
+                    Slot::Abandoned => None,
+                })
+                .collect()
         };
         for waiter in waiters {
             let _ = waiter.send(Err(Error::ConnectionClosed(reason.clone())));
@@ -132,13 +174,13 @@ impl Pending {
         }
     }
 
-    /// Waits until no request is waiting or the connection is gone.
+    /// Waits until no caller waits for an answer or the connection is gone.
     pub(super) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             {
                 let state = self.state();
-                if state.waiters.is_empty() || state.closed.is_some() {
+                if state.waiting() == 0 || state.closed.is_some() {
                     return;
                 }
             }
@@ -147,21 +189,89 @@ impl Pending {
     }
 }
 
-/// A request's place in the table; dropping it (for example when the
-/// caller stops waiting) frees the id.
+/// A request's place in the table. Dropping it before the answer arrived
+/// (the caller stopped waiting, or its timeout fired) frees the id, or,
+/// for a request the server would go on with, sends CANCEL and keeps the
+/// id until the server answers.
 #[derive(Debug)]
 pub(super) struct Registration {
     pending: Arc<Pending>,
     pub(super) id: u32,
+    /// Where to send CANCEL if the caller gives up (set once the request
+    /// was sent; `None` for requests the server answers at once).
+    cancel: Option<Arc<Writer>>,
+}
+
+impl Registration {
+    /// From now on, giving up sends CANCEL through `writer`.
+    pub(super) fn cancel_through(&mut self, writer: &Arc<Writer>) {
+        self.cancel = Some(writer.clone());
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // No-op when the answer already arrived.
-        let mut state = self.pending.state();
-        state.waiters.remove(&self.id);
-        if state.waiters.is_empty() {
-            self.pending.idle.notify_waiters();
+        let cancel = {
+            let mut state = self.pending.state();
+            let unanswered = matches!(state.waiters.get(&self.id), Some(Slot::Waiting(_)));
+            let cancel = unanswered && state.closed.is_none() && self.cancel.is_some();
+            if cancel {
+                state.waiters.insert(self.id, Slot::Abandoned);
+                state.abandoned += 1;
+            } else if unanswered {
+                state.waiters.remove(&self.id);
+            }
+            if state.waiting() == 0 {
+                self.pending.idle.notify_waiters();
+            }
+            cancel
+        };
+        if let (true, Some(writer)) = (cancel, &self.cancel) {
+            writer.queue_cancel(Frame::new(Kind::Cancel, self.id, Bytes::new()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameCodec;
+    use crate::transport::{memory, Generic};
+
+    #[tokio::test]
+    async fn an_abandoned_id_stays_taken_until_its_answer_arrives() {
+        let (stream, _server_end) = memory::pair();
+        let (_read, write) = tokio::io::split(Generic::new(stream));
+        let pending = Arc::new(Pending::default());
+        let (writer, _flusher) = Writer::new(write, FrameCodec::default(), pending.clone());
+
+        let (mut first, _answer) = pending.register().unwrap();
+        first.cancel_through(&writer);
+        let id = first.id;
+        drop(first);
+        assert_eq!((pending.abandoned(), pending.waiting()), (1, 0));
+
+        // The next id would be `id`: it is skipped while the server may
+        // still hold it.
+        pending.state().next_id = id - 1;
+        let (second, _answer) = pending.register().unwrap();
+        assert_ne!(second.id, id);
+
+        // Its answer frees it; nobody receives it.
+        assert!(pending.complete(id, Ok(Bytes::new())));
+        assert_eq!(pending.abandoned(), 0);
+        pending.state().next_id = id - 1;
+        let (third, _answer) = pending.register().unwrap();
+        assert_eq!(third.id, id);
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_it_was_sent_frees_its_id_at_once() {
+        let pending = Arc::new(Pending::default());
+        let (first, _answer) = pending.register().unwrap();
+        let id = first.id;
+        drop(first);
+        assert_eq!((pending.abandoned(), pending.waiting()), (0, 0));
+        assert!(!pending.complete(id, Ok(Bytes::new())));
     }
 }

@@ -170,6 +170,23 @@ impl Writer {
         true
     }
 
+    /// Queues a CANCEL without waiting, even past the outbox's bound: it
+    /// frees a slot on the server, so it must not be lost to a full
+    /// outbox. Each is 10 bytes and follows a request that was sent, so
+    /// they are bounded by the requests. Dropped once nothing can be
+    /// written (the connection is going; the server drops its requests).
+    pub(super) fn queue_cancel(&self, frame: Frame) {
+        let mut state = self.state();
+        if state.refusal().is_some() || state.outbox.push(frame).is_err() {
+            return;
+        }
+        if !state.flushing {
+            state.flushing = true;
+            drop(state);
+            self.work.notify_one();
+        }
+    }
+
     /// No new frames from now on: the flusher writes what is queued, then
     /// shuts the write side down.
     pub(super) fn close(&self) {

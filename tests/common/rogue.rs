@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use pipesvc::protocol::{ErrorPayload, FrameCodec, Kind, ServerHello, HEADER_LEN};
+use pipesvc::protocol::{
+    ClientHello, Encoding, ErrorPayload, FrameCodec, HelloReply, Kind, ServerHello, HEADER_LEN,
+};
 use pipesvc::transport::{Listener, ListenerOptions, ServerStream};
 use pipesvc::Endpoint;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -124,7 +126,10 @@ async fn serve(stream: ServerStream, name: String, behaviour: Behaviour, notifie
     if write.write_all(&hello(&name)).await.is_err() {
         return;
     }
-    let reader = FramedRead::new(read, FrameCodec::new(u32::MAX));
+    let mut reader = FramedRead::new(read, FrameCodec::new(u32::MAX));
+    if !answer_hello(&mut reader, &mut write).await {
+        return;
+    }
     if let Behaviour::NotifyFlood(len) = behaviour {
         // Keep reading (and discarding) so the client's writes never block.
         tokio::spawn(drain(reader));
@@ -135,6 +140,27 @@ async fn serve(stream: ServerStream, name: String, behaviour: Behaviour, notifie
         return;
     }
     answer_requests(reader, write, behaviour).await;
+}
+
+/// Reads the client's HELLO and, as a version 2 server does, answers a
+/// version 2 one with a HELLO reply; whether the client is still there.
+pub async fn answer_hello<R, W>(reader: &mut FramedRead<R, FrameCodec>, write: &mut W) -> bool
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let Some(Ok(frame)) = reader.next().await else {
+        return false;
+    };
+    let version = ClientHello::decode(&frame.payload).map_or(1, |hello| hello.version);
+    if frame.kind != Kind::Hello || version < 2 {
+        return true;
+    }
+    let reply = HelloReply::new(2, &[Encoding::MessagePack, Encoding::Json]).encode();
+    write
+        .write_all(&frame_bytes(Kind::Hello, 0, &reply))
+        .await
+        .is_ok()
 }
 
 async fn drain(mut reader: FramedRead<ReadHalf<ServerStream>, FrameCodec>) {
