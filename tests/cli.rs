@@ -306,3 +306,83 @@ fn server_text_is_printed_escaped() {
         assert!(controls.is_empty(), "{controls:?} in {shown:?}");
     }
 }
+
+#[test]
+fn methods_lists_the_typed_methods_and_json_has_their_schemas() {
+    let service = Service::start("cli-methods");
+    let human = stdout(&service.run(&["methods"]));
+    let first = human.lines().next().unwrap_or("");
+    assert!(first.starts_with("pipesvc "), "{human}");
+    assert!(first.contains("protocol 2"), "{human}");
+    for method in ["echo", "sleep", "whoami"] {
+        assert!(
+            human.lines().any(|l| l.trim_start().starts_with(method)),
+            "{method} missing: {human}"
+        );
+    }
+    let json = stdout(&service.run(&["methods", "--json"]));
+    // Not a terminal: one line.
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let description: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(description["protocol"], 2);
+    let methods = description["methods"].as_array().unwrap();
+    let sleep = methods.iter().find(|m| m["name"] == "sleep").unwrap();
+    assert!(sleep["doc"].as_str().unwrap().len() > 5, "{sleep}");
+    assert!(
+        sleep["request"]["properties"]["ms"].is_object(),
+        "the params schema names the field ms: {sleep}"
+    );
+    assert!(sleep.get("response").is_some(), "{sleep}");
+}
+
+#[test]
+fn call_method_prints_the_json_result_and_exits_by_outcome() {
+    let service = Service::start("cli-typed-call");
+    let echoed = stdout(&service.run(&["call", "--method", "echo", r#"{"a":[1,"zwölf"]}"#]));
+    assert_eq!(echoed, "{\"a\":[1,\"zwölf\"]}\n");
+    let slept = stdout(&service.run(&["call", "--method", "sleep", r#"{"ms":1}"#]));
+    assert_eq!(slept, "null\n");
+    let me = stdout(&service.run(&["call", "--method", "whoami"]));
+    let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["pid"], std::process::id(), "{me}");
+
+    // The service answers with an error: exit 1, its code and message.
+    let unknown = service.run(&["call", "--method", "nope", "{}"]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("12") && err.contains("unknown method"),
+        "{err}"
+    );
+    assert!(err.contains("nope"), "{err}");
+    let bad = service.run(&["call", "--method", "sleep", r#"{"ms":"soon"}"#]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("bad request") && err.contains("ms"), "{err}");
+    // The deadline travels with the call: the server stops the sleep.
+    let late = service.run(&[
+        "call",
+        "--timeout",
+        "0.2",
+        "--method",
+        "sleep",
+        r#"{"ms":60000}"#,
+    ]);
+    assert_eq!(late.status.code(), Some(1), "{late:?}");
+    let err = String::from_utf8_lossy(&late.stderr);
+    assert!(err.contains("timed out"), "{err}");
+
+    // The call cannot be made: exit 2.
+    let not_json = service.run(&["call", "--method", "echo", "{oops"]);
+    assert_eq!(not_json.status.code(), Some(2), "{not_json:?}");
+    let nobody = Command::new(BIN)
+        .args(["call", "--connect-timeout", "0.1", "--method", "echo"])
+        .args(["--name", "cli-typed-call-nobody-here"])
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(2), "{nobody:?}");
+
+    let json = stdout(&service.run(&["status", "--json"]));
+    assert_eq!(json_number(&json, "requests_timed_out"), 1.0, "{json}");
+    assert_eq!(json_number(&json, "requests_cancelled"), 0.0, "{json}");
+}

@@ -12,7 +12,7 @@ use crate::protocol::{CallHeader, Encoding, Kind};
 /// How long a client waits for a call's answer past the deadline it sent,
 /// so that the server's ERROR `timed out` normally arrives before the
 /// client gives up itself.
-pub const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
 /// Options of one call: its deadline, its metadata, its encoding.
 ///

@@ -7,6 +7,7 @@ mod bench;
 mod call;
 mod echo;
 mod identity;
+mod methods;
 mod ping;
 mod status;
 
@@ -40,8 +41,12 @@ struct Cli {
 enum Command {
     /// Run the service: echoes every request and greets each client.
     Serve(ServeArgs),
-    /// Send MESSAGE as one request and print the response.
+    /// Send MESSAGE as one request and print the response; with --method,
+    /// call a typed method with JSON params and print its JSON result.
     Call(call::CallArgs),
+    /// List a running service's typed methods (with --json: its whole
+    /// description, with the JSON Schemas of params and results).
+    Methods(methods::MethodsArgs),
     /// Measure round-trip times to a running service.
     Ping(ping::PingArgs),
     /// Load a service (or one started in this process) and report
@@ -55,7 +60,7 @@ enum Command {
     Service(ServiceArgs),
 }
 
-/// The endpoint option of the client commands (call, ping, status).
+/// The endpoint option of the client commands (call, methods, ping, status).
 #[derive(Args, Debug, Clone)]
 struct NameArg {
     /// Endpoint name: a bare name (`\\.\pipe\NAME` on Windows, a socket in
@@ -156,17 +161,20 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let outcome = runtime.block_on(async {
+        let done = |result: pipesvc::Result<()>| result.map(|()| ExitCode::SUCCESS);
         match command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => done(serve(args).await),
+            // Its exit status tells a service error from a failed call.
             Command::Call(args) => call::run(args).await,
-            Command::Ping(args) => ping::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::Status(args) => status::run(args).await,
+            Command::Methods(args) => done(methods::run(args).await),
+            Command::Ping(args) => done(ping::run(args).await),
+            Command::Bench(args) => done(bench::run(args).await),
+            Command::Status(args) => done(status::run(args).await),
             Command::Service(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => fail(&e),
     }
 }

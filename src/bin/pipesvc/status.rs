@@ -11,7 +11,8 @@ pub struct StatusArgs {
     #[command(flatten)]
     target: ClientArgs,
     /// Print one JSON object (keys: uptime_secs, connections_open,
-    /// connections_total, requests_served, bytes_in, bytes_out, errors).
+    /// connections_total, requests_served, requests_cancelled,
+    /// requests_timed_out, bytes_in, bytes_out, errors).
     #[arg(long)]
     json: bool,
 }
@@ -41,6 +42,10 @@ fn print_human(client: &pipesvc::Client, s: &Status) {
         s.connections_open, s.connections_total
     );
     println!("requests served   {}", s.requests_served);
+    println!(
+        "                  {} cancelled, {} timed out",
+        s.requests_cancelled, s.requests_timed_out
+    );
     println!("bytes             {} in, {} out", s.bytes_in, s.bytes_out);
     if s.errors.is_empty() {
         println!("errors sent       none");
