@@ -33,9 +33,7 @@ use super::stats::Tally;
 use super::{lock, Config, ConnectionContext, Handler, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
-use crate::protocol::{
-    ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello,
-};
+use crate::protocol::{ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello};
 use crate::transport::{close_within, PeerInfo, ServerIo};
 
 /// A read buffer larger than this is given back once it is empty.
