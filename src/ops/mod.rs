@@ -60,7 +60,7 @@ pub mod systemd;
 pub mod windows_service;
 
 #[cfg(feature = "config")]
-pub use serve::{serve, serve_until};
+pub use serve::{serve, serve_until, Answers, WithCalls};
 
 /// The program the operations run in: what its users see of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
