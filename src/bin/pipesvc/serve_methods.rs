@@ -41,8 +41,10 @@ pub struct Identity {
 }
 
 /// `whoami`: the caller's identity as the server sees it.
-pub const WHOAMI: Method<(), Identity> =
-    Method::new("whoami", "The caller's pid (and uid and gid on Unix) as the server sees them");
+pub const WHOAMI: Method<(), Identity> = Method::new(
+    "whoami",
+    "The caller's pid (and uid and gid on Unix) as the server sees them",
+);
 
 /// The typed half of `pipesvc serve`.
 pub fn service() -> Service {

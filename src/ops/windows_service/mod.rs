@@ -37,8 +37,8 @@ use serde::de::DeserializeOwned;
 
 use crate::ops::config::ServeArgs;
 use crate::ops::logging::LogFormat;
-use crate::ops::Product;
 use crate::ops::Answers;
+use crate::ops::Product;
 
 /// How long `start`, `stop` and `uninstall` wait by default for the service
 /// to reach the state they asked for.

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
 use crate::ops::logging::{self, LogFormat};
-use crate::ops::Product;
 use crate::ops::Answers;
+use crate::ops::Product;
 use serde::de::DeserializeOwned;
 use windows_service::service::{
     ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
