@@ -1,6 +1,9 @@
 //! `examples/job_service.rs` and `examples/job_client.rs` run a job end to
 //! end: submit, list, status, cancel, and an unknown job.
 
+// Both examples include their shared `job_api`, as two programs would.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 
 #[path = "../examples/job_client.rs"]

@@ -63,8 +63,8 @@ fn everything(n: u64) -> Everything {
         text: format!("héllo wörld ✓ 日本 🦀 {n}"),
         big: u64::MAX - n,
         small: i64::MIN + n as i64,
-        flag: n % 2 == 0,
-        maybe: (n % 3 == 0).then_some(n as u32),
+        flag: n.is_multiple_of(2),
+        maybe: n.is_multiple_of(3).then_some(n as u32),
         nothing: None,
         shapes: vec![
             Shape::Point,
@@ -137,7 +137,7 @@ fn server(test: &str) -> (TestServer, Arc<Probe>, mpsc::UnboundedReceiver<()>) {
 
 async fn round_trips(client: pipesvc::Client, c: u64) {
     for i in 0..100 {
-        let encoding = if (c + i) % 2 == 0 {
+        let encoding = if (c + i).is_multiple_of(2) {
             Encoding::Json
         } else {
             Encoding::MessagePack
