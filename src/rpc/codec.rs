@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 
 use crate::protocol::Encoding;
@@ -53,19 +54,32 @@ pub(crate) fn decode<T: DeserializeOwned>(
     }
 }
 
+// Each decoder first runs plainly: serde_path_to_error keeps every map
+// key it passes as a String, a cost on each call. Only a failure is
+// decoded again with it, to say where (decoding is deterministic, so the
+// second run fails at the same place).
+
 fn decode_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| at_path(what, e))?;
-    de.end().map_err(|e| format!("{what}: {e}"))?;
-    Ok(value)
+    serde_json::from_slice(bytes).map_err(|plain| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) => at_path(what, e),
+            Ok(_) => format!("{what}: {plain}"),
+        }
+    })
 }
 
 fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
     let mut de = rmp_serde::Deserializer::new(bytes);
-    let value = match serde_path_to_error::deserialize(&mut de) {
-        Ok(value) => value,
-        Err(e) => return Err(explain_msgpack::<T>(bytes, what).unwrap_or_else(|| at_path(what, e))),
-    };
+    let value = T::deserialize(&mut de).map_err(|plain| {
+        explain_msgpack::<T>(bytes, what).unwrap_or_else(|| {
+            let mut de = rmp_serde::Deserializer::new(bytes);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) => at_path(what, e),
+                Ok(_) => format!("{what}: {plain}"),
+            }
+        })
+    })?;
     let left = de.get_ref().len();
     if left != 0 {
         return Err(format!("{what}: {left} bytes after the value"));
