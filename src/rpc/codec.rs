@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde::Serialize;
 
 use crate::protocol::Encoding;
