@@ -182,6 +182,21 @@ mod tests {
     }
 
     #[test]
+    fn errors_inside_an_enum_variant_name_it_in_both_encodings() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        enum Shape {
+            Rect { w: u32 },
+        }
+        let wrong: BTreeMap<&str, BTreeMap<&str, &str>> = [("Rect", [("w", "x")].into())].into();
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            let bytes = encode(encoding, &wrong).unwrap();
+            let err = decode::<Shape>(encoding, &bytes, "params").unwrap_err();
+            let expected = "params.Rect.w: invalid type: string \"x\", expected u32";
+            assert!(err.starts_with(expected), "{encoding}: {err}");
+        }
+    }
+
+    #[test]
     fn trailing_bytes_are_refused() {
         let err = decode::<u8>(Encoding::Json, b"1 2", "params").unwrap_err();
         assert!(err.contains("trailing characters"), "{err}");
