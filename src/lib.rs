@@ -8,6 +8,8 @@
 //!
 //! - [`server`]: [`Server`] runs a [`Handler`](server::Handler) for each request.
 //! - [`client`]: [`Client`] sends requests and receives notifications.
+//! - `rpc` (feature `rpc`, default): typed services, methods with serde
+//!   messages in JSON or MessagePack, defined once for both sides.
 //! - [`protocol`]: the frame layout and its [`FrameCodec`](protocol::FrameCodec).
 //! - [`transport`]: raw byte streams, one module per platform, and an
 //!   in-memory one ([`transport::memory`]).
@@ -20,7 +22,9 @@
 //!
 //! ## Features
 //!
-//! - `cli` (default): the `pipesvc` binary; turns on the three below.
+//! - `cli` (default): the `pipesvc` binary; turns on `rpc` and the three below.
+//! - `rpc` (default): `rpc`, typed services and typed calls (serde,
+//!   serde_json, rmp-serde, schemars, serde_path_to_error).
 //! - `config`: `ops::config`, settings from a TOML file, `PREFIX_*`
 //!   variables and command-line flags.
 //! - `systemd`: `ops::systemd`, readiness and socket activation (Linux).
@@ -40,6 +44,9 @@ mod frame_io;
 mod log_limit;
 pub mod ops;
 pub mod protocol;
+#[cfg(feature = "rpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rpc")))]
+pub mod rpc;
 pub mod server;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

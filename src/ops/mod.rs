@@ -7,7 +7,9 @@
 //!   with an error naming its source and key, plus a product's own keys;
 //! - `serve()` and `serve_until` (`config`): bind, announce readiness (to
 //!   a writer the caller gives),
-//!   serve until a stop signal, shut down gracefully;
+//!   serve until a stop signal, shut down gracefully; they serve a byte
+//!   handler, or one with typed methods beside it (`WithCalls`, such as an
+//!   `rpc::Service`);
 //! - `systemd` (feature `systemd`, Linux): readiness notification and socket
 //!   activation, used by `serve()` when the feature is on;
 //! - `windows_service` (feature `windows-service`): install, uninstall, start,
@@ -60,7 +62,7 @@ pub mod systemd;
 pub mod windows_service;
 
 #[cfg(feature = "config")]
-pub use serve::{serve, serve_until};
+pub use serve::{serve, serve_until, Answers, WithCalls};
 
 /// The program the operations run in: what its users see of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

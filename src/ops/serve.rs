@@ -6,10 +6,53 @@ use std::io::Write;
 
 use crate::ops::config::Settings;
 use crate::ops::Product;
-use crate::server::{Handler, Server};
+use crate::server::{Calls, Handler, Server, ServerBuilder};
 use crate::Endpoint;
 
-/// Serves `handler` with `settings` in a console or under a service
+/// What [`serve`] runs: a byte [`Handler`] (every handler is one), or a
+/// handler with typed methods beside it ([`WithCalls`]).
+pub trait Answers: Send + 'static {
+    /// The byte handler.
+    type Handler: Handler;
+
+    /// Puts the handler (and the typed methods) on `builder`.
+    fn install(self, builder: ServerBuilder) -> ServerBuilder<Self::Handler>;
+}
+
+impl<H: Handler> Answers for H {
+    type Handler = H;
+
+    fn install(self, builder: ServerBuilder) -> ServerBuilder<H> {
+        builder.handler(self)
+    }
+}
+
+/// A byte handler and the typed methods (protocol 2 CALLs and DESCRIBE)
+/// that [`serve`] runs beside it, such as an
+/// [`rpc::Service`](crate::rpc::Service):
+/// `serve(&PRODUCT, settings, WithCalls::new(handler, service), out)`.
+#[derive(Debug)]
+pub struct WithCalls<H, C> {
+    handler: H,
+    calls: C,
+}
+
+impl<H: Handler, C: Calls> WithCalls<H, C> {
+    /// `handler` for REQUESTs, `calls` for CALLs.
+    pub fn new(handler: H, calls: C) -> WithCalls<H, C> {
+        WithCalls { handler, calls }
+    }
+}
+
+impl<H: Handler, C: Calls> Answers for WithCalls<H, C> {
+    type Handler = H;
+
+    fn install(self, builder: ServerBuilder) -> ServerBuilder<H> {
+        builder.handler(self.handler).calls(self.calls)
+    }
+}
+
+/// Serves `handler` (a [`Handler`], or one [`WithCalls`]) with `settings` in a console or under a service
 /// manager other than Windows's: writes the readiness line
 /// `NAME listening on ENDPOINT` to `readiness` (usually `std::io::stdout()`,
 /// which scripts and tests read; `std::io::sink()` for none) once clients
@@ -17,7 +60,7 @@ use crate::Endpoint;
 /// Linux, tells systemd `READY=1`, serving the socket it passes if any),
 /// and shuts down gracefully at SIGINT, SIGTERM, SIGHUP or SIGQUIT (Ctrl+C
 /// or console close on Windows). On Unix SIGUSR1 logs the counters.
-pub async fn serve<H: Handler>(
+pub async fn serve<H: Answers>(
     product: &Product,
     settings: Settings,
     handler: H,
@@ -47,7 +90,7 @@ pub async fn serve<H: Handler>(
 /// running a service (console, and the platform service managers) goes
 /// through here; they differ only in how they learn to stop and whom they
 /// tell that the service is ready.
-pub async fn serve_until<H: Handler>(
+pub async fn serve_until<H: Answers>(
     product: &Product,
     settings: Settings,
     handler: H,
@@ -72,15 +115,14 @@ pub async fn serve_until<H: Handler>(
 /// activation, serves the socket passed on; its path is then the endpoint
 /// unless the settings name one (which must be the same).
 #[cfg(all(feature = "systemd", target_os = "linux"))]
-fn bind<H: Handler>(
+fn bind<H: Answers>(
     product: &Product,
     mut settings: Settings,
     handler: H,
-) -> crate::Result<Server<H>> {
+) -> crate::Result<Server<H::Handler>> {
     let Some(listener) = crate::ops::systemd::take_listener()? else {
-        return settings
-            .builder(settings.endpoint(product)?)
-            .handler(handler)
+        return handler
+            .install(settings.builder(settings.endpoint(product)?))
             .bind();
     };
     if settings.name.is_none() {
@@ -99,18 +141,20 @@ fn bind<H: Handler>(
             "socket_mode is ignored: the service manager made the socket (set SocketMode= in the .socket unit)"
         );
     }
-    settings
-        .builder(settings.endpoint(product)?)
-        .handler(handler)
+    handler
+        .install(settings.builder(settings.endpoint(product)?))
         .bind_listener(listener)
 }
 
 /// Binds the endpoint the settings name.
 #[cfg(not(all(feature = "systemd", target_os = "linux")))]
-fn bind<H: Handler>(product: &Product, settings: Settings, handler: H) -> crate::Result<Server<H>> {
-    settings
-        .builder(settings.endpoint(product)?)
-        .handler(handler)
+fn bind<H: Answers>(
+    product: &Product,
+    settings: Settings,
+    handler: H,
+) -> crate::Result<Server<H::Handler>> {
+    handler
+        .install(settings.builder(settings.endpoint(product)?))
         .bind()
 }
 

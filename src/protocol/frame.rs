@@ -31,7 +31,7 @@ pub enum Kind {
     /// with a [`Status`](super::Status) payload (protocol 1.1).
     Status,
     /// A call of a named method, with metadata such as a deadline
-    /// ([`Call`](super::Call)); answered by RESPONSE or ERROR with the same
+    /// ([`CallHeader`](super::CallHeader)); answered by RESPONSE or ERROR with the same
     /// id (protocol 2).
     Call,
     /// The client no longer wants the answer to the request with this id;

@@ -223,3 +223,21 @@ impl ConnectionContext {
 fn closed() -> Error {
     Error::ConnectionClosed(crate::error::CloseReason::ClientDisconnected)
 }
+
+#[cfg(test)]
+impl ConnectionContext {
+    /// For unit tests of code that takes a context (such as `rpc`): a
+    /// connection to this process that nobody reads, answering a CALL of
+    /// `method` with `metadata` and no deadline.
+    pub(crate) fn for_tests(method: &str, metadata: Vec<(String, String)>) -> ConnectionContext {
+        let (outbound, _) = mpsc::unbounded_channel();
+        let output = Arc::new(OutputLimit::new(1 << 20));
+        let ctx = ConnectionContext::new(1, PeerInfo::current(), outbound, output, 1 << 20);
+        ctx.for_request(Arc::new(RequestScope {
+            method: method.to_owned(),
+            deadline: None,
+            metadata,
+            cancelled: CancellationToken::new(),
+        }))
+    }
+}

@@ -9,6 +9,7 @@ mod echo;
 mod identity;
 mod methods;
 mod ping;
+mod serve_methods;
 mod status;
 
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use pipesvc::ops::config::ServeArgs;
 use pipesvc::ops::logging::{self, LogFormat};
 use pipesvc::ops::windows_service::{self, ServiceArgs};
-use pipesvc::ops::Product;
+use pipesvc::ops::{Product, WithCalls};
 use pipesvc::Endpoint;
 
 use crate::echo::EchoService;
@@ -39,7 +40,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the service: echoes every request and greets each client.
+    /// Run the service: echoes every request, greets each client, and
+    /// offers the typed methods echo, sleep and whoami.
     Serve(ServeArgs),
     /// Send MESSAGE as one request and print the response; with --method,
     /// call a typed method with JSON params and print its JSON result.
@@ -142,7 +144,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         // It needs no runtime and logs on its own (a service has no console).
         Command::Service(args) => {
-            let make_handler = |_: ()| EchoService;
+            let make_handler = |_: ()| WithCalls::new(EchoService, serve_methods::service());
             let (out, err) = (std::io::stdout(), std::io::stderr());
             return windows_service::main(
                 Product::PIPESVC,
@@ -179,10 +181,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `pipesvc serve`: the echo service with the settings of CONFIG.md.
+/// `pipesvc serve`: the echo service and its typed methods, with the
+/// settings of CONFIG.md.
 async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
     let settings = args.load::<()>(&Product::PIPESVC)?.settings;
-    pipesvc::ops::serve(&Product::PIPESVC, settings, EchoService, std::io::stdout()).await
+    let answers = WithCalls::new(EchoService, serve_methods::service());
+    pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await
 }
 
 /// Prints an error with its chain of causes and returns a failing exit code.

@@ -37,8 +37,8 @@ use serde::de::DeserializeOwned;
 
 use crate::ops::config::ServeArgs;
 use crate::ops::logging::LogFormat;
+use crate::ops::Answers;
 use crate::ops::Product;
-use crate::server::Handler;
 
 /// How long `start`, `stop` and `uninstall` wait by default for the service
 /// to reach the state they asked for.
@@ -229,7 +229,7 @@ pub fn main<E, H, F>(
 ) -> ExitCode
 where
     E: DeserializeOwned + Send + 'static,
-    H: Handler,
+    H: Answers,
     F: FnOnce(E) -> H + Send + 'static,
 {
     let _ = PROGRAM.set(product.name());
@@ -258,7 +258,7 @@ pub fn main<E, H, F>(
 ) -> ExitCode
 where
     E: DeserializeOwned + Send + 'static,
-    H: Handler,
+    H: Answers,
     F: FnOnce(E) -> H + Send + 'static,
 {
     let name = product.name();

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
 use crate::ops::logging::{self, LogFormat};
+use crate::ops::Answers;
 use crate::ops::Product;
-use crate::server::Handler;
 use serde::de::DeserializeOwned;
 use windows_service::service::{
     ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
@@ -92,7 +92,7 @@ pub fn run<E, H, F>(
 ) -> Result<(), ServiceError>
 where
     E: DeserializeOwned + Send + 'static,
-    H: Handler,
+    H: Answers,
     F: FnOnce(E) -> H + Send + 'static,
 {
     let service_name = args.service.name(&product).to_owned();
@@ -127,7 +127,7 @@ fn service_main(_arguments: Vec<OsString>) {
 fn service_body<E, H, F>(product: Product, args: RunArgs, log_format: LogFormat, make_handler: F)
 where
     E: DeserializeOwned,
-    H: Handler,
+    H: Answers,
     F: FnOnce(E) -> H,
 {
     let name = args.service.name(&product).to_owned();
@@ -196,7 +196,7 @@ fn serve<E, H, F>(
 ) -> ServiceExitCode
 where
     E: DeserializeOwned,
-    H: Handler,
+    H: Answers,
     F: FnOnce(E) -> H,
 {
     let runtime = match tokio::runtime::Runtime::new() {

@@ -1,0 +1,73 @@
+//! A job runner as a typed service: `cargo run --example job_service [NAME]`,
+//! then `JOBS_NAME=NAME cargo run --example job_client -- submit build 5`.
+
+#[path = "job_api/mod.rs"]
+pub mod job_api;
+use job_api::*;
+use pipesvc::rpc::Service;
+use pipesvc::server::{Server, ServiceError};
+use std::{collections::BTreeMap, future::ready, sync::Arc, sync::Mutex, time::Duration};
+use tokio::task::AbortHandle;
+
+/// Every job, with the task running it.
+pub type Jobs = Mutex<BTreeMap<JobId, Entry>>;
+type Entry = (Job, AbortHandle);
+
+/// The service: a handler per method, no dispatch or encoding of our own.
+pub fn service() -> Service<Jobs> {
+    Service::new("jobs", "1.0.0", Jobs::default())
+        .method(&SUBMIT, |jobs, submit: Submit, _| async move {
+            let mut table = jobs.lock().unwrap();
+            let id = table.len() as JobId + 1;
+            let task = tokio::spawn(work(jobs.clone(), id, submit.clone()));
+            let job = Job {
+                id,
+                submit,
+                state: State::Running { done: 0 },
+            };
+            table.insert(id, (job, task.abort_handle()));
+            Ok(id)
+        })
+        .method(&LIST, |jobs, (), _| async move {
+            let table = jobs.lock().unwrap();
+            Ok(table.values().map(|(job, _)| job.clone()).collect())
+        })
+        .method(&STATUS, |jobs, id, _| ready(with_job(&jobs, id, |_| ())))
+        .method(&CANCEL, |jobs, id, _| {
+            ready(with_job(&jobs, id, |(job, task)| {
+                task.abort();
+                if let State::Running { .. } = job.state {
+                    job.state = State::Cancelled;
+                }
+            }))
+        })
+}
+
+/// Runs `f` on job `id` and returns the job as it is then.
+fn with_job(jobs: &Jobs, id: JobId, f: impl FnOnce(&mut Entry)) -> Result<Job, ServiceError> {
+    let mut table = jobs.lock().unwrap();
+    let Some(entry) = table.get_mut(&id) else {
+        return Err(ServiceError::with_code(NO_SUCH_JOB, format!("no job {id}")));
+    };
+    f(entry);
+    Ok(entry.0.clone())
+}
+
+/// The simulated work: a timer per step, the state updated after each.
+async fn work(jobs: Arc<Jobs>, id: JobId, submit: Submit) {
+    for done in 1..=submit.steps {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = with_job(&jobs, id, |(job, _)| job.state = State::Running { done });
+    }
+    let _ = with_job(&jobs, id, |(job, _)| job.state = State::Finished);
+}
+
+#[allow(dead_code)] // tests include this file for `service`
+#[tokio::main]
+async fn main() -> pipesvc::Result<()> {
+    let name = std::env::args().nth(1).unwrap_or_else(|| "jobs".into());
+    let server = Server::builder(name.parse()?).calls(service()).bind()?;
+    println!("jobs listening on {}", server.endpoint());
+    let stop = async { tokio::signal::ctrl_c().await.unwrap() };
+    server.serve_until(stop).await
+}

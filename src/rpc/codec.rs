@@ -1,0 +1,215 @@
+//! Messages to and from bytes in a CALL's encoding, shared by both sides.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::protocol::Encoding;
+
+/// Room reserved for an encoded message before it is written: small
+/// messages (the common case) then take one allocation, no regrowth.
+const INITIAL_CAPACITY: usize = 128;
+
+/// `value` in `encoding`: JSON, or MessagePack with structs as maps of
+/// field names (PROTOCOL.md, "Encodings").
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(INITIAL_CAPACITY);
+    match encoding {
+        Encoding::Json => serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?,
+        Encoding::MessagePack => {
+            rmp_serde::encode::write_named(&mut out, value).map_err(|e| e.to_string())?
+        }
+    }
+    Ok(out)
+}
+
+/// `value` in `encoding`, as the bytes of a frame.
+pub(crate) fn encode_bytes<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+) -> Result<Bytes, String> {
+    encode(encoding, value).map(Bytes::from)
+}
+
+/// Decodes `bytes` (one whole value, nothing after it) in `encoding`. The
+/// error names the field that failed, below `what` (`params.ms: ...`).
+/// Empty input is read as `null` / nil.
+pub(crate) fn decode<T: DeserializeOwned>(
+    encoding: Encoding,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, String> {
+    let bytes = match (bytes.is_empty(), encoding) {
+        (false, _) => bytes,
+        (true, Encoding::Json) => b"null",
+        (true, Encoding::MessagePack) => &[0xc0],
+    };
+    match encoding {
+        Encoding::Json => decode_json(bytes, what),
+        Encoding::MessagePack => decode_msgpack(bytes, what),
+    }
+}
+
+// Each decoder first runs plainly: serde_path_to_error keeps every map
+// key it passes as a String, a cost on each call. Only a failure is
+// decoded again with it, to say where (decoding is deterministic, so the
+// second run fails at the same place).
+
+fn decode_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|plain| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) => at_path(what, e),
+            Ok(_) => format!("{what}: {plain}"),
+        }
+    })
+}
+
+fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    let value = T::deserialize(&mut de).map_err(|plain| {
+        explain_msgpack::<T>(bytes, what).unwrap_or_else(|| {
+            let mut de = rmp_serde::Deserializer::new(bytes);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) => at_path(what, e),
+                Ok(_) => format!("{what}: {plain}"),
+            }
+        })
+    })?;
+    let left = de.get_ref().len();
+    if left != 0 {
+        return Err(format!("{what}: {left} bytes after the value"));
+    }
+    Ok(value)
+}
+
+/// A better message for MessagePack that does not decode into `T`: rmp
+/// names a type mismatch by its marker (`wrong msgpack marker FixStr(1)`),
+/// so read the value as a JSON value and decode that, which says
+/// `invalid type: string "x", expected u64`. `None` when that does not
+/// tell more (the bytes are not a value JSON can hold, or that decode
+/// succeeds where rmp's failed).
+fn explain_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Option<String> {
+    let value: serde_json::Value = rmp_serde::from_slice(bytes).ok()?;
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(_) => None,
+        Err(e) => Some(at_path(what, e)),
+    }
+}
+
+/// `what.field[2].name: message`, or `what: message` at the top.
+fn at_path<E: std::fmt::Display>(what: &str, err: serde_path_to_error::Error<E>) -> String {
+    let path = err.path().to_string();
+    let inner = err.inner();
+    match path.as_str() {
+        "." => format!("{what}: {inner}"),
+        seq if seq.starts_with('[') => format!("{what}{seq}: {inner}"),
+        field => format!("{what}.{field}: {inner}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Inner {
+        name: String,
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Outer {
+        ms: u64,
+        items: Vec<Inner>,
+        map: BTreeMap<String, i8>,
+    }
+
+    fn sample() -> Outer {
+        Outer {
+            ms: u64::MAX,
+            items: vec![Inner {
+                name: "é✓".into()
+            }],
+            map: [("k".to_owned(), -1)].into(),
+        }
+    }
+
+    #[test]
+    fn values_round_trip_in_both_encodings() {
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            let bytes = encode(encoding, &sample()).unwrap();
+            let back: Outer = decode(encoding, &bytes, "params").unwrap();
+            assert_eq!(back, sample(), "{encoding}");
+        }
+    }
+
+    #[test]
+    fn msgpack_structs_are_maps_of_field_names() {
+        let bytes = encode(Encoding::MessagePack, &Inner { name: "a".into() }).unwrap();
+        // fixmap of 1, fixstr "name", fixstr "a".
+        assert_eq!(bytes, b"\x81\xa4name\xa1a");
+    }
+
+    #[test]
+    fn errors_name_the_field_at_any_depth() {
+        let json = br#"{"ms":1,"items":[{"name":5}],"map":{}}"#;
+        let err = decode::<Outer>(Encoding::Json, json, "params").unwrap_err();
+        assert!(
+            err.starts_with("params.items[0].name: invalid type: integer `5`"),
+            "{err}"
+        );
+        let bad_map = br#"{"ms":1,"items":[],"map":{"k":300}}"#;
+        let err = decode::<Outer>(Encoding::Json, bad_map, "params").unwrap_err();
+        assert!(err.starts_with("params.map.k: invalid value"), "{err}");
+        let err = decode::<Vec<u8>>(Encoding::Json, b"[1,\"x\"]", "params").unwrap_err();
+        assert!(err.starts_with("params[1]: invalid type"), "{err}");
+        let err = decode::<u8>(Encoding::Json, b"\"x\"", "params").unwrap_err();
+        assert!(err.starts_with("params: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn msgpack_type_errors_are_told_like_json_ones() {
+        let bytes = encode(Encoding::MessagePack, &("x", 1)).unwrap();
+        let err = decode::<(u8, u8)>(Encoding::MessagePack, &bytes, "params").unwrap_err();
+        assert_eq!(err, "params[0]: invalid type: string \"x\", expected u8");
+        // Not a value JSON holds (binary): rmp's own message.
+        let err = decode::<u8>(Encoding::MessagePack, b"\xc4\x01a", "params").unwrap_err();
+        assert!(err.starts_with("params: "), "{err}");
+    }
+
+    #[test]
+    fn errors_inside_an_enum_variant_name_it_in_both_encodings() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        enum Shape {
+            Rect { w: u32 },
+        }
+        let wrong: BTreeMap<&str, BTreeMap<&str, &str>> = [("Rect", [("w", "x")].into())].into();
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            let bytes = encode(encoding, &wrong).unwrap();
+            let err = decode::<Shape>(encoding, &bytes, "params").unwrap_err();
+            let expected = "params.Rect.w: invalid type: string \"x\", expected u32";
+            assert!(err.starts_with(expected), "{encoding}: {err}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let err = decode::<u8>(Encoding::Json, b"1 2", "params").unwrap_err();
+        assert!(err.contains("trailing characters"), "{err}");
+        let err = decode::<u8>(Encoding::MessagePack, b"\x01\x02", "params").unwrap_err();
+        assert_eq!(err, "params: 1 bytes after the value");
+    }
+
+    #[test]
+    fn empty_input_is_null() {
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            decode::<()>(encoding, b"", "params").unwrap();
+            assert_eq!(decode::<Option<u8>>(encoding, b"", "params"), Ok(None));
+            assert!(decode::<u8>(encoding, b"", "params").is_err());
+        }
+    }
+}

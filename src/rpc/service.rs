@@ -1,0 +1,367 @@
+//! [`Service`]: typed methods and their handlers, as the server's [`Calls`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::codec;
+use super::description::{Description, MethodDescription};
+use super::Method;
+use crate::protocol::{Encoding, MAX_METHOD_LEN, PROTOCOL_VERSION};
+use crate::server::{Calls, ConnectionContext, ServiceError};
+
+/// A handler with its types erased: params bytes in, result bytes out.
+type Erased<S> = Box<
+    dyn Fn(
+            Arc<S>,
+            Encoding,
+            Bytes,
+            ConnectionContext,
+        ) -> BoxFuture<'static, Result<Bytes, ServiceError>>
+        + Send
+        + Sync,
+>;
+
+/// A typed service: a name, a version, shared state `S`, and a handler for
+/// each of its [`Method`]s. It answers the server's CALLs and DESCRIBE
+/// ([`ServerBuilder::calls`](crate::server::ServerBuilder::calls)): it
+/// decodes each CALL's params into the method's request type, runs the
+/// handler, and encodes its response in the CALL's encoding.
+///
+/// ```
+/// use pipesvc::rpc::{Method, Service};
+/// use pipesvc::server::Server;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// const BUMP: Method<u64, u64> = Method::new("bump", "Adds to the counter; returns the new total");
+///
+/// let service = Service::new("counter", "1.0.0", AtomicU64::new(0))
+///     .method(&BUMP, |counter, by: u64, _ctx| async move {
+///         Ok(counter.fetch_add(by, Ordering::Relaxed) + by)
+///     });
+/// let server = Server::builder("counter".parse()?).calls(service).build()?;
+/// # let _ = server;
+/// # Ok::<(), pipesvc::Error>(())
+/// ```
+pub struct Service<S = ()> {
+    name: String,
+    version: String,
+    state: Arc<S>,
+    handlers: HashMap<&'static str, Erased<S>>,
+    /// Each method's entry in the description, in the order they were added.
+    methods: Vec<MethodDescription>,
+    encodings: Vec<Encoding>,
+    /// The DESCRIBE answer, made at the first DESCRIBE.
+    description: OnceLock<Bytes>,
+}
+
+impl<S: Send + Sync + 'static> Service<S> {
+    /// A service called `name`, of version `version` (both shown by
+    /// DESCRIBE), whose handlers share `state`. It offers both encodings,
+    /// MessagePack first.
+    pub fn new(name: impl Into<String>, version: impl Into<String>, state: S) -> Service<S> {
+        Service {
+            name: name.into(),
+            version: version.into(),
+            state: Arc::new(state),
+            handlers: HashMap::new(),
+            methods: Vec::new(),
+            encodings: vec![Encoding::MessagePack, Encoding::Json],
+            description: OnceLock::new(),
+        }
+    }
+
+    /// Answers `method` with `handler`, which gets the service's state, the
+    /// decoded request and the call's [`ConnectionContext`] (deadline,
+    /// metadata, cancellation, the client's identity). The handler's
+    /// future is dropped when the call is cancelled or its deadline passes.
+    ///
+    /// # Panics
+    /// If the service already has a method of that name, or the name is
+    /// empty (that is the byte handler's) or longer than 255 bytes: a
+    /// mistake in the service's definition, found when it is built.
+    pub fn method<Req, Resp, H, Fut>(mut self, method: &Method<Req, Resp>, handler: H) -> Self
+    where
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        Resp: Serialize + JsonSchema + Send + 'static,
+        H: Fn(Arc<S>, Req, ConnectionContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        let name = method.name();
+        assert!(
+            !name.is_empty() && name.len() <= MAX_METHOD_LEN,
+            "method name {name:?}: it must be 1 to {MAX_METHOD_LEN} bytes long"
+        );
+        let erased: Erased<S> = Box::new(move |state, encoding, params, ctx| {
+            match codec::decode::<Req>(encoding, &params, "params") {
+                Ok(request) => handler(state, request, ctx)
+                    .map(move |result| encode_result(name, encoding, result?))
+                    .boxed(),
+                Err(message) => std::future::ready(Err(ServiceError::bad_request(message))).boxed(),
+            }
+        });
+        let previous = self.handlers.insert(name, erased);
+        assert!(previous.is_none(), "method {name:?} is defined twice");
+        self.methods.push(describe::<Req, Resp>(method));
+        self
+    }
+
+    /// The encodings the service accepts, in order of preference (sent in
+    /// the HELLO reply and DESCRIBE). Default: MessagePack, then JSON.
+    ///
+    /// # Panics
+    /// If `encodings` is empty: a typed service needs at least one.
+    pub fn encodings(mut self, encodings: &[Encoding]) -> Self {
+        assert!(
+            !encodings.is_empty(),
+            "a service needs at least one encoding"
+        );
+        self.encodings.clear();
+        for &encoding in encodings {
+            if !self.encodings.contains(&encoding) {
+                self.encodings.push(encoding);
+            }
+        }
+        self
+    }
+
+    /// The service's shared state.
+    pub fn state(&self) -> &Arc<S> {
+        &self.state
+    }
+
+    /// The description DESCRIBE returns.
+    pub fn describe(&self) -> Description {
+        Description {
+            service: self.name.clone(),
+            version: self.version.clone(),
+            protocol: PROTOCOL_VERSION,
+            encodings: self.encodings.iter().map(|e| e.name().to_owned()).collect(),
+            methods: self.methods.clone(),
+        }
+    }
+}
+
+/// The response in the call's encoding; failing that, `handler failed`.
+fn encode_result<Resp: Serialize>(
+    method: &str,
+    encoding: Encoding,
+    response: Resp,
+) -> Result<Bytes, ServiceError> {
+    codec::encode_bytes(encoding, &response)
+        .map_err(|e| ServiceError::new(format!("cannot encode the result of {method}: {e}")))
+}
+
+/// A method's DESCRIBE entry, with the JSON Schemas of its types.
+fn describe<Req: JsonSchema, Resp: JsonSchema>(method: &Method<Req, Resp>) -> MethodDescription {
+    MethodDescription {
+        name: method.name().to_owned(),
+        doc: method.doc().to_owned(),
+        request: SchemaGenerator::default()
+            .into_root_schema_for::<Req>()
+            .to_value(),
+        response: SchemaGenerator::default()
+            .into_root_schema_for::<Resp>()
+            .to_value(),
+    }
+}
+
+impl<S: Send + Sync + 'static> Calls for Service<S> {
+    fn encodings(&self) -> &[Encoding] {
+        &self.encodings
+    }
+
+    fn description(&self) -> Bytes {
+        let make = || {
+            let json = serde_json::to_vec(&self.describe()).expect("a description is JSON");
+            Bytes::from(json)
+        };
+        self.description.get_or_init(make).clone()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        params: Bytes,
+        ctx: ConnectionContext,
+    ) -> BoxFuture<'static, Result<Bytes, ServiceError>> {
+        match self.handlers.get(method) {
+            Some(handler) => handler(self.state.clone(), encoding, params, ctx),
+            None => std::future::ready(Err(ServiceError::unknown_method(method))).boxed(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Service<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let methods: Vec<&str> = self.methods.iter().map(|m| m.name.as_str()).collect();
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("methods", &methods)
+            .field("encodings", &self.encodings)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    struct Sleep {
+        ms: u64,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    enum Slept {
+        Done { ms: u64, trace: Option<String> },
+    }
+
+    const SLEEP: Method<Sleep, Slept> = Method::new("sleep", "Pretends to sleep");
+    const TOTAL: Method<Vec<u32>, u64> = Method::new("total", "The sum");
+    const ENCODINGS: [Encoding; 2] = [Encoding::Json, Encoding::MessagePack];
+
+    fn service() -> Service<u64> {
+        Service::new("test", "1.2.3", 7)
+            .method(&SLEEP, |_, sleep: Sleep, ctx| async move {
+                let trace = ctx.metadata("trace").map(str::to_owned);
+                Ok(Slept::Done {
+                    ms: sleep.ms,
+                    trace,
+                })
+            })
+            .method(&TOTAL, |base, items: Vec<u32>, _| async move {
+                Ok(items.iter().map(|&n| u64::from(n)).sum::<u64>() + *base)
+            })
+    }
+
+    async fn call(
+        service: &Service<u64>,
+        method: &str,
+        encoding: Encoding,
+        params: Vec<u8>,
+    ) -> Result<Bytes, ServiceError> {
+        let metadata = vec![("trace".to_owned(), "ab".to_owned())];
+        let ctx = ConnectionContext::for_tests(method, metadata);
+        service.call(method, encoding, params.into(), ctx).await
+    }
+
+    #[tokio::test]
+    async fn calls_round_trip_in_both_encodings() {
+        let service = service();
+        for encoding in ENCODINGS {
+            let params = codec::encode(encoding, &Sleep { ms: u64::MAX }).unwrap();
+            let result = call(&service, "sleep", encoding, params).await.unwrap();
+            let slept: Slept = codec::decode(encoding, &result, "result").unwrap();
+            let trace = Some("ab".to_owned());
+            assert_eq!(
+                slept,
+                Slept::Done {
+                    ms: u64::MAX,
+                    trace
+                },
+                "{encoding}"
+            );
+            let params = codec::encode(encoding, &[1u32, 2, 3]).unwrap();
+            let result = call(&service, "total", encoding, params).await.unwrap();
+            assert_eq!(codec::decode::<u64>(encoding, &result, "result"), Ok(13));
+        }
+    }
+
+    #[tokio::test]
+    async fn results_come_in_the_calls_encoding() {
+        let service = service();
+        let json = call(&service, "total", Encoding::Json, b"[1]".to_vec()).await;
+        assert_eq!(json.unwrap(), "8");
+        let msgpack = call(&service, "total", Encoding::MessagePack, vec![0x91, 0x01]).await;
+        assert_eq!(msgpack.unwrap().as_ref(), [0x08]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_method_is_named() {
+        let err = call(&service(), "nap", Encoding::Json, b"{}".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UNKNOWN_METHOD);
+        assert!(err.message().contains("\"nap\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_params_name_the_field_in_both_encodings() {
+        let service = service();
+        for encoding in ENCODINGS {
+            #[derive(Serialize)]
+            struct Wrong {
+                ms: &'static str,
+            }
+            let params = codec::encode(encoding, &Wrong { ms: "x" }).unwrap();
+            let err = call(&service, "sleep", encoding, params).await.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::BAD_REQUEST, "{encoding}");
+            let expected = "params.ms: invalid type: string \"x\", expected u64";
+            assert!(err.message().starts_with(expected), "{encoding}: {err}");
+        }
+        let err = call(&service, "sleep", Encoding::Json, b"{".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BAD_REQUEST);
+        let err = call(&service, "sleep", Encoding::Json, b"{}".to_vec())
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("missing field `ms`"), "{err}");
+    }
+
+    #[test]
+    fn the_description_has_every_method_with_both_schemas() {
+        let service = service().encodings(&[Encoding::Json]);
+        let description: Description = serde_json::from_slice(&service.description()).unwrap();
+        assert_eq!(
+            (description.service.as_str(), description.version.as_str()),
+            ("test", "1.2.3")
+        );
+        assert_eq!(description.protocol, 2);
+        assert_eq!(description.encodings, ["json"]);
+        let sleep = description.method("sleep").unwrap();
+        assert_eq!(sleep.doc, "Pretends to sleep");
+        assert_eq!(sleep.request["type"], "object");
+        assert_eq!(sleep.request["required"][0], "ms");
+        assert_eq!(sleep.request["properties"]["ms"]["type"], "integer");
+        let done = &sleep.response["oneOf"][0];
+        assert_eq!(done["required"][0], "Done", "{}", sleep.response);
+        let total = description.method("total").unwrap();
+        assert_eq!(total.request["type"], "array");
+        assert_eq!(total.response["type"], "integer");
+        assert_eq!(description.methods.len(), 2);
+        // Made once: the same bytes, not a new rendering.
+        assert_eq!(
+            service.description().as_ptr(),
+            service.description().as_ptr()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "method \"sleep\" is defined twice")]
+    fn a_method_defined_twice_panics() {
+        let _ = service().method(&SLEEP, |_, _, _| async {
+            Ok(Slept::Done { ms: 0, trace: None })
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "1 to 255 bytes")]
+    fn an_empty_method_name_panics() {
+        const EMPTY: Method<(), ()> = Method::new("", "");
+        let _ = Service::new("t", "", ()).method(&EMPTY, |_, (), _| async { Ok(()) });
+    }
+}

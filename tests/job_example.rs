@@ -1,0 +1,80 @@
+//! `examples/job_service.rs` and `examples/job_client.rs` run a job end to
+//! end: submit, list, status, cancel, and an unknown job.
+
+// Both examples include their shared `job_api`, as two programs would.
+#![allow(clippy::duplicate_mod)]
+
+mod common;
+
+#[path = "../examples/job_client.rs"]
+mod job_client;
+#[path = "../examples/job_service.rs"]
+mod job_service;
+
+use std::time::Duration;
+
+use common::{guard, unique_endpoint, TestServer};
+use job_service::job_api::{Job, State, CANCEL, LIST, STATUS, SUBMIT};
+use pipesvc::server::Server;
+use pipesvc::Client;
+
+/// Runs the client's command line `words`.
+async fn run(client: &Client, words: &str) -> pipesvc::Result<String> {
+    let args: Vec<String> = words.split(' ').map(str::to_owned).collect();
+    job_client::run(client, &args).await
+}
+
+/// Asks for job `id` until it is no longer running (each step is a timer
+/// in the service; the test only waits for the state it reports).
+async fn until_done(client: &Client, id: u64) -> Job {
+    loop {
+        let job = client.call(&STATUS, &id).await.expect("status");
+        if !matches!(job.state, State::Running { .. }) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_job_client_drives_the_job_service() {
+    let endpoint = unique_endpoint("jobs");
+    let server = Server::builder(endpoint.clone())
+        .calls(job_service::service())
+        .bind();
+    let server = TestServer::start(server.expect("bind the job service"));
+    guard(async {
+        let client = Client::connect(&endpoint).await.expect("connect");
+        assert_eq!(run(&client, "submit short 2").await.unwrap(), "job 1");
+        assert_eq!(run(&client, "submit long 100000").await.unwrap(), "job 2");
+        let listed = run(&client, "list").await.unwrap();
+        assert!(
+            listed.contains("short") && listed.contains("long"),
+            "{listed}"
+        );
+        assert_eq!(until_done(&client, 1).await.state, State::Finished);
+        let cancelled = run(&client, "cancel 2").await.unwrap();
+        assert!(cancelled.contains("Cancelled"), "{cancelled}");
+        let jobs = client.call(&LIST, &()).await.unwrap();
+        let states: Vec<_> = jobs.iter().map(|job| (job.id, job.state.clone())).collect();
+        assert_eq!(states, [(1, State::Finished), (2, State::Cancelled)]);
+        // A finished job stays finished when cancelled.
+        assert_eq!(
+            client.call(&CANCEL, &1).await.unwrap().state,
+            State::Finished
+        );
+        let err = run(&client, "status 9").await.unwrap_err();
+        assert_eq!(err.code().map(|c| c.0), Some(1404), "{err}");
+        assert!(run(&client, "frobnicate").await.is_err());
+        let submitted = client.call(
+            &SUBMIT,
+            &job_service::job_api::Submit {
+                name: "x".into(),
+                steps: 0,
+            },
+        );
+        assert_eq!(submitted.await.unwrap(), 3);
+    })
+    .await;
+    server.stop().await.expect("stop");
+}
