@@ -77,6 +77,10 @@ impl Routes {
                 self.writer
                     .queue(Frame::new(Kind::Pong, frame.id, frame.payload));
             }
+            // TEMPORARY (srv branch, until the lead's client lands): the
+            // server's HELLO reply to this client's version 2 HELLO,
+            // which the client does not wait for yet, is skipped.
+            Kind::Hello if frame.id == 0 && frame.payload.get(4..6) == Some(&[2, 0][..]) => {}
             Kind::Hello
             | Kind::Request
             | Kind::Status

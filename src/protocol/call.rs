@@ -194,7 +194,10 @@ impl CallHeader {
     /// Splits a CALL payload into its header and its params (which share
     /// the payload's memory).
     pub fn decode(payload: &Bytes) -> Result<(CallHeader, Bytes), CallError> {
-        let mut reader = Reader { buf: payload, at: 0 };
+        let mut reader = Reader {
+            buf: payload,
+            at: 0,
+        };
         let encoding = reader.u8("encoding")?;
         let method_len = reader.u8("method length")? as usize;
         let method = reader.text(method_len, "method")?;
@@ -312,7 +315,11 @@ mod tests {
 
     #[test]
     fn a_timeout_is_rounded_up_to_a_millisecond_and_capped() {
-        let ms = |t| CallHeader::new("m", Encoding::Json).with_timeout(t).timeout_ms();
+        let ms = |t| {
+            CallHeader::new("m", Encoding::Json)
+                .with_timeout(t)
+                .timeout_ms()
+        };
         assert_eq!(ms(None), 0);
         assert_eq!(ms(Some(Duration::from_micros(1))), 1);
         assert_eq!(ms(Some(Duration::from_micros(1001))), 2);
@@ -326,8 +333,8 @@ mod tests {
             long.encode_with(b""),
             Err(CallError::TooLong { what: "method", .. })
         ));
-        let many = CallHeader::new("m", Encoding::Json)
-            .with_metadata(vec![("k".into(), "v".into()); 256]);
+        let many =
+            CallHeader::new("m", Encoding::Json).with_metadata(vec![("k".into(), "v".into()); 256]);
         assert!(many.encode_with(b"").is_err());
         assert_eq!(Encoding::from_name("msgpack"), Some(Encoding::MessagePack));
         assert_eq!(Encoding::from_u8(3), None);

@@ -497,7 +497,10 @@ mod tests {
         let v1 = FrameCodec::default();
         for kind in [0, 10, 11, 12, 200] {
             let err = v1.clone().decode(&mut frame(kind)).unwrap_err();
-            assert!(matches!(err, CodecError::UnknownKind(k) if k == kind), "{err}");
+            assert!(
+                matches!(err, CodecError::UnknownKind(k) if k == kind),
+                "{err}"
+            );
         }
         let v2 = FrameCodec::default().with_version(2);
         assert_eq!(v2.version(), 2);

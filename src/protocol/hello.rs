@@ -178,11 +178,17 @@ impl HelloReply {
     /// The reply for a connection of `version`, offering `encodings`, from a
     /// server that accepts the client kinds this crate defines for it.
     pub fn new(version: u16, encodings: &[Encoding]) -> HelloReply {
-        let kinds = [Kind::Hello, Kind::Request, Kind::Notify, Kind::Ping, Kind::Status]
-            .into_iter()
-            .chain([Kind::Call, Kind::Cancel, Kind::Describe])
-            .map(Kind::to_u8)
-            .collect();
+        let kinds = [
+            Kind::Hello,
+            Kind::Request,
+            Kind::Notify,
+            Kind::Ping,
+            Kind::Status,
+        ]
+        .into_iter()
+        .chain([Kind::Call, Kind::Cancel, Kind::Describe])
+        .map(Kind::to_u8)
+        .collect();
         HelloReply {
             version,
             encodings: encodings.iter().map(|e| e.to_u8()).collect(),
@@ -195,7 +201,10 @@ impl HelloReply {
         let mut buf = BytesMut::with_capacity(6 + 6 + self.encodings.len() + self.kinds.len());
         buf.put_slice(&MAGIC);
         buf.put_u16_le(self.version);
-        for (tag, value) in [(FIELD_ENCODINGS, &self.encodings), (FIELD_KINDS, &self.kinds)] {
+        for (tag, value) in [
+            (FIELD_ENCODINGS, &self.encodings),
+            (FIELD_KINDS, &self.kinds),
+        ] {
             buf.put_u8(tag);
             buf.put_u16_le(value.len() as u16);
             buf.put_slice(value);
@@ -208,7 +217,9 @@ impl HelloReply {
     pub fn decode(payload: &[u8]) -> Result<HelloReply, HelloError> {
         let version = check_magic(payload)?;
         if version < 2 {
-            return Err(HelloError::Malformed("a HELLO reply names version 2 or later"));
+            return Err(HelloError::Malformed(
+                "a HELLO reply names version 2 or later",
+            ));
         }
         let mut reply = HelloReply {
             version,

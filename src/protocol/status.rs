@@ -181,7 +181,10 @@ mod tests {
     #[test]
     fn refuses_short_or_unknown_formats_and_ignores_appended_bytes() {
         let bytes = sample().encode();
-        assert_eq!(Status::decode(&bytes[..bytes.len() - APPENDED_LEN - 1]), None);
+        assert_eq!(
+            Status::decode(&bytes[..bytes.len() - APPENDED_LEN - 1]),
+            None
+        );
         assert_eq!(Status::decode(&bytes[..FIXED_LEN - 1]), None);
         let mut other = bytes.to_vec();
         other[0] = 2;
