@@ -569,11 +569,8 @@ fn cancel<S: ServerIo, F: Future<Output = (u32, Frame)>>(
         return;
     }
     wire.tally.requests += 1;
-    wire.push(Frame::error(
-        id,
-        ErrorCode::CANCELLED,
-        "cancelled by the client",
-    ));
+    // The text of PROTOCOL.md's example exchange.
+    wire.push(Frame::error(id, ErrorCode::CANCELLED, "cancelled"));
 }
 
 /// The HELLO reply of a protocol 2 connection: the encodings the service's
