@@ -179,13 +179,13 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
             .max_frame_len(max)
             .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
     };
-    let err = builder(22).bind().unwrap_err().to_string();
+    let err = builder(25).bind().unwrap_err().to_string();
     assert!(
-        err.contains("max_frame_len: must be at least 23, not 22"),
+        err.contains("max_frame_len: must be at least 26, not 25"),
         "{err}"
     );
     // The smallest limit that fits works end to end.
-    let serving = TestServer::start(builder(23).bind().unwrap());
+    let serving = TestServer::start(builder(26).bind().unwrap());
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("").await.unwrap(), "");
     guard(serving.stop()).await.expect("serve");
@@ -234,10 +234,11 @@ async fn protocol_violations_get_their_documented_codes() {
     raw.send(Frame::request(1, "too early")).await;
     raw.expect_error(0, ErrorCode::UNEXPECTED_FRAME).await;
 
-    // A HELLO with a version the server does not speak.
+    // A HELLO with a version the server does not speak (0: it speaks
+    // every version from 1 up, taking a later one as 2).
     let mut raw = RawClient::over(memory());
     raw.recv().await.unwrap();
-    raw.send(Frame::new(Kind::Hello, 0, &b"PSVC\x02\x00"[..]))
+    raw.send(Frame::new(Kind::Hello, 0, &b"PSVC\x00\x00"[..]))
         .await;
     raw.expect_error(0, ErrorCode::UNSUPPORTED_VERSION).await;
 
@@ -319,7 +320,7 @@ async fn random_garbage_gets_an_error_and_leaves_others_alone() {
     assert_eq!(bystander.recv().await.unwrap().kind, Kind::Hello);
     let mut opening = bytes::BytesMut::new();
     let mut codec = pipesvc::protocol::FrameCodec::default();
-    let hello = pipesvc::protocol::ClientHello::new().encode();
+    let hello = pipesvc::protocol::ClientHello::with_version(1).encode();
     tokio_util::codec::Encoder::encode(&mut codec, Frame::new(Kind::Hello, 0, hello), &mut opening)
         .unwrap();
     tokio_util::codec::Encoder::encode(&mut codec, Frame::request(1, "hold"), &mut opening)

@@ -58,9 +58,10 @@ async fn every_bad_server_setting_fails_bind_by_name() {
         (
             "max_frame_len",
             |b| b.max_frame_len(5),
-            "at least 23, not 5",
+            "at least 26, not 5",
         ),
-        ("max_frame_len", |b| b.max_frame_len(22), "HELLO"),
+        // The HELLO reply (protocol 2) is 26 bytes with no encodings.
+        ("max_frame_len", |b| b.max_frame_len(25), "HELLO reply"),
         (
             "handshake_timeout",
             |b| b.handshake_timeout(Duration::ZERO),
@@ -135,7 +136,8 @@ async fn the_edges_of_each_range_are_accepted_as_given() {
         .max_in_flight(1)
         .max_output_bytes(1)
         .input_budget(1)
-        .max_frame_len(16)
+        // The HELLO reply's 26 bytes (the HELLO with no name is 16).
+        .max_frame_len(26)
         .shutdown_timeout(Duration::ZERO)
         .backlog(1)
         .max_instances(254)
@@ -215,7 +217,9 @@ async fn every_bad_client_setting_fails_connect_by_name() {
     let options = ClientOptions::new()
         .close_timeout(Duration::ZERO)
         .request_timeout(None)
-        .max_frame_len(16 + "pipesvc".len() as u32);
+        // The server's HELLO reply (protocol 2), 26 bytes, is larger than
+        // its HELLO (16 + "pipesvc").
+        .max_frame_len(26);
     let client = Client::connect_with(&endpoint, options).await.unwrap();
     assert_eq!(client.request("x").await.unwrap(), "x");
     client.close().await;

@@ -12,7 +12,9 @@ use std::fs;
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
-use pipesvc::protocol::{ClientHello, ErrorCode, Frame, FrameCodec, Kind, ServerHello};
+use pipesvc::protocol::{
+    CallHeader, ClientHello, Encoding, ErrorCode, Frame, FrameCodec, Kind, ServerHello,
+};
 use tokio_util::codec::Encoder;
 
 fn wire(frames: &[Frame]) -> Vec<u8> {
@@ -95,14 +97,34 @@ fn main() {
         ("nonzero-flags", raw(8, 2, 1, 1, b"hi")),
     ];
 
-    // decode: control byte = max-length index (low 3 bits) | split mode << 3.
+    // decode: control byte = max-length index (low 3 bits) | split mode << 3
+    // (4 bits) | version 2 << 7.
     // 0x0e = 1 KiB maximum, 1-byte reads; 0x0f = 64 KiB, 1-byte reads;
     // 0x17 = 64 KiB, 2-byte reads; 0x1b = 16 bytes, 3-byte reads;
-    // 0x1e = 1 KiB, 3-byte reads; 0xff = 64 KiB, pseudo-random reads.
+    // 0x1e = 1 KiB, 3-byte reads; 0x7f = 64 KiB, pseudo-random reads;
+    // 0x8f / 0xff = the same as 0x0f / 0x7f, decoding version 2's kinds.
     for (name, frame) in &one_of_each {
         write("decode", name, 0x0f, &wire(std::slice::from_ref(frame)));
     }
-    write("decode", "exchange", 0xff, &exchange);
+    write("decode", "exchange", 0x7f, &exchange);
+    let call = |id, method: &str, timeout_ms: u64, params: &[u8]| {
+        let timeout = (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
+        let header = CallHeader::new(method, Encoding::Json).with_timeout(timeout);
+        Frame::new(Kind::Call, id, header.encode_with(params).expect("a CALL"))
+    };
+    let empty = |kind, id| Frame::new(kind, id, Bytes::new());
+    // PROTOCOL.md's version 2 frames, and kinds unknown to it.
+    let v2 = wire(&[
+        call(1, "echo", 5000, b"{\"a\":1}"),
+        empty(Kind::Cancel, 2),
+        empty(Kind::Describe, 3),
+    ]);
+    let mut v2_unknown = v2.clone();
+    v2_unknown.extend(raw(6, 200, 0, 4, b""));
+    v2_unknown.extend(raw(7, 0, 0, 0, b"z"));
+    write("decode", "v2-kinds", 0x8f, &v2_unknown);
+    write("decode", "v2-kinds-random-reads", 0xff, &v2_unknown);
+    write("decode", "v2-kinds-as-v1", 0x0f, &v2);
     write("decode", "exchange-split-3", 0x1e, &exchange);
     write(
         "decode",
@@ -124,7 +146,8 @@ fn main() {
     write("decode", "truncated", 0x17, &truncated);
 
     // server: control bit 0 = the harness sends a valid HELLO first;
-    // bits 1-3 = write size (0 = all at once, 1 = 1 byte at a time).
+    // bits 1-3 = write size (0 = all at once, 1 = 1 byte at a time);
+    // bit 4 = that HELLO names version 2.
     let request = |id, payload: &'static [u8]| Frame::request(id, Bytes::from_static(payload));
     let session = wire(&[
         request(1, b"hello"),
@@ -206,6 +229,26 @@ fn main() {
         pipelined.extend(wire(&[Frame::request(id, format!("Y{id}").into_bytes())]));
     }
     write("server", "pipelined", 0x01, &pipelined);
+    let v2_session = {
+        let mut bytes = wire(&[
+            call(1, "", 0, b"hello"),
+            call(2, "", 1, b"Yield, then maybe too late"),
+            call(3, "no.such.method", 0, b"{}"),
+            Frame::new(Kind::Call, 4, Bytes::from_static(b"\x01\x09cut")),
+            request(5, b"Yield"),
+            empty(Kind::Cancel, 5),
+            empty(Kind::Cancel, 77),
+            empty(Kind::Describe, 6),
+            Frame::new(Kind::Ping, 7, Bytes::from_static(b"p")),
+        ]);
+        bytes.extend(raw(6, 200, 0, 8, b""));
+        bytes.extend(raw(6, 200, 0, 0, b""));
+        bytes
+    };
+    write("server", "v2-session", 0x11, &v2_session);
+    write("server", "v2-session-bytewise", 0x13, &v2_session);
+    write("server", "v2-kinds-from-v1", 0x01, &v2_session);
+    write("server", "v2-cancel-id-0", 0x11, &wire(&[empty(Kind::Cancel, 0)]));
     println!(
         "seed corpus written under {}/corpus",
         env!("CARGO_MANIFEST_DIR")

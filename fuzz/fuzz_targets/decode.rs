@@ -1,9 +1,12 @@
 //! Fuzzes `FrameCodec`'s decoder with arbitrary bytes.
 //!
 //! Input: one control byte, then the byte stream. The control byte picks the
-//! codec's maximum frame length (low 3 bits) and how the stream is split
-//! into reads (the other 5 bits). The stream is decoded twice, as one read
-//! and split, and checked against a model of PROTOCOL.md's frame layout:
+//! codec's maximum frame length (low 3 bits), how the stream is split into
+//! reads (bits 3-6) and the protocol version whose kinds are decoded (bit
+//! 7: version 2, where a kind byte the codec does not know is a
+//! `Kind::Unknown` frame; in version 1 it is an error, kinds 10-12 too).
+//! The stream is decoded twice, as one read and split, and checked against
+//! a model of PROTOCOL.md's frame layout:
 //!
 //! - `decode` never panics, and returns what the model predicts: a frame, an
 //!   error of the right kind, or "need more data";
@@ -29,11 +32,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max = MAX_FRAME_LENS[usize::from(control & 7)];
-    let whole = decode_all(max, stream, &mut std::iter::repeat(usize::MAX));
-    let split = match control >> 3 {
+    let version = if control & 0x80 != 0 { 2 } else { 1 };
+    let codec = Codec { max, version };
+    let whole = decode_all(codec, stream, &mut std::iter::repeat(usize::MAX));
+    let split = match (control >> 3) & 0x0f {
         0 => return,
-        // Fixed-size reads of 1 to 16 bytes.
-        n @ 1..=16 => decode_all(max, stream, &mut std::iter::repeat(usize::from(n))),
+        // Fixed-size reads of 1 to 12 bytes.
+        n @ 1..=12 => decode_all(codec, stream, &mut std::iter::repeat(usize::from(n))),
         // Reads sized by a small pseudo-random sequence.
         n => {
             let mut state = u32::from(n).wrapping_mul(2_654_435_761);
@@ -43,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
                 state ^= state << 5;
                 Some(1 + (state % 37) as usize)
             });
-            decode_all(max, stream, &mut sizes)
+            decode_all(codec, stream, &mut sizes)
         }
     };
     assert_eq!(
@@ -51,6 +56,13 @@ fuzz_target!(|data: &[u8]| {
         "splitting the stream into reads changed the result"
     );
 });
+
+/// The codec under test: its maximum frame length and protocol version.
+#[derive(Clone, Copy, Debug)]
+struct Codec {
+    max: u32,
+    version: u16,
+}
 
 /// Everything decoding one stream produced.
 #[derive(Debug, PartialEq)]
@@ -67,8 +79,8 @@ struct Outcome {
 /// Decodes `stream`, appended to the buffer in reads of the given sizes,
 /// as `FramedRead` would: decode until it needs more, then read more; stop
 /// at the first error.
-fn decode_all(max: u32, stream: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Outcome {
-    let mut codec = FrameCodec::new(max);
+fn decode_all(under: Codec, stream: &[u8], sizes: &mut dyn Iterator<Item = usize>) -> Outcome {
+    let mut codec = FrameCodec::new(under.max).with_version(under.version);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     let mut rest = stream;
@@ -78,7 +90,7 @@ fn decode_all(max: u32, stream: &[u8], sizes: &mut dyn Iterator<Item = usize>) -
         buf.extend_from_slice(read);
         rest = tail;
         loop {
-            match decode_checked(&mut codec, &mut buf, max) {
+            match decode_checked(&mut codec, &mut buf, under) {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break,
                 Err(e) => {
@@ -120,7 +132,7 @@ enum Expected {
 }
 
 /// The model: PROTOCOL.md's frame layout, written independently of the codec.
-fn expect(buf: &[u8], max: u32) -> Expected {
+fn expect(buf: &[u8], max: u32, version: u16) -> Expected {
     if buf.len() < 4 {
         return Expected::More;
     }
@@ -135,8 +147,13 @@ fn expect(buf: &[u8], max: u32) -> Expected {
         return Expected::More;
     }
     let (kind, flags) = (buf[4], buf[5]);
-    // Kinds 1 to 8, and 9 (STATUS) since revision 1.1.
-    if !(1..=9).contains(&kind) || flags != 0 {
+    // Kinds 1 to 8, and 9 (STATUS) since revision 1.1; in version 2 also
+    // 10 to 12, and any other byte is a frame of an unknown kind.
+    let known = match version {
+        1 => (1..=9).contains(&kind),
+        _ => true,
+    };
+    if !known || flags != 0 {
         return Expected::BadHeader { kind, flags };
     }
     let total = 4 + length as usize;
@@ -150,9 +167,10 @@ fn expect(buf: &[u8], max: u32) -> Expected {
 fn decode_checked(
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
-    max: u32,
+    under: Codec,
 ) -> Result<Option<Frame>, CodecError> {
-    let expected = expect(buf, max);
+    let max = under.max;
+    let expected = expect(buf, max, under.version);
     let (len_before, capacity_before) = (buf.len(), buf.capacity());
     let result = codec.decode(buf);
     match (&result, expected) {
@@ -168,6 +186,13 @@ fn decode_checked(
                 "decode consumed the wrong number of bytes"
             );
             assert_eq!(frame.wire_len(), wire.len());
+            // The kind byte as sent: known kinds by name, from version 2
+            // every other byte as `Kind::Unknown`.
+            let byte = wire[4];
+            assert_eq!(frame.kind.to_u8(), byte);
+            let unknown = Kind::from_u8(byte).is_none()
+                || byte > Kind::last_of_version(under.version);
+            assert_eq!(matches!(frame.kind, Kind::Unknown(_)), unknown, "{frame:?}");
             let mut reencoded = BytesMut::new();
             codec
                 .encode(frame.clone(), &mut reencoded)
@@ -194,7 +219,8 @@ fn decode_checked(
         }
         (Err(CodecError::UnknownKind(k)), Expected::BadHeader { kind, .. }) => {
             assert_eq!(*k, kind);
-            assert!(Kind::from_u8(kind).is_none());
+            assert_eq!(under.version, 1, "version 2 decodes every kind byte");
+            assert!(!(1..=9).contains(&kind), "kind {kind} is a version 1 kind");
         }
         (Err(CodecError::NonZeroFlags(f)), Expected::BadHeader { flags, .. }) => {
             assert_eq!(*f, flags);

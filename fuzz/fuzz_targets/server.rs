@@ -7,12 +7,15 @@
 //! stream; the socket-only half-close probe is not fuzzed).
 //! Input: one control byte, then the bytes a client sends. Bit 0 of the
 //! control byte: send a valid client HELLO before the input; bits 1-3: how
-//! the bytes are split into writes. The client then shuts down its write
+//! the bytes are split into writes; bit 4: that HELLO names version 2
+//! (else 1), so that CALL, CANCEL, DESCRIBE and unknown kinds are served
+//! (the HELLO reply must then follow the server's HELLO). The client then shuts down its write
 //! side and reads until the server closes; more than 2 s is a hang (panic).
 //!
 //! Checked: every byte the server sends decodes with `FrameCodec` under its
-//! announced maximum; the first frame is a valid HELLO; only RESPONSE,
-//! ERROR, NOTIFY, GOODBYE and PONG follow; every answer matches something
+//! announced maximum; the first frame is a valid HELLO (then, on a
+//! version 2 connection, the HELLO reply); only RESPONSE, ERROR, NOTIFY,
+//! GOODBYE and PONG follow; every answer matches something
 //! the client sent (right id, payload and kind); and a model of PROTOCOL.md
 //! (fed the same bytes) predicts how the connection ends: which ERROR it
 //! ends with, or that every request and PING was answered. After each input
@@ -30,7 +33,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use pipesvc::protocol::{
-    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello, ServiceCode, Status,
+    negotiate, CallHeader, ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply,
+    Kind, ServerHello, ServiceCode, Status,
 };
 use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError, HANDSHAKE_MAX_FRAME_LEN};
 use pipesvc::transport::{memory, PeerInfo};
@@ -116,11 +120,11 @@ fn error_answer(payload: &[u8]) -> Option<ErrorCode> {
     }
 }
 
-fn client_hello() -> Bytes {
+fn client_hello(version: u16) -> Bytes {
     let mut wire = BytesMut::new();
     FrameCodec::new(MAX_FRAME_LEN)
         .encode(
-            Frame::new(Kind::Hello, 0, ClientHello::new().encode()),
+            Frame::new(Kind::Hello, 0, ClientHello::with_version(version).encode()),
             &mut wire,
         )
         .expect("encode HELLO");
@@ -134,7 +138,8 @@ fuzz_target!(|data: &[u8]| {
     let fixture = fixture();
     let mut sent = Vec::with_capacity(rest.len() + 16);
     if control & 1 == 1 {
-        sent.extend_from_slice(&client_hello());
+        let version = if control & 0x10 != 0 { 2 } else { 1 };
+        sent.extend_from_slice(&client_hello(version));
     }
     sent.extend_from_slice(rest);
     let write_size = [usize::MAX, 1, 2, 3, 7, 10, 64, 500][usize::from((control >> 1) & 7)];
@@ -154,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
         .fetch_add(1, Ordering::Relaxed)
         .is_multiple_of(LIVENESS_EVERY)
     {
-        let mut hello = client_hello().to_vec();
+        let mut hello = client_hello(1).to_vec();
         let mut wire = BytesMut::new();
         FrameCodec::new(MAX_FRAME_LEN)
             .encode(Frame::request(7, Bytes::from_static(b"alive?")), &mut wire)
@@ -253,6 +258,18 @@ struct Model {
     pings: Vec<(u32, Bytes)>,
     /// Ids of the STATUS requests the server reads.
     statuses: Vec<u32>,
+    /// Ids of the DESCRIBE requests the server reads (protocol 2).
+    describes: Vec<u32>,
+    /// Frames the server answers at once with an ERROR of this code and id
+    /// (protocol 2: a CALL it cannot start, a kind it does not know).
+    refused: Vec<(u32, ErrorCode)>,
+    /// Ids the client sent CANCEL for: a request of such an id may be
+    /// answered ERROR `cancelled` instead (if the CANCEL found it running).
+    cancelled: Vec<u32>,
+    /// Ids of CALLs with a deadline: they may be answered ERROR `timed out`.
+    deadlines: Vec<u32>,
+    /// The connection's version, if the handshake got that far.
+    version: Option<u16>,
     end: End,
     /// A REQUEST reused an id that may still be in flight: whether the
     /// server sees it as a duplicate depends on timing.
@@ -268,6 +285,11 @@ fn model(sent: &[u8]) -> Model {
         requests: Vec::new(),
         pings: Vec::new(),
         statuses: Vec::new(),
+        describes: Vec::new(),
+        refused: Vec::new(),
+        cancelled: Vec::new(),
+        deadlines: Vec::new(),
+        version: None,
         end: End::Silent,
         racy: false,
     };
@@ -286,24 +308,41 @@ fn model(sent: &[u8]) -> Model {
             if frame.kind != Kind::Hello {
                 break End::Error(ErrorCode::UNEXPECTED_FRAME);
             }
-            if let Err(e) = ClientHello::decode(&frame.payload) {
-                break End::Error(e.code());
-            }
+            let hello = match ClientHello::decode(&frame.payload) {
+                Ok(hello) => hello,
+                Err(e) => break End::Error(e.code()),
+            };
             handshaken = true;
-            codec = FrameCodec::new(MAX_FRAME_LEN);
+            let version = negotiate(hello.version);
+            model.version = Some(version);
+            codec = FrameCodec::new(MAX_FRAME_LEN).with_version(version);
             continue;
         }
-        if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
-            // PROTOCOL.md: a REQUEST, PING or STATUS needs an id other than 0.
+        let needs_id = matches!(
+            frame.kind,
+            Kind::Request | Kind::Ping | Kind::Status | Kind::Call | Kind::Cancel | Kind::Describe
+        );
+        if frame.id == 0 && needs_id {
+            // PROTOCOL.md: these need an id other than 0.
             break End::Error(ErrorCode::MALFORMED_FRAME);
         }
         match frame.kind {
-            Kind::Request => {
-                if model.requests.iter().any(|(id, _)| *id == frame.id) {
-                    model.racy = true;
+            Kind::Request => model.request(frame.id, frame.payload),
+            Kind::Call => match CallHeader::decode(&frame.payload) {
+                Ok((header, params)) if header.method.is_empty() => {
+                    if header.timeout.is_some() {
+                        model.deadlines.push(frame.id);
+                    }
+                    model.request(frame.id, params);
                 }
-                model.requests.push((frame.id, frame.payload));
-            }
+                // The fuzzed server has no typed methods.
+                Ok(_) => model.refuse(frame.id, ErrorCode::UNKNOWN_METHOD),
+                Err(_) => model.refuse(frame.id, ErrorCode::BAD_REQUEST),
+            },
+            Kind::Cancel => model.cancelled.push(frame.id),
+            Kind::Describe => model.describes.push(frame.id),
+            Kind::Unknown(_) if frame.id == 0 => {}
+            Kind::Unknown(_) => model.refuse(frame.id, ErrorCode::UNKNOWN_KIND),
             Kind::Ping => model.pings.push((frame.id, frame.payload)),
             Kind::Status => model.statuses.push(frame.id),
             Kind::Notify => {}
@@ -311,6 +350,32 @@ fn model(sent: &[u8]) -> Model {
         }
     };
     model
+}
+
+impl Model {
+    /// A request for the byte handler (a REQUEST, or a CALL of the empty
+    /// method): an id reused may still be in flight, which makes a
+    /// duplicate-id close a matter of timing.
+    fn request(&mut self, id: u32, payload: Bytes) {
+        if self.uses(id) {
+            self.racy = true;
+        }
+        self.requests.push((id, payload));
+    }
+
+    /// A frame answered at once with ERROR `code`; a duplicate id if a
+    /// request of that id may be in flight.
+    fn refuse(&mut self, id: u32, code: ErrorCode) {
+        if self.uses(id) {
+            self.racy = true;
+        }
+        self.refused.push((id, code));
+    }
+
+    fn uses(&self, id: u32) -> bool {
+        self.requests.iter().any(|(used, _)| *used == id)
+            || self.refused.iter().any(|(used, _)| *used == id)
+    }
 }
 
 /// Checks what the server sent against the rules and the model.
@@ -325,6 +390,18 @@ fn check(sent: &[u8], received: &[u8]) {
     assert_eq!(first.kind, Kind::Hello, "{}", context());
     let hello = ServerHello::decode(&first.payload).expect("a valid server HELLO");
     assert_eq!((hello.version, hello.max_frame_len), (1, MAX_FRAME_LEN));
+    let rest = match model.version {
+        Some(version) if version >= 2 => {
+            let (reply, rest) = rest
+                .split_first()
+                .unwrap_or_else(|| panic!("no HELLO reply\n{}", context()));
+            assert_eq!((reply.kind, reply.id), (Kind::Hello, 0), "{}", context());
+            let reply = HelloReply::decode(&reply.payload).expect("a valid HELLO reply");
+            assert_eq!(reply, HelloReply::new(2, &[]), "{}", context());
+            rest
+        }
+        _ => rest,
+    };
 
     // Match every answer to something the client sent, at most once each.
     let mut requests: HashMap<(u32, Bytes), usize> = HashMap::new();
@@ -341,21 +418,51 @@ fn check(sent: &[u8], received: &[u8]) {
             *notifies.entry(payload.clone()).or_default() += 1;
         }
     }
-    let take = |map: &mut HashMap<_, usize>, key, what: &str| match map.get_mut(&key) {
-        Some(n) if *n > 0 => *n -= 1,
-        _ => panic!(
-            "{what} {key:?} answers nothing the client sent\n{}",
-            context()
-        ),
-    };
+    fn take_from<K: std::hash::Hash + Eq + std::fmt::Debug>(
+        map: &mut HashMap<K, usize>,
+        key: K,
+        what: &str,
+        context: &dyn Fn() -> String,
+    ) {
+        match map.get_mut(&key) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => panic!(
+                "{what} {key:?} answers nothing the client sent\n{}",
+                context()
+            ),
+        }
+    }
+    let context_fn = &context;
+    macro_rules! take {
+        ($map:expr, $key:expr, $what:expr) => {
+            take_from($map, $key, $what, context_fn)
+        };
+    }
     let mut statuses: HashMap<u32, usize> = HashMap::new();
     for id in &model.statuses {
         *statuses.entry(*id).or_default() += 1;
     }
+    let mut describes: HashMap<u32, usize> = HashMap::new();
+    for id in &model.describes {
+        *describes.entry(*id).or_default() += 1;
+    }
+    let mut refused: HashMap<(u32, ErrorCode), usize> = HashMap::new();
+    for refusal in &model.refused {
+        *refused.entry(*refusal).or_default() += 1;
+    }
     let mut final_error = None;
+    let mut stops: HashMap<u32, usize> = HashMap::new();
     for (i, frame) in rest.iter().enumerate() {
         let last = i + 1 == rest.len();
         match frame.kind {
+            Kind::Response
+                if !requests.contains_key(&(frame.id, frame.payload.clone()))
+                    && frame.payload.starts_with(b"{\"service\":") =>
+            {
+                // The answer to a DESCRIBE: the default description.
+                assert!(frame.payload.ends_with(b"\"methods\":[]}"), "{}", context());
+                take!(&mut describes, frame.id, "DESCRIBE answer");
+            }
             Kind::Response if !requests.contains_key(&(frame.id, frame.payload.clone())) => {
                 // Not an echo: the answer to a STATUS.
                 assert!(Status::decode(&frame.payload).is_some(), "{}", context());
@@ -370,9 +477,9 @@ fn check(sent: &[u8], received: &[u8]) {
             }
             Kind::Response => {
                 assert_eq!(error_answer(&frame.payload), None, "{}", context());
-                take(&mut requests, (frame.id, frame.payload.clone()), "RESPONSE")
+                take!(&mut requests, (frame.id, frame.payload.clone()), "RESPONSE")
             }
-            Kind::Pong => take(&mut pings, (frame.id, frame.payload.clone()), "PONG"),
+            Kind::Pong => take!(&mut pings, (frame.id, frame.payload.clone()), "PONG"),
             Kind::Notify => {
                 if let Some(n) = notifies.get_mut(&frame.payload).filter(|n| **n > 0) {
                     *n -= 1;
@@ -388,19 +495,34 @@ fn check(sent: &[u8], received: &[u8]) {
                 // (id 0), or a request's answer (never id 0: such requests
                 // are refused).
                 let may_close = last && frame.id == 0;
+                // Cancelled or stopped at its deadline instead of its own
+                // answer, if the client asked for that.
+                let stopped = (code == ErrorCode::CANCELLED && model.cancelled.contains(&frame.id))
+                    || (code == ErrorCode::TIMED_OUT && model.deadlines.contains(&frame.id));
                 let answered = requests
                     .iter()
                     .find(|((id, payload), n)| {
                         **n > 0 && *id == frame.id && error_answer(payload) == Some(code)
                     })
                     .map(|(request, _)| request.clone());
+                // Which request of that id was stopped cannot be told (ids
+                // may be reused): counted by id, settled after the loop.
+                let may_stop = stopped
+                    && requests
+                        .iter()
+                        .any(|((id, _), n)| *n > 0 && *id == frame.id);
+                let refusal = (frame.id, code);
                 if may_close
                     && (model.end == End::Error(code)
                         || (model.racy && code == ErrorCode::DUPLICATE_ID))
                 {
                     final_error = Some(code);
                 } else if let Some(request) = answered {
-                    take(&mut requests, request, "ERROR");
+                    take!(&mut requests, request, "ERROR");
+                } else if may_stop {
+                    *stops.entry(frame.id).or_default() += 1;
+                } else if refused.get(&refusal).is_some_and(|n| *n > 0) {
+                    take!(&mut refused, refusal, "ERROR");
                 } else if may_close {
                     final_error = Some(code); // judged against the model below
                 } else {
@@ -419,6 +541,19 @@ fn check(sent: &[u8], received: &[u8]) {
         }
     }
 
+    // Each ERROR `cancelled` or `timed out` answers one request of its id
+    // that got no other answer.
+    for (id, mut n) in stops {
+        for ((request_id, _), left) in requests.iter_mut() {
+            let k = n.min(*left);
+            if *request_id == id && k > 0 {
+                *left -= k;
+                n -= k;
+            }
+        }
+        assert_eq!(n, 0, "more requests of id {id} stopped than sent\n{}", context());
+    }
+
     match (&model.end, final_error) {
         (End::Error(want), Some(got)) if *want == got => {}
         (_, Some(got)) if model.racy && got == ErrorCode::DUPLICATE_ID => {}
@@ -434,6 +569,18 @@ fn check(sent: &[u8], received: &[u8]) {
             assert!(
                 unponged.is_empty(),
                 "no PONG for {unponged:?}\n{}",
+                context()
+            );
+            let unrefused: Vec<_> = refused.iter().filter(|(_, n)| **n > 0).collect();
+            assert!(
+                unrefused.is_empty(),
+                "no ERROR for {unrefused:?}\n{}",
+                context()
+            );
+            let undescribed: Vec<_> = describes.iter().filter(|(_, n)| **n > 0).collect();
+            assert!(
+                undescribed.is_empty(),
+                "no description for {undescribed:?}\n{}",
                 context()
             );
         }

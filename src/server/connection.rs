@@ -27,13 +27,17 @@ use tokio_util::codec::FramedWrite;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::connection_context::OutputLimit;
-use super::in_flight::{call_handler, panic_message, InFlight};
+use super::connection_context::RequestScope;
+use super::in_flight::{error_that_fits, panic_message, run_request, InFlight, Work};
 use super::input::Input;
 use super::stats::Tally;
-use super::{lock, Config, ConnectionContext, Handler, Shared};
+use super::{lock, Config, ConnectionContext, Handler, ServiceError, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
-use crate::protocol::{ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind, ServerHello};
+use crate::protocol::{
+    negotiate, CallHeader, ClientHello, CodecError, ErrorCode, Frame, FrameCodec, HelloReply, Kind,
+    ServerHello,
+};
 use crate::transport::{close_within, PeerInfo, ServerIo};
 
 /// A read buffer larger than this is given back once it is empty.
@@ -115,9 +119,13 @@ impl<H: Handler> Connection<H> {
             return End::PeerGone;
         }
         match self.handshake(wire).await {
-            Ok(()) => {
+            Ok(version) => {
+                if version >= 2 {
+                    // Before any other frame, on_connect's NOTIFYs included.
+                    wire.push(Frame::new(Kind::Hello, 0, hello_reply(&self.config)));
+                }
                 lock(&self.shared.connections).insert(self.id, ctx.clone());
-                self.serve_requests(wire, ctx).await
+                self.serve_requests(wire, ctx, version).await
             }
             Err(end) => {
                 report(wire, &end);
@@ -126,8 +134,9 @@ impl<H: Handler> Connection<H> {
         }
     }
 
-    /// Waits for the client's HELLO and checks it.
-    async fn handshake<S: ServerIo>(&self, wire: &mut Wire<S>) -> Result<(), End> {
+    /// Waits for the client's HELLO and checks it; the connection's
+    /// protocol version (the lower of the client's and ours).
+    async fn handshake<S: ServerIo>(&self, wire: &mut Wire<S>) -> Result<u16, End> {
         let timeout = self.config.handshake_timeout;
         let first = tokio::select! {
             first = tokio::time::timeout(timeout, wire.reader.next()) => first,
@@ -151,9 +160,11 @@ impl<H: Handler> Connection<H> {
                 format!("expected HELLO, got {:?}", frame.kind),
             ));
         }
-        ClientHello::decode(&frame.payload).map_err(|e| End::Protocol(e.code(), e.to_string()))?;
-        wire.reader.handshake_done();
-        Ok(())
+        let hello = ClientHello::decode(&frame.payload)
+            .map_err(|e| End::Protocol(e.code(), e.to_string()))?;
+        let version = negotiate(hello.version);
+        wire.reader.handshake_done(version);
+        Ok(version)
     }
 
     /// Reads frames and dispatches them until the client leaves, breaks the
@@ -162,17 +173,20 @@ impl<H: Handler> Connection<H> {
         &self,
         wire: &mut Wire<S>,
         ctx: &ConnectionContext,
+        version: u16,
     ) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
         let mut state = State::new(&self.shared, &self.config, wire.output.too_slow.clone());
+        state.version = version;
         // Nothing is read until the handler has greeted the client.
         state.chore = Some(chore(self.handler.on_connect(ctx.clone())));
         state.greeting = true;
         let mut ending = None;
         let end = loop {
             let event = poll_fn(|cx| wire.poll_event(cx, &mut in_flight, &mut state)).await;
-            let frame = match event {
-                Event::Frame(frame) => frame,
+            let (frame, read_at) = match event {
+                Event::Frame(frame) => (frame, None),
+                Event::Unparked(frame, read_at) => (frame, Some(read_at)),
                 Event::Eof => {
                     if wire.stream().peer_is_gone() {
                         break End::PeerGone;
@@ -214,8 +228,11 @@ impl<H: Handler> Connection<H> {
                         wire.tally.requests += 1;
                         wire.push(answer);
                     }
-                    if let Some(parked) = state.parked.take() {
-                        if parked.kind == Kind::Request {
+                    for (parked, _) in [state.parked.take(), state.behind.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        if is_request(parked.kind) {
                             wire.tally.requests += 1;
                             wire.push(Frame::error(parked.id, code, why));
                         }
@@ -233,13 +250,19 @@ impl<H: Handler> Connection<H> {
                 }
                 Event::Settled => break ending.take().unwrap_or(End::PeerClosed),
             };
-            let request = match self.dispatch(frame, wire, ctx, in_flight.has_room(), &mut state) {
-                Ok(Some(request)) => request,
+            let start = match self.dispatch(frame, read_at, wire, ctx, &mut in_flight, &mut state) {
+                Ok(Some(start)) => start,
                 Ok(None) => continue,
                 Err(end) => break end,
             };
-            let call = call_handler(&*self.handler, request.id, request.payload, ctx.clone());
-            if let Err(id) = in_flight.start(request.id, call) {
+            let Start {
+                id,
+                work,
+                ctx,
+                deadline,
+            } = start;
+            let request = run_request(&*self.handler, id, work, ctx, deadline);
+            if let Err(id) = in_flight.start(id, request) {
                 break End::Protocol(
                     ErrorCode::DUPLICATE_ID,
                     format!("request id {id} is already in flight"),
@@ -254,6 +277,8 @@ impl<H: Handler> Connection<H> {
             // error report is the last frame.
             in_flight.abort();
             state.chore = None;
+            state.parked = None;
+            state.behind = None;
             wire.held = None;
             if matches!(end, End::Protocol(..)) {
                 // What handlers queued came before the error.
@@ -264,34 +289,45 @@ impl<H: Handler> Connection<H> {
         end
     }
 
-    /// Acts on one frame from the client; a frame that cannot be acted on
-    /// yet is parked (and reading waits for it). A REQUEST to start now is
+    /// Acts on one frame from the client (read at `read_at`, if it was
+    /// parked; else just now); a frame that cannot be acted on yet is
+    /// parked (and reading waits for it). A request to start now is
     /// handed back.
-    fn dispatch<'a, S: ServerIo>(
+    fn dispatch<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
         &'a self,
         frame: Frame,
+        read_at: Option<Instant>,
         wire: &mut Wire<S>,
         ctx: &ConnectionContext,
-        room: bool,
+        in_flight: &mut InFlight<F>,
         state: &mut State<'a>,
-    ) -> Result<Option<Frame>, End> {
-        if frame.id == 0 && matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
+    ) -> Result<Option<Start<'a>>, End> {
+        if frame.id == 0 && needs_id(frame.kind) {
             // Its answer would carry id 0, which means "the connection".
             return Err(End::Protocol(
                 ErrorCode::MALFORMED_FRAME,
                 format!("a {:?} needs an id other than 0", frame.kind),
             ));
         }
+        if state.parked.is_some() && !answered_at_once(frame.kind) {
+            // Read past a request waiting at the limit (protocol 2): it
+            // waits behind that one, and reading stops.
+            state.behind = Some((frame, read_at.unwrap_or_else(Instant::now)));
+            return Ok(None);
+        }
         match frame.kind {
-            Kind::Request if state.phase == Phase::Draining => {
+            kind if is_request(kind) && state.phase == Phase::Draining => {
                 // Read after the GOODBYE: answered at once, not started.
                 wire.tally.requests += 1;
                 let why = "the server is shutting down; the request was not started";
                 wire.push(Frame::error(frame.id, ErrorCode::SHUTTING_DOWN, why));
             }
             // A request after a NOTIFY starts once `on_notify` is done.
-            Kind::Request if !room || state.chore.is_some() => state.parked = Some(frame),
-            Kind::Request => return Ok(Some(frame)),
+            kind if is_request(kind) && (!in_flight.has_room() || state.chore.is_some()) => {
+                state.parked = Some((frame, read_at.unwrap_or_else(Instant::now)));
+            }
+            Kind::Request => return Ok(Some(self.start_request(frame, ctx, state))),
+            Kind::Call => return self.start_call(frame, read_at, wire, ctx, in_flight),
             Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
             Kind::Status => {
                 let status = status_that_fits(&self.shared, self.config.max_payload());
@@ -303,8 +339,20 @@ impl<H: Handler> Connection<H> {
                     }
                 });
             }
+            Kind::Cancel => cancel(frame.id, wire, in_flight, state),
+            Kind::Describe => wire.push(self.describe(frame.id)),
+            Kind::Unknown(_) if frame.id == 0 => {
+                tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
+            }
+            Kind::Unknown(byte) => {
+                check_not_in_flight(frame.id, in_flight, state)?;
+                let why = format!("unknown kind {byte}");
+                wire.push(Frame::error(frame.id, ErrorCode::UNKNOWN_KIND, &why));
+            }
             // Notifications are handled one at a time, in order.
-            Kind::Notify if state.chore.is_some() => state.parked = Some(frame),
+            Kind::Notify if state.chore.is_some() => {
+                state.parked = Some((frame, read_at.unwrap_or_else(Instant::now)));
+            }
             Kind::Notify => {
                 let notified = self.handler.on_notify(frame.payload, ctx.clone());
                 state.chore = Some(chore(notified));
@@ -319,6 +367,233 @@ impl<H: Handler> Connection<H> {
         }
         Ok(None)
     }
+
+    /// A REQUEST for the byte handler; on a protocol 2 connection with a
+    /// request scope (no deadline, but a cancelled signal).
+    fn start_request<'a>(
+        &'a self,
+        frame: Frame,
+        ctx: &ConnectionContext,
+        state: &State<'a>,
+    ) -> Start<'a> {
+        let ctx = match state.version {
+            1 => ctx.clone(),
+            _ => ctx.for_request(Arc::new(RequestScope {
+                method: String::new(),
+                deadline: None,
+                metadata: Vec::new(),
+                cancelled: CancellationToken::new(),
+            })),
+        };
+        Start {
+            id: frame.id,
+            work: Work::Bytes(frame.payload),
+            ctx,
+            deadline: None,
+        }
+    }
+
+    /// A CALL to start, or answered at once (ERROR `bad request` or
+    /// `unknown method`) if it cannot be.
+    fn start_call<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
+        &'a self,
+        frame: Frame,
+        read_at: Option<Instant>,
+        wire: &mut Wire<S>,
+        ctx: &ConnectionContext,
+        in_flight: &InFlight<F>,
+    ) -> Result<Option<Start<'a>>, End> {
+        let id = frame.id;
+        if in_flight.contains(id) {
+            return Err(duplicate(id));
+        }
+        let (header, params) = match CallHeader::decode(&frame.payload) {
+            Ok(call) => call,
+            Err(e) => {
+                self.answer_now(wire, id, ErrorCode::BAD_REQUEST, &e.to_string());
+                return Ok(None);
+            }
+        };
+        let work = match self.call_work(&header, params) {
+            Ok(work) => work,
+            Err(err) => {
+                self.answer_now(wire, id, err.code(), err.message());
+                return Ok(None);
+            }
+        };
+        let deadline = header
+            .timeout
+            .map(|timeout| read_at.unwrap_or_else(Instant::now) + timeout);
+        let scope = RequestScope {
+            method: header.method,
+            deadline,
+            metadata: header.metadata,
+            cancelled: CancellationToken::new(),
+        };
+        Ok(Some(Start {
+            id,
+            work,
+            ctx: ctx.for_request(Arc::new(scope)),
+            deadline,
+        }))
+    }
+
+    /// What runs a CALL: the byte handler for the empty method, else one
+    /// of the service's methods in an encoding it offers.
+    fn call_work<'a>(
+        &'a self,
+        header: &CallHeader,
+        params: bytes::Bytes,
+    ) -> Result<Work<'a>, ServiceError> {
+        if header.method.is_empty() {
+            return Ok(Work::Bytes(params));
+        }
+        let Some(calls) = &self.config.calls else {
+            return Err(ServiceError::unknown_method(&header.method));
+        };
+        let calls = &*calls.0;
+        let offered = calls.encodings();
+        match header.known_encoding().filter(|e| offered.contains(e)) {
+            Some(encoding) => Ok(Work::Call {
+                calls,
+                encoding,
+                params,
+            }),
+            None => {
+                let names: Vec<&str> = offered.iter().map(|e| e.name()).collect();
+                Err(ServiceError::bad_request(format!(
+                    "encoding {} is not offered; this server offers [{}]",
+                    header.encoding,
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Answers request `id` with an ERROR at once (it never started).
+    fn answer_now<S: ServerIo>(&self, wire: &mut Wire<S>, id: u32, code: ErrorCode, why: &str) {
+        wire.tally.requests += 1;
+        wire.push(error_that_fits(id, code, why, self.config.max_payload()));
+    }
+
+    /// The answer to DESCRIBE `id`: the service's description, or the
+    /// default one of a server without typed methods.
+    fn describe(&self, id: u32) -> Frame {
+        let description = match &self.config.calls {
+            Some(calls) => calls.0.description(),
+            None => default_description(&self.config.name),
+        };
+        if description.len() > self.config.max_payload() {
+            let why = format!(
+                "the description of {} bytes exceeds the maximum payload of {}",
+                description.len(),
+                self.config.max_payload()
+            );
+            return Frame::error(id, ErrorCode::FRAME_TOO_LARGE, &why);
+        }
+        Frame::response(id, description)
+    }
+}
+
+/// A request to start: the future's parts.
+struct Start<'a> {
+    id: u32,
+    work: Work<'a>,
+    ctx: ConnectionContext,
+    deadline: Option<Instant>,
+}
+
+/// REQUEST and CALL: the kinds that start a handler (and are parked at
+/// the in-flight limit).
+fn is_request(kind: Kind) -> bool {
+    matches!(kind, Kind::Request | Kind::Call)
+}
+
+/// Kinds whose id must not be 0: their answers carry it.
+fn needs_id(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Request | Kind::Ping | Kind::Status | Kind::Call | Kind::Cancel | Kind::Describe
+    )
+}
+
+/// Kinds the server acts on at once, also while a request waits at the
+/// in-flight limit (PROTOCOL.md, "CANCEL").
+fn answered_at_once(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Ping | Kind::Status | Kind::Cancel | Kind::Describe | Kind::Unknown(_)
+    )
+}
+
+fn duplicate(id: u32) -> End {
+    End::Protocol(
+        ErrorCode::DUPLICATE_ID,
+        format!("request id {id} is already in flight"),
+    )
+}
+
+/// Refuses an id still in flight (or parked) for a frame answered at once.
+fn check_not_in_flight<F: Future<Output = (u32, Frame)>>(
+    id: u32,
+    in_flight: &InFlight<F>,
+    state: &State<'_>,
+) -> Result<(), End> {
+    let parked = state
+        .parked
+        .as_ref()
+        .is_some_and(|(frame, _)| is_request(frame.kind) && frame.id == id);
+    match in_flight.contains(id) || parked {
+        true => Err(duplicate(id)),
+        false => Ok(()),
+    }
+}
+
+/// Acts on CANCEL `id`: the request in flight (or waiting at the limit)
+/// is dropped and answered ERROR `cancelled`; any other id is ignored.
+fn cancel<S: ServerIo, F: Future<Output = (u32, Frame)>>(
+    id: u32,
+    wire: &mut Wire<S>,
+    in_flight: &mut InFlight<F>,
+    state: &mut State<'_>,
+) {
+    let parked = state
+        .parked
+        .as_ref()
+        .is_some_and(|(frame, _)| is_request(frame.kind) && frame.id == id);
+    if parked {
+        // The one behind it, if any, is parked in its place next.
+        state.parked = None;
+    } else if !in_flight.cancel_one(id) {
+        tracing::debug!(id, "CANCEL for a request not in flight: ignored");
+        return;
+    }
+    wire.tally.requests += 1;
+    // The text of PROTOCOL.md's example exchange.
+    wire.push(Frame::error(id, ErrorCode::CANCELLED, "cancelled"));
+}
+
+/// The HELLO reply of a protocol 2 connection: the encodings the service's
+/// typed methods take (none without them).
+fn hello_reply(config: &Config) -> bytes::Bytes {
+    let encodings = config.calls.as_ref().map_or(&[][..], |c| c.0.encodings());
+    HelloReply::new(2, encodings).encode()
+}
+
+/// The DESCRIBE answer of a server without typed methods.
+fn default_description(name: &str) -> bytes::Bytes {
+    let mut json = String::with_capacity(name.len() + 80);
+    json.push_str("{\"service\":\"");
+    for c in name.chars() {
+        match c {
+            '"' => json.push_str("\\\""),
+            '\\' => json.push_str("\\\\"),
+            c if (c as u32) < 0x20 => json.push_str(&format!("\\u{:04x}", c as u32)),
+            c => json.push(c),
+        }
+    }
+    json.push_str("\",\"version\":\"\",\"protocol\":2,\"encodings\":[],\"methods\":[]}");
+    json.into()
 }
 
 /// The server's STATUS, with as many per-code error counts (lowest codes
@@ -354,8 +629,10 @@ fn chore<'a>(work: impl Future<Output = ()> + Send + 'a) -> Chore<'a> {
 
 /// What the request loop must act on.
 enum Event {
-    /// A frame from the client (just read, or parked until now).
+    /// A frame from the client, just read.
     Frame(Frame),
+    /// A frame parked until now, and when it was read.
+    Unparked(Frame, Instant),
     /// The client's end of the stream.
     Eof,
     /// Reading failed, or the client sent what is not a frame.
@@ -397,10 +674,16 @@ struct State<'a> {
     chore: Option<Chore<'a>>,
     /// The chore is `on_connect`: nothing is read until it is done.
     greeting: bool,
-    /// A frame read that cannot be acted on yet (a REQUEST at the in-flight
-    /// limit, a REQUEST or NOTIFY while `on_notify` runs). While it waits
-    /// nothing more is read, so at most one frame is held this way.
-    parked: Option<Frame>,
+    /// A frame read that cannot be acted on yet (a REQUEST or CALL at the
+    /// in-flight limit, a REQUEST, CALL or NOTIFY while `on_notify` runs),
+    /// and when it was read. While it waits nothing more is read, except
+    /// (protocol 2, behind a request) the frames answered at once.
+    parked: Option<(Frame, Instant)>,
+    /// The first frame of another kind read behind the parked request:
+    /// then reading stops, so at most two frames are held this way.
+    behind: Option<(Frame, Instant)>,
+    /// The connection's protocol version.
+    version: u16,
     idle: Option<Idle>,
 }
 
@@ -421,6 +704,8 @@ impl<'a> State<'a> {
             chore: None,
             greeting: false,
             parked: None,
+            behind: None,
+            version: 1,
             idle: config.idle_timeout.map(|timeout| Idle {
                 timeout,
                 last_read: Instant::now(),
@@ -473,22 +758,38 @@ impl<'a> State<'a> {
         }
     }
 
-    /// The parked frame, once it can be acted on.
+    /// The parked frame, once it can be acted on (the one behind it, if
+    /// any, is parked in its place first).
     fn unpark<F: Future<Output = (u32, Frame)>>(
         &mut self,
         in_flight: &InFlight<F>,
-    ) -> Option<Frame> {
-        let ready = match self.parked.as_ref()?.kind {
-            Kind::Request if self.phase == Phase::Draining => true,
-            Kind::Request => in_flight.has_room() && self.chore.is_none(),
+    ) -> Option<Event> {
+        if self.parked.is_none() {
+            self.parked = self.behind.take();
+        }
+        let ready = match self.parked.as_ref()?.0.kind {
+            kind if is_request(kind) && self.phase == Phase::Draining => true,
+            kind if is_request(kind) => in_flight.has_room() && self.chore.is_none(),
             _ => self.chore.is_none(),
         };
-        ready.then(|| self.parked.take()).flatten()
+        if !ready {
+            return None;
+        }
+        let (frame, read_at) = self.parked.take()?;
+        Some(Event::Unparked(frame, read_at))
     }
 
-    /// Whether the loop reads now (given room for the answers).
+    /// Whether the loop reads now (given room for the answers). Past a
+    /// parked request a protocol 2 connection reads on, until a frame
+    /// that is not answered at once waits behind it.
     fn reads(&self) -> bool {
-        self.phase != Phase::Settling && !self.greeting && self.parked.is_none()
+        let past_parked = match &self.parked {
+            None => self.behind.is_none(),
+            Some((frame, _)) => {
+                self.version >= 2 && is_request(frame.kind) && self.behind.is_none()
+            }
+        };
+        self.phase != Phase::Settling && !self.greeting && past_parked
     }
 
     fn poll_idle(&mut self, cx: &mut TaskContext<'_>, busy: bool) -> Poll<Event> {
@@ -749,16 +1050,19 @@ impl<S: ServerIo> Wire<S> {
             return Poll::Ready(event);
         }
         for _ in 0..TURN_BUDGET {
-            if let Some(frame) = state.unpark(in_flight) {
-                return Poll::Ready(Event::Frame(frame));
+            if let Some(event) = state.unpark(in_flight) {
+                return Poll::Ready(event);
             }
             self.gather_answers(cx, in_flight);
             let chore_done = state.poll_chore(cx).is_ready();
-            if let Some(frame) = state.unpark(in_flight) {
-                return Poll::Ready(Event::Frame(frame));
+            if let Some(event) = state.unpark(in_flight) {
+                return Poll::Ready(event);
             }
-            let settled =
-                chore_done && in_flight.is_empty() && state.parked.is_none() && self.held.is_none();
+            let settled = chore_done
+                && in_flight.is_empty()
+                && state.parked.is_none()
+                && state.behind.is_none()
+                && self.held.is_none();
             if settled && state.phase == Phase::Settling {
                 return Poll::Ready(Event::Settled);
             }

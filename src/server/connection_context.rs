@@ -107,6 +107,12 @@ impl ConnectionContext {
         }
     }
 
+    /// The request being answered, if the connection gives requests a
+    /// scope (protocol 2).
+    pub(crate) fn request_scope(&self) -> Option<&Arc<RequestScope>> {
+        self.request.as_ref()
+    }
+
     /// The method of the CALL being answered: `None` outside a request (and
     /// for a version 1 REQUEST), `Some("")` for the byte handler.
     pub fn method(&self) -> Option<&str> {

@@ -6,7 +6,7 @@
 //! next write. Handlers still run concurrently with each other; CPU-heavy
 //! work belongs in `spawn_blocking` or a task of its own.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -18,13 +18,15 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 
-use super::{lock, ConnectionContext, Handler, ServiceError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{lock, Calls, ConnectionContext, Handler, ServiceError};
 use crate::log_limit::limited;
-use crate::protocol::ErrorPayload;
-use crate::protocol::{ErrorCode, Frame};
+use crate::protocol::{Encoding, ErrorCode, ErrorPayload, Frame};
 
 /// Requests started and not yet answered. `F` is the future of one request,
-/// as made by [`call_handler`]; it yields the request's id and its answer.
+/// as made by [`run_request`]; it yields the request's id and its answer.
 ///
 /// Each future lives in a slot that is reused by later requests (the
 /// future is replaced in place), with a waker made once per slot: once as
@@ -34,7 +36,9 @@ pub(super) struct InFlight<F> {
     slots: Vec<Slot<F>>,
     /// Slots with no request, ready for the next one.
     free: Vec<usize>,
-    ids: HashSet<u32>,
+    /// The id of each running request, and its slot (so that one can be
+    /// cancelled by id).
+    ids: HashMap<u32, usize>,
     woken: Arc<Woken>,
     limit: usize,
 }
@@ -77,7 +81,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         InFlight {
             slots: Vec::new(),
             free: Vec::new(),
-            ids: HashSet::new(),
+            ids: HashMap::new(),
             woken: Arc::default(),
             limit,
         }
@@ -92,13 +96,33 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         self.ids.is_empty()
     }
 
+    /// Whether request `id` is running.
+    pub(super) fn contains(&self, id: u32) -> bool {
+        self.ids.contains_key(&id)
+    }
+
+    /// Drops request `id` (its future, so its handler stops) and frees its
+    /// slot at once; `false` if it is not running (answered already, or
+    /// never started). The caller answers it.
+    pub(super) fn cancel_one(&mut self, id: u32) -> bool {
+        let Some(index) = self.ids.remove(&id) else {
+            return false;
+        };
+        // A wake still queued for the slot finds it empty (or finds the
+        // next request there, which then gets one poll more: harmless).
+        self.slots[index].future.as_mut().set(None);
+        self.free.push(index);
+        true
+    }
+
     /// Starts `request`, whose id is `id`; refuses an id still in flight.
     /// It is first polled by the next [`InFlight::poll_answer`].
     pub(super) fn start(&mut self, id: u32, request: F) -> Result<(), u32> {
-        if !self.ids.insert(id) {
+        if self.ids.contains_key(&id) {
             return Err(id);
         }
         let index = self.free.pop().unwrap_or_else(|| self.new_slot());
+        self.ids.insert(id, index);
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(Some(request));
         // Queued for its first poll without waking the connection's task:
@@ -165,7 +189,9 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         why: &'a str,
     ) -> impl Iterator<Item = Frame> + 'a {
         self.drop_all();
-        self.ids.drain().map(move |id| Frame::error(id, code, why))
+        self.ids
+            .drain()
+            .map(move |(id, _)| Frame::error(id, code, why))
     }
 
     /// Drops every running request unanswered (the connection is unusable).
@@ -187,19 +213,77 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
 /// Request futures polled per [`InFlight::poll_answer`] call.
 const POLL_BUDGET: usize = 64;
 
-/// Runs the handler for one request and makes its answer: the response,
-/// the handler's error, or ERROR `handler failed` if it panicked.
-pub(super) async fn call_handler<H: Handler>(
+/// What one request asks for.
+pub(super) enum Work<'a> {
+    /// A REQUEST, or a CALL of the empty method: the byte handler, with
+    /// these bytes.
+    Bytes(Bytes),
+    /// A CALL of one of the service's typed methods (the method is the
+    /// request scope's).
+    Call {
+        calls: &'a dyn Calls,
+        encoding: Encoding,
+        params: Bytes,
+    },
+}
+
+/// Runs one request (the byte handler, or a typed method) and makes its
+/// answer: the response, the handler's error, ERROR `handler failed` if it
+/// panicked, or ERROR `timed out` if `deadline` passed first (the handler
+/// is dropped then). The request's cancelled signal (protocol 2: `ctx`
+/// has a request scope) fires if the handler does not finish: at the
+/// deadline, or when this future is dropped (cancelled by the client, the
+/// connection gone, the server shut down). One future type for every
+/// request, so that [`InFlight`]'s slots hold any of them.
+pub(super) async fn run_request<H: Handler>(
     handler: &H,
     id: u32,
-    request: Bytes,
+    work: Work<'_>,
     ctx: ConnectionContext,
+    deadline: Option<Instant>,
 ) -> (u32, Frame) {
     let max_payload = ctx.max_payload();
-    let outcome = AssertUnwindSafe(handler.call(request, ctx))
-        .catch_unwind()
-        .await;
+    let mut guard = CancelOnDrop(ctx.cancellation());
+    let run = async {
+        match work {
+            Work::Bytes(request) => handler.call(request, ctx).await,
+            Work::Call {
+                calls,
+                encoding,
+                params,
+            } => {
+                let scope = ctx.request_scope().cloned();
+                let method = scope.as_deref().map_or("", |s| s.method.as_str());
+                calls.call(method, encoding, params, ctx).await
+            }
+        }
+    };
+    let run = AssertUnwindSafe(run).catch_unwind();
+    let outcome = match deadline {
+        None => run.await,
+        Some(at) => match tokio::time::timeout_at(at, run).await {
+            Ok(outcome) => outcome,
+            // The guard fires the cancelled signal as this returns.
+            Err(_) => {
+                let why = "the request did not finish within its timeout";
+                return (id, Frame::error(id, ErrorCode::TIMED_OUT, why));
+            }
+        },
+    };
+    guard.0 = None;
     (id, answer(id, outcome, max_payload))
+}
+
+/// Fires a request's cancelled signal when dropped, unless emptied first
+/// (the handler finished).
+struct CancelOnDrop(Option<CancellationToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            token.cancel();
+        }
+    }
 }
 
 /// The frame that answers request `id`.

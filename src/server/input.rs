@@ -155,11 +155,13 @@ impl<S: ServerIo> Input<S> {
         }
     }
 
-    /// The client's HELLO is accepted: frames up to the server's maximum
-    /// are read from now on.
-    pub(super) fn handshake_done(&mut self) {
+    /// The client's HELLO is accepted: frames up to the server's maximum,
+    /// of the kinds of protocol `version`, are read from now on (from
+    /// version 2 on, a kind the codec does not know is a
+    /// [`Kind::Unknown`](crate::protocol::Kind::Unknown) frame to answer).
+    pub(super) fn handshake_done(&mut self, version: u16) {
         let codec = self.frames.decoder_mut();
-        codec.codec = FrameCodec::new(codec.max_frame_len);
+        codec.codec = FrameCodec::new(codec.max_frame_len).with_version(version);
     }
 
     pub(super) fn get_ref(&self) -> &S {

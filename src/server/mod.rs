@@ -54,7 +54,9 @@ pub use input::HANDSHAKE_MAX_FRAME_LEN;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::log_limit::limited;
-use crate::protocol::{ErrorCode, Frame, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{
+    ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+};
 use crate::transport::{Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
 use crate::validate;
 
@@ -179,7 +181,8 @@ impl<H> ServerBuilder<H> {
     }
 
     /// Largest `length` field accepted and sent (default 8 MiB). It must
-    /// hold the server's HELLO (16 bytes plus the name), or `bind` fails.
+    /// hold the server's HELLO (16 bytes plus the name) and its HELLO reply
+    /// (26 bytes plus one per encoding), or `bind` fails.
     pub fn max_frame_len(mut self, max: u32) -> Self {
         self.config.max_frame_len = max;
         self
@@ -188,7 +191,10 @@ impl<H> ServerBuilder<H> {
     /// Requests handled at once per connection (default 64; at least 1, or
     /// `bind` fails). At the limit
     /// the server still answers PING and STATUS; the first REQUEST it reads
-    /// there waits, and nothing after it is read, until one finishes.
+    /// there waits, and nothing after it is read, until one finishes (on a
+    /// protocol 2 connection it reads on past that request and acts on
+    /// CANCEL, PING, STATUS and DESCRIBE, up to the next frame of another
+    /// kind).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.config.max_in_flight = max;
         self
@@ -429,10 +435,14 @@ impl<H> ServerBuilder<H> {
         let why = "no frame could be received";
         validate::at_least("input_budget", count(config.input_budget.limit()), 1, why)?;
         let hello_len = HEADER_LEN + ServerHello::fixed_len() + config.name.len();
+        // A protocol 2 client also gets the HELLO reply.
+        let encodings = config.calls.as_ref().map_or(&[][..], |c| c.0.encodings());
+        let reply_len = HEADER_LEN + HelloReply::new(2, encodings).encode().len();
         let why = format!(
-            "the server's HELLO (name {:?}) needs that much",
+            "the server's HELLO (name {:?}) and its HELLO reply need that much",
             config.name
         );
+        let hello_len = hello_len.max(reply_len);
         validate::at_least(
             "max_frame_len",
             config.max_frame_len.into(),

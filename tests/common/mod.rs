@@ -10,7 +10,7 @@ mod wine;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pipesvc::protocol::{
-    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, Kind, ServerHello,
+    ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply, Kind, ServerHello,
 };
 use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Endpoint;
@@ -92,14 +92,30 @@ impl RawClient {
         RawClient::over(stream).say_hello().await
     }
 
+    /// Connects and completes a protocol 2 handshake; returns the server's
+    /// HELLO and its HELLO reply.
+    pub async fn handshake_v2_over(stream: impl RawIo) -> (RawClient, ServerHello, HelloReply) {
+        let (mut client, hello) = RawClient::over(stream).say_hello_version(2).await;
+        let reply = client.recv().await.expect("the HELLO reply");
+        assert_eq!((reply.kind, reply.id), (Kind::Hello, 0), "{reply:?}");
+        let reply = HelloReply::decode(&reply.payload).expect("a valid HELLO reply");
+        (client, hello, reply)
+    }
+
+    /// A version 1 client's handshake: a client written from the version
+    /// 1 text (protocol 2 tests use [`RawClient::handshake_v2_over`]).
     async fn say_hello(self) -> (RawClient, ServerHello) {
+        self.say_hello_version(1).await
+    }
+
+    /// Reads the server's HELLO and answers with a HELLO of `version`.
+    pub async fn say_hello_version(self, version: u16) -> (RawClient, ServerHello) {
         let mut client = self;
         let hello = client.recv().await.expect("server HELLO");
         assert_eq!(hello.kind, Kind::Hello);
         let hello = ServerHello::decode(&hello.payload).expect("valid server HELLO");
-        client
-            .send(Frame::new(Kind::Hello, 0, ClientHello::new().encode()))
-            .await;
+        let ours = ClientHello::with_version(version).encode();
+        client.send(Frame::new(Kind::Hello, 0, ours)).await;
         (client, hello)
     }
 
