@@ -368,23 +368,18 @@ impl<H: Handler> Connection<H> {
         Ok(None)
     }
 
-    /// A REQUEST for the byte handler; on a protocol 2 connection with a
-    /// request scope (no deadline, but a cancelled signal).
+    /// A REQUEST for the byte handler. It gets no request scope, in either
+    /// version: a REQUEST has no deadline or metadata, a CANCEL drops its
+    /// future (which its handler sees through `Drop`), and so the byte
+    /// path allocates nothing per request. A byte request that wants a
+    /// scope is sent as a CALL of the empty method.
     fn start_request<'a>(
         &'a self,
         frame: Frame,
         ctx: &ConnectionContext,
-        state: &State<'a>,
+        _state: &State<'a>,
     ) -> Start<'a> {
-        let ctx = match state.version {
-            1 => ctx.clone(),
-            _ => ctx.for_request(Arc::new(RequestScope {
-                method: String::new(),
-                deadline: None,
-                metadata: Vec::new(),
-                cancelled: CancellationToken::new(),
-            })),
-        };
+        let ctx = ctx.clone();
         Start {
             id: frame.id,
             work: Work::Bytes(frame.payload),

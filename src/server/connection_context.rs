@@ -18,8 +18,8 @@ use crate::transport::PeerInfo;
 #[derive(Clone, Debug)]
 pub struct ConnectionContext {
     inner: Arc<Inner>,
-    /// The request being answered; `None` in `on_connect`, `on_notify`
-    /// and for requests on a version 1 connection.
+    /// The CALL being answered; `None` in `on_connect`, `on_notify`, for
+    /// a REQUEST, and on a version 1 connection.
     request: Option<Arc<RequestScope>>,
 }
 
@@ -113,8 +113,8 @@ impl ConnectionContext {
         self.request.as_ref()
     }
 
-    /// The method of the CALL being answered: `None` outside a request (and
-    /// for a version 1 REQUEST), `Some("")` for the byte handler.
+    /// The method of the CALL being answered: `None` outside a CALL (a
+    /// REQUEST included), `Some("")` for a CALL of the byte handler.
     pub fn method(&self) -> Option<&str> {
         self.request.as_ref().map(|r| r.method.as_str())
     }
@@ -150,8 +150,9 @@ impl ConnectionContext {
     /// this inside it only helps in a `select!` against work that must
     /// not be cut mid-way; for cleanup after the drop, pass
     /// [`cancellation`](Self::cancellation) to spawned work, or use a
-    /// guard's `Drop`. Outside a request (or on a version 1 connection,
-    /// where nothing can cancel) it never resolves.
+    /// guard's `Drop`. Outside a CALL it never resolves: a REQUEST is
+    /// cancelled by dropping its future only (so that byte requests cost
+    /// no allocation); send a CALL of the empty method to get the signal.
     pub async fn cancelled(&self) {
         match &self.request {
             Some(request) => request.cancelled.cancelled().await,
@@ -161,7 +162,7 @@ impl ConnectionContext {
 
     /// The request's cancellation signal as a token, for work the handler
     /// spawns that must stop (or clean up) when the request is stopped.
-    /// `None` outside a request or on a version 1 connection.
+    /// `None` outside a CALL (see [`cancelled`](Self::cancelled)).
     pub fn cancellation(&self) -> Option<CancellationToken> {
         Some(self.request.as_ref()?.cancelled.clone())
     }
