@@ -252,7 +252,7 @@ fn settings_from_the_file_reach_the_server() {
         &unique_name("reach"),
     ]));
     assert!(
-        err.contains("max_frame_len: must be at least 26, not 20"),
+        err.contains("max_frame_len: must be at least 28, not 20"),
         "{err}"
     );
 }

@@ -157,6 +157,8 @@ where
         return true;
     }
     let reply = HelloReply::new(2, &[Encoding::MessagePack, Encoding::Json]).encode();
+    // A version 2 client sends CANCEL (kind 11) for what it gives up on.
+    *reader.decoder_mut() = FrameCodec::new(u32::MAX).with_version(2);
     write
         .write_all(&frame_bytes(Kind::Hello, 0, &reply))
         .await
