@@ -8,6 +8,10 @@
 //! - **std blocking**: two threads ping-ponging over a std Unix socket (the
 //!   latency floor; latency workload only, Unix only: std has no pipes).
 //!
+//! A second table puts pipesvc's typed calls (protocol 2, MessagePack and
+//! JSON) next to its byte requests on the throughput workload, against one
+//! server answering both (`typed.rs`).
+//!
 //! `cargo bench --bench compare` prints a table with each result as a ratio
 //! to raw tokio, writes it into its platform's section of `BENCHMARKS.md`
 //! and draws it in `docs/bench-<platform>.svg`. `scripts/bench-windows.sh`
@@ -15,12 +19,15 @@
 //!
 //! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
 //! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
-//! contains that text and prints the table without writing anything.
+//! contains that text and prints the table without writing anything;
+//! `PIPESVC_BENCH_ONLY=typed` runs only the typed table and rewrites its
+//! section.
 
 mod chart;
 mod contender;
 mod measure;
 mod memory;
+mod typed;
 #[path = "../../tests/common/wine.rs"]
 mod wine;
 
@@ -162,15 +169,57 @@ fn main() {
             higher_is_better: false,
         });
     }
+    let typed = TYPED.contains(only.as_str()).then(|| {
+        let table = typed_table(&runtime, &platform, secs);
+        println!("{table}");
+        table
+    });
     drop(runtime);
     let _ = std::fs::remove_dir_all(&platform.scratch);
 
     let table = render(&rows, platform.wine.is_some());
     println!("{table}");
     if only.is_empty() {
-        write_section(&platform, &table, secs);
+        write_section(&platform, "", &table, secs);
         draw(&platform, &rows);
     }
+    if let (Some(table), true) = (typed, only.is_empty() || only == "typed") {
+        write_section(&platform, "typed-", &table, secs);
+    }
+}
+
+const TYPED: &str = "typed: 100 clients, 16 in flight, 64 B";
+
+/// Byte requests, typed MessagePack calls and typed JSON calls on the
+/// throughput workload, one server answering all three; each with its
+/// ratio to the byte request.
+fn typed_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64) -> String {
+    let w = &WORKLOADS[1];
+    let measured = typed::WAYS.map(|way| {
+        let address = platform.address(
+            &format!("typed-{}", way.name().replace([',', ' '], "")),
+            Contender::Pipesvc,
+        );
+        let m = runtime.block_on(typed::load(way, w, &address, secs));
+        log(TYPED, way.name(), &m);
+        m
+    });
+    let base = measured[0].requests_per_sec;
+    let ratios_only = platform.wine.is_some();
+    let mut table =
+        String::from("| workload | metric | byte request | typed, msgpack | typed, json |\n");
+    table.push_str("|---|---|---:|---:|---:|\n");
+    let cell = |x: f64| match ratios_only {
+        true => format!("{:.2}x", x / base),
+        false => format!("{x:.0} ({:.2}x)", x / base),
+    };
+    let [a, b, c] = measured.map(|m| cell(m.requests_per_sec));
+    writeln!(table, "| {TYPED} | requests/s (ratio) | {a} | {b} | {c} |").unwrap();
+    let [a, b, c] = measured.map(|m| format!("{:.0}", m.p99_us));
+    if !ratios_only {
+        writeln!(table, "| {TYPED} | p99 latency, µs | {a} | {b} | {c} |").unwrap();
+    }
+    table
 }
 
 /// Measures `w` for every contender; the table rows it makes.
@@ -266,12 +315,13 @@ fn render(rows: &[Row], ratios_only: bool) -> String {
 }
 
 /// Replaces this platform's section of `BENCHMARKS.md` (the other
-/// platform's stays as its last run left it).
-fn write_section(platform: &Platform, table: &str, secs: f64) {
+/// platform's stays as its last run left it); `kind` is "" for the
+/// comparison, "typed-" for the typed calls.
+fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let (start, end) = (
-        format!("<!-- compare:{} -->", platform.key),
-        format!("<!-- /compare:{} -->", platform.key),
+        format!("<!-- compare:{kind}{} -->", platform.key),
+        format!("<!-- /compare:{kind}{} -->", platform.key),
     );
     let (os, how, only) = match &platform.wine {
         Some(version) => (
@@ -285,13 +335,20 @@ fn write_section(platform: &Platform, table: &str, secs: f64) {
             "",
         ),
     };
+    let chart = match kind {
+        "" => format!("\n![chart](docs/bench-{}.svg)", platform.key),
+        _ => String::new(),
+    };
+    let title = match kind {
+        "" => String::new(),
+        _ => "Typed calls next to byte requests, ".to_owned(),
+    };
     let section = format!(
-        "{start}\n## {}: {os}\n\n\
+        "{start}\n## {title}{}: {os}\n\n\
          Written by `{how}` ({secs} s per measurement, {} cores){only}.\n\n\
-         {table}\n![chart](docs/bench-{}.svg)\n{end}",
+         {table}{chart}\n{end}",
         platform.transport,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        platform.key,
     );
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let text = match (old.find(&start), old.find(&end)) {

@@ -24,7 +24,7 @@ pub struct Measured {
 }
 
 impl Measured {
-    fn from(h: &Histogram<u64>, size: usize, elapsed: Duration) -> Measured {
+    pub fn from(h: &Histogram<u64>, size: usize, elapsed: Duration) -> Measured {
         let secs = elapsed.as_secs_f64();
         Measured {
             requests_per_sec: h.len() as f64 / secs,

@@ -1,0 +1,105 @@
+//! Typed calls (protocol 2) next to byte requests, in one run: the same
+//! pipesvc server answers both (a byte echo handler, and a typed `echo`
+//! method), and the same clients load it three ways on the throughput
+//! workload. The byte request is the baseline of its ratios.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use pipesvc::client::CallOptions;
+use pipesvc::rpc::{Encoding, Method, Service};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
+use pipesvc::{Client, Endpoint};
+
+use crate::measure::{histogram, Measured};
+use crate::Workload;
+
+/// The typed echo: a string in, the same string out.
+pub const ECHO: Method<String, String> = Method::new("echo", "Returns its params");
+
+/// How the clients call.
+#[derive(Clone, Copy, Debug)]
+pub enum Way {
+    Bytes,
+    Typed(Encoding),
+}
+
+pub const WAYS: [Way; 3] = [
+    Way::Bytes,
+    Way::Typed(Encoding::MessagePack),
+    Way::Typed(Encoding::Json),
+];
+
+impl Way {
+    pub fn name(self) -> &'static str {
+        match self {
+            Way::Bytes => "byte request",
+            Way::Typed(Encoding::MessagePack) => "typed, msgpack",
+            Way::Typed(_) => "typed, json",
+        }
+    }
+}
+
+/// Runs `load` against a pipesvc server at `address`, calling `way`.
+pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measured {
+    let service = Service::new("bench", "1", ()).method(&ECHO, |_, text: String, _| async move {
+        Ok::<_, ServiceError>(text)
+    });
+    let server = Server::builder(Endpoint::new(address).unwrap())
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+        .calls(service)
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    tokio::spawn(server.serve());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..load.clients {
+        let client = Client::connect(&Endpoint::new(address).unwrap())
+            .await
+            .unwrap();
+        for _ in 0..load.inflight {
+            let (client, stop) = (client.clone(), stop.clone());
+            tasks.push(tokio::spawn(calls(way, client, load.size, stop)));
+        }
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = histogram();
+    for t in tasks {
+        all.add(t.await.unwrap()).unwrap();
+    }
+    let measured = Measured::from(&all, load.size, start.elapsed());
+    handle.shutdown();
+    measured
+}
+
+/// One request in flight at a time, each waiting for its own answer, as
+/// the byte contender's `request_loop` does.
+async fn calls(way: Way, client: Client, size: usize, stop: Arc<AtomicBool>) -> Histogram<u64> {
+    let text = "Z".repeat(size);
+    let payload = Bytes::from(text.clone());
+    let options = match way {
+        Way::Typed(encoding) => CallOptions::new().encoding(encoding),
+        Way::Bytes => CallOptions::new(),
+    };
+    let mut h = histogram();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        match way {
+            Way::Bytes => drop(client.request(payload.clone()).await.unwrap()),
+            Way::Typed(_) => drop(
+                client
+                    .call_with(&ECHO, &text, options.clone())
+                    .await
+                    .unwrap(),
+            ),
+        }
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+    }
+    h
+}
