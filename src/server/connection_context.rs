@@ -231,7 +231,7 @@ fn closed() -> Error {
     Error::ConnectionClosed(crate::error::CloseReason::ClientDisconnected)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "rpc"))]
 impl ConnectionContext {
     /// For unit tests of code that takes a context (such as `rpc`): a
     /// connection to this process that nobody reads, answering a CALL of
