@@ -185,8 +185,8 @@ async fn every_bad_client_setting_fails_connect_by_name() {
         ),
         (
             "max_frame_len",
-            |o| o.max_frame_len(15),
-            "at least 16, not 15",
+            |o| o.max_frame_len(25),
+            "at least 26, not 25",
         ),
         (
             "notification_buffer",

@@ -128,7 +128,8 @@ impl ClientOptions {
     }
 
     /// Largest frame accepted from the server (default 8 MiB, the
-    /// protocol's default maximum; at least the 16 bytes of a HELLO). A
+    /// protocol's default maximum; at least the 26 bytes of the smallest
+    /// HELLO reply, the larger of the server's two HELLOs). A
     /// frame announcing more is refused from its length field, before its
     /// payload is read, and ends the connection. Requests are bounded by
     /// the maximum the server announces instead.
@@ -229,8 +230,12 @@ impl ClientOptions {
             validate::positive_timeout("request_timeout", timeout)?;
         }
         validate::bounded_timeout("close_timeout", self.close_timeout)?;
-        let hello = (HEADER_LEN + ServerHello::fixed_len()) as u64;
-        let why = "the server's HELLO needs that much";
+        // The server's HELLO reply (protocol 2) is the larger of its two
+        // HELLOs, even when it offers no encoding.
+        let reply = crate::protocol::HelloReply::new(crate::protocol::PROTOCOL_VERSION, &[]);
+        let hello =
+            (HEADER_LEN + ServerHello::fixed_len()).max(HEADER_LEN + reply.encode().len()) as u64;
+        let why = "the server's HELLO reply needs that much";
         validate::at_least("max_frame_len", self.max_frame_len.into(), hello, why)?;
         let why = "no notification could be buffered";
         let count = self.notification_buffer as u64;
