@@ -370,17 +370,26 @@ async fn read_server_hello<R: AsyncRead + Unpin>(
             *reader.decoder_mut() = FrameCodec::new(max);
             Ok(hello)
         }
+        _ => Err(refusal(frame, "HELLO")),
+    }
+}
+
+/// What a frame other than the HELLO expected during the handshake says:
+/// an ERROR or GOODBYE is the server refusing the client, anything else
+/// breaks the protocol.
+fn refusal(frame: Frame, expected: &str) -> Error {
+    match frame.kind {
         Kind::Error => match ErrorPayload::decode(&frame.payload) {
-            Some(error) => Err(Error::ConnectionClosed(CloseReason::ServerError {
+            Some(error) => Error::ConnectionClosed(CloseReason::ServerError {
                 code: error.code,
                 message: error.message,
-            })),
-            None => Err(Error::Protocol("ERROR frame without a code".into())),
+            }),
+            None => Error::Protocol("ERROR frame without a code".into()),
         },
-        Kind::Goodbye => Err(Error::ConnectionClosed(CloseReason::Goodbye(
+        Kind::Goodbye => Error::ConnectionClosed(CloseReason::Goodbye(
             String::from_utf8_lossy(&frame.payload).into_owned(),
-        ))),
-        other => Err(Error::Protocol(format!("expected HELLO, got {other:?}"))),
+        )),
+        other => Error::Protocol(format!("expected {expected}, got {other:?}")),
     }
 }
 
@@ -414,18 +423,9 @@ async fn read_hello_reply<R: AsyncRead + Unpin>(
                     message: error.message,
                 })
             }
-            Some(error) => Err(Error::ConnectionClosed(CloseReason::ServerError {
-                code: error.code,
-                message: error.message,
-            })),
-            None => Err(Error::Protocol("ERROR frame without a code".into())),
+            _ => Err(refusal(frame, "the server's HELLO reply")),
         },
-        Kind::Goodbye => Err(Error::ConnectionClosed(CloseReason::Goodbye(
-            String::from_utf8_lossy(&frame.payload).into_owned(),
-        ))),
-        other => Err(Error::Protocol(format!(
-            "expected the server's HELLO reply, got {other:?}"
-        ))),
+        _ => Err(refusal(frame, "the server's HELLO reply")),
     }
 }
 
