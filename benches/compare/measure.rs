@@ -66,6 +66,17 @@ pub async fn load(c: Contender, load: &Workload, address: &str, secs: f64) -> Me
             }
         }
     }
+    run_for(secs, &stop, tasks, load.size).await
+}
+
+/// Lets the loaders run for `secs`, stops them, and merges what each
+/// recorded.
+pub async fn run_for(
+    secs: f64,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+    size: usize,
+) -> Measured {
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     stop.store(true, Ordering::Relaxed);
@@ -73,7 +84,7 @@ pub async fn load(c: Contender, load: &Workload, address: &str, secs: f64) -> Me
     for t in tasks {
         all.add(t.await.unwrap()).unwrap();
     }
-    Measured::from(&all, load.size, start.elapsed())
+    Measured::from(&all, size, start.elapsed())
 }
 
 /// pipesvc's way, as `pipesvc bench` does it: one task per request in

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -14,7 +14,7 @@ use pipesvc::rpc::{Encoding, Method, Service};
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
 
-use crate::measure::{histogram, Measured};
+use crate::measure::{histogram, run_for, Measured};
 use crate::Workload;
 
 /// The typed echo: a string in, the same string out.
@@ -66,14 +66,7 @@ pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measur
             tasks.push(tokio::spawn(calls(way, client, load.size, stop)));
         }
     }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = histogram();
-    for t in tasks {
-        all.add(t.await.unwrap()).unwrap();
-    }
-    let measured = Measured::from(&all, load.size, start.elapsed());
+    let measured = run_for(secs, &stop, tasks, load.size).await;
     handle.shutdown();
     measured
 }
