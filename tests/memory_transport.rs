@@ -90,13 +90,12 @@ async fn requests_notifications_broadcast_and_shutdown_over_memory() {
             .await
             .expect("state")
             .clone();
-        // GOODBYE, or the end of the stream right after it, whichever
-        // the client's supervisor saw first.
+        // The GOODBYE ended it, not the end of the stream that follows.
         assert!(
             matches!(
                 lost,
                 ConnectionState::Lost {
-                    reason: CloseReason::Goodbye(_) | CloseReason::Eof,
+                    reason: CloseReason::Goodbye(_),
                     reconnecting: false
                 }
             ),

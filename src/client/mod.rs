@@ -755,7 +755,15 @@ async fn supervise(shared: Weak<Shared>, mut pending: Arc<Pending>, stop: Cancel
             reconnecting,
         });
         if !reconnecting {
-            client.notifications.end();
+            // After a GOODBYE the server still answers the calls in flight,
+            // and their NOTIFYs come first: the stream ends only with the
+            // connection (or on close, which ends it itself).
+            let notifications = client.notifications.clone();
+            drop(client);
+            tokio::select! {
+                () = pending.gone() => notifications.end(),
+                () = stop.cancelled() => {}
+            }
             return;
         }
         let (target, options) = (client.target.clone(), client.options.clone());
