@@ -121,9 +121,7 @@ fn bind<H: Answers>(
     handler: H,
 ) -> crate::Result<Server<H::Handler>> {
     let Some(listener) = crate::ops::systemd::take_listener()? else {
-        return handler
-            .install(settings.builder(settings.endpoint(product)?))
-            .bind();
+        return handler.install(settings.server_builder(product)?).bind();
     };
     if settings.name.is_none() {
         let address = listener.local_addr()?;
@@ -142,7 +140,7 @@ fn bind<H: Answers>(
         );
     }
     handler
-        .install(settings.builder(settings.endpoint(product)?))
+        .install(settings.server_builder(product)?)
         .bind_listener(listener)
 }
 
@@ -153,9 +151,7 @@ fn bind<H: Answers>(
     settings: Settings,
     handler: H,
 ) -> crate::Result<Server<H::Handler>> {
-    handler
-        .install(settings.builder(settings.endpoint(product)?))
-        .bind()
+    handler.install(settings.server_builder(product)?).bind()
 }
 
 /// Writes the line scripts (and the tests) wait for before connecting,

@@ -82,7 +82,7 @@ enum ServiceCommand {
 #[derive(Args, Debug, Clone)]
 struct ServiceNameArg {
     /// The service's name in the Service Control Manager [default: the
-    /// program's name, such as pipesvc]
+    /// program's name]
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
 }
@@ -137,9 +137,9 @@ enum StartType {
 struct InstallArgs {
     #[command(flatten)]
     service: ServiceNameArg,
-    /// The name shown in the Services console (default: `PROGRAM IPC
-    /// service`, such as `pipesvc IPC service`, followed by the service
-    /// name in parentheses if it is not the program's name).
+    /// The name shown in the Services console (default: `PROGRAM IPC service`,
+    /// followed by the service name in parentheses if it is not the
+    /// program's name).
     #[arg(long, value_name = "TEXT")]
     display_name: Option<String>,
     /// The description shown in the Services console (default: says which
@@ -150,8 +150,7 @@ struct InstallArgs {
     #[arg(long, value_enum, default_value_t = StartType::Auto)]
     start_type: StartType,
     /// Where the service writes its log (default:
-    /// `%ProgramData%\<program>\<service name>.log`, such as
-    /// `%ProgramData%\pipesvc\pipesvc.log`).
+    /// `%ProgramData%\PROGRAM\<service name>.log`).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
     /// Which log lines the service writes, as a `RUST_LOG` filter such as
