@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
 use common::HANG_GUARD;
-use pipesvc::testing::output_within;
+use pipesvc::testing::{output_within, stop_process};
 
 /// The example's executable, which `cargo test` builds next to the tests.
 fn example() -> PathBuf {
@@ -99,7 +99,7 @@ impl Drop for TempFile {
     }
 }
 
-/// A running `own_service serve`, killed when dropped.
+/// A running `own_service serve`, stopped when dropped.
 struct Serving(Child);
 
 impl Serving {
@@ -120,8 +120,8 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Gracefully (SIGTERM on Unix): no socket file is left behind.
+        let _ = stop_process(&mut self.0, HANG_GUARD);
     }
 }
 
