@@ -100,6 +100,7 @@ mod tests {
     }
 
     #[derive(clap::Subcommand, Debug)]
+    #[allow(clippy::large_enum_variant)] // parsed once
     enum Sub {
         Serve(ServeArgs),
         /// A command of the product's own, with a `--name` of its own.
