@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use pipesvc::client::{ClientOptions, ConnectionState, Notification};
 use pipesvc::error::CloseReason;
 use pipesvc::server::{AccessPolicy, ConnectionContext, Handler, Server, ServiceError};
+use pipesvc::testing::TestServer;
 use pipesvc::transport::{memory, PeerInfo};
 use pipesvc::{Client, Error};
 
@@ -109,6 +110,39 @@ async fn requests_notifications_broadcast_and_shutdown_over_memory() {
         let (_client_end, server_end) = memory::pair();
         let refused = handle.serve_connection(server_end, PeerInfo::current());
         assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_client_is_told_once_and_who_it_was_taken_for() {
+    guard(async {
+        let server = Server::builder(common::unique_endpoint("memory-refused"))
+            .handler(Echo)
+            .access(AccessPolicy::custom(|_| false))
+            .build()
+            .expect("build");
+        let serving = TestServer::start(server);
+        let (client_end, server_end) = memory::pair();
+        let stranger = PeerInfo::new().with_pid(4321).with_uid(1234);
+        serving
+            .handle()
+            .serve_connection(server_end, stranger)
+            .expect("hand over");
+        let err = Client::from_io(client_end, ClientOptions::default())
+            .await
+            .expect_err("refused");
+        let text = err.to_string();
+        eprintln!("a refused client sees: {text}");
+        assert_eq!(err.code(), Some(pipesvc::protocol::ErrorCode::NOT_ALLOWED));
+        assert_eq!(text.matches("not allowed").count(), 1, "{text}");
+        assert!(
+            text.contains("access policy")
+                && text.contains("uid 1234")
+                && text.contains("pid 4321"),
+            "{text}"
+        );
+        serving.stop().await.expect("serve");
     })
     .await;
 }

@@ -539,6 +539,21 @@ impl Server<()> {
     }
 }
 
+/// What a client the access policy refuses is told: the code's name says
+/// "not allowed"; this says who the server took it for, which is what a
+/// user needs to change the policy or run the client as someone else.
+fn not_admitted(peer: &PeerInfo) -> String {
+    let known = [("uid", peer.uid), ("gid", peer.gid), ("pid", peer.pid)];
+    let who: Vec<String> = known
+        .iter()
+        .filter_map(|(what, id)| id.map(|id| format!("{what} {id}")))
+        .collect();
+    let mut why = "the service's access policy does not admit this client".to_owned();
+    if !who.is_empty() {
+        why.push_str(&format!(" ({})", who.join(", ")));
+    }
+    why
+}
 impl<H: Handler> Server<H> {
     /// The endpoint the server listens on.
     pub fn endpoint(&self) -> &Endpoint {
@@ -645,13 +660,8 @@ impl<H: Handler> Server<H> {
                     "refusing connection: not allowed by the access policy"
                 )
             });
-            self.refuse(
-                connections,
-                stream,
-                span,
-                ErrorCode::NOT_ALLOWED,
-                "not allowed",
-            );
+            let why = not_admitted(&peer);
+            self.refuse(connections, stream, span, ErrorCode::NOT_ALLOWED, &why);
             return;
         }
         let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {
