@@ -481,3 +481,84 @@ async fn a_graceful_stop_is_reported_as_goodbye_every_time() {
     );
     assert_eq!(goodbyes, 20, "{reasons:?}");
 }
+
+/// How a client waits for its service in these tests: far longer than
+/// any of them takes, so that only a wrong refusal could end the wait.
+fn waiting() -> ClientOptions {
+    ClientOptions::new().wait_for_service(common::HANG_GUARD)
+}
+
+#[tokio::test]
+async fn a_client_started_before_its_service_waits_for_it() {
+    let serving = common::echo_in_memory("wait-connector");
+    let handle = serving.handle().clone();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connector = {
+        let attempts = attempts.clone();
+        move || {
+            // The first three find no service; the fourth does.
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let opened = if attempt < 3 {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            } else {
+                let (client_end, server_end) = pipesvc::transport::memory::pair();
+                handle
+                    .serve_connection(server_end, pipesvc::transport::PeerInfo::current())
+                    .map(|()| client_end)
+                    .map_err(std::io::Error::other)
+            };
+            std::future::ready(opened)
+        }
+    };
+    let client = guard(Client::from_connector(connector, waiting()))
+        .await
+        .expect("connected once the service was there");
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(client.request("x").await.unwrap(), "x");
+    assert_eq!(
+        client.reconnects(),
+        0,
+        "the first connection is no reconnect"
+    );
+    client.close().await;
+    guard(serving.stop()).await.expect("serve");
+}
+
+#[tokio::test]
+async fn a_client_waits_through_a_service_that_is_not_ready_yet() {
+    let endpoint = unique_endpoint("wait-endpoint");
+    // What answers first: a service at its connection limit, which
+    // refuses with `overloaded`, then goes away.
+    let mut listener = Listener::bind(&endpoint, &ListenerOptions::default()).unwrap();
+    let connecting = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move { Client::connect_with(&endpoint, waiting()).await })
+    };
+    let (mut refused, _peer) = guard(listener.accept()).await.unwrap();
+    let overloaded = pipesvc::protocol::ErrorPayload::encode(
+        pipesvc::protocol::ErrorCode::OVERLOADED,
+        "at the connection limit",
+    );
+    let error = rogue::frame_bytes(pipesvc::protocol::Kind::Error, 0, &overloaded);
+    refused.write_all(&error).await.unwrap();
+    drop((refused, listener));
+    // Then the service proper.
+    let (serving, _started) = start(&endpoint);
+    let client = guard(connecting).await.unwrap().expect("connected");
+    assert_eq!(client.request("after").await.unwrap(), "after");
+    client.close().await;
+    guard(serving.stop()).await.expect("serve");
+}
+
+#[tokio::test]
+async fn waiting_for_a_service_does_not_wait_out_what_waiting_cannot_fix() {
+    let (endpoint, serving) = common::echo("wait-wrong-server");
+    // Not the server's pid: refused at once, not retried until the deadline
+    // (the hang guard would fail the test first).
+    let options = waiting().expect_server_pid(Some(std::process::id() + 1));
+    let err = guard(Client::connect_with(&endpoint, options))
+        .await
+        .expect_err("the wrong server");
+    assert!(matches!(err, Error::WrongServer { .. }), "{err}");
+    guard(serving.stop()).await.expect("serve");
+}

@@ -195,6 +195,12 @@ async fn from_io_refuses_what_it_cannot_do() {
     let refused = Client::from_io(client_end, options).await;
     assert!(matches!(refused, Err(Error::Config { ref setting, .. }) if setting == "reconnect"));
     let (client_end, _server_end) = memory::pair();
+    let options = ClientOptions::new().wait_for_service(std::time::Duration::from_secs(1));
+    let refused = Client::from_io(client_end, options).await;
+    assert!(
+        matches!(refused, Err(Error::Config { ref setting, .. }) if setting == "wait_for_service")
+    );
+    let (client_end, _server_end) = memory::pair();
     let options = ClientOptions::new().expect_server_pid(Some(1));
     let refused = Client::from_io(client_end, options).await;
     assert!(

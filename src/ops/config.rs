@@ -729,9 +729,10 @@ pub struct Number<const MIN: u64, const MAX: u64>(u64);
 pub type Count = Number<1, 1_000_000>;
 /// A frame length: at least a HELLO's fixed part with its header.
 pub type FrameLen = Number<16, { u32::MAX as u64 }>;
-/// A connection's limit of unwritten notification bytes (1 KiB to 512 MiB,
-/// tokio's bound on a semaphore's permits being 2^29 on 32-bit hosts).
-pub type OutputBytes = Number<1024, { 512 * 1024 * 1024 }>;
+/// A connection's limit of unwritten notification bytes (1 KiB to
+/// [`MAX_OUTPUT_BYTES`](crate::server::MAX_OUTPUT_BYTES), what the server
+/// accepts).
+pub type OutputBytes = Number<1024, { crate::server::MAX_OUTPUT_BYTES as u64 }>;
 /// A number of bytes for the input budget.
 pub type Budget = Number<1, { u32::MAX as u64 }>;
 /// A number of Windows pipe instances.
@@ -1083,6 +1084,9 @@ mod tests {
             err.contains("`allow_anyone`: invalid type: string \"yes\", expected a boolean"),
             "{err}"
         );
+        // The largest the server takes, not a value it would clamp.
+        let err = file_error("max_output_bytes = 536870912");
+        assert!(err.contains("from 1024 to 536870911"), "{err}");
         let err = file_error("max_frame_len = 1");
         assert!(err.contains("from 16 to 4294967295"), "{err}");
     }

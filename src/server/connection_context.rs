@@ -59,12 +59,11 @@ pub(crate) struct OutputLimit {
 }
 
 impl OutputLimit {
-    /// Permits can be at most this many (tokio's own bound), and
-    /// `acquire_many` takes a `u32`.
-    const MAX: usize = u32::MAX as usize >> 3;
-
+    /// `limit` is from 1 to [`MAX_OUTPUT_BYTES`](super::MAX_OUTPUT_BYTES)
+    /// (checked at bind): what the semaphore can hold, and what
+    /// `acquire_many` (a `u32`) can take.
     pub(crate) fn new(limit: usize) -> OutputLimit {
-        let limit = limit.clamp(1, Self::MAX);
+        debug_assert!((1..=super::MAX_OUTPUT_BYTES).contains(&limit));
         OutputLimit {
             room: Semaphore::new(limit),
             limit,
