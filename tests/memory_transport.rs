@@ -115,6 +115,42 @@ async fn requests_notifications_broadcast_and_shutdown_over_memory() {
 }
 
 #[tokio::test]
+async fn a_context_kept_after_its_call_still_notifies_that_connection() {
+    guard(async {
+        let kept: Arc<Mutex<Option<ConnectionContext>>> = Arc::default();
+        let handler = {
+            let kept = kept.clone();
+            move |request: Bytes, ctx: ConnectionContext| {
+                *kept.lock().unwrap() = Some(ctx);
+                async move { Ok::<_, ServiceError>(request) }
+            }
+        };
+        let server = Server::builder(common::unique_endpoint("memory-kept"))
+            .handler(handler)
+            .build()
+            .expect("build");
+        let serving = TestServer::start(server);
+        let client = serving.connect_in_memory().await.expect("connect");
+        let mut notes = client.notifications().expect("stream");
+        assert_eq!(&client.request("keep").await.expect("answer")[..], b"keep");
+        let ctx = kept.lock().unwrap().take().expect("the handler kept it");
+        // The call is answered; its context still reaches the client.
+        ctx.notify("later").await.expect("notify after the call");
+        assert_eq!(&next_message(&mut notes).await[..], b"later");
+        // Once the connection is gone (the server has stopped, so every
+        // connection has ended), it says so.
+        client.close().await;
+        serving.stop().await.expect("serve");
+        let err = ctx
+            .notify("gone")
+            .await
+            .expect_err("the connection is gone");
+        assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_refused_client_is_told_once_and_who_it_was_taken_for() {
     guard(async {
         let server = Server::builder(common::unique_endpoint("memory-refused"))

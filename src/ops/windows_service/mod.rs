@@ -216,9 +216,38 @@ fn program() -> &'static str {
 /// `service "x" is running (pid N)`, the status lines) goes to `out`, an
 /// error with its causes ([`crate::ops::error_report`]) to `err`: pass
 /// `std::io::stdout()` and `std::io::stderr()`, or buffers to show them
-/// elsewhere.
-#[cfg(windows)]
+/// elsewhere. The exit code is success, or failure once the error is
+/// written.
+///
+/// Off Windows there is no Service Control Manager: every subcommand
+/// writes to `err` that it is Windows-only and that the product runs under
+/// systemd with `PRODUCT serve` instead, and fails. The signature is the
+/// same on every platform, so that a product's `main` needs no `cfg`.
 pub fn main<E, H, F>(
+    product: Product,
+    args: ServiceArgs,
+    log_format: LogFormat,
+    make_handler: F,
+    out: impl Write,
+    err: impl Write,
+) -> ExitCode
+where
+    E: DeserializeOwned + Send + 'static,
+    H: Answers,
+    F: FnOnce(E) -> H + Send + 'static,
+{
+    #[cfg(windows)]
+    return run_command(product, args, log_format, make_handler, out, err);
+    #[cfg(not(windows))]
+    {
+        let _ = (args, log_format, make_handler, out);
+        windows_only(product, err)
+    }
+}
+
+/// [`main`] on Windows: the subcommand, through the SCM.
+#[cfg(windows)]
+fn run_command<E, H, F>(
     product: Product,
     args: ServiceArgs,
     log_format: LogFormat,
@@ -244,22 +273,10 @@ where
     crate::ops::exit_code(outcome, err)
 }
 
-/// Off Windows there is no Service Control Manager: says so on `err`, and
-/// where to look instead.
+/// [`main`] elsewhere: says on `err` that there is no SCM here, and where
+/// to look instead.
 #[cfg(not(windows))]
-pub fn main<E, H, F>(
-    product: Product,
-    _args: ServiceArgs,
-    _log_format: LogFormat,
-    _make_handler: F,
-    _out: impl Write,
-    mut err: impl Write,
-) -> ExitCode
-where
-    E: DeserializeOwned + Send + 'static,
-    H: Answers,
-    F: FnOnce(E) -> H + Send + 'static,
-{
+fn windows_only(product: Product, mut err: impl Write) -> ExitCode {
     let name = product.name();
     let mut message = format!(
         "error: `{name} service` is Windows-only: it registers {name} with the Windows \
