@@ -11,7 +11,7 @@
 //!
 //! A client also runs over any byte stream the caller connected
 //! ([`Client::from_io`]; no reconnect) or opens ([`Client::from_connector`],
-//! which reconnects), such as one end of an in-memory
+//! which can reconnect and wait for its service), such as one end of an in-memory
 //! [`pair`](crate::transport::memory::pair). The caller vouches for the
 //! server behind such a stream: no identity check applies.
 
@@ -560,13 +560,9 @@ impl Client {
     }
 
     /// Asks the server for its counters: uptime, connections, requests
-    /// served, errors by code, bytes in and out (STATUS, protocol 1.1),
-    /// within the client's `request_timeout`.
-    ///
-    /// A server older than protocol 1.1 does not know STATUS: it answers
-    /// ERROR `unknown kind` (4) and closes the connection, which this
-    /// reports as [`Error::ConnectionClosed`] with
-    /// [`CloseReason::ServerError`].
+    /// served (cancelled and timed out among them), errors by code, bytes
+    /// in and out (STATUS), within the client's `request_timeout`. Every
+    /// server this client connects to (protocol 2) answers it.
     pub async fn status(&self) -> Result<Status> {
         let limit = self.shared.options.request_timeout;
         let payload = self.exchange(Kind::Status, Bytes::new(), limit).await?;

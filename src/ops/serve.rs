@@ -85,8 +85,10 @@ pub async fn serve<H: Answers>(
     serve_until(product, settings, handler, stop, ready).await
 }
 
-/// Binds the endpoint, calls `ready` once clients can connect, and serves
-/// until `stop` completes (then shuts down gracefully). Every way of
+/// Binds the endpoint ([`Settings::server_builder`]: the settings', else
+/// the product's; the server named after the product in its HELLO unless
+/// `server_name` says otherwise), calls `ready` once clients can connect,
+/// and serves until `stop` completes (then shuts down gracefully). Every way of
 /// running a service (console, and the platform service managers) goes
 /// through here; they differ only in how they learn to stop and whom they
 /// tell that the service is ready.
@@ -200,6 +202,8 @@ async fn log_status_on_request(
             connections_open = status.connections_open,
             connections_total = status.connections_total,
             requests_served = status.requests_served,
+            requests_cancelled = status.requests_cancelled,
+            requests_timed_out = status.requests_timed_out,
             bytes_in = status.bytes_in,
             bytes_out = status.bytes_out,
             errors = ?status.errors,
@@ -208,8 +212,8 @@ async fn log_status_on_request(
     }
 }
 
-/// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
-/// the returned future completes on the first of them.
+/// Registers for Ctrl+C and the console's close now; the returned future
+/// completes on the first of them.
 #[cfg(windows)]
 fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::windows::{ctrl_c, ctrl_close};
