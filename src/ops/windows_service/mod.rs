@@ -237,40 +237,25 @@ where
     F: FnOnce(E) -> H + Send + 'static,
 {
     #[cfg(windows)]
-    return run_command(product, args, log_format, make_handler, out, err);
+    {
+        let _ = PROGRAM.set(product.name());
+        let mut out = out;
+        let out = &mut out;
+        let outcome = match args.command {
+            ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format, out),
+            ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args, out),
+            ServiceCommand::Start(args) => manage::start(&product, &args, out),
+            ServiceCommand::Stop(args) => manage::stop(&product, &args, out),
+            ServiceCommand::Status(args) => manage::status(&product, &args, out),
+            ServiceCommand::Run(args) => run::run(product, args, log_format, make_handler),
+        };
+        crate::ops::exit_code(outcome, err)
+    }
     #[cfg(not(windows))]
     {
         let _ = (args, log_format, make_handler, out);
         windows_only(product, err)
     }
-}
-
-/// [`main`] on Windows: the subcommand, through the SCM.
-#[cfg(windows)]
-fn run_command<E, H, F>(
-    product: Product,
-    args: ServiceArgs,
-    log_format: LogFormat,
-    make_handler: F,
-    mut out: impl Write,
-    err: impl Write,
-) -> ExitCode
-where
-    E: DeserializeOwned + Send + 'static,
-    H: Answers,
-    F: FnOnce(E) -> H + Send + 'static,
-{
-    let _ = PROGRAM.set(product.name());
-    let out = &mut out;
-    let outcome = match args.command {
-        ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format, out),
-        ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args, out),
-        ServiceCommand::Start(args) => manage::start(&product, &args, out),
-        ServiceCommand::Stop(args) => manage::stop(&product, &args, out),
-        ServiceCommand::Status(args) => manage::status(&product, &args, out),
-        ServiceCommand::Run(args) => run::run(product, args, log_format, make_handler),
-    };
-    crate::ops::exit_code(outcome, err)
 }
 
 /// [`main`] elsewhere: says on `err` that there is no SCM here, and where
