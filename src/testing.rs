@@ -329,6 +329,7 @@ impl Drop for ServiceProcess {
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often [`stop_process`] looks whether the process has exited.
+#[cfg(unix)]
 const STOP_POLL: Duration = Duration::from_millis(5);
 
 /// How a process stopped by [`stop_process`] ended.
