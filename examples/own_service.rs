@@ -56,7 +56,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Parsed through the product, so that its help names it.
+    let cli: Cli = GREETER.parse();
     let log_format = cli.log_format.unwrap_or_default();
     let args = match cli.command {
         Command::Service(args) => {

@@ -95,7 +95,7 @@ pub enum Error {
     Protocol(String),
     /// The service (the server's handler) answered a request with an error:
     /// an ERROR frame with a service code (1000 and up).
-    #[error("{code}: {}", Escaped(.message))]
+    #[error("{}", CodeAndMessage(*.code, .message))]
     Remote {
         /// The code from the ERROR frame (1000 and up).
         code: ErrorCode,
@@ -105,7 +105,7 @@ pub enum Error {
     /// The server refused or failed a request at the protocol level: an
     /// ERROR frame with a protocol code (below 1000), for example
     /// `shutting down` (7), `overloaded` (6) or `handler failed` (5).
-    #[error("server error: {code}: {}", Escaped(.message))]
+    #[error("server error: {}", CodeAndMessage(*.code, .message))]
     Server {
         /// The code from the ERROR frame (below 1000).
         code: ErrorCode,
@@ -210,7 +210,7 @@ impl fmt::Display for CloseReason {
                 write!(f, "the server said goodbye: {}", Escaped(reason))
             }
             CloseReason::ServerError { code, message } => {
-                write!(f, "server error: {code}: {}", Escaped(message))
+                write!(f, "server error: {}", CodeAndMessage(*code, message))
             }
             CloseReason::Eof => write!(f, "the server closed the connection"),
             CloseReason::EofDuringHandshake => {
@@ -224,6 +224,21 @@ impl fmt::Display for CloseReason {
             CloseReason::Lost => write!(f, "the connection is closed"),
             CloseReason::ClientDisconnected => write!(f, "the client has disconnected"),
         }
+    }
+}
+
+/// An ERROR frame's code and message, the message escaped, and left out
+/// when it says no more than the code's name (`not allowed (11)`, not
+/// `not allowed (11): not allowed`).
+struct CodeAndMessage<'a>(ErrorCode, &'a str);
+
+impl fmt::Display for CodeAndMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let CodeAndMessage(code, message) = *self;
+        if message.is_empty() || message == code.name() {
+            return write!(f, "{code}");
+        }
+        write!(f, "{code}: {}", Escaped(message))
     }
 }
 
@@ -273,6 +288,25 @@ mod tests {
             closed.to_string(),
             "connection closed: the server said goodbye: \\u{7}bye"
         );
+    }
+
+    #[test]
+    fn a_message_that_only_repeats_the_code_is_said_once() {
+        let refused = Error::ConnectionClosed(CloseReason::ServerError {
+            code: ErrorCode::NOT_ALLOWED,
+            message: "not allowed".into(),
+        });
+        assert_eq!(
+            refused.to_string(),
+            "connection closed: server error: not allowed (11)"
+        );
+        let overloaded = Error::from_error_frame(ErrorCode::OVERLOADED, "try later".into());
+        assert_eq!(
+            overloaded.to_string(),
+            "server error: overloaded (6): try later"
+        );
+        let service = Error::from_error_frame(ErrorCode(1001), String::new());
+        assert_eq!(service.to_string(), "service error (1001)");
     }
 
     #[test]

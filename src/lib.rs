@@ -22,15 +22,19 @@
 //!
 //! ## Features
 //!
-//! - `cli` (default): the `pipesvc` binary; turns on `rpc` and the three below.
+//! - `cli` (default): the `pipesvc` binary; turns on every feature below
+//!   but `testing`.
 //! - `rpc` (default): `rpc`, typed services and typed calls (serde,
 //!   serde_json, rmp-serde, schemars, serde_path_to_error).
 //! - `config`: `ops::config`, settings from a TOML file, `PREFIX_*`
-//!   variables and command-line flags.
+//!   variables and command-line flags; `ops::serve`; `Product::parse`.
+//! - `logging`: `ops::logging`, log lines as text or JSON to stderr or a
+//!   file (tracing-subscriber).
 //! - `systemd`: `ops::systemd`, readiness and socket activation (Linux).
 //! - `windows-service`: `ops::windows_service`, the Windows service
 //!   commands and the Service Control Manager entry point (implies
-//!   `config`).
+//!   `config` and `logging`).
+//! - `testing`: `testing`, helpers for a product's tests.
 //!
 //! With `default-features = false` the library needs only Tokio,
 //! tokio-util, bytes, futures-util, tracing and thiserror.

@@ -7,9 +7,13 @@
 //!   shut down when dropped; it reaches its clients over its endpoint or
 //!   the in-memory transport ([`TestServer::connect_in_memory`]).
 //! - [`ServiceProcess`]: a service binary started as a child process,
-//!   ready once it answers a PING on its endpoint, killed when dropped.
+//!   ready once it answers a PING on its endpoint, stopped gracefully
+//!   (SIGTERM on Unix, as a service manager stops it) when dropped, so
+//!   that it leaves no socket file behind.
 //! - [`output_within`]: a command (a service binary's subcommand) run to
-//!   its end, or killed if it hangs.
+//!   its end, or stopped ([`stop_process`]) if it hangs.
+//! - [`stop_process`]: stops a child process the way a service manager
+//!   does, for tests that start services themselves.
 //! - [`hang_guard`]: fails a test that hangs instead of hanging the run.
 //! - [`Faulty`]: a stream wrapper that injects faults: cut the connection
 //!   after a number of bytes (mid-frame), delay reads or writes, stall them
@@ -37,7 +41,7 @@
 use std::future::Future;
 use std::io::{self, Read};
 use std::pin::Pin;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -163,14 +167,20 @@ impl Drop for TestServer {
     }
 }
 
-/// A service binary running as a child process, killed (and reaped) when
-/// dropped. Its stderr is collected, for the error if it fails to start
-/// and for [`ServiceProcess::stderr`].
+/// A service binary running as a child process, stopped gracefully (and
+/// reaped) when dropped or with [`ServiceProcess::stop`]: see
+/// [`stop_process`]. A service that had to be killed has its dead socket
+/// file removed, so that a test run leaves none behind. Its stderr is
+/// collected, for the error if it fails to start and for
+/// [`ServiceProcess::stderr`].
 #[derive(Debug)]
 pub struct ServiceProcess {
     child: Child,
     endpoint: Endpoint,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Closed once all of stderr is read (the process and whatever it
+    /// started have closed it).
+    stderr_read: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// How often [`ServiceProcess::start`] asks whether the service answers.
@@ -189,6 +199,7 @@ impl ServiceProcess {
         command.stdin(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn()?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (read, stderr_read) = tokio::sync::oneshot::channel::<()>();
         if let Some(mut pipe) = child.stderr.take() {
             let sink = stderr.clone();
             // A thread of its own: a child blocked on a full stderr pipe
@@ -198,12 +209,14 @@ impl ServiceProcess {
                 while let Ok(n @ 1..) = pipe.read(&mut chunk) {
                     lock(&sink).extend_from_slice(&chunk[..n]);
                 }
+                drop(read);
             });
         }
         let mut service = ServiceProcess {
             child,
             endpoint: endpoint.clone(),
             stderr,
+            stderr_read: Some(stderr_read),
         };
         service.wait_ready(timeout).await?;
         Ok(service)
@@ -213,6 +226,10 @@ impl ServiceProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
+                // What it wrote last may still be on its way from the pipe.
+                if let Some(read) = self.stderr_read.take() {
+                    let _ = tokio::time::timeout(STOP_TIMEOUT, read).await;
+                }
                 return Err(self.failed(&format!("exited with {status} before it was ready")));
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -267,20 +284,129 @@ impl ServiceProcess {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&lock(&self.stderr)).into_owned()
     }
+
+    /// Stops the service as a service manager does ([`stop_process`]
+    /// within [`STOP_TIMEOUT`]) and returns how it exited: a test can check
+    /// that it stopped cleanly (exit status 0).
+    pub fn stop(mut self) -> io::Result<ExitStatus> {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> io::Result<ExitStatus> {
+        let stopped = stop_process(&mut self.child, STOP_TIMEOUT)?;
+        if stopped.killed {
+            self.remove_dead_socket();
+        }
+        Ok(stopped.status)
+    }
+
+    /// A service killed on the spot cannot remove its socket file: the
+    /// endpoint was its own, so the file is removed here.
+    fn remove_dead_socket(&self) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let path = self.endpoint.address();
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            if is_socket {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
 }
 
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Already stopped (by `stop`) or not: nothing more to do either way.
+        let _ = self.stop_now();
+    }
+}
+
+/// How long [`ServiceProcess`] gives a service to stop gracefully before
+/// it kills it: more than a service's default shutdown timeout (5 s) for
+/// the requests it still runs.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often [`stop_process`] looks whether the process has exited.
+#[cfg(unix)]
+const STOP_POLL: Duration = Duration::from_millis(5);
+
+/// How a process stopped by [`stop_process`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stopped {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Whether it had to be killed: it did not exit within the timeout,
+    /// or (on Windows) there was no gentler way.
+    pub killed: bool,
+}
+
+/// Stops `child` the way a service manager does and reaps it: on Unix
+/// SIGTERM, then up to `timeout` for it to exit (a service built on
+/// [`ops::serve`](crate::ops::serve) says GOODBYE to its clients and
+/// removes its socket file), and SIGKILL past that. On Windows it is
+/// terminated at once (a pipe leaves nothing behind, and a console-less
+/// child has no gentler stop). A process that has exited already is only
+/// reaped.
+pub fn stop_process(child: &mut Child, timeout: Duration) -> io::Result<Stopped> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Stopped {
+            status,
+            killed: false,
+        });
+    }
+    #[cfg(unix)]
+    if terminate(child)? {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Stopped {
+                    status,
+                    killed: false,
+                });
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            // std has no wait with a timeout: look again shortly.
+            std::thread::sleep(STOP_POLL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = timeout;
+    // It may have exited meanwhile: then there is nothing to kill.
+    let _ = child.kill();
+    Ok(Stopped {
+        status: child.wait()?,
+        killed: true,
+    })
+}
+
+/// Sends SIGTERM to `child`; `false` if it is already gone.
+#[cfg(unix)]
+fn terminate(child: &Child) -> io::Result<bool> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    // The child is not reaped yet (only `wait` does that), so its pid
+    // cannot belong to another process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => Ok(false),
+        _ => Err(err),
     }
 }
 
 /// Runs `command` to its end (stdin closed, stdout and stderr collected)
-/// and returns what it printed, as [`Command::output`] does, but kills it
-/// if it runs longer than `timeout`: a command that should exit but does
-/// not (a `serve` wrongly allowed to start, a client that never gives up)
-/// fails the test instead of hanging it. Fails with `TimedOut` then, or
+/// and returns what it printed, as [`Command::output`] does, but stops it
+/// ([`stop_process`]: gracefully first) if it runs longer than `timeout`:
+/// a command that should exit but does not (a `serve` wrongly allowed to
+/// start, a client that never gives up) fails the test instead of hanging
+/// it. Fails with `TimedOut` then (the message holds what it printed), or
 /// with the error of starting or waiting for it.
 pub fn output_within(mut command: Command, timeout: Duration) -> io::Result<Output> {
     command
@@ -294,22 +420,31 @@ pub fn output_within(mut command: Command, timeout: Duration) -> io::Result<Outp
     let stdout = read_to_end_apart(child.stdout.take());
     let stderr = read_to_end_apart(child.stderr.take());
     let left = || deadline.saturating_duration_since(std::time::Instant::now());
-    let collected = stdout
-        .recv_timeout(left())
-        .and_then(|out| Ok((out, stderr.recv_timeout(left())?)));
-    let Ok((stdout, stderr)) = collected else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("{command:?} was still running after {timeout:?}"),
-        ));
+    let out = stdout.recv_timeout(left()).ok();
+    let err = out.as_ref().and_then(|_| stderr.recv_timeout(left()).ok());
+    if let (Some(stdout), Some(stderr)) = (out.clone(), err) {
+        return Ok(Output {
+            status: child.wait()?,
+            stdout,
+            stderr,
+        });
+    }
+    let stopped = stop_process(&mut child, STOP_TIMEOUT)?;
+    // Its pipes close now that it is gone (unless a process it started
+    // keeps them open: what it printed is then not waited for long).
+    let printed = |bytes: Option<Vec<u8>>, pipe: &mpsc::Receiver<Vec<u8>>| {
+        let bytes = bytes.or_else(|| pipe.recv_timeout(STOP_TIMEOUT).ok());
+        String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
     };
-    Ok(Output {
-        status: child.wait()?,
-        stdout,
-        stderr,
-    })
+    let (out, err) = (printed(out, &stdout), printed(None, &stderr));
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{command:?} was still running after {timeout:?} and was stopped ({}); \
+             its stdout: {out:?}; its stderr: {err:?}",
+            stopped.status
+        ),
+    ))
 }
 
 /// All that `pipe` yields, read on a thread; it arrives on the receiver.

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 
 use common::unique_endpoint;
-use pipesvc::testing::output_within;
+use pipesvc::testing::{output_within, stop_process, STOP_TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
 
@@ -49,8 +49,8 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Gracefully (SIGTERM on Unix): no socket file is left behind.
+        let _ = stop_process(&mut self.child, STOP_TIMEOUT);
     }
 }
 

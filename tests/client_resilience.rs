@@ -347,3 +347,218 @@ async fn the_dropping_policy_marks_what_it_lost() {
     assert_eq!(client.dropped_notifications(), lagged);
     guard(serving.stop()).await.expect("serve");
 }
+
+/// A handler that, for `run`, sends `BEFORE` NOTIFYs, reports that it
+/// started, waits for the test's go, sends `AFTER` more and answers `done`.
+const BEFORE: usize = 5;
+const AFTER: usize = 16;
+
+#[tokio::test]
+async fn notifications_of_a_call_running_at_goodbye_all_arrive() {
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let go = go.clone();
+        move |_request: Bytes, ctx: ConnectionContext| {
+            let (started_tx, go) = (started_tx.clone(), go.clone());
+            async move {
+                for i in 0..BEFORE {
+                    ctx.notify(format!("before {i}")).await.expect("notify");
+                }
+                let _ = started_tx.send(());
+                go.notified().await;
+                for i in 0..AFTER {
+                    ctx.notify(format!("after {i}")).await.expect("notify");
+                }
+                Ok::<_, ServiceError>(Bytes::from_static(b"done"))
+            }
+        }
+    };
+    let server = Server::builder(unique_endpoint("goodbye-notify"))
+        // The call runs to its end: shutdown waits for it.
+        .shutdown_timeout(common::HANG_GUARD)
+        .handler(handler)
+        .build()
+        .unwrap();
+    let serving = TestServer::start(server);
+    // No reconnect: the connection the GOODBYE came on is the only one.
+    let client = serving.connect_in_memory().await.unwrap();
+    let mut notes = client.notifications().unwrap();
+    let mut states = client.connection_states();
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request("run").await })
+    };
+    guard(started.recv()).await.unwrap();
+    serving.handle().shutdown();
+    // The client has read the GOODBYE...
+    state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
+    // ...and the call still running sends the rest of its NOTIFYs.
+    go.notify_one();
+    assert_eq!(guard(call).await.unwrap().unwrap(), "done");
+    let mut received = Vec::new();
+    while let Some(note) = guard(notes.recv()).await {
+        received.push(note);
+    }
+    let messages = received.iter().filter(|n| n.message().is_some()).count();
+    eprintln!(
+        "{messages} of {} notifications arrived; dropped_notifications() = {}; {:?}",
+        BEFORE + AFTER,
+        client.dropped_notifications(),
+        received.last()
+    );
+    assert_eq!(messages, BEFORE + AFTER, "{received:?}");
+    assert_eq!(received.len(), BEFORE + AFTER, "no Lagged: {received:?}");
+    assert_eq!(client.dropped_notifications(), 0);
+    guard(serving.stop()).await.expect("serve");
+}
+
+/// A server that completes the handshake, then says GOODBYE and closes at
+/// once: the client reads both in one go.
+async fn goodbye_then_close(stream: pipesvc::transport::memory::MemoryStream) {
+    let (read, mut write) = tokio::io::split(stream);
+    write.write_all(&rogue::hello("leaving")).await.unwrap();
+    let mut reader = FramedRead::new(read, FrameCodec::new(u32::MAX));
+    assert!(rogue::answer_hello(&mut reader, &mut write).await);
+    let goodbye = rogue::frame_bytes(pipesvc::protocol::Kind::Goodbye, 0, b"restarting");
+    write.write_all(&goodbye).await.unwrap();
+    write.shutdown().await.unwrap();
+    drop((reader, write));
+}
+
+#[tokio::test]
+async fn a_goodbye_followed_by_the_end_of_the_stream_is_lost_to_the_goodbye() {
+    let mut reasons = Vec::new();
+    for _ in 0..20 {
+        let (client_end, server_end) = pipesvc::transport::memory::pair();
+        let server = tokio::spawn(goodbye_then_close(server_end));
+        let client = Client::from_io(client_end, ClientOptions::new())
+            .await
+            .unwrap();
+        let mut states = client.connection_states();
+        let lost = state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
+        guard(server).await.unwrap();
+        let ConnectionState::Lost { reason, .. } = lost else {
+            unreachable!()
+        };
+        reasons.push(reason);
+    }
+    let goodbyes = reasons
+        .iter()
+        .filter(|r| matches!(r, CloseReason::Goodbye(why) if why == "restarting"))
+        .count();
+    eprintln!(
+        "{goodbyes} of 20 ended by the GOODBYE: {:?}",
+        reasons.first()
+    );
+    assert_eq!(goodbyes, 20, "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_is_reported_as_goodbye_every_time() {
+    let mut reasons = Vec::new();
+    for _ in 0..20 {
+        let (endpoint, serving) = common::echo("graceful-reason");
+        let client = Client::connect(&endpoint).await.unwrap();
+        let mut states = client.connection_states();
+        client.ping().await.unwrap();
+        guard(serving.stop()).await.expect("serve");
+        let lost = state_where(&mut states, |s| matches!(s, ConnectionState::Lost { .. })).await;
+        let ConnectionState::Lost { reason, .. } = lost else {
+            unreachable!()
+        };
+        // What a caller is told for a request now names the GOODBYE too.
+        let err = client.request("late").await.unwrap_err();
+        reasons.push((reason, err.to_string()));
+    }
+    let goodbyes = reasons
+        .iter()
+        .filter(|(r, err)| matches!(r, CloseReason::Goodbye(_)) && err.contains("goodbye"))
+        .count();
+    eprintln!(
+        "{goodbyes} of 20 reported as GOODBYE: {:?}",
+        reasons.first()
+    );
+    assert_eq!(goodbyes, 20, "{reasons:?}");
+}
+
+/// How a client waits for its service in these tests: far longer than
+/// any of them takes, so that only a wrong refusal could end the wait.
+fn waiting() -> ClientOptions {
+    ClientOptions::new().wait_for_service(common::HANG_GUARD)
+}
+
+#[tokio::test]
+async fn a_client_started_before_its_service_waits_for_it() {
+    let serving = common::echo_in_memory("wait-connector");
+    let handle = serving.handle().clone();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connector = {
+        let attempts = attempts.clone();
+        move || {
+            // The first three find no service; the fourth does.
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let opened = if attempt < 3 {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            } else {
+                let (client_end, server_end) = pipesvc::transport::memory::pair();
+                handle
+                    .serve_connection(server_end, pipesvc::transport::PeerInfo::current())
+                    .map(|()| client_end)
+                    .map_err(std::io::Error::other)
+            };
+            std::future::ready(opened)
+        }
+    };
+    let client = guard(Client::from_connector(connector, waiting()))
+        .await
+        .expect("connected once the service was there");
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(client.request("x").await.unwrap(), "x");
+    assert_eq!(
+        client.reconnects(),
+        0,
+        "the first connection is no reconnect"
+    );
+    client.close().await;
+    guard(serving.stop()).await.expect("serve");
+}
+
+#[tokio::test]
+async fn a_client_waits_through_a_service_that_is_not_ready_yet() {
+    let endpoint = unique_endpoint("wait-endpoint");
+    // What answers first: a service at its connection limit, which
+    // refuses with `overloaded`, then goes away.
+    let mut listener = Listener::bind(&endpoint, &ListenerOptions::default()).unwrap();
+    let connecting = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move { Client::connect_with(&endpoint, waiting()).await })
+    };
+    let (mut refused, _peer) = guard(listener.accept()).await.unwrap();
+    let overloaded = pipesvc::protocol::ErrorPayload::encode(
+        pipesvc::protocol::ErrorCode::OVERLOADED,
+        "at the connection limit",
+    );
+    let error = rogue::frame_bytes(pipesvc::protocol::Kind::Error, 0, &overloaded);
+    refused.write_all(&error).await.unwrap();
+    drop((refused, listener));
+    // Then the service proper.
+    let (serving, _started) = start(&endpoint);
+    let client = guard(connecting).await.unwrap().expect("connected");
+    assert_eq!(client.request("after").await.unwrap(), "after");
+    client.close().await;
+    guard(serving.stop()).await.expect("serve");
+}
+
+#[tokio::test]
+async fn waiting_for_a_service_does_not_wait_out_what_waiting_cannot_fix() {
+    let (endpoint, serving) = common::echo("wait-wrong-server");
+    // Not the server's pid: refused at once, not retried until the deadline
+    // (the hang guard would fail the test first).
+    let options = waiting().expect_server_pid(Some(std::process::id() + 1));
+    let err = guard(Client::connect_with(&endpoint, options))
+        .await
+        .expect_err("the wrong server");
+    assert!(matches!(err, Error::WrongServer { .. }), "{err}");
+    guard(serving.stop()).await.expect("serve");
+}

@@ -357,8 +357,16 @@ mod address_space {
             let client = guard(pipesvc::Client::connect(&endpoint)).await.unwrap();
             assert_eq!(guard(client.request("alive")).await.unwrap(), "alive");
         });
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // Its stdin closed, the child shuts down gracefully.
+        drop(child.stdin.take());
+        let (done, exited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait()));
+        let status = exited.recv_timeout(HANG_GUARD).expect("the child exits");
+        assert!(status.unwrap().success());
+        assert!(
+            !endpoint.address().exists(),
+            "the socket file is removed on shutdown"
+        );
     }
 
     /// Starts connections that each hold an 8 MiB buffer until one is
@@ -407,10 +415,12 @@ mod address_space {
             // The budget out of the way: the system's limit is reached first.
             echo(&endpoint).input_budget(usize::MAX).bind().unwrap()
         });
-        // The child ends with its parent: when its stdin closes.
-        std::thread::spawn(|| {
+        // The child ends with its parent, gracefully (its socket file
+        // removed): when its stdin closes.
+        let handle = server.handle();
+        std::thread::spawn(move || {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-            std::process::exit(0);
+            handle.shutdown();
         });
         limit_address_space(HEADROOM);
         println!("pipesvc-child: listening");

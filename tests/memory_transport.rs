@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use pipesvc::client::{ClientOptions, ConnectionState, Notification};
 use pipesvc::error::CloseReason;
 use pipesvc::server::{AccessPolicy, ConnectionContext, Handler, Server, ServiceError};
+use pipesvc::testing::TestServer;
 use pipesvc::transport::{memory, PeerInfo};
 use pipesvc::{Client, Error};
 
@@ -90,13 +91,12 @@ async fn requests_notifications_broadcast_and_shutdown_over_memory() {
             .await
             .expect("state")
             .clone();
-        // GOODBYE, or the end of the stream right after it, whichever
-        // the client's supervisor saw first.
+        // The GOODBYE ended it, not the end of the stream that follows.
         assert!(
             matches!(
                 lost,
                 ConnectionState::Lost {
-                    reason: CloseReason::Goodbye(_) | CloseReason::Eof,
+                    reason: CloseReason::Goodbye(_),
                     reconnecting: false
                 }
             ),
@@ -110,6 +110,75 @@ async fn requests_notifications_broadcast_and_shutdown_over_memory() {
         let (_client_end, server_end) = memory::pair();
         let refused = handle.serve_connection(server_end, PeerInfo::current());
         assert!(matches!(refused, Err(Error::Io(_))), "{refused:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_context_kept_after_its_call_still_notifies_that_connection() {
+    guard(async {
+        let kept: Arc<Mutex<Option<ConnectionContext>>> = Arc::default();
+        let handler = {
+            let kept = kept.clone();
+            move |request: Bytes, ctx: ConnectionContext| {
+                *kept.lock().unwrap() = Some(ctx);
+                async move { Ok::<_, ServiceError>(request) }
+            }
+        };
+        let server = Server::builder(common::unique_endpoint("memory-kept"))
+            .handler(handler)
+            .build()
+            .expect("build");
+        let serving = TestServer::start(server);
+        let client = serving.connect_in_memory().await.expect("connect");
+        let mut notes = client.notifications().expect("stream");
+        assert_eq!(&client.request("keep").await.expect("answer")[..], b"keep");
+        let ctx = kept.lock().unwrap().take().expect("the handler kept it");
+        // The call is answered; its context still reaches the client.
+        ctx.notify("later").await.expect("notify after the call");
+        assert_eq!(&next_message(&mut notes).await[..], b"later");
+        // Once the connection is gone (the server has stopped, so every
+        // connection has ended), it says so.
+        client.close().await;
+        serving.stop().await.expect("serve");
+        let err = ctx
+            .notify("gone")
+            .await
+            .expect_err("the connection is gone");
+        assert!(matches!(err, Error::ConnectionClosed(_)), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_client_is_told_once_and_who_it_was_taken_for() {
+    guard(async {
+        let server = Server::builder(common::unique_endpoint("memory-refused"))
+            .handler(Echo)
+            .access(AccessPolicy::custom(|_| false))
+            .build()
+            .expect("build");
+        let serving = TestServer::start(server);
+        let (client_end, server_end) = memory::pair();
+        let stranger = PeerInfo::new().with_pid(4321).with_uid(1234);
+        serving
+            .handle()
+            .serve_connection(server_end, stranger)
+            .expect("hand over");
+        let err = Client::from_io(client_end, ClientOptions::default())
+            .await
+            .expect_err("refused");
+        let text = err.to_string();
+        eprintln!("a refused client sees: {text}");
+        assert_eq!(err.code(), Some(pipesvc::protocol::ErrorCode::NOT_ALLOWED));
+        assert_eq!(text.matches("not allowed").count(), 1, "{text}");
+        assert!(
+            text.contains("access policy")
+                && text.contains("uid 1234")
+                && text.contains("pid 4321"),
+            "{text}"
+        );
+        serving.stop().await.expect("serve");
     })
     .await;
 }
@@ -161,6 +230,12 @@ async fn from_io_refuses_what_it_cannot_do() {
     let options = ClientOptions::new().reconnect(true);
     let refused = Client::from_io(client_end, options).await;
     assert!(matches!(refused, Err(Error::Config { ref setting, .. }) if setting == "reconnect"));
+    let (client_end, _server_end) = memory::pair();
+    let options = ClientOptions::new().wait_for_service(std::time::Duration::from_secs(1));
+    let refused = Client::from_io(client_end, options).await;
+    assert!(
+        matches!(refused, Err(Error::Config { ref setting, .. }) if setting == "wait_for_service")
+    );
     let (client_end, _server_end) = memory::pair();
     let options = ClientOptions::new().expect_server_pid(Some(1));
     let refused = Client::from_io(client_end, options).await;

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
 use common::HANG_GUARD;
-use pipesvc::testing::output_within;
+use pipesvc::testing::{output_within, stop_process};
 
 /// The example's executable, which `cargo test` builds next to the tests.
 fn example() -> PathBuf {
@@ -99,7 +99,7 @@ impl Drop for TempFile {
     }
 }
 
-/// A running `own_service serve`, killed when dropped.
+/// A running `own_service serve`, stopped when dropped.
 struct Serving(Child);
 
 impl Serving {
@@ -120,8 +120,8 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // Gracefully (SIGTERM on Unix): no socket file is left behind.
+        let _ = stop_process(&mut self.0, HANG_GUARD);
     }
 }
 
@@ -193,6 +193,71 @@ fn config_errors_name_the_file_line_and_nearest_key() {
             "environment variable GREETER_MAX_CONNECTIONS: \
              expected a whole number from 1 to 1000000, got \"0\""
         ),
+        "{err}"
+    );
+}
+
+#[test]
+fn its_help_shows_its_own_names_prefix_and_defaults() {
+    let help = |args: &[&str]| {
+        let out = run(greeter(args));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let serve = help(&["serve", "--help"]);
+    let name = serve.split("--name").nth(1).unwrap_or_default();
+    assert!(name.contains("[default: greeter]"), "{serve}");
+    let server_name = serve.split("--server-name").nth(1).unwrap_or_default();
+    assert!(server_name.contains("[default: greeter]"), "{serve}");
+    assert!(serve.contains("GREETER_<KEY>"), "{serve}");
+    let install = help(&["service", "install", "--help"]);
+    let service_name = install.split("--service-name").nth(1).unwrap_or_default();
+    assert!(service_name.contains("[default: greeter]"), "{install}");
+    // pipesvc's names, prefix and docs are not the product's (`pipesvc`
+    // as a log target, the library's, may be named).
+    for text in [&serve, &install] {
+        for leak in [
+            "default: pipesvc",
+            "such as pipesvc",
+            "PIPESVC",
+            "CONFIG.md",
+            "pipesvc IPC",
+            "\\pipesvc\\",
+        ] {
+            assert!(!text.contains(leak), "{leak:?} in a product's help: {text}");
+        }
+    }
+}
+
+#[test]
+fn its_hello_names_the_product() {
+    let name = unique_name("own-hello");
+    let _service = Serving::start(greeter(&["serve", "--name", &name]), &name);
+    let (answer, server_name) = call(&name, "Ada");
+    assert_eq!(answer, "Hello, Ada");
+    assert_eq!(server_name, "greeter");
+}
+
+#[test]
+fn errors_in_its_own_keys_name_the_key_and_line() {
+    let config = TempFile::new(
+        "owntype",
+        "max_connections = 4
+greeting = 5
+",
+    );
+    let err = failure(greeter(&["serve", "--config", config.arg()]));
+    assert!(
+        err.contains("line 2: `greeting`: invalid type: integer `5`, expected a string"),
+        "{err}"
+    );
+    let config = TempFile::new(
+        "owntable",
+        "max_connections = 4\n\n[greeting]\nword = \"Hi\"\n",
+    );
+    let err = failure(greeter(&["serve", "--config", config.arg()]));
+    assert!(
+        err.contains("line 3: `greeting`: invalid type: map, expected a string"),
         "{err}"
     );
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use common::{unique_endpoint, HANG_GUARD};
-use pipesvc::testing::output_within;
+use pipesvc::testing::{output_within, stop_process, STOP_TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
 
@@ -23,7 +23,7 @@ fn unique_name(test: &str) -> String {
         .into_owned()
 }
 
-/// A running `pipesvc serve`, killed when dropped.
+/// A running `pipesvc serve`, stopped when dropped.
 struct Service {
     child: Child,
     /// Where it says it listens.
@@ -46,7 +46,7 @@ impl Service {
         let line = match line {
             Some(Ok(line)) => line,
             other => {
-                let _ = child.kill();
+                let _ = stop_process(&mut child, STOP_TIMEOUT);
                 panic!("pipesvc serve did not say it listens: {other:?}");
             }
         };
@@ -87,8 +87,8 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Gracefully (SIGTERM on Unix): no socket file is left behind.
+        let _ = stop_process(&mut self.child, STOP_TIMEOUT);
     }
 }
 

@@ -457,8 +457,7 @@ async fn a_client_and_server_of_the_same_unprivileged_user_connect() {
                 .env_remove("PIPESVC_NAME")
                 .current_dir("/"),
         );
-        server.kill().unwrap();
-        server.wait().unwrap();
+        pipesvc::testing::stop_process(&mut server, pipesvc::testing::STOP_TIMEOUT).unwrap();
         output
     });
     let output = guard(run).await.unwrap().unwrap();

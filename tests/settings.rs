@@ -41,7 +41,7 @@ type Tweak = fn(ServerBuilder<()>) -> ServerBuilder<()>;
 
 #[tokio::test]
 async fn every_bad_server_setting_fails_bind_by_name() {
-    let cases: [(&str, Tweak, &str); 17] = [
+    let cases: [(&str, Tweak, &str); 18] = [
         (
             "max_connections",
             |b| b.max_connections(0),
@@ -54,6 +54,12 @@ async fn every_bad_server_setting_fails_bind_by_name() {
         ),
         ("max_in_flight", |b| b.max_in_flight(0), "at least 1, not 0"),
         ("max_output_bytes", |b| b.max_output_bytes(0), "at least 1"),
+        // Was clamped to what a connection's budget can count.
+        (
+            "max_output_bytes",
+            |b| b.max_output_bytes(usize::MAX),
+            "at most 536870911",
+        ),
         ("input_budget", |b| b.input_budget(0), "at least 1"),
         (
             "max_frame_len",
@@ -162,7 +168,12 @@ type ClientTweak = fn(ClientOptions) -> ClientOptions;
 
 #[tokio::test]
 async fn every_bad_client_setting_fails_connect_by_name() {
-    let cases: [(&str, ClientTweak, &str); 8] = [
+    let cases: [(&str, ClientTweak, &str); 9] = [
+        (
+            "wait_for_service",
+            |o| o.wait_for_service(Duration::MAX),
+            "a year",
+        ),
         (
             "handshake_timeout",
             |o| o.handshake_timeout(Duration::ZERO),

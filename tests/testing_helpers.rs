@@ -61,28 +61,72 @@ async fn a_test_server_reconnects_its_in_memory_clients() {
     .await;
 }
 
+/// `pipesvc serve` on a fresh endpoint for `test`, as a service process.
+async fn serve_child(test: &str) -> (pipesvc::Endpoint, ServiceProcess) {
+    let endpoint = unique_endpoint(test);
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--name"])
+        .arg(endpoint.address())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let service = ServiceProcess::start(command, &endpoint, HANG_GUARD)
+        .await
+        .expect("the service starts");
+    (endpoint, service)
+}
+
 #[tokio::test]
-async fn a_service_process_is_ready_when_it_answers_and_killed_on_drop() {
+async fn a_service_process_is_ready_when_it_answers_and_stopped_gracefully_on_drop() {
     guard(async {
-        let endpoint = unique_endpoint("child");
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--name"])
-            .arg(endpoint.address())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        let mut service = ServiceProcess::start(command, &endpoint, HANG_GUARD)
-            .await
-            .expect("the service starts");
+        let (endpoint, mut service) = serve_child("child").await;
         let client = Client::connect(&endpoint).await.expect("connect");
         assert_eq!(&client.request("hi").await.expect("answer")[..], b"hi");
         client.close().await;
         let pid = service.child().id();
         drop(service);
-        // Killed and reaped: nothing answers there any more.
+        // Stopped and reaped: nothing answers there any more...
         let options = pipesvc::client::ClientOptions::new().connect_timeout(Duration::ZERO);
         let gone = Client::connect_with(&endpoint, options).await;
         assert!(gone.is_err(), "pid {pid} still answers");
+        // ...and it stopped gracefully: no socket file is left behind.
+        #[cfg(unix)]
+        assert!(
+            !endpoint.address().exists(),
+            "a dead socket file is left: {}",
+            endpoint.address().display()
+        );
+    })
+    .await;
+}
+
+/// On Windows `stop` terminates the process (no signal reaches a
+/// console-less child; a pipe leaves nothing behind).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_stopped_service_process_reports_how_it_exited() {
+    guard(async {
+        let (endpoint, service) = serve_child("child-stop").await;
+        let client = Client::connect(&endpoint).await.expect("connect");
+        let mut states = client.connection_states();
+        let status = service.stop().expect("stopped");
+        assert!(status.success(), "a graceful stop exits 0: {status:?}");
+        // Its clients were told GOODBYE, as a service manager's stop does.
+        let lost = states
+            .wait_for(|s| matches!(s, ConnectionState::Lost { .. }))
+            .await
+            .expect("state")
+            .clone();
+        assert!(
+            matches!(
+                lost,
+                ConnectionState::Lost {
+                    reason: pipesvc::error::CloseReason::Goodbye(_),
+                    ..
+                }
+            ),
+            "{lost:?}"
+        );
     })
     .await;
 }
@@ -137,4 +181,27 @@ fn a_command_that_outlasts_its_timeout_is_killed_and_fails() {
     let err = output_within(command, Duration::from_millis(200)).expect_err("it is killed");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     assert!(err.to_string().contains("still running"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_service_that_outlasts_its_timeout_is_stopped_gracefully() {
+    let endpoint = unique_endpoint("outlasts-socket");
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--name"])
+        .arg(endpoint.address())
+        .env("RUST_LOG", "off");
+    let socket = endpoint.address().to_path_buf();
+    // Long enough for the service to start on a loaded machine.
+    let err = output_within(command, Duration::from_secs(5)).expect_err("it is stopped");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    // It had bound its socket (what it printed is in the error)...
+    assert!(err.to_string().contains("listening on"), "{err}");
+    // ...and removed it when stopped.
+    assert!(
+        !socket.exists(),
+        "a dead socket file is left: {}",
+        socket.display()
+    );
 }

@@ -11,7 +11,7 @@
 //!
 //! A client also runs over any byte stream the caller connected
 //! ([`Client::from_io`]; no reconnect) or opens ([`Client::from_connector`],
-//! which reconnects), such as one end of an in-memory
+//! which can reconnect and wait for its service), such as one end of an in-memory
 //! [`pair`](crate::transport::memory::pair). The caller vouches for the
 //! server behind such a stream: no identity check applies.
 
@@ -39,7 +39,9 @@ pub use notifications::{Notification, NotificationPolicy, Notifications};
 
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
-use crate::protocol::{Encoding, Kind, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
+use crate::protocol::{
+    Encoding, ErrorCode, Kind, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+};
 use crate::transport::{ConnectOptions, ConnectStats, PeerInfo};
 use crate::validate;
 use connection::{CallError, Connection, Connector};
@@ -96,6 +98,7 @@ pub struct ClientOptions {
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
     pub(crate) reconnect: bool,
+    pub(crate) wait_for_service: Duration,
     pub(crate) encoding: Encoding,
 }
 
@@ -214,6 +217,24 @@ impl ClientOptions {
         self
     }
 
+    /// How long the first connect waits for a service that is not there
+    /// yet (default zero: not beyond the connect timeout), for an app that
+    /// may start before its service. The first connection is then tried
+    /// like a reconnect: again after each failure, pausing from 50 ms
+    /// doubling up to 5 s, while the service is absent, starting, busy or
+    /// refusing for now (`overloaded`, `shutting down`, going away during
+    /// the handshake); no new attempt starts once `timeout` has passed, and
+    /// each is bounded by the connect and handshake timeouts as always.
+    /// What waiting cannot fix fails at once: a setting, the wrong server,
+    /// `not allowed`, a server too old. [`Client::connect_with`] and
+    /// [`Client::from_connector`] wait; for [`Client::from_io`] (one stream
+    /// given once) a non-zero wait is refused with [`Error::Config`]. At
+    /// most a year.
+    pub fn wait_for_service(mut self, timeout: Duration) -> Self {
+        self.wait_for_service = timeout;
+        self
+    }
+
     /// The encoding typed calls use when the server offers it (default
     /// MessagePack); otherwise the first of the server's this client
     /// knows. [`CallOptions::encoding`] overrides it per call.
@@ -230,6 +251,7 @@ impl ClientOptions {
             validate::positive_timeout("request_timeout", timeout)?;
         }
         validate::bounded_timeout("close_timeout", self.close_timeout)?;
+        validate::bounded_timeout("wait_for_service", self.wait_for_service)?;
         // The server's HELLO reply (protocol 2) is the larger of its two
         // HELLOs, even when it offers no encoding.
         let reply = crate::protocol::HelloReply::new(crate::protocol::PROTOCOL_VERSION, &[]);
@@ -259,6 +281,7 @@ impl Default for ClientOptions {
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             reconnect: false,
+            wait_for_service: Duration::ZERO,
             encoding: Encoding::MessagePack,
         }
     }
@@ -417,11 +440,15 @@ impl Client {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        if options.reconnect {
+        if options.reconnect || !options.wait_for_service.is_zero() {
+            let setting = match options.reconnect {
+                true => "reconnect",
+                false => "wait_for_service",
+            };
             return Err(Error::config(
-                "reconnect",
+                setting,
                 "a client over a given stream cannot open it again; \
-                 use Client::from_connector to reconnect",
+                 use Client::from_connector to reconnect or wait",
             ));
         }
         let once = Mutex::new(Some(crate::transport::Generic::new(io)));
@@ -478,7 +505,7 @@ impl Client {
             options.notification_buffer,
             options.notification_buffer_bytes,
         ));
-        let first = target.open(&options, &queue).await?;
+        let first = open_first(&target, &options, &queue).await?;
         let pending = first.pending.clone();
         let (state, _) = watch::channel(ConnectionState::Connected { reconnects: 0 });
         let shared = Arc::new(Shared {
@@ -533,13 +560,9 @@ impl Client {
     }
 
     /// Asks the server for its counters: uptime, connections, requests
-    /// served, errors by code, bytes in and out (STATUS, protocol 1.1),
-    /// within the client's `request_timeout`.
-    ///
-    /// A server older than protocol 1.1 does not know STATUS: it answers
-    /// ERROR `unknown kind` (4) and closes the connection, which this
-    /// reports as [`Error::ConnectionClosed`] with
-    /// [`CloseReason::ServerError`].
+    /// served (cancelled and timed out among them), errors by code, bytes
+    /// in and out (STATUS), within the client's `request_timeout`. Every
+    /// server this client connects to (protocol 2) answers it.
     pub async fn status(&self) -> Result<Status> {
         let limit = self.shared.options.request_timeout;
         let payload = self.exchange(Kind::Status, Bytes::new(), limit).await?;
@@ -755,7 +778,15 @@ async fn supervise(shared: Weak<Shared>, mut pending: Arc<Pending>, stop: Cancel
             reconnecting,
         });
         if !reconnecting {
-            client.notifications.end();
+            // After a GOODBYE the server still answers the calls in flight,
+            // and their NOTIFYs come first: the stream ends only with the
+            // connection (or on close, which ends it itself).
+            let notifications = client.notifications.clone();
+            drop(client);
+            tokio::select! {
+                () = pending.gone() => notifications.end(),
+                () = stop.cancelled() => {}
+            }
             return;
         }
         let (target, options) = (client.target.clone(), client.options.clone());
@@ -794,6 +825,63 @@ async fn reconnect(
             () = stop.cancelled() => return None,
         }
         pause = (pause * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// The first connection. With [`ClientOptions::wait_for_service`], a
+/// service that is not there yet is tried again, with the reconnect's
+/// pauses, until that time has passed.
+async fn open_first(
+    target: &Target,
+    options: &ClientOptions,
+    queue: &Arc<Queue>,
+) -> Result<Connection> {
+    let deadline = Instant::now() + options.wait_for_service;
+    let mut pause = RECONNECT_BACKOFF_MIN;
+    loop {
+        let err = match target.open(options, queue).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) => err,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !not_there_yet(&err) {
+            return Err(err);
+        }
+        tracing::debug!(error = %err, retry_in = ?pause, "waiting for the service");
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// Whether `err` says the service is not there yet (absent, starting,
+/// busy, going away), which waiting can fix; not a bad setting, the wrong
+/// server, a refusal for good or a broken protocol.
+fn not_there_yet(err: &Error) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        Error::Connect { .. } | Error::Timeout(..) => true,
+        Error::ConnectionClosed(reason) => match reason {
+            CloseReason::ServerError { code, .. } => {
+                matches!(*code, ErrorCode::OVERLOADED | ErrorCode::SHUTTING_DOWN)
+            }
+            CloseReason::EofDuringHandshake
+            | CloseReason::Eof
+            | CloseReason::Reset(_)
+            | CloseReason::Goodbye(_) => true,
+            _ => false,
+        },
+        Error::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::NotFound
+                | ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::WouldBlock
+                | ErrorKind::TimedOut
+        ),
+        _ => false,
     }
 }
 

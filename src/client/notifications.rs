@@ -67,8 +67,10 @@ impl Notification {
 
 /// NOTIFY payloads from the server, in the order they arrived, with a
 /// [`Notification::Lagged`] marker wherever some were lost. Ends when the
-/// connection closes (with `reconnect`: when the client is closed). Also a
-/// [`futures_util::Stream`]. Dropping it stops the buffering.
+/// connection closes: after a GOODBYE, only once the server has sent the
+/// last answers (and their NOTIFYs) and closed (with `reconnect`: when the
+/// client is closed). Also a [`futures_util::Stream`]. Dropping it stops
+/// the buffering.
 #[derive(Debug)]
 pub struct Notifications {
     queue: Arc<Queue>,

@@ -39,7 +39,8 @@ struct State {
     /// How many of `waiters` are [`Slot::Abandoned`].
     abandoned: usize,
     next_id: u32,
-    /// Set once no new request may start: why.
+    /// Set once no new request may start, if that came before the
+    /// connection was gone: why (a GOODBYE, the client closing).
     refusing: Option<CloseReason>,
     /// Set once the connection is gone: why.
     closed: Option<CloseReason>,
@@ -49,6 +50,11 @@ impl State {
     /// Requests whose callers still wait.
     fn waiting(&self) -> usize {
         self.waiters.len() - self.abandoned
+    }
+
+    /// What ended the connection first, if anything has.
+    fn end_reason(&self) -> Option<&CloseReason> {
+        self.refusing.as_ref().or(self.closed.as_ref())
     }
 }
 
@@ -62,7 +68,7 @@ impl Pending {
         self: &Arc<Self>,
     ) -> Result<(Registration, oneshot::Receiver<Result<Bytes>>)> {
         let mut state = self.state();
-        if let Some(reason) = state.closed.as_ref().or(state.refusing.as_ref()) {
+        if let Some(reason) = state.end_reason() {
             return Err(Error::ConnectionClosed(reason.clone()));
         }
         let id = loop {
@@ -120,7 +126,13 @@ impl Pending {
     /// No new requests from now on (the server said GOODBYE, or the
     /// client is closing); those in flight still get their answers.
     pub(super) fn refuse_new(&self, reason: CloseReason) {
-        self.state().refusing.get_or_insert(reason);
+        {
+            let mut state = self.state();
+            // A connection already gone ended for its own reason.
+            if state.closed.is_none() {
+                state.refusing.get_or_insert(reason);
+            }
+        }
         self.unusable.notify_waiters();
     }
 
@@ -157,10 +169,24 @@ impl Pending {
         self.state().closed.clone()
     }
 
-    /// Why new requests are refused (the connection is gone, or going).
+    /// Why the connection ended (or is ending), and so why new requests
+    /// are refused: what ended it first. A GOODBYE wins over the end of
+    /// the stream that follows it, and a close by the client over the
+    /// errors that closing causes.
     pub(super) fn end_reason(&self) -> Option<CloseReason> {
-        let state = self.state();
-        state.closed.clone().or_else(|| state.refusing.clone())
+        self.state().end_reason().cloned()
+    }
+
+    /// Waits until the connection is gone (not merely refusing new
+    /// requests: after a GOODBYE, answers and notifications still come).
+    pub(super) async fn gone(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.state().closed.is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until the connection no longer takes new requests.
@@ -263,6 +289,24 @@ mod tests {
         pending.state().next_id = id - 1;
         let (third, _answer) = pending.register().unwrap();
         assert_eq!(third.id, id);
+    }
+
+    #[test]
+    fn the_reason_a_connection_ended_is_the_first_one() {
+        let pending = Pending::default();
+        pending.refuse_new(CloseReason::Goodbye("restarting".into()));
+        // The end of the stream that follows a GOODBYE does not replace it.
+        pending.fail_all(CloseReason::Eof);
+        let reason = pending.end_reason();
+        assert!(
+            matches!(&reason, Some(CloseReason::Goodbye(why)) if why == "restarting"),
+            "{reason:?}"
+        );
+        // A close after the connection was lost does not rewrite why.
+        let lost = Pending::default();
+        lost.fail_all(CloseReason::Eof);
+        lost.refuse_new(CloseReason::ClientClosed);
+        assert!(matches!(lost.end_reason(), Some(CloseReason::Eof)));
     }
 
     #[tokio::test]

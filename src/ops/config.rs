@@ -125,10 +125,10 @@ macro_rules! settings {
 settings! {
     /// Endpoint: a bare name (`\\.\pipe\NAME` on Windows, a socket in a
     /// private per-user directory on Unix) or a full pipe name / socket
-    /// path [default: pipesvc]
+    /// path [default: the program's name]
     #[arg(short = 'n', value_name = "NAME")]
     name: Name, Any;
-    /// The server name sent to clients in HELLO [default: pipesvc]
+    /// The server name sent to clients in HELLO [default: the program's name]
     #[arg(value_name = "TEXT")]
     server_name: String, Any;
     /// Connections served at once; clients over the limit are refused
@@ -206,8 +206,8 @@ settings! {
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
     /// A TOML file of settings (keys as the flags below, with `_` for
-    /// `-`; see CONFIG.md). Environment variables named after the keys
-    /// (`PIPESVC_<KEY>` for pipesvc) override it, and flags override both.
+    /// `-`). Environment variables named after the keys with the program's
+    /// prefix (`PREFIX_<KEY>`) override it, and flags override both.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The settings given as flags.
@@ -366,7 +366,19 @@ impl Settings {
         }
     }
 
-    /// A server builder for `endpoint` with every setting applied.
+    /// The server builder `product` serves with: its endpoint
+    /// ([`Settings::endpoint`]), its name in HELLO (`server_name`, else
+    /// the product's name) and every other setting.
+    pub fn server_builder(&self, product: &Product) -> crate::Result<ServerBuilder> {
+        let builder = self.builder(self.endpoint(product)?);
+        Ok(match self.server_name {
+            Some(_) => builder,
+            None => builder.name(product.name()),
+        })
+    }
+
+    /// A server builder for `endpoint` with every setting applied (the
+    /// server name too, if set).
     pub fn builder(&self, endpoint: Endpoint) -> ServerBuilder {
         let mut builder = Server::builder(endpoint);
         if let Some(name) = &self.server_name {
@@ -519,14 +531,31 @@ fn deserialize_extra<E: DeserializeOwned>(
         return E::deserialize(de::value::UnitDeserializer::<de::value::Error>::new())
             .map_err(|e| e.to_string());
     }
+    // Where each key is, for errors whose value has no position of its
+    // own (a table where a list belongs).
+    let key_lines: BTreeMap<String, usize> = table
+        .iter()
+        .map(|(key, _)| (key.get_ref().to_string(), line_of(text, key.span().start)))
+        .collect();
     let span = 0..text.len();
     let value = DeValue::Table(table);
-    E::deserialize(ValueDeserializer::from(toml::Spanned::new(span, value))).map_err(|e| {
-        match e.span() {
-            Some(span) if span.start > 0 => {
-                format!("line {}: {}", line_of(text, span.start), e.message())
-            }
-            _ => e.message().to_owned(),
+    let deserializer = ValueDeserializer::from(toml::Spanned::new(span, value));
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // The path names the key (and the element within it) that failed.
+        let key = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
+        let path = e.path().to_string();
+        let error = e.into_inner();
+        let line = match error.span() {
+            Some(span) if span.start > 0 => Some(line_of(text, span.start)),
+            _ => key.and_then(|key| key_lines.get(&key).copied()),
+        };
+        match (line, path.as_str()) {
+            (_, ".") => error.message().to_owned(),
+            (Some(line), path) => format!("line {line}: `{path}`: {}", error.message()),
+            (None, path) => format!("`{path}`: {}", error.message()),
         }
     })
 }
@@ -700,9 +729,10 @@ pub struct Number<const MIN: u64, const MAX: u64>(u64);
 pub type Count = Number<1, 1_000_000>;
 /// A frame length: at least a HELLO's fixed part with its header.
 pub type FrameLen = Number<16, { u32::MAX as u64 }>;
-/// A connection's limit of unwritten notification bytes (1 KiB to 512 MiB,
-/// tokio's bound on a semaphore's permits being 2^29 on 32-bit hosts).
-pub type OutputBytes = Number<1024, { 512 * 1024 * 1024 }>;
+/// A connection's limit of unwritten notification bytes (1 KiB to
+/// [`MAX_OUTPUT_BYTES`](crate::server::MAX_OUTPUT_BYTES), what the server
+/// accepts).
+pub type OutputBytes = Number<1024, { crate::server::MAX_OUTPUT_BYTES as u64 }>;
 /// A number of bytes for the input budget.
 pub type Budget = Number<1, { u32::MAX as u64 }>;
 /// A number of Windows pipe instances.
@@ -1054,6 +1084,9 @@ mod tests {
             err.contains("`allow_anyone`: invalid type: string \"yes\", expected a boolean"),
             "{err}"
         );
+        // The largest the server takes, not a value it would clamp.
+        let err = file_error("max_output_bytes = 536870912");
+        assert!(err.contains("from 1024 to 536870911"), "{err}");
         let err = file_error("max_frame_len = 1");
         assert!(err.contains("from 16 to 4294967295"), "{err}");
     }
@@ -1250,6 +1283,47 @@ mod tests {
         // Without keys of its own, a product's file is read as pipesvc's.
         let err = Settings::from_toml_with::<()>("greeting = 1").unwrap_err();
         assert_eq!(err, "line 1: unknown key `greeting`");
+    }
+
+    /// A product's keys of other types than pipesvc's.
+    #[derive(Debug, Deserialize)]
+    struct Updater {
+        #[allow(dead_code)] // read by the deserializer only
+        rate: Option<u64>,
+        #[allow(dead_code)]
+        peers: Option<Vec<String>>,
+    }
+
+    #[test]
+    fn errors_in_a_products_own_keys_name_the_key_and_line() {
+        let err =
+            Settings::from_toml_with::<Updater>("max_in_flight = 2\nrate = \"fast\"").unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: `rate`: invalid type: string \"fast\", expected u64"
+        );
+        let text = "rate = 5\n\n[peers]\nhost = \"a\"\n";
+        let err = Settings::from_toml_with::<Updater>(text).unwrap_err();
+        assert_eq!(
+            err,
+            "line 3: `peers`: invalid type: map, expected a sequence"
+        );
+        // A table at the very start of the file.
+        let err = Settings::from_toml_with::<Updater>("[peers]\nhost = \"a\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            "line 1: `peers`: invalid type: map, expected a sequence"
+        );
+        let err = Settings::from_toml_with::<Updater>("\npeers = { host = \"a\" }").unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: `peers`: invalid type: map, expected a sequence"
+        );
+        let err = Settings::from_toml_with::<Updater>("peers = [\"a\", 7]").unwrap_err();
+        assert_eq!(
+            err,
+            "line 1: `peers[1]`: invalid type: integer `7`, expected a string"
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! - `logging` (feature `logging`): where log lines go and how they are written.
 //!
 //! A [`Product`] names the program all this runs in: its variables' prefix,
-//! its default endpoint and service name, its readiness line.
+//! its default endpoint, server and service name, its readiness line, and
+//! (parsed with [`Product::parse`]) its command line's help.
 //!
 //! The library prints nothing: what a command has to say (the readiness
 //! line, a service command's report, an error) goes to writers the caller
@@ -39,7 +40,8 @@
 //! }
 //!
 //! const MY_SERVICE: Product = Product::new("mysvc", "MYSVC_");
-//! let args = Cli::parse().serve;
+//! // `Cli::parse()` would work too, but its help would not name mysvc.
+//! let args = MY_SERVICE.parse::<Cli>().serve;
 //! let settings = args.load::<()>(&MY_SERVICE)?.settings;
 //! let handler = |request: pipesvc::bytes::Bytes, _ctx: pipesvc::server::ConnectionContext| async move {
 //!     Ok::<_, pipesvc::server::ServiceError>(request)
@@ -52,6 +54,8 @@
 
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "config")]
+mod help;
 #[cfg(feature = "logging")]
 pub mod logging;
 #[cfg(feature = "config")]
@@ -70,23 +74,41 @@ pub struct Product {
     name: &'static str,
     env_prefix: &'static str,
     other_env_vars: &'static [&'static str],
+    config_docs: Option<&'static str>,
 }
 
 impl Product {
     /// The shipped `pipesvc` binary.
     pub const PIPESVC: Product = Product::new("pipesvc", "PIPESVC_")
-        .with_other_env_vars(&["PIPESVC_LOG_FORMAT", "PIPESVC_SOAK_SECS"]);
+        .with_other_env_vars(&["PIPESVC_LOG_FORMAT", "PIPESVC_SOAK_SECS"])
+        .with_config_docs("CONFIG.md");
 
-    /// A product called `name` (its default endpoint, Windows service name
-    /// and log directory, and the start of its readiness line
-    /// `NAME listening on ENDPOINT`) whose settings' variables start with
-    /// `env_prefix` (such as `MYSVC_`, giving `MYSVC_MAX_CONNECTIONS`).
+    /// A product called `name` (its default endpoint, the server name in
+    /// its HELLO, its Windows service name and log directory, and the start
+    /// of its readiness line `NAME listening on ENDPOINT`) whose settings'
+    /// variables start with `env_prefix` (such as `MYSVC_`, giving
+    /// `MYSVC_MAX_CONNECTIONS`). Its command line shows them in its help
+    /// when parsed with [`Product::parse`] (feature `config`).
     pub const fn new(name: &'static str, env_prefix: &'static str) -> Product {
         Product {
             name,
             env_prefix,
             other_env_vars: &[],
+            config_docs: None,
         }
+    }
+
+    /// Where the product's settings are documented (a file or an address,
+    /// such as pipesvc's `CONFIG.md`), named in the help of `--config`.
+    /// Default: none.
+    pub const fn with_config_docs(mut self, docs: &'static str) -> Product {
+        self.config_docs = Some(docs);
+        self
+    }
+
+    /// Where its settings are documented, if it says.
+    pub const fn config_docs(&self) -> Option<&'static str> {
+        self.config_docs
     }
 
     /// Variables with the prefix that are not settings but the product's

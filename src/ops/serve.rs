@@ -85,8 +85,10 @@ pub async fn serve<H: Answers>(
     serve_until(product, settings, handler, stop, ready).await
 }
 
-/// Binds the endpoint, calls `ready` once clients can connect, and serves
-/// until `stop` completes (then shuts down gracefully). Every way of
+/// Binds the endpoint ([`Settings::server_builder`]: the settings', else
+/// the product's; the server named after the product in its HELLO unless
+/// `server_name` says otherwise), calls `ready` once clients can connect,
+/// and serves until `stop` completes (then shuts down gracefully). Every way of
 /// running a service (console, and the platform service managers) goes
 /// through here; they differ only in how they learn to stop and whom they
 /// tell that the service is ready.
@@ -121,9 +123,7 @@ fn bind<H: Answers>(
     handler: H,
 ) -> crate::Result<Server<H::Handler>> {
     let Some(listener) = crate::ops::systemd::take_listener()? else {
-        return handler
-            .install(settings.builder(settings.endpoint(product)?))
-            .bind();
+        return handler.install(settings.server_builder(product)?).bind();
     };
     if settings.name.is_none() {
         let address = listener.local_addr()?;
@@ -142,7 +142,7 @@ fn bind<H: Answers>(
         );
     }
     handler
-        .install(settings.builder(settings.endpoint(product)?))
+        .install(settings.server_builder(product)?)
         .bind_listener(listener)
 }
 
@@ -153,9 +153,7 @@ fn bind<H: Answers>(
     settings: Settings,
     handler: H,
 ) -> crate::Result<Server<H::Handler>> {
-    handler
-        .install(settings.builder(settings.endpoint(product)?))
-        .bind()
+    handler.install(settings.server_builder(product)?).bind()
 }
 
 /// Writes the line scripts (and the tests) wait for before connecting,
@@ -204,6 +202,8 @@ async fn log_status_on_request(
             connections_open = status.connections_open,
             connections_total = status.connections_total,
             requests_served = status.requests_served,
+            requests_cancelled = status.requests_cancelled,
+            requests_timed_out = status.requests_timed_out,
             bytes_in = status.bytes_in,
             bytes_out = status.bytes_out,
             errors = ?status.errors,
@@ -212,8 +212,8 @@ async fn log_status_on_request(
     }
 }
 
-/// Registers for Ctrl+C and SIGTERM (Unix) / console close (Windows) now;
-/// the returned future completes on the first of them.
+/// Registers for Ctrl+C and the console's close now; the returned future
+/// completes on the first of them.
 #[cfg(windows)]
 fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::windows::{ctrl_c, ctrl_close};

@@ -912,7 +912,7 @@ impl<S: ServerIo> Wire<S> {
         self.sealed = frame.kind == Kind::Error && frame.id == 0;
         let id = frame.id;
         let answer = matches!(frame.kind, Kind::Response | Kind::Error) && id != 0;
-        self.tally.sent(&frame, &self.shared.stats);
+        self.tally.sent(&frame);
         if let Err(e) = self.outbox.push(frame) {
             // Answers and notifications are checked against the limit
             // before they get here; should one slip through, its request
@@ -921,7 +921,7 @@ impl<S: ServerIo> Wire<S> {
             if answer {
                 let why = "the answer exceeds the maximum frame length";
                 let error = Frame::error(id, ErrorCode::FRAME_TOO_LARGE, why);
-                self.tally.sent(&error, &self.shared.stats);
+                self.tally.sent(&error);
                 let _ = self.outbox.push(error);
             }
         }

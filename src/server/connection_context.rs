@@ -15,6 +15,14 @@ use crate::transport::PeerInfo;
 /// One client connection, as seen by a handler, and (in a handler's
 /// `call`) the request being answered: its method, deadline, metadata and
 /// cancellation (protocol 2). Cheap to clone.
+///
+/// A context kept past its call (in the handler's state, or moved into a
+/// task it spawns) still reaches that connection: [`notify`](Self::notify)
+/// sends to that client for as long as the connection is open, and fails
+/// with [`Error::ConnectionClosed`] once it is gone. Keeping it does not
+/// keep the connection open. Its request part describes the call it was
+/// given for: [`cancelled`](Self::cancelled) resolves only if that call
+/// was stopped before it finished.
 #[derive(Clone, Debug)]
 pub struct ConnectionContext {
     inner: Arc<Inner>,
@@ -59,12 +67,11 @@ pub(crate) struct OutputLimit {
 }
 
 impl OutputLimit {
-    /// Permits can be at most this many (tokio's own bound), and
-    /// `acquire_many` takes a `u32`.
-    const MAX: usize = u32::MAX as usize >> 3;
-
+    /// `limit` is from 1 to [`MAX_OUTPUT_BYTES`](super::MAX_OUTPUT_BYTES)
+    /// (checked at bind): what the semaphore can hold, and what
+    /// `acquire_many` (a `u32`) can take.
     pub(crate) fn new(limit: usize) -> OutputLimit {
-        let limit = limit.clamp(1, Self::MAX);
+        debug_assert!((1..=super::MAX_OUTPUT_BYTES).contains(&limit));
         OutputLimit {
             room: Semaphore::new(limit),
             limit,
@@ -177,9 +184,11 @@ impl ConnectionContext {
         &self.inner.peer
     }
 
-    /// Sends a NOTIFY to this client. Waits while the connection holds its
-    /// limit of unwritten NOTIFY bytes (`max_output_bytes`); fails once the
-    /// connection is closed.
+    /// Sends a NOTIFY to this client, also after the call this context
+    /// was given for has been answered (the NOTIFY then follows that
+    /// answer). Waits while the connection holds its limit of unwritten
+    /// NOTIFY bytes (`max_output_bytes`); fails with
+    /// [`Error::ConnectionClosed`] once the connection is closed.
     pub async fn notify(&self, payload: impl Into<Bytes>) -> Result<()> {
         self.send(Frame::notify(payload)).await
     }

@@ -73,6 +73,10 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit on the bytes of NOTIFYs (from handlers and broadcasts)
 /// one connection holds unwritten.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// The largest `max_output_bytes` (512 MiB less one byte): a connection
+/// counts its room in a semaphore's permits, and tokio allows no more on
+/// 32-bit hosts (2^29 - 1), so one bound holds everywhere.
+pub const MAX_OUTPUT_BYTES: usize = (u32::MAX >> 3) as usize;
 /// Default time a client has to finish a frame it has started sending.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound on the bytes all connections' unfinished frames hold at
@@ -238,7 +242,7 @@ impl<H> ServerBuilder<H> {
 
     /// Bytes of NOTIFY frames (from [`ConnectionContext::notify`] and
     /// [`ServerHandle::broadcast`]) one connection may hold unwritten
-    /// (default 4 MiB; at least 1). `notify` waits for room; a client with no room for
+    /// (default 4 MiB; at least 1, at most [`MAX_OUTPUT_BYTES`]). `notify` waits for room; a client with no room for
     /// a broadcast is too slow and is disconnected. A frame larger than
     /// the limit is let through alone. The connection's own answers are
     /// apart from these: it takes more of them (and reads on) only while
@@ -432,6 +436,14 @@ impl<H> ServerBuilder<H> {
         validate::at_least("max_in_flight", count(config.max_in_flight), 1, why)?;
         let why = "no NOTIFY could be queued";
         validate::at_least("max_output_bytes", count(config.max_output_bytes), 1, why)?;
+        let why = "a connection's room for NOTIFYs cannot count more";
+        let most = count(MAX_OUTPUT_BYTES);
+        validate::at_most(
+            "max_output_bytes",
+            count(config.max_output_bytes),
+            most,
+            why,
+        )?;
         let why = "no frame could be received";
         validate::at_least("input_budget", count(config.input_budget.limit()), 1, why)?;
         let hello_len = HEADER_LEN + ServerHello::fixed_len() + config.name.len();
@@ -539,6 +551,21 @@ impl Server<()> {
     }
 }
 
+/// What a client the access policy refuses is told: the code's name says
+/// "not allowed"; this says who the server took it for, which is what a
+/// user needs to change the policy or run the client as someone else.
+fn not_admitted(peer: &PeerInfo) -> String {
+    let known = [("uid", peer.uid), ("gid", peer.gid), ("pid", peer.pid)];
+    let who: Vec<String> = known
+        .iter()
+        .filter_map(|(what, id)| id.map(|id| format!("{what} {id}")))
+        .collect();
+    let mut why = "the service's access policy does not admit this client".to_owned();
+    if !who.is_empty() {
+        why.push_str(&format!(" ({})", who.join(", ")));
+    }
+    why
+}
 impl<H: Handler> Server<H> {
     /// The endpoint the server listens on.
     pub fn endpoint(&self) -> &Endpoint {
@@ -645,13 +672,8 @@ impl<H: Handler> Server<H> {
                     "refusing connection: not allowed by the access policy"
                 )
             });
-            self.refuse(
-                connections,
-                stream,
-                span,
-                ErrorCode::NOT_ALLOWED,
-                "not allowed",
-            );
+            let why = not_admitted(&peer);
+            self.refuse(connections, stream, span, ErrorCode::NOT_ALLOWED, &why);
             return;
         }
         let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {

@@ -132,7 +132,7 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = Product::PIPESVC.parse();
     let from_env = || logging::format_from_env(&Product::PIPESVC);
     let log_format = match cli.log_format.map_or_else(from_env, Ok) {
         Ok(format) => format,

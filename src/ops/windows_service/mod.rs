@@ -82,7 +82,7 @@ enum ServiceCommand {
 #[derive(Args, Debug, Clone)]
 struct ServiceNameArg {
     /// The service's name in the Service Control Manager [default: the
-    /// program's name, such as pipesvc]
+    /// program's name]
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
 }
@@ -137,9 +137,9 @@ enum StartType {
 struct InstallArgs {
     #[command(flatten)]
     service: ServiceNameArg,
-    /// The name shown in the Services console (default: `PROGRAM IPC
-    /// service`, such as `pipesvc IPC service`, followed by the service
-    /// name in parentheses if it is not the program's name).
+    /// The name shown in the Services console (default: `PROGRAM IPC service`,
+    /// followed by the service name in parentheses if it is not the
+    /// program's name).
     #[arg(long, value_name = "TEXT")]
     display_name: Option<String>,
     /// The description shown in the Services console (default: says which
@@ -150,8 +150,7 @@ struct InstallArgs {
     #[arg(long, value_enum, default_value_t = StartType::Auto)]
     start_type: StartType,
     /// Where the service writes its log (default:
-    /// `%ProgramData%\<program>\<service name>.log`, such as
-    /// `%ProgramData%\pipesvc\pipesvc.log`).
+    /// `%ProgramData%\PROGRAM\<service name>.log`).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
     /// Which log lines the service writes, as a `RUST_LOG` filter such as
@@ -217,14 +216,19 @@ fn program() -> &'static str {
 /// `service "x" is running (pid N)`, the status lines) goes to `out`, an
 /// error with its causes ([`crate::ops::error_report`]) to `err`: pass
 /// `std::io::stdout()` and `std::io::stderr()`, or buffers to show them
-/// elsewhere.
-#[cfg(windows)]
+/// elsewhere. The exit code is success, or failure once the error is
+/// written.
+///
+/// Off Windows there is no Service Control Manager: every subcommand
+/// writes to `err` that it is Windows-only and that the product runs under
+/// systemd with `PRODUCT serve` instead, and fails. The signature is the
+/// same on every platform, so that a product's `main` needs no `cfg`.
 pub fn main<E, H, F>(
     product: Product,
     args: ServiceArgs,
     log_format: LogFormat,
     make_handler: F,
-    mut out: impl Write,
+    out: impl Write,
     err: impl Write,
 ) -> ExitCode
 where
@@ -232,35 +236,32 @@ where
     H: Answers,
     F: FnOnce(E) -> H + Send + 'static,
 {
-    let _ = PROGRAM.set(product.name());
-    let out = &mut out;
-    let outcome = match args.command {
-        ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format, out),
-        ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args, out),
-        ServiceCommand::Start(args) => manage::start(&product, &args, out),
-        ServiceCommand::Stop(args) => manage::stop(&product, &args, out),
-        ServiceCommand::Status(args) => manage::status(&product, &args, out),
-        ServiceCommand::Run(args) => run::run(product, args, log_format, make_handler),
-    };
-    crate::ops::exit_code(outcome, err)
+    #[cfg(windows)]
+    {
+        let _ = PROGRAM.set(product.name());
+        let mut out = out;
+        let out = &mut out;
+        let outcome = match args.command {
+            ServiceCommand::Install(args) => manage::install::<E>(&product, args, log_format, out),
+            ServiceCommand::Uninstall(args) => manage::uninstall(&product, &args, out),
+            ServiceCommand::Start(args) => manage::start(&product, &args, out),
+            ServiceCommand::Stop(args) => manage::stop(&product, &args, out),
+            ServiceCommand::Status(args) => manage::status(&product, &args, out),
+            ServiceCommand::Run(args) => run::run(product, args, log_format, make_handler),
+        };
+        crate::ops::exit_code(outcome, err)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = (args, log_format, make_handler, out);
+        windows_only(product, err)
+    }
 }
 
-/// Off Windows there is no Service Control Manager: says so on `err`, and
-/// where to look instead.
+/// [`main`] elsewhere: says on `err` that there is no SCM here, and where
+/// to look instead.
 #[cfg(not(windows))]
-pub fn main<E, H, F>(
-    product: Product,
-    _args: ServiceArgs,
-    _log_format: LogFormat,
-    _make_handler: F,
-    _out: impl Write,
-    mut err: impl Write,
-) -> ExitCode
-where
-    E: DeserializeOwned + Send + 'static,
-    H: Answers,
-    F: FnOnce(E) -> H + Send + 'static,
-{
+fn windows_only(product: Product, mut err: impl Write) -> ExitCode {
     let name = product.name();
     let mut message = format!(
         "error: `{name} service` is Windows-only: it registers {name} with the Windows \
