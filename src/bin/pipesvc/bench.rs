@@ -14,6 +14,8 @@ use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
 use tokio::time::Instant;
 
+use crate::session::{client_options, parse_seconds, parse_timeout};
+
 /// Latencies are recorded in microseconds, from 1 µs to 60 s.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
@@ -41,6 +43,17 @@ pub struct BenchArgs {
     /// Print one JSON object with the results as the last line.
     #[arg(long)]
     json: bool,
+    /// Seconds to keep trying to reach the service while it is busy or
+    /// not there yet.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    connect_timeout: f64,
+    /// Seconds any one wait may take once connected: the clients'
+    /// handshakes (all clients connect at once, within --connect-timeout +
+    /// --timeout), each request's answer (one past it counts as failed),
+    /// the close at the end. With --duration, the load and the close end
+    /// within --duration + --timeout.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_timeout)]
+    timeout: f64,
     #[command(flatten)]
     identity: crate::identity::IdentityArgs,
 }
@@ -116,12 +129,8 @@ fn start_echo_server() -> pipesvc::Result<OwnServer> {
 /// Runs `clients` x `inflight` request loops until the duration or the
 /// request count is reached.
 async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome> {
-    let mut clients = Vec::with_capacity(args.clients as usize);
-    let options =
-        pipesvc::client::ClientOptions::new().server_identity(args.identity.server_identity()?);
-    for _ in 0..args.clients {
-        clients.push(Client::connect_with(endpoint, options.clone()).await?);
-    }
+    let limit = Duration::from_secs_f64(args.timeout);
+    let clients = connect_all(endpoint, args, limit).await?;
     let payload = Bytes::from(vec![0xA5u8; args.size]);
     let started = Arc::new(AtomicU64::new(0));
     let budget = args.requests.unwrap_or(u64::MAX);
@@ -173,10 +182,33 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
     outcome.elapsed = start.elapsed();
     outcome.requests = outcome.latency.len() + outcome.errors;
     progress.finish_and_clear();
-    for client in &clients {
-        client.close().await;
-    }
+    // A request started before the end of --duration is answered (or
+    // fails) within --timeout of it: the close fits in what is left.
+    let close_by = deadline.map_or_else(|| Instant::now() + limit, |d| d + limit);
+    close_all(&clients, close_by).await;
     Ok(outcome)
+}
+
+/// Connects `--clients` clients at once: together within
+/// `--connect-timeout` + `--timeout`, as each is.
+async fn connect_all(
+    endpoint: &Endpoint,
+    args: &BenchArgs,
+    limit: Duration,
+) -> pipesvc::Result<Vec<Client>> {
+    let connect = Duration::from_secs_f64(args.connect_timeout);
+    let options = client_options(connect, limit, args.identity.server_identity()?);
+    let connects = (0..args.clients).map(|_| Client::connect_with(endpoint, options.clone()));
+    futures_util::future::try_join_all(connects).await
+}
+
+/// Closes every client at once, by `deadline`; those still closing then
+/// are dropped (aborted).
+async fn close_all(clients: &[Client], deadline: Instant) {
+    let closes = futures_util::future::join_all(clients.iter().map(Client::close));
+    if tokio::time::timeout_at(deadline, closes).await.is_err() {
+        tracing::debug!("no time left to close every client gracefully; aborting");
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
