@@ -45,7 +45,11 @@ pub(super) struct Connection {
     writer: Arc<Writer>,
     pub(super) pending: Arc<Pending>,
     reader: JoinHandle<()>,
-    flusher: JoinHandle<()>,
+    /// Taken on drop, to be bounded by `close_timeout`.
+    flusher: Option<JoinHandle<()>>,
+    close_timeout: Duration,
+    /// Where the connection's tasks run, for the flusher's bound on drop.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Connection {
@@ -57,6 +61,18 @@ impl Drop for Connection {
         // The reader may not have ended it: whoever waits on this
         // connection (the client's supervisor) learns that it is gone.
         self.pending.fail_all(CloseReason::ClientClosed);
+        // As on close(), what is queued gets `close_timeout` to be written:
+        // a server that does not read would otherwise keep the flusher, and
+        // with it the connection, for as long as it likes.
+        if let Some(flusher) = self.flusher.take().filter(|f| !f.is_finished()) {
+            let limit = self.close_timeout;
+            self.runtime.spawn(async move {
+                let abort = flusher.abort_handle();
+                if tokio::time::timeout(limit, flusher).await.is_err() {
+                    abort.abort();
+                }
+            });
+        }
     }
 }
 
@@ -210,7 +226,9 @@ impl Connection {
             writer,
             pending,
             reader,
-            flusher,
+            flusher: Some(flusher),
+            close_timeout: options.close_timeout,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -259,7 +277,9 @@ impl Connection {
     pub(super) fn abort(&self) {
         self.pending.refuse_new(CloseReason::ClientClosed);
         self.reader.abort();
-        self.flusher.abort();
+        if let Some(flusher) = &self.flusher {
+            flusher.abort();
+        }
         self.writer.abort(CloseReason::ClientClosed);
         self.pending.fail_all(CloseReason::ClientClosed);
     }

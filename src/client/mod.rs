@@ -100,6 +100,7 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// | a typed call ([`Client::call_raw`]) | its deadline ([`CallOptions::timeout`], default `request_timeout`) plus [`DEADLINE_GRACE`] |
 /// | a NOTIFY: a reconnect in progress, room to send | `request_timeout` |
 /// | [`Client::close`]: answers in flight, queued frames written | [`close_timeout`](Self::close_timeout) (5 s), then the connection is aborted |
+/// | dropping the last clone without `close`: queued frames written, in the background | `close_timeout`, then the connection is aborted |
 /// | each reconnect attempt (with [`reconnect`](Self::reconnect)) | `connect_timeout` + `handshake_timeout` |
 ///
 /// Only a `request_timeout` of `None` (or a call's own `None`) waits
@@ -224,7 +225,9 @@ impl ClientOptions {
 
     /// How long [`Client::close`] waits for answers in flight and for
     /// queued frames to be written before it aborts the connection
-    /// (default 5 s; zero aborts at once).
+    /// (default 5 s; zero aborts at once). A client dropped without
+    /// `close` writes what is queued in the background, within the same
+    /// time.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
