@@ -49,9 +49,10 @@ pub struct BenchArgs {
     connect_timeout: f64,
     /// Seconds any one wait may take once connected: the clients'
     /// handshakes (all clients connect at once, within --connect-timeout +
-    /// --timeout), each request's answer (one past it counts as failed),
-    /// the close at the end. With --duration, the load and the close end
-    /// within --duration + --timeout.
+    /// --timeout), each request's answer (one past it counts as failed).
+    /// The close fits in what is left of --timeout after the last request
+    /// was sent: with --duration, the load and the close end within
+    /// --duration + --timeout.
     #[arg(long, default_value_t = 10.0, value_parser = parse_timeout)]
     timeout: f64,
     #[command(flatten)]
@@ -148,6 +149,7 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
             tokio::spawn(async move {
                 let mut latency = new_histogram();
                 let mut errors = 0u64;
+                let mut last_sent = None;
                 // Each loop claims a request from the shared budget before
                 // sending it, so `--requests N` sends exactly N.
                 while started.fetch_add(1, Ordering::Relaxed) < budget {
@@ -155,16 +157,18 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
                         break;
                     }
                     let sent = Instant::now();
+                    last_sent = Some(sent);
                     match client.request(payload.clone()).await {
                         Ok(_) => latency.saturating_record(sent.elapsed().as_micros() as u64),
                         Err(_) => errors += 1,
                     }
                     progress.inc(1);
                 }
-                (latency, errors)
+                (latency, errors, last_sent)
             })
         })
         .collect();
+    let mut last_sent = None;
     let mut outcome = Outcome {
         requests: 0,
         errors: 0,
@@ -172,7 +176,8 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
         latency: new_histogram(),
     };
     for task in loops {
-        let (latency, errors) = task.await.map_err(std::io::Error::other)?;
+        let (latency, errors, sent) = task.await.map_err(std::io::Error::other)?;
+        last_sent = last_sent.max(sent);
         outcome
             .latency
             .add(&latency)
@@ -182,10 +187,9 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
     outcome.elapsed = start.elapsed();
     outcome.requests = outcome.latency.len() + outcome.errors;
     progress.finish_and_clear();
-    // A request started before the end of --duration is answered (or
-    // fails) within --timeout of it: the close fits in what is left.
-    let close_by = deadline.map_or_else(|| Instant::now() + limit, |d| d + limit);
-    close_all(&clients, close_by).await;
+    // The last request was answered (or failed) within --timeout of being
+    // sent: the close fits in what is left of that.
+    close_all(&clients, last_sent.unwrap_or_else(Instant::now) + limit).await;
     Ok(outcome)
 }
 
