@@ -105,7 +105,7 @@ async fn typed_call(
     session.close().await;
     let result: serde_json::Value = serde_json::from_slice(&result?).map_err(|e| {
         let method = output::field(method, output::NAME_SHOWN);
-        Error::Protocol(format!("the result of {method} is not JSON: {e}"))
+        Error::Protocol(format!("the result of \"{method}\" is not JSON: {e}"))
     })?;
     let mut out = Out::stdout();
     out.json(&result)?;
