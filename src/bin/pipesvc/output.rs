@@ -116,20 +116,21 @@ pub fn error(message: &str) {
 }
 
 /// A command's stdout, of which it writes at most [`OUTPUT_LIMIT`] bytes.
-/// Line-buffered, as stdout is: each line shows as it is written.
+/// On a terminal each line shows as it is written; into a pipe or a file
+/// lines are buffered (call [`Out::flush`] to pass on what is there).
 pub struct Out {
-    stdout: StdoutLock<'static>,
+    stdout: io::BufWriter<StdoutLock<'static>>,
     written: usize,
     terminal: bool,
 }
 
 impl Out {
-    /// Stdout (call [`Out::finish`] to write out a last partial line).
+    /// Stdout (call [`Out::finish`] at the end).
     pub fn stdout() -> Out {
         let stdout = io::stdout();
         Out {
             terminal: stdout.is_terminal(),
-            stdout: stdout.lock(),
+            stdout: io::BufWriter::new(stdout.lock()),
             written: 0,
         }
     }
@@ -146,13 +147,19 @@ impl Out {
         if line.len() + 1 > self.room() {
             return Err(self.cut_off()?);
         }
-        // One write per line: the line buffer passes it on whole.
-        let mut whole = String::with_capacity(line.len() + 1);
-        whole.push_str(line);
-        whole.push('\n');
-        self.stdout.write_all(whole.as_bytes())?;
-        self.written += whole.len();
-        Ok(())
+        self.stdout.write_all(line.as_bytes())?;
+        self.stdout.write_all(b"\n")?;
+        self.written += line.len() + 1;
+        match self.terminal {
+            true => self.flush(),
+            false => Ok(()),
+        }
+    }
+
+    /// Passes on the lines written so far (as each is written, for a
+    /// command whose lines come one by one).
+    pub fn flush(&mut self) -> pipesvc::Result<()> {
+        Ok(self.stdout.flush()?)
     }
 
     /// Writes the marker of output cut at the limit; the error to fail
@@ -206,7 +213,7 @@ impl Out {
 
     /// Writes out what is buffered.
     pub fn finish(mut self) -> pipesvc::Result<()> {
-        Ok(self.stdout.flush()?)
+        self.flush()
     }
 }
 

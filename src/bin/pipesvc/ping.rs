@@ -43,12 +43,14 @@ async fn pings(session: &Session, count: u32, out: &mut Out) -> pipesvc::Result<
     // A client the CLI made always has an endpoint.
     let endpoint = client.endpoint().expect("connected to an endpoint");
     out.line(&format!("PING {} ({name})", Escaped(&endpoint.to_string())))?;
+    out.flush()?;
     let mut times = Vec::with_capacity(count.min(1024) as usize);
     for seq in 1..=count {
         let rtt = session
             .step("waiting for the answer to a PING", client.ping())
             .await?;
         out.line(&format!("pong seq={seq} time={}", micros(rtt)))?;
+        out.flush()?;
         times.push(rtt);
     }
     Ok(times)
