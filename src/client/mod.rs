@@ -94,7 +94,7 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// |---|---|
 /// | reaching the server: retrying while it is busy or absent, or when it went away during its handshake | [`connect_timeout`](Self::connect_timeout) (5 s) |
 /// | the handshake, from the moment the stream is connected: the server's HELLO, this client's HELLO written, the server's HELLO reply, all together | [`handshake_timeout`](Self::handshake_timeout) (5 s) |
-/// | [`Client::connect_with`] as a whole | `connect_timeout` + `handshake_timeout` |
+/// | [`Client::connect_with`] as a whole | `connect_timeout` + `handshake_timeout`, plus [`wait_for_service`](Self::wait_for_service) if set (no attempt starts after it) |
 /// | [`Client::from_io`], [`Client::from_connector`]: opening the stream and the handshake | `connect_timeout` (the handshake also by `handshake_timeout`) |
 /// | a request, PING, STATUS or DESCRIBE: a reconnect in progress, room to send (a server that does not read), the answer | [`request_timeout`](Self::request_timeout) (30 s), or the call's own |
 /// | a typed call ([`Client::call_raw`]) | its deadline ([`CallOptions::timeout`], default `request_timeout`) plus [`DEADLINE_GRACE`] |
