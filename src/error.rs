@@ -242,16 +242,17 @@ impl fmt::Display for CodeAndMessage<'_> {
     }
 }
 
-/// Displays text from the peer with its control characters escaped
-/// (`\u{1b}`, `\n`, ...), so that it cannot move the cursor, recolour or
-/// clear a terminal. Other characters are shown as they are.
+/// Displays text from the peer with its control and invisible characters
+/// escaped (`\u{1b}`, `\n`, `\u{202e}`, ...; see [`is_escaped`]), so that
+/// it cannot move the cursor, recolour or clear a terminal, nor hide or
+/// reorder what is shown. Other characters are shown as they are.
 #[derive(Clone, Copy, Debug)]
 pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() || is_invisible_format(c) {
+            if is_escaped(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 fmt::Write::write_char(f, c)?;
@@ -261,9 +262,50 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-/// Format characters that reorder or hide text (bidirectional overrides).
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// Whether [`Escaped`] shows `c` as an escape (`\u{202e}`, `\n`) rather
+/// than as itself: control characters (C0, DEL and C1), and characters
+/// that are invisible or reorder the text around them, with which a server
+/// could make what is shown differ from what was sent.
+pub fn is_escaped(c: char) -> bool {
+    c.is_control() || is_invisible(c)
+}
+
+/// Unicode's format characters (general category Cf: bidirectional
+/// overrides, embeddings, isolates and marks, zero-width spaces and
+/// joiners, the byte order mark, the soft hyphen, invisible operators,
+/// tags...), the line and paragraph separators (Zl, Zp: a line break to
+/// some terminals), and the characters that render as blank space of no
+/// width or look like none (the combining grapheme joiner, Hangul fillers).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+            | '\u{34f}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{3164}'
+            | '\u{ffa0}'
+    )
 }
 
 /// `Result` with [`Error`].
@@ -283,6 +325,15 @@ mod tests {
             err.to_string(),
             "service error (1000): \\u{1b}[2Jgone\\r\\n\\u{202e}x"
         );
+        let hidden =
+            Error::Protocol("a\u{85}\u{7f}\u{200b}\u{2066}\u{feff}\u{ad}\u{2028}\u{e0041}z".into());
+        assert_eq!(
+            hidden.to_string(),
+            "protocol error: a\\u{85}\\u{7f}\\u{200b}\\u{2066}\\u{feff}\\u{ad}\\u{2028}\\u{e0041}z"
+        );
+        // Visible text passes as it is: accents, scripts, emoji.
+        let visible = "zwölf ✓ 名前 مرحبا 👍";
+        assert_eq!(Escaped(visible).to_string(), visible);
         let closed = Error::ConnectionClosed(CloseReason::Goodbye("\u{7}bye".into()));
         assert_eq!(
             closed.to_string(),

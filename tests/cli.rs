@@ -366,7 +366,7 @@ fn call_method_prints_the_json_result_and_exits_by_outcome() {
     let late = service.run(&[
         "call",
         "--timeout",
-        "0.2",
+        "1",
         "--method",
         "sleep",
         r#"{"ms":60000}"#,
@@ -388,4 +388,412 @@ fn call_method_prints_the_json_result_and_exits_by_outcome() {
     let json = stdout(&service.run(&["status", "--json"]));
     assert_eq!(json_number(&json, "requests_timed_out"), 1.0, "{json}");
     assert_eq!(json_number(&json, "requests_cancelled"), 0.0, "{json}");
+}
+
+/// How a command ended: its exit code, the first [`KEPT`] bytes of its
+/// stdout and how many it wrote in all, its stderr, and how long it ran.
+struct Ended {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stdout_len: u64,
+    stderr: String,
+    elapsed: std::time::Duration,
+}
+
+/// Stdout kept by [`run_capped`]: more than any bounded output, and little
+/// enough that a command writing without end cannot exhaust the test.
+const KEPT: usize = 64 << 20;
+
+/// Runs `pipesvc ARGS` to its end, as [`output_within_guard`] does, but
+/// keeps at most [`KEPT`] bytes of its stdout (counting the rest): a client
+/// that prints without bound must fail the test, not fill its memory. The
+/// command is killed at the hang guard.
+fn run_capped(args: &[&str]) -> Ended {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (sent, stdout) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut kept, mut total, mut buf) = (Vec::new(), 0u64, vec![0u8; 1 << 16]);
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            total += n as u64;
+            let room = KEPT.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&buf[..room]);
+        }
+        let _ = sent.send((kept, total));
+    });
+    let (sent_err, stderr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = err.read_to_end(&mut text);
+        let _ = sent_err.send(text);
+    });
+    let deadline = start + common::HANG_GUARD;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let collected = stdout
+        .recv_timeout(left())
+        .and_then(|out| Ok((out, stderr.recv_timeout(left())?)));
+    let Ok(((stdout, stdout_len), stderr)) = collected else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "`pipesvc {}` still running at the hang guard",
+            args.join(" ")
+        );
+    };
+    let status = child.wait().unwrap();
+    Ended {
+        code: status.code(),
+        stdout,
+        stdout_len,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+impl Ended {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// What it did, for a failing assertion.
+    fn show(&self) -> String {
+        let out = self.stdout_text();
+        let cut = |s: &str| s.chars().take(2000).collect::<String>();
+        format!(
+            "exit {:?} after {:?}; stdout ({} bytes): {:?}; stderr: {:?}",
+            self.code,
+            self.elapsed,
+            self.stdout_len,
+            cut(&out),
+            cut(&self.stderr)
+        )
+    }
+}
+
+/// Characters that must never reach a terminal raw from a server: controls
+/// (C0 but the line feed ending each line, DEL, C1), bidirectional
+/// controls, and invisible formatting characters.
+fn hidden(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(c,
+            '\u{ad}' | '\u{61c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}')
+}
+
+fn assert_nothing_hidden(what: &str, shown: &str) {
+    let raw: Vec<char> = shown.chars().filter(|&c| hidden(c)).collect();
+    assert!(raw.is_empty(), "{what}: {raw:?} printed raw");
+}
+
+/// Server text with every kind of character a terminal must not get raw:
+/// an escape sequence, C1 controls, DEL, bidi overrides and isolates,
+/// zero-width and invisible formatting characters, a line separator.
+const HOSTILE: &str =
+    "a\u{1b}[2J\u{85}\u{9b}\u{7f}\u{202e}\u{2066}\u{200b}\u{feff}\u{ad}\u{2028}\rz";
+
+/// The escapes [`HOSTILE`] is shown with.
+const HOSTILE_SHOWN: &str =
+    "a\\u{1b}[2J\\u{85}\\u{9b}\\u{7f}\\u{202e}\\u{2066}\\u{200b}\\u{feff}\\u{ad}\\u{2028}\\rz";
+
+/// A DESCRIBE answer: a service with `methods`, as JSON bytes.
+fn description(service: &str, methods: Vec<serde_json::Value>) -> bytes::Bytes {
+    let description = serde_json::json!({
+        "service": service,
+        "version": "1.0",
+        "protocol": 2,
+        "encodings": ["json"],
+        "methods": methods,
+    });
+    serde_json::to_vec(&description).unwrap().into()
+}
+
+fn method(name: &str, doc: &str) -> serde_json::Value {
+    serde_json::json!({ "name": name, "doc": doc })
+}
+
+/// `pipesvc methods ARGS` against a rogue answering DESCRIBE with
+/// `answer`.
+fn methods_of(test: &str, answer: bytes::Bytes, args: &[&str]) -> Ended {
+    let (_runtime, name) = rogue(test, "rogue", rogue::Behaviour::Answer(answer));
+    let mut all = vec!["methods", "--name", &name, "--timeout", "20"];
+    all.extend(args);
+    run_capped(&all)
+}
+
+#[test]
+fn methods_cuts_long_names_and_docs_with_a_marker() {
+    // Over 65,535 bytes, the width of the name column panicked the
+    // formatter.
+    let long = "n".repeat(65_536);
+    let ended = methods_of(
+        "cli-long-name",
+        description("rogue", vec![method(&long, "first"), method("b", "second")]),
+        &[],
+    );
+    eprintln!("65,536-byte name: {}", ended.show());
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    let out = ended.stdout_text();
+    assert!(out.contains("more bytes)"), "{}", ended.show());
+    assert!(out.lines().all(|l| l.len() < 1024), "{}", ended.show());
+    assert!(out.contains("second"), "{}", ended.show());
+
+    // At 65,535 bytes every line was padded to it: 1.6 GB for a
+    // description of 200 KiB. A doc's first line is cut too.
+    let mut methods = vec![method(&"n".repeat(65_535), &"d".repeat(1 << 20))];
+    methods.extend((0..20_000).map(|i| method(&format!("m{i}"), "")));
+    let ended = methods_of("cli-padded-names", description("rogue", methods), &[]);
+    eprintln!("65,535-byte name and 20,000 methods: {}", ended.show());
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    let out = ended.stdout_text();
+    assert_eq!(out.lines().count(), 1 + 20_001, "{}", ended.show());
+    assert!(out.lines().all(|l| l.len() < 1024), "{}", ended.show());
+    assert!(out.contains("(1048376 more bytes)"), "{}", ended.show());
+}
+
+#[test]
+fn methods_output_is_bounded_as_a_whole() {
+    // An 8 MiB description of 2.7 million empty methods, padded to a long
+    // name's column: past the output limit the listing is cut, with a
+    // marker, and the command fails saying so.
+    let long = method(&"n".repeat(100), "");
+    let mut methods = vec![long];
+    methods.extend(std::iter::repeat_n(serde_json::json!({}), 2_700_000));
+    let answer = description("rogue", methods);
+    assert!(answer.len() < (8 << 20) - 16, "{} bytes", answer.len());
+    let ended = methods_of("cli-many-methods", answer, &[]);
+    eprintln!("2.7 M methods: {}", ended.show());
+    assert_ne!(ended.code, Some(0), "{}", ended.show());
+    assert!(ended.stdout_len <= (16 << 20) + 1024, "{}", ended.show());
+    assert!(
+        ended.stderr.contains("output cut at 16 MiB"),
+        "{}",
+        ended.show()
+    );
+
+    // JSON cannot be cut: one that would not fit is not printed at all.
+    // 7 MiB of DEL, each shown as \u007f: 42 MiB.
+    let doc = "\u{7f}".repeat(7 << 20);
+    let answer = description("rogue", vec![method("del", &doc)]);
+    let ended = methods_of("cli-json-too-large", answer, &["--json"]);
+    eprintln!("7 MiB of DEL as JSON: {}", ended.show());
+    assert_ne!(ended.code, Some(0), "{}", ended.show());
+    assert_eq!(ended.stdout_len, 0, "{}", ended.show());
+    assert!(ended.stderr.contains("16 MiB"), "{}", ended.show());
+}
+
+#[test]
+fn methods_escapes_server_text_and_its_json_stays_valid() {
+    let methods = vec![
+        method(HOSTILE, &format!("{HOSTILE}\nsecond line")),
+        method("plain", "a doc"),
+    ];
+    let answer = description(HOSTILE, methods);
+    let ended = methods_of("cli-methods-escapes", answer.clone(), &[]);
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    let out = ended.stdout_text();
+    assert_nothing_hidden("methods", &out);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with(HOSTILE_SHOWN), "{out}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [HOSTILE_SHOWN, HOSTILE_SHOWN],
+        "{out}"
+    );
+
+    let ended = methods_of("cli-methods-json-escapes", answer.clone(), &["--json"]);
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    let out = ended.stdout_text();
+    assert_nothing_hidden("methods --json", &out);
+    let printed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let sent: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(printed, sent, "escaped, nothing lost");
+    assert!(out.contains("\\u202e") && out.contains("\\u0085"), "{out}");
+}
+
+#[test]
+fn call_prints_server_text_escaped() {
+    // A typed call's result: valid JSON, nothing lost, nothing raw.
+    let result = serde_json::json!({ "text": HOSTILE, HOSTILE: [HOSTILE] });
+    let answer = serde_json::to_vec(&result).unwrap();
+    let (_runtime, name) = rogue(
+        "cli-call-escapes",
+        "rogue",
+        rogue::Behaviour::Answer(answer.into()),
+    );
+    let ended = run_capped(&["call", "--name", &name, "--method", "m", "{}"]);
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    let out = ended.stdout_text();
+    assert_nothing_hidden("call --method", &out);
+    let printed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(printed, result);
+
+    // A byte response: escaped but for line feeds and tabs, bytes that are
+    // not UTF-8 shown as \xNN; --raw writes it unchanged.
+    let response: &[u8] = b"ok\x1b[2J\xc2\x85\xe2\x80\xae\x7f\xff\nline 2\tz";
+    let (_runtime, name) = rogue(
+        "cli-bytes-escapes",
+        "rogue",
+        rogue::Behaviour::Answer(response.into()),
+    );
+    let ended = run_capped(&["call", "--name", &name, "x"]);
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    assert_eq!(
+        ended.stdout_text(),
+        "ok\\u{1b}[2J\\u{85}\\u{202e}\\u{7f}\\xff\nline 2\tz\n",
+        "{}",
+        ended.show()
+    );
+    let ended = run_capped(&["call", "--raw", "--name", &name, "x"]);
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    assert_eq!(ended.stdout, response, "{}", ended.show());
+}
+
+#[test]
+fn ping_status_and_errors_show_server_text_escaped_and_cut() {
+    // A 100 KB server name full of escapes, and a 1 MiB ERROR message.
+    let name = format!("{HOSTILE}{}", "n".repeat(100_000));
+    let status = pipesvc::protocol::Status::default().encode();
+    let (_runtime, endpoint) = rogue(
+        "cli-long-server-name",
+        &name,
+        rogue::Behaviour::Answer(status),
+    );
+    for command in [&["ping", "-c", "1"][..], &["status"]] {
+        let mut args = command.to_vec();
+        args.extend(["--name", &endpoint]);
+        let ended = run_capped(&args);
+        assert_eq!(ended.code, Some(0), "{command:?}: {}", ended.show());
+        let out = ended.stdout_text();
+        assert_nothing_hidden(command[0], &out);
+        assert!(out.contains(HOSTILE_SHOWN), "{command:?}: {}", ended.show());
+        assert!(out.contains("more bytes)"), "{command:?}: {}", ended.show());
+        assert!(ended.stdout_len < 4096, "{command:?}: {}", ended.show());
+    }
+
+    let message = format!("{HOSTILE}{}", "m".repeat(1 << 20));
+    let (_runtime, endpoint) = rogue(
+        "cli-long-error",
+        "rogue",
+        rogue::Behaviour::ErrorMessage(message),
+    );
+    for command in [&["call", "x"][..], &["call", "--method", "m"]] {
+        let mut args = command.to_vec();
+        args.extend(["--name", &endpoint]);
+        let ended = run_capped(&args);
+        assert_eq!(ended.code, Some(1), "{command:?}: {}", ended.show());
+        assert_nothing_hidden("stderr", ended.stderr.trim_end());
+        assert!(
+            ended.stderr.contains(HOSTILE_SHOWN),
+            "{command:?}: {}",
+            ended.show()
+        );
+        assert!(
+            ended.stderr.contains("more bytes)"),
+            "{command:?}: {}",
+            ended.show()
+        );
+        assert!(ended.stderr.len() < 8192, "{command:?}: {}", ended.show());
+    }
+}
+
+/// The client commands, each as a user would type it (`call` twice: bytes
+/// and typed).
+const CLIENT_COMMANDS: [&[&str]; 5] = [
+    &["call", "x"],
+    &["call", "--method", "echo", "{}"],
+    &["ping"],
+    &["status"],
+    &["methods"],
+];
+
+#[test]
+fn timeout_bounds_a_withheld_or_dribbled_handshake() {
+    for (behaviour, waiting_for) in [
+        (
+            rogue::Behaviour::WithholdHelloReply,
+            "timed out after 1s waiting for the server's HELLO reply",
+        ),
+        // Each HELLO dribbled over 0.7 s, a byte at a time.
+        (
+            rogue::Behaviour::DribbleHandshake(std::time::Duration::from_millis(700)),
+            "timed out after 1s waiting for the server's HELLO",
+        ),
+    ] {
+        let (_runtime, name) = rogue("cli-slow-handshake", "rogue", behaviour.clone());
+        for command in CLIENT_COMMANDS {
+            let mut args = command.to_vec();
+            args.extend(["--name", &name, "--connect-timeout", "2", "--timeout", "1"]);
+            let ended = run_capped(&args);
+            eprintln!("{behaviour:?} {command:?}: {}", ended.show());
+            assert_ne!(ended.code, Some(0), "{command:?}: {}", ended.show());
+            assert!(
+                ended.stderr.contains(waiting_for),
+                "{behaviour:?} {command:?}: {}",
+                ended.show()
+            );
+        }
+    }
+}
+
+#[test]
+fn timeout_bounds_every_wait_on_a_server_that_does_not_read() {
+    let (_runtime, name) = rogue("cli-no-reading", "rogue", rogue::Behaviour::NoReading);
+    // Under Windows' 32,767-character command line.
+    let message = "x".repeat(20_000);
+    for (command, waiting_for) in [
+        (
+            &["call", &message][..],
+            "waiting for the answer to the request",
+        ),
+        (
+            &["call", "--method", "echo", "{}"],
+            "waiting for the answer to the call",
+        ),
+        (&["ping"], "waiting for the answer to a PING"),
+        (&["status"], "waiting for the answer to STATUS"),
+        (&["methods"], "waiting for the answer to DESCRIBE"),
+    ] {
+        let mut args = command.to_vec();
+        args.extend(["--name", &name, "--timeout", "1"]);
+        let ended = run_capped(&args);
+        eprintln!("{:?}: {}", &command[..1], ended.show());
+        assert_ne!(ended.code, Some(0), "{}", ended.show());
+        assert!(
+            ended
+                .stderr
+                .contains(&format!("timed out after 1s {waiting_for}")),
+            "{}",
+            ended.show()
+        );
+    }
+    // A 4 MB request cannot be written at all: the write waits, and the
+    // deadline ends it, and the close after it.
+    let ended = run_capped(&[
+        "bench",
+        "--name",
+        &name,
+        "--clients",
+        "1",
+        "--size",
+        "4000000",
+        "--requests",
+        "1",
+        "--timeout",
+        "1",
+        "--json",
+    ]);
+    eprintln!("bench: {}", ended.show());
+    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    let out = ended.stdout_text();
+    let json = out.lines().last().unwrap_or("");
+    assert_eq!(json_number(json, "errors"), 1.0, "{}", ended.show());
 }

@@ -562,3 +562,86 @@ async fn waiting_for_a_service_does_not_wait_out_what_waiting_cannot_fix() {
     assert!(matches!(err, Error::WrongServer { .. }), "{err}");
     guard(serving.stop()).await.expect("serve");
 }
+
+/// A stream that says when it is dropped: when the client has let go of
+/// its connection.
+struct Watched<S> {
+    inner: S,
+    dropped: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S) -> (Watched<S>, tokio::sync::oneshot::Receiver<()>) {
+        let (dropped, watch) = tokio::sync::oneshot::channel();
+        let stream = Watched {
+            inner,
+            dropped: Some(dropped),
+        };
+        (stream, watch)
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        if let Some(dropped) = self.dropped.take() {
+            let _ = dropped.send(());
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_client_lets_go_of_a_server_that_does_not_read_at_its_close_timeout() {
+    let (serving, _started) = start_in_memory("dropped-unread");
+    let (stream, faults) = pipesvc::testing::Faulty::new(serving.memory_stream().unwrap());
+    let (stream, dropped) = Watched::new(stream);
+    let options = ClientOptions::new().close_timeout(Duration::from_millis(100));
+    let client = Client::from_io(stream, options).await.unwrap();
+    // The server stops reading: a request's frame cannot be written.
+    faults.stall_writes();
+    let request = client.request_with_timeout(vec![0u8; 1 << 20], Some(Duration::from_millis(50)));
+    let err = guard(request).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(..)), "{err}");
+    // Dropped without close(): what is queued gets the close timeout to be
+    // written, as with close(), then the connection is let go.
+    let start = tokio::time::Instant::now();
+    drop(client);
+    guard(dropped)
+        .await
+        .expect("the client lets go of its stream");
+    eprintln!("stream let go {:?} after the drop", start.elapsed());
+    guard(serving.stop()).await.expect("serve");
+}

@@ -121,3 +121,50 @@ async fn server_text_is_kept_but_displayed_escaped() {
     assert!(!text.chars().any(char::is_control), "{text:?}");
     assert!(text.contains("\\u{1b}[2J"), "{text}");
 }
+
+/// The handshake timeout the handshake tests give the client.
+const HANDSHAKE: Duration = Duration::from_millis(1000);
+
+/// Connects to a rogue with `behaviour` and expects the handshake to run
+/// out of time, naming the handshake timeout and a HELLO; prints how long
+/// it took (a figure, never asserted).
+async fn assert_handshake_timed_out(test: &str, behaviour: Behaviour, waiting_for: &str) {
+    let rogue = Rogue::start(unique_endpoint(test), "rogue", behaviour);
+    let options = ClientOptions::new().handshake_timeout(HANDSHAKE);
+    let start = tokio::time::Instant::now();
+    let outcome = guard(Client::connect_with(&rogue.endpoint, options)).await;
+    let elapsed = start.elapsed();
+    let Err(err) = outcome else {
+        panic!("{test}: the handshake completed after {elapsed:?}, past its {HANDSHAKE:?}");
+    };
+    eprintln!("{test}: {err} after {elapsed:?}");
+    match &err {
+        Error::Timeout(limit, what) => {
+            assert_eq!(*limit, HANDSHAKE, "the handshake timeout is named: {err}");
+            assert!(what.contains(waiting_for), "{err}");
+        }
+        other => panic!("expected a handshake timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_withheld_hello_reply_fails_at_the_handshake_timeout() {
+    assert_handshake_timed_out(
+        "rogue-withheld-reply",
+        Behaviour::WithholdHelloReply,
+        "waiting for the server's HELLO reply",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_handshake_timeout_bounds_the_whole_handshake() {
+    // Each of the server's two HELLOs is dribbled over 70 % of the
+    // handshake timeout: each alone would fit in it, both do not.
+    assert_handshake_timed_out(
+        "rogue-dribbled-handshake",
+        Behaviour::DribbleHandshake(HANDSHAKE * 7 / 10),
+        "waiting for the server's HELLO",
+    )
+    .await;
+}

@@ -1,6 +1,7 @@
 //! One connection of a client: handshake, writer and reader tasks, and the
 //! requests waiting on it. A [`Client`](super::Client) holds one at a time.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncRead;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
@@ -33,6 +35,8 @@ pub(super) type Connector =
 
 #[derive(Debug)]
 pub(super) struct Connection {
+    /// When the stream was connected, before the handshake.
+    pub(super) connected_at: Instant,
     pub(super) server: ServerHello,
     /// The server's HELLO reply: the connection's version, its encodings.
     pub(super) reply: HelloReply,
@@ -41,7 +45,11 @@ pub(super) struct Connection {
     writer: Arc<Writer>,
     pub(super) pending: Arc<Pending>,
     reader: JoinHandle<()>,
-    flusher: JoinHandle<()>,
+    /// Taken on drop, to be bounded by `close_timeout`.
+    flusher: Option<JoinHandle<()>>,
+    close_timeout: Duration,
+    /// Where the connection's tasks run, for the flusher's bound on drop.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Connection {
@@ -53,6 +61,18 @@ impl Drop for Connection {
         // The reader may not have ended it: whoever waits on this
         // connection (the client's supervisor) learns that it is gone.
         self.pending.fail_all(CloseReason::ClientClosed);
+        // As on close(), what is queued gets `close_timeout` to be written:
+        // a server that does not read would otherwise keep the flusher, and
+        // with it the connection, for as long as it likes.
+        if let Some(flusher) = self.flusher.take().filter(|f| !f.is_finished()) {
+            let limit = self.close_timeout;
+            self.runtime.spawn(async move {
+                let abort = flusher.abort_handle();
+                if tokio::time::timeout(limit, flusher).await.is_err() {
+                    abort.abort();
+                }
+            });
+        }
     }
 }
 
@@ -142,7 +162,9 @@ impl Connection {
     }
 
     /// The handshake and the reader and writer tasks, over a connected
-    /// stream.
+    /// stream. The whole handshake (the server's HELLO, ours written, its
+    /// HELLO reply) has one deadline, `handshake_timeout` from now: a
+    /// server dribbling its HELLOs cannot stretch it step by step.
     async fn start(
         io: Generic,
         server_peer: PeerInfo,
@@ -150,31 +172,26 @@ impl Connection {
         options: &ClientOptions,
         notifications: &Arc<Queue>,
     ) -> Result<Connection> {
+        let connected_at = Instant::now();
+        let handshake = Handshake {
+            deadline: connected_at + options.handshake_timeout,
+            limit: options.handshake_timeout,
+        };
         let (read, write) = tokio::io::split(io);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
-        let server =
-            tokio::time::timeout(options.handshake_timeout, read_server_hello(&mut reader))
-                .await
-                .map_err(|_| {
-                    Error::Timeout(options.handshake_timeout, "waiting for the server's HELLO")
-                })??;
+        let hello = read_server_hello(&mut reader);
+        let server = handshake
+            .step("waiting for the server's HELLO", hello)
+            .await?;
         let codec = FrameCodec::new(server.max_frame_len);
         let mut sink = FramedWrite::new(write, codec);
-        let hello = ClientHello::new();
-        sink.send(Frame::new(Kind::Hello, 0, hello.encode()))
-            .await
-            .map_err(into_error)?;
-        let reply = tokio::time::timeout(
-            options.handshake_timeout,
-            read_hello_reply(&mut reader, &server),
-        )
-        .await
-        .map_err(|_| {
-            Error::Timeout(
-                options.handshake_timeout,
-                "waiting for the server's HELLO reply",
-            )
-        })??;
+        let hello = Frame::new(Kind::Hello, 0, ClientHello::new().encode());
+        let send = async { sink.send(hello).await.map_err(into_error) };
+        handshake.step("sending the client's HELLO", send).await?;
+        let reply = read_hello_reply(&mut reader, &server);
+        let reply = handshake
+            .step("waiting for the server's HELLO reply", reply)
+            .await?;
         tracing::debug!(
             server = %server.server_name,
             version = reply.version,
@@ -201,6 +218,7 @@ impl Connection {
             .in_current_span(),
         );
         Ok(Connection {
+            connected_at,
             server,
             reply,
             server_peer,
@@ -208,7 +226,9 @@ impl Connection {
             writer,
             pending,
             reader,
-            flusher,
+            flusher: Some(flusher),
+            close_timeout: options.close_timeout,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -257,7 +277,9 @@ impl Connection {
     pub(super) fn abort(&self) {
         self.pending.refuse_new(CloseReason::ClientClosed);
         self.reader.abort();
-        self.flusher.abort();
+        if let Some(flusher) = &self.flusher {
+            flusher.abort();
+        }
         self.writer.abort(CloseReason::ClientClosed);
         self.pending.fail_all(CloseReason::ClientClosed);
     }
@@ -294,6 +316,27 @@ impl Connection {
     /// else `why`.
     fn closed_error_or(&self, why: CloseReason) -> Error {
         Error::ConnectionClosed(self.pending.closed_reason().unwrap_or(why))
+    }
+}
+
+/// The one deadline of a connection's handshake.
+struct Handshake {
+    deadline: Instant,
+    /// The configured `handshake_timeout`, which a timeout names.
+    limit: Duration,
+}
+
+impl Handshake {
+    /// `step` of the handshake, within its deadline; past it, a timeout
+    /// naming `what` was waited for.
+    async fn step<T>(
+        &self,
+        what: &'static str,
+        step: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout_at(self.deadline, step)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.limit, what)))
     }
 }
 

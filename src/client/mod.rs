@@ -84,6 +84,29 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// limit too small for the server's HELLO) is refused by
 /// [`Client::connect_with`] with [`Error::Config`] naming the setting,
 /// before anything is opened.
+///
+/// # What bounds what
+///
+/// Every wait of the client has a limit, whatever the server does (says
+/// nothing, dribbles its frames a byte at a time, stops reading):
+///
+/// | wait | bounded by |
+/// |---|---|
+/// | reaching the server: retrying while it is busy or absent, or when it went away during its handshake | [`connect_timeout`](Self::connect_timeout) (5 s) |
+/// | the handshake, from the moment the stream is connected: the server's HELLO, this client's HELLO written, the server's HELLO reply, all together | [`handshake_timeout`](Self::handshake_timeout) (5 s) |
+/// | [`Client::connect_with`] as a whole | `connect_timeout` + `handshake_timeout`, plus [`wait_for_service`](Self::wait_for_service) if set (no attempt starts after it) |
+/// | [`Client::from_io`], [`Client::from_connector`]: opening the stream and the handshake | `connect_timeout` (the handshake also by `handshake_timeout`) |
+/// | a request, PING, STATUS or DESCRIBE: a reconnect in progress, room to send (a server that does not read), the answer | [`request_timeout`](Self::request_timeout) (30 s), or the call's own |
+/// | a typed call ([`Client::call_raw`]) | its deadline ([`CallOptions::timeout`], default `request_timeout`) plus [`DEADLINE_GRACE`] |
+/// | a NOTIFY: a reconnect in progress, room to send | `request_timeout` |
+/// | [`Client::close`]: answers in flight, queued frames written | [`close_timeout`](Self::close_timeout) (5 s), then the connection is aborted |
+/// | dropping the last clone without `close`: queued frames written, in the background | `close_timeout`, then the connection is aborted |
+/// | each reconnect attempt (with [`reconnect`](Self::reconnect)) | `connect_timeout` + `handshake_timeout` |
+///
+/// Only a `request_timeout` of `None` (or a call's own `None`) waits
+/// without limit: the caller's choice. A caller with one deadline for a
+/// whole exchange, handshake included, starts it at
+/// [`Client::connected_at`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClientOptions {
@@ -124,7 +147,10 @@ impl ClientOptions {
         self
     }
 
-    /// Time the server has to send its HELLO (default 5 s; above zero).
+    /// Time the whole handshake may take once the stream is connected
+    /// (default 5 s; above zero): the server's HELLO, this client's HELLO
+    /// written, and the server's HELLO reply, however the server spreads
+    /// them. Past it, [`Error::Timeout`] names the step it was in.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -199,7 +225,9 @@ impl ClientOptions {
 
     /// How long [`Client::close`] waits for answers in flight and for
     /// queued frames to be written before it aborts the connection
-    /// (default 5 s; zero aborts at once).
+    /// (default 5 s; zero aborts at once). A client dropped without
+    /// `close` writes what is queued in the background, within the same
+    /// time.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
@@ -632,6 +660,13 @@ impl Client {
         self.current().server.server_name.clone()
     }
 
+    /// When the current connection's stream was connected, just before its
+    /// handshake: where a deadline for a whole exchange, the handshake
+    /// included, starts (as the `pipesvc` commands' `--timeout` does).
+    pub fn connected_at(&self) -> Instant {
+        self.current().connected_at
+    }
+
     /// What the operating system says about the server process (its pid
     /// on every platform; uid and gid on Unix). Nothing, for a client over
     /// a stream from the caller.
@@ -751,6 +786,8 @@ fn waiting_for_answer(kind: Kind) -> &'static str {
     match kind {
         Kind::Ping => "waiting for the answer to a PING",
         Kind::Status => "waiting for the answer to STATUS",
+        Kind::Describe => "waiting for the answer to DESCRIBE",
+        Kind::Call => "waiting for the answer to the call",
         _ => "waiting for the answer to the request",
     }
 }

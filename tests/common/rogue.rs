@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -36,6 +37,20 @@ pub enum Behaviour {
     /// Answers each request with a service ERROR whose message carries
     /// terminal escape sequences.
     EscapeError,
+    /// Answers each request with a service ERROR carrying this message.
+    ErrorMessage(String),
+    /// Answers each REQUEST, CALL, DESCRIBE and STATUS with a RESPONSE
+    /// carrying these bytes (and each PING with a PONG).
+    Answer(Bytes),
+    /// Sends its HELLO, reads the client's, and never sends the HELLO
+    /// reply; it keeps reading what comes.
+    WithholdHelloReply,
+    /// Sends its HELLO and, once the client's has come, its HELLO reply,
+    /// each a byte at a time, spread over this long (a frame's bytes this
+    /// long divided by its length apart); then reads and answers nothing.
+    DribbleHandshake(Duration),
+    /// Completes the handshake, then never reads again, nor answers.
+    NoReading,
 }
 
 /// A name and message a terminal would obey if printed raw: clear the
@@ -121,13 +136,44 @@ pub fn hello(name: &str) -> Bytes {
     frame_bytes(Kind::Hello, 0, &hello.encode())
 }
 
+/// The HELLO reply of a version 2 server, as a frame.
+fn hello_reply() -> Bytes {
+    let reply = HelloReply::new(2, &[Encoding::MessagePack, Encoding::Json]).encode();
+    frame_bytes(Kind::Hello, 0, &reply)
+}
+
 async fn serve(stream: ServerStream, name: String, behaviour: Behaviour, notifies: Arc<Counter>) {
     let (read, mut write) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read, FrameCodec::new(u32::MAX));
+    match behaviour {
+        Behaviour::WithholdHelloReply => {
+            if write.write_all(&hello(&name)).await.is_ok() {
+                drain(reader).await;
+            }
+            return;
+        }
+        Behaviour::DribbleHandshake(per_frame) => {
+            let mut handshake = dribble(&mut write, &hello(&name), per_frame).await;
+            handshake = handshake && matches!(reader.next().await, Some(Ok(_)));
+            *reader.decoder_mut() = FrameCodec::new(u32::MAX).with_version(2);
+            if handshake && dribble(&mut write, &hello_reply(), per_frame).await {
+                drain(reader).await;
+            }
+            return;
+        }
+        _ => {}
+    }
     if write.write_all(&hello(&name)).await.is_err() {
         return;
     }
-    let mut reader = FramedRead::new(read, FrameCodec::new(u32::MAX));
     if !answer_hello(&mut reader, &mut write).await {
+        return;
+    }
+    if let Behaviour::NoReading = behaviour {
+        // Holds both halves (alive until the end of this function), reading
+        // nothing: what the client writes stays in the transport's buffers
+        // until they are full.
+        std::future::pending::<()>().await;
         return;
     }
     if let Behaviour::NotifyFlood(len) = behaviour {
@@ -156,13 +202,28 @@ where
     if frame.kind != Kind::Hello || version < 2 {
         return true;
     }
-    let reply = HelloReply::new(2, &[Encoding::MessagePack, Encoding::Json]).encode();
     // A version 2 client sends CANCEL (kind 11) for what it gives up on.
     *reader.decoder_mut() = FrameCodec::new(u32::MAX).with_version(2);
-    write
-        .write_all(&frame_bytes(Kind::Hello, 0, &reply))
-        .await
-        .is_ok()
+    write.write_all(&hello_reply()).await.is_ok()
+}
+
+/// Writes `frame` a byte at a time, spread over `over`; whether the client
+/// is still there.
+async fn dribble<W: tokio::io::AsyncWrite + Unpin>(
+    write: &mut W,
+    frame: &[u8],
+    over: Duration,
+) -> bool {
+    let pace = over / frame.len() as u32;
+    for byte in frame {
+        // The pace is the rogue's behaviour (how slowly it talks), not a
+        // wait for anything in the test.
+        tokio::time::sleep(pace).await;
+        if write.write_all(&[*byte]).await.is_err() || write.flush().await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 async fn drain(mut reader: FramedRead<ReadHalf<ServerStream>, FrameCodec>) {
@@ -175,11 +236,25 @@ async fn answer_requests(
     behaviour: Behaviour,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
-        if !matches!(frame.kind, Kind::Request | Kind::Ping | Kind::Status) {
+        if !matches!(
+            frame.kind,
+            Kind::Request | Kind::Ping | Kind::Status | Kind::Call | Kind::Describe
+        ) {
             continue;
         }
         let reply = match &behaviour {
-            Behaviour::Silent | Behaviour::NotifyFlood(_) => continue,
+            Behaviour::Silent
+            | Behaviour::NotifyFlood(_)
+            | Behaviour::WithholdHelloReply
+            | Behaviour::DribbleHandshake(_)
+            | Behaviour::NoReading => continue,
+            Behaviour::Answer(payload) => {
+                let kind = match frame.kind {
+                    Kind::Ping => Kind::Pong,
+                    _ => Kind::Response,
+                };
+                frame_bytes(kind, frame.id, payload)
+            }
             Behaviour::HalfFrame => {
                 let whole = frame_bytes(Kind::Response, frame.id, &[b'h'; 64]);
                 whole.slice(..whole.len() / 2)
@@ -197,6 +272,10 @@ async fn answer_requests(
             }
             Behaviour::EscapeError => {
                 let error = ErrorPayload::encode(pipesvc::protocol::ErrorCode(1000), ESCAPES);
+                frame_bytes(Kind::Error, frame.id, &error)
+            }
+            Behaviour::ErrorMessage(message) => {
+                let error = ErrorPayload::encode(pipesvc::protocol::ErrorCode(1000), message);
                 frame_bytes(Kind::Error, frame.id, &error)
             }
         };

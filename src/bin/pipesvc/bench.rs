@@ -14,6 +14,8 @@ use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
 use tokio::time::Instant;
 
+use crate::session::{client_options, parse_seconds, parse_timeout};
+
 /// Latencies are recorded in microseconds, from 1 µs to 60 s.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
@@ -41,6 +43,18 @@ pub struct BenchArgs {
     /// Print one JSON object with the results as the last line.
     #[arg(long)]
     json: bool,
+    /// Seconds to keep trying to reach the service while it is busy or
+    /// not there yet.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    connect_timeout: f64,
+    /// Seconds any one wait may take once connected: the clients'
+    /// handshakes (all clients connect at once, within --connect-timeout +
+    /// --timeout), each request's answer (one past it counts as failed).
+    /// The close fits in what is left of --timeout after the last request
+    /// was sent: with --duration, the load and the close end within
+    /// --duration + --timeout.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_timeout)]
+    timeout: f64,
     #[command(flatten)]
     identity: crate::identity::IdentityArgs,
 }
@@ -116,12 +130,8 @@ fn start_echo_server() -> pipesvc::Result<OwnServer> {
 /// Runs `clients` x `inflight` request loops until the duration or the
 /// request count is reached.
 async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome> {
-    let mut clients = Vec::with_capacity(args.clients as usize);
-    let options =
-        pipesvc::client::ClientOptions::new().server_identity(args.identity.server_identity()?);
-    for _ in 0..args.clients {
-        clients.push(Client::connect_with(endpoint, options.clone()).await?);
-    }
+    let limit = Duration::from_secs_f64(args.timeout);
+    let clients = connect_all(endpoint, args, limit).await?;
     let payload = Bytes::from(vec![0xA5u8; args.size]);
     let started = Arc::new(AtomicU64::new(0));
     let budget = args.requests.unwrap_or(u64::MAX);
@@ -139,6 +149,7 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
             tokio::spawn(async move {
                 let mut latency = new_histogram();
                 let mut errors = 0u64;
+                let mut last_sent = None;
                 // Each loop claims a request from the shared budget before
                 // sending it, so `--requests N` sends exactly N.
                 while started.fetch_add(1, Ordering::Relaxed) < budget {
@@ -146,16 +157,18 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
                         break;
                     }
                     let sent = Instant::now();
+                    last_sent = Some(sent);
                     match client.request(payload.clone()).await {
                         Ok(_) => latency.saturating_record(sent.elapsed().as_micros() as u64),
                         Err(_) => errors += 1,
                     }
                     progress.inc(1);
                 }
-                (latency, errors)
+                (latency, errors, last_sent)
             })
         })
         .collect();
+    let mut last_sent = None;
     let mut outcome = Outcome {
         requests: 0,
         errors: 0,
@@ -163,7 +176,8 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
         latency: new_histogram(),
     };
     for task in loops {
-        let (latency, errors) = task.await.map_err(std::io::Error::other)?;
+        let (latency, errors, sent) = task.await.map_err(std::io::Error::other)?;
+        last_sent = last_sent.max(sent);
         outcome
             .latency
             .add(&latency)
@@ -173,10 +187,32 @@ async fn load(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Result<Outcome>
     outcome.elapsed = start.elapsed();
     outcome.requests = outcome.latency.len() + outcome.errors;
     progress.finish_and_clear();
-    for client in &clients {
-        client.close().await;
-    }
+    // The last request was answered (or failed) within --timeout of being
+    // sent: the close fits in what is left of that.
+    close_all(&clients, last_sent.unwrap_or_else(Instant::now) + limit).await;
     Ok(outcome)
+}
+
+/// Connects `--clients` clients at once: together within
+/// `--connect-timeout` + `--timeout`, as each is.
+async fn connect_all(
+    endpoint: &Endpoint,
+    args: &BenchArgs,
+    limit: Duration,
+) -> pipesvc::Result<Vec<Client>> {
+    let connect = Duration::from_secs_f64(args.connect_timeout);
+    let options = client_options(connect, limit, args.identity.server_identity()?);
+    let connects = (0..args.clients).map(|_| Client::connect_with(endpoint, options.clone()));
+    futures_util::future::try_join_all(connects).await
+}
+
+/// Closes every client at once, by `deadline`; those still closing then
+/// are dropped (aborted).
+async fn close_all(clients: &[Client], deadline: Instant) {
+    let closes = futures_util::future::join_all(clients.iter().map(Client::close));
+    if tokio::time::timeout_at(deadline, closes).await.is_err() {
+        tracing::debug!("no time left to close every client gracefully; aborting");
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {

@@ -1,15 +1,16 @@
 //! `pipesvc call`: one request, its response on stdout. With `--method`,
 //! a typed call (protocol 2): JSON params in, the JSON result out.
 
-use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::ClientArgs;
 use clap::Args;
-use pipesvc::client::CallOptions;
-use pipesvc::error::Escaped;
+use pipesvc::client::{CallOptions, DEADLINE_GRACE};
 use pipesvc::protocol::Encoding;
 use pipesvc::Error;
+
+use crate::output::{self, Out};
+use crate::session::{ClientArgs, Session};
 
 #[derive(Args, Debug)]
 pub struct CallArgs {
@@ -20,9 +21,17 @@ pub struct CallArgs {
     /// success, 1 when the service answers with an error (its code and
     /// message go to stderr), 2 when the call could not be made (no
     /// connection, a protocol error, bad PARAMS_JSON). The deadline sent
-    /// with the call is --timeout.
+    /// with the call is what is left of --timeout, less a margin (half of
+    /// it, at most 0.25 s) for the service's `timed out` answer to arrive.
     #[arg(long, value_name = "METHOD")]
     method: Option<String>,
+    /// Print the response's bytes as they are, without a line feed after
+    /// them (for a binary response, into a file or a pipe). Without it,
+    /// the response is shown as text: control and invisible characters
+    /// escaped (line feeds and tabs kept), bytes that are not UTF-8 as
+    /// \xNN.
+    #[arg(long, conflicts_with = "method")]
+    raw: bool,
     /// The request payload (sent as UTF-8); with --method, the params as
     /// JSON (default: null).
     #[arg(
@@ -43,7 +52,7 @@ pub async fn run(args: CallArgs) -> pipesvc::Result<ExitCode> {
             .message
             .clone()
             .expect("clap requires MESSAGE without --method");
-        return bytes_call(&args.target, message)
+        return bytes_call(&args.target, message, args.raw)
             .await
             .map(|()| ExitCode::SUCCESS);
     };
@@ -51,22 +60,27 @@ pub async fn run(args: CallArgs) -> pipesvc::Result<ExitCode> {
         match typed_call(&args.target, method, args.message.as_deref()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("{}", report(&err));
+                output::error(&report(&err));
                 ExitCode::from(exit_status(&err))
             }
         },
     )
 }
 
-async fn bytes_call(target: &ClientArgs, message: String) -> pipesvc::Result<()> {
-    let client = target.connect().await?;
-    let response = client.request(message).await?;
-    client.close().await;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&response)?;
-    stdout.write_all(b"\n")?;
-    stdout.flush()?;
-    Ok(())
+async fn bytes_call(target: &ClientArgs, message: String, raw: bool) -> pipesvc::Result<()> {
+    let session = target.connect().await?;
+    let request = session.client().request(message);
+    let response = session
+        .step("waiting for the answer to the request", request)
+        .await;
+    session.close().await;
+    let response = response?;
+    let mut out = Out::stdout();
+    match raw {
+        true => out.raw(&response)?,
+        false => out.text(&response)?,
+    }
+    out.finish()
 }
 
 async fn typed_call(
@@ -77,19 +91,37 @@ async fn typed_call(
     // Checked here, so that a typo is not sent to the service.
     let params: serde_json::Value = serde_json::from_str(params.unwrap_or("null"))
         .map_err(|e| Error::config("PARAMS_JSON", format!("not JSON: {e}")))?;
-    let client = target.connect().await?;
-    let options = CallOptions::new().encoding(Encoding::Json);
+    let session = target.connect().await?;
+    let options = CallOptions::new()
+        .encoding(Encoding::Json)
+        .timeout(Some(sent_deadline(&session)));
     let params = serde_json::to_vec(&params).expect("a JSON value always serializes");
-    let result = client
-        .call_raw(method, Encoding::Json, &params, &options)
+    let call = session
+        .client()
+        .call_raw(method, Encoding::Json, &params, &options);
+    let result = session
+        .step("waiting for the answer to the call", call)
         .await;
-    client.close().await;
-    let result: serde_json::Value = serde_json::from_slice(&result?)
-        .map_err(|e| Error::Protocol(format!("the result of {method:?} is not JSON: {e}")))?;
-    let mut stdout = std::io::stdout().lock();
-    crate::methods::print_json(&mut stdout, &result)?;
-    stdout.flush()?;
-    Ok(())
+    session.close().await;
+    let result: serde_json::Value = serde_json::from_slice(&result?).map_err(|e| {
+        let method = output::field(method, output::NAME_SHOWN);
+        Error::Protocol(format!("the result of \"{method}\" is not JSON: {e}"))
+    })?;
+    let mut out = Out::stdout();
+    out.json(&result)?;
+    out.finish()
+}
+
+/// The deadline a typed call sends: what is left of `--timeout`, less a
+/// margin in which the service's ERROR `timed out` can still arrive within
+/// it: half of what is left, at most half of [`DEADLINE_GRACE`] (so that
+/// the client's own wait, the deadline and the grace, ends after
+/// `--timeout`, which names the timeout).
+fn sent_deadline(session: &Session) -> Duration {
+    let left = session.left();
+    let margin = (DEADLINE_GRACE / 2).min(left / 2);
+    // A deadline of 0 would mean none: at least a millisecond.
+    (left - margin).max(Duration::from_millis(1))
 }
 
 /// 1 when the service answered the call with an ERROR (a code of its own,
@@ -107,7 +139,8 @@ fn exit_status(err: &Error) -> u8 {
 fn report(err: &Error) -> String {
     match err {
         Error::Remote { code, message } | Error::Server { code, message } => {
-            format!("error {} ({}): {}", code.0, code.name(), Escaped(message))
+            let message = output::field(message, output::ERROR_SHOWN);
+            format!("error {} ({}): {message}", code.0, code.name())
         }
         other => pipesvc::ops::error_report(other),
     }

@@ -8,18 +8,19 @@ mod call;
 mod echo;
 mod identity;
 mod methods;
+mod output;
 mod ping;
 mod serve_methods;
+mod session;
 mod status;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use pipesvc::ops::config::ServeArgs;
 use pipesvc::ops::logging::{self, LogFormat};
 use pipesvc::ops::windows_service::{self, ServiceArgs};
 use pipesvc::ops::{Product, WithCalls};
-use pipesvc::Endpoint;
 
 use crate::echo::EchoService;
 
@@ -60,75 +61,6 @@ enum Command {
     /// Install, start, stop and remove pipesvc as a Windows service
     /// (Windows only).
     Service(ServiceArgs),
-}
-
-/// The endpoint option of the client commands (call, methods, ping, status).
-#[derive(Args, Debug, Clone)]
-struct NameArg {
-    /// Endpoint name: a bare name (`\\.\pipe\NAME` on Windows, a socket in
-    /// a private per-user directory on Unix) or a full pipe name / socket
-    /// path. Without it, PIPESVC_NAME if set (as for `serve`, so that one
-    /// variable points both at the same endpoint), else `pipesvc`.
-    #[arg(long = "name", short = 'n')]
-    name: Option<String>,
-}
-
-/// The variable `serve` reads its endpoint from, and the clients too.
-const NAME_VAR: &str = "PIPESVC_NAME";
-
-impl NameArg {
-    fn endpoint(&self) -> pipesvc::Result<Endpoint> {
-        if let Some(name) = &self.name {
-            return name.parse();
-        }
-        // Empty counts as unset, as it does for `serve`.
-        match std::env::var(NAME_VAR) {
-            Ok(name) if !name.is_empty() => name.parse().map_err(|e: pipesvc::Error| {
-                pipesvc::Error::config(format!("environment variable {NAME_VAR}"), e.to_string())
-            }),
-            _ => "pipesvc".parse(),
-        }
-    }
-}
-
-/// Where and how a client command connects.
-#[derive(Args, Debug, Clone)]
-struct ClientArgs {
-    #[command(flatten)]
-    name: NameArg,
-    /// Seconds to keep retrying while the service is busy or not there yet.
-    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
-    connect_timeout: f64,
-    #[command(flatten)]
-    identity: identity::IdentityArgs,
-    /// Seconds the service has to answer each request (or PING, or
-    /// STATUS) once connected; past it the command fails, saying what it
-    /// was waiting for.
-    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
-    timeout: f64,
-}
-
-impl ClientArgs {
-    async fn connect(&self) -> pipesvc::Result<pipesvc::Client> {
-        let timeout = std::time::Duration::from_secs_f64(self.timeout);
-        let options = pipesvc::client::ClientOptions::new()
-            .connect_timeout(std::time::Duration::from_secs_f64(self.connect_timeout))
-            .server_identity(self.identity.server_identity()?)
-            .request_timeout(Some(timeout))
-            .close_timeout(timeout)
-            // The commands never read notifications: hold none.
-            .notification_policy(pipesvc::client::NotificationPolicy::Ignore);
-        pipesvc::Client::connect_with(&self.name.endpoint()?, options).await
-    }
-}
-
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
-        _ => Err(format!(
-            "{text:?} is not a number of seconds between 0 and 86400"
-        )),
-    }
 }
 
 fn main() -> ExitCode {
@@ -189,8 +121,9 @@ async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
     pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await
 }
 
-/// Prints an error with its chain of causes and returns a failing exit code.
+/// Prints an error with its chain of causes (escaped and cut, as server
+/// text may be in it) and returns a failing exit code.
 fn fail(err: &dyn std::error::Error) -> ExitCode {
-    eprintln!("{}", pipesvc::ops::error_report(err));
+    output::error(&pipesvc::ops::error_report(err));
     ExitCode::FAILURE
 }

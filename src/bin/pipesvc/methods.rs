@@ -1,12 +1,10 @@
 //! `pipesvc methods`: what a running service offers (DESCRIBE).
 
-use std::io::{IsTerminal, Write};
-
 use clap::Args;
-use pipesvc::error::Escaped;
 use serde_json::Value;
 
-use crate::ClientArgs;
+use crate::output::{field, Out, DOC_SHOWN, NAME_SHOWN};
+use crate::session::ClientArgs;
 
 #[derive(Args, Debug)]
 pub struct MethodsArgs {
@@ -20,77 +18,66 @@ pub struct MethodsArgs {
 }
 
 pub async fn run(args: MethodsArgs) -> pipesvc::Result<()> {
-    let client = args.target.connect().await?;
-    let description = client.describe_raw().await;
-    client.close().await;
+    let session = args.target.connect().await?;
+    let describe = session.client().describe_raw();
+    let description = session
+        .step("waiting for the answer to DESCRIBE", describe)
+        .await;
+    session.close().await;
     let description: Value = serde_json::from_slice(&description?).map_err(|e| {
         pipesvc::Error::Protocol(format!("the service's description is not JSON: {e}"))
     })?;
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        print_json(&mut stdout, &description)?;
-    } else {
-        print_human(&mut stdout, &description)?;
+    let mut out = Out::stdout();
+    match args.json {
+        true => out.json(&description)?,
+        false => print_human(&mut out, &description)?,
     }
-    stdout.flush()?;
-    Ok(())
-}
-
-/// JSON for a person on a terminal (indented), one line for a pipe.
-pub fn print_json(out: &mut impl Write, value: &Value) -> std::io::Result<()> {
-    let text = match std::io::stdout().is_terminal() {
-        true => serde_json::to_string_pretty(value),
-        false => serde_json::to_string(value),
-    };
-    writeln!(out, "{}", text.expect("a JSON value always serializes"))
+    out.finish()
 }
 
 /// `SERVICE VERSION (protocol 2; json, msgpack)`, then one line per
-/// method: its name and the first line of its doc. Text from the server
-/// is escaped: a hostile one cannot drive the terminal.
-fn print_human(out: &mut impl Write, description: &Value) -> std::io::Result<()> {
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-    let encodings: Vec<String> = match description.get("encodings") {
-        Some(Value::Array(names)) => names
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+/// method: its name and the first line of its doc, each escaped and cut
+/// (a name at [`NAME_SHOWN`] bytes, a doc at [`DOC_SHOWN`]).
+fn print_human(out: &mut Out, description: &Value) -> pipesvc::Result<()> {
+    let encodings: Vec<&str> = match description.get("encodings") {
+        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    writeln!(
-        out,
+    out.line(&format!(
         "{} {} (protocol {}; encodings: {})",
-        Escaped(&text(description, "service")),
-        Escaped(&text(description, "version")),
+        field(text(description, "service"), NAME_SHOWN),
+        field(text(description, "version"), NAME_SHOWN),
         description
             .get("protocol")
             .and_then(Value::as_u64)
             .unwrap_or(0),
-        Escaped(&encodings.join(", ")),
-    )?;
+        field(&encodings.join(", "), NAME_SHOWN),
+    ))?;
     let methods = match description.get("methods") {
         Some(Value::Array(methods)) => methods.as_slice(),
         _ => &[],
     };
     if methods.is_empty() {
-        return writeln!(out, "no typed methods");
+        return out.line("no typed methods");
     }
+    // Names are cut before they are measured: the column is at most as
+    // wide as one cut name.
+    let name = |method: &Value| field(text(method, "name"), NAME_SHOWN);
     let width = methods
         .iter()
-        .map(|m| text(m, "name").len())
+        .map(|m| name(m).chars().count())
         .max()
         .unwrap_or(0);
     for method in methods {
-        let doc = text(method, "doc");
-        let first_line = doc.lines().next().unwrap_or("");
-        let name = text(method, "name");
-        writeln!(
-            out,
-            "  {:<width$}  {}",
-            Escaped(&name).to_string(),
-            Escaped(first_line)
-        )?;
+        let name = name(method);
+        let pad = " ".repeat(width - name.chars().count());
+        let doc = text(method, "doc").lines().next().unwrap_or("");
+        out.line(&format!("  {name}{pad}  {}", field(doc, DOC_SHOWN)))?;
     }
     Ok(())
+}
+
+/// The string at `key`, or nothing.
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
 }

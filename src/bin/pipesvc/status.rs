@@ -4,7 +4,8 @@ use clap::Args;
 use pipesvc::error::Escaped;
 use pipesvc::protocol::Status;
 
-use crate::ClientArgs;
+use crate::output::{self, Out};
+use crate::session::ClientArgs;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -18,42 +19,54 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> pipesvc::Result<()> {
-    let client = args.target.connect().await?;
-    let status = client.status().await.map_err(explain_old_server)?;
-    if args.json {
-        println!("{}", status.to_json());
-    } else {
-        print_human(&client, &status);
+    let session = args.target.connect().await?;
+    let client = session.client();
+    let status = session
+        .step("waiting for the answer to STATUS", client.status())
+        .await;
+    let name = output::field(&client.server_name(), output::NAME_SHOWN);
+    // A client the CLI made always has an endpoint.
+    let endpoint = Escaped(
+        &client
+            .endpoint()
+            .expect("connected to an endpoint")
+            .to_string(),
+    )
+    .to_string();
+    session.close().await;
+    let status = status.map_err(explain_old_server)?;
+    let mut out = Out::stdout();
+    match args.json {
+        true => out.line(&status.to_json())?,
+        false => print_human(&mut out, &format!("{name} at {endpoint}"), &status)?,
     }
-    client.close().await;
-    Ok(())
+    out.finish()
 }
 
-fn print_human(client: &pipesvc::Client, s: &Status) {
-    println!(
-        "{} at {}",
-        Escaped(&client.server_name()),
-        // A client the CLI made always has an endpoint.
-        client.endpoint().expect("connected to an endpoint")
-    );
-    println!("uptime            {}", uptime(s.uptime.as_secs()));
-    println!(
+fn print_human(out: &mut Out, server: &str, s: &Status) -> pipesvc::Result<()> {
+    out.line(server)?;
+    out.line(&format!("uptime            {}", uptime(s.uptime.as_secs())))?;
+    out.line(&format!(
         "connections       {} open, {} since start",
         s.connections_open, s.connections_total
-    );
-    println!("requests served   {}", s.requests_served);
-    println!(
+    ))?;
+    out.line(&format!("requests served   {}", s.requests_served))?;
+    out.line(&format!(
         "                  {} cancelled, {} timed out",
         s.requests_cancelled, s.requests_timed_out
-    );
-    println!("bytes             {} in, {} out", s.bytes_in, s.bytes_out);
+    ))?;
+    out.line(&format!(
+        "bytes             {} in, {} out",
+        s.bytes_in, s.bytes_out
+    ))?;
     if s.errors.is_empty() {
-        println!("errors sent       none");
+        out.line("errors sent       none")?;
     }
     for (i, (code, count)) in s.errors.iter().enumerate() {
         let label = if i == 0 { "errors sent" } else { "" };
-        println!("{label:<17} {count} x {code}");
+        out.line(&format!("{label:<17} {count} x {code}"))?;
     }
+    Ok(())
 }
 
 fn uptime(secs: u64) -> String {
