@@ -566,7 +566,7 @@ async fn describe_returns_the_description_or_the_default_one() {
 
 #[tokio::test]
 async fn a_description_too_large_for_a_frame_is_frame_too_large() {
-    let fixture = Fixture::start("describe-large", true, |b| b.max_frame_len(64));
+    let fixture = Fixture::start("describe-large", true, |b| b.max_frame_len(74));
     let mut client = fixture.v2().await;
     client.send(empty(Kind::Describe, 1)).await;
     expect_error(&mut client, 1, ErrorCode::FRAME_TOO_LARGE).await;

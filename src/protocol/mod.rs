@@ -26,6 +26,7 @@ pub use frame::{ErrorPayload, Frame, Kind};
 pub use hello::{
     negotiate, ClientHello, HelloError, HelloReply, ServerHello, FIELD_ENCODINGS, FIELD_KINDS,
 };
+pub(crate) use status::SMALLEST_ANSWER_LEN as SMALLEST_STATUS_LEN;
 pub use status::{Status, STATUS_FORMAT};
 
 /// The highest protocol version this crate speaks (it speaks 1 too).

@@ -35,8 +35,8 @@ use super::{lock, Config, ConnectionContext, Handler, ServiceError, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
 use crate::protocol::{
-    negotiate, CallHeader, ClientHello, CodecError, ErrorCode, Frame, FrameCodec, HelloReply, Kind,
-    ServerHello,
+    negotiate, CallHeader, ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec,
+    HelloReply, Kind, ServerHello,
 };
 use crate::transport::{close_within, PeerInfo, ServerIo};
 
@@ -852,6 +852,8 @@ struct Wire<S> {
     /// out after them.
     held: Option<Frame>,
     write_timeout: Duration,
+    /// The largest payload a frame may carry: what is over is made to fit.
+    max_payload: usize,
     /// Armed while a write waits for the client: the bytes queued when it
     /// was armed must be written by its deadline.
     drain: Option<Drain>,
@@ -887,6 +889,7 @@ impl<S: ServerIo> Wire<S> {
             charged_permits: 0,
             held: None,
             write_timeout: config.write_timeout,
+            max_payload: config.max_payload(),
             drain: None,
             sealed: false,
             tally: Tally::default(),
@@ -903,27 +906,22 @@ impl<S: ServerIo> Wire<S> {
         self.shared.stats.publish(&mut self.tally);
     }
 
-    /// Queues `frame` for the next write. Nothing follows an ERROR for the
-    /// connection.
+    /// Queues `frame` for the next write, made to fit the frame limit if
+    /// it is over ([`fit`]). Nothing follows an ERROR for the connection.
     fn push(&mut self, frame: Frame) {
         if self.sealed {
             return;
         }
         self.sealed = frame.kind == Kind::Error && frame.id == 0;
-        let id = frame.id;
-        let answer = matches!(frame.kind, Kind::Response | Kind::Error) && id != 0;
+        let frame = match frame.payload.len() > self.max_payload {
+            true => fit(frame, self.max_payload),
+            false => frame,
+        };
         self.tally.sent(&frame);
         if let Err(e) = self.outbox.push(frame) {
-            // Answers and notifications are checked against the limit
-            // before they get here; should one slip through, its request
-            // still gets its one answer.
+            // Only a frame `fit` cannot shorten (a NOTIFY, a PONG: checked
+            // or echoing what fit before they get here).
             limited!(error, error = %e, "a frame over the limit");
-            if answer {
-                let why = "the answer exceeds the maximum frame length";
-                let error = Frame::error(id, ErrorCode::FRAME_TOO_LARGE, why);
-                self.tally.sent(&error);
-                let _ = self.outbox.push(error);
-            }
         }
     }
 
@@ -1176,6 +1174,26 @@ impl<S: ServerIo> Wire<S> {
     }
 }
 
+/// `frame`, over the largest payload (`max_payload`), made to fit it: an
+/// ERROR's message is cut (between two characters), an answer becomes
+/// ERROR `frame too large`, so that every request still gets its one
+/// answer and every ERROR is read. The smallest frame limit a server
+/// accepts holds every ERROR code with some of its message.
+fn fit(frame: Frame, max_payload: usize) -> Frame {
+    match frame.kind {
+        Kind::Error => {
+            let error = ErrorPayload::decode(&frame.payload).expect("the server's own ERROR");
+            error_that_fits(frame.id, error.code, &error.message, max_payload)
+        }
+        Kind::Response => {
+            limited!(error, id = frame.id, len = frame.payload.len(), "an answer over the limit");
+            let why = "the answer exceeds the maximum frame length";
+            error_that_fits(frame.id, ErrorCode::FRAME_TOO_LARGE, why, max_payload)
+        }
+        _ => frame,
+    }
+}
+
 /// Queues the frame that tells the client why the connection ends, if any.
 fn report<S: ServerIo>(wire: &mut Wire<S>, end: &End) {
     let frame = match end {
@@ -1198,6 +1216,7 @@ fn decode_failed(err: CodecError) -> End {
 
 /// Sends `refusal` (an ERROR with id 0) instead of HELLO, and closes.
 pub(super) async fn refuse<S: ServerIo>(stream: S, config: Arc<Config>, refusal: Frame) {
+    let refusal = fit(refusal, config.max_payload());
     let mut sink = FramedWrite::new(stream, FrameCodec::new(config.max_frame_len));
     let sent = tokio::time::timeout(FLUSH_TIMEOUT, sink.send(refusal)).await;
     let stream = sink.into_inner();
