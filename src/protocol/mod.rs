@@ -19,7 +19,9 @@ mod frame;
 mod hello;
 mod status;
 
-pub use call::{CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN};
+pub use call::{
+    CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
+};
 pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame, Kind};

@@ -55,8 +55,8 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::log_limit::limited;
 use crate::protocol::{
-    Encoding, ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN,
-    HEADER_LEN, SMALLEST_STATUS_LEN,
+    Encoding, ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+    SMALLEST_STATUS_LEN,
 };
 use crate::transport::{Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
 use crate::validate;
