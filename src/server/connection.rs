@@ -38,7 +38,7 @@ use crate::protocol::{
     negotiate, CallHeader, ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec,
     HelloReply, Kind, ServerHello, RESERVED_METADATA_PREFIX,
 };
-use crate::transport::{close_within, PeerInfo, ServerIo};
+use crate::transport::{PeerInfo, ServerIo};
 
 /// A read buffer larger than this is given back once it is empty.
 const READ_BUFFER_KEEP: usize = 64 * 1024;
@@ -47,7 +47,8 @@ const READ_BUFFER_KEEP: usize = 64 * 1024;
 /// own initial size).
 const READ_BUFFER_START: usize = 8 * 1024;
 
-/// Longest wait for the last frames to reach a client that is being closed.
+/// Longest wait for the last frames to reach a client that is being closed
+/// (and for it to take its end: see `ServerIo::close_within`).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the request loop ended.
@@ -98,8 +99,7 @@ impl<H: Handler> Connection<H> {
         // Handlers waiting for room to notify learn that the client is gone.
         wire.output.room.close();
         if matches!(end, End::PeerGone | End::TooSlow) {
-            wire.publish();
-            wire.stream().disconnect();
+            wire.cut().await;
         } else {
             wire.close().await;
         }
@@ -1206,12 +1206,19 @@ impl<S: ServerIo> Wire<S> {
         let written = self.flush().await;
         let stream = self.reader.into_inner();
         match written {
-            Ok(()) => close_within(stream, FLUSH_TIMEOUT).await,
+            Ok(()) => stream.close_within(FLUSH_TIMEOUT).await,
             Err(e) => {
                 tracing::debug!(error = %e, "write failed; cutting the client off");
-                stream.disconnect();
+                stream.cut_within(FLUSH_TIMEOUT).await;
             }
         }
+    }
+
+    /// Stops writing to a client that is gone or does not read (what is
+    /// queued is dropped), and closes as gently as the stream allows.
+    async fn cut(mut self) {
+        self.publish();
+        self.reader.into_inner().cut_within(FLUSH_TIMEOUT).await;
     }
 }
 
@@ -1267,7 +1274,7 @@ pub(super) async fn refuse<S: ServerIo>(stream: S, config: Arc<Config>, refusal:
     let sent = tokio::time::timeout(FLUSH_TIMEOUT, sink.send(refusal)).await;
     let stream = sink.into_inner();
     match sent {
-        Ok(Ok(())) => close_within(stream, FLUSH_TIMEOUT).await,
+        Ok(Ok(())) => stream.close_within(FLUSH_TIMEOUT).await,
         _ => stream.disconnect(),
     }
 }
