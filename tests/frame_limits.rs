@@ -176,7 +176,9 @@ async fn at_the_smallest_limit_every_kind_of_answer_arrives_and_fits() {
     let status = client.answer().await;
     assert_eq!((status.kind, status.id), (Kind::Response, 2), "{status:?}");
     Status::decode(&status.payload).expect("a STATUS answer with its fixed counts");
-    client.send(Frame::new(Kind::Describe, 3, Bytes::new())).await;
+    client
+        .send(Frame::new(Kind::Describe, 3, Bytes::new()))
+        .await;
     let describe = client.answer().await;
     assert_eq!(describe.id, 3);
     if describe.kind == Kind::Error {
@@ -188,7 +190,11 @@ async fn at_the_smallest_limit_every_kind_of_answer_arrives_and_fits() {
     client
         .send(Frame::request(4, vec![2u8; payload_room]))
         .await;
-    assert_eq!(client.answer().await.payload.len(), payload_room, "RESPONSE");
+    assert_eq!(
+        client.answer().await.payload.len(),
+        payload_room,
+        "RESPONSE"
+    );
     client.send(Frame::request(5, "fail")).await;
     let cut = client.error(5, ErrorCode::HANDLER_FAILED).await;
     assert!(!cut.is_empty() && cut.chars().all(|c| c == 'ü'), "{cut}");
@@ -206,7 +212,9 @@ async fn at_the_smallest_limit_every_kind_of_answer_arrives_and_fits() {
     client.send(odd).await;
     client.error(9, ErrorCode::BAD_REQUEST).await;
     client.send(call(10, "hold", Encoding::Json, b"")).await;
-    client.send(Frame::new(Kind::Cancel, 10, Bytes::new())).await;
+    client
+        .send(Frame::new(Kind::Cancel, 10, Bytes::new()))
+        .await;
     client.error(10, ErrorCode::CANCELLED).await;
     let timed = CallHeader::new("hold", Encoding::Json)
         .with_timeout(Some(Duration::from_millis(1)))
@@ -302,9 +310,6 @@ async fn below_the_smallest_limit_the_builder_says_which_frame_needs_more() {
     // A long server name needs a longer HELLO, and so a larger limit.
     let name = "n".repeat(100);
     let err = builder(max).name(name.clone()).build().unwrap_err();
-    assert!(
-        err.to_string().contains("at least 116, not 74"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("at least 116, not 74"), "{err}");
     builder(116).name(name).build().expect("the HELLO fits");
 }

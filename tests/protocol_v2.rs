@@ -205,8 +205,9 @@ async fn ping(client: &mut RawClient, id: u32) {
 }
 
 #[tokio::test]
-async fn a_v2_hello_gets_the_hello_reply_of_protocol_md_byte_for_byte() {
-    // PROTOCOL.md, "A complete exchange, version 2": json and msgpack.
+async fn the_hello_reply_lists_the_services_encodings_in_its_own_order() {
+    // A service preferring JSON, then MessagePack (`pipesvc serve` prefers
+    // MessagePack: PROTOCOL.md's example, checked by tests/protocol_md.rs).
     struct Both;
     impl Calls for Both {
         fn encodings(&self) -> &[Encoding] {
@@ -235,9 +236,9 @@ async fn a_v2_hello_gets_the_hello_reply_of_protocol_md_byte_for_byte() {
     let (mut client, hello) = RawClient::over(stream).say_hello_version(2).await;
     assert_eq!(hello.version, 1, "the first HELLO still says 1");
     let reply = next(&mut client).await;
-    let documented = "1c 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 02 00 01 02 \
-                      02 08 00 01 02 05 07 09 0a 0b 0c";
-    assert_eq!(wire(reply), hex(documented));
+    let expected = "1c 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 02 00 01 02 \
+                    02 08 00 01 02 05 07 09 0a 0b 0c";
+    assert_eq!(wire(reply), hex(expected));
     ping(&mut client, 1).await;
     guard(serving.stop()).await.unwrap();
 

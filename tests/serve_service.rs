@@ -245,7 +245,10 @@ fn settings_from_the_file_reach_the_server() {
     // name) is refused at bind; the error shows that the file's values
     // got there.
     let dir = TempDir::new("reach");
-    let text = format!("max_frame_len = 100\nserver_name = \"{}\"\n", "n".repeat(100));
+    let text = format!(
+        "max_frame_len = 100\nserver_name = \"{}\"\n",
+        "n".repeat(100)
+    );
     let config = dir.file("small.toml", &text);
     let err = failure(serve(&[
         "--config",
@@ -275,7 +278,12 @@ fn the_smallest_frame_limit_is_one_rule_for_flag_variable_and_file() {
     assert!(err.contains(rule), "variable: {err}");
     let dir = TempDir::new("limit-rule");
     let config = dir.file("limit.toml", "max_frame_len = 30\n");
-    let err = failure(serve(&["--name", &name, "--config", config.to_str().unwrap()]));
+    let err = failure(serve(&[
+        "--name",
+        &name,
+        "--config",
+        config.to_str().unwrap(),
+    ]));
     assert!(err.contains(rule), "file: {err}");
 
     let service = Service::start(serve(&["--name", &name, "--max-frame-len", "74"]));
@@ -289,7 +297,10 @@ fn the_smallest_frame_limit_is_one_rule_for_flag_variable_and_file() {
     };
     let whoami = run(&["call", "--method", "whoami"]);
     assert!(whoami.status.success(), "{whoami:?}");
-    assert!(String::from_utf8_lossy(&whoami.stdout).contains("pid"), "{whoami:?}");
+    assert!(
+        String::from_utf8_lossy(&whoami.stdout).contains("pid"),
+        "{whoami:?}"
+    );
     let status = run(&["status"]);
     assert!(status.status.success(), "{status:?}");
     // The description is larger than a frame of 74: the answer is ERROR
