@@ -50,6 +50,13 @@ impl Handler for Bytewise {
     async fn call(&self, request: Bytes, ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
         match &request[..] {
             b"hold" => hold(self.0.clone(), &ctx).await,
+            // The metadata the handler sees, as `key=value;...`.
+            b"metadata" => Ok(ctx
+                .metadata_entries()
+                .iter()
+                .map(|(k, v)| format!("{k}={v};"))
+                .collect::<String>()
+                .into()),
             _ => Ok(request),
         }
     }
@@ -198,8 +205,9 @@ async fn ping(client: &mut RawClient, id: u32) {
 }
 
 #[tokio::test]
-async fn a_v2_hello_gets_the_hello_reply_of_protocol_md_byte_for_byte() {
-    // PROTOCOL.md, "A complete exchange, version 2": json and msgpack.
+async fn the_hello_reply_lists_the_services_encodings_in_its_own_order() {
+    // A service preferring JSON, then MessagePack (`pipesvc serve` prefers
+    // MessagePack: PROTOCOL.md's example, checked by tests/protocol_md.rs).
     struct Both;
     impl Calls for Both {
         fn encodings(&self) -> &[Encoding] {
@@ -228,9 +236,9 @@ async fn a_v2_hello_gets_the_hello_reply_of_protocol_md_byte_for_byte() {
     let (mut client, hello) = RawClient::over(stream).say_hello_version(2).await;
     assert_eq!(hello.version, 1, "the first HELLO still says 1");
     let reply = next(&mut client).await;
-    let documented = "1c 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 02 00 01 02 \
-                      02 08 00 01 02 05 07 09 0a 0b 0c";
-    assert_eq!(wire(reply), hex(documented));
+    let expected = "1c 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 02 00 01 02 \
+                    02 08 00 01 02 05 07 09 0a 0b 0c";
+    assert_eq!(wire(reply), hex(expected));
     ping(&mut client, 1).await;
     guard(serving.stop()).await.unwrap();
 
@@ -456,6 +464,110 @@ async fn unknown_kinds_with_an_id_are_answered_and_without_one_ignored() {
     fixture.stop().await;
 }
 
+#[tokio::test]
+async fn a_frame_reusing_the_id_of_a_request_in_flight_is_a_duplicate_id() {
+    // Every kind whose answer carries its id (PING, STATUS and DESCRIBE
+    // too: their answers would share the id with the request's), whether
+    // the request runs or waits at the in-flight limit.
+    let fixture = Fixture::start("duplicate-ids", true, |b| b.max_in_flight(1));
+    for kind in [
+        Kind::Ping,
+        Kind::Status,
+        Kind::Describe,
+        Kind::Unknown(200),
+        Kind::Request,
+        Kind::Call,
+    ] {
+        for id in [1, 2] {
+            let mut client = fixture.v2().await;
+            client.send(Frame::request(1, "hold")).await;
+            client.send(Frame::request(2, "parked")).await;
+            let reused = match kind {
+                Kind::Call => call(id, "", 0, 0, b"x"),
+                Kind::Request => Frame::request(id, "x"),
+                other => empty(other, id),
+            };
+            client.send(reused).await;
+            let message = expect_error(&mut client, 0, ErrorCode::DUPLICATE_ID).await;
+            assert!(message.contains(&format!("id {id}")), "{kind:?}: {message}");
+        }
+    }
+    // Frames answered at once are not in flight once answered: the same id
+    // again is fine, and so is the id of a request that was answered.
+    let mut client = fixture.v2().await;
+    ping(&mut client, 5).await;
+    ping(&mut client, 5).await;
+    client.send(Frame::request(6, "done")).await;
+    assert_eq!(next(&mut client).await, Frame::response(6, "done"));
+    ping(&mut client, 6).await;
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn before_the_handshake_every_frame_but_hello_is_an_unexpected_frame() {
+    // Whatever its kind: one of version 2 or one no version defines is
+    // no different, since the version is not known yet.
+    let fixture = Fixture::start("before-hello", true, |b| b);
+    for frame in [
+        Frame::request(1, "early"),
+        Frame::new(Kind::Ping, 1, "p"),
+        empty(Kind::Status, 1),
+        call(1, "echo", 1, 0, b"1"),
+        empty(Kind::Describe, 1),
+        empty(Kind::Cancel, 1),
+        empty(Kind::Unknown(200), 1),
+        empty(Kind::Unknown(200), 0),
+    ] {
+        let kind = frame.kind;
+        let mut client = RawClient::over(fixture.serving.memory_stream().unwrap());
+        assert_eq!(next(&mut client).await.kind, Kind::Hello);
+        client.send(frame).await;
+        let message = expect_error(&mut client, 0, ErrorCode::UNEXPECTED_FRAME).await;
+        assert!(message.contains("expected HELLO"), "{kind:?}: {message}");
+    }
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn reserved_metadata_is_not_passed_to_the_service() {
+    // Keys starting with `pipesvc-` belong to the protocol: a handler
+    // never sees them, so that no service comes to rely on one.
+    let fixture = Fixture::start("reserved-metadata", false, |b| b);
+    let mut client = fixture.v2().await;
+    let metadata = vec![
+        ("pipesvc-deadline".to_owned(), "1".to_owned()),
+        ("trace".to_owned(), "ab".to_owned()),
+        ("pipesvc-".to_owned(), "".to_owned()),
+        ("Pipesvc-case".to_owned(), "kept".to_owned()),
+    ];
+    let payload = CallHeader::new("", Encoding::Json)
+        .with_metadata(metadata)
+        .encode_with(b"metadata")
+        .unwrap();
+    client.send(Frame::new(Kind::Call, 1, payload)).await;
+    assert_eq!(
+        next(&mut client).await,
+        Frame::response(1, "trace=ab;Pipesvc-case=kept;")
+    );
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn payloads_of_status_describe_and_cancel_are_ignored() {
+    let fixture = Fixture::start("ignored-payloads", true, |b| b);
+    let mut client = fixture.v2().await;
+    client.send(Frame::new(Kind::Status, 1, "ignored")).await;
+    let status = next(&mut client).await;
+    assert_eq!((status.kind, status.id), (Kind::Response, 1));
+    Status::decode(&status.payload).expect("the STATUS answer");
+    client.send(Frame::new(Kind::Describe, 2, "ignored")).await;
+    assert_eq!(next(&mut client).await, Frame::response(2, DESCRIPTION));
+    client.send(Frame::request(3, "hold")).await;
+    client.send(Frame::new(Kind::Cancel, 3, "ignored")).await;
+    expect_error(&mut client, 3, ErrorCode::CANCELLED).await;
+    fixture.stop().await;
+}
+
 /// Fills the in-flight limit (64) with requests that never end, parks one
 /// more, then CANCELs the 64 and PINGs: every one is answered.
 async fn abandon_64_then_ping(fixture: &Fixture, request: impl Fn(u32) -> Frame) {
@@ -566,7 +678,7 @@ async fn describe_returns_the_description_or_the_default_one() {
 
 #[tokio::test]
 async fn a_description_too_large_for_a_frame_is_frame_too_large() {
-    let fixture = Fixture::start("describe-large", true, |b| b.max_frame_len(64));
+    let fixture = Fixture::start("describe-large", true, |b| b.max_frame_len(74));
     let mut client = fixture.v2().await;
     client.send(empty(Kind::Describe, 1)).await;
     expect_error(&mut client, 1, ErrorCode::FRAME_TOO_LARGE).await;

@@ -241,10 +241,15 @@ fn flags_override_environment_which_overrides_the_file() {
 
 #[test]
 fn settings_from_the_file_reach_the_server() {
-    // A frame limit too small for the server's own HELLO is refused at
-    // bind; the error shows that the file's value got there.
+    // A frame limit too small for the server's own HELLO (with its long
+    // name) is refused at bind; the error shows that the file's values
+    // got there.
     let dir = TempDir::new("reach");
-    let config = dir.file("small.toml", "max_frame_len = 20\n");
+    let text = format!(
+        "max_frame_len = 100\nserver_name = \"{}\"\n",
+        "n".repeat(100)
+    );
+    let config = dir.file("small.toml", &text);
     let err = failure(serve(&[
         "--config",
         config.to_str().unwrap(),
@@ -252,8 +257,59 @@ fn settings_from_the_file_reach_the_server() {
         &unique_name("reach"),
     ]));
     assert!(
-        err.contains("max_frame_len: must be at least 28, not 20"),
+        err.contains("max_frame_len: must be at least 116, not 100"),
         "{err}"
+    );
+}
+
+/// One rule for the smallest frame limit, whichever way it is set: the
+/// flag, the variable and the file are refused alike below it, and at it
+/// `pipesvc serve` answers every client command (with 30, `call --method
+/// whoami`, `status` and `methods` got no answer at all).
+#[test]
+fn the_smallest_frame_limit_is_one_rule_for_flag_variable_and_file() {
+    let rule = "max_frame_len: must be at least 74, not 30";
+    let name = unique_name("limit-rule");
+    let err = failure(serve(&["--name", &name, "--max-frame-len", "30"]));
+    assert!(err.contains(rule), "flag: {err}");
+    let mut command = serve(&["--name", &name]);
+    command.env("PIPESVC_MAX_FRAME_LEN", "30");
+    let err = failure(command);
+    assert!(err.contains(rule), "variable: {err}");
+    let dir = TempDir::new("limit-rule");
+    let config = dir.file("limit.toml", "max_frame_len = 30\n");
+    let err = failure(serve(&[
+        "--name",
+        &name,
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert!(err.contains(rule), "file: {err}");
+
+    let service = Service::start(serve(&["--name", &name, "--max-frame-len", "74"]));
+    let run = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .args(["--name", &service.endpoint, "--timeout", "20"])
+            .env("RUST_LOG", "warn");
+        output_within(command, HANG_GUARD).expect("the command runs to its end")
+    };
+    let whoami = run(&["call", "--method", "whoami"]);
+    assert!(whoami.status.success(), "{whoami:?}");
+    assert!(
+        String::from_utf8_lossy(&whoami.stdout).contains("pid"),
+        "{whoami:?}"
+    );
+    let status = run(&["status"]);
+    assert!(status.status.success(), "{status:?}");
+    // The description is larger than a frame of 74: the answer is ERROR
+    // `frame too large`, and the command says so.
+    let methods = run(&["methods"]);
+    let text = String::from_utf8_lossy(&methods.stderr);
+    assert!(
+        !methods.status.success() && text.contains("frame too large"),
+        "{methods:?}"
     );
 }
 

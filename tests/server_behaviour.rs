@@ -171,7 +171,7 @@ async fn oversized_frame_gets_an_error_and_others_carry_on() {
 }
 
 #[tokio::test]
-async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
+async fn a_frame_limit_too_small_for_the_servers_own_frames_is_refused_at_bind() {
     let endpoint = unique_endpoint("tiny-limit");
     let builder = |max| {
         Server::builder(endpoint.clone())
@@ -179,13 +179,13 @@ async fn a_frame_limit_too_small_for_the_hello_is_refused_at_bind() {
             .max_frame_len(max)
             .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
     };
-    let err = builder(25).bind().unwrap_err().to_string();
+    let err = builder(73).bind().unwrap_err().to_string();
     assert!(
-        err.contains("max_frame_len: must be at least 26, not 25"),
+        err.contains("max_frame_len: must be at least 74, not 73"),
         "{err}"
     );
     // The smallest limit that fits works end to end.
-    let serving = TestServer::start(builder(26).bind().unwrap());
+    let serving = TestServer::start(builder(74).bind().unwrap());
     let client = Client::connect(&endpoint).await.unwrap();
     assert_eq!(client.request("").await.unwrap(), "");
     guard(serving.stop()).await.expect("serve");

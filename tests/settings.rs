@@ -64,10 +64,10 @@ async fn every_bad_server_setting_fails_bind_by_name() {
         (
             "max_frame_len",
             |b| b.max_frame_len(5),
-            "at least 26, not 5",
+            "at least 74, not 5",
         ),
-        // The HELLO reply (protocol 2) is 26 bytes with no encodings.
-        ("max_frame_len", |b| b.max_frame_len(25), "HELLO reply"),
+        // The STATUS answer with its fixed counts is 74 bytes.
+        ("max_frame_len", |b| b.max_frame_len(73), "STATUS answer"),
         (
             "handshake_timeout",
             |b| b.handshake_timeout(Duration::ZERO),
@@ -142,8 +142,9 @@ async fn the_edges_of_each_range_are_accepted_as_given() {
         .max_in_flight(1)
         .max_output_bytes(1)
         .input_budget(1)
-        // The HELLO reply's 26 bytes (the HELLO with no name is 16).
-        .max_frame_len(26)
+        // The STATUS answer's 74 bytes (the HELLO with no name is 16, the
+        // HELLO reply 26).
+        .max_frame_len(74)
         .shutdown_timeout(Duration::ZERO)
         .backlog(1)
         .max_instances(254)

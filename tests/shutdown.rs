@@ -107,6 +107,35 @@ async fn clients_are_told_goodbye_and_the_endpoint_is_released() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_closes_at_once_while_another_is_still_busy() {
+    // Each connection closes as soon as it has nothing in flight and
+    // nothing more to read, not all of them at the deadline.
+    let (endpoint, server, mut started, release) =
+        held_server("idle-first", Duration::from_secs(30));
+    let serving = TestServer::start(server);
+    let busy = Client::connect(&endpoint).await.unwrap();
+    let request = spawn_requests(&busy, ["busy"]).pop().unwrap();
+    started.recv().await.unwrap();
+    let (mut v1, _) = RawClient::handshake(&endpoint).await;
+    let stream = pipesvc::transport::connect(&endpoint, &Default::default())
+        .await
+        .unwrap()
+        .stream;
+    let (mut v2, _, _) = RawClient::handshake_v2_over(stream).await;
+
+    serving.handle().shutdown();
+    for idle in [&mut v1, &mut v2] {
+        let goodbye = guard(idle.recv()).await.expect("GOODBYE");
+        assert_eq!(goodbye.kind, Kind::Goodbye);
+        assert_eq!(guard(idle.recv()).await, None, "then the end, at once");
+    }
+    // Only now is the busy request let go; it is still answered.
+    release.notify_waiters();
+    assert_eq!(guard(request).await.unwrap().unwrap(), "busy");
+    guard(serving.stop()).await.unwrap();
+}
+
+#[tokio::test]
 async fn serve_until_stops_on_its_signal() {
     let (endpoint, server, _started, _release) = held_server("signal", Duration::from_secs(5));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -66,6 +66,39 @@ async fn status_counts_requests_errors_connections_and_bytes() {
     guard(serving.stop()).await.expect("serve");
 }
 
+/// The STATUS answer to `id`, and the answer's length on the wire.
+async fn status_of(raw: &mut RawClient, id: u32) -> (pipesvc::protocol::Status, u64) {
+    raw.send(Frame::new(Kind::Status, id, Bytes::new())).await;
+    let answer = guard(raw.recv()).await.unwrap();
+    assert_eq!((answer.kind, answer.id), (Kind::Response, id));
+    let status = pipesvc::protocol::Status::decode(&answer.payload).unwrap();
+    (status, answer.wire_len() as u64)
+}
+
+#[tokio::test]
+async fn bytes_in_and_out_count_whole_frames_before_the_status_itself() {
+    // PROTOCOL.md, "Status": every frame with its 4-byte length field,
+    // received (and sent) on every connection before this STATUS was
+    // read; the STATUS itself and its answer count in the next one.
+    let endpoint = unique_endpoint("status-bytes");
+    let server = Server::builder(endpoint.clone())
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .unwrap();
+    let serving = TestServer::start(server);
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    raw.send(Frame::new(Kind::Ping, 1, Bytes::new())).await;
+    assert_eq!(guard(raw.recv()).await.unwrap().kind, Kind::Pong);
+    let (first, first_len) = status_of(&mut raw, 2).await;
+    // In: the client's HELLO (16) and the PING (10). Out: the server's
+    // HELLO (27, "pipesvc") and the PONG (10).
+    assert_eq!((first.bytes_in, first.bytes_out), (16 + 10, 27 + 10));
+    let (second, _) = status_of(&mut raw, 3).await;
+    assert_eq!(second.bytes_in, first.bytes_in + 10, "the first STATUS");
+    assert_eq!(second.bytes_out, first.bytes_out + first_len, "its answer");
+    guard(serving.stop()).await.expect("serve");
+}
+
 #[tokio::test]
 async fn a_status_with_id_0_is_a_malformed_frame() {
     let (endpoint, serving) = common::echo("status-id0");

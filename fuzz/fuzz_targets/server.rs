@@ -271,15 +271,17 @@ struct Model {
     /// The connection's version, if the handshake got that far.
     version: Option<u16>,
     end: End,
-    /// A REQUEST reused an id that may still be in flight: whether the
+    /// A frame reused an id that may still be in flight: whether the
     /// server sees it as a duplicate depends on timing.
     racy: bool,
 }
 
 fn model(sent: &[u8]) -> Model {
     // Before its HELLO is accepted, a client's frames are limited to
-    // HANDSHAKE_MAX_FRAME_LEN (revision 1.2); after, to the maximum.
-    let mut codec = FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN.min(MAX_FRAME_LEN));
+    // HANDSHAKE_MAX_FRAME_LEN (revision 1.2); after, to the maximum. Any
+    // kind byte is read then: every frame but HELLO is `unexpected frame`
+    // (revision 2.1).
+    let mut codec = FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN.min(MAX_FRAME_LEN)).with_version(2);
     let mut buf = BytesMut::from(sent);
     let mut model = Model {
         requests: Vec::new(),
@@ -340,11 +342,20 @@ fn model(sent: &[u8]) -> Model {
                 Err(_) => model.refuse(frame.id, ErrorCode::BAD_REQUEST),
             },
             Kind::Cancel => model.cancelled.push(frame.id),
-            Kind::Describe => model.describes.push(frame.id),
+            Kind::Describe => {
+                model.answered_at_once(frame.id);
+                model.describes.push(frame.id);
+            }
             Kind::Unknown(_) if frame.id == 0 => {}
             Kind::Unknown(_) => model.refuse(frame.id, ErrorCode::UNKNOWN_KIND),
-            Kind::Ping => model.pings.push((frame.id, frame.payload)),
-            Kind::Status => model.statuses.push(frame.id),
+            Kind::Ping => {
+                model.answered_at_once(frame.id);
+                model.pings.push((frame.id, frame.payload));
+            }
+            Kind::Status => {
+                model.answered_at_once(frame.id);
+                model.statuses.push(frame.id);
+            }
             Kind::Notify => {}
             _ => break End::Error(ErrorCode::UNEXPECTED_FRAME),
         }
@@ -370,6 +381,14 @@ impl Model {
             self.racy = true;
         }
         self.refused.push((id, code));
+    }
+
+    /// A PING, STATUS or DESCRIBE: answered at once, unless a request of
+    /// its id may be in flight (a duplicate id, revision 2.1).
+    fn answered_at_once(&mut self, id: u32) {
+        if self.uses(id) {
+            self.racy = true;
+        }
     }
 
     fn uses(&self, id: u32) -> bool {

@@ -50,6 +50,8 @@ impl CallOptions {
 
     /// Adds a metadata entry (such as a trace context) the handler reads
     /// with [`ConnectionContext::metadata`](crate::server::ConnectionContext::metadata).
+    /// Keys starting with `pipesvc-` are the protocol's: a server drops
+    /// them ([`RESERVED_METADATA_PREFIX`](crate::protocol::RESERVED_METADATA_PREFIX)).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
         self

@@ -135,8 +135,8 @@ settings! {
     /// [default: 1024]
     #[arg(value_name = "N")]
     max_connections: Count, Any;
-    /// Largest frame accepted and sent, in bytes (header included)
-    /// [default: 8388608]
+    /// Largest frame accepted and sent, in bytes (header included); at
+    /// least 74, more for a long server name [default: 8388608]
     #[arg(value_name = "BYTES")]
     max_frame_len: FrameLen, Any;
     /// Requests handled at once per connection [default: 64]
@@ -727,8 +727,10 @@ pub struct Number<const MIN: u64, const MAX: u64>(u64);
 
 /// A count of connections or requests.
 pub type Count = Number<1, 1_000_000>;
-/// A frame length: at least a HELLO's fixed part with its header.
-pub type FrameLen = Number<16, { u32::MAX as u64 }>;
+/// A frame length. Its smallest depends on other settings (the server's
+/// name, its encodings), so the one rule for it is the server's, checked
+/// when it binds ([`crate::server::MIN_MAX_FRAME_LEN`] and up).
+pub type FrameLen = Number<0, { u32::MAX as u64 }>;
 /// A connection's limit of unwritten notification bytes (1 KiB to
 /// [`MAX_OUTPUT_BYTES`](crate::server::MAX_OUTPUT_BYTES), what the server
 /// accepts).
@@ -1087,8 +1089,10 @@ mod tests {
         // The largest the server takes, not a value it would clamp.
         let err = file_error("max_output_bytes = 536870912");
         assert!(err.contains("from 1024 to 536870911"), "{err}");
-        let err = file_error("max_frame_len = 1");
-        assert!(err.contains("from 16 to 4294967295"), "{err}");
+        // The file checks a frame length's range; its smallest is the
+        // server's one rule, checked at bind (tests/serve_service.rs).
+        let err = file_error("max_frame_len = 4294967296");
+        assert!(err.contains("from 0 to 4294967295"), "{err}");
     }
 
     #[test]

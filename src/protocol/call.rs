@@ -68,6 +68,12 @@ impl fmt::Display for Encoding {
     }
 }
 
+/// Metadata keys starting with this are the protocol's, not a service's
+/// (PROTOCOL.md, "CALL"). None is defined yet: a server does not pass them
+/// to its handlers, so that none comes to rely on one, and a later
+/// revision may give them a meaning that an older server simply ignores.
+pub const RESERVED_METADATA_PREFIX: &str = "pipesvc-";
+
 /// The longest method name: its length is one byte.
 pub const MAX_METHOD_LEN: usize = u8::MAX as usize;
 

@@ -19,13 +19,16 @@ mod frame;
 mod hello;
 mod status;
 
-pub use call::{CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN};
+pub use call::{
+    CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
+};
 pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame, Kind};
 pub use hello::{
     negotiate, ClientHello, HelloError, HelloReply, ServerHello, FIELD_ENCODINGS, FIELD_KINDS,
 };
+pub(crate) use status::SMALLEST_ANSWER_LEN as SMALLEST_STATUS_LEN;
 pub use status::{Status, STATUS_FORMAT};
 
 /// The highest protocol version this crate speaks (it speaks 1 too).

@@ -45,6 +45,10 @@ pub struct Status {
 /// Bytes of the counts a protocol 2 server appends after the error counts.
 pub(crate) const APPENDED_LEN: usize = 16;
 
+/// The smallest STATUS answer a protocol 2 server sends: its fixed fields
+/// and appended counts, with no error count (68 bytes).
+pub(crate) const SMALLEST_ANSWER_LEN: usize = FIXED_LEN + APPENDED_LEN;
+
 impl Status {
     /// The payload of the RESPONSE to STATUS.
     pub fn encode(&self) -> Bytes {

@@ -35,10 +35,10 @@ use super::{lock, Config, ConnectionContext, Handler, ServiceError, Shared};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
 use crate::protocol::{
-    negotiate, CallHeader, ClientHello, CodecError, ErrorCode, Frame, FrameCodec, HelloReply, Kind,
-    ServerHello,
+    negotiate, CallHeader, ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec,
+    HelloReply, Kind, ServerHello, RESERVED_METADATA_PREFIX,
 };
-use crate::transport::{close_within, PeerInfo, ServerIo};
+use crate::transport::{PeerInfo, ServerIo};
 
 /// A read buffer larger than this is given back once it is empty.
 const READ_BUFFER_KEEP: usize = 64 * 1024;
@@ -47,7 +47,8 @@ const READ_BUFFER_KEEP: usize = 64 * 1024;
 /// own initial size).
 const READ_BUFFER_START: usize = 8 * 1024;
 
-/// Longest wait for the last frames to reach a client that is being closed.
+/// Longest wait for the last frames to reach a client that is being closed
+/// (and for it to take its end: see `ServerIo::close_within`).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the request loop ended.
@@ -98,8 +99,7 @@ impl<H: Handler> Connection<H> {
         // Handlers waiting for room to notify learn that the client is gone.
         wire.output.room.close();
         if matches!(end, End::PeerGone | End::TooSlow) {
-            wire.publish();
-            wire.stream().disconnect();
+            wire.cut().await;
         } else {
             wire.close().await;
         }
@@ -302,12 +302,17 @@ impl<H: Handler> Connection<H> {
         in_flight: &mut InFlight<F>,
         state: &mut State<'a>,
     ) -> Result<Option<Start<'a>>, End> {
-        if frame.id == 0 && needs_id(frame.kind) {
+        let id_rule = rule(frame.kind).map_or(IdRule::Zero, |rule| rule.id);
+        if frame.id == 0 && matches!(id_rule, IdRule::New | IdRule::OfRequest) {
             // Its answer would carry id 0, which means "the connection".
             return Err(End::Protocol(
                 ErrorCode::MALFORMED_FRAME,
                 format!("a {:?} needs an id other than 0", frame.kind),
             ));
+        }
+        if matches!(id_rule, IdRule::New | IdRule::NewOrZero) && frame.id != 0 {
+            // Its answer and the request's would share the id.
+            check_not_in_flight(frame.id, in_flight, state)?;
         }
         if state.parked.is_some() && !answered_at_once(frame.kind) {
             // Read past a request waiting at the limit (protocol 2): it
@@ -327,7 +332,7 @@ impl<H: Handler> Connection<H> {
                 state.parked = Some((frame, read_at.unwrap_or_else(Instant::now)));
             }
             Kind::Request => return Ok(Some(self.start_request(frame, ctx, state))),
-            Kind::Call => return self.start_call(frame, read_at, wire, ctx, in_flight),
+            Kind::Call => return Ok(self.start_call(frame, read_at, wire, ctx)),
             Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
             Kind::Status => {
                 let status = status_that_fits(&self.shared, self.config.max_payload());
@@ -345,7 +350,6 @@ impl<H: Handler> Connection<H> {
                 tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
             }
             Kind::Unknown(byte) => {
-                check_not_in_flight(frame.id, in_flight, state)?;
                 let why = format!("unknown kind {byte}");
                 wire.push(Frame::error(frame.id, ErrorCode::UNKNOWN_KIND, &why));
             }
@@ -390,47 +394,47 @@ impl<H: Handler> Connection<H> {
 
     /// A CALL to start, or answered at once (ERROR `bad request` or
     /// `unknown method`) if it cannot be.
-    fn start_call<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
+    fn start_call<'a, S: ServerIo>(
         &'a self,
         frame: Frame,
         read_at: Option<Instant>,
         wire: &mut Wire<S>,
         ctx: &ConnectionContext,
-        in_flight: &InFlight<F>,
-    ) -> Result<Option<Start<'a>>, End> {
+    ) -> Option<Start<'a>> {
         let id = frame.id;
-        if in_flight.contains(id) {
-            return Err(duplicate(id));
-        }
         let (header, params) = match CallHeader::decode(&frame.payload) {
             Ok(call) => call,
             Err(e) => {
                 self.answer_now(wire, id, ErrorCode::BAD_REQUEST, &e.to_string());
-                return Ok(None);
+                return None;
             }
         };
         let work = match self.call_work(&header, params) {
             Ok(work) => work,
             Err(err) => {
                 self.answer_now(wire, id, err.code(), err.message());
-                return Ok(None);
+                return None;
             }
         };
         let deadline = header
             .timeout
             .map(|timeout| read_at.unwrap_or_else(Instant::now) + timeout);
+        let mut metadata = header.metadata;
+        // The protocol's own keys are not the service's (PROTOCOL.md,
+        // "CALL"): none is defined yet, and a handler never sees one.
+        metadata.retain(|(key, _)| !key.starts_with(RESERVED_METADATA_PREFIX));
         let scope = RequestScope {
             method: header.method,
             deadline,
-            metadata: header.metadata,
+            metadata,
             cancelled: CancellationToken::new(),
         };
-        Ok(Some(Start {
+        Some(Start {
             id,
             work,
             ctx: ctx.for_request(Arc::new(scope)),
             deadline,
-        }))
+        })
     }
 
     /// What runs a CALL: the byte handler for the empty method, else one
@@ -498,27 +502,64 @@ struct Start<'a> {
     deadline: Option<Instant>,
 }
 
+/// What the id of a frame must be (PROTOCOL.md, "Kinds").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdRule {
+    /// 0: the frame carries none (any other is ignored).
+    Zero,
+    /// A new request id: not 0 (the answer would read as one about the
+    /// connection), and not the id of a request in flight, running or
+    /// waiting at the limit (two answers would share it).
+    New,
+    /// A new request id, or 0: then the frame is ignored (kinds the
+    /// server does not know, protocol 2).
+    NewOrZero,
+    /// The id of a request the client sent earlier, not 0 (CANCEL).
+    OfRequest,
+}
+
+/// What the server does with a frame of one kind from a client.
+#[derive(Clone, Copy, Debug)]
+struct KindRule {
+    id: IdRule,
+    /// It starts a handler, counts against the in-flight limit and waits
+    /// there for room.
+    starts: bool,
+    /// The server acts on it at once, also past a request waiting at the
+    /// in-flight limit (protocol 2).
+    at_once: bool,
+}
+
+/// The one table of the kinds a client may send after the handshake, and
+/// what each needs (PROTOCOL.md, "Kinds"); `None` for the kinds only a
+/// server sends (and HELLO, sent once): ERROR `unexpected frame`.
+fn rule(kind: Kind) -> Option<KindRule> {
+    let (id, starts, at_once) = match kind {
+        Kind::Request | Kind::Call => (IdRule::New, true, false),
+        Kind::Ping | Kind::Status | Kind::Describe => (IdRule::New, false, true),
+        Kind::Cancel => (IdRule::OfRequest, false, true),
+        Kind::Unknown(_) => (IdRule::NewOrZero, false, true),
+        // Handled one at a time, in order (`on_notify`).
+        Kind::Notify => (IdRule::Zero, false, false),
+        _ => return None,
+    };
+    Some(KindRule {
+        id,
+        starts,
+        at_once,
+    })
+}
+
 /// REQUEST and CALL: the kinds that start a handler (and are parked at
 /// the in-flight limit).
 fn is_request(kind: Kind) -> bool {
-    matches!(kind, Kind::Request | Kind::Call)
-}
-
-/// Kinds whose id must not be 0: their answers carry it.
-fn needs_id(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Request | Kind::Ping | Kind::Status | Kind::Call | Kind::Cancel | Kind::Describe
-    )
+    rule(kind).is_some_and(|rule| rule.starts)
 }
 
 /// Kinds the server acts on at once, also while a request waits at the
 /// in-flight limit (PROTOCOL.md, "CANCEL").
 fn answered_at_once(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Ping | Kind::Status | Kind::Cancel | Kind::Describe | Kind::Unknown(_)
-    )
+    rule(kind).is_some_and(|rule| rule.at_once)
 }
 
 fn duplicate(id: u32) -> End {
@@ -528,7 +569,7 @@ fn duplicate(id: u32) -> End {
     )
 }
 
-/// Refuses an id still in flight (or parked) for a frame answered at once.
+/// Refuses the id of a request still in flight (running or parked).
 fn check_not_in_flight<F: Future<Output = (u32, Frame)>>(
     id: u32,
     in_flight: &InFlight<F>,
@@ -852,6 +893,8 @@ struct Wire<S> {
     /// out after them.
     held: Option<Frame>,
     write_timeout: Duration,
+    /// The largest payload a frame may carry: what is over is made to fit.
+    max_payload: usize,
     /// Armed while a write waits for the client: the bytes queued when it
     /// was armed must be written by its deadline.
     drain: Option<Drain>,
@@ -887,6 +930,7 @@ impl<S: ServerIo> Wire<S> {
             charged_permits: 0,
             held: None,
             write_timeout: config.write_timeout,
+            max_payload: config.max_payload(),
             drain: None,
             sealed: false,
             tally: Tally::default(),
@@ -903,27 +947,22 @@ impl<S: ServerIo> Wire<S> {
         self.shared.stats.publish(&mut self.tally);
     }
 
-    /// Queues `frame` for the next write. Nothing follows an ERROR for the
-    /// connection.
+    /// Queues `frame` for the next write, made to fit the frame limit if
+    /// it is over ([`fit`]). Nothing follows an ERROR for the connection.
     fn push(&mut self, frame: Frame) {
         if self.sealed {
             return;
         }
         self.sealed = frame.kind == Kind::Error && frame.id == 0;
-        let id = frame.id;
-        let answer = matches!(frame.kind, Kind::Response | Kind::Error) && id != 0;
+        let frame = match frame.payload.len() > self.max_payload {
+            true => fit(frame, self.max_payload),
+            false => frame,
+        };
         self.tally.sent(&frame);
         if let Err(e) = self.outbox.push(frame) {
-            // Answers and notifications are checked against the limit
-            // before they get here; should one slip through, its request
-            // still gets its one answer.
+            // Only a frame `fit` cannot shorten (a NOTIFY, a PONG: checked
+            // or echoing what fit before they get here).
             limited!(error, error = %e, "a frame over the limit");
-            if answer {
-                let why = "the answer exceeds the maximum frame length";
-                let error = Frame::error(id, ErrorCode::FRAME_TOO_LARGE, why);
-                self.tally.sent(&error);
-                let _ = self.outbox.push(error);
-            }
         }
     }
 
@@ -1167,12 +1206,44 @@ impl<S: ServerIo> Wire<S> {
         let written = self.flush().await;
         let stream = self.reader.into_inner();
         match written {
-            Ok(()) => close_within(stream, FLUSH_TIMEOUT).await,
+            Ok(()) => stream.close_within(FLUSH_TIMEOUT).await,
             Err(e) => {
                 tracing::debug!(error = %e, "write failed; cutting the client off");
-                stream.disconnect();
+                stream.cut_within(FLUSH_TIMEOUT).await;
             }
         }
+    }
+
+    /// Stops writing to a client that is gone or does not read (what is
+    /// queued is dropped), and closes as gently as the stream allows.
+    async fn cut(mut self) {
+        self.publish();
+        self.reader.into_inner().cut_within(FLUSH_TIMEOUT).await;
+    }
+}
+
+/// `frame`, over the largest payload (`max_payload`), made to fit it: an
+/// ERROR's message is cut (between two characters), an answer becomes
+/// ERROR `frame too large`, so that every request still gets its one
+/// answer and every ERROR is read. The smallest frame limit a server
+/// accepts holds every ERROR code with some of its message.
+fn fit(frame: Frame, max_payload: usize) -> Frame {
+    match frame.kind {
+        Kind::Error => {
+            let error = ErrorPayload::decode(&frame.payload).expect("the server's own ERROR");
+            error_that_fits(frame.id, error.code, &error.message, max_payload)
+        }
+        Kind::Response => {
+            limited!(
+                error,
+                id = frame.id,
+                len = frame.payload.len(),
+                "an answer over the limit"
+            );
+            let why = "the answer exceeds the maximum frame length";
+            error_that_fits(frame.id, ErrorCode::FRAME_TOO_LARGE, why, max_payload)
+        }
+        _ => frame,
     }
 }
 
@@ -1198,11 +1269,12 @@ fn decode_failed(err: CodecError) -> End {
 
 /// Sends `refusal` (an ERROR with id 0) instead of HELLO, and closes.
 pub(super) async fn refuse<S: ServerIo>(stream: S, config: Arc<Config>, refusal: Frame) {
+    let refusal = fit(refusal, config.max_payload());
     let mut sink = FramedWrite::new(stream, FrameCodec::new(config.max_frame_len));
     let sent = tokio::time::timeout(FLUSH_TIMEOUT, sink.send(refusal)).await;
     let stream = sink.into_inner();
     match sent {
-        Ok(Ok(())) => close_within(stream, FLUSH_TIMEOUT).await,
+        Ok(Ok(())) => stream.close_within(FLUSH_TIMEOUT).await,
         _ => stream.disconnect(),
     }
 }

@@ -134,7 +134,9 @@ impl ConnectionContext {
     }
 
     /// The value of the request's first metadata entry called `key` (such
-    /// as `traceparent`).
+    /// as `traceparent`). Keys starting with `pipesvc-` are the protocol's
+    /// ([`RESERVED_METADATA_PREFIX`](crate::protocol::RESERVED_METADATA_PREFIX)):
+    /// the server drops them, and a handler never sees one.
     pub fn metadata(&self, key: &str) -> Option<&str> {
         let request = self.request.as_ref()?;
         request

@@ -6,6 +6,7 @@
 //! next write. Handlers still run concurrently with each other; CPU-heavy
 //! work belongs in `spawn_blocking` or a task of its own.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -118,11 +119,13 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     /// Starts `request`, whose id is `id`; refuses an id still in flight.
     /// It is first polled by the next [`InFlight::poll_answer`].
     pub(super) fn start(&mut self, id: u32, request: F) -> Result<(), u32> {
-        if self.ids.contains_key(&id) {
-            return Err(id);
-        }
         let index = self.free.pop().unwrap_or_else(|| self.new_slot());
-        self.ids.insert(id, index);
+        // One lookup: the caller has checked the id already.
+        let Entry::Vacant(entry) = self.ids.entry(id) else {
+            self.free.push(index);
+            return Err(id);
+        };
+        entry.insert(index);
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(Some(request));
         // Queued for its first poll without waking the connection's task:

@@ -29,12 +29,13 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::Config;
-use crate::protocol::{CodecError, Frame, FrameCodec};
+use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::transport::ServerIo;
 
 /// The largest `length` the server accepts before it has accepted the
-/// client's HELLO. A v1 HELLO has `length` 12; the rest leaves room for
-/// the extensions later versions may append.
+/// client's HELLO, or its `max_frame_len` if that is smaller. A v1 HELLO
+/// has `length` 12; the rest leaves room for the extensions later
+/// versions may append.
 pub const HANDSHAKE_MAX_FRAME_LEN: u32 = 256;
 
 /// The bytes all connections' unfinished frames may hold at once.
@@ -139,10 +140,13 @@ pub(super) struct Input<S> {
 
 impl<S: ServerIo> Input<S> {
     /// Reads `stream`, accepting only handshake-sized frames until
-    /// [`Input::handshake_done`].
+    /// [`Input::handshake_done`]. Before it any kind byte is read (as the
+    /// codec of the highest version does), so that every frame but HELLO
+    /// gets the same answer, `unexpected frame`, whatever its kind.
     pub(super) fn new(stream: S, config: &Config) -> Input<S> {
+        let handshake_max = HANDSHAKE_MAX_FRAME_LEN.min(config.max_frame_len);
         let codec = InputCodec {
-            codec: FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN.min(config.max_frame_len)),
+            codec: FrameCodec::new(handshake_max).with_version(PROTOCOL_VERSION),
             max_frame_len: config.max_frame_len,
             budget: config.input_budget.clone(),
             charged: 0,

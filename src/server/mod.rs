@@ -55,10 +55,20 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::log_limit::limited;
 use crate::protocol::{
-    ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+    Encoding, ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+    SMALLEST_STATUS_LEN,
 };
 use crate::transport::{Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
 use crate::validate;
+
+/// The smallest `max_frame_len` a server accepts: 74, the `length` of the
+/// largest frame every server must be able to send itself whatever it
+/// serves, the STATUS answer with its fixed counts. A server's HELLO (16
+/// bytes plus its name) or HELLO reply (26 plus one per encoding) may need
+/// more, and then that is the smallest; every other frame the server makes
+/// fits whatever is accepted: its ERRORs are cut to fit, an answer or
+/// description too large becomes ERROR `frame too large`.
+pub const MIN_MAX_FRAME_LEN: u32 = (HEADER_LEN + SMALLEST_STATUS_LEN) as u32;
 
 /// Default limit on connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -185,8 +195,10 @@ impl<H> ServerBuilder<H> {
     }
 
     /// Largest `length` field accepted and sent (default 8 MiB). It must
-    /// hold the server's HELLO (16 bytes plus the name) and its HELLO reply
-    /// (26 bytes plus one per encoding), or `bind` fails.
+    /// hold the largest frame the server sends itself, or `bind` fails: at
+    /// least [`MIN_MAX_FRAME_LEN`] (74, the STATUS answer), and more if
+    /// the server's HELLO (16 bytes plus the name) or its HELLO reply (26
+    /// bytes plus one per encoding) is longer.
     pub fn max_frame_len(mut self, max: u32) -> Self {
         self.config.max_frame_len = max;
         self
@@ -417,8 +429,8 @@ impl<H> ServerBuilder<H> {
         self.listener.validate()
     }
 
-    /// Counts and sizes. The server's own HELLO must fit in a frame, or no
-    /// client could ever connect.
+    /// Counts and sizes. Every frame the server must send itself has to
+    /// fit its frame limit ([`smallest_frame_len`]).
     fn validate_limits(&self) -> Result<()> {
         let config = &self.config;
         // The semaphore holding the slots cannot have more permits.
@@ -446,22 +458,37 @@ impl<H> ServerBuilder<H> {
         )?;
         let why = "no frame could be received";
         validate::at_least("input_budget", count(config.input_budget.limit()), 1, why)?;
-        let hello_len = HEADER_LEN + ServerHello::fixed_len() + config.name.len();
-        // A protocol 2 client also gets the HELLO reply.
         let encodings = config.calls.as_ref().map_or(&[][..], |c| c.0.encodings());
-        let reply_len = HEADER_LEN + HelloReply::new(2, encodings).encode().len();
-        let why = format!(
-            "the server's HELLO (name {:?}) and its HELLO reply need that much",
-            config.name
-        );
-        let hello_len = hello_len.max(reply_len);
-        validate::at_least(
-            "max_frame_len",
-            config.max_frame_len.into(),
-            count(hello_len),
-            &why,
-        )
+        let (min, why) = smallest_frame_len(&config.name, encodings);
+        validate::at_least("max_frame_len", config.max_frame_len.into(), min, &why)
     }
+}
+
+/// The one rule for the smallest frame limit of a server named `name`
+/// whose typed methods take `encodings`: the `length` of the largest frame
+/// it must be able to send itself (the STATUS answer with its fixed
+/// counts, its HELLO, its HELLO reply), and what that frame is.
+fn smallest_frame_len(name: &str, encodings: &[Encoding]) -> (u64, String) {
+    let hello = HEADER_LEN + ServerHello::fixed_len() + name.len();
+    // A protocol 2 client also gets the HELLO reply.
+    let reply = HEADER_LEN + HelloReply::new(2, encodings).encode().len();
+    let frames = [
+        (hello, format!("its HELLO (name {name:?})")),
+        (reply, "its HELLO reply".to_owned()),
+        (
+            MIN_MAX_FRAME_LEN as usize,
+            "its STATUS answer with the fixed counts".to_owned(),
+        ),
+    ];
+    let (len, frame) = frames
+        .into_iter()
+        .max_by_key(|(len, _)| *len)
+        .expect("three frames");
+    let why = format!(
+        "the largest frame the server must be able to send, {frame}, needs that much \
+         (its ERRORs are cut to fit)"
+    );
+    (len as u64, why)
 }
 
 /// A bound server. Run it with [`Server::serve`] or [`Server::serve_until`].

@@ -308,6 +308,81 @@ pub(crate) trait ServerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn flush_to_peer(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         tokio::io::AsyncWriteExt::shutdown(self)
     }
+
+    /// Closes the stream so that the peer reads everything written and
+    /// then the end of the stream, not a reset; a peer that does not take
+    /// it within `timeout` is cut off.
+    ///
+    /// The default, for streams that half-close (sockets): the sending
+    /// side is shut ([`flush_to_peer`](ServerIo::flush_to_peer)), then what
+    /// the peer still sends is read and thrown away ([`drain`]) before the
+    /// stream is dropped. A socket closed with unread data in it resets
+    /// its peer (ECONNRESET on Linux), and a client still writing would
+    /// then lose the frames it was last sent: common client stacks
+    /// (Python's asyncio streams) drop what they had received.
+    fn close_within(mut self, timeout: Duration) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let closing = async {
+                self.flush_to_peer().await?;
+                drain(&mut self).await
+            };
+            if !matches!(tokio::time::timeout(timeout, closing).await, Ok(Ok(()))) {
+                self.disconnect();
+            }
+        }
+    }
+
+    /// Stops sending to a peer that does not take what is written (what
+    /// is not written yet is dropped), as gently as the stream allows
+    /// within `timeout`. The default is [`close_within`](ServerIo::close_within):
+    /// shutting a socket's sending side does not wait for the peer, which
+    /// still reads what reached it, then the end of the stream.
+    fn cut_within(self, timeout: Duration) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        self.close_within(timeout)
+    }
+}
+
+/// The most a closing server reads (and throws away) of what its peer
+/// still sends: a client in the middle of large frames can finish, and
+/// one that never stops costs a bounded amount of reading.
+pub(crate) const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How long a closing server waits for more from a peer that has stopped
+/// sending (without closing its end) before it closes: more than the gaps
+/// within a burst of writes, little enough for a stop not to linger.
+pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// Reads and throws away what `stream` still receives, until its end (or
+/// a read error: the peer is gone either way), nothing for
+/// [`DRAIN_QUIET`], or [`DRAIN_LIMIT`] bytes (an error: it keeps sending).
+/// What reaches the stream after it was left quiet this long may still
+/// reset the peer: a peer that reads the end of the stream and then
+/// closes its own is never reset.
+pub(crate) async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<()> {
+    let mut chunk = [0u8; 8 * 1024];
+    let mut drained = 0;
+    let quiet = tokio::time::sleep(DRAIN_QUIET);
+    tokio::pin!(quiet);
+    while drained < DRAIN_LIMIT {
+        let read = tokio::io::AsyncReadExt::read(stream, &mut chunk);
+        tokio::select! {
+            read = read => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => drained += n,
+            },
+            () = &mut quiet => return Ok(()),
+        }
+        quiet.as_mut().reset(Instant::now() + DRAIN_QUIET);
+    }
+    Err(io::Error::other(
+        "the peer kept sending while the stream closed",
+    ))
 }
 
 /// Any byte stream a caller hands the server, type-erased so that one
@@ -460,15 +535,6 @@ fn explain_connect_error(err: io::Error, retryable: fn(&io::Error) -> Option<Ret
         None => return err,
     };
     io::Error::new(err.kind(), format!("{hint}: {err}"))
-}
-
-/// Closes a server stream, giving the client `timeout` to take what was
-/// written; a client that does not is cut off (`ServerIo::disconnect`).
-pub(crate) async fn close_within<S: ServerIo>(mut stream: S, timeout: Duration) {
-    let flushed = tokio::time::timeout(timeout, stream.flush_to_peer()).await;
-    if !matches!(flushed, Ok(Ok(()))) {
-        stream.disconnect();
-    }
 }
 
 fn bind_error(endpoint: &Endpoint, source: io::Error) -> Error {

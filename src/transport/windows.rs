@@ -355,6 +355,51 @@ impl super::ServerIo for ServerStream {
     fn flush_to_peer(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         flush_to_peer(self)
     }
+
+    /// A pipe has no half-close, and closing it resets nothing: the client
+    /// has everything once it has read it (`FlushFileBuffers`), then the
+    /// instance is closed, which it reads as the end of the stream.
+    /// Meanwhile what it still sends is read and thrown away, so that a
+    /// client blocked in a write (the pipe's buffer full) gets to its reads.
+    async fn close_within(self, timeout: Duration) {
+        let closing = async {
+            let flushed = flush_started(&self)?;
+            tokio::pin!(flushed);
+            tokio::select! {
+                flushed = &mut flushed => flushed,
+                () = drain(&self) => flushed.await,
+            }
+        };
+        if !matches!(tokio::time::timeout(timeout, closing).await, Ok(Ok(()))) {
+            disconnect(&self);
+        }
+    }
+
+    /// A pipe whose client does not take a write cannot close gently (mio
+    /// keeps the write pending): the client is disconnected, and reads a
+    /// broken pipe.
+    fn cut_within(self, _timeout: Duration) -> impl Future<Output = ()> + Send {
+        disconnect(&self);
+        std::future::ready(())
+    }
+}
+
+/// Reads and throws away what the client sends, until it closes its end
+/// (or reading fails) or [`DRAIN_LIMIT`](super::DRAIN_LIMIT) bytes.
+async fn drain(stream: &ServerStream) {
+    let mut chunk = [0u8; 8 * 1024];
+    let mut drained = 0;
+    while drained < super::DRAIN_LIMIT {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Cuts the client off at once (`DisconnectNamedPipe`), discarding unread
@@ -372,12 +417,20 @@ pub(crate) fn disconnect(stream: &ServerStream) {
 /// the instance loses nothing (`FlushFileBuffers`, as Microsoft advises
 /// before closing a pipe).
 pub async fn flush_to_peer(stream: &mut ServerStream) -> io::Result<()> {
+    flush_started(stream)?.await
+}
+
+/// Starts `FlushFileBuffers` on `stream`; the future of its outcome does
+/// not borrow the stream, which can be read meanwhile.
+fn flush_started(
+    stream: &ServerStream,
+) -> io::Result<impl Future<Output = io::Result<()>> + Send + 'static> {
     // The blocking call gets its own duplicate of the handle, so it stays
     // valid even if this future is dropped while the call is running.
     // SAFETY: the raw handle is open, owned by `stream`, for this borrow.
     let handle =
         unsafe { BorrowedHandle::borrow_raw(stream.as_raw_handle()) }.try_clone_to_owned()?;
-    tokio::task::spawn_blocking(move || {
+    let flushing = tokio::task::spawn_blocking(move || {
         // SAFETY: `handle` is an open pipe handle owned by this closure.
         let ok = unsafe {
             windows_sys::Win32::Storage::FileSystem::FlushFileBuffers(
@@ -390,7 +443,6 @@ pub async fn flush_to_peer(stream: &mut ServerStream) -> io::Result<()> {
         } else {
             Ok(())
         }
-    })
-    .await
-    .map_err(io::Error::other)?
+    });
+    Ok(async move { flushing.await.map_err(io::Error::other)? })
 }
