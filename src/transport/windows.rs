@@ -21,10 +21,15 @@
 //! name with `FILE_FLAG_FIRST_PIPE_INSTANCE`, and the client connects at the
 //! identification level, so a server can learn who it is but not act as it.
 
+pub(crate) mod caller;
 mod security;
 
-/// For the client's check of who the server is (`client::identity`).
-pub(crate) use security::{process_user, sid_string};
+/// For the client's check of who the server is (`client::identity`), and
+/// the access policy's rules and preset (`server::access`).
+pub(crate) use security::{
+    account_name, canonical_sid, interactive_users_descriptor, process_user, sid_of_account,
+    sid_string,
+};
 
 use std::future::Future;
 use std::io;
@@ -354,6 +359,19 @@ impl super::ServerIo for ServerStream {
 
     fn flush_to_peer(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         flush_to_peer(self)
+    }
+
+    /// Not before the client has written: its token comes with what the
+    /// server reads (`read_caller`).
+    fn caller_at_accept(&self, _peer: PeerInfo, _pin_process: bool) -> Option<super::Caller> {
+        None
+    }
+
+    fn read_caller(
+        &self,
+        peer: PeerInfo,
+    ) -> impl Future<Output = io::Result<super::Caller>> + Send {
+        caller::read_caller(self, peer)
     }
 }
 
