@@ -1376,17 +1376,91 @@ mod tests {
                 .with_uid(uid)
                 .with_gid(99_999)
         };
-        let settings = Settings {
-            allow_uids: Some(IdList(vec![4242])),
-            ..Settings::default()
-        };
-        assert!(settings.access_policy().permits(&peer(4242)));
-        assert!(!settings.access_policy().permits(&peer(4243)));
+        // Unix: the default (own user and root) plus the list. (On Windows
+        // the default leaves the decision to the pipe's descriptor.)
+        #[cfg(unix)]
+        {
+            let settings = Settings {
+                allow_uids: Some(IdList(vec![4242])),
+                ..Settings::default()
+            };
+            assert!(settings.access_policy().permits(&peer(4242)));
+            assert!(!settings.access_policy().permits(&peer(4243)));
+        }
         let anyone = Settings {
             allow_anyone: Some(Switch(true)),
             ..Settings::default()
         };
         assert!(anyone.access_policy().permits(&peer(4243)));
+    }
+
+    fn allow(entries: &[&str]) -> Settings {
+        Settings {
+            allow: Some(entries.iter().map(|e| e.parse().unwrap()).collect()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn allow_entries_replace_the_default_and_add_method_rules() {
+        use crate::transport::{Caller, PeerInfo};
+        let caller =
+            |uid, gid| Caller::from(PeerInfo::new().with_pid(1).with_uid(uid).with_gid(gid));
+        let policy = allow(&["group:50", "user:7", "jobs.cancel=user:7"]).access_policy();
+        if cfg!(unix) {
+            let policy = policy.clone().method("x", crate::server::Rule::anyone());
+            let resolved = Server::builder("allow-test".parse().unwrap())
+                .access(policy)
+                .build()
+                .map(drop);
+            assert!(resolved.is_ok(), "{resolved:?}");
+        }
+        assert!(policy.permits(&PeerInfo::new().with_uid(9).with_gid(50)) == cfg!(unix));
+        // The default (the service's user and root) is replaced.
+        assert!(!policy.permits(&PeerInfo::new().with_uid(0).with_gid(0)));
+        let refusal = policy
+            .check_operation("jobs.cancel", &caller(8, 50))
+            .unwrap_err();
+        assert_eq!(refusal.rule(), "user:7");
+        // Method entries alone keep the default for connections.
+        let methods_only = allow(&["jobs.cancel=admin"]).access_policy();
+        assert_eq!(
+            methods_only.permits(&PeerInfo::new().with_uid(4243)),
+            cfg!(windows)
+        );
+        let preset = allow(&["interactive-users"]).access_policy();
+        assert_eq!(
+            preset.preset(),
+            Some(crate::server::Preset::InteractiveUsers)
+        );
+    }
+
+    #[test]
+    fn allow_entries_read_from_every_source_and_say_what_they_take() {
+        let from_file =
+            Settings::from_toml("allow = [\"same-user\", \"echo=group:staff\"]").unwrap();
+        assert_eq!(
+            from_file.allow,
+            allow(&["same-user", "echo=group:staff"]).allow
+        );
+        let vars = env(&[("PIPESVC_ALLOW", "admin, sleep=user:nobody")]);
+        let from_env = Settings::from_env(&PIPESVC, &vars).unwrap();
+        assert_eq!(from_env.allow, allow(&["admin", "sleep=user:nobody"]).allow);
+        let err = file_error("allow = [\"root\"]");
+        assert!(
+            err.contains("`allow`: unknown rule \"root\"") && err.contains("METHOD=RULE"),
+            "{err}"
+        );
+        let err = file_error("allow = \"admin\"");
+        assert!(err.contains("`allow`: invalid type: string"), "{err}");
+        let vars = env(&[("PIPESVC_ALLOW", "=admin")]);
+        let err = Settings::from_env(&PIPESVC, &vars).unwrap_err();
+        assert!(
+            err.contains("PIPESVC_ALLOW: \"=admin\": name the method"),
+            "{err}"
+        );
+        let err = "user:".parse::<AllowEntry>().unwrap_err();
+        assert!(err.contains("needs a name"), "{err}");
     }
 
     /// A product's own keys, as a product would declare them.

@@ -472,22 +472,16 @@ impl<H> ServerBuilder<H> {
                 ),
             ));
         }
-        #[cfg(windows)]
-        {
-            let sddl = match preset {
-                Preset::InteractiveUsers => crate::transport::interactive_users_descriptor(),
-            };
-            let sddl = sddl.map_err(|e| {
-                Error::config(
-                    "access",
-                    format!(
-                        "cannot build the {} preset's descriptor: {e}",
-                        preset.name()
-                    ),
-                )
-            })?;
-            self.listener.security_descriptor = Some(sddl);
-        }
+        let sddl = preset.security_descriptor().map_err(|e| {
+            Error::config(
+                "access",
+                format!(
+                    "cannot build the {} preset's descriptor: {e}",
+                    preset.name()
+                ),
+            )
+        })?;
+        self.listener.security_descriptor = Some(sddl);
         Ok(())
     }
 

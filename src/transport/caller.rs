@@ -48,6 +48,9 @@ pub(crate) struct Details {
     /// Supplementary groups (Unix), `None` when the platform does not tell.
     pub(crate) groups: Option<Vec<u32>>,
     pub(crate) user_sid: Option<String>,
+    /// The token's user SID is deny-only (a restricted token): it grants
+    /// nothing, so rules do not take the caller for that user.
+    pub(crate) user_deny_only: bool,
     /// `DOMAIN\user` (Windows, read with the token); the user's name
     /// (Unix, looked up when first asked).
     pub(crate) account: OnceLock<Option<String>>,
@@ -124,6 +127,16 @@ impl Caller {
     /// Its user SID, such as `S-1-5-21-...-1001` (Windows).
     pub fn user_sid(&self) -> Option<&str> {
         self.0.user_sid.as_deref()
+    }
+
+    /// The user SID that grants access: [`user_sid`](Self::user_sid),
+    /// unless the token has it deny-only (a restricted token, which may
+    /// not use its user's rights). What rules on the user compare.
+    pub fn effective_user_sid(&self) -> Option<&str> {
+        self.0
+            .user_sid
+            .as_deref()
+            .filter(|_| !self.0.user_deny_only)
     }
 
     /// Its user's name: `DOMAIN\user` on Windows (read with the token),

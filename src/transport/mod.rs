@@ -214,6 +214,7 @@ pub struct ConnectOptions {
     pub(crate) timeout: Duration,
     pub(crate) read_only: bool,
     pub(crate) pipe_mode: PipeMode,
+    pub(crate) allow_impersonation: bool,
 }
 
 impl ConnectOptions {
@@ -242,6 +243,14 @@ impl ConnectOptions {
         self
     }
 
+    /// Connect at the impersonation level instead of identification, so
+    /// that the server may act as this client (Windows; default `false`).
+    /// See `ClientOptions::allow_impersonation`.
+    pub fn allow_impersonation(mut self, allow: bool) -> Self {
+        self.allow_impersonation = allow;
+        self
+    }
+
     /// The connect timeout: the deadline arithmetic must not overflow.
     pub(crate) fn validate(&self) -> Result<()> {
         validate::bounded_timeout("connect_timeout", self.timeout)
@@ -254,6 +263,7 @@ impl Default for ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             read_only: false,
             pipe_mode: PipeMode::Byte,
+            allow_impersonation: false,
         }
     }
 }

@@ -44,7 +44,7 @@ use tokio::net::windows::named_pipe::{
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY, HANDLE,
 };
-use windows_sys::Win32::Storage::FileSystem::SECURITY_IDENTIFICATION;
+use windows_sys::Win32::Storage::FileSystem::{SECURITY_IDENTIFICATION, SECURITY_IMPERSONATION};
 
 use super::{
     bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo, PipeMode,
@@ -304,10 +304,16 @@ pub async fn connect(
 ) -> Result<Connected<ClientStream>> {
     options.validate()?;
     let mut client = ClientOptions::new();
+    // Identification level by default: the server may learn who the
+    // client is but cannot act as it. Tokio adds SECURITY_SQOS_PRESENT
+    // itself.
+    let level = if options.allow_impersonation {
+        SECURITY_IMPERSONATION
+    } else {
+        SECURITY_IDENTIFICATION
+    };
     client
-        // Identification level: the server may learn who the client is
-        // but cannot act as it. Tokio adds SECURITY_SQOS_PRESENT itself.
-        .security_qos_flags(SECURITY_IDENTIFICATION)
+        .security_qos_flags(level)
         .read(true)
         .write(!options.read_only)
         .pipe_mode(tokio_mode(options.pipe_mode));

@@ -87,6 +87,20 @@ impl Preset {
             Preset::InteractiveUsers => "interactive-users",
         }
     }
+
+    /// The security descriptor (SDDL) the preset gives every pipe instance,
+    /// for this process's user (Windows; on Unix an `Unsupported` error).
+    pub fn security_descriptor(self) -> std::io::Result<String> {
+        #[cfg(windows)]
+        return match self {
+            Preset::InteractiveUsers => crate::transport::interactive_users_descriptor(),
+        };
+        #[cfg(not(windows))]
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("the {} preset is for Windows", self.name()),
+        ))
+    }
 }
 
 impl AccessPolicy {

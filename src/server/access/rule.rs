@@ -208,7 +208,7 @@ impl Rule {
             Kind::Admin => {
                 caller.uid() == Some(0)
                     || caller
-                        .user_sid()
+                        .effective_user_sid()
                         .is_some_and(|sid| sid.eq_ignore_ascii_case(LOCAL_SYSTEM))
                     || caller.has_group_sid(ADMINISTRATORS)
             }
@@ -353,7 +353,7 @@ fn is_user(caller: &Caller, account: &Account) -> bool {
     match account {
         Account::Id(uid) => caller.uid() == Some(*uid),
         Account::Sid(sid) => caller
-            .user_sid()
+            .effective_user_sid()
             .is_some_and(|own| own.eq_ignore_ascii_case(sid)),
         Account::Name(_) => false,
     }

@@ -114,15 +114,17 @@ pub(crate) fn executable(details: &Details) -> Option<PathBuf> {
 /// Everything [`Caller`] tells, from `token`.
 fn token_details(token: &OwnedHandle) -> io::Result<Details> {
     let raw = token.as_raw_handle() as HANDLE;
-    let user = token_information(raw, windows_sys::Win32::Security::TokenUser)?;
+    let buffer = token_information(raw, windows_sys::Win32::Security::TokenUser)?;
     // SAFETY: an initialised, aligned TOKEN_USER whose SID points into
-    // `user`, alive here.
-    let user_sid = unsafe { (*user.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    // `buffer`, alive to the end of this function.
+    let user = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User };
+    let (user_sid, user_attributes) = (user.Sid, user.Attributes);
     let sid = sid_string(user_sid)?;
     let account = OnceLock::new();
     let _ = account.set(account_of(user_sid));
     Ok(Details {
         user_sid: Some(sid),
+        user_deny_only: user_attributes & SE_GROUP_USE_FOR_DENY_ONLY != 0,
         account,
         group_sids: groups(raw)?,
         logon_session: logon_session(raw),
