@@ -199,6 +199,12 @@ impl Drop for Serve {
 /// Runs `bin call --name SOCKET ARGS` as the client user (another user,
 /// with its supplementary groups, when root); its pid and output.
 fn call_as_client(bin: &Path, socket: &Path, args: &[&str]) -> (u32, Output) {
+    let groups: Vec<u32> = std::iter::once(OTHER_GID).chain(EXTRA_GROUPS).collect();
+    call_as_other(bin, socket, args, &groups)
+}
+
+/// The same, with `groups` as the supplementary groups when root.
+fn call_as_other(bin: &Path, socket: &Path, args: &[&str], groups: &[u32]) -> (u32, Output) {
     let mut command = Command::new(bin);
     command
         .args([
@@ -214,7 +220,7 @@ fn call_as_client(bin: &Path, socket: &Path, args: &[&str]) -> (u32, Output) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if is_root() {
-        let groups: Vec<libc::gid_t> = std::iter::once(OTHER_GID).chain(EXTRA_GROUPS).collect();
+        let groups: Vec<libc::gid_t> = groups.to_vec();
         // SAFETY: between fork and exec only system calls run, on memory
         // made before the fork.
         unsafe {
@@ -279,6 +285,33 @@ fn whoami_reads_back_a_client_of_another_user_with_its_supplementary_groups() {
     for absent in ["sid", "group_sids", "integrity", "elevated", "session_id"] {
         assert!(identity.get(absent).is_none(), "{absent} in {identity}");
     }
+}
+
+#[test]
+fn more_groups_than_the_first_read_holds_are_read_back() {
+    if !is_root() {
+        eprintln!("not root: skipped for want of a second user with 40 groups");
+        return;
+    }
+    // The server reads 32 groups at first, then asks again with room.
+    let groups: Vec<u32> = (10_000..10_040).collect();
+    let scratch = Scratch::new("many-groups");
+    let _serve = Serve::start(
+        &scratch.bin(),
+        &scratch.socket(),
+        &["--allow", "group:10039"],
+    );
+    let (_, output) = call_as_other(
+        &scratch.bin(),
+        &scratch.socket(),
+        &["--method", "whoami"],
+        &groups,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let identity: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let mut seen: Vec<u32> = serde_json::from_value(identity["groups"].clone()).unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, groups, "{identity}");
 }
 
 #[test]

@@ -66,34 +66,49 @@ fn current_groups() -> io::Result<Vec<u32>> {
 /// groups when it connected.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
-    // Most users are in a few groups: one call with this room.
-    let mut groups = vec![0u32; 32];
-    loop {
-        let mut len = (groups.len() * 4) as libc::socklen_t;
-        // SAFETY: `groups` has `len` writable bytes; on ERANGE the kernel
-        // writes nothing and sets `len` to the size needed.
-        let ok = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_PEERGROUPS,
-                groups.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if ok == 0 {
-            groups.truncate(len as usize / 4);
-            return Some(groups);
-        }
-        let err = io::Error::last_os_error();
-        let needed = len as usize / 4;
-        // The kernel caps a process's groups at 65536 (NGROUPS_MAX).
-        if err.raw_os_error() != Some(libc::ERANGE) || needed <= groups.len() || needed > 65536 {
-            tracing::debug!(error = %err, "SO_PEERGROUPS failed");
-            return None;
-        }
-        groups.resize(needed, 0);
+    // Most users are in a few groups: one call with this room on the
+    // stack, then a vector of the exact size.
+    let mut first = [0u32; 32];
+    let mut len = std::mem::size_of_val(&first) as libc::socklen_t;
+    // SAFETY: `first` has `len` writable bytes; on ERANGE the kernel
+    // writes nothing and sets `len` to the size needed.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            first.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if ok == 0 {
+        return Some(first[..len as usize / 4].to_vec());
     }
+    let err = io::Error::last_os_error();
+    let needed = len as usize / 4;
+    // The kernel caps a process's groups at 65536 (NGROUPS_MAX).
+    if err.raw_os_error() != Some(libc::ERANGE) || needed <= first.len() || needed > 65536 {
+        tracing::debug!(error = %err, "SO_PEERGROUPS failed");
+        return None;
+    }
+    let mut groups = vec![0u32; needed];
+    let mut len = (needed * 4) as libc::socklen_t;
+    // SAFETY: as above, with `groups` of `len` bytes.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if ok != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "SO_PEERGROUPS failed");
+        return None;
+    }
+    groups.truncate(len as usize / 4);
+    Some(groups)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
