@@ -69,46 +69,56 @@ fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
     // Most users are in a few groups: one call with this room on the
     // stack, then a vector of the exact size.
     let mut first = [0u32; 32];
-    let mut len = std::mem::size_of_val(&first) as libc::socklen_t;
-    // SAFETY: `first` has `len` writable bytes; on ERANGE the kernel
-    // writes nothing and sets `len` to the size needed.
-    let ok = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERGROUPS,
-            first.as_mut_ptr().cast(),
-            &mut len,
-        )
+    let needed = match read_peer_groups(fd, &mut first) {
+        Ok(n) => return Some(first[..n].to_vec()),
+        // The kernel caps a process's groups at 65536 (NGROUPS_MAX).
+        Err((e, needed))
+            if e.raw_os_error() == Some(libc::ERANGE)
+                && needed > first.len()
+                && needed <= 65536 =>
+        {
+            needed
+        }
+        Err((e, _)) => {
+            tracing::debug!(error = %e, "SO_PEERGROUPS failed");
+            return None;
+        }
     };
-    if ok == 0 {
-        return Some(first[..len as usize / 4].to_vec());
-    }
-    let err = io::Error::last_os_error();
-    let needed = len as usize / 4;
-    // The kernel caps a process's groups at 65536 (NGROUPS_MAX).
-    if err.raw_os_error() != Some(libc::ERANGE) || needed <= first.len() || needed > 65536 {
-        tracing::debug!(error = %err, "SO_PEERGROUPS failed");
-        return None;
-    }
     let mut groups = vec![0u32; needed];
-    let mut len = (needed * 4) as libc::socklen_t;
-    // SAFETY: as above, with `groups` of `len` bytes.
+    match read_peer_groups(fd, &mut groups) {
+        Ok(n) => {
+            groups.truncate(n);
+            Some(groups)
+        }
+        Err((e, _)) => {
+            tracing::debug!(error = %e, "SO_PEERGROUPS failed");
+            None
+        }
+    }
+}
+
+/// One `getsockopt(SO_PEERGROUPS)` into `buf`: how many groups it wrote,
+/// or the error and how many the kernel says it has (on `ERANGE`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_peer_groups(fd: RawFd, buf: &mut [u32]) -> Result<usize, (io::Error, usize)> {
+    let mut len = std::mem::size_of_val(buf) as libc::socklen_t;
+    // SAFETY: `buf` has `len` writable bytes; on ERANGE the kernel writes
+    // nothing and sets `len` to the size needed.
     let ok = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_PEERGROUPS,
-            groups.as_mut_ptr().cast(),
+            buf.as_mut_ptr().cast(),
             &mut len,
         )
     };
-    if ok != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "SO_PEERGROUPS failed");
-        return None;
+    let count = len as usize / std::mem::size_of::<u32>();
+    if ok == 0 {
+        Ok(count.min(buf.len()))
+    } else {
+        Err((io::Error::last_os_error(), count))
     }
-    groups.truncate(len as usize / 4);
-    Some(groups)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
