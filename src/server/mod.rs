@@ -355,7 +355,7 @@ impl<H: Handler> ServerBuilder<H> {
     pub fn bind(mut self) -> Result<Server<H>> {
         self.validate()?;
         #[cfg(unix)]
-        fd_limit::raise_and_check(self.max_connections);
+        fd_limit::raise_and_check(self.max_connections, 1 + u64::from(self.config.pin_process));
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
         tracing::info!(endpoint = %self.endpoint, "listening");
         Ok(self.into_server(Some(listener)))
@@ -394,7 +394,7 @@ impl<H: Handler> ServerBuilder<H> {
         listener: std::os::unix::net::UnixListener,
     ) -> Result<Server<H>> {
         self.validate()?;
-        fd_limit::raise_and_check(self.max_connections);
+        fd_limit::raise_and_check(self.max_connections, 1 + u64::from(self.config.pin_process));
         let listener = Listener::from_std(listener, &self.endpoint)?;
         tracing::info!(endpoint = %self.endpoint, "listening on a socket handed over");
         Ok(self.into_server(Some(listener)))
