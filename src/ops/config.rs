@@ -1000,6 +1000,12 @@ enum Allow {
 }
 
 impl AllowEntry {
+    /// Whether the entry is a preset (`interactive-users`), which also
+    /// sets the pipe's security descriptor.
+    pub fn is_preset(&self) -> bool {
+        matches!(self.parse(), Allow::InteractiveUsers)
+    }
+
     /// The entry, as checked by `from_str`.
     fn parse(&self) -> Allow {
         AllowEntry::read(&self.0).expect("checked when the entry was made")

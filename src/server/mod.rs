@@ -402,14 +402,12 @@ impl<H: Handler> ServerBuilder<H> {
 
     fn into_server(self, listener: Option<Listener>) -> Server<H> {
         let (handed_over, incoming) = mpsc::unbounded_channel();
-        let access = self.config.access.clone();
         Server {
             endpoint: self.endpoint,
             listener,
             incoming,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
-            access,
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
             shared: Arc::new(Shared {
@@ -542,7 +540,6 @@ pub struct Server<H> {
     connection_slots: Arc<Semaphore>,
     /// Caps the refusals in progress ([`MAX_REFUSALS`]).
     refusals: Arc<Semaphore>,
-    access: Arc<AccessPolicy>,
     config: Arc<Config>,
     handler: Arc<H>,
     shared: Arc<Shared>,
@@ -732,7 +729,7 @@ impl<H: Handler> Server<H> {
             user = tracing::field::Empty
         );
         if let Who::Known(caller) = &who {
-            if let Err(refusal) = self.access.check(caller) {
+            if let Err(refusal) = self.config.access.check(caller) {
                 span.in_scope(|| connection::log_refusal(&refusal, caller));
                 let message = refusal.to_string();
                 self.refuse(connections, stream, span, ErrorCode::NOT_ALLOWED, &message);
