@@ -390,7 +390,8 @@ fn rules_per_method_and_per_connection_admit_and_refuse_that_client() {
     assert!(
         message.contains("not allowed")
             && message.contains(&format!(
-                "rule \"group:{foreign} or user:0\" does not admit"
+                "(rule \"group:{foreign} or user:0\") does not admit this client (uid {}",
+                user.uid
             )),
         "{message}"
     );
@@ -433,7 +434,7 @@ fn the_same_executable_rule_admits_only_the_servers_own_file() {
     let (ok, _, err) = call(&other);
     assert!(!ok, "a copy of the executable was admitted");
     assert!(
-        err.contains("rule \"same-executable\" does not admit"),
+        err.contains("(rule \"same-executable\") does not admit this client"),
         "{err}"
     );
     // And this test process, another program: refused.

@@ -223,7 +223,7 @@ async fn connection_rules_are_checked_once_the_token_is_read() {
     assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
     assert!(
         err.to_string()
-            .contains("rule \"user:S-1-5-18\" does not admit"),
+            .contains("(rule \"user:S-1-5-18\") does not admit this client ("),
         "{err}"
     );
     guard(server.stop()).await.unwrap();

@@ -123,7 +123,7 @@ impl ServiceError {
         }
     }
 
-    /// ERROR `not allowed` (11): this caller may not do what it asked
+    /// ERROR `not allowed` (11): this client may not do what it asked
     /// (such as cancel a job it does not own). `message` says what would
     /// be needed; [`ConnectionContext::require`](super::ConnectionContext::require)
     /// and [`authorize`](super::ConnectionContext::authorize) make one
