@@ -5,42 +5,57 @@
 pub mod job_api;
 use job_api::*;
 use pipesvc::rpc::Service;
-use pipesvc::server::{Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Rule, Server, ServiceError};
+use pipesvc::transport::UserKey;
 use std::{collections::BTreeMap, future::ready, sync::Arc, sync::Mutex, time::Duration};
 use tokio::task::AbortHandle;
 
-/// Every job, with the task running it.
+/// Every job, with the task running it and the user who submitted it.
 pub type Jobs = Mutex<BTreeMap<JobId, Entry>>;
-type Entry = (Job, AbortHandle);
+type Entry = (Job, AbortHandle, Option<UserKey>);
 
 /// The service: a handler per method, no dispatch or encoding of our own.
 pub fn service() -> Service<Jobs> {
     Service::new("jobs", "1.0.0", Jobs::default())
-        .method(&SUBMIT, |jobs, submit: Submit, _| async move {
-            let mut table = jobs.lock().unwrap();
-            let id = table.len() as JobId + 1;
-            let task = tokio::spawn(work(jobs.clone(), id, submit.clone()));
-            let job = Job {
-                id,
-                submit,
-                state: State::Running { done: 0 },
-            };
-            table.insert(id, (job, task.abort_handle()));
-            Ok(id)
-        })
+        .method(
+            &SUBMIT,
+            |jobs, submit: Submit, ctx: ConnectionContext| async move {
+                let mut table = jobs.lock().unwrap();
+                let id = table.len() as JobId + 1;
+                let task = tokio::spawn(work(jobs.clone(), id, submit.clone()));
+                let job = Job {
+                    id,
+                    submit,
+                    state: State::Running { done: 0 },
+                };
+                let owner = ctx.caller().user_key();
+                table.insert(id, (job, task.abort_handle(), owner));
+                Ok(id)
+            },
+        )
         .method(&LIST, |jobs, (), _| async move {
             let table = jobs.lock().unwrap();
-            Ok(table.values().map(|(job, _)| job.clone()).collect())
+            Ok(table.values().map(|(job, ..)| job.clone()).collect())
         })
         .method(&STATUS, |jobs, id, _| ready(with_job(&jobs, id, |_| ())))
-        .method(&CANCEL, |jobs, id, _| {
-            ready(with_job(&jobs, id, |(job, task)| {
+        .method(&CANCEL, |jobs, id, ctx: ConnectionContext| {
+            let cancel = |(job, task, _): &mut Entry| {
                 task.abort();
                 if let State::Running { .. } = job.state {
                     job.state = State::Cancelled;
                 }
-            }))
+            };
+            ready(owner_or_admin(&jobs, id, &ctx).and_then(|()| with_job(&jobs, id, cancel)))
         })
+}
+
+/// Only the user who submitted job `id`, or an administrator, may cancel
+/// it: anyone else gets ERROR `not allowed` naming the rule.
+fn owner_or_admin(jobs: &Jobs, id: JobId, ctx: &ConnectionContext) -> Result<(), ServiceError> {
+    match jobs.lock().unwrap().get(&id) {
+        Some((_, _, owner)) if *owner != ctx.caller().user_key() => ctx.require(&Rule::admin()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs `f` on job `id` and returns the job as it is then.
@@ -57,9 +72,9 @@ fn with_job(jobs: &Jobs, id: JobId, f: impl FnOnce(&mut Entry)) -> Result<Job, S
 async fn work(jobs: Arc<Jobs>, id: JobId, submit: Submit) {
     for done in 1..=submit.steps {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let _ = with_job(&jobs, id, |(job, _)| job.state = State::Running { done });
+        let _ = with_job(&jobs, id, |(job, ..)| job.state = State::Running { done });
     }
-    let _ = with_job(&jobs, id, |(job, _)| job.state = State::Finished);
+    let _ = with_job(&jobs, id, |(job, ..)| job.state = State::Finished);
 }
 
 #[allow(dead_code)] // tests include this file for `service`

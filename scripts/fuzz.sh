@@ -15,7 +15,8 @@
 # toolchain. With `--sanitizer none` cargo-fuzz passes only stable rustc
 # flags (-Cpasses=sancov-module, -Cllvm-args=...), and libfuzzer-sys builds
 # libFuzzer itself with the C++ compiler (g++), so no nightly is needed.
-# (On Unix pipesvc's only unsafe code is getuid(); panics, overflows and
+# (On Unix pipesvc's unsafe code is system calls for ids and socket options;
+# panics, overflows and
 # hangs are caught without AddressSanitizer.) PIPESVC_FUZZ_SANITIZER=address
 # turns ASan on, which needs -Zsanitizer: the script then sets
 # RUSTC_BOOTSTRAP=1 so that stable rustc accepts it.

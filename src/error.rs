@@ -130,6 +130,12 @@ pub enum Error {
     /// An I/O error from the transport.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A server cannot act as its client
+    /// ([`ConnectionContext::run_as_client`](crate::server::ConnectionContext::run_as_client)):
+    /// the client did not allow it, Windows refused, or the platform has no
+    /// such thing. Nothing ran.
+    #[error("cannot act as the client: {0}")]
+    Impersonation(String),
 }
 
 impl Error {

@@ -1,5 +1,6 @@
 //! `examples/job_service.rs` and `examples/job_client.rs` run a job end to
-//! end: submit, list, status, cancel, and an unknown job.
+//! end: submit, list, status, cancel, and an unknown job; only the job's
+//! owner or an administrator may cancel it.
 
 // Both examples include their shared `job_api`, as two programs would.
 #![allow(clippy::duplicate_mod)]
@@ -15,7 +16,9 @@ use std::time::Duration;
 
 use common::{guard, unique_endpoint, TestServer};
 use job_service::job_api::{Job, State, CANCEL, LIST, STATUS, SUBMIT};
-use pipesvc::server::Server;
+use pipesvc::protocol::ErrorCode;
+use pipesvc::server::{AccessPolicy, Server};
+use pipesvc::transport::{memory, PeerInfo};
 use pipesvc::Client;
 
 /// Runs the client's command line `words`.
@@ -74,6 +77,41 @@ async fn the_job_client_drives_the_job_service() {
             },
         );
         assert_eq!(submitted.await.unwrap(), 3);
+    })
+    .await;
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_administrator_cancels_a_job() {
+    let server = Server::builder(unique_endpoint("job-owner"))
+        .access(AccessPolicy::anyone())
+        .calls(job_service::service())
+        .build();
+    let server = TestServer::start(server.expect("build the job service"));
+    // Clients of three users, over in-memory streams the test vouches for.
+    let as_user = |uid: u32| {
+        let (stream, server_end) = memory::pair();
+        let user = PeerInfo::new().with_pid(uid).with_uid(uid).with_gid(uid);
+        server.handle().serve_connection(server_end, user).unwrap();
+        Client::from_io(stream, Default::default())
+    };
+    guard(async {
+        let (owner, other, root) = (as_user(4242).await, as_user(4343).await, as_user(0).await);
+        let (owner, other, root) = (owner.unwrap(), other.unwrap(), root.unwrap());
+        assert_eq!(run(&owner, "submit long 100000").await.unwrap(), "job 1");
+        assert_eq!(run(&owner, "submit mine 100000").await.unwrap(), "job 2");
+        let err = other.call(&CANCEL, &1).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NOT_ALLOWED), "{err}");
+        assert!(err.to_string().contains("needs rule \"admin\""), "{err}");
+        assert_eq!(
+            root.call(&CANCEL, &1).await.unwrap().state,
+            State::Cancelled
+        );
+        assert_eq!(
+            owner.call(&CANCEL, &2).await.unwrap().state,
+            State::Cancelled
+        );
     })
     .await;
     server.stop().await.expect("stop");

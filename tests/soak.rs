@@ -3,7 +3,10 @@
 //! (default 30), with misbehaving peers alongside (raw clients that hang up
 //! in the middle of a frame, `pipesvc ping` processes killed with SIGKILL)
 //! and the server itself killed with SIGKILL half-way through and started
-//! again on the same name.
+//! again on the same name. The server runs with an access policy of
+//! several rules ([`POLICY`]): each connection is checked against them,
+//! the first reading the client's executable through a pidfd, so that the
+//! descriptor count at the end also proves no pidfd is left behind.
 //!
 //! What must hold at the end (asserted):
 //! - every response that arrived is the echo of its own request (each
@@ -49,6 +52,23 @@ use tokio::sync::{oneshot, RwLock};
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
+
+/// The server's `--allow` rules: `pipesvc ping` processes (the server's
+/// own executable) pass the first, the library clients (this test's
+/// executable, root or this user) fail it and the group rule before
+/// `same-user` admits them; per-method rules on top.
+const POLICY: [&str; 10] = [
+    "--allow",
+    "same-executable",
+    "--allow",
+    "group:4242",
+    "--allow",
+    "same-user",
+    "--allow",
+    "sleep=user:65534",
+    "--allow",
+    "admin.*=admin",
+];
 
 /// Library clients, each with its own connection.
 const CLIENTS: u32 = 1000;
@@ -741,11 +761,12 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `pipesvc serve --name NAME` and waits for its
-    /// `pipesvc listening on NAME` line.
+    /// Starts `pipesvc serve --name NAME` with [`POLICY`] and waits for
+    /// its `pipesvc listening on NAME` line.
     async fn start(name: &str) -> ServerProcess {
         let mut child = Command::new(BIN)
             .args(["serve", "--name", name])
+            .args(POLICY)
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{guard, skip, unique_endpoint, wine_version, TestServer};
 use pipesvc::client::ClientOptions;
-use pipesvc::server::{ConnectionContext, Server, ServiceError};
+use pipesvc::server::{AccessPolicy, ConnectionContext, Preset, Server, ServiceError};
 use pipesvc::transport::{self, ConnectOptions, Listener, ListenerOptions, ServerStream};
 use pipesvc::{Client, Endpoint, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,6 +301,77 @@ async fn a_custom_descriptor_is_applied_to_every_instance() {
         eprintln!("pipesvc-report: custom DACL of {which}: {dacl}");
         assert_protected_full_access_for(&dacl, &[&user, "BA"]);
     }
+}
+
+/// Checks a DACL read back against the interactive-users preset's: network
+/// logons and anonymous denied first, SYSTEM (and `user`) full access,
+/// interactive users read and write without creating instances.
+fn assert_interactive_users_dacl(which: &str, dacl: &str, user: &str) {
+    eprintln!("pipesvc-report: interactive-users DACL of {which}: {dacl}");
+    let (flags, aces) = parse_dacl(dacl);
+    assert!(flags.contains('P'), "not protected: {dacl}");
+    let denied: Vec<&str> = aces.iter().take(2).map(|ace| ace.sid.as_str()).collect();
+    assert_eq!(denied, ["NU", "AN"], "{dacl}");
+    assert!(aces
+        .iter()
+        .take(2)
+        .all(|ace| ace.kind == "D" && is_full_access(&ace.rights)));
+    let allowed: Vec<&Ace> = aces.iter().skip(2).collect();
+    assert!(allowed.iter().all(|ace| ace.kind == "A"), "{dacl}");
+    let full: BTreeSet<&str> = allowed
+        .iter()
+        .filter(|ace| is_full_access(&ace.rights))
+        .map(|ace| ace.sid.as_str())
+        .collect();
+    assert_eq!(full, BTreeSet::from(["SY", user]), "{dacl}");
+    let interactive: Vec<&&Ace> = allowed.iter().filter(|ace| ace.sid == "IU").collect();
+    assert_eq!(interactive.len(), 1, "{dacl}");
+    assert!(
+        interactive[0].rights.eq_ignore_ascii_case("0x12019b"),
+        "interactive users get read and write, not FILE_CREATE_PIPE_INSTANCE: {dacl}"
+    );
+    assert_eq!(aces.len(), 5, "{dacl}");
+}
+
+#[tokio::test]
+async fn the_interactive_users_preset_puts_its_descriptor_on_every_instance() {
+    let user = current_user_sid();
+    let sddl = Preset::InteractiveUsers.security_descriptor().unwrap();
+    for (which, server, _client) in every_kind_of_instance("preset-dacl", Some(sddl.clone())).await
+    {
+        assert_interactive_users_dacl(which, &dacl_of(&server), &user);
+    }
+    // Through the server: the preset sets the descriptor, which a client's
+    // handle reads back, and the policy admits this (same) user.
+    let endpoint = unique_endpoint("preset-server");
+    let server = Server::builder(endpoint.clone())
+        .access(AccessPolicy::interactive_users())
+        .handler(echo)
+        .bind()
+        .unwrap();
+    let serving = TestServer::start(server);
+    let client = guard(Client::connect(&endpoint)).await.unwrap();
+    let raw = transport::connect(&endpoint, &ConnectOptions::default())
+        .await
+        .unwrap()
+        .stream;
+    assert_interactive_users_dacl("a server's instance", &dacl_of(&raw), &user);
+    assert_eq!(client.request("in").await.unwrap(), "in");
+    client.close().await;
+    drop(raw);
+    guard(serving.stop()).await.unwrap();
+    // A descriptor of one's own beside the preset would disagree with it.
+    let err = Server::builder(unique_endpoint("preset-sddl"))
+        .access(AccessPolicy::interactive_users())
+        .security_descriptor(sddl)
+        .handler(echo)
+        .bind()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("security_descriptor: the access policy's interactive-users preset"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

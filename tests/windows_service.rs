@@ -230,6 +230,32 @@ mod windows {
         }
     }
 
+    /// The interactive-users preset: `install` leaves the pipe's
+    /// descriptor to it (one of its own would disagree with the preset, and
+    /// the service would refuse to start), and the service serves this
+    /// user (Wine runs every process as one interactive user).
+    #[test]
+    fn the_interactive_users_preset_installs_without_a_descriptor_of_its_own() {
+        const TEST: &str = "svc-preset";
+        let Some(service) = Installed::new(TEST, &["--allow", "interactive-users"]) else {
+            return;
+        };
+        let config = open(&service.name).unwrap().query_config().unwrap();
+        let command_line = config.executable_path.to_string_lossy().into_owned();
+        assert!(
+            command_line.contains(" --allow interactive-users"),
+            "{command_line}"
+        );
+        assert!(
+            !command_line.contains("--security-descriptor"),
+            "{command_line}"
+        );
+        let out = service.start();
+        assert!(out.contains("is running (pid "), "{out}");
+        assert_eq!(ok(&["call", "--name", &service.pipe, "preset"]), "preset\n");
+        service.stop();
+    }
+
     /// The README's operator steps, each checked through the SCM: install,
     /// start, call and ping, status, stop, uninstall.
     #[test]

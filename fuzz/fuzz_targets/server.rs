@@ -1,7 +1,11 @@
 //! Fuzzes a live pipesvc `Server` with arbitrary client bytes.
 //!
 //! Once per process a server runs on a Tokio runtime (echo-style handler,
-//! 1 KiB maximum frame length, short handshake timeout), serving the
+//! 1 KiB maximum frame length, short handshake timeout, an access policy
+//! with connection and per-method rules: the client, this process's own
+//! identity with its groups, is admitted; CALLs of methods starting with
+//! `s` are refused `not allowed`, those starting with `o` pass their rule
+//! and meet `unknown method`), serving the
 //! in-memory transport only: each input is one `memory::pair`, so that no
 //! socket is opened per input (the connection code is the same for every
 //! stream; the socket-only half-close probe is not fuzzed).
@@ -36,8 +40,11 @@ use pipesvc::protocol::{
     negotiate, CallHeader, ClientHello, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply,
     Kind, ServerHello, ServiceCode, Status,
 };
-use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError, HANDSHAKE_MAX_FRAME_LEN};
-use pipesvc::transport::{memory, PeerInfo};
+use pipesvc::server::{
+    AccessPolicy, ConnectionContext, Rule, Server, ServerHandle, ServiceError,
+    HANDSHAKE_MAX_FRAME_LEN,
+};
+use pipesvc::transport::{memory, Caller};
 use pipesvc::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
@@ -72,6 +79,7 @@ fn fixture() -> &'static Fixture {
         let server = {
             let _guard = runtime.enter();
             Server::builder(endpoint)
+                .access(policy())
                 .handler(handler)
                 .max_frame_len(MAX_FRAME_LEN)
                 .max_in_flight(4)
@@ -90,6 +98,18 @@ fn fixture() -> &'static Fixture {
             inputs: AtomicU64::new(0),
         }
     })
+}
+
+/// Admits this process (its own user, or its primary group); methods
+/// starting with `s` need a uid no process has, those starting with `o`
+/// the server's own user or an administrator.
+fn policy() -> AccessPolicy {
+    let me = Caller::current();
+    let gid = me.gid().unwrap_or(0);
+    AccessPolicy::only(Rule::same_user())
+        .allow(Rule::gid(gid).or(Rule::admin()))
+        .method("s*", Rule::uid(u32::MAX - 1).named("no one"))
+        .method("o*", Rule::same_user().or(Rule::admin()))
 }
 
 /// Echoes, except for payloads starting with `!` (a service error), `B`
@@ -184,7 +204,7 @@ async fn session(server: &ServerHandle, bytes: &[u8], write_size: usize) -> Vec<
     let run = async {
         let (stream, server_end) = memory::pair();
         server
-            .serve_connection(server_end, PeerInfo::current())
+            .serve_connection(server_end, Caller::current())
             .expect("the fuzzed server takes the stream");
         let (mut read, mut write) = tokio::io::split(stream);
         let writing = async {
@@ -337,7 +357,11 @@ fn model(sent: &[u8]) -> Model {
                     }
                     model.request(frame.id, params);
                 }
-                // The fuzzed server has no typed methods.
+                // The access policy refuses methods starting with `s`; the
+                // fuzzed server has no typed methods.
+                Ok((header, _)) if header.method.starts_with('s') => {
+                    model.refuse(frame.id, ErrorCode::NOT_ALLOWED)
+                }
                 Ok(_) => model.refuse(frame.id, ErrorCode::UNKNOWN_METHOD),
                 Err(_) => model.refuse(frame.id, ErrorCode::BAD_REQUEST),
             },

@@ -212,6 +212,21 @@ impl ClientOptions {
         self
     }
 
+    /// Lets the server act as this client (Windows): connect at the
+    /// impersonation level (`SECURITY_SQOS_PRESENT | SECURITY_IMPERSONATION`
+    /// on `CreateFileW`), so that the server's
+    /// [`ConnectionContext::run_as_client`](crate::server::ConnectionContext::run_as_client)
+    /// may open files and start processes with this client's rights.
+    /// Default `false`: the identification level, at which a server learns
+    /// who the client is but cannot act as it. Only for a server you
+    /// trust that far (the [`server_identity`](Self::server_identity)
+    /// check runs first either way). No effect on Unix, where a server
+    /// cannot act as its client. Sets [`ConnectOptions::allow_impersonation`].
+    pub fn allow_impersonation(mut self, allow: bool) -> Self {
+        self.connect = self.connect.allow_impersonation(allow);
+        self
+    }
+
     /// The deadline of each request, ping or status call (default 30 s;
     /// `None`: none; not zero). It covers everything the call waits for: a
     /// reconnect in progress, room to send, the answer. A call past it

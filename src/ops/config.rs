@@ -27,7 +27,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::ops::Product;
-use crate::server::{AccessPolicy, Server, ServerBuilder};
+use crate::server::{AccessPolicy, Rule, Server, ServerBuilder};
 use crate::transport::PipeMode;
 use crate::Endpoint;
 
@@ -100,7 +100,7 @@ macro_rules! settings {
             fn set_text(&mut self, key: &str, text: &str) -> Result<(), String> {
                 match key {
                     $(stringify!($key) => {
-                        self.$key = Some(text.parse::<$ty>().map_err(|e| e.to_string())?);
+                        self.$key = Some(<$ty as FromVariable>::from_variable(text)?);
                     })*
                     _ => unreachable!("`{key}` was checked against Settings::KEYS"),
                 }
@@ -195,10 +195,20 @@ settings! {
     /// none]
     #[arg(value_name = "UIDS")]
     allow_uids: IdList, Unix;
-    /// Also admit processes whose primary group is one of these ids,
-    /// comma-separated (Unix only) [default: none]
+    /// Also admit members of these groups (primary or supplementary), by
+    /// id, comma-separated (Unix only) [default: none]
     #[arg(value_name = "GIDS")]
     allow_gids: IdList, Unix;
+    /// Who may connect and call what (repeatable): a rule (anyone,
+    /// same-user, admin, interactive, same-executable, user:NAME|ID|SID,
+    /// group:NAME|ID|SID), any of which admits a connection and which
+    /// together replace the default; METHOD=RULE for calls of a method
+    /// (METHOD may end in `*`); or the preset `interactive-users`
+    /// (Windows: sets the pipe's descriptor too). See SECURITY.md
+    /// [default: same-user and admin on Unix; whoever the pipe's
+    /// descriptor admits on Windows]
+    #[arg(value_name = "RULE")]
+    allow: Vec<AllowEntry>, Any;
 }
 
 /// `serve`'s arguments: a config file and a flag for every setting
@@ -435,19 +445,49 @@ impl Settings {
         builder.access(self.access_policy())
     }
 
-    /// `allow_anyone`, else the service's own user and root plus
-    /// `allow_uids` and `allow_gids`.
+    /// Connections: `allow_anyone`, else the `allow` rules (or its
+    /// preset, or the platform's default) plus `allow_uids` and
+    /// `allow_gids`. Methods: the `METHOD=RULE` entries of `allow`.
     fn access_policy(&self) -> AccessPolicy {
-        if self.allow_anyone == Some(Switch(true)) {
-            if self.allow_uids.is_some() || self.allow_gids.is_some() {
-                tracing::warn!("allow_uids and allow_gids have no effect with allow_anyone");
+        let mut rules = Vec::new();
+        let mut methods = Vec::new();
+        let mut preset = false;
+        for entry in self.allow.iter().flatten() {
+            match entry.parse() {
+                Allow::Rule(rule) => rules.push(rule),
+                Allow::Method(method, rule) => methods.push((method, rule)),
+                Allow::InteractiveUsers => preset = true,
             }
-            return AccessPolicy::anyone();
         }
-        let uids = self.allow_uids.iter().flat_map(|list| &list.0);
-        let gids = self.allow_gids.iter().flat_map(|list| &list.0);
-        let policy = uids.fold(AccessPolicy::same_user(), |p, &uid| p.allow_uid(uid));
-        gids.fold(policy, |p, &gid| p.allow_gid(gid))
+        let lists = self.allow_uids.is_some() || self.allow_gids.is_some();
+        let policy = if self.allow_anyone == Some(Switch(true)) {
+            if lists || preset || !rules.is_empty() {
+                tracing::warn!(
+                    "allow_uids, allow_gids and the connection rules of allow have no effect \
+                     with allow_anyone"
+                );
+            }
+            AccessPolicy::anyone()
+        } else {
+            let base = if preset {
+                AccessPolicy::interactive_users()
+            } else {
+                let mut rules = std::mem::take(&mut rules).into_iter();
+                match rules.next() {
+                    Some(first) => rules.fold(AccessPolicy::only(first), AccessPolicy::allow),
+                    None => AccessPolicy::default(),
+                }
+            };
+            // With the preset, any of these makes `bind` fail, saying why.
+            let policy = rules.into_iter().fold(base, AccessPolicy::allow);
+            let uids = self.allow_uids.iter().flat_map(|list| &list.0);
+            let gids = self.allow_gids.iter().flat_map(|list| &list.0);
+            let policy = uids.fold(policy, |p, &uid| p.allow_uid(uid));
+            gids.fold(policy, |p, &gid| p.allow_gid(gid))
+        };
+        methods
+            .into_iter()
+            .fold(policy, |p, (method, rule)| p.method(method, rule))
     }
 }
 
@@ -946,6 +986,106 @@ impl FromStr for IdList {
 
 from_text!(Seconds, IdleTimeout, PipeModeSetting);
 
+/// One entry of `allow`, checked when read: a rule for connections
+/// (`group:staff`), a rule for a method (`jobs.cancel=admin`), or the
+/// preset `interactive-users`. Names in rules are resolved when the server
+/// binds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AllowEntry(String);
+
+/// What an [`AllowEntry`] says.
+enum Allow {
+    Rule(Rule),
+    Method(String, Rule),
+    InteractiveUsers,
+}
+
+impl AllowEntry {
+    /// Whether the entry is a preset (`interactive-users`), which also
+    /// sets the pipe's security descriptor.
+    pub fn is_preset(&self) -> bool {
+        matches!(self.parse(), Allow::InteractiveUsers)
+    }
+
+    /// The entry, as checked by `from_str`.
+    fn parse(&self) -> Allow {
+        AllowEntry::read(&self.0).expect("checked when the entry was made")
+    }
+
+    fn read(text: &str) -> Result<Allow, String> {
+        let text = text.trim();
+        if text == crate::server::Preset::InteractiveUsers.name() {
+            return Ok(Allow::InteractiveUsers);
+        }
+        match text.split_once('=') {
+            Some((method, _)) if method.trim().is_empty() => Err(format!(
+                "{text:?}: name the method before `=` (METHOD=RULE)"
+            )),
+            Some((method, rule)) => Ok(Allow::Method(method.trim().to_owned(), rule.parse()?)),
+            None => Ok(Allow::Rule(text.parse().map_err(|e| {
+                format!("{e}; or METHOD=RULE, or the preset interactive-users")
+            })?)),
+        }
+    }
+}
+
+impl TryFrom<String> for AllowEntry {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<AllowEntry, String> {
+        text.parse()
+    }
+}
+
+impl FromStr for AllowEntry {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AllowEntry, String> {
+        AllowEntry::read(text).map(|_| AllowEntry(text.trim().to_owned()))
+    }
+}
+
+/// A setting's value from the text of an environment variable: as
+/// `FromStr` reads it, except lists of `allow` entries (comma-separated).
+trait FromVariable: Sized {
+    fn from_variable(text: &str) -> Result<Self, String>;
+}
+
+/// [`FromVariable`] through `FromStr`.
+macro_rules! from_variable_by_parse {
+    ($($ty:ty),*) => {$(
+        impl FromVariable for $ty {
+            fn from_variable(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e: <$ty as FromStr>::Err| e.to_string())
+            }
+        }
+    )*};
+}
+
+from_variable_by_parse!(
+    Name,
+    String,
+    Seconds,
+    IdleTimeout,
+    Switch,
+    PipeModeSetting,
+    SocketMode,
+    IdList
+);
+
+impl<const MIN: u64, const MAX: u64> FromVariable for Number<MIN, MAX> {
+    fn from_variable(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl FromVariable for Vec<AllowEntry> {
+    fn from_variable(text: &str) -> Result<Self, String> {
+        text.split(',').map(str::parse).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1246,17 +1386,91 @@ mod tests {
                 .with_uid(uid)
                 .with_gid(99_999)
         };
-        let settings = Settings {
-            allow_uids: Some(IdList(vec![4242])),
-            ..Settings::default()
-        };
-        assert!(settings.access_policy().permits(&peer(4242)));
-        assert!(!settings.access_policy().permits(&peer(4243)));
+        // Unix: the default (own user and root) plus the list. (On Windows
+        // the default leaves the decision to the pipe's descriptor.)
+        #[cfg(unix)]
+        {
+            let settings = Settings {
+                allow_uids: Some(IdList(vec![4242])),
+                ..Settings::default()
+            };
+            assert!(settings.access_policy().permits(&peer(4242)));
+            assert!(!settings.access_policy().permits(&peer(4243)));
+        }
         let anyone = Settings {
             allow_anyone: Some(Switch(true)),
             ..Settings::default()
         };
         assert!(anyone.access_policy().permits(&peer(4243)));
+    }
+
+    fn allow(entries: &[&str]) -> Settings {
+        Settings {
+            allow: Some(entries.iter().map(|e| e.parse().unwrap()).collect()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn allow_entries_replace_the_default_and_add_method_rules() {
+        use crate::transport::{Caller, PeerInfo};
+        let caller =
+            |uid, gid| Caller::from(PeerInfo::new().with_pid(1).with_uid(uid).with_gid(gid));
+        let policy = allow(&["group:50", "user:7", "jobs.cancel=user:7"]).access_policy();
+        if cfg!(unix) {
+            let policy = policy.clone().method("x", crate::server::Rule::anyone());
+            let resolved = Server::builder("allow-test".parse().unwrap())
+                .access(policy)
+                .build()
+                .map(drop);
+            assert!(resolved.is_ok(), "{resolved:?}");
+        }
+        assert!(policy.permits(&PeerInfo::new().with_uid(9).with_gid(50)) == cfg!(unix));
+        // The default (the service's user and root) is replaced.
+        assert!(!policy.permits(&PeerInfo::new().with_uid(0).with_gid(0)));
+        let refusal = policy
+            .check_operation("jobs.cancel", &caller(8, 50))
+            .unwrap_err();
+        assert_eq!(refusal.rule(), "user:7");
+        // Method entries alone keep the default for connections.
+        let methods_only = allow(&["jobs.cancel=admin"]).access_policy();
+        assert_eq!(
+            methods_only.permits(&PeerInfo::new().with_uid(4243)),
+            cfg!(windows)
+        );
+        let preset = allow(&["interactive-users"]).access_policy();
+        assert_eq!(
+            preset.preset(),
+            Some(crate::server::Preset::InteractiveUsers)
+        );
+    }
+
+    #[test]
+    fn allow_entries_read_from_every_source_and_say_what_they_take() {
+        let from_file =
+            Settings::from_toml("allow = [\"same-user\", \"echo=group:staff\"]").unwrap();
+        assert_eq!(
+            from_file.allow,
+            allow(&["same-user", "echo=group:staff"]).allow
+        );
+        let vars = env(&[("PIPESVC_ALLOW", "admin, sleep=user:nobody")]);
+        let from_env = Settings::from_env(&PIPESVC, &vars).unwrap();
+        assert_eq!(from_env.allow, allow(&["admin", "sleep=user:nobody"]).allow);
+        let err = file_error("allow = [\"root\"]");
+        assert!(
+            err.contains("`allow`: unknown rule \"root\"") && err.contains("METHOD=RULE"),
+            "{err}"
+        );
+        let err = file_error("allow = \"admin\"");
+        assert!(err.contains("`allow`: invalid type: string"), "{err}");
+        let vars = env(&[("PIPESVC_ALLOW", "=admin")]);
+        let err = Settings::from_env(&PIPESVC, &vars).unwrap_err();
+        assert!(
+            err.contains("PIPESVC_ALLOW: \"=admin\": name the method"),
+            "{err}"
+        );
+        let err = "user:".parse::<AllowEntry>().unwrap_err();
+        assert!(err.contains("needs a name"), "{err}");
     }
 
     /// A product's own keys, as a product would declare them.

@@ -31,14 +31,14 @@ use super::connection_context::RequestScope;
 use super::in_flight::{error_that_fits, panic_message, run_request, InFlight, Work};
 use super::input::Input;
 use super::stats::Tally;
-use super::{lock, Config, ConnectionContext, Handler, ServiceError, Shared};
+use super::{lock, Config, ConnectionContext, Handler, Refusal, ServiceError, Shared, Who};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
 use crate::protocol::{
     negotiate, CallHeader, ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec,
     HelloReply, Kind, ServerHello, RESERVED_METADATA_PREFIX,
 };
-use crate::transport::{PeerInfo, ServerIo};
+use crate::transport::{Caller, ServerIo};
 
 /// A read buffer larger than this is given back once it is empty.
 const READ_BUFFER_KEEP: usize = 64 * 1024;
@@ -64,11 +64,14 @@ enum End {
     TooSlow,
     /// The client broke the protocol: report it, then close.
     Protocol(ErrorCode, String),
+    /// The access policy refused the client (Windows, once its token was
+    /// read): ERROR `not allowed` with this message, then close.
+    Refused(String),
 }
 
 pub(super) struct Connection<H> {
     pub(super) id: u64,
-    pub(super) peer: PeerInfo,
+    pub(super) who: Who,
     pub(super) config: Arc<Config>,
     pub(super) handler: Arc<H>,
     pub(super) shared: Arc<Shared>,
@@ -79,16 +82,15 @@ impl<H: Handler> Connection<H> {
         tracing::debug!("connected");
         let (outbound, queue) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(self.config.max_output_bytes));
-        let max_payload = self.config.max_payload();
-        let ctx = ConnectionContext::new(self.id, self.peer, outbound, output.clone(), max_payload);
         let mut wire = Wire::new(stream, &self.config, queue, output, self.shared.clone());
 
-        let end = self.session(&mut wire, &ctx).await;
+        let (end, ctx) = self.session(&mut wire, outbound).await;
         self.forget();
         match &end {
             End::Protocol(code, message) => {
                 limited!(warn, %code, message, "closing connection: protocol error")
             }
+            End::Refused(_) => tracing::debug!("closing a refused connection"),
             End::TooSlow => limited!(
                 warn,
                 "disconnecting a client too slow for broadcasts: its output was full"
@@ -111,27 +113,89 @@ impl<H: Handler> Connection<H> {
         lock(&self.shared.connections).remove(&self.id);
     }
 
-    async fn session<S: ServerIo>(&self, wire: &mut Wire<S>, ctx: &ConnectionContext) -> End {
+    /// The handshake, who the client is, and its requests; the context
+    /// handlers saw, if the client got that far.
+    async fn session<S: ServerIo>(
+        &self,
+        wire: &mut Wire<S>,
+        outbound: mpsc::UnboundedSender<Frame>,
+    ) -> (End, Option<ConnectionContext>) {
         let hello = ServerHello::new(self.config.max_frame_len, self.config.name.clone());
         wire.push(Frame::new(Kind::Hello, 0, hello.encode()));
         if let Err(e) = wire.flush().await {
             tracing::debug!(error = %e, "cannot send HELLO");
-            return End::PeerGone;
+            return (End::PeerGone, None);
         }
-        match self.handshake(wire).await {
-            Ok(version) => {
-                if version >= 2 {
-                    // Before any other frame, on_connect's NOTIFYs included.
-                    wire.push(Frame::new(Kind::Hello, 0, hello_reply(&self.config)));
-                }
-                lock(&self.shared.connections).insert(self.id, ctx.clone());
-                self.serve_requests(wire, ctx, version).await
-            }
+        let admitted = match self.handshake(wire).await {
+            Ok(version) => self.caller(wire).await.map(|caller| (version, caller)),
+            Err(end) => Err(end),
+        };
+        let (version, caller) = match admitted {
+            Ok(admitted) => admitted,
             Err(end) => {
                 report(wire, &end);
-                end
+                return (end, None);
             }
+        };
+        let output = wire.output.clone();
+        let max_payload = self.config.max_payload();
+        let ctx = ConnectionContext::new(
+            self.id,
+            caller,
+            outbound,
+            output,
+            max_payload,
+            self.config.access.clone(),
+        );
+        if version >= 2 {
+            // Before any other frame, on_connect's NOTIFYs included.
+            wire.push(Frame::new(Kind::Hello, 0, hello_reply(&self.config)));
         }
+        lock(&self.shared.connections).insert(self.id, ctx.clone());
+        (self.serve_requests(wire, &ctx, version).await, Some(ctx))
+    }
+
+    /// Who the client is: known at accept, or (Windows) read from its
+    /// token now that it has written its HELLO, and checked against the
+    /// access policy. A token that cannot be read refuses the client: the
+    /// server never serves someone it could not identify.
+    async fn caller<S: ServerIo>(&self, wire: &mut Wire<S>) -> Result<Caller, End> {
+        let peer = match &self.who {
+            Who::Known(caller) => return Ok(caller.clone()),
+            Who::Later(peer) => *peer,
+        };
+        let read = tokio::time::timeout(
+            self.config.handshake_timeout,
+            wire.stream().read_caller(peer),
+        );
+        let caller = tokio::select! {
+            read = read => read,
+            _ = self.shared.shutdown.cancelled() => return Err(End::Shutdown),
+        };
+        let caller = match caller {
+            Ok(Ok(caller)) => caller,
+            Ok(Err(e)) => {
+                limited!(warn, error = %e, "refusing connection: cannot read who the client is");
+                return Err(End::Refused(format!(
+                    "the server cannot tell who you are ({e})"
+                )));
+            }
+            Err(_) => {
+                limited!(
+                    warn,
+                    "refusing connection: reading who the client is took too long"
+                );
+                return Err(End::Refused(
+                    "the server cannot tell who you are (timed out)".into(),
+                ));
+            }
+        };
+        tracing::Span::current().record("user", tracing::field::display(UserField(&caller)));
+        if let Err(refusal) = self.config.access.check(&caller) {
+            log_refusal(&refusal, &caller);
+            return Err(End::Refused(refusal.to_string()));
+        }
+        Ok(caller)
     }
 
     /// Waits for the client's HELLO and checks it; the connection's
@@ -409,6 +473,14 @@ impl<H: Handler> Connection<H> {
                 return None;
             }
         };
+        let access = &self.config.access;
+        if access.has_operation_rules() {
+            if let Err(refusal) = access.check_operation(&header.method, ctx.caller()) {
+                log_refusal(&refusal, ctx.caller());
+                self.answer_now(wire, id, ErrorCode::NOT_ALLOWED, &refusal.to_string());
+                return None;
+            }
+        }
         let work = match self.call_work(&header, params) {
             Ok(work) => work,
             Err(err) => {
@@ -1252,6 +1324,7 @@ fn report<S: ServerIo>(wire: &mut Wire<S>, end: &End) {
     let frame = match end {
         End::Shutdown => Frame::goodbye("the server is shutting down"),
         End::Protocol(code, message) => Frame::error(0, *code, message),
+        End::Refused(message) => Frame::error(0, ErrorCode::NOT_ALLOWED, message),
         End::PeerClosed | End::PeerGone | End::TooSlow => return,
     };
     wire.push(frame);
@@ -1263,6 +1336,31 @@ fn decode_failed(err: CodecError) -> End {
         None => {
             tracing::debug!(error = %err, "read failed");
             End::PeerGone
+        }
+    }
+}
+
+/// Logs a refusal by the access policy with the caller's identity (the
+/// connection's span adds its id and pid).
+pub(super) fn log_refusal(refusal: &Refusal, caller: &Caller) {
+    limited!(
+        warn,
+        rule = refusal.rule(),
+        method = refusal.operation(),
+        caller = %caller,
+        "not allowed by the access policy"
+    );
+}
+
+/// The `user` field of a connection's span: the Windows account (or SID).
+struct UserField<'a>(&'a Caller);
+
+impl std::fmt::Display for UserField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.account(), self.0.user_sid()) {
+            (Some(account), _) => f.write_str(account),
+            (None, Some(sid)) => f.write_str(sid),
+            (None, None) => f.write_str("unknown"),
         }
     }
 }

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
+use super::{AccessPolicy, Refusal, Rule, ServiceError};
 use crate::error::{Error, Result};
 use crate::protocol::Frame;
-use crate::transport::PeerInfo;
+use crate::transport::{Caller, PeerInfo};
 
 /// One client connection, as seen by a handler, and (in a handler's
 /// `call`) the request being answered: its method, deadline, metadata and
@@ -48,10 +49,12 @@ pub(crate) struct RequestScope {
 #[derive(Debug)]
 struct Inner {
     id: u64,
-    peer: PeerInfo,
+    caller: Caller,
     outbound: mpsc::UnboundedSender<Frame>,
     output: Arc<OutputLimit>,
     max_payload: usize,
+    /// The server's policy, for [`ConnectionContext::authorize`].
+    access: Arc<AccessPolicy>,
 }
 
 /// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
@@ -89,18 +92,20 @@ impl OutputLimit {
 impl ConnectionContext {
     pub(crate) fn new(
         id: u64,
-        peer: PeerInfo,
+        caller: Caller,
         outbound: mpsc::UnboundedSender<Frame>,
         output: Arc<OutputLimit>,
         max_payload: usize,
+        access: Arc<AccessPolicy>,
     ) -> ConnectionContext {
         ConnectionContext {
             inner: Arc::new(Inner {
                 id,
-                peer,
+                caller,
                 outbound,
                 output,
                 max_payload,
+                access,
             }),
             request: None,
         }
@@ -181,9 +186,85 @@ impl ConnectionContext {
         self.inner.id
     }
 
-    /// What the operating system says about the client process.
+    /// What the operating system says about the client process: its pid,
+    /// and on Unix its uid and gid. The whole identity is
+    /// [`caller`](Self::caller).
     pub fn peer(&self) -> &PeerInfo {
-        &self.inner.peer
+        self.inner.caller.peer()
+    }
+
+    /// Who the client is: its user, groups, logon and process, read once
+    /// when it connected (see [`Caller`]).
+    pub fn caller(&self) -> &Caller {
+        &self.inner.caller
+    }
+
+    /// `Ok` if `rule` admits the caller; otherwise ERROR `not allowed`
+    /// naming the rule (logged with the caller's identity), for a handler
+    /// to return: `ctx.require(&Rule::admin())?`. Names in `rule` are
+    /// resolved here, each time: keep rules that name users or groups in
+    /// the server's [`AccessPolicy`] and use [`authorize`](Self::authorize).
+    pub fn require(&self, rule: &Rule) -> std::result::Result<(), ServiceError> {
+        let admitted = match rule.resolve() {
+            Ok(rule) => rule.admits(&self.inner.caller),
+            Err(why) => {
+                crate::log_limit::limited!(
+                    error,
+                    rule = rule.name(),
+                    why,
+                    "a rule that cannot be evaluated refuses"
+                );
+                false
+            }
+        };
+        if admitted {
+            return Ok(());
+        }
+        self.refused(Refusal::by(rule, self.method(), &self.inner.caller))
+    }
+
+    /// `Ok` if the server's access policy lets the caller perform
+    /// `operation` (the rules [`AccessPolicy::method`] gave that name, or
+    /// `Ok` if none): for operations other than the method being called,
+    /// such as a topic to subscribe to. A refusal is ERROR `not allowed`
+    /// naming the rule, logged with the caller's identity.
+    pub fn authorize(&self, operation: &str) -> std::result::Result<(), ServiceError> {
+        match self
+            .inner
+            .access
+            .check_operation(operation, &self.inner.caller)
+        {
+            Ok(()) => Ok(()),
+            Err(refusal) => self.refused(refusal),
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) -> std::result::Result<(), ServiceError> {
+        super::connection::log_refusal(&refusal, &self.inner.caller);
+        Err(ServiceError::not_allowed(refusal.to_string()))
+    }
+
+    /// Runs `work` on a blocking thread while impersonating the client
+    /// (Windows), and returns what it returns: files it opens, processes it
+    /// starts and the rest are checked against the client's rights, not
+    /// the service's, like .NET's `RunAsClient`. The impersonation is
+    /// undone before the thread does anything else, even if `work` panics;
+    /// no Tokio worker ever runs as the client.
+    ///
+    /// The client must have allowed it
+    /// ([`ClientOptions::allow_impersonation`](crate::ClientOptions::allow_impersonation)):
+    /// pipesvc clients connect at the identification level by default, and
+    /// then this fails with [`Error::Impersonation`] saying so, without
+    /// running `work`: never silently as the service. It fails the same way
+    /// if Windows refuses the impersonation (the service lacks
+    /// `SeImpersonatePrivilege`), and always on Unix, which has no such
+    /// thing. A panic in `work` is resumed here.
+    pub async fn run_as_client<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        crate::transport::run_as(&self.inner.caller, work).await
     }
 
     /// Sends a NOTIFY to this client, also after the call this context
@@ -250,7 +331,8 @@ impl ConnectionContext {
     pub(crate) fn for_tests(method: &str, metadata: Vec<(String, String)>) -> ConnectionContext {
         let (outbound, _) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(1 << 20));
-        let ctx = ConnectionContext::new(1, PeerInfo::current(), outbound, output, 1 << 20);
+        let access = Arc::new(AccessPolicy::default());
+        let ctx = ConnectionContext::new(1, Caller::current(), outbound, output, 1 << 20, access);
         ctx.for_request(Arc::new(RequestScope {
             method: method.to_owned(),
             deadline: None,

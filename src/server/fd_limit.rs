@@ -18,8 +18,10 @@ use std::io;
 pub(super) const OTHER_DESCRIPTORS: u64 = 16;
 
 /// Raises the soft open-file limit toward the hard one and warns when
-/// `max_connections` does not fit under it.
-pub(super) fn raise_and_check(max_connections: usize) {
+/// `max_connections`, each holding `per_connection` descriptors (two when
+/// the access policy pins each client's process with a pidfd), does not
+/// fit under it.
+pub(super) fn raise_and_check(max_connections: usize, per_connection: u64) {
     let soft = match raise_soft_limit() {
         Ok(soft) => soft,
         Err(e) => {
@@ -30,15 +32,18 @@ pub(super) fn raise_and_check(max_connections: usize) {
             }
         }
     };
-    let needed = (max_connections as u64).saturating_add(OTHER_DESCRIPTORS);
+    let needed = (max_connections as u64)
+        .saturating_mul(per_connection)
+        .saturating_add(OTHER_DESCRIPTORS);
     if soft < needed {
         tracing::warn!(
             max_connections,
             open_file_limit = soft,
-            "max_connections cannot be reached: each connection holds a file descriptor \
-             and the open-file limit is {soft}; clients past about {} get ERROR overloaded \
-             (raise the hard limit, e.g. LimitNOFILE= or ulimit -Hn, or lower max_connections)",
-            soft.saturating_sub(OTHER_DESCRIPTORS)
+            "max_connections cannot be reached: each connection holds {per_connection} file \
+             descriptor(s) and the open-file limit is {soft}; clients past about {} get ERROR \
+             overloaded (raise the hard limit, e.g. LimitNOFILE= or ulimit -Hn, or lower \
+             max_connections)",
+            soft.saturating_sub(OTHER_DESCRIPTORS) / per_connection.max(1)
         );
     }
 }

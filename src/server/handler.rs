@@ -123,6 +123,28 @@ impl ServiceError {
         }
     }
 
+    /// ERROR `not allowed` (11): this client may not do what it asked
+    /// (such as cancel a job it does not own). `message` says what would
+    /// be needed; [`ConnectionContext::require`](super::ConnectionContext::require)
+    /// and [`authorize`](super::ConnectionContext::authorize) make one
+    /// naming the rule.
+    pub fn not_allowed(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::NOT_ALLOWED,
+            message: message.into(),
+        }
+    }
+
+    /// ERROR `timed out` (8): the handler gave up waiting for something
+    /// (a lock, a device, another service) within its own time limit. The
+    /// server answers `timed out` by itself when a CALL's deadline passes.
+    pub fn timed_out(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::TIMED_OUT,
+            message: message.into(),
+        }
+    }
+
     /// ERROR `unknown method` (12) for `method` (empty: the byte handler).
     pub fn unknown_method(method: &str) -> ServiceError {
         let message = match method {

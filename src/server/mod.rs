@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use crate::protocol::ServiceCode;
-pub use access::AccessPolicy;
+pub use access::{AccessPolicy, Preset, Refusal, Rule};
 pub use calls::Calls;
 pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
@@ -58,7 +58,7 @@ use crate::protocol::{
     Encoding, ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
     SMALLEST_STATUS_LEN,
 };
-use crate::transport::{Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
+use crate::transport::{Caller, Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
 use crate::validate;
 
 /// The smallest `max_frame_len` a server accepts: 74, the `length` of the
@@ -126,6 +126,11 @@ struct Config {
     input_budget: Arc<input::InputBudget>,
     /// The typed methods, if the service has any (protocol 2).
     calls: Option<CallsRef>,
+    /// Who may connect and call what, with its names resolved.
+    access: Arc<AccessPolicy>,
+    /// Whether the policy reads callers' executables: then each client's
+    /// process is pinned at accept where the platform can.
+    pin_process: bool,
 }
 
 /// The service's [`Calls`], shared by its connections.
@@ -155,6 +160,16 @@ pub struct ServerBuilder<H = ()> {
     access: AccessPolicy,
     config: Config,
     handler: H,
+}
+
+/// Who the client of a new connection is.
+enum Who {
+    /// Known at accept (Unix), or vouched for by whoever handed the stream
+    /// over.
+    Known(Caller),
+    /// Read from the stream once the client has written to it (Windows:
+    /// its token, after its HELLO); what the listener said until then.
+    Later(PeerInfo),
 }
 
 impl<H> ServerBuilder<H> {
@@ -308,8 +323,11 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Who may use the service once connected (default: the server's own
-    /// user and root). See [`AccessPolicy`].
+    /// Who may use the service once connected, and who may call which
+    /// method (default: the server's own user and root on Unix, whoever
+    /// the pipe's security descriptor admits on Windows). See
+    /// [`AccessPolicy`]; its names are resolved, and its rules checked for
+    /// this platform, at `bind`.
     pub fn access(mut self, policy: AccessPolicy) -> Self {
         self.access = policy;
         self
@@ -346,10 +364,10 @@ impl<H: Handler> ServerBuilder<H> {
     ///
     /// # Panics
     /// Outside a Tokio runtime.
-    pub fn bind(self) -> Result<Server<H>> {
+    pub fn bind(mut self) -> Result<Server<H>> {
         self.validate()?;
         #[cfg(unix)]
-        fd_limit::raise_and_check(self.max_connections);
+        fd_limit::raise_and_check(self.max_connections, 1 + u64::from(self.config.pin_process));
         let listener = Listener::bind(&self.endpoint, &self.listener)?;
         tracing::info!(endpoint = %self.endpoint, "listening");
         Ok(self.into_server(Some(listener)))
@@ -361,7 +379,7 @@ impl<H: Handler> ServerBuilder<H> {
     /// own). The endpoint is not touched; it names the server in logs and
     /// [`Server::endpoint`]. Fails with [`Error::Config`] like
     /// [`bind`](Self::bind).
-    pub fn build(self) -> Result<Server<H>> {
+    pub fn build(mut self) -> Result<Server<H>> {
         self.validate()?;
         tracing::info!(endpoint = %self.endpoint, "serving handed-over streams only");
         Ok(self.into_server(None))
@@ -383,9 +401,12 @@ impl<H: Handler> ServerBuilder<H> {
     /// # Panics
     /// Outside a Tokio runtime.
     #[cfg(unix)]
-    pub fn bind_listener(self, listener: std::os::unix::net::UnixListener) -> Result<Server<H>> {
+    pub fn bind_listener(
+        mut self,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<Server<H>> {
         self.validate()?;
-        fd_limit::raise_and_check(self.max_connections);
+        fd_limit::raise_and_check(self.max_connections, 1 + u64::from(self.config.pin_process));
         let listener = Listener::from_std(listener, &self.endpoint)?;
         tracing::info!(endpoint = %self.endpoint, "listening on a socket handed over");
         Ok(self.into_server(Some(listener)))
@@ -399,7 +420,6 @@ impl<H: Handler> ServerBuilder<H> {
             incoming,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
-            access: self.access,
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
             shared: Arc::new(Shared {
@@ -415,9 +435,14 @@ impl<H: Handler> ServerBuilder<H> {
 
 impl<H> ServerBuilder<H> {
     /// Every setting, before anything is opened (the listener's own are
-    /// checked by [`Listener::bind`] too).
-    fn validate(&self) -> Result<()> {
+    /// checked by [`Listener::bind`] too); resolves the access policy's
+    /// names into the configuration.
+    fn validate(&mut self) -> Result<()> {
         self.validate_limits()?;
+        let access = self.access.resolve()?;
+        self.config.pin_process = access.reads_executable();
+        self.config.access = Arc::new(access);
+        self.apply_preset()?;
         let config = &self.config;
         validate::positive_timeout("handshake_timeout", config.handshake_timeout)?;
         validate::bounded_timeout("shutdown_timeout", config.shutdown_timeout)?;
@@ -427,6 +452,47 @@ impl<H> ServerBuilder<H> {
         validate::positive_timeout("write_timeout", config.write_timeout)?;
         validate::positive_timeout("frame_timeout", config.frame_timeout)?;
         self.listener.validate()
+    }
+
+    /// The pipe's security descriptor from the access policy's preset, so
+    /// that the two agree on every pipe instance (Windows); a warning when
+    /// a connection rule admits callers whom the default descriptor keeps
+    /// out.
+    fn apply_preset(&mut self) -> Result<()> {
+        let Some(preset) = self.config.access.preset() else {
+            if cfg!(windows)
+                && self.listener.security_descriptor.is_none()
+                && self.config.access.admits_others()
+            {
+                tracing::warn!(
+                    "the access policy admits callers that the pipe's default security \
+                     descriptor (SYSTEM and this user) keeps out: set security_descriptor to \
+                     admit them too, or use a preset (see SECURITY.md)"
+                );
+            }
+            return Ok(());
+        };
+        if self.listener.security_descriptor.is_some() {
+            return Err(Error::config(
+                "security_descriptor",
+                format!(
+                    "the access policy's {} preset sets the pipe's descriptor, so that the two \
+                     agree: remove this one",
+                    preset.name()
+                ),
+            ));
+        }
+        let sddl = preset.security_descriptor().map_err(|e| {
+            Error::config(
+                "access",
+                format!(
+                    "cannot build the {} preset's descriptor: {e}",
+                    preset.name()
+                ),
+            )
+        })?;
+        self.listener.security_descriptor = Some(sddl);
+        Ok(())
     }
 
     /// Counts and sizes. Every frame the server must send itself has to
@@ -501,7 +567,6 @@ pub struct Server<H> {
     connection_slots: Arc<Semaphore>,
     /// Caps the refusals in progress ([`MAX_REFUSALS`]).
     refusals: Arc<Semaphore>,
-    access: AccessPolicy,
     config: Arc<Config>,
     handler: Arc<H>,
     shared: Arc<Shared>,
@@ -531,7 +596,7 @@ impl<H> std::fmt::Debug for Server<H> {
 }
 
 /// A stream handed to the server, and who is on its other end.
-type HandedOver = (Generic, PeerInfo);
+type HandedOver = (Generic, Caller);
 
 /// State every connection shares with the [`ServerHandle`]s.
 #[derive(Debug)]
@@ -572,27 +637,14 @@ impl Server<()> {
                 frame_timeout: DEFAULT_FRAME_TIMEOUT,
                 input_budget: Arc::new(input::InputBudget::new(DEFAULT_INPUT_BUDGET)),
                 calls: None,
+                access: Arc::new(AccessPolicy::default()),
+                pin_process: false,
             },
             handler: (),
         }
     }
 }
 
-/// What a client the access policy refuses is told: the code's name says
-/// "not allowed"; this says who the server took it for, which is what a
-/// user needs to change the policy or run the client as someone else.
-fn not_admitted(peer: &PeerInfo) -> String {
-    let known = [("uid", peer.uid), ("gid", peer.gid), ("pid", peer.pid)];
-    let who: Vec<String> = known
-        .iter()
-        .filter_map(|(what, id)| id.map(|id| format!("{what} {id}")))
-        .collect();
-    let mut why = "the service's access policy does not admit this client".to_owned();
-    if !who.is_empty() {
-        why.push_str(&format!(" ({})", who.join(", ")));
-    }
-    why
-}
 impl<H: Handler> Server<H> {
     /// The endpoint the server listens on.
     pub fn endpoint(&self) -> &Endpoint {
@@ -623,13 +675,17 @@ impl<H: Handler> Server<H> {
             tokio::select! {
                 _ = &mut signal => break,
                 _ = self.shared.shutdown.cancelled() => break,
-                Some((stream, peer)) = self.incoming.recv() => {
-                    self.spawn_connection(&mut connections, stream, peer);
+                Some((stream, caller)) = self.incoming.recv() => {
+                    self.spawn_connection(&mut connections, stream, Who::Known(caller));
                 }
                 accepted = accept(self.listener.as_mut()) => match accepted {
                     Ok((stream, peer)) => {
                         accept_failures = 0;
-                        self.spawn_connection(&mut connections, stream, peer);
+                        let who = match stream.caller_at_accept(peer, self.config.pin_process) {
+                            Some(caller) => Who::Known(caller),
+                            None => Who::Later(peer),
+                        };
+                        self.spawn_connection(&mut connections, stream, who);
                     }
                     Err(e) => self.accept_failed(e, &mut accept_failures).await,
                 },
@@ -682,26 +738,30 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn spawn_connection<S: ServerIo>(
-        &self,
-        connections: &mut JoinSet<()>,
-        stream: S,
-        peer: PeerInfo,
-    ) {
+    fn spawn_connection<S: ServerIo>(&self, connections: &mut JoinSet<()>, stream: S, who: Who) {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let peer = match &who {
+            Who::Known(caller) => *caller.peer(),
+            Who::Later(peer) => *peer,
+        };
         // The peer's identity on every line the connection logs (fields the
-        // platform does not know, such as the uid on Windows, are left out).
-        let span = tracing::info_span!("conn", id, pid = peer.pid, uid = peer.uid, gid = peer.gid);
-        if !self.access.permits(&peer) {
-            span.in_scope(|| {
-                limited!(
-                    warn,
-                    "refusing connection: not allowed by the access policy"
-                )
-            });
-            let why = not_admitted(&peer);
-            self.refuse(connections, stream, span, ErrorCode::NOT_ALLOWED, &why);
-            return;
+        // platform does not know, such as the uid on Windows, are left out;
+        // the Windows user is recorded once read from the client's token).
+        let span = tracing::info_span!(
+            "conn",
+            id,
+            pid = peer.pid,
+            uid = peer.uid,
+            gid = peer.gid,
+            user = tracing::field::Empty
+        );
+        if let Who::Known(caller) = &who {
+            if let Err(refusal) = self.config.access.check(caller) {
+                span.in_scope(|| connection::log_refusal(&refusal, caller));
+                let message = refusal.to_string();
+                self.refuse(connections, stream, span, ErrorCode::NOT_ALLOWED, &message);
+                return;
+            }
         }
         let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {
             span.in_scope(|| limited!(warn, "refusing connection: at the connection limit"));
@@ -711,7 +771,7 @@ impl<H: Handler> Server<H> {
         };
         let conn = connection::Connection {
             id,
-            peer,
+            who,
             config: self.config.clone(),
             handler: self.handler.clone(),
             shared: self.shared.clone(),
@@ -839,7 +899,10 @@ impl ServerHandle {
     /// Serves one connection over `io`, any byte stream (an in-memory
     /// [`pair`](crate::transport::memory::pair), a TCP stream tunnelled by
     /// your own code), as if a client with `peer`'s credentials had
-    /// connected: the [`AccessPolicy`] checks `peer`, and the connection
+    /// connected (a [`PeerInfo`], or a whole [`Caller`] such as
+    /// [`Caller::current`] for a stream inside this process): the
+    /// [`AccessPolicy`] checks `peer`, handlers see it as
+    /// [`ConnectionContext::caller`], and the connection
     /// counts towards the connection limit, the stats and broadcasts, and
     /// gets GOODBYE at shutdown like any other. The caller vouches for
     /// `peer`: nothing checks it against the stream.
@@ -851,7 +914,7 @@ impl ServerHandle {
     ///
     /// Fails with [`Error::Io`] (`NotConnected`), dropping `io`, once the
     /// server has started to shut down or is gone.
-    pub fn serve_connection<S>(&self, io: S, peer: PeerInfo) -> Result<()>
+    pub fn serve_connection<S>(&self, io: S, peer: impl Into<Caller>) -> Result<()>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
@@ -866,7 +929,7 @@ impl ServerHandle {
         }
         self.shared
             .handed_over
-            .send((Generic::new(io), peer))
+            .send((Generic::new(io), peer.into()))
             .map_err(|_| stopped())
     }
 

@@ -25,9 +25,16 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::validate;
 
+mod caller;
 pub mod memory;
 #[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+use unix::caller as platform_caller;
+#[cfg(unix)]
+pub(crate) use unix::caller::{
+    executable_id as platform_executable_id, gid_of, own_executable_id, uid_of,
+};
 #[cfg(unix)]
 pub use unix::{connect, flush_to_peer, ClientStream, Listener, ServerStream};
 #[cfg(unix)]
@@ -36,11 +43,39 @@ pub(crate) use unix::{is_out_of_descriptors, OverLimit};
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
+use windows::caller as platform_caller;
+#[cfg(windows)]
+pub(crate) use windows::{
+    account_name, canonical_sid, interactive_users_descriptor, process_user, sid_of_account,
+    sid_string,
+};
+#[cfg(windows)]
 pub use windows::{
     connect, default_security_descriptor, flush_to_peer, ClientStream, Listener, ServerStream,
 };
+
+#[cfg(test)]
+pub(crate) use caller::caller_details;
+pub use caller::{Caller, ImpersonationLevel, Integrity, UserKey};
+
+/// Runs `work` as `caller` on a blocking thread (Windows): see
+/// [`ConnectionContext::run_as_client`](crate::server::ConnectionContext::run_as_client).
+#[cfg(unix)]
+pub(crate) async fn run_as<T, F>(caller: &Caller, work: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let _ = (caller, work);
+    Err(Error::Impersonation(
+        "Unix has no impersonation: a server cannot act as its client there (check the \
+         caller's uid and groups instead)"
+            .into(),
+    ))
+}
+
 #[cfg(windows)]
-pub(crate) use windows::{process_user, sid_string};
+pub(crate) use windows::caller::run_as;
 
 /// Default number of pipe instances listening at once on Windows.
 pub const DEFAULT_BACKLOG: usize = 4;
@@ -179,6 +214,7 @@ pub struct ConnectOptions {
     pub(crate) timeout: Duration,
     pub(crate) read_only: bool,
     pub(crate) pipe_mode: PipeMode,
+    pub(crate) allow_impersonation: bool,
 }
 
 impl ConnectOptions {
@@ -207,6 +243,14 @@ impl ConnectOptions {
         self
     }
 
+    /// Connect at the impersonation level instead of identification, so
+    /// that the server may act as this client (Windows; default `false`).
+    /// See `ClientOptions::allow_impersonation`.
+    pub fn allow_impersonation(mut self, allow: bool) -> Self {
+        self.allow_impersonation = allow;
+        self
+    }
+
     /// The connect timeout: the deadline arithmetic must not overflow.
     pub(crate) fn validate(&self) -> Result<()> {
         validate::bounded_timeout("connect_timeout", self.timeout)
@@ -219,6 +263,7 @@ impl Default for ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             read_only: false,
             pipe_mode: PipeMode::Byte,
+            allow_impersonation: false,
         }
     }
 }
@@ -345,6 +390,23 @@ pub(crate) trait ServerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
         Self: Sized,
     {
         self.close_within(timeout)
+    }
+
+    /// Who the client is, when the stream tells it at accept at no cost
+    /// (Unix); `pin_process` asks for a handle on the client's process
+    /// where the platform has one, for rules that read its executable.
+    /// `None`: it must be read from the stream once the client has
+    /// written to it ([`read_caller`](Self::read_caller), Windows).
+    fn caller_at_accept(&self, peer: PeerInfo, pin_process: bool) -> Option<Caller> {
+        let _ = pin_process;
+        Some(Caller::from(peer))
+    }
+
+    /// Who the client is, read from the stream after the client's first
+    /// frame (Windows: its token, on a blocking thread). Asked only when
+    /// [`caller_at_accept`](Self::caller_at_accept) said `None`.
+    fn read_caller(&self, peer: PeerInfo) -> impl Future<Output = io::Result<Caller>> + Send {
+        std::future::ready(Ok(Caller::from(peer)))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Unix domain sockets.
 
+pub(crate) mod caller;
+
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -427,6 +429,12 @@ impl super::ServerIo for ServerStream {
 
     fn flush_to_peer(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         flush_to_peer(self)
+    }
+
+    /// The credentials, the supplementary groups and (with `pin_process`)
+    /// a pidfd of the peer: all there at accept.
+    fn caller_at_accept(&self, peer: PeerInfo, pin_process: bool) -> Option<super::Caller> {
+        Some(caller::capture(self, peer, pin_process))
     }
 }
 

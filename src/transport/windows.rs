@@ -21,10 +21,15 @@
 //! name with `FILE_FLAG_FIRST_PIPE_INSTANCE`, and the client connects at the
 //! identification level, so a server can learn who it is but not act as it.
 
+pub(crate) mod caller;
 mod security;
 
-/// For the client's check of who the server is (`client::identity`).
-pub(crate) use security::{process_user, sid_string};
+/// For the client's check of who the server is (`client::identity`), and
+/// the access policy's rules and preset (`server::access`).
+pub(crate) use security::{
+    account_name, canonical_sid, interactive_users_descriptor, process_user, sid_of_account,
+    sid_string,
+};
 
 use std::future::Future;
 use std::io;
@@ -39,7 +44,7 @@ use tokio::net::windows::named_pipe::{
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY, HANDLE,
 };
-use windows_sys::Win32::Storage::FileSystem::SECURITY_IDENTIFICATION;
+use windows_sys::Win32::Storage::FileSystem::{SECURITY_IDENTIFICATION, SECURITY_IMPERSONATION};
 
 use super::{
     bind_error, retry_connect, ConnectOptions, Connected, ListenerOptions, PeerInfo, PipeMode,
@@ -299,10 +304,16 @@ pub async fn connect(
 ) -> Result<Connected<ClientStream>> {
     options.validate()?;
     let mut client = ClientOptions::new();
+    // Identification level by default: the server may learn who the
+    // client is but cannot act as it. Tokio adds SECURITY_SQOS_PRESENT
+    // itself.
+    let level = if options.allow_impersonation {
+        SECURITY_IMPERSONATION
+    } else {
+        SECURITY_IDENTIFICATION
+    };
     client
-        // Identification level: the server may learn who the client is
-        // but cannot act as it. Tokio adds SECURITY_SQOS_PRESENT itself.
-        .security_qos_flags(SECURITY_IDENTIFICATION)
+        .security_qos_flags(level)
         .read(true)
         .write(!options.read_only)
         .pipe_mode(tokio_mode(options.pipe_mode));
@@ -381,6 +392,19 @@ impl super::ServerIo for ServerStream {
     fn cut_within(self, _timeout: Duration) -> impl Future<Output = ()> + Send {
         disconnect(&self);
         std::future::ready(())
+    }
+
+    /// Not before the client has written: its token comes with what the
+    /// server reads (`read_caller`).
+    fn caller_at_accept(&self, _peer: PeerInfo, _pin_process: bool) -> Option<super::Caller> {
+        None
+    }
+
+    fn read_caller(
+        &self,
+        peer: PeerInfo,
+    ) -> impl Future<Output = io::Result<super::Caller>> + Send {
+        caller::read_caller(self, peer)
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pipesvc::rpc::{Method, Service};
 use pipesvc::server::ConnectionContext;
+use pipesvc::transport::Caller;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,26 +25,84 @@ pub struct Sleep {
 pub const SLEEP: Method<Sleep, ()> =
     Method::new("sleep", "Answers after `ms` milliseconds; cancellable");
 
-/// Who the caller is, as the server's operating system reports it; a
-/// field is absent when the platform does not tell it (uid and gid on
-/// Windows).
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+/// Who the caller is, as the server's operating system reports it, read
+/// once when it connected; a field is absent when the platform does not
+/// tell it (uid and groups on Windows, SIDs and the token on Unix).
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Identity {
     /// The client's process id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Its user's name: `DOMAIN\user` on Windows, the account of its uid
+    /// on Unix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Its user id (Unix).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
-    /// Its group id (Unix).
+    /// Its primary group id (Unix).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
+    /// Its supplementary groups (Unix, where the kernel tells them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<u32>>,
+    /// Its user SID (Windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The SIDs of its enabled groups (Windows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_sids: Vec<String>,
+    /// Its logon session (Windows: the token's AuthenticationId).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logon_session: Option<u64>,
+    /// Its terminal session id (Windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<u32>,
+    /// Its token's integrity level: untrusted, low, medium, medium-plus,
+    /// high, system, protected or other (Windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<String>,
+    /// That level's number (the label SID's RID, such as 8192 for medium).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integrity_rid: Option<u32>,
+    /// Whether its token is elevated (Windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elevated: Option<bool>,
+    /// How far it lets the server act as it: identification (pipesvc's
+    /// default) or impersonation (Windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonation: Option<String>,
+    /// The executable it runs (best effort: see SECURITY.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+}
+
+impl Identity {
+    /// What `caller` tells.
+    pub fn of(caller: &Caller) -> Identity {
+        Identity {
+            pid: caller.pid(),
+            user: caller.account().map(str::to_owned),
+            uid: caller.uid(),
+            gid: caller.gid(),
+            groups: caller.groups().map(<[u32]>::to_vec),
+            sid: caller.user_sid().map(str::to_owned),
+            group_sids: caller.group_sids().to_vec(),
+            logon_session: caller.logon_session(),
+            session_id: caller.session_id(),
+            integrity: caller.integrity().map(|i| i.name().to_owned()),
+            integrity_rid: caller.integrity().map(|i| i.0),
+            elevated: caller.elevated(),
+            impersonation: caller.impersonation_level().map(|l| l.name().to_owned()),
+            executable: caller.executable().map(|p| p.display().to_string()),
+        }
+    }
 }
 
 /// `whoami`: the caller's identity as the server sees it.
 pub const WHOAMI: Method<(), Identity> = Method::new(
     "whoami",
-    "The caller's pid (and uid and gid on Unix) as the server sees them",
+    "The caller's identity as the server sees it: user, groups, logon, token and process",
 );
 
 /// The typed half of `pipesvc serve`.
@@ -56,11 +115,6 @@ pub fn service() -> Service {
             Ok(())
         })
         .method(&WHOAMI, |_, (), ctx: ConnectionContext| async move {
-            let peer = ctx.peer();
-            Ok(Identity {
-                pid: peer.pid,
-                uid: peer.uid,
-                gid: peer.gid,
-            })
+            Ok(Identity::of(ctx.caller()))
         })
 }

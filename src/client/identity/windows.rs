@@ -12,25 +12,20 @@
 //! objects are owned by the Administrators group, so that owner is admitted
 //! too by the default rule (an administrator is as trusted as SYSTEM).
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::AsRawHandle;
 use std::ptr;
 
 use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
-use windows_sys::Win32::Security::Authorization::{
-    ConvertStringSidToSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
-};
-use windows_sys::Win32::Security::{
-    LookupAccountNameW, LookupAccountSidW, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    SID_NAME_USE,
-};
+use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_KERNEL_OBJECT};
+use windows_sys::Win32::Security::{OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID};
 
 use super::{Refusal, ServerIdentity};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::transport::{process_user, sid_string, ClientStream, PeerInfo};
+use crate::transport::{
+    account_name, canonical_sid, process_user, sid_of_account, sid_string, ClientStream, PeerInfo,
+};
 
 /// LocalSystem, the account of most services.
 const LOCAL_SYSTEM: &str = "S-1-5-18";
@@ -142,28 +137,6 @@ fn pipe_owner(pipe: &ClientStream) -> io::Result<String> {
     text
 }
 
-fn wide(text: &str) -> Vec<u16> {
-    OsStr::new(text).encode_wide().chain([0]).collect()
-}
-
-/// A SID string as Windows writes it (validated, upper case).
-fn canonical_sid(text: &str) -> Result<String, String> {
-    let invalid = |e: &dyn std::fmt::Display| format!("invalid SID {text:?}: {e}");
-    if text.contains('\0') {
-        return Err(invalid(&"it contains a NUL character"));
-    }
-    let mut sid: PSID = ptr::null_mut();
-    // SAFETY: the string is NUL-terminated and outlives the call; on
-    // success `sid` is LocalAlloc'd, freed below.
-    if unsafe { ConvertStringSidToSidW(wide(text).as_ptr(), &mut sid) } == 0 {
-        return Err(invalid(&io::Error::last_os_error()));
-    }
-    let canonical = sid_string(sid).map_err(|e| invalid(&e));
-    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
-    unsafe { LocalFree(sid) };
-    canonical
-}
-
 /// `S-1-...` followed by its account name (`DOMAIN\user`) when Windows
 /// knows it.
 fn described(sid: &str) -> String {
@@ -173,99 +146,15 @@ fn described(sid: &str) -> String {
     }
 }
 
-/// `LookupAccountSidW`: the account a SID string names.
-fn account_name(sid_text: &str) -> Option<String> {
-    let mut sid: PSID = ptr::null_mut();
-    // SAFETY: the string is NUL-terminated and outlives the call; on
-    // success `sid` is LocalAlloc'd, freed below.
-    if unsafe { ConvertStringSidToSidW(wide(sid_text).as_ptr(), &mut sid) } == 0 {
-        return None;
-    }
-    let (mut name_len, mut domain_len) = (256u32, 256u32);
-    let mut name = vec![0u16; name_len as usize];
-    let mut domain = vec![0u16; domain_len as usize];
-    let mut kind: SID_NAME_USE = 0;
-    // SAFETY: `sid` is valid; the buffers hold the lengths passed (in
-    // characters), which the call updates to the lengths written.
-    let ok = unsafe {
-        LookupAccountSidW(
-            ptr::null(),
-            sid,
-            name.as_mut_ptr(),
-            &mut name_len,
-            domain.as_mut_ptr(),
-            &mut domain_len,
-            &mut kind,
-        )
-    };
-    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
-    unsafe { LocalFree(sid) };
-    if ok == 0 {
-        return None;
-    }
-    let text = |buffer: &[u16], len: u32| {
-        String::from_utf16_lossy(&buffer[..(len as usize).min(buffer.len())])
-    };
-    let (name, domain) = (text(&name, name_len), text(&domain, domain_len));
-    Some(if domain.is_empty() {
-        name
-    } else {
-        format!("{domain}\\{name}")
-    })
-}
-
 /// A SID string as is, else the account `name` (`LookupAccountNameW`).
 pub(super) fn identity_of_user(name: &str) -> Result<ServerIdentity> {
-    if name.len() > 4 && name[..4].eq_ignore_ascii_case("S-1-") {
-        return canonical_sid(name)
-            .map(ServerIdentity::Sid)
-            .map_err(|message| Error::config("server_identity", message));
-    }
-    let unknown = |e: &dyn std::fmt::Display| {
-        Error::config("server_identity", format!("unknown account {name:?}: {e}"))
+    let sid = if name.len() > 4 && name[..4].eq_ignore_ascii_case("S-1-") {
+        canonical_sid(name)
+    } else {
+        sid_of_account(name)
     };
-    if name.contains('\0') {
-        return Err(unknown(&"it contains a NUL character"));
-    }
-    let account = wide(name);
-    let (mut sid_len, mut domain_len) = (0u32, 0u32);
-    let mut kind: SID_NAME_USE = 0;
-    // SAFETY: a size query: null buffers with zero sizes.
-    unsafe {
-        LookupAccountNameW(
-            ptr::null(),
-            account.as_ptr(),
-            ptr::null_mut(),
-            &mut sid_len,
-            ptr::null_mut(),
-            &mut domain_len,
-            &mut kind,
-        )
-    };
-    if sid_len == 0 {
-        return Err(unknown(&io::Error::last_os_error()));
-    }
-    // u64s so that the SID is aligned.
-    let mut sid = vec![0u64; (sid_len as usize).div_ceil(8)];
-    let mut domain = vec![0u16; domain_len.max(1) as usize];
-    // SAFETY: the buffers hold the sizes passed.
-    let ok = unsafe {
-        LookupAccountNameW(
-            ptr::null(),
-            account.as_ptr(),
-            sid.as_mut_ptr().cast(),
-            &mut sid_len,
-            domain.as_mut_ptr(),
-            &mut domain_len,
-            &mut kind,
-        )
-    };
-    if ok == 0 {
-        return Err(unknown(&io::Error::last_os_error()));
-    }
-    sid_string(sid.as_mut_ptr().cast())
-        .map(ServerIdentity::Sid)
-        .map_err(|e| unknown(&e))
+    sid.map(ServerIdentity::Sid)
+        .map_err(|message| Error::config("server_identity", message))
 }
 
 #[cfg(test)]

@@ -307,7 +307,9 @@ pub fn install<E: DeserializeOwned>(
         launch_arguments.push(filter.into());
     }
     launch_arguments.extend(args.serve_options.iter().cloned());
-    if given.security_descriptor.is_none() {
+    // A preset sets the descriptor itself, in agreement with its rules.
+    let preset = given.allow.iter().flatten().any(|entry| entry.is_preset());
+    if given.security_descriptor.is_none() && !preset {
         // The service runs as LocalSystem: its own default descriptor would
         // admit SYSTEM only. Admit the installing user too.
         let sddl = crate::transport::default_security_descriptor().map_err(|e| {

@@ -158,8 +158,9 @@ struct InstallArgs {
     #[arg(long, value_name = "FILTER")]
     log_filter: Option<String>,
     /// `serve` options for the service, for example `--name
-    /// my_pipe --max-connections 100`. Without `--security-descriptor`, the
-    /// pipe admits SYSTEM and the user who runs `install`.
+    /// my_pipe --max-connections 100`. Without `--security-descriptor` (or
+    /// `--allow interactive-users`, which sets its own), the pipe admits
+    /// SYSTEM and the user who runs `install`.
     #[arg(
         value_name = "SERVE OPTIONS",
         trailing_var_arg = true,

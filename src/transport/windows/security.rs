@@ -14,11 +14,13 @@ use std::ptr;
 use windows_sys::core::{BOOL, PWSTR};
 use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
+    ConvertStringSidToSidW, SDDL_REVISION_1,
 };
 use windows_sys::Win32::Security::{
-    GetSecurityDescriptorDacl, GetTokenInformation, TokenUser, ACL, PSECURITY_DESCRIPTOR, PSID,
-    SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+    GetSecurityDescriptorDacl, GetTokenInformation, LookupAccountNameW, LookupAccountSidW,
+    TokenUser, ACL, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES, SID_NAME_USE,
+    TOKEN_INFORMATION_CLASS, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
@@ -39,6 +41,29 @@ pub(super) enum SecurityError {
 pub(super) fn default_sddl() -> io::Result<String> {
     let user = current_user_sid()?;
     Ok(format!("D:P(A;;GA;;;SY)(A;;GA;;;{user})"))
+}
+
+/// What a client of the pipe gets: `FILE_GENERIC_READ | FILE_GENERIC_WRITE`
+/// without `FILE_CREATE_PIPE_INSTANCE` (0x4, which for a file is
+/// `FILE_APPEND_DATA`, part of `FILE_GENERIC_WRITE`): read, write and set
+/// the read mode (`FILE_WRITE_ATTRIBUTES`), but not create instances of the
+/// pipe, which would let a client pose as the server to other clients.
+const CLIENT_ACCESS: &str = "0x12019b";
+
+/// The descriptor of the interactive-users preset: network logons and
+/// anonymous denied first, full access for SYSTEM (and the server's own
+/// user when that is not SYSTEM), [`CLIENT_ACCESS`] for INTERACTIVE (every
+/// console and remote desktop logon).
+pub(crate) fn interactive_users_descriptor() -> io::Result<String> {
+    let user = current_user_sid()?;
+    let own = if user == "S-1-5-18" {
+        String::new()
+    } else {
+        format!("(A;;GA;;;{user})")
+    };
+    Ok(format!(
+        "D:P(D;;GA;;;NU)(D;;GA;;;AN)(A;;GA;;;SY){own}(A;;{CLIENT_ACCESS};;;IU)"
+    ))
 }
 
 /// The SECURITY_ATTRIBUTES passed to every pipe instance, and the
@@ -198,30 +223,39 @@ pub(crate) fn process_user(pid: Option<u32>) -> io::Result<String> {
 }
 
 /// The user SID of `token`, as a string.
-fn token_user(token: HANDLE) -> io::Result<String> {
+pub(crate) fn token_user(token: HANDLE) -> io::Result<String> {
+    let buffer = token_information(token, TokenUser)?;
+    // SAFETY: the buffer starts with an initialised, aligned TOKEN_USER
+    // whose SID points into the same buffer, alive below.
+    let sid = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    sid_string(sid)
+}
+
+/// `GetTokenInformation(token, class)`: the structure in a buffer of
+/// `u64`s, so that it is aligned (pointers in it point into the buffer).
+pub(crate) fn token_information(
+    token: HANDLE,
+    class: TOKEN_INFORMATION_CLASS,
+) -> io::Result<Vec<u64>> {
     let mut len = 0u32;
     // SAFETY: a size query with no buffer; `len` receives the size needed.
-    let ok = unsafe { GetTokenInformation(token, TokenUser, ptr::null_mut(), 0, &mut len) };
+    let ok = unsafe { GetTokenInformation(token, class, ptr::null_mut(), 0, &mut len) };
     let err = io::Error::last_os_error();
     if ok != 0 || err.raw_os_error() != Some(ERROR_INSUFFICIENT_BUFFER as i32) || len == 0 {
         return Err(if ok != 0 {
-            io::Error::other("GetTokenInformation(TokenUser) reported no size")
+            io::Error::other(format!("GetTokenInformation({class}) reported no size"))
         } else {
             err
         });
     }
-    // u64s so that the TOKEN_USER at the start is aligned.
     let mut buffer = vec![0u64; (len as usize).div_ceil(8)];
     // SAFETY: `buffer` holds at least `len` writable bytes.
     let ok =
-        unsafe { GetTokenInformation(token, TokenUser, buffer.as_mut_ptr().cast(), len, &mut len) };
+        unsafe { GetTokenInformation(token, class, buffer.as_mut_ptr().cast(), len, &mut len) };
     if ok == 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: on success the buffer starts with an initialised, aligned
-    // TOKEN_USER whose SID points into the same buffer, alive below.
-    let sid = unsafe { (*buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid };
-    sid_string(sid)
+    Ok(buffer)
 }
 
 /// `S-1-...` for a valid SID.
@@ -241,4 +275,118 @@ pub(crate) fn sid_string(sid: PSID) -> io::Result<String> {
     unsafe { LocalFree(string.cast()) };
     text.into_string()
         .map_err(|_| io::Error::other("the SID is not valid Unicode"))
+}
+
+pub(crate) fn wide(text: &str) -> Vec<u16> {
+    OsStr::new(text).encode_wide().chain([0]).collect()
+}
+
+/// A SID string as Windows writes it (validated, upper case).
+pub(crate) fn canonical_sid(text: &str) -> Result<String, String> {
+    let invalid = |e: &dyn std::fmt::Display| format!("invalid SID {text:?}: {e}");
+    if text.contains('\0') {
+        return Err(invalid(&"it contains a NUL character"));
+    }
+    let mut sid: PSID = ptr::null_mut();
+    // SAFETY: the string is NUL-terminated and outlives the call; on
+    // success `sid` is LocalAlloc'd, freed below.
+    if unsafe { ConvertStringSidToSidW(wide(text).as_ptr(), &mut sid) } == 0 {
+        return Err(invalid(&io::Error::last_os_error()));
+    }
+    let canonical = sid_string(sid).map_err(|e| invalid(&e));
+    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
+    unsafe { LocalFree(sid) };
+    canonical
+}
+
+/// `LookupAccountSidW`: the account (`DOMAIN\\user`) a SID string names.
+pub(crate) fn account_name(sid_text: &str) -> Option<String> {
+    let mut sid: PSID = ptr::null_mut();
+    // SAFETY: the string is NUL-terminated and outlives the call; on
+    // success `sid` is LocalAlloc'd, freed below.
+    if unsafe { ConvertStringSidToSidW(wide(sid_text).as_ptr(), &mut sid) } == 0 {
+        return None;
+    }
+    let name = account_of(sid);
+    // SAFETY: allocated by ConvertStringSidToSidW, released once, here.
+    unsafe { LocalFree(sid) };
+    name
+}
+
+/// `LookupAccountSidW`: the account (`DOMAIN\\user`) a valid SID names.
+pub(crate) fn account_of(sid: PSID) -> Option<String> {
+    let (mut name_len, mut domain_len) = (256u32, 256u32);
+    let mut name = vec![0u16; name_len as usize];
+    let mut domain = vec![0u16; domain_len as usize];
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `sid` is valid; the buffers hold the lengths passed (in
+    // characters), which the call updates to the lengths written.
+    let ok = unsafe {
+        LookupAccountSidW(
+            ptr::null(),
+            sid,
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    let text = |buffer: &[u16], len: u32| {
+        String::from_utf16_lossy(&buffer[..(len as usize).min(buffer.len())])
+    };
+    let (name, domain) = (text(&name, name_len), text(&domain, domain_len));
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
+}
+
+/// The SID of the account `name` (`LookupAccountNameW`), as a string.
+pub(crate) fn sid_of_account(name: &str) -> Result<String, String> {
+    let unknown = |e: &dyn std::fmt::Display| format!("unknown account {name:?}: {e}");
+    if name.contains('\0') {
+        return Err(unknown(&"it contains a NUL character"));
+    }
+    let account = wide(name);
+    let (mut sid_len, mut domain_len) = (0u32, 0u32);
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: a size query: null buffers with zero sizes.
+    unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            account.as_ptr(),
+            ptr::null_mut(),
+            &mut sid_len,
+            ptr::null_mut(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if sid_len == 0 {
+        return Err(unknown(&io::Error::last_os_error()));
+    }
+    // u64s so that the SID is aligned.
+    let mut sid = vec![0u64; (sid_len as usize).div_ceil(8)];
+    let mut domain = vec![0u16; domain_len.max(1) as usize];
+    // SAFETY: the buffers hold the sizes passed.
+    let ok = unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            account.as_ptr(),
+            sid.as_mut_ptr().cast(),
+            &mut sid_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        return Err(unknown(&io::Error::last_os_error()));
+    }
+    sid_string(sid.as_mut_ptr().cast()).map_err(|e| unknown(&e))
 }
