@@ -265,7 +265,8 @@ fn settings_from_the_file_reach_the_server() {
 /// One rule for the smallest frame limit, whichever way it is set: the
 /// flag, the variable and the file are refused alike below it, and at it
 /// `pipesvc serve` answers every client command (with 30, `call --method
-/// whoami`, `status` and `methods` got no answer at all).
+/// whoami`, `status` and `methods` got no answer at all): with the answer,
+/// or with ERROR `frame too large` when the answer itself is larger.
 #[test]
 fn the_smallest_frame_limit_is_one_rule_for_flag_variable_and_file() {
     let rule = "max_frame_len: must be at least 74, not 30";
@@ -295,10 +296,18 @@ fn the_smallest_frame_limit_is_one_rule_for_flag_variable_and_file() {
             .env("RUST_LOG", "warn");
         output_within(command, HANG_GUARD).expect("the command runs to its end")
     };
-    let whoami = run(&["call", "--method", "whoami"]);
-    assert!(whoami.status.success(), "{whoami:?}");
+    let echo = run(&["call", "--method", "echo", r#"{"pid":1}"#]);
+    assert!(echo.status.success(), "{echo:?}");
     assert!(
-        String::from_utf8_lossy(&whoami.stdout).contains("pid"),
+        String::from_utf8_lossy(&echo.stdout).contains("pid"),
+        "{echo:?}"
+    );
+    // The whole identity (uid, groups, executable...) is larger than a
+    // frame of 74: the call's answer is ERROR `frame too large`, said.
+    let whoami = run(&["call", "--method", "whoami"]);
+    let text = String::from_utf8_lossy(&whoami.stderr);
+    assert!(
+        whoami.status.code() == Some(1) && text.contains("frame too large"),
         "{whoami:?}"
     );
     let status = run(&["status"]);
