@@ -427,7 +427,9 @@ pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(100);
 /// reset the peer: a peer that reads the end of the stream and then
 /// closes its own is never reset.
 pub(crate) async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<()> {
-    let mut chunk = [0u8; 8 * 1024];
+    // On the heap, and only while draining: an array here would be part
+    // of every connection task's future, idle ones included (8 KiB each).
+    let mut chunk = vec![0u8; 8 * 1024];
     let mut drained = 0;
     let quiet = tokio::time::sleep(DRAIN_QUIET);
     tokio::pin!(quiet);

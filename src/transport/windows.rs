@@ -411,7 +411,9 @@ impl super::ServerIo for ServerStream {
 /// Reads and throws away what the client sends, until it closes its end
 /// (or reading fails) or [`DRAIN_LIMIT`](super::DRAIN_LIMIT) bytes.
 async fn drain(stream: &ServerStream) {
-    let mut chunk = [0u8; 8 * 1024];
+    // On the heap, and only while draining: an array here would be part
+    // of every connection task's future, idle ones included (8 KiB each).
+    let mut chunk = vec![0u8; 8 * 1024];
     let mut drained = 0;
     while drained < super::DRAIN_LIMIT {
         if stream.readable().await.is_err() {
