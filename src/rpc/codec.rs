@@ -118,7 +118,9 @@ fn decode_msgpack<T: DeserializeOwned>(
             return plain.to_string();
         }
         meter.restart();
-        explain_msgpack::<T>(bytes, what, meter).unwrap_or_else(|| format!("{what}: {plain}"))
+        let plain = plain.to_string();
+        explain_msgpack::<T>(bytes, what, meter, &plain)
+            .unwrap_or_else(|| format!("{what}: {plain}"))
     })?;
     let left = de.get_ref().len();
     if left != 0 {
@@ -130,17 +132,27 @@ fn decode_msgpack<T: DeserializeOwned>(
 /// A better message for MessagePack that does not decode into `T`, from
 /// one more decode: rmp names a type mismatch by its marker (`wrong
 /// msgpack marker FixStr(1)`), so read the value as a JSON value (metered
-/// like any decode) and decode `T` from that, which says `invalid type:
-/// string "x", expected u64` and where. `None` when that does not tell
-/// more (the bytes are not a value JSON can hold, or that decode succeeds
-/// where rmp's failed).
-fn explain_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str, meter: &Meter) -> Option<String> {
+/// like any decode, and tracking where it is) and decode `T` from that,
+/// which says `invalid type: string "x", expected u64` and where. When
+/// the bytes are no JSON value, where that read failed, if it failed as
+/// the first decode did (`plain`: such as a map with an integer key for a
+/// method taking a JSON value). `None` when that tells nothing more.
+fn explain_msgpack<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    meter: &Meter,
+    plain: &str,
+) -> Option<String> {
     let mut de = msgpack_reader(bytes);
-    let value: serde_json::Value =
-        serde::Deserialize::deserialize(Metered::new(&mut de, meter)).ok()?;
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(_) => None,
-        Err(e) => Some(at_path(what, e)),
+    let value =
+        serde_path_to_error::deserialize::<_, serde_json::Value>(Metered::new(&mut de, meter));
+    match value {
+        Ok(value) => match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(_) => None,
+            Err(e) => Some(at_path(what, e)),
+        },
+        Err(e) if e.inner().to_string() == plain => Some(at_path(what, e)),
+        Err(_) => None,
     }
 }
 
