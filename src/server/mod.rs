@@ -369,10 +369,11 @@ impl<H> ServerBuilder<H> {
 
     /// Connections one user may hold at once (default: an eighth of
     /// `max_connections`, at least 1; at least 1, or `bind` fails). The
-    /// next one gets ERROR `overloaded` instead of HELLO. A user is the
-    /// peer's uid on Unix; on Windows, for now, its process id. The
-    /// server's own user and root (Windows: this process) are not
-    /// limited.
+    /// next one gets ERROR `overloaded` instead of HELLO (on Windows,
+    /// once the client's token is read after its HELLO). A user is what
+    /// [`Caller::user_key`](crate::transport::Caller::user_key) tells
+    /// apart: the uid on Unix, the user SID on Windows. The server's own
+    /// user and root (LocalSystem on Windows) are not limited.
     pub fn max_connections_per_user(mut self, max: usize) -> Self {
         self.max_connections_per_user = Some(max);
         self
