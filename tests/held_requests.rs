@@ -388,8 +388,11 @@ async fn an_idle_connection_gives_back_what_a_burst_made_it_hold() {
     gate.add_permits(BURST as usize);
     guard(from_client.recv()).await.unwrap();
     let quiet = Instant::now();
+    // On Windows mio keeps a pipe's last write buffer for reuse (as much
+    // as one coalesced write, 64 KiB here): that is below pipesvc.
+    let slack = if cfg!(windows) { 72 * 1024 } else { 1024 };
     let released = tokio::time::timeout(HANG_GUARD, async {
-        while held() - before > 1024 {
+        while held() - before > slack {
             tokio::task::yield_now().await;
         }
     })
