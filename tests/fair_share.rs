@@ -72,23 +72,30 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 /// A running attack: it stops when dropped.
 struct Attack {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-    /// What the attacker has sent (frames or bytes), to wait until it runs.
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// What the attackers have sent (frames or calls), to wait until they
+    /// run.
     sent: Arc<AtomicU64>,
 }
 
 impl Attack {
-    /// Starts `attack` (given the stop flag and the counter) on a thread.
-    fn start<F: std::future::Future<Output = u64>>(
-        attack: impl FnOnce(Arc<AtomicBool>, Arc<AtomicU64>) -> F + Send + 'static,
+    /// Starts `attackers` attackers, each on a thread of its own as a
+    /// separate client would be: `attacker(n, stop, sent)` for the `n`th.
+    fn start<F: std::future::Future<Output = ()>>(
+        attackers: usize,
+        attacker: impl Fn(usize, Arc<AtomicBool>, Arc<AtomicU64>) -> F + Send + Clone + 'static,
     ) -> Attack {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let (s, n) = (stop.clone(), sent.clone());
-        let thread = on_thread(move || attack(s, n));
+        let threads = (0..attackers)
+            .map(|n| {
+                let (stop, sent, attacker) = (stop.clone(), sent.clone(), attacker.clone());
+                on_thread(move || attacker(n, stop, sent))
+            })
+            .collect();
         Attack {
             stop,
-            thread: Some(thread),
+            threads,
             sent,
         }
     }
@@ -108,7 +115,10 @@ impl Attack {
 
     fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
+        for thread in self.threads.drain(..) {
+            thread.join().unwrap();
+        }
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -163,37 +173,27 @@ async fn a_cancel_flood_does_not_slow_a_bystander() {
     let serving = TestServer::start(server);
     let target = endpoint.clone();
     let ((_, p99_alone), (_, p99_attacked), _) = beside(&endpoint, "CANCEL flood", move || {
-        let attack = Attack::start(move |stop, sent| async move {
-            // 64 KiB of CANCELs for ids that are not in flight.
-            let mut flood = BytesMut::new();
-            for id in 1..=6553u32 {
-                flood.put_u32_le(6);
-                flood.put_slice(&[Kind::Cancel.to_u8(), 0]);
-                flood.put_u32_le(id);
+        // 64 KiB of CANCELs for ids that are not in flight.
+        let mut flood = BytesMut::new();
+        for id in 1..=6553u32 {
+            flood.put_u32_le(6);
+            flood.put_slice(&[Kind::Cancel.to_u8(), 0]);
+            flood.put_u32_le(id);
+        }
+        let flood = flood.freeze();
+        let attack = Attack::start(FLOODERS, move |_, stop, sent| {
+            let (flood, target) = (flood.clone(), target.clone());
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let mut client = RawClient::connect_v2(&target).await;
+                let stream = client.writer.get_mut();
+                while !stop.load(Ordering::Relaxed) {
+                    if stream.write_all(&flood).await.is_err() {
+                        break;
+                    }
+                    sent.fetch_add(6553, Ordering::Relaxed);
+                }
             }
-            let flood = flood.freeze();
-            // Each flooder on a thread of its own, as separate clients are.
-            let floods: Vec<_> = (0..FLOODERS)
-                .map(|_| {
-                    let (flood, stop, sent) = (flood.clone(), stop.clone(), sent.clone());
-                    let target = target.clone();
-                    on_thread(move || async move {
-                        use tokio::io::AsyncWriteExt;
-                        let mut client = RawClient::connect_v2(&target).await;
-                        let stream = client.writer.get_mut();
-                        while !stop.load(Ordering::Relaxed) {
-                            if stream.write_all(&flood).await.is_err() {
-                                break;
-                            }
-                            sent.fetch_add(6553, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .collect();
-            for flood in floods {
-                flood.join().unwrap();
-            }
-            sent.load(Ordering::Relaxed)
         });
         (attack, 100_000, 0)
     });
@@ -244,42 +244,32 @@ async fn a_messagepack_array_of_nils_is_bounded_and_a_bystander_is_served() {
     let seen = answers.clone();
     let ((_, p99_alone), (_, p99_attacked), sent) =
         beside(&endpoint, "MessagePack array of nils", move || {
-            let attack = Attack::start(move |stop, sent| async move {
-                let (good, bad) = (
-                    Bytes::from(nils(NILS, false)),
-                    Bytes::from(nils(NILS, true)),
-                );
-                // Each attacker on a thread of its own; one sends the value
-                // whole, the other one that fails at its last element.
-                let attackers: Vec<_> = (0..ATTACKERS)
-                    .map(|n| {
-                        let (stop, sent, seen) = (stop.clone(), sent.clone(), seen.clone());
-                        let params = if n % 2 == 0 {
-                            good.clone()
-                        } else {
-                            bad.clone()
-                        };
-                        let target = target.clone();
-                        on_thread(move || async move {
-                            let mut client = RawClient::connect_v2(&target).await;
-                            let mut id = 0;
-                            while !stop.load(Ordering::Relaxed) {
-                                id += 1;
-                                client.send(msgpack_call(id, "echo", &params)).await;
-                                let answer =
-                                    client.recv_skipping_notify().await.expect("an answer");
-                                let code = (answer.kind == Kind::Error)
-                                    .then(|| ErrorPayload::decode(&answer.payload).unwrap().code);
-                                seen.lock().unwrap().push((answer.kind, code));
-                                sent.fetch_add(1, Ordering::Relaxed);
-                            }
-                        })
-                    })
-                    .collect();
-                for attacker in attackers {
-                    attacker.join().unwrap();
+            let (good, bad) = (
+                Bytes::from(nils(NILS, false)),
+                Bytes::from(nils(NILS, true)),
+            );
+            // One sends the value whole, the next one that fails at its
+            // last element.
+            let attack = Attack::start(ATTACKERS, move |n, stop, sent| {
+                let params = if n % 2 == 0 {
+                    good.clone()
+                } else {
+                    bad.clone()
+                };
+                let (target, seen) = (target.clone(), seen.clone());
+                async move {
+                    let mut client = RawClient::connect_v2(&target).await;
+                    let mut id = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        id += 1;
+                        client.send(msgpack_call(id, "echo", &params)).await;
+                        let answer = client.recv_skipping_notify().await.expect("an answer");
+                        let code = (answer.kind == Kind::Error)
+                            .then(|| ErrorPayload::decode(&answer.payload).unwrap().code);
+                        seen.lock().unwrap().push((answer.kind, code));
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                sent.load(Ordering::Relaxed)
             });
             (attack, 1, 4)
         });
