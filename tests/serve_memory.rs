@@ -52,6 +52,16 @@ async fn serve(endpoint: &Endpoint, args: &[&str], limit: Option<u64>) -> Servic
         .expect("pipesvc serve starts")
 }
 
+/// Stops `service` as systemd would (SIGTERM), so that it removes its
+/// socket file, and waits for it.
+fn stop(mut service: ServiceProcess) {
+    let child = service.child();
+    // SAFETY: a signal to our own child, whose pid is still ours to use
+    // (it is reaped only below).
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
 /// A field of `/proc/<pid>/status` in bytes (`VmSize`, `VmRSS`, `VmHWM`).
 fn proc_status(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -194,7 +204,7 @@ async fn under_an_address_space_limit_serve_refuses_instead_of_aborting() {
     let endpoint = unique_endpoint("as-probe");
     let mut probe = serve(&endpoint, &[], None).await;
     let start = proc_status(probe.child().id(), "VmSize");
-    drop(probe);
+    stop(probe);
     let endpoint = unique_endpoint("as-limit");
     let mut service = serve(&endpoint, &[], Some(start + HEADROOM)).await;
 
@@ -260,6 +270,7 @@ async fn under_an_address_space_limit_serve_refuses_instead_of_aborting() {
     for hoarder in &hoarders {
         hoarder.abort();
     }
+    stop(service);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,5 +324,5 @@ async fn resident_memory_returns_near_its_start_after_an_attacks_clients_leave()
         mib(baseline)
     );
     client.close().await;
-    drop(service);
+    stop(service);
 }
