@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, TestServer, HANG_GUARD};
+use common::{guard, raise_nofile, unique_endpoint, RawClient, TestServer, HANG_GUARD};
 use pipesvc::protocol::{ErrorCode, ErrorPayload, Frame, Kind, HEADER_LEN};
 use pipesvc::server::{ConnectionContext, Server, ServerBuilder, ServiceError};
 use pipesvc::Endpoint;
@@ -281,22 +281,6 @@ async fn unfinished_frames_past_the_budget_get_overloaded_and_others_are_served(
         ErrorPayload::decode(&answer.payload)
     );
     guard(serving.stop()).await.expect("serve");
-}
-
-/// Raises this process's soft descriptor limit to at least `want` (up to
-/// the hard limit).
-fn raise_nofile(want: u64) {
-    #[cfg(unix)]
-    unsafe {
-        let mut limit = std::mem::zeroed::<libc::rlimit>();
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if (limit.rlim_cur as u64) < want {
-            limit.rlim_cur = (want as libc::rlim_t).min(limit.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
-    }
-    #[cfg(windows)]
-    let _ = want;
 }
 
 /// The server under an address-space limit runs in a child process (this

@@ -41,7 +41,7 @@ type Tweak = fn(ServerBuilder<()>) -> ServerBuilder<()>;
 
 #[tokio::test]
 async fn every_bad_server_setting_fails_bind_by_name() {
-    let cases: [(&str, Tweak, &str); 18] = [
+    let cases: [(&str, Tweak, &str); 23] = [
         (
             "max_connections",
             |b| b.max_connections(0),
@@ -61,6 +61,27 @@ async fn every_bad_server_setting_fails_bind_by_name() {
             "at most 536870911",
         ),
         ("input_budget", |b| b.input_budget(0), "at least 1"),
+        ("max_input_bytes", |b| b.max_input_bytes(0), "at least 1"),
+        (
+            "max_connections_per_user",
+            |b| b.max_connections_per_user(0),
+            "at least 1, not 0",
+        ),
+        (
+            "request_timeout",
+            |b| b.request_timeout(Some(Duration::ZERO)),
+            "above zero",
+        ),
+        (
+            "request_timeout",
+            |b| b.request_timeout(Some(Duration::MAX)),
+            "a year",
+        ),
+        (
+            "unanswered_frame_rate",
+            |b| b.unanswered_frame_rate(Some(0)),
+            "at least 1, not 0",
+        ),
         (
             "max_frame_len",
             |b| b.max_frame_len(5),
@@ -142,6 +163,10 @@ async fn the_edges_of_each_range_are_accepted_as_given() {
         .max_in_flight(1)
         .max_output_bytes(1)
         .input_budget(1)
+        .max_input_bytes(1)
+        .max_connections_per_user(1)
+        .request_timeout(Some(Duration::from_nanos(1)))
+        .unanswered_frame_rate(Some(1))
         // The STATUS answer's 74 bytes (the HELLO with no name is 16, the
         // HELLO reply 26).
         .max_frame_len(74)

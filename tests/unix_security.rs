@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, TestServer};
+use common::{guard, raise_nofile, unique_endpoint, TestServer};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::ErrorCode;
 use pipesvc::server::{AccessPolicy, ConnectionContext, Server, ServerBuilder, ServiceError};
@@ -305,4 +305,131 @@ async fn a_uid_allowed_after_a_custom_check_is_admitted() {
     assert_eq!(client.request("admitted").await.unwrap(), "admitted");
     client.close().await;
     guard(serving.stop()).await.expect("serve");
+}
+
+/// Set in the child that plays the other user: the socket to hoard.
+const HOARD_CHILD: &str = "PIPESVC_TEST_HOARD_SOCKET";
+const HOARD_TEST: &str = "one_user_with_a_thousand_idle_connections_leaves_room_for_another";
+
+/// The child's part: opens 1,000 connections to `socket`, completes the
+/// handshake of each one admitted, reports how many were held and how
+/// many refused, and keeps them open (idle) until its stdin closes.
+fn hoard_connections(socket: &str) {
+    use std::io::{Read, Write};
+    raise_nofile(1200);
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..1000 {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        let mut length = [0u8; 4];
+        // A server with many refusals in progress closes without one.
+        if stream.read_exact(&mut length).is_err() {
+            refused += 1;
+            continue;
+        }
+        let mut frame = vec![0u8; u32::from_le_bytes(length) as usize];
+        stream.read_exact(&mut frame).unwrap();
+        match frame[0] {
+            1 => {
+                // The client's HELLO, version 1.
+                stream
+                    .write_all(&[12, 0, 0, 0, 1, 0, 0, 0, 0, 0, b'P', b'S', b'V', b'C', 1, 0])
+                    .unwrap();
+                held.push(stream);
+            }
+            _ => {
+                assert_eq!(u16::from_le_bytes([frame[6], frame[7]]), 6, "overloaded");
+                refused += 1;
+            }
+        }
+    }
+    println!("pipesvc-child: held {} refused {refused}", held.len());
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_with_a_thousand_idle_connections_leaves_room_for_another() {
+    use std::io::BufRead;
+    if let Ok(socket) = std::env::var(HOARD_CHILD) {
+        return hoard_connections(&socket);
+    }
+    if !is_root() {
+        // Only root can start a process as another user; the limit itself
+        // is proved over the in-memory transport by
+        // fair_share::one_user_with_a_thousand_idle_connections_leaves_room_for_another.
+        eprintln!("not root: the per-user limit is checked in tests/fair_share.rs");
+        return;
+    }
+    raise_nofile(2400);
+    // A directory and socket the other user may reach, and a policy that
+    // admits it, so that only the connection limits stand in the way.
+    let dir = scratch_dir("per-user", 0o755);
+    let socket = dir.join("svc.sock");
+    let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
+    let serving = TestServer::start(
+        Server::builder(endpoint.clone())
+            .socket_mode(0o666)
+            .max_connections(1000)
+            .access(AccessPolicy::same_user().allow_uid(OTHER_UID))
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    // This test binary, copied where the other user can run it.
+    let bin = dir.join("unix_security-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = loop {
+        let spawned = Command::new(&bin)
+            .args(["--exact", HOARD_TEST, "--nocapture", "--test-threads=1"])
+            .env(HOARD_CHILD, &socket)
+            .current_dir(&dir)
+            .uid(OTHER_UID)
+            .gid(OTHER_GID)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        match spawned {
+            // See call_as_other_user: a fork holding the copy open.
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::yield_now()
+            }
+            spawned => break spawned.expect("run the test binary as another user"),
+        }
+    };
+    // Its report, read on a thread that then drains what else it prints.
+    let stdout = child.stdout.take().unwrap();
+    let (report_tx, report_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // libtest may have begun the line with the test's name.
+            if let Some((_, report)) = line.split_once("pipesvc-child: ") {
+                let _ = report_tx.send(report.to_owned());
+            }
+        }
+    });
+    let report = guard(tokio::task::spawn_blocking(move || report_rx.recv()))
+        .await
+        .unwrap()
+        .expect("the child's report");
+    // Root (the server's own user here) connects beside them.
+    let client = guard(Client::connect(&endpoint)).await;
+    eprintln!(
+        "pipesvc-report: uid {OTHER_UID} opened 1000 idle connections ({report}); \
+         root's client: {:?}",
+        client.as_ref().map(|_| "served")
+    );
+    let client = client.expect("the other user is served");
+    assert_eq!(guard(client.request("mine")).await.unwrap(), "mine");
+    client.close().await;
+    assert!(
+        !report.contains("refused 0"),
+        "one user took every connection: {report}"
+    );
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    guard(serving.stop()).await.expect("serve");
+    let _ = std::fs::remove_dir_all(&dir);
 }

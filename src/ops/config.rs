@@ -163,10 +163,28 @@ settings! {
     /// [default: 30]
     #[arg(value_name = "SECS")]
     frame_timeout: Seconds, Any;
-    /// Bytes all connections' unfinished frames may hold at once; a client
-    /// past it gets `overloaded` [default: 268435456]
+    /// Bytes all clients' frames may make the server hold at once (frames
+    /// arriving, requests waiting and running); past it a request gets
+    /// `overloaded` [default: 268435456]
     #[arg(value_name = "BYTES")]
     input_budget: Budget, Any;
+    /// Bytes one connection's requests may make the server hold before it
+    /// stops reading that connection [default: 33554432]
+    #[arg(value_name = "BYTES")]
+    max_input_bytes: Budget, Any;
+    /// Seconds a request without a deadline of its own may run before it
+    /// is answered `timed out`, or `off` [default: 300]
+    #[arg(value_name = "SECS|off")]
+    request_timeout: RequestTimeout, Any;
+    /// Connections one user may hold at once (the service's own user and
+    /// root are not limited) [default: max_connections / 8]
+    #[arg(value_name = "N")]
+    max_connections_per_user: Count, Any;
+    /// Frames that get no answer (CANCEL of a request not in flight,
+    /// NOTIFY) one connection may send per second, or `off`
+    /// [default: 10000]
+    #[arg(value_name = "N|off")]
+    unanswered_frame_rate: FrameRate, Any;
     /// Pipe instances listening at once (Windows only) [default: 4]
     #[arg(value_name = "N")]
     backlog: Instances, Windows;
@@ -423,6 +441,18 @@ impl Settings {
         }
         if let Some(n) = self.input_budget {
             builder = builder.input_budget(n.get());
+        }
+        if let Some(n) = self.max_input_bytes {
+            builder = builder.max_input_bytes(n.get());
+        }
+        if let Some(IdleTimeout(timeout)) = self.request_timeout {
+            builder = builder.request_timeout(timeout);
+        }
+        if let Some(n) = self.max_connections_per_user {
+            builder = builder.max_connections_per_user(n.get());
+        }
+        if let Some(FrameRate(rate)) = self.unanswered_frame_rate {
+            builder = builder.unanswered_frame_rate(rate);
         }
         if let Some(n) = self.backlog {
             builder = builder.backlog(n.get());
@@ -869,20 +899,55 @@ impl TryFrom<Raw> for IdleTimeout {
     type Error = String;
 
     fn try_from(raw: Raw) -> Result<IdleTimeout, String> {
-        match &raw {
-            Raw::Text(text) if text == "off" => Ok(IdleTimeout(None)),
-            Raw::Int(_) | Raw::Float(_) => Seconds::try_from(raw.clone())
-                .map(|Seconds(timeout)| IdleTimeout(Some(timeout)))
-                .map_err(|_| raw.refused(true, &Self::expecting())),
-            Raw::Text(_) => Err(raw.refused(true, &Self::expecting())),
-            _ => Err(raw.refused(false, &Self::expecting())),
-        }
+        let seconds = |raw| Seconds::try_from(raw).map(|Seconds(timeout)| timeout);
+        off_or(raw, Self::expecting, seconds).map(IdleTimeout)
+    }
+}
+
+/// `"off"` as `None`; else a number read by `number` (any other text or
+/// type refused, saying it expected what `expecting` says).
+fn off_or<T>(
+    raw: Raw,
+    expecting: fn() -> String,
+    number: impl FnOnce(Raw) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match &raw {
+        Raw::Text(text) if text == "off" => Ok(None),
+        Raw::Int(_) | Raw::Float(_) => number(raw.clone())
+            .map(Some)
+            .map_err(|_| raw.refused(true, &expecting())),
+        Raw::Text(_) => Err(raw.refused(true, &expecting())),
+        _ => Err(raw.refused(false, &expecting())),
     }
 }
 
 impl Kind for IdleTimeout {
     fn expecting() -> String {
         format!("{}, or \"off\"", Seconds::expecting())
+    }
+}
+
+/// The request timeout: seconds, or `off` (`None`), as the idle timeout.
+pub type RequestTimeout = IdleTimeout;
+
+/// A rate of frames per second (1 to 100000000), or `off` (`None`: no
+/// limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Raw")]
+pub struct FrameRate(pub Option<u32>);
+
+impl TryFrom<Raw> for FrameRate {
+    type Error = String;
+
+    fn try_from(raw: Raw) -> Result<FrameRate, String> {
+        let rate = |raw| Number::<1, 100_000_000>::try_from(raw).map(Number::get);
+        off_or(raw, Self::expecting, rate).map(FrameRate)
+    }
+}
+
+impl Kind for FrameRate {
+    fn expecting() -> String {
+        "a whole number from 1 to 100000000, or \"off\"".into()
     }
 }
 
@@ -984,7 +1049,7 @@ impl FromStr for IdList {
     }
 }
 
-from_text!(Seconds, IdleTimeout, PipeModeSetting);
+from_text!(Seconds, IdleTimeout, FrameRate, PipeModeSetting);
 
 /// One entry of `allow`, checked when read: a rule for connections
 /// (`group:staff`), a rule for a method (`jobs.cancel=admin`), or the
@@ -1068,6 +1133,7 @@ from_variable_by_parse!(
     String,
     Seconds,
     IdleTimeout,
+    FrameRate,
     Switch,
     PipeModeSetting,
     SocketMode,
@@ -1140,6 +1206,10 @@ mod tests {
             max_output_bytes = 1048576
             frame_timeout = 5
             input_budget = 1048576
+            max_input_bytes = 65536
+            request_timeout = 60
+            max_connections_per_user = 4
+            unanswered_frame_rate = "off"
             allow_anyone = false
         "#;
         let settings = Settings::from_toml(common).unwrap();
@@ -1162,7 +1232,29 @@ mod tests {
             Some(Seconds(Duration::from_secs(5)))
         );
         assert_eq!(settings.input_budget, Some(Number(1048576)));
+        assert_eq!(settings.max_input_bytes, Some(Number(65536)));
+        assert_eq!(
+            settings.request_timeout,
+            Some(IdleTimeout(Some(Duration::from_secs(60))))
+        );
+        assert_eq!(settings.max_connections_per_user, Some(Number(4)));
+        assert_eq!(settings.unanswered_frame_rate, Some(FrameRate(None)));
         assert_eq!(settings.allow_anyone, Some(Switch(false)));
+        let rate: FrameRate = "2500".parse().unwrap();
+        assert_eq!(rate, FrameRate(Some(2500)));
+        assert!("0".parse::<FrameRate>().is_err());
+        let off: RequestTimeout = "off".parse().unwrap();
+        assert_eq!(off, IdleTimeout(None));
+        // The builder takes them all.
+        let builder = settings.builder(settings.endpoint(&PIPESVC).unwrap());
+        let shown = format!("{builder:?}");
+        assert!(shown.contains("max_input_bytes: 65536"), "{shown}");
+        assert!(shown.contains("request_timeout: Some(60s)"), "{shown}");
+        assert!(
+            shown.contains("max_connections_per_user: Some(4)"),
+            "{shown}"
+        );
+        assert!(shown.contains("unanswered_frame_rate: None"), "{shown}");
         #[cfg(unix)]
         {
             let unix = "socket_mode = \"0o660\"\nallow_uids = [1001, 1002]\nallow_gids = []";

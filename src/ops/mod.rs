@@ -15,7 +15,9 @@
 //! - `windows_service` (feature `windows-service`): install, uninstall, start,
 //!   stop and status of a Windows service, and the entry point the Service
 //!   Control Manager launches;
-//! - `logging` (feature `logging`): where log lines go and how they are written.
+//! - `logging` (feature `logging`): where log lines go and how they are written;
+//! - on glibc Linux, `serve_until` gives freed memory back to the system
+//!   after each burst of load (`malloc_trim`; see `ops/memory.rs`).
 //!
 //! A [`Product`] names the program all this runs in: its variables' prefix,
 //! its default endpoint, server and service name, its readiness line, and
@@ -58,6 +60,8 @@ pub mod config;
 mod help;
 #[cfg(feature = "logging")]
 pub mod logging;
+#[cfg(all(feature = "config", target_os = "linux", target_env = "gnu"))]
+mod memory;
 #[cfg(feature = "config")]
 mod serve;
 #[cfg(all(feature = "systemd", target_os = "linux"))]

@@ -107,8 +107,12 @@ pub async fn serve_until<H: Answers>(
     let server = bind(product, settings, handler)?;
     #[cfg(unix)]
     tokio::spawn(log_status_on_request(status_requests, server.handle()));
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let returning = tokio::spawn(crate::ops::memory::return_after_bursts(server.handle()));
     ready(server.endpoint())?;
     server.serve_until(stop).await?;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    returning.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -116,6 +116,11 @@ pub enum CallError {
         /// The most its length field holds.
         max: usize,
     },
+    /// The system refused the memory for a copy of a name, key or value
+    /// (an address-space limit, for example): the call cannot be taken
+    /// now, and may be sent again later.
+    #[error("cannot allocate {0} bytes for the CALL header; try again later")]
+    NoMemory(usize),
 }
 
 impl CallHeader {
@@ -212,7 +217,10 @@ impl CallHeader {
             ms => Some(Duration::from_millis(ms.into())),
         };
         let entries = reader.u8("metadata count")?;
-        let mut metadata = Vec::with_capacity(entries.into());
+        let mut metadata = Vec::new();
+        metadata
+            .try_reserve_exact(entries.into())
+            .map_err(|_| CallError::NoMemory(usize::from(entries) * 48))?;
         for _ in 0..entries {
             let key_len = reader.u8("metadata key length")? as usize;
             let key = reader.text(key_len, "metadata key")?;
@@ -227,6 +235,19 @@ impl CallHeader {
             metadata,
         };
         Ok((header, payload.slice(reader.at..)))
+    }
+
+    /// Bytes the header's own copies take in memory (the method, the keys
+    /// and values, and their bookkeeping), apart from the frame it was
+    /// read from.
+    pub fn heap_len(&self) -> usize {
+        const STRING: usize = std::mem::size_of::<String>();
+        let entries: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2 * STRING)
+            .sum();
+        self.method.len() + entries
     }
 
     /// The value of the first metadata entry called `key`.
@@ -275,11 +296,18 @@ impl Reader<'_> {
         Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
     }
 
+    /// The next `n` bytes as a `String` of their own, allocated fallibly:
+    /// a CALL holds up to 16 MiB of names and metadata, which a server
+    /// under a memory limit must be able to refuse rather than abort on.
     fn text(&mut self, n: usize, what: &'static str) -> Result<String, CallError> {
         let bytes = self.take(n, what)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| CallError::NotUtf8(what))
+        let text = std::str::from_utf8(bytes).map_err(|_| CallError::NotUtf8(what))?;
+        let mut owned = String::new();
+        owned
+            .try_reserve_exact(n)
+            .map_err(|_| CallError::NoMemory(n))?;
+        owned.push_str(text);
+        Ok(owned)
     }
 }
 

@@ -58,9 +58,9 @@ pub enum CodecError {
         /// The capacity that was asked for.
         capacity: usize,
     },
-    /// The server's budget for unfinished frames is spent: other
-    /// connections hold it with frames they have not finished sending.
-    #[error("the server holds {budget} bytes of unfinished frames, its limit; try again later")]
+    /// The server's budget for what its clients' frames hold is spent:
+    /// frames being received, and requests waiting or running, hold it.
+    #[error("the server holds {budget} bytes for its clients' frames and requests, its limit; try again later")]
     Overloaded {
         /// The server's input budget, in bytes.
         budget: usize,

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::bounded::{Meter, Metered};
 use crate::protocol::Encoding;
 
 /// Room reserved for an encoded message before it is written: small
@@ -34,50 +35,92 @@ pub(crate) fn encode_bytes<T: Serialize + ?Sized>(
     encode(encoding, value).map(Bytes::from)
 }
 
-/// Decodes `bytes` (one whole value, nothing after it) in `encoding`. The
-/// error names the field that failed, below `what` (`params.ms: ...`).
-/// Empty input is read as `null` / nil.
+/// Decodes `bytes` (one whole value, nothing after it) in `encoding`, its
+/// memory bounded ([`bounded`](super::bounded)). The error names the field
+/// that failed, below `what` (`params.ms: ...`). Empty input is read as
+/// `null` / nil.
 pub(crate) fn decode<T: DeserializeOwned>(
     encoding: Encoding,
     bytes: &[u8],
     what: &str,
+) -> Result<T, String> {
+    decode_metered(encoding, bytes, what, &Meter::new(bytes.len(), None))
+}
+
+/// [`decode`] with `meter` counting the value's memory (its
+/// [`refusal`](Meter::refusal) says if it stopped the decode).
+pub(crate) fn decode_metered<T: DeserializeOwned>(
+    encoding: Encoding,
+    bytes: &[u8],
+    what: &str,
+    meter: &Meter,
 ) -> Result<T, String> {
     let bytes = match (bytes.is_empty(), encoding) {
         (false, _) => bytes,
         (true, Encoding::Json) => b"null",
         (true, Encoding::MessagePack) => &[0xc0],
     };
-    match encoding {
-        Encoding::Json => decode_json(bytes, what),
-        Encoding::MessagePack => decode_msgpack(bytes, what),
-    }
+    let decoded = match encoding {
+        Encoding::Json => decode_json(bytes, what, meter),
+        Encoding::MessagePack => decode_msgpack(bytes, what, meter),
+    };
+    decoded.map_err(|message| match meter.refusal() {
+        // The meter's own words, not the decoder's wrapping of them.
+        Some(refusal) => format!("{what}: {refusal}"),
+        None => message,
+    })
 }
+
+/// How deep MessagePack values may nest (serde_json's own limit): each
+/// level costs stack, which a value of a few bytes per level must not
+/// exhaust (rmp-serde allows 1024).
+const MAX_DEPTH: usize = 128;
 
 // Each decoder first runs plainly: serde_path_to_error keeps every map
 // key it passes as a String, a cost on each call. Only a failure is
-// decoded again with it, to say where (decoding is deterministic, so the
-// second run fails at the same place).
+// decoded once more, to say where (decoding is deterministic, so the
+// second run fails at the same place), unless the meter stopped it: that
+// needs no second look.
 
-fn decode_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|plain| {
+fn decode_json<T: DeserializeOwned>(bytes: &[u8], what: &str, meter: &Meter) -> Result<T, String> {
+    let plain = {
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        T::deserialize(Metered::new(&mut de, meter)).and_then(|value| de.end().map(|()| value))
+    };
+    plain.map_err(|plain| {
+        if meter.refusal().is_some() {
+            return plain.to_string();
+        }
+        meter.restart();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, T>(Metered::new(&mut de, meter)) {
             Err(e) => at_path(what, e),
             Ok(_) => format!("{what}: {plain}"),
         }
     })
 }
 
-fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+/// A MessagePack decoder of `bytes`, its nesting bounded.
+fn msgpack_reader(bytes: &[u8]) -> rmp_serde::Deserializer<rmp_serde::decode::ReadReader<&[u8]>> {
     let mut de = rmp_serde::Deserializer::new(bytes);
-    let value = T::deserialize(&mut de).map_err(|plain| {
-        explain_msgpack::<T>(bytes, what).unwrap_or_else(|| {
-            let mut de = rmp_serde::Deserializer::new(bytes);
-            match serde_path_to_error::deserialize::<_, T>(&mut de) {
-                Err(e) => at_path(what, e),
-                Ok(_) => format!("{what}: {plain}"),
-            }
-        })
+    de.set_max_depth(MAX_DEPTH);
+    de
+}
+
+fn decode_msgpack<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    meter: &Meter,
+) -> Result<T, String> {
+    let mut de = msgpack_reader(bytes);
+    let value = T::deserialize(Metered::new(&mut de, meter)).map_err(|plain| {
+        if meter.refusal().is_some() {
+            return plain.to_string();
+        }
+        meter.restart();
+        let plain = plain.to_string();
+        explain_msgpack::<T>(bytes, what, meter, &plain)
+            .unwrap_or_else(|| format!("{what}: {plain}"))
     })?;
     let left = de.get_ref().len();
     if left != 0 {
@@ -86,17 +129,30 @@ fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, St
     Ok(value)
 }
 
-/// A better message for MessagePack that does not decode into `T`: rmp
-/// names a type mismatch by its marker (`wrong msgpack marker FixStr(1)`),
-/// so read the value as a JSON value and decode that, which says
-/// `invalid type: string "x", expected u64`. `None` when that does not
-/// tell more (the bytes are not a value JSON can hold, or that decode
-/// succeeds where rmp's failed).
-fn explain_msgpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Option<String> {
-    let value: serde_json::Value = rmp_serde::from_slice(bytes).ok()?;
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(_) => None,
-        Err(e) => Some(at_path(what, e)),
+/// A better message for MessagePack that does not decode into `T`, from
+/// one more decode: rmp names a type mismatch by its marker (`wrong
+/// msgpack marker FixStr(1)`), so read the value as a JSON value (metered
+/// like any decode, and tracking where it is) and decode `T` from that,
+/// which says `invalid type: string "x", expected u64` and where. When
+/// the bytes are no JSON value, where that read failed, if it failed as
+/// the first decode did (`plain`: such as a map with an integer key for a
+/// method taking a JSON value). `None` when that tells nothing more.
+fn explain_msgpack<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    meter: &Meter,
+    plain: &str,
+) -> Option<String> {
+    let mut de = msgpack_reader(bytes);
+    let value =
+        serde_path_to_error::deserialize::<_, serde_json::Value>(Metered::new(&mut de, meter));
+    match value {
+        Ok(value) => match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(_) => None,
+            Err(e) => Some(at_path(what, e)),
+        },
+        Err(e) if e.inner().to_string() == plain => Some(at_path(what, e)),
+        Err(_) => None,
     }
 }
 

@@ -69,6 +69,7 @@
 //! }
 //! ```
 
+mod bounded;
 mod client;
 mod codec;
 mod description;

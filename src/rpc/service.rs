@@ -11,11 +11,18 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::bounded::{Meter, Refusal};
 use super::codec;
 use super::description::{Description, MethodDescription};
 use super::Method;
 use crate::protocol::{Encoding, MAX_METHOD_LEN, PROTOCOL_VERSION};
-use crate::server::{Calls, ConnectionContext, ServiceError};
+use crate::server::{Calls, ConnectionContext, Hold, MemoryBudget, ServiceError};
+
+/// Params at least this large are decoded on a blocking thread: decoding
+/// megabytes takes long enough (a tenth of a second and more) to hold up
+/// the connection's other requests, and other connections served by the
+/// same worker thread.
+const BLOCKING_DECODE: usize = 64 * 1024;
 
 /// A handler with its types erased: params bytes in, result bytes out.
 type Erased<S> = Box<
@@ -60,6 +67,10 @@ pub struct Service<S = ()> {
     encodings: Vec<Encoding>,
     /// The DESCRIBE answer, made at the first DESCRIBE.
     description: OnceLock<Bytes>,
+    /// Large decodes running at once on blocking threads: half the CPUs
+    /// (at least one), so that they leave the runtime's worker threads
+    /// room to serve everyone else.
+    decoders: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S: Send + Sync + 'static> Service<S> {
@@ -75,6 +86,7 @@ impl<S: Send + Sync + 'static> Service<S> {
             methods: Vec::new(),
             encodings: vec![Encoding::MessagePack, Encoding::Json],
             description: OnceLock::new(),
+            decoders: Arc::new(tokio::sync::Semaphore::new(decoders())),
         }
     }
 
@@ -99,13 +111,35 @@ impl<S: Send + Sync + 'static> Service<S> {
             !name.is_empty() && name.len() <= MAX_METHOD_LEN,
             "method name {name:?}: it must be 1 to {MAX_METHOD_LEN} bytes long"
         );
+        let handler = Arc::new(handler);
+        let decoders = self.decoders.clone();
         let erased: Erased<S> = Box::new(move |state, encoding, params, ctx| {
-            match codec::decode::<Req>(encoding, &params, "params") {
-                Ok(request) => handler(state, request, ctx)
-                    .map(move |result| encode_result(name, encoding, result?))
-                    .boxed(),
-                Err(message) => std::future::ready(Err(ServiceError::bad_request(message))).boxed(),
+            let budget = ctx.memory_budget().clone();
+            if params.len() < BLOCKING_DECODE {
+                return match decode_params::<Req>(encoding, &params, budget) {
+                    Ok((request, hold)) => handler(state, request, ctx)
+                        .map(move |result| {
+                            drop(hold);
+                            encode_result(name, encoding, result?)
+                        })
+                        .boxed(),
+                    Err(err) => std::future::ready(Err(err)).boxed(),
+                };
             }
+            let (handler, decoders) = (handler.clone(), decoders.clone());
+            async move {
+                let decoding = decoders.acquire_owned().await;
+                let decode = move || decode_params::<Req>(encoding, &params, budget);
+                let (request, hold) = match tokio::task::spawn_blocking(decode).await {
+                    Ok(decoded) => decoded?,
+                    Err(e) => return Err(ServiceError::new(format!("decoding failed: {e}"))),
+                };
+                drop(decoding);
+                let result = handler(state, request, ctx).await;
+                drop(hold);
+                encode_result(name, encoding, result?)
+            }
+            .boxed()
         });
         let previous = self.handlers.insert(name, erased);
         assert!(previous.is_none(), "method {name:?} is defined twice");
@@ -146,6 +180,30 @@ impl<S: Send + Sync + 'static> Service<S> {
             encodings: self.encodings.iter().map(|e| e.name().to_owned()).collect(),
             methods: self.methods.clone(),
         }
+    }
+}
+
+/// Large decodes at once: half the CPUs, at least one.
+fn decoders() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// A call's params decoded, their memory bounded and charged to the
+/// server's `budget` (the hold gives it back when dropped): `bad request`
+/// for params that do not decode or would take too much memory,
+/// `overloaded` when the server's budget has no room for them.
+fn decode_params<Req: DeserializeOwned>(
+    encoding: Encoding,
+    params: &[u8],
+    budget: Arc<MemoryBudget>,
+) -> Result<(Req, Option<Hold>), ServiceError> {
+    let meter = Meter::new(params.len(), Some(budget));
+    match codec::decode_metered::<Req>(encoding, params, "params", &meter) {
+        Ok(request) => Ok((request, meter.into_hold())),
+        Err(message) => Err(match meter.refusal() {
+            Some(Refusal::NoBudget { .. }) => ServiceError::overloaded(message),
+            _ => ServiceError::bad_request(message),
+        }),
     }
 }
 

@@ -26,11 +26,14 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::budget::Share;
 use super::connection_context::OutputLimit;
 use super::connection_context::RequestScope;
+use super::fair_share::{Throttle, Users};
 use super::in_flight::{error_that_fits, panic_message, run_request, InFlight, Work};
 use super::input::Input;
 use super::stats::Tally;
+use super::waiting::{Job, Tick, Waiter, Waiting};
 use super::{lock, Config, ConnectionContext, Handler, Refusal, ServiceError, Shared, Who};
 use crate::frame_io::{Outbox, COALESCE_LIMIT};
 use crate::log_limit::limited;
@@ -67,11 +70,17 @@ enum End {
     /// The access policy refused the client (Windows, once its token was
     /// read): ERROR `not allowed` with this message, then close.
     Refused(String),
+    /// The client's user holds its limit of connections (Windows, once
+    /// its token was read): ERROR `overloaded` with this message, then
+    /// close.
+    UserLimit(String),
 }
 
 pub(super) struct Connection<H> {
     pub(super) id: u64,
     pub(super) who: Who,
+    /// The connections each user holds (for a user known only later).
+    pub(super) users: Arc<Users>,
     pub(super) config: Arc<Config>,
     pub(super) handler: Arc<H>,
     pub(super) shared: Arc<Shared>,
@@ -90,7 +99,9 @@ impl<H: Handler> Connection<H> {
             End::Protocol(code, message) => {
                 limited!(warn, %code, message, "closing connection: protocol error")
             }
-            End::Refused(_) => tracing::debug!("closing a refused connection"),
+            End::Refused(_) | End::UserLimit(_) => {
+                tracing::debug!("closing a refused connection")
+            }
             End::TooSlow => limited!(
                 warn,
                 "disconnecting a client too slow for broadcasts: its output was full"
@@ -137,6 +148,20 @@ impl<H: Handler> Connection<H> {
                 return (end, None);
             }
         };
+        // A user known only now (Windows) is counted now, for as long as
+        // the session lasts.
+        let _user = match self.who {
+            Who::Known(_) => None,
+            Who::Later(_) => match self.users.admit(&caller) {
+                Some(slot) => Some(slot),
+                None => {
+                    limited!(warn, "refusing connection: the user holds its limit");
+                    let end = End::UserLimit(self.users.refusal());
+                    report(wire, &end);
+                    return (end, None);
+                }
+            },
+        };
         let output = wire.output.clone();
         let max_payload = self.config.max_payload();
         let ctx = ConnectionContext::new(
@@ -146,13 +171,14 @@ impl<H: Handler> Connection<H> {
             output,
             max_payload,
             self.config.access.clone(),
+            self.config.input_budget.clone(),
         );
         if version >= 2 {
             // Before any other frame, on_connect's NOTIFYs included.
             wire.push(Frame::new(Kind::Hello, 0, hello_reply(&self.config)));
         }
         lock(&self.shared.connections).insert(self.id, ctx.clone());
-        (self.serve_requests(wire, &ctx, version).await, Some(ctx))
+        (self.serve_requests(wire, &ctx).await, Some(ctx))
     }
 
     /// Who the client is: known at accept, or (Windows) read from its
@@ -237,20 +263,22 @@ impl<H: Handler> Connection<H> {
         &self,
         wire: &mut Wire<S>,
         ctx: &ConnectionContext,
-        version: u16,
     ) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
         let mut state = State::new(&self.shared, &self.config, wire.output.too_slow.clone());
-        state.version = version;
         // Nothing is read until the handler has greeted the client.
         state.chore = Some(chore(self.handler.on_connect(ctx.clone())));
         state.greeting = true;
         let mut ending = None;
         let end = loop {
             let event = poll_fn(|cx| wire.poll_event(cx, &mut in_flight, &mut state)).await;
-            let (frame, read_at) = match event {
-                Event::Frame(frame) => (frame, None),
-                Event::Unparked(frame, read_at) => (frame, Some(read_at)),
+            let started = match event {
+                Event::Frame(frame) => self.dispatch(frame, wire, ctx, &mut in_flight, &mut state),
+                Event::Unparked(waiter) => self.unparked(waiter, wire, ctx, &mut state),
+                Event::Expired(waiter) => {
+                    self.expired(waiter, wire, &mut state);
+                    continue;
+                }
                 Event::Eof => {
                     if wire.stream().peer_is_gone() {
                         break End::PeerGone;
@@ -261,6 +289,10 @@ impl<H: Handler> Connection<H> {
                     state.phase = Phase::Settling;
                     state.settle_by(self.config.shutdown_timeout, ErrorCode::TIMED_OUT);
                     continue;
+                }
+                Event::HungUp => {
+                    tracing::debug!("the client left while its connection was not read");
+                    break End::PeerGone;
                 }
                 Event::ReadFailed(e) => break decode_failed(e),
                 Event::WriteFailed(e) => {
@@ -292,17 +324,15 @@ impl<H: Handler> Connection<H> {
                         wire.tally.requests += 1;
                         wire.push(answer);
                     }
-                    for (parked, _) in [state.parked.take(), state.behind.take()]
-                        .into_iter()
-                        .flatten()
-                    {
-                        if is_request(parked.kind) {
+                    for waiter in state.waiting.drain() {
+                        state.share.release(waiter.held);
+                        if let Some(id) = waiter.job.id() {
                             wire.tally.requests += 1;
-                            wire.push(Frame::error(parked.id, code, why));
+                            wire.push(Frame::error(id, code, why));
                         }
                     }
                     // `on_connect` and `on_notify` end here too.
-                    state.chore = None;
+                    state.end_chore();
                     state.phase = Phase::Settling;
                     continue;
                 }
@@ -314,7 +344,7 @@ impl<H: Handler> Connection<H> {
                 }
                 Event::Settled => break ending.take().unwrap_or(End::PeerClosed),
             };
-            let start = match self.dispatch(frame, read_at, wire, ctx, &mut in_flight, &mut state) {
+            let start = match started {
                 Ok(Some(start)) => start,
                 Ok(None) => continue,
                 Err(end) => break end,
@@ -324,13 +354,17 @@ impl<H: Handler> Connection<H> {
                 work,
                 ctx,
                 deadline,
+                held,
             } = start;
+            // The server's request timeout reaches a request without a
+            // deadline of its own through the connection's tick: no timer
+            // per request.
+            let untimed = deadline.is_none() && self.config.request_timeout.is_some();
+            let started = untimed.then(|| state.tick.now());
             let request = run_request(&*self.handler, id, work, ctx, deadline);
-            if let Err(id) = in_flight.start(id, request) {
-                break End::Protocol(
-                    ErrorCode::DUPLICATE_ID,
-                    format!("request id {id} is already in flight"),
-                );
+            state.tick.busy = true;
+            if let Err(id) = in_flight.start(id, request, held, started) {
+                break duplicate(id);
             }
         };
         // Forgotten first, so that whoever sees a handler dropped also sees
@@ -340,9 +374,10 @@ impl<H: Handler> Connection<H> {
             // The connection is unusable: the answers are dropped, and an
             // error report is the last frame.
             in_flight.abort();
-            state.chore = None;
-            state.parked = None;
-            state.behind = None;
+            state.end_chore();
+            for waiter in state.waiting.drain() {
+                state.share.release(waiter.held);
+            }
             wire.held = None;
             if matches!(end, End::Protocol(..)) {
                 // What handlers queued came before the error.
@@ -353,14 +388,11 @@ impl<H: Handler> Connection<H> {
         end
     }
 
-    /// Acts on one frame from the client (read at `read_at`, if it was
-    /// parked; else just now); a frame that cannot be acted on yet is
-    /// parked (and reading waits for it). A request to start now is
-    /// handed back.
+    /// Acts on one frame just read from the client. A request to start now
+    /// is handed back; one that cannot start yet waits.
     fn dispatch<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
         &'a self,
         frame: Frame,
-        read_at: Option<Instant>,
         wire: &mut Wire<S>,
         ctx: &ConnectionContext,
         in_flight: &mut InFlight<F>,
@@ -378,12 +410,6 @@ impl<H: Handler> Connection<H> {
             // Its answer and the request's would share the id.
             check_not_in_flight(frame.id, in_flight, state)?;
         }
-        if state.parked.is_some() && !answered_at_once(frame.kind) {
-            // Read past a request waiting at the limit (protocol 2): it
-            // waits behind that one, and reading stops.
-            state.behind = Some((frame, read_at.unwrap_or_else(Instant::now)));
-            return Ok(None);
-        }
         match frame.kind {
             kind if is_request(kind) && state.phase == Phase::Draining => {
                 // Read after the GOODBYE: answered at once, not started.
@@ -391,12 +417,10 @@ impl<H: Handler> Connection<H> {
                 let why = "the server is shutting down; the request was not started";
                 wire.push(Frame::error(frame.id, ErrorCode::SHUTTING_DOWN, why));
             }
-            // A request after a NOTIFY starts once `on_notify` is done.
-            kind if is_request(kind) && (!in_flight.has_room() || state.chore.is_some()) => {
-                state.parked = Some((frame, read_at.unwrap_or_else(Instant::now)));
+            // REQUEST, CALL, NOTIFY: started, or left to wait.
+            kind if !answered_at_once(kind) && rule(kind).is_some() => {
+                return self.admit(frame, wire, ctx, in_flight, state)
             }
-            Kind::Request => return Ok(Some(self.start_request(frame, ctx, state))),
-            Kind::Call => return Ok(self.start_call(frame, read_at, wire, ctx)),
             Kind::Ping => wire.push(Frame::new(Kind::Pong, frame.id, frame.payload)),
             Kind::Status => {
                 let status = status_that_fits(&self.shared, self.config.max_payload());
@@ -412,19 +436,11 @@ impl<H: Handler> Connection<H> {
             Kind::Describe => wire.push(self.describe(frame.id)),
             Kind::Unknown(_) if frame.id == 0 => {
                 tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
+                state.unanswered();
             }
             Kind::Unknown(byte) => {
                 let why = format!("unknown kind {byte}");
                 wire.push(Frame::error(frame.id, ErrorCode::UNKNOWN_KIND, &why));
-            }
-            // Notifications are handled one at a time, in order.
-            Kind::Notify if state.chore.is_some() => {
-                state.parked = Some((frame, read_at.unwrap_or_else(Instant::now)));
-            }
-            Kind::Notify => {
-                let notified = self.handler.on_notify(frame.payload, ctx.clone());
-                state.chore = Some(chore(notified));
-                state.greeting = false;
             }
             other => {
                 return Err(End::Protocol(
@@ -436,77 +452,170 @@ impl<H: Handler> Connection<H> {
         Ok(None)
     }
 
-    /// A REQUEST for the byte handler. It gets no request scope, in either
-    /// version: a REQUEST has no deadline or metadata, a CANCEL drops its
-    /// future (which its handler sees through `Drop`), and so the byte
-    /// path allocates nothing per request. A byte request that wants a
-    /// scope is sent as a CALL of the empty method.
-    fn start_request<'a>(
+    /// A REQUEST, CALL or NOTIFY just read: charged to the connection's
+    /// share of the budget (refused `overloaded` if the server has no room
+    /// for it), then started, or left to wait behind the in-flight limit,
+    /// a running `on_notify`, or the jobs already waiting.
+    fn admit<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
         &'a self,
         frame: Frame,
+        wire: &mut Wire<S>,
         ctx: &ConnectionContext,
-        _state: &State<'a>,
-    ) -> Start<'a> {
-        let ctx = ctx.clone();
-        Start {
-            id: frame.id,
-            work: Work::Bytes(frame.payload),
-            ctx,
-            deadline: None,
+        in_flight: &InFlight<F>,
+        state: &mut State<'a>,
+    ) -> Result<Option<Start<'a>>, End> {
+        // Its id is new: checked by `dispatch` before anything answers it.
+        let (kind, id) = (frame.kind, frame.id);
+        let (job, held) = match Job::read(frame) {
+            Ok(job) => job,
+            Err((code, why)) => {
+                self.answer_now(wire, id, code, &why);
+                return Ok(None);
+            }
+        };
+        if let Job::Call { header, .. } = &job {
+            let access = &self.config.access;
+            if access.has_operation_rules() {
+                if let Err(refusal) = access.check_operation(&header.method, ctx.caller()) {
+                    log_refusal(&refusal, ctx.caller());
+                    self.answer_now(wire, id, ErrorCode::NOT_ALLOWED, &refusal.to_string());
+                    return Ok(None);
+                }
+            }
         }
+        if kind == Kind::Notify {
+            state.unanswered();
+        }
+        if !state.share.try_hold(held) {
+            let why = format!(
+                "the server holds its budget of {} bytes for its clients' requests; try again later",
+                self.config.input_budget.limit()
+            );
+            if kind == Kind::Notify {
+                return Err(End::Protocol(ErrorCode::OVERLOADED, why));
+            }
+            self.answer_now(wire, id, ErrorCode::OVERLOADED, &why);
+            return Ok(None);
+        }
+        let free = match job {
+            Job::Notify(_) => true,
+            _ => in_flight.has_room(),
+        };
+        if free && state.chore.is_none() && state.waiting.is_empty() {
+            return self.start_job(job, held, None, wire, ctx, state);
+        }
+        let read_at = Instant::now();
+        let timeout = match &job {
+            Job::Notify(_) => None,
+            job => job.own_timeout().or(self.config.request_timeout),
+        };
+        state.waiting.push(Waiter {
+            job,
+            held,
+            read_at,
+            deadline: timeout.map(|t| read_at + t),
+        });
+        Ok(None)
     }
 
-    /// A CALL to start, or answered at once (ERROR `bad request` or
-    /// `unknown method`) if it cannot be.
-    fn start_call<'a, S: ServerIo>(
+    /// Starts `job` (read at `read_at` if it waited; else just now), which
+    /// holds `held` bytes: a request is handed back to start, a NOTIFY goes
+    /// to `on_notify`.
+    fn start_job<'a, S: ServerIo>(
         &'a self,
-        frame: Frame,
+        job: Job,
+        held: usize,
         read_at: Option<Instant>,
         wire: &mut Wire<S>,
         ctx: &ConnectionContext,
-    ) -> Option<Start<'a>> {
-        let id = frame.id;
-        let (header, params) = match CallHeader::decode(&frame.payload) {
-            Ok(call) => call,
-            Err(e) => {
-                self.answer_now(wire, id, ErrorCode::BAD_REQUEST, &e.to_string());
-                return None;
+        state: &mut State<'a>,
+    ) -> Result<Option<Start<'a>>, End> {
+        // A job that waited gets the server's request timeout from when it
+        // was read, as a timer of its own.
+        let waited = read_at.and_then(|at| self.config.request_timeout.map(|t| at + t));
+        match job {
+            Job::Notify(payload) => {
+                let notified = self.handler.on_notify(payload, ctx.clone());
+                state.chore = Some(chore(notified));
+                state.chore_held = held;
+                state.greeting = false;
+                Ok(None)
             }
-        };
-        let access = &self.config.access;
-        if access.has_operation_rules() {
-            if let Err(refusal) = access.check_operation(&header.method, ctx.caller()) {
-                log_refusal(&refusal, ctx.caller());
-                self.answer_now(wire, id, ErrorCode::NOT_ALLOWED, &refusal.to_string());
-                return None;
+            Job::Request { id, payload } => Ok(Some(Start {
+                id,
+                work: Work::Bytes(payload),
+                ctx: ctx.clone(),
+                deadline: waited,
+                held,
+            })),
+            Job::Call { id, header, params } => {
+                let work = match self.call_work(&header, params) {
+                    Ok(work) => work,
+                    Err(err) => {
+                        state.share.release(held);
+                        self.answer_now(wire, id, err.code(), err.message());
+                        return Ok(None);
+                    }
+                };
+                let own = header
+                    .timeout
+                    .map(|timeout| read_at.unwrap_or_else(Instant::now) + timeout);
+                let mut metadata = header.metadata;
+                // The protocol's own keys are not the service's (PROTOCOL.md,
+                // "CALL"): none is defined yet, and a handler never sees one.
+                metadata.retain(|(key, _)| !key.starts_with(RESERVED_METADATA_PREFIX));
+                let scope = RequestScope {
+                    method: header.method,
+                    deadline: own,
+                    metadata,
+                    cancelled: CancellationToken::new(),
+                };
+                Ok(Some(Start {
+                    id,
+                    work,
+                    ctx: ctx.for_request(Arc::new(scope)),
+                    deadline: own.or(waited),
+                    held,
+                }))
             }
         }
-        let work = match self.call_work(&header, params) {
-            Ok(work) => work,
-            Err(err) => {
-                self.answer_now(wire, id, err.code(), err.message());
-                return None;
-            }
+    }
+
+    /// A job that waited and may start now (or, shutting down, is
+    /// answered `shutting down` unstarted).
+    fn unparked<'a, S: ServerIo>(
+        &'a self,
+        waiter: Waiter,
+        wire: &mut Wire<S>,
+        ctx: &ConnectionContext,
+        state: &mut State<'a>,
+    ) -> Result<Option<Start<'a>>, End> {
+        if let (Some(id), Phase::Draining) = (waiter.job.id(), state.phase) {
+            state.share.release(waiter.held);
+            wire.tally.requests += 1;
+            let why = "the server is shutting down; the request was not started";
+            wire.push(Frame::error(id, ErrorCode::SHUTTING_DOWN, why));
+            return Ok(None);
+        }
+        let Waiter {
+            job, held, read_at, ..
+        } = waiter;
+        self.start_job(job, held, Some(read_at), wire, ctx, state)
+    }
+
+    /// A waiting request whose deadline (its own, or the server's request
+    /// timeout) passed before it could start.
+    fn expired<S: ServerIo>(&self, waiter: Waiter, wire: &mut Wire<S>, state: &mut State<'_>) {
+        state.share.release(waiter.held);
+        let Some(id) = waiter.job.id() else {
+            return;
         };
-        let deadline = header
-            .timeout
-            .map(|timeout| read_at.unwrap_or_else(Instant::now) + timeout);
-        let mut metadata = header.metadata;
-        // The protocol's own keys are not the service's (PROTOCOL.md,
-        // "CALL"): none is defined yet, and a handler never sees one.
-        metadata.retain(|(key, _)| !key.starts_with(RESERVED_METADATA_PREFIX));
-        let scope = RequestScope {
-            method: header.method,
-            deadline,
-            metadata,
-            cancelled: CancellationToken::new(),
+        let why = match waiter.job.own_timeout() {
+            Some(_) => "the request's timeout passed while it waited for a slot",
+            None => "the request waited longer than the server's request timeout",
         };
-        Some(Start {
-            id,
-            work,
-            ctx: ctx.for_request(Arc::new(scope)),
-            deadline,
-        })
+        wire.tally.requests += 1;
+        wire.push(Frame::error(id, ErrorCode::TIMED_OUT, why));
     }
 
     /// What runs a CALL: the byte handler for the empty method, else one
@@ -566,12 +675,14 @@ impl<H: Handler> Connection<H> {
     }
 }
 
-/// A request to start: the future's parts.
+/// A request to start: the future's parts, and what it holds of the
+/// connection's share of the budget.
 struct Start<'a> {
     id: u32,
     work: Work<'a>,
     ctx: ConnectionContext,
     deadline: Option<Instant>,
+    held: usize,
 }
 
 /// What the id of a frame must be (PROTOCOL.md, "Kinds").
@@ -597,8 +708,9 @@ struct KindRule {
     /// It starts a handler, counts against the in-flight limit and waits
     /// there for room.
     starts: bool,
-    /// The server acts on it at once, also past a request waiting at the
-    /// in-flight limit (protocol 2).
+    /// The server acts on it at once, also past the requests waiting at
+    /// the in-flight limit; the others are admitted in order
+    /// (`Connection::admit`).
     at_once: bool,
 }
 
@@ -622,8 +734,8 @@ fn rule(kind: Kind) -> Option<KindRule> {
     })
 }
 
-/// REQUEST and CALL: the kinds that start a handler (and are parked at
-/// the in-flight limit).
+/// REQUEST and CALL: the kinds that start a handler (and wait at the
+/// in-flight limit).
 fn is_request(kind: Kind) -> bool {
     rule(kind).is_some_and(|rule| rule.starts)
 }
@@ -641,39 +753,32 @@ fn duplicate(id: u32) -> End {
     )
 }
 
-/// Refuses the id of a request still in flight (running or parked).
+/// Refuses the id of a request still in flight (running or waiting).
 fn check_not_in_flight<F: Future<Output = (u32, Frame)>>(
     id: u32,
     in_flight: &InFlight<F>,
     state: &State<'_>,
 ) -> Result<(), End> {
-    let parked = state
-        .parked
-        .as_ref()
-        .is_some_and(|(frame, _)| is_request(frame.kind) && frame.id == id);
-    match in_flight.contains(id) || parked {
+    match in_flight.contains(id) || state.waiting.contains(id) {
         true => Err(duplicate(id)),
         false => Ok(()),
     }
 }
 
-/// Acts on CANCEL `id`: the request in flight (or waiting at the limit)
-/// is dropped and answered ERROR `cancelled`; any other id is ignored.
+/// Acts on CANCEL `id`: the request in flight (or waiting to start) is
+/// dropped and answered ERROR `cancelled`; any other id is ignored (and
+/// counts against the connection's rate of frames without an answer).
 fn cancel<S: ServerIo, F: Future<Output = (u32, Frame)>>(
     id: u32,
     wire: &mut Wire<S>,
     in_flight: &mut InFlight<F>,
     state: &mut State<'_>,
 ) {
-    let parked = state
-        .parked
-        .as_ref()
-        .is_some_and(|(frame, _)| is_request(frame.kind) && frame.id == id);
-    if parked {
-        // The one behind it, if any, is parked in its place next.
-        state.parked = None;
+    if let Some(waiter) = state.waiting.remove(id) {
+        state.share.release(waiter.held);
     } else if !in_flight.cancel_one(id) {
         tracing::debug!(id, "CANCEL for a request not in flight: ignored");
+        state.unanswered();
         return;
     }
     wire.tally.requests += 1;
@@ -739,10 +844,15 @@ fn chore<'a>(work: impl Future<Output = ()> + Send + 'a) -> Chore<'a> {
 enum Event {
     /// A frame from the client, just read.
     Frame(Frame),
-    /// A frame parked until now, and when it was read.
-    Unparked(Frame, Instant),
+    /// A job that waited and may start now.
+    Unparked(Waiter),
+    /// A waiting job whose deadline passed before it could start.
+    Expired(Waiter),
     /// The client's end of the stream.
     Eof,
+    /// The client closed its end while the connection was not being read
+    /// (the tick's probe).
+    HungUp,
     /// Reading failed, or the client sent what is not a frame.
     ReadFailed(CodecError),
     /// The client stopped taking what is written, or the write failed.
@@ -780,20 +890,37 @@ struct State<'a> {
     deadline: Option<(Pin<Box<Sleep>>, ErrorCode)>,
     phase: Phase,
     chore: Option<Chore<'a>>,
+    /// What the NOTIFY the chore handles holds of the share.
+    chore_held: usize,
     /// The chore is `on_connect`: nothing is read until it is done.
     greeting: bool,
-    /// A frame read that cannot be acted on yet (a REQUEST or CALL at the
-    /// in-flight limit, a REQUEST, CALL or NOTIFY while `on_notify` runs),
-    /// and when it was read. While it waits nothing more is read, except
-    /// (protocol 2, behind a request) the frames answered at once.
-    parked: Option<(Frame, Instant)>,
-    /// The first frame of another kind read behind the parked request:
-    /// then reading stops, so at most two frames are held this way.
-    behind: Option<(Frame, Instant)>,
-    /// The connection's protocol version.
-    version: u16,
+    /// Requests and NOTIFYs read that cannot start yet (at the in-flight
+    /// limit, or while `on_notify` runs), in order. Reading goes on past
+    /// them, within their count and the share's bytes.
+    waiting: Waiting,
+    /// What this connection's requests hold of the server's budget.
+    share: Share,
+    /// The connection's rate of frames without an answer, if limited.
+    throttle: Option<Throttle>,
+    /// While set, the throttle keeps the connection from being read until
+    /// this timer fires.
+    resume: Option<Pin<Box<Sleep>>>,
+    paused: bool,
+    /// Frames read since the task last yielded to the runtime.
+    frames: u32,
+    /// Whether the loop read (or tried to) at its last turn.
+    reading: bool,
+    tick: Tick,
+    /// The server's request timeout, in ticks.
+    request_ticks: Option<u32>,
     idle: Option<Idle>,
 }
+
+/// Frames read per poll of the connection's task, after which it yields
+/// to the runtime (as tokio's own budget does for I/O): a client that
+/// floods frames which need no answer, and so no write, cannot keep its
+/// worker thread from other connections.
+const FRAMES_PER_POLL: u32 = 128;
 
 /// The idle timeout: armed for the last read plus the timeout.
 struct Idle {
@@ -804,16 +931,27 @@ struct Idle {
 
 impl<'a> State<'a> {
     fn new(shared: &Shared, config: &Config, too_slow: CancellationToken) -> State<'a> {
+        let tick = Tick::new(config.request_timeout);
+        let request_ticks = config.request_timeout.map(|t| tick.ticks_in(t));
         State {
             shutdown: Some(Box::pin(shared.shutdown.clone().cancelled_owned())),
             too_slow: Some(Box::pin(too_slow.cancelled_owned())),
             deadline: None,
             phase: Phase::Serving,
             chore: None,
+            chore_held: 0,
             greeting: false,
-            parked: None,
-            behind: None,
-            version: 1,
+            // One more than may run: as many as a full set of slots, and
+            // (at a limit of 1) reading goes on past a lone waiting request.
+            waiting: Waiting::new(config.max_in_flight.saturating_add(1)),
+            share: Share::new(config.input_budget.clone(), config.max_input_bytes),
+            throttle: config.unanswered_frame_rate.map(Throttle::new),
+            resume: None,
+            paused: false,
+            frames: 0,
+            reading: true,
+            tick,
+            request_ticks,
             idle: config.idle_timeout.map(|timeout| Idle {
                 timeout,
                 last_read: Instant::now(),
@@ -851,6 +989,14 @@ impl<'a> State<'a> {
                 return Poll::Ready(Event::Deadline(code));
             }
         }
+        if !self.waiting.is_empty() {
+            if let Poll::Ready(waiter) = self.waiting.poll_expired(cx) {
+                return Poll::Ready(Event::Expired(waiter));
+            }
+        }
+        if self.paused && poll_once(&mut self.resume, cx).is_ready() {
+            self.paused = false;
+        }
         Poll::Pending
     }
 
@@ -860,44 +1006,77 @@ impl<'a> State<'a> {
             None => Poll::Ready(()),
             Some(_) => {
                 ready!(poll_once(&mut self.chore, cx));
-                self.greeting = false;
+                self.end_chore();
                 Poll::Ready(())
             }
         }
     }
 
-    /// The parked frame, once it can be acted on (the one behind it, if
-    /// any, is parked in its place first).
+    /// Drops the chore, if any (done, or given up on), and what its NOTIFY
+    /// held.
+    fn end_chore(&mut self) {
+        self.chore = None;
+        self.greeting = false;
+        self.share.release(std::mem::take(&mut self.chore_held));
+    }
+
+    /// The first waiting job, once it can start.
     fn unpark<F: Future<Output = (u32, Frame)>>(
         &mut self,
         in_flight: &InFlight<F>,
     ) -> Option<Event> {
-        if self.parked.is_none() {
-            self.parked = self.behind.take();
-        }
-        let ready = match self.parked.as_ref()?.0.kind {
-            kind if is_request(kind) && self.phase == Phase::Draining => true,
-            kind if is_request(kind) => in_flight.has_room() && self.chore.is_none(),
-            _ => self.chore.is_none(),
+        let front = self.waiting.front()?;
+        let ready = match front.job {
+            Job::Notify(_) => self.chore.is_none(),
+            _ if self.phase == Phase::Draining => true,
+            _ => in_flight.has_room() && self.chore.is_none(),
         };
         if !ready {
             return None;
         }
-        let (frame, read_at) = self.parked.take()?;
-        Some(Event::Unparked(frame, read_at))
+        self.waiting.pop_front().map(Event::Unparked)
     }
 
-    /// Whether the loop reads now (given room for the answers). Past a
-    /// parked request a protocol 2 connection reads on, until a frame
-    /// that is not answered at once waits behind it.
+    /// Whether the loop reads now (given room for the answers): not while
+    /// greeting or settling, nor while as many jobs wait as may run, the
+    /// connection's requests hold its share of the budget, or the throttle
+    /// holds it back.
     fn reads(&self) -> bool {
-        let past_parked = match &self.parked {
-            None => self.behind.is_none(),
-            Some((frame, _)) => {
-                self.version >= 2 && is_request(frame.kind) && self.behind.is_none()
-            }
+        self.phase != Phase::Settling
+            && !self.greeting
+            && !self.waiting.is_full()
+            && !self.share.is_full()
+            && !self.paused
+    }
+
+    /// Counts a frame that gets no answer against the connection's rate;
+    /// past it, reading pauses until the rate allows more.
+    fn unanswered(&mut self) {
+        let Some(throttle) = &mut self.throttle else {
+            return;
         };
-        self.phase != Phase::Settling && !self.greeting && past_parked
+        if let Some(resume) = throttle.spend() {
+            limited!(
+                debug,
+                "a client sends frames that need no answer faster than its rate; pausing it"
+            );
+            self.paused = true;
+            match &mut self.resume {
+                Some(timer) => timer.as_mut().reset(resume),
+                None => self.resume = Some(Box::pin(tokio::time::sleep_until(resume))),
+            }
+        }
+    }
+
+    /// Whether the connection's tick has work: requests under the
+    /// server's request timeout, a connection not read (whose client may
+    /// leave unseen), or memory a burst left to give back.
+    fn needs_tick<F: Future<Output = (u32, Frame)>>(&self, in_flight: &InFlight<F>) -> bool {
+        (self.request_ticks.is_some() && in_flight.has_untimed())
+            || (!self.reading && self.phase != Phase::Settling)
+            || in_flight.has_spare()
+            || self.share.has_spare()
+            || self.waiting.has_spare()
     }
 
     fn poll_idle(&mut self, cx: &mut TaskContext<'_>, busy: bool) -> Poll<Event> {
@@ -1152,6 +1331,20 @@ impl<S: ServerIo> Wire<S> {
         in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
     ) -> Poll<Event> {
+        let event = self.poll_turns(cx, in_flight, state);
+        if event.is_pending() {
+            // The task yields to the runtime now.
+            state.frames = 0;
+        }
+        event
+    }
+
+    fn poll_turns<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        in_flight: &mut InFlight<F>,
+        state: &mut State<'_>,
+    ) -> Poll<Event> {
         if let Poll::Ready(event) = state.poll_signals(cx) {
             return Poll::Ready(event);
         }
@@ -1161,32 +1354,37 @@ impl<S: ServerIo> Wire<S> {
             }
             self.gather_answers(cx, in_flight);
             let chore_done = state.poll_chore(cx).is_ready();
+            state.share.release(in_flight.take_released());
             if let Some(event) = state.unpark(in_flight) {
                 return Poll::Ready(event);
             }
             let settled = chore_done
                 && in_flight.is_empty()
-                && state.parked.is_none()
-                && state.behind.is_none()
+                && state.waiting.is_empty()
                 && self.held.is_none();
             if settled && state.phase == Phase::Settling {
                 return Poll::Ready(Event::Settled);
             }
-            // Counted before the client can see the answers: a STATUS it
-            // sends next includes them.
-            self.publish();
             let mut wrote_all = false;
             if !self.outbox.is_empty() {
+                // Counted before the client can see the answers: a STATUS
+                // it sends next includes them.
+                self.publish();
                 match self.poll_write(cx) {
                     Poll::Ready(Ok(())) => wrote_all = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
                     Poll::Pending => {}
                 }
             }
-            if state.reads() && self.has_room_for_answers() {
+            state.reading = state.reads() && self.has_room_for_answers();
+            if state.reading {
+                if state.frames >= FRAMES_PER_POLL {
+                    return self.yield_now(cx, in_flight, state);
+                }
                 match self.poll_read(cx) {
                     Poll::Ready(event) => {
                         state.read_happened();
+                        state.frames += 1;
                         return Poll::Ready(event);
                     }
                     // Shutting down, nothing more is there to read, and
@@ -1200,12 +1398,90 @@ impl<S: ServerIo> Wire<S> {
             if !wrote_all {
                 // Waiting for the client, a handler or a timer.
                 self.trim_read_buffer();
+                self.publish();
+                match self.poll_tick(cx, in_flight, state) {
+                    Poll::Ready(Some(event)) => return Poll::Ready(event),
+                    // It may have answered requests: another turn.
+                    Poll::Ready(None) => continue,
+                    Poll::Pending => {}
+                }
                 return state.poll_idle(cx, !in_flight.is_empty());
             }
         }
         // Budget spent with work left: let other tasks run, then go on.
+        self.yield_now(cx, in_flight, state)
+    }
+
+    /// Lets other tasks run, then goes on (the task is woken at once).
+    fn yield_now<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        in_flight: &mut InFlight<F>,
+        state: &mut State<'_>,
+    ) -> Poll<Event> {
+        // A busy connection still keeps its clock.
+        if let Poll::Ready(Some(event)) = self.poll_tick(cx, in_flight, state) {
+            return Poll::Ready(event);
+        }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// The connection's tick (armed while it has work): at each, the
+    /// housekeeping. `Ready(Some)`: an event it found; `Ready(None)`: it
+    /// ran (and may have queued answers).
+    fn poll_tick<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        in_flight: &mut InFlight<F>,
+        state: &mut State<'_>,
+    ) -> Poll<Option<Event>> {
+        if !state.tick.is_armed() {
+            if !state.needs_tick(in_flight) {
+                return Poll::Pending;
+            }
+            state.tick.arm();
+        }
+        ready!(state.tick.poll(cx));
+        Poll::Ready(self.housekeeping(in_flight, state))
+    }
+
+    /// What the connection does once per tick: stops requests past the
+    /// server's request timeout (that have no deadline of their own),
+    /// notices a client that left while the connection was not read, and
+    /// gives back what a burst left once a whole tick passed without a new
+    /// request.
+    fn housekeeping<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        in_flight: &mut InFlight<F>,
+        state: &mut State<'_>,
+    ) -> Option<Event> {
+        if let Some(limit) = state.request_ticks {
+            // Started `limit` whole ticks ago or more (the tick it started
+            // in counts as none).
+            if let Some(before) = state.tick.now().checked_sub(limit.saturating_add(1)) {
+                let why = "the request ran longer than the server's request timeout";
+                in_flight.expire(before, |id| {
+                    self.tally.requests += 1;
+                    self.push(Frame::error(id, ErrorCode::TIMED_OUT, why));
+                });
+                state.share.release(in_flight.take_released());
+            }
+        }
+        if !state.reading && state.phase != Phase::Settling && self.stream().peer_hung_up() {
+            return Some(Event::HungUp);
+        }
+        if !state.tick.busy && in_flight.is_empty() && state.waiting.is_empty() {
+            in_flight.trim();
+            state.waiting.trim();
+            state.share.trim();
+            self.shrink_read_buffer();
+            if !state.needs_tick(in_flight) {
+                state.tick.trim();
+            }
+        }
+        state.tick.busy = false;
+        None
     }
 
     /// The next frame from the client, if one is there.
@@ -1213,6 +1489,10 @@ impl<S: ServerIo> Wire<S> {
         let read = ready!(self.reader.poll_next_unpin(cx));
         Poll::Ready(match read {
             Some(Ok(frame)) => {
+                if frame.kind == Kind::Status {
+                    // Its answer counts what this connection did before it.
+                    self.publish();
+                }
                 self.tally.bytes_in += frame.wire_len() as u64;
                 Event::Frame(frame)
             }
@@ -1227,6 +1507,15 @@ impl<S: ServerIo> Wire<S> {
     fn trim_read_buffer(&mut self) {
         let buffer = self.reader.read_buffer_mut();
         if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEEP {
+            *buffer = BytesMut::with_capacity(READ_BUFFER_START);
+        }
+    }
+
+    /// Replaces an empty read buffer larger than a new one with a new one:
+    /// what a quiet connection keeps of a burst (the tick's trim).
+    fn shrink_read_buffer(&mut self) {
+        let buffer = self.reader.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_START {
             *buffer = BytesMut::with_capacity(READ_BUFFER_START);
         }
     }
@@ -1325,6 +1614,7 @@ fn report<S: ServerIo>(wire: &mut Wire<S>, end: &End) {
         End::Shutdown => Frame::goodbye("the server is shutting down"),
         End::Protocol(code, message) => Frame::error(0, *code, message),
         End::Refused(message) => Frame::error(0, ErrorCode::NOT_ALLOWED, message),
+        End::UserLimit(message) => Frame::error(0, ErrorCode::OVERLOADED, message),
         End::PeerClosed | End::PeerGone | End::TooSlow => return,
     };
     wire.push(frame);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::MemoryBudget;
 use super::{AccessPolicy, Refusal, Rule, ServiceError};
 use crate::error::{Error, Result};
 use crate::protocol::Frame;
@@ -55,6 +56,9 @@ struct Inner {
     max_payload: usize,
     /// The server's policy, for [`ConnectionContext::authorize`].
     access: Arc<AccessPolicy>,
+    /// The server's budget for what clients make it hold (typed calls
+    /// charge their decoded params to it).
+    budget: Arc<MemoryBudget>,
 }
 
 /// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
@@ -97,6 +101,7 @@ impl ConnectionContext {
         output: Arc<OutputLimit>,
         max_payload: usize,
         access: Arc<AccessPolicy>,
+        budget: Arc<MemoryBudget>,
     ) -> ConnectionContext {
         ConnectionContext {
             inner: Arc::new(Inner {
@@ -106,6 +111,7 @@ impl ConnectionContext {
                 output,
                 max_payload,
                 access,
+                budget,
             }),
             request: None,
         }
@@ -281,6 +287,12 @@ impl ConnectionContext {
         self.inner.max_payload
     }
 
+    /// The server's budget for what its clients make it hold.
+    #[cfg_attr(not(feature = "rpc"), allow(dead_code))]
+    pub(crate) fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.inner.budget
+    }
+
     pub(crate) async fn send(&self, frame: Frame) -> Result<()> {
         self.check_len(&frame)?;
         let output = &self.inner.output;
@@ -332,7 +344,16 @@ impl ConnectionContext {
         let (outbound, _) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(1 << 20));
         let access = Arc::new(AccessPolicy::default());
-        let ctx = ConnectionContext::new(1, Caller::current(), outbound, output, 1 << 20, access);
+        let budget = Arc::new(MemoryBudget::new(1 << 30));
+        let ctx = ConnectionContext::new(
+            1,
+            Caller::current(),
+            outbound,
+            output,
+            1 << 20,
+            access,
+            budget,
+        );
         ctx.for_request(Arc::new(RequestScope {
             method: method.to_owned(),
             deadline: None,

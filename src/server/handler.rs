@@ -145,6 +145,16 @@ impl ServiceError {
         }
     }
 
+    /// ERROR `overloaded` (6): the service is at a limit (such as its
+    /// memory for requests) and cannot take this request now; the client
+    /// may try again later.
+    pub fn overloaded(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::OVERLOADED,
+            message: message.into(),
+        }
+    }
+
     /// ERROR `unknown method` (12) for `method` (empty: the byte handler).
     pub fn unknown_method(method: &str) -> ServiceError {
         let message = match method {

@@ -42,11 +42,22 @@ pub(super) struct InFlight<F> {
     ids: HashMap<u32, usize>,
     woken: Arc<Woken>,
     limit: usize,
+    /// Bytes held by requests that have finished (or were dropped) since
+    /// the connection last took this count ([`InFlight::take_released`]).
+    released: usize,
+    /// Requests running under the server's request timeout.
+    untimed: usize,
 }
 
 struct Slot<F> {
     future: Pin<Box<Option<F>>>,
     waker: Arc<SlotWaker>,
+    /// What the request holds of the connection's share of the budget.
+    held: usize,
+    /// The connection's [`Tick`](super::waiting::Tick) when it started, if
+    /// the server's request timeout applies to it (it has no deadline of
+    /// its own).
+    started: Option<u32>,
 }
 
 /// The slots to poll: those just started, and those whose waker fired.
@@ -85,6 +96,8 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             ids: HashMap::new(),
             woken: Arc::default(),
             limit,
+            released: 0,
+            untimed: 0,
         }
     }
 
@@ -111,23 +124,53 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         };
         // A wake still queued for the slot finds it empty (or finds the
         // next request there, which then gets one poll more: harmless).
-        self.slots[index].future.as_mut().set(None);
-        self.free.push(index);
+        self.free_slot(index);
         true
     }
 
-    /// Starts `request`, whose id is `id`; refuses an id still in flight.
-    /// It is first polled by the next [`InFlight::poll_answer`].
-    pub(super) fn start(&mut self, id: u32, request: F) -> Result<(), u32> {
+    /// Empties slot `index` (dropping its request) and counts what the
+    /// request held as released.
+    fn free_slot(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.future.as_mut().set(None);
+        self.released += std::mem::take(&mut slot.held);
+        if slot.started.take().is_some() {
+            self.untimed -= 1;
+        }
+        self.free.push(index);
+    }
+
+    /// The bytes held by requests that finished or were dropped since the
+    /// last call, for the connection to give back to its share.
+    pub(super) fn take_released(&mut self) -> usize {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Starts `request`, whose id is `id` and which holds `held` bytes;
+    /// `started` is the tick it starts at if the server's request timeout
+    /// applies to it. Refuses an id still in flight. It is first polled by
+    /// the next [`InFlight::poll_answer`].
+    pub(super) fn start(
+        &mut self,
+        id: u32,
+        request: F,
+        held: usize,
+        started: Option<u32>,
+    ) -> Result<(), u32> {
         let index = self.free.pop().unwrap_or_else(|| self.new_slot());
-        // One lookup: the caller has checked the id already.
-        let Entry::Vacant(entry) = self.ids.entry(id) else {
-            self.free.push(index);
-            return Err(id);
+        // One lookup for the check and the insert.
+        match self.ids.entry(id) {
+            Entry::Occupied(_) => {
+                self.free.push(index);
+                return Err(id);
+            }
+            Entry::Vacant(vacant) => vacant.insert(index),
         };
-        entry.insert(index);
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(Some(request));
+        slot.held = held;
+        slot.started = started;
+        self.untimed += usize::from(started.is_some());
         // Queued for its first poll without waking the connection's task:
         // that task is the caller, and polls the queue next. (A wake would
         // schedule it again, and could hand it to another worker thread.)
@@ -146,8 +189,54 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
                 queued: AtomicBool::new(false),
                 woken: self.woken.clone(),
             }),
+            held: 0,
+            started: None,
         });
         index
+    }
+
+    /// Drops every request that started at tick `before` or earlier under
+    /// the server's request timeout, calling `answer` with each one's id.
+    pub(super) fn expire(&mut self, before: u32, mut answer: impl FnMut(u32)) {
+        let expired: Vec<(u32, usize)> = self
+            .ids
+            .iter()
+            .filter(|&(_, &index)| {
+                self.slots[index]
+                    .started
+                    .is_some_and(|at| before.wrapping_sub(at) < u32::MAX / 2)
+            })
+            .map(|(&id, &index)| (id, index))
+            .collect();
+        for (id, index) in expired {
+            self.ids.remove(&id);
+            self.free_slot(index);
+            answer(id);
+        }
+    }
+
+    /// Whether any request runs under the server's request timeout.
+    pub(super) fn has_untimed(&self) -> bool {
+        self.untimed > 0
+    }
+
+    /// Gives back the slots (and their futures' memory) a burst of
+    /// requests left, once none is in flight: a connection keeps what its
+    /// usual traffic needs, not the most it ever ran at once.
+    pub(super) fn trim(&mut self) {
+        if !self.ids.is_empty() || self.slots.is_empty() {
+            return;
+        }
+        self.slots = Vec::new();
+        self.free = Vec::new();
+        self.ids = HashMap::new();
+        // Wakes still queued name slots that are gone.
+        *lock(&self.woken.slots) = VecDeque::new();
+    }
+
+    /// Whether a burst left slots to give back.
+    pub(super) fn has_spare(&self) -> bool {
+        self.ids.is_empty() && !self.slots.is_empty()
     }
 
     /// The next answer that is ready. Its id is free again from here on:
@@ -167,7 +256,10 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
                     false => Poll::Pending,
                 };
             };
-            let slot = &mut self.slots[index];
+            // A wake for a slot given back since ([`InFlight::trim`]).
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
             slot.waker.queued.store(false, Ordering::Release);
             // A slot woken after its request finished has nothing to poll.
             let Some(future) = slot.future.as_mut().as_pin_mut() else {
@@ -175,8 +267,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             };
             let waker = Waker::from(slot.waker.clone());
             if let Poll::Ready((id, answer)) = future.poll(&mut TaskContext::from_waker(&waker)) {
-                slot.future.as_mut().set(None);
-                self.free.push(index);
+                self.free_slot(index);
                 self.ids.remove(&id);
                 return Poll::Ready(Some(answer));
             }
@@ -204,10 +295,9 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     }
 
     fn drop_all(&mut self) {
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            if slot.future.is_some() {
-                slot.future.as_mut().set(None);
-                self.free.push(index);
+        for index in 0..self.slots.len() {
+            if self.slots[index].future.is_some() {
+                self.free_slot(index);
             }
         }
     }

@@ -6,9 +6,14 @@
 //! - **Before the handshake** only frames up to [`HANDSHAKE_MAX_FRAME_LEN`]
 //!   are accepted (a client's HELLO is 12 bytes), so a header announcing a
 //!   large frame before HELLO commits nothing.
-//! - **A server-wide budget** ([`InputBudget`]) bounds the bytes that
-//!   partially received frames hold across all connections: a connection
-//!   whose frame would need more than is left gets ERROR `overloaded`.
+//! - **The server-wide budget** ([`MemoryBudget`]) bounds the bytes that
+//!   partially received frames hold, with everything else clients make the
+//!   server hold (`server/budget.rs`): a connection whose frame would need
+//!   more than is left gets ERROR `overloaded`. Only a frame's growth past
+//!   the plain read buffer (8 KiB per connection) is charged, from the
+//!   moment its buffer grows for it until the frame is complete (its bytes
+//!   then belong to its request, charged again as such) or the connection
+//!   ends.
 //! - **A frame deadline**: once part of a frame is here and the server
 //!   waits for the rest, the rest must arrive within the frame timeout, or
 //!   the connection gets ERROR `timed out`.
@@ -18,7 +23,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +32,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, FramedRead};
 
+use super::budget::MemoryBudget;
 use super::Config;
 use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::transport::ServerIo;
@@ -38,50 +43,12 @@ use crate::transport::ServerIo;
 /// versions may append.
 pub const HANDSHAKE_MAX_FRAME_LEN: u32 = 256;
 
-/// The bytes all connections' unfinished frames may hold at once.
-///
-/// Only a frame's growth past the plain read buffer (8 KiB per connection)
-/// is charged: from the moment its buffer grows for it until the frame is
-/// complete (or the connection ends).
-#[derive(Debug)]
-pub(super) struct InputBudget {
-    limit: usize,
-    held: AtomicUsize,
-}
-
-impl InputBudget {
-    /// The budget's size in bytes.
-    pub(super) fn limit(&self) -> usize {
-        self.limit
-    }
-
-    pub(super) fn new(limit: usize) -> InputBudget {
-        InputBudget {
-            limit,
-            held: AtomicUsize::new(0),
-        }
-    }
-
-    /// Takes `bytes` from the budget, or nothing if fewer are left.
-    fn try_take(&self, bytes: usize) -> bool {
-        self.held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|&sum| sum <= self.limit)
-            })
-            .is_ok()
-    }
-
-    fn give_back(&self, bytes: usize) {
-        self.held.fetch_sub(bytes, Ordering::AcqRel);
-    }
-}
-
 /// The codec with the server's limits: the handshake's small maximum, then
 /// the configured one; every growth for a frame charged to the budget.
 struct InputCodec {
     codec: FrameCodec,
     max_frame_len: u32,
-    budget: Arc<InputBudget>,
+    budget: Arc<MemoryBudget>,
     /// What the frame being received holds of the budget.
     charged: usize,
 }
@@ -107,7 +74,7 @@ impl Decoder for InputCodec {
             let more = capacity.saturating_sub(*charged);
             if !budget.try_take(more) {
                 return Err(CodecError::Overloaded {
-                    budget: budget.limit,
+                    budget: budget.limit(),
                 });
             }
             *charged += more;

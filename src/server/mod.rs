@@ -22,15 +22,21 @@
 //! server that listens nowhere and serves only such streams.
 
 mod access;
+mod budget;
 mod calls;
 mod connection;
 mod connection_context;
+mod fair_share;
 #[cfg(unix)]
 mod fd_limit;
 mod handler;
 mod in_flight;
 mod input;
 mod stats;
+mod waiting;
+
+#[cfg(feature = "rpc")]
+pub(crate) use budget::{Hold, MemoryBudget};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -89,10 +95,32 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_OUTPUT_BYTES: usize = (u32::MAX >> 3) as usize;
 /// Default time a client has to finish a frame it has started sending.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default bound on the bytes all connections' unfinished frames hold at
-/// once: 256 MiB, room for 200 clients each sending a 1 MiB frame at the
-/// same moment (1/32 of what 1024 connections with 8 MiB frames would hold).
+/// Default bound on the bytes all clients' frames make the server hold at
+/// once, unfinished, waiting or running (with their metadata and decoded
+/// params): 256 MiB, room for 200 clients each sending a 1 MiB frame at
+/// the same moment (1/32 of what 1024 connections with 8 MiB frames would
+/// hold).
 pub const DEFAULT_INPUT_BUDGET: usize = 256 * 1024 * 1024;
+/// Default bound on the bytes one connection's requests make the server
+/// hold before it stops reading that connection: 32 MiB, four frames of
+/// the default maximum (so a client pipelining large requests keeps the
+/// server busy), 1/8 of the default input budget.
+pub const DEFAULT_MAX_INPUT_BYTES: usize = 32 * 1024 * 1024;
+/// Default time a request without a deadline of its own (every REQUEST, a
+/// CALL with timeout 0) may run before the server answers it ERROR `timed
+/// out`: 5 minutes, far beyond what an interactive call takes, short
+/// enough that a client cannot park memory in the server for hours.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default share of `max_connections` one user may hold
+/// ([`ServerBuilder::max_connections_per_user`]): an eighth, so that at
+/// least eight users always find room (128 of the default 1024).
+pub const DEFAULT_CONNECTIONS_PER_USER_DIVISOR: usize = 8;
+/// Default number of frames that get no answer (a CANCEL for a request not
+/// in flight, a NOTIFY, an unknown kind with id 0) one connection may send
+/// per second, after a burst of as many: far more than any client needs
+/// (a CANCEL per request, NOTIFYs of its own), few enough that a flood
+/// costs the server a few percent of a core.
+pub const DEFAULT_UNANSWERED_FRAME_RATE: u32 = 10_000;
 
 /// Extra time, past the shutdown deadline, for connections to flush their
 /// last frames before their tasks are aborted.
@@ -122,8 +150,15 @@ struct Config {
     write_timeout: Duration,
     max_output_bytes: usize,
     frame_timeout: Duration,
-    /// Shared by every connection: the bytes their unfinished frames hold.
-    input_budget: Arc<input::InputBudget>,
+    /// Shared by every connection: the bytes their frames hold, unfinished,
+    /// waiting or running.
+    input_budget: Arc<budget::MemoryBudget>,
+    /// What one connection's requests may hold before it is not read.
+    max_input_bytes: usize,
+    /// How long a request without a deadline of its own may run.
+    request_timeout: Option<Duration>,
+    /// Frames without an answer one connection may send per second.
+    unanswered_frame_rate: Option<u32>,
     /// The typed methods, if the service has any (protocol 2).
     calls: Option<CallsRef>,
     /// Who may connect and call what, with its names resolved.
@@ -157,6 +192,8 @@ pub struct ServerBuilder<H = ()> {
     endpoint: Endpoint,
     listener: ListenerOptions,
     max_connections: usize,
+    /// `None`: a share of `max_connections`.
+    max_connections_per_user: Option<usize>,
     access: AccessPolicy,
     config: Config,
     handler: H,
@@ -179,6 +216,7 @@ impl<H> ServerBuilder<H> {
             endpoint: self.endpoint,
             listener: self.listener,
             max_connections: self.max_connections,
+            max_connections_per_user: self.max_connections_per_user,
             access: self.access,
             config: self.config,
             handler,
@@ -220,12 +258,12 @@ impl<H> ServerBuilder<H> {
     }
 
     /// Requests handled at once per connection (default 64; at least 1, or
-    /// `bind` fails). At the limit
-    /// the server still answers PING and STATUS; the first REQUEST it reads
-    /// there waits, and nothing after it is read, until one finishes (on a
-    /// protocol 2 connection it reads on past that request and acts on
-    /// CANCEL, PING, STATUS and DESCRIBE, up to the next frame of another
-    /// kind).
+    /// `bind` fails). At the limit the server reads on: the REQUESTs (and
+    /// CALLs, and NOTIFYs) it reads there wait in order and start as slots
+    /// free, while PING and STATUS (and on protocol 2 CANCEL, DESCRIBE and
+    /// unknown kinds) are answered at once; a CANCEL reaches a waiting
+    /// request. Reading stops once one more than this many wait, or when
+    /// the connection's requests hold [`max_input_bytes`](Self::max_input_bytes).
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.config.max_in_flight = max;
         self
@@ -289,14 +327,66 @@ impl<H> ServerBuilder<H> {
         self
     }
 
-    /// Bytes that partially received frames may hold at once, across all
-    /// connections (default 256 MiB; at least 1). A frame's buffer grows as its bytes
-    /// arrive (to at most twice what has arrived); a connection whose
-    /// growth would pass the budget gets ERROR `overloaded` and is closed,
-    /// and the others are served. Each connection's plain 8 KiB read buffer
-    /// is not counted.
+    /// Bytes all clients' frames may make the server hold at once, across
+    /// all connections (default 256 MiB; at least 1): frames still
+    /// arriving, and requests waiting at the in-flight limit or running,
+    /// with their params, a CALL's method and metadata, and a typed call's
+    /// decoded params (past a small allowance) until its handler returns.
+    /// A frame's buffer grows as its bytes arrive (to at most twice what
+    /// has arrived); a connection whose growth would pass the budget gets
+    /// ERROR `overloaded` and is closed. A complete REQUEST or CALL that
+    /// does not fit is answered ERROR `overloaded` with its id (the
+    /// connection carries on); a NOTIFY that does not fit closes the
+    /// connection with ERROR `overloaded`. The others are served. Each
+    /// connection's plain 8 KiB read buffer is not counted.
     pub fn input_budget(mut self, bytes: usize) -> Self {
-        self.config.input_budget = Arc::new(input::InputBudget::new(bytes));
+        self.config.input_budget = Arc::new(budget::MemoryBudget::new(bytes));
+        self
+    }
+
+    /// Bytes one connection's requests may make the server hold (default
+    /// 32 MiB; at least 1): its requests waiting and running, as the
+    /// input budget counts them. At that much the server stops reading the
+    /// connection until some are answered, so a client that sends faster
+    /// than its requests finish is slowed by the kernel's buffers; a frame
+    /// larger than this is let through alone.
+    pub fn max_input_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_input_bytes = bytes;
+        self
+    }
+
+    /// How long a request without a deadline of its own (every REQUEST,
+    /// and a CALL whose timeout is 0) may run, counted from when it is
+    /// read, before the server stops it (its handler is dropped) and
+    /// answers ERROR `timed out`: default 5 minutes; `None` lets such
+    /// requests run as long as their handlers do. A request that starts
+    /// at once is stopped between the timeout and an eighth of it (at most
+    /// a second) later; one that waited for a slot, at the timeout.
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Connections one user may hold at once (default: an eighth of
+    /// `max_connections`, at least 1; at least 1, or `bind` fails). The
+    /// next one gets ERROR `overloaded` instead of HELLO (on Windows,
+    /// once the client's token is read after its HELLO). A user is what
+    /// [`Caller::user_key`](crate::transport::Caller::user_key) tells
+    /// apart: the uid on Unix, the user SID on Windows. The server's own
+    /// user and root (LocalSystem on Windows) are not limited.
+    pub fn max_connections_per_user(mut self, max: usize) -> Self {
+        self.max_connections_per_user = Some(max);
+        self
+    }
+
+    /// Frames that get no answer (a CANCEL for a request not in flight, a
+    /// NOTIFY, an unknown kind with id 0) one connection may send per
+    /// second, after a burst of as many (default 100,000; `None`:
+    /// unlimited; `Some(0)` makes `bind` fail). Past it the server stops
+    /// reading that connection until the rate allows more: such frames
+    /// cost the server work without any answer to slow their sender.
+    pub fn unanswered_frame_rate(mut self, rate: Option<u32>) -> Self {
+        self.config.unanswered_frame_rate = rate;
         self
     }
 
@@ -413,14 +503,17 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     fn into_server(self, listener: Option<Listener>) -> Server<H> {
+        let users = fair_share::Users::new(self.connections_per_user());
+        let config = Arc::new(self.config);
         let (handed_over, incoming) = mpsc::unbounded_channel();
         Server {
             endpoint: self.endpoint,
             listener,
             incoming,
             connection_slots: Arc::new(Semaphore::new(self.max_connections)),
+            users,
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
-            config: Arc::new(self.config),
+            config: config.clone(),
             handler: Arc::new(self.handler),
             shared: Arc::new(Shared {
                 handed_over,
@@ -428,12 +521,19 @@ impl<H: Handler> ServerBuilder<H> {
                 next_id: AtomicU64::default(),
                 shutdown: CancellationToken::default(),
                 stats: stats::Stats::default(),
+                budget: config.input_budget.clone(),
             }),
         }
     }
 }
 
 impl<H> ServerBuilder<H> {
+    /// The per-user limit: as set, or a share of `max_connections`.
+    fn connections_per_user(&self) -> usize {
+        self.max_connections_per_user
+            .unwrap_or((self.max_connections / DEFAULT_CONNECTIONS_PER_USER_DIVISOR).max(1))
+    }
+
     /// Every setting, before anything is opened (the listener's own are
     /// checked by [`Listener::bind`] too); resolves the access policy's
     /// names into the configuration.
@@ -451,6 +551,9 @@ impl<H> ServerBuilder<H> {
         }
         validate::positive_timeout("write_timeout", config.write_timeout)?;
         validate::positive_timeout("frame_timeout", config.frame_timeout)?;
+        if let Some(timeout) = config.request_timeout {
+            validate::positive_timeout("request_timeout", timeout)?;
+        }
         self.listener.validate()
     }
 
@@ -524,6 +627,18 @@ impl<H> ServerBuilder<H> {
         )?;
         let why = "no frame could be received";
         validate::at_least("input_budget", count(config.input_budget.limit()), 1, why)?;
+        validate::at_least("max_input_bytes", count(config.max_input_bytes), 1, why)?;
+        let why = "no client could be served";
+        validate::at_least(
+            "max_connections_per_user",
+            count(self.connections_per_user()),
+            1,
+            why,
+        )?;
+        if let Some(rate) = config.unanswered_frame_rate {
+            let why = "no CANCEL or NOTIFY could ever be read; use None for no limit";
+            validate::at_least("unanswered_frame_rate", rate.into(), 1, why)?;
+        }
         let encodings = config.calls.as_ref().map_or(&[][..], |c| c.0.encodings());
         let (min, why) = smallest_frame_len(&config.name, encodings);
         validate::at_least("max_frame_len", config.max_frame_len.into(), min, &why)
@@ -565,6 +680,8 @@ pub struct Server<H> {
     /// Streams handed over with [`ServerHandle::serve_connection`].
     incoming: mpsc::UnboundedReceiver<HandedOver>,
     connection_slots: Arc<Semaphore>,
+    /// The connections each user holds.
+    users: Arc<fair_share::Users>,
     /// Caps the refusals in progress ([`MAX_REFUSALS`]).
     refusals: Arc<Semaphore>,
     config: Arc<Config>,
@@ -579,6 +696,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("endpoint", &self.endpoint)
             .field("listener", &self.listener)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_user", &self.max_connections_per_user)
             .field("access", &self.access)
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -607,6 +725,8 @@ struct Shared {
     next_id: AtomicU64,
     shutdown: CancellationToken,
     stats: stats::Stats,
+    /// The server's input budget (also in [`Config`]), for its handles.
+    budget: Arc<budget::MemoryBudget>,
 }
 
 impl Shared {
@@ -624,6 +744,7 @@ impl Server<()> {
             endpoint,
             listener: ListenerOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_user: None,
             access: AccessPolicy::default(),
             config: Config {
                 name: "pipesvc".into(),
@@ -635,7 +756,10 @@ impl Server<()> {
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
                 frame_timeout: DEFAULT_FRAME_TIMEOUT,
-                input_budget: Arc::new(input::InputBudget::new(DEFAULT_INPUT_BUDGET)),
+                input_budget: Arc::new(budget::MemoryBudget::new(DEFAULT_INPUT_BUDGET)),
+                max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+                request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+                unanswered_frame_rate: Some(DEFAULT_UNANSWERED_FRAME_RATE),
                 calls: None,
                 access: Arc::new(AccessPolicy::default()),
                 pin_process: false,
@@ -763,6 +887,22 @@ impl<H: Handler> Server<H> {
                 return;
             }
         }
+        // A user known now is counted now; on Windows, once its token is
+        // read (`Connection::session`).
+        let user_slot = match &who {
+            Who::Known(caller) => match self.users.admit(caller) {
+                Some(slot) => Some(slot),
+                None => {
+                    span.in_scope(|| {
+                        limited!(warn, "refusing connection: the user holds its limit")
+                    });
+                    let why = self.users.refusal();
+                    self.refuse(connections, stream, span, ErrorCode::OVERLOADED, &why);
+                    return;
+                }
+            },
+            Who::Later(_) => None,
+        };
         let Ok(slot) = self.connection_slots.clone().try_acquire_owned() else {
             span.in_scope(|| limited!(warn, "refusing connection: at the connection limit"));
             let why = "the server is at its connection limit; try again later";
@@ -772,6 +912,7 @@ impl<H: Handler> Server<H> {
         let conn = connection::Connection {
             id,
             who,
+            users: self.users.clone(),
             config: self.config.clone(),
             handler: self.handler.clone(),
             shared: self.shared.clone(),
@@ -779,7 +920,7 @@ impl<H: Handler> Server<H> {
         connections.spawn(
             async move {
                 conn.run(stream).await;
-                drop(slot);
+                drop((slot, user_slot));
             }
             .instrument(span),
         );
@@ -936,6 +1077,14 @@ impl ServerHandle {
     /// The server's counters: what a client's STATUS request gets.
     pub fn status(&self) -> Status {
         self.shared.status()
+    }
+
+    /// Bytes the clients' frames make the server hold now, as its input
+    /// budget counts them ([`ServerBuilder::input_budget`]): frames being
+    /// received, requests waiting and running with their params and
+    /// metadata, typed calls' decoded params.
+    pub fn held_bytes(&self) -> usize {
+        self.shared.budget.held()
     }
 
     /// Clients connected and past the handshake.

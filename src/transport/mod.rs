@@ -344,6 +344,14 @@ pub(crate) trait ServerIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
         false
     }
 
+    /// Without reading: whether the peer has closed the connection (both
+    /// directions; a half-close is not a departure). For a connection the
+    /// server is not reading (its requests wait), whose client could
+    /// otherwise leave unseen. A stream that cannot tell says `false`.
+    fn peer_hung_up(&self) -> bool {
+        false
+    }
+
     /// Cuts the peer off at once, discarding what it has not read.
     /// Dropping the stream does that for most streams.
     fn disconnect(&self) {}

@@ -412,6 +412,12 @@ impl super::ServerIo for ServerStream {
     /// written. (tokio's cached readiness could lag behind an EOF that a
     /// read found first.)
     fn peer_is_gone(&self) -> bool {
+        self.peer_hung_up()
+    }
+
+    fn peer_hung_up(&self) -> bool {
+        // POLLHUP: both directions are shut, whatever unread data the
+        // socket still holds (a half-close sets only POLLRDHUP).
         let mut probe = libc::pollfd {
             fd: self.as_raw_fd(),
             events: libc::POLLOUT,

@@ -359,6 +359,35 @@ impl super::ServerIo for ServerStream {
         true
     }
 
+    /// A pipe whose client closed its handle fails a peek with
+    /// `ERROR_BROKEN_PIPE` (or `ERROR_PIPE_NOT_CONNECTED` once
+    /// disconnected), whatever unread data it still holds.
+    fn peer_hung_up(&self) -> bool {
+        use windows_sys::Win32::Foundation::{
+            GetLastError, ERROR_BROKEN_PIPE, ERROR_PIPE_NOT_CONNECTED,
+        };
+        use windows_sys::Win32::System::Pipes::PeekNamedPipe;
+        let mut available = 0u32;
+        // SAFETY: the handle is open for this borrow; a peek of no bytes
+        // into no buffer reads nothing and never blocks.
+        let peeked = unsafe {
+            PeekNamedPipe(
+                self.as_raw_handle() as HANDLE,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+                &mut available,
+                std::ptr::null_mut(),
+            )
+        };
+        // SAFETY: reads this thread's last error, set by the call above.
+        peeked == 0
+            && matches!(
+                unsafe { GetLastError() },
+                ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED
+            )
+    }
+
     fn disconnect(&self) {
         disconnect(self);
     }

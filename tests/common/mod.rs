@@ -87,6 +87,15 @@ impl RawClient {
         RawClient::connect(endpoint).await.say_hello().await
     }
 
+    /// Connects and completes a protocol 2 handshake.
+    pub async fn connect_v2(endpoint: &Endpoint) -> RawClient {
+        let stream = transport::connect(endpoint, &ConnectOptions::default())
+            .await
+            .expect("connect")
+            .stream;
+        RawClient::handshake_v2_over(stream).await.0
+    }
+
     /// Completes the handshake over `stream`; returns the server's HELLO.
     pub async fn handshake_over(stream: impl RawIo) -> (RawClient, ServerHello) {
         RawClient::over(stream).say_hello().await
@@ -204,6 +213,38 @@ pub fn payload(client: u32, index: u32, len: usize) -> Bytes {
 // Not every test binary asks.
 #[allow(unused_imports)]
 pub use wine::wine_version;
+
+/// Raises this process's soft limit of open descriptors to at least
+/// `want` (up to the hard limit), for tests that hold many connections.
+pub fn raise_nofile(want: u64) {
+    #[cfg(unix)]
+    // SAFETY: plain system calls on a valid struct.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if (limit.rlim_cur as u64) < want {
+            limit.rlim_cur = (want as libc::rlim_t).min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    #[cfg(windows)]
+    let _ = want;
+}
+
+/// Runs `work` on a thread of its own with a current-thread runtime (a
+/// client apart from the server it talks to, or from the thread whose
+/// memory a test counts).
+pub fn on_thread<T: Send + 'static, F: std::future::Future<Output = T>>(
+    work: impl FnOnce() -> F + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work())
+    })
+}
 
 /// Reports that `test` did not check what it is for, because of `gap` (what
 /// is missing on this platform), as exactly one stderr line:
