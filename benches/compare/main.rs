@@ -17,17 +17,24 @@
 //! and draws it in `docs/bench-<platform>.svg`. `scripts/bench-windows.sh`
 //! runs the same under Wine.
 //!
+//! A third table (Unix only) sets pipesvc's typed calls against the RPC
+//! frameworks a user would pick instead, tonic (gRPC) and tarpc, each over
+//! a Unix socket with the same `echo` of bytes, and server streams against
+//! tonic's and raw tokio's (`peers.rs`, `stream.rs`).
+//!
 //! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
 //! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
 //! contains that text and prints the table without writing anything;
-//! `PIPESVC_BENCH_ONLY=typed` runs only the typed table and rewrites its
-//! section.
+//! `PIPESVC_BENCH_ONLY=typed` (or `peers`) runs only the typed (or the
+//! peers) table and rewrites its section.
 
 mod chart;
 mod contender;
 mod count;
 mod measure;
 mod memory;
+#[cfg(unix)]
+mod peers;
 mod stream;
 mod typed;
 #[path = "../../tests/common/wine.rs"]
@@ -182,6 +189,12 @@ fn main() {
         println!("{table}");
         table
     });
+    #[cfg(unix)]
+    let peers = (only.is_empty() || only == "peers").then(|| {
+        let table = peers_table(&runtime, &platform, secs);
+        println!("{table}");
+        table
+    });
     drop(runtime);
     let _ = std::fs::remove_dir_all(&platform.scratch);
 
@@ -194,6 +207,90 @@ fn main() {
     if let (Some(table), true) = (typed, only.is_empty() || only == "typed") {
         write_section(&platform, "typed-", &table, secs);
     }
+    #[cfg(unix)]
+    if let Some(table) = peers {
+        write_section(&platform, "peers-", &table, secs);
+    }
+}
+
+/// The RPC peers' table: pipesvc's typed echo of bytes (MessagePack),
+/// raw tokio's byte echo, tonic and tarpc on the latency and throughput
+/// workloads; then server streams of 64-byte items. The last two columns
+/// are pipesvc's figure over tonic's and over tarpc's (the issue's targets
+/// are written that way).
+#[cfg(unix)]
+fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64) -> String {
+    use peers::Peer;
+    let mut table = String::from(
+        "| workload | metric | pipesvc, typed | raw tokio, bytes | tonic | tarpc \
+         | pipesvc / tonic | pipesvc / tarpc |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (i, w) in [&WORKLOADS[0], &WORKLOADS[1]].into_iter().enumerate() {
+        let name = format!("echo of bytes: {}", w.name.split_once(": ").unwrap().1);
+        let address = |who: &str| platform.address(&format!("peers{i}-{who}"), Contender::Pipesvc);
+        let pipesvc = runtime.block_on(typed::load(
+            typed::Way::TypedBytes,
+            w,
+            &address("pipesvc"),
+            secs,
+        ));
+        log(&name, "pipesvc", &pipesvc);
+        let raw = runtime.block_on(measure::load(Contender::RawTokio, w, &address("raw"), secs));
+        log(&name, "raw tokio", &raw);
+        let [tonic, tarpc] = [Peer::Tonic, Peer::Tarpc].map(|p| {
+            let m = runtime.block_on(peers::load(p, w, &address(p.name()), secs));
+            log(&name, p.name(), &m);
+            m
+        });
+        let all = [pipesvc, raw, tonic, tarpc];
+        let mut row = |metric: &str, f: fn(&Measured) -> f64| {
+            let [a, b, c, d] = all.each_ref().map(|m| f(m));
+            let n = |x: f64| match x < 100.0 {
+                true => format!("{x:.1}"),
+                false => format!("{x:.0}"),
+            };
+            writeln!(
+                table,
+                "| {name} | {metric} | {} | {} | {} | {} | {:.2}x | {:.2}x |",
+                n(a),
+                n(b),
+                n(c),
+                n(d),
+                a / c,
+                a / d
+            )
+            .unwrap();
+        };
+        row("calls/s", |m| m.requests_per_sec);
+        if w.clients == 1 {
+            row("p50 latency, µs", |m| m.p50_us);
+        }
+        row("p99 latency, µs", |m| m.p99_us);
+    }
+    for streams in [1, 100] {
+        let name = format!("server stream: {streams} at once, 64 B items");
+        let raw = runtime.block_on(stream::raw_items_per_sec(
+            &platform.address(&format!("stream{streams}-raw"), Contender::RawTokio),
+            streams,
+            64,
+            secs,
+        ));
+        let tonic = runtime.block_on(peers::tonic_items_per_sec(
+            &platform.address(&format!("stream{streams}-tonic"), Contender::Pipesvc),
+            streams,
+            64,
+            secs,
+        ));
+        eprintln!("{name:<45} raw tokio {raw:>10.0} items/s, tonic {tonic:>10.0} items/s");
+        // STREAM HOOK (issue 21): pipesvc's and tarpc's cells stay "n/a"
+        // until pipesvc has server streams (tarpc has none).
+        writeln!(
+            table,
+            "| {name} | items/s | n/a (issue 21) | {raw:.0} | {tonic:.0} | n/a (no streams) | n/a | n/a |"
+        )
+        .unwrap();
+    }
+    table
 }
 
 const TYPED: &str = "typed: 100 clients, 16 in flight, 64 B";
@@ -349,7 +446,8 @@ fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
     };
     let title = match kind {
         "" => String::new(),
-        _ => "Typed calls next to byte requests, ".to_owned(),
+        "typed-" => "Typed calls next to byte requests, ".to_owned(),
+        _ => "Typed calls next to the RPC frameworks, ".to_owned(),
     };
     let section = format!(
         "{start}\n## {title}{}: {os}\n\n\

@@ -62,6 +62,9 @@ pub fn start_server(address: &str) -> Running {
 pub enum Way {
     Bytes,
     Typed(Encoding),
+    /// [`ECHO_BYTES`] in MessagePack: the payload as `bin`, as the RPC
+    /// contenders (`peers.rs`) carry it.
+    TypedBytes,
 }
 
 pub const WAYS: [Way; 3] = [
@@ -76,6 +79,7 @@ impl Way {
             Way::Bytes => "byte request",
             Way::Typed(Encoding::MessagePack) => "typed, msgpack",
             Way::Typed(_) => "typed, json",
+            Way::TypedBytes => "typed bytes, msgpack",
         }
     }
 }
@@ -104,8 +108,9 @@ async fn calls(way: Way, client: Client, size: usize, stop: Arc<AtomicBool>) -> 
     let payload = Bytes::from(text.clone());
     let options = match way {
         Way::Typed(encoding) => CallOptions::new().encoding(encoding),
-        Way::Bytes => CallOptions::new(),
+        Way::Bytes | Way::TypedBytes => CallOptions::new(),
     };
+    let blob = Blob(payload.to_vec());
     let mut h = histogram();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
@@ -117,6 +122,7 @@ async fn calls(way: Way, client: Client, size: usize, stop: Arc<AtomicBool>) -> 
                     .await
                     .unwrap(),
             ),
+            Way::TypedBytes => drop(client.call(&ECHO_BYTES, &blob).await.unwrap()),
         }
         h.saturating_record(t.elapsed().as_nanos() as u64);
     }
