@@ -176,19 +176,12 @@ pub struct HelloReply {
 
 impl HelloReply {
     /// The reply for a connection of `version`, offering `encodings`, from a
-    /// server that accepts the client kinds this crate defines for it.
+    /// server that accepts the client kinds this crate defines for it
+    /// ([`Kind::accepted_from_client`], from the kinds' table).
     pub fn new(version: u16, encodings: &[Encoding]) -> HelloReply {
-        let kinds = [
-            Kind::Hello,
-            Kind::Request,
-            Kind::Notify,
-            Kind::Ping,
-            Kind::Status,
-        ]
-        .into_iter()
-        .chain([Kind::Call, Kind::Cancel, Kind::Describe])
-        .map(Kind::to_u8)
-        .collect();
+        let kinds = Kind::accepted_from_client(version)
+            .map(Kind::to_u8)
+            .collect();
         HelloReply {
             version,
             encodings: encodings.iter().map(|e| e.to_u8()).collect(),

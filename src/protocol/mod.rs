@@ -17,6 +17,7 @@ mod codec;
 mod error_code;
 mod frame;
 mod hello;
+mod kind;
 mod status;
 
 pub use call::{
@@ -25,15 +26,17 @@ pub use call::{
 pub(crate) use codec::READ_CHUNK;
 pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
-pub use frame::{ErrorPayload, Frame, Kind};
+pub use frame::{ErrorPayload, Frame};
 pub use hello::{
     negotiate, ClientHello, HelloError, HelloReply, ServerHello, FIELD_ENCODINGS, FIELD_KINDS,
 };
+pub use kind::{IdRule, Kind, KindRules, Sender, KINDS};
 pub(crate) use status::SMALLEST_ANSWER_LEN as SMALLEST_STATUS_LEN;
 pub use status::{Status, STATUS_FORMAT};
 
-/// The highest protocol version this crate speaks (it speaks 1 too).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The highest protocol version this crate speaks (it speaks 1 too): the
+/// highest that defines a kind in [`Kind::rules`]'s table.
+pub const PROTOCOL_VERSION: u16 = kind::highest_version();
 
 /// The version field of every server's first HELLO, whatever versions the
 /// server speaks: a version 1 client closes on any other number, so a

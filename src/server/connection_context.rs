@@ -246,7 +246,7 @@ impl ConnectionContext {
     }
 
     fn refused(&self, refusal: Refusal) -> std::result::Result<(), ServiceError> {
-        super::connection::log_refusal(&refusal, &self.inner.caller);
+        super::conn::log_refusal(&refusal, &self.inner.caller);
         Err(ServiceError::not_allowed(refusal.to_string()))
     }
 

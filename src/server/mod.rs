@@ -24,7 +24,7 @@
 mod access;
 mod budget;
 mod calls;
-mod connection;
+mod conn;
 mod connection_context;
 mod fair_share;
 #[cfg(unix)]
@@ -62,7 +62,7 @@ use crate::error::{Error, Result};
 use crate::log_limit::limited;
 use crate::protocol::{
     Encoding, ErrorCode, Frame, HelloReply, ServerHello, Status, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
-    SMALLEST_STATUS_LEN,
+    PROTOCOL_VERSION, SMALLEST_STATUS_LEN,
 };
 use crate::transport::{Caller, Generic, Listener, ListenerOptions, PeerInfo, PipeMode, ServerIo};
 use crate::validate;
@@ -652,7 +652,7 @@ impl<H> ServerBuilder<H> {
 fn smallest_frame_len(name: &str, encodings: &[Encoding]) -> (u64, String) {
     let hello = HEADER_LEN + ServerHello::fixed_len() + name.len();
     // A protocol 2 client also gets the HELLO reply.
-    let reply = HEADER_LEN + HelloReply::new(2, encodings).encode().len();
+    let reply = HEADER_LEN + HelloReply::new(PROTOCOL_VERSION, encodings).encode().len();
     let frames = [
         (hello, format!("its HELLO (name {name:?})")),
         (reply, "its HELLO reply".to_owned()),
@@ -881,7 +881,7 @@ impl<H: Handler> Server<H> {
         );
         if let Who::Known(caller) = &who {
             if let Err(refusal) = self.config.access.check(caller) {
-                span.in_scope(|| connection::log_refusal(&refusal, caller));
+                span.in_scope(|| conn::log_refusal(&refusal, caller));
                 let message = refusal.to_string();
                 self.refuse(connections, stream, span, ErrorCode::NOT_ALLOWED, &message);
                 return;
@@ -909,7 +909,7 @@ impl<H: Handler> Server<H> {
             self.refuse(connections, stream, span, ErrorCode::OVERLOADED, why);
             return;
         };
-        let conn = connection::Connection {
+        let conn = conn::Connection {
             id,
             who,
             users: self.users.clone(),
@@ -949,7 +949,7 @@ impl<H: Handler> Server<H> {
         let refusal = Frame::error(0, code, message);
         let config = self.config.clone();
         let refusing = async move {
-            connection::refuse(stream, config, refusal).await;
+            conn::refuse(stream, config, refusal).await;
             drop(permit);
         };
         connections.spawn(refusing.instrument(span));
