@@ -244,7 +244,7 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
         });
         let all = [pipesvc, raw, tonic, tarpc];
         let mut row = |metric: &str, f: fn(&Measured) -> f64| {
-            let [a, b, c, d] = all.each_ref().map(|m| f(m));
+            let [a, b, c, d] = all.each_ref().map(f);
             let n = |x: f64| match x < 100.0 {
                 true => format!("{x:.1}"),
                 false => format!("{x:.0}"),
@@ -421,7 +421,8 @@ fn render(rows: &[Row], ratios_only: bool) -> String {
 
 /// Replaces this platform's section of `BENCHMARKS.md` (the other
 /// platform's stays as its last run left it); `kind` is "" for the
-/// comparison, "typed-" for the typed calls.
+/// comparison, "typed-" for the typed calls, "peers-" for the RPC
+/// frameworks.
 fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let (start, end) = (
@@ -449,9 +450,13 @@ fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
         "typed-" => "Typed calls next to byte requests, ".to_owned(),
         _ => "Typed calls next to the RPC frameworks, ".to_owned(),
     };
+    let once = match kind {
+        "peers-" => " One run: compare the ratios within it, not the absolute figures across runs.",
+        _ => "",
+    };
     let section = format!(
         "{start}\n## {title}{}: {os}\n\n\
-         Written by `{how}` ({secs} s per measurement, {} cores){only}.\n\n\
+         Written by `{how}` ({secs} s per measurement, {} cores){only}.{once}\n\n\
          {table}{chart}\n{end}",
         platform.transport,
         std::thread::available_parallelism().map_or(0, |n| n.get()),

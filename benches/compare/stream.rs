@@ -24,9 +24,12 @@ use tokio_util::codec::Framed;
 use crate::contender::{codec, raw};
 
 /// Items per stream in the comparison's stream rows.
-#[allow(
-    dead_code,
-    reason = "read by the peers table (issue 23 item 5), which lands with the tonic and tarpc contenders"
+#[cfg_attr(
+    not(unix),
+    allow(
+        dead_code,
+        reason = "read only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
+    )
 )]
 pub const ITEMS: u32 = 1000;
 
@@ -77,9 +80,12 @@ async fn one_raw_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Items per second of raw tokio streams: `streams` connections, each
 /// asking for [`ITEMS`] at a time, for `secs`.
-#[allow(
-    dead_code,
-    reason = "read by the peers table (issue 23 item 5), which lands with the tonic and tarpc contenders"
+#[cfg_attr(
+    not(unix),
+    allow(
+        dead_code,
+        reason = "read only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
+    )
 )]
 pub async fn raw_items_per_sec(address: &str, streams: usize, size: usize, secs: f64) -> f64 {
     serve_raw(address);
@@ -101,9 +107,12 @@ pub async fn raw_items_per_sec(address: &str, streams: usize, size: usize, secs:
 
 /// Lets the streams run for `secs`, stops them (each finishes the stream
 /// it is reading) and divides.
-#[allow(
-    dead_code,
-    reason = "read by the peers table (issue 23 item 5), which lands with the tonic and tarpc contenders"
+#[cfg_attr(
+    not(unix),
+    allow(
+        dead_code,
+        reason = "read only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
+    )
 )]
 pub async fn per_sec(
     secs: f64,
