@@ -64,6 +64,13 @@ pub enum Way {
     Typed(Encoding),
     /// [`ECHO_BYTES`] in MessagePack: the payload as `bin`, as the RPC
     /// contenders (`peers.rs`) carry it.
+    #[cfg_attr(
+        not(unix),
+        allow(
+            dead_code,
+            reason = "used only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
+        )
+    )]
     TypedBytes,
 }
 
