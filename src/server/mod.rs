@@ -308,7 +308,9 @@ impl<H> ServerBuilder<H> {
     /// Bytes of NOTIFY frames (from [`ConnectionContext::notify`] and
     /// [`ServerHandle::broadcast`]) one connection may hold unwritten
     /// (default 4 MiB; at least 1, at most [`MAX_OUTPUT_BYTES`]). `notify` waits for room; a client with no room for
-    /// a broadcast is too slow and is disconnected. A frame larger than
+    /// a broadcast is too slow and is disconnected: the NOTIFYs it had not
+    /// taken are dropped, and it gets ERROR `too slow` (15) after what was
+    /// already queued for the write (PROTOCOL.md, "Too slow"). A frame larger than
     /// the limit is let through alone. The connection's own answers are
     /// apart from these: it takes more of them (and reads on) only while
     /// less than 64 KiB of them wait to be written.
@@ -1026,7 +1028,8 @@ impl ServerHandle {
     /// Never waits for a client: one that holds its limit of unwritten
     /// NOTIFY bytes (see [`ServerBuilder::max_output_bytes`]) cannot keep
     /// up, and is disconnected rather than left with a gap in its stream
-    /// (it is not counted). A payload over the frame limit reaches no one.
+    /// (it is not counted), told why with ERROR `too slow`. A payload over
+    /// the frame limit reaches no one.
     pub async fn broadcast(&self, payload: impl Into<Bytes>) -> usize {
         let payload = payload.into();
         let clients: Vec<ConnectionContext> =

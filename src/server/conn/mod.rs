@@ -51,6 +51,10 @@ use wire::fit;
 /// (and for it to take its end: see `ServerIo::close_within`).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The reason a client too slow for what it is sent gets.
+const TOO_SLOW_MESSAGE: &str = "the client did not keep up with the notifications sent to it: \
+     more than the server's max_output_bytes were waiting for it, and were dropped";
+
 /// Why the request loop ended.
 #[derive(Debug)]
 enum End {
@@ -60,7 +64,8 @@ enum End {
     PeerClosed,
     /// Reading or writing failed; the client is gone.
     PeerGone,
-    /// A broadcast found the client's output full: it is cut off.
+    /// A broadcast found the client's output full: it is cut off, told
+    /// why (ERROR `too slow`) ahead of the NOTIFYs it had not taken.
     TooSlow,
     /// The client broke the protocol: report it, then close.
     Protocol(ErrorCode, String),
@@ -118,7 +123,7 @@ impl<H: Handler> Connection<H> {
         drop(ctx);
         // Handlers waiting for room to notify learn that the client is gone.
         link.pushed.output.room.close();
-        if matches!(end, End::PeerGone | End::TooSlow) {
+        if matches!(end, End::PeerGone) {
             link.cut().await;
         } else {
             link.close().await;
@@ -321,10 +326,20 @@ impl<H: Handler> Connection<H> {
                 state.share.release(waiter.held);
             }
             link.held = None;
-            if matches!(end, End::Protocol(..)) {
-                // What handlers queued came before the error.
-                link.pushed.take_into(&mut link.wire);
-                report(link, &end);
+            match end {
+                End::Protocol(..) => {
+                    // What handlers queued came before the error.
+                    link.pushed.take_into(&mut link.wire);
+                    report(link, &end);
+                }
+                End::TooSlow => {
+                    // Its backlog is dropped: the reason goes out after
+                    // what the outbox holds (at most about 64 KiB and a
+                    // frame), within the write timeout.
+                    link.pushed.drop_backlog();
+                    report(link, &end);
+                }
+                _ => {}
             }
         }
         end
@@ -446,7 +461,8 @@ fn report<S: ServerIo>(link: &mut Link<S>, end: &End) {
         End::Protocol(code, message) => Frame::error(0, *code, message),
         End::Refused(message) => Frame::error(0, ErrorCode::NOT_ALLOWED, message),
         End::UserLimit(message) => Frame::error(0, ErrorCode::OVERLOADED, message),
-        End::PeerClosed | End::PeerGone | End::TooSlow => return,
+        End::TooSlow => Frame::error(0, ErrorCode::TOO_SLOW, TOO_SLOW_MESSAGE),
+        End::PeerClosed | End::PeerGone => return,
     };
     link.push(frame);
 }
