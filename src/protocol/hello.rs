@@ -157,6 +157,10 @@ pub const FIELD_ENCODINGS: u8 = 1;
 /// client, one byte each.
 pub const FIELD_KINDS: u8 = 2;
 
+/// A field of [`HelloReply`] (revision 2.2): u32, the initial credit in
+/// bytes of each direction of every stream.
+pub const FIELD_STREAM_WINDOW: u8 = 3;
+
 /// The server's second HELLO, sent only on a connection of version 2 or
 /// later, right after it accepted the client's HELLO: the version chosen,
 /// then fields (`u8 tag, u16 length, value`) of which a client ignores
@@ -172,6 +176,10 @@ pub struct HelloReply {
     pub encodings: Vec<u8>,
     /// The frame kinds the server accepts from a client, as wire bytes.
     pub kinds: Vec<u8>,
+    /// Revision 2.2: the initial credit, in bytes, of each direction of
+    /// every stream ([`FIELD_STREAM_WINDOW`]); `None` from a server that
+    /// does not stream (it lists no ITEM in `kinds`).
+    pub stream_window: Option<u32>,
 }
 
 impl HelloReply {
@@ -186,6 +194,7 @@ impl HelloReply {
             version,
             encodings: encodings.iter().map(|e| e.to_u8()).collect(),
             kinds,
+            stream_window: None,
         }
     }
 
@@ -201,6 +210,11 @@ impl HelloReply {
             buf.put_u8(tag);
             buf.put_u16_le(value.len() as u16);
             buf.put_slice(value);
+        }
+        if let Some(window) = self.stream_window {
+            buf.put_u8(FIELD_STREAM_WINDOW);
+            buf.put_u16_le(4);
+            buf.put_u32_le(window);
         }
         buf.freeze()
     }
@@ -218,6 +232,7 @@ impl HelloReply {
             version,
             encodings: Vec::new(),
             kinds: Vec::new(),
+            stream_window: None,
         };
         let mut rest = &payload[6..];
         while !rest.is_empty() {
@@ -231,6 +246,12 @@ impl HelloReply {
             match tag {
                 FIELD_ENCODINGS => reply.encodings = value.to_vec(),
                 FIELD_KINDS => reply.kinds = value.to_vec(),
+                FIELD_STREAM_WINDOW => {
+                    let window: [u8; 4] = value
+                        .try_into()
+                        .map_err(|_| HelloError::Malformed("a stream window is not 4 bytes"))?;
+                    reply.stream_window = Some(u32::from_le_bytes(window));
+                }
                 _ => {}
             }
             rest = &rest[3 + len..];
@@ -326,6 +347,26 @@ mod tests {
             vec![Encoding::MessagePack, Encoding::Json]
         );
         assert!(reply.accepts(Kind::Cancel) && !reply.accepts(Kind::Response));
+    }
+
+    #[test]
+    fn a_revision_2_2_hello_reply_carries_the_stream_window() {
+        // PROTOCOL.md, "A complete exchange, revision 2.2".
+        let payload = b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x0c\x00\
+            \x01\x02\x05\x07\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x03\x04\x00\x00\x00\x04\x00";
+        let reply = HelloReply::decode(payload).unwrap();
+        assert_eq!(
+            reply.stream_window,
+            Some(super::super::DEFAULT_STREAM_WINDOW)
+        );
+        assert_eq!(reply.kinds, [1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(&reply.encode()[..], &payload[..]);
+        // A 2.1 server sends no window.
+        let old = HelloReply::new(2, &[Encoding::Json]);
+        assert_eq!(old.stream_window, None);
+        assert_eq!(HelloReply::decode(&old.encode()).unwrap(), old);
+        let short = b"PSVC\x02\x00\x03\x02\x00\x00\x04";
+        assert!(HelloReply::decode(short).is_err());
     }
 
     #[test]
