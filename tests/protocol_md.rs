@@ -11,7 +11,10 @@ use std::process::Command;
 
 use bytes::BytesMut;
 use common::{guard, unique_endpoint, HANG_GUARD};
-use pipesvc::protocol::{ErrorPayload, Frame, FrameCodec, Kind};
+use pipesvc::protocol::{
+    decode_credit, decode_item, encode_item, ErrorPayload, Frame, FrameCodec, HelloReply, Kind,
+    Subscribe, DEFAULT_STREAM_WINDOW,
+};
 use pipesvc::testing::ServiceProcess;
 use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Endpoint;
@@ -371,12 +374,26 @@ fn the_revision_2_2_exchange_follows_the_layouts_the_document_gives() {
                         assert!(doc.contains(doc_kinds));
                         let value = &fields.iter().find(|f| f.0 == 3).expect("window").1;
                         window = Some(u32::from_le_bytes(value[..].try_into().unwrap()));
+                        // The library reads (and writes) it so too.
+                        let reply = HelloReply::decode(payload).unwrap();
+                        assert_eq!(reply.stream_window, window);
+                        assert_eq!(window, Some(DEFAULT_STREAM_WINDOW));
+                        assert_eq!(&reply.encode()[..], payload);
                     }
                     other => panic!("a HELLO out of place: {other:?}"),
                 }
             }
             (13, from_client) => {
                 let entries = item_entries(payload, from_client);
+                // The library decodes the same entries, and encodes them back
+                // to the same bytes.
+                let decoded = decode_item(&frame.payload, from_client).unwrap();
+                assert_eq!(decoded.len(), entries.len());
+                for (entry, (kind, value)) in decoded.iter().zip(&entries) {
+                    assert_eq!(entry.type_byte(), *kind);
+                    assert_eq!(entry.encoded_len(), 5 + value.len());
+                }
+                assert_eq!(encode_item(&decoded), frame.payload);
                 if !from_client {
                     *unconsumed.entry(frame.id).or_default() += payload.len() as u32;
                     assert!(unconsumed[&frame.id] <= window.expect("the window first"));
@@ -387,6 +404,7 @@ fn the_revision_2_2_exchange_follows_the_layouts_the_document_gives() {
             }
             (14, true) => {
                 let granted = u32::from_le_bytes(payload.try_into().expect("a u32"));
+                assert_eq!(decode_credit(payload), Some(granted));
                 let consumed = unconsumed.insert(frame.id, 0).unwrap_or(0);
                 assert_eq!(granted, consumed, "the client grants what it consumed");
                 assert!(doc.contains(&format!("grants back the {consumed} bytes")));
@@ -396,6 +414,9 @@ fn the_revision_2_2_exchange_follows_the_layouts_the_document_gives() {
                 assert!(matches!(payload[0], 1 | 2), "an encoding");
                 let len = payload[1] as usize;
                 assert_eq!(&payload[2..2 + len], b"ticks");
+                let subscribe = Subscribe::decode(payload).unwrap();
+                assert_eq!(subscribe.topic, "ticks");
+                assert_eq!(&subscribe.encode()[..], payload);
             }
             (10 | 11, true) | (3..=5, false) => {}
             other => panic!("a frame the document does not allow here: {other:?}"),
