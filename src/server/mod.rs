@@ -33,6 +33,7 @@ mod handler;
 mod in_flight;
 mod input;
 mod stats;
+mod stream;
 mod waiting;
 
 #[cfg(feature = "rpc")]
