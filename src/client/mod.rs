@@ -536,6 +536,10 @@ fn waiting_for_answer(kind: Kind) -> &'static str {
         | Kind::Goodbye
         | Kind::Pong
         | Kind::Cancel
+        | Kind::Item
+        | Kind::Credit
+        | Kind::End
+        | Kind::Subscribe
         | Kind::Unknown(_) => "waiting for an answer",
     }
 }

@@ -33,10 +33,6 @@ use super::in_flight::Parts;
 use super::lock;
 use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_LEN};
 
-/// The kind byte of ITEM (revision 2.2). It becomes a [`Kind`] of the
-/// kinds' table when the server speaks revision 2.2.
-pub(super) const ITEM: u8 = 13;
-
 /// The sending half of one server stream, shared by the producer
 /// ([`ItemSender`]) and the connection (as the stream slot's [`Parts`]).
 pub(super) struct StreamOut {
@@ -144,7 +140,7 @@ impl Parts for StreamOut {
         debug_assert!(taken, "checked above");
         drop(inner);
         self.room.notify_waiters();
-        Some(Frame::new(Kind::Unknown(ITEM), self.id, payload.freeze()))
+        Some(Frame::new(Kind::Item, self.id, payload.freeze()))
     }
 
     fn is_drained(&self) -> bool {
@@ -214,7 +210,7 @@ mod tests {
     use crate::protocol::decode_item;
 
     fn items(frame: &Frame) -> Vec<Bytes> {
-        assert_eq!((frame.kind, frame.id), (Kind::Unknown(ITEM), 9));
+        assert_eq!((frame.kind, frame.id), (Kind::Item, 9));
         decode_item(&frame.payload, false)
             .unwrap()
             .into_iter()

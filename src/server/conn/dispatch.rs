@@ -66,6 +66,16 @@ impl<H: Handler> Connection<H> {
             }
             Kind::Cancel => cancel(frame.id, link, in_flight, state),
             Kind::Describe => link.push(self.describe(frame.id)),
+            // Revision 2.2's kinds, until the server speaks it: the codec
+            // reads them as unknown kinds, and so are they answered.
+            Kind::Item | Kind::Credit | Kind::End | Kind::Subscribe if frame.id == 0 => {
+                tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unspoken kind");
+                state.unanswered();
+            }
+            Kind::Item | Kind::Credit | Kind::End | Kind::Subscribe => {
+                let why = format!("unknown kind {}", frame.kind.to_u8());
+                link.push(Frame::error(frame.id, ErrorCode::UNKNOWN_KIND, &why));
+            }
             Kind::Unknown(_) if frame.id == 0 => {
                 tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
                 state.unanswered();
