@@ -101,6 +101,37 @@ impl ServerHello {
 pub struct ClientHello {
     /// The highest protocol version the client speaks.
     pub version: u16,
+    /// Revision 2.2: the frame kinds the client accepts from the server,
+    /// as wire bytes (field [`FIELD_KINDS`]); `None` from a client that
+    /// sends no such field (every client before revision 2.2), which is
+    /// never sent ITEM nor CREDIT.
+    pub kinds: Option<KindSet>,
+}
+
+/// A set of frame kinds' wire bytes, as a HELLO's kinds field lists them
+/// (written in the order of their bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindSet([u64; 4]);
+
+impl KindSet {
+    /// The set of these wire bytes.
+    pub fn from_bytes(bytes: &[u8]) -> KindSet {
+        let mut set = KindSet::default();
+        for &byte in bytes {
+            set.0[usize::from(byte / 64)] |= 1 << (byte % 64);
+        }
+        set
+    }
+
+    /// Whether it holds `byte`.
+    pub fn contains(&self, byte: u8) -> bool {
+        self.0[usize::from(byte / 64)] & (1 << (byte % 64)) != 0
+    }
+
+    /// Its bytes, in order.
+    pub fn bytes(&self) -> Vec<u8> {
+        (0..=u8::MAX).filter(|&byte| self.contains(byte)).collect()
+    }
 }
 
 impl Default for ClientHello {
@@ -117,27 +148,59 @@ impl ClientHello {
 
     /// A HELLO naming `version` (1 for a client that speaks version 1 only).
     pub fn with_version(version: u16) -> ClientHello {
-        ClientHello { version }
+        ClientHello {
+            version,
+            kinds: None,
+        }
     }
 
-    /// Encodes the payload: magic and version. Version 2 defines no client
-    /// fields yet, so none follow.
+    /// Whether the client accepts frames of `kind` from the server: only
+    /// if it listed them (revision 2.2), so never ITEM nor CREDIT from a
+    /// client that sent no kinds.
+    pub fn accepts(&self, kind: Kind) -> bool {
+        self.kinds.is_some_and(|kinds| kinds.contains(kind.to_u8()))
+    }
+
+    /// Encodes the payload: magic and version, then (revision 2.2) the
+    /// kinds field if there is one.
     pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(6);
+        let kinds = self.kinds.map(|kinds| kinds.bytes());
+        let kinds = kinds.as_deref();
+        let mut buf = BytesMut::with_capacity(6 + kinds.map_or(0, |k| 3 + k.len()));
         buf.put_slice(&MAGIC);
         buf.put_u16_le(self.version);
+        if let Some(kinds) = kinds {
+            buf.put_u8(FIELD_KINDS);
+            buf.put_u16_le(kinds.len() as u16);
+            buf.put_slice(kinds);
+        }
         buf.freeze()
     }
 
     /// Decodes the payload. Any version from 1 up is accepted (the server
-    /// answers with the lower of it and its own, [`negotiate`]); bytes
-    /// after the version are ignored, so that later versions may add fields.
+    /// answers with the lower of it and its own, [`negotiate`]). After the
+    /// version come fields (revision 2.2): the kinds field is read, fields
+    /// of other tags are skipped. A field that runs past the end is
+    /// malformed once this crate speaks revision 2.2
+    /// ([`SPOKEN_REVISION`](super::SPOKEN_REVISION)); until then bytes
+    /// after the version that are not whole fields are ignored, as
+    /// revision 2.1 says.
     pub fn decode(payload: &[u8]) -> Result<ClientHello, HelloError> {
         let version = check_magic(payload)?;
         if version == 0 {
             return Err(HelloError::UnsupportedVersion(0));
         }
-        Ok(ClientHello { version })
+        let mut hello = ClientHello::with_version(version);
+        match read_fields(&payload[6..], |tag, value| {
+            if tag == FIELD_KINDS {
+                hello.kinds = Some(KindSet::from_bytes(value));
+            }
+            Ok(())
+        }) {
+            Ok(()) => Ok(hello),
+            Err(e) if super::SPOKEN_REVISION >= 2 => Err(e),
+            Err(_) => Ok(ClientHello::with_version(version)),
+        }
     }
 }
 
@@ -234,15 +297,7 @@ impl HelloReply {
             kinds: Vec::new(),
             stream_window: None,
         };
-        let mut rest = &payload[6..];
-        while !rest.is_empty() {
-            let (tag, len) = match rest {
-                [tag, a, b, ..] => (*tag, u16::from_le_bytes([*a, *b]) as usize),
-                _ => return Err(HelloError::Malformed("a field header is cut short")),
-            };
-            let value = rest
-                .get(3..3 + len)
-                .ok_or(HelloError::Malformed("a field runs past the end"))?;
+        read_fields(&payload[6..], |tag, value| {
             match tag {
                 FIELD_ENCODINGS => reply.encodings = value.to_vec(),
                 FIELD_KINDS => reply.kinds = value.to_vec(),
@@ -254,8 +309,8 @@ impl HelloReply {
                 }
                 _ => {}
             }
-            rest = &rest[3 + len..];
-        }
+            Ok(())
+        })?;
         Ok(reply)
     }
 
@@ -271,6 +326,26 @@ impl HelloReply {
     pub fn accepts(&self, kind: Kind) -> bool {
         self.kinds.contains(&kind.to_u8())
     }
+}
+
+/// Calls `field` with each field's tag and value (`u8 tag, u16 length,
+/// value`), in order; one that runs past the end is malformed.
+fn read_fields(
+    mut rest: &[u8],
+    mut field: impl FnMut(u8, &[u8]) -> Result<(), HelloError>,
+) -> Result<(), HelloError> {
+    while !rest.is_empty() {
+        let (tag, len) = match rest {
+            [tag, a, b, ..] => (*tag, u16::from_le_bytes([*a, *b]) as usize),
+            _ => return Err(HelloError::Malformed("a field header is cut short")),
+        };
+        let value = rest
+            .get(3..3 + len)
+            .ok_or(HelloError::Malformed("a field runs past the end"))?;
+        field(tag, value)?;
+        rest = &rest[3 + len..];
+    }
+    Ok(())
 }
 
 /// Checks the magic; returns the version that follows it.
@@ -300,7 +375,7 @@ mod tests {
 
     #[test]
     fn client_hello_layout_is_magic_then_version() {
-        assert_eq!(&ClientHello { version: 1 }.encode()[..], b"PSVC\x01\x00");
+        assert_eq!(&ClientHello::with_version(1).encode()[..], b"PSVC\x01\x00");
     }
 
     #[test]
@@ -347,6 +422,29 @@ mod tests {
             vec![Encoding::MessagePack, Encoding::Json]
         );
         assert!(reply.accepts(Kind::Cancel) && !reply.accepts(Kind::Response));
+    }
+
+    #[test]
+    fn a_revision_2_2_client_hello_lists_the_kinds_it_accepts() {
+        // PROTOCOL.md, "A complete exchange, revision 2.2".
+        let payload = b"PSVC\x02\x00\x02\x08\x00\x01\x03\x04\x05\x06\x08\x0d\x0e";
+        let hello = ClientHello::decode(payload).unwrap();
+        let kinds = hello.kinds.unwrap().bytes();
+        assert_eq!(kinds, [1, 3, 4, 5, 6, 8, 13, 14]);
+        assert!(hello.accepts(Kind::Item) && hello.accepts(Kind::Credit));
+        assert_eq!(&hello.encode()[..], &payload[..]);
+        // Fields of other tags are skipped.
+        let more = b"PSVC\x02\x00\x09\x01\x00z\x02\x01\x00\x0d";
+        let kinds = ClientHello::decode(more).unwrap().kinds;
+        assert_eq!(kinds, Some(KindSet::from_bytes(&[13])));
+        // A client before revision 2.2 lists nothing: it is sent no ITEM.
+        let old = ClientHello::decode(b"PSVC\x02\x00").unwrap();
+        assert_eq!(old.kinds, None);
+        assert!(!old.accepts(Kind::Item));
+        // Bytes that are not whole fields: ignored while this crate speaks
+        // revision 2.1, as it says.
+        let cut = ClientHello::decode(b"PSVC\x02\x00\x02\x05\x00\x01").unwrap();
+        assert_eq!((cut.version, cut.kinds), (2, None));
     }
 
     #[test]

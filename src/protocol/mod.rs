@@ -29,10 +29,10 @@ pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame};
 pub use hello::{
-    negotiate, ClientHello, HelloError, HelloReply, ServerHello, FIELD_ENCODINGS, FIELD_KINDS,
-    FIELD_STREAM_WINDOW,
+    negotiate, ClientHello, HelloError, HelloReply, KindSet, ServerHello, FIELD_ENCODINGS,
+    FIELD_KINDS, FIELD_STREAM_WINDOW,
 };
-pub use kind::{IdRule, Kind, KindRules, Sender, KINDS};
+pub use kind::{IdRule, Kind, KindRules, Sender, KINDS, SPOKEN_REVISION};
 pub(crate) use status::SMALLEST_ANSWER_LEN as SMALLEST_STATUS_LEN;
 pub use status::{Status, STATUS_FORMAT};
 pub use stream::{
