@@ -59,6 +59,8 @@ struct Inner {
     /// The server's budget for what clients make it hold (typed calls
     /// charge their decoded params to it).
     budget: Arc<MemoryBudget>,
+    /// Cancelled once the connection has ended ([`ConnectionContext::closed`]).
+    closed: CancellationToken,
 }
 
 /// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
@@ -112,6 +114,7 @@ impl ConnectionContext {
                 max_payload,
                 access,
                 budget,
+                closed: CancellationToken::new(),
             }),
             request: None,
         }
@@ -187,9 +190,29 @@ impl ConnectionContext {
         Some(self.request.as_ref()?.cancelled.clone())
     }
 
-    /// A number unique to this connection for the server's lifetime.
+    /// A number unique to this connection for the server's lifetime:
+    /// what [`ServerHandle::send_to`](super::ServerHandle::send_to) takes.
     pub fn connection_id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// Resolves once the connection has ended: the client left or was cut
+    /// off, it broke the protocol, or the server closed it. A service that
+    /// keeps a context (a subscriber it pushes to, say) waits on this to
+    /// notice at once that the client is gone, rather than when a send to
+    /// it fails. Resolves at once if it has ended already.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Whether the connection has ended (see [`closed`](Self::closed)).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// The connection has ended: [`closed`](Self::closed) resolves.
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closed.cancel();
     }
 
     /// What the operating system says about the client process: its pid,

@@ -53,6 +53,19 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (payload, ctx);
         async {}
     }
+
+    /// Runs once per connection that got past the handshake, when it has
+    /// ended, whatever ended it (the client left or was cut off, a
+    /// protocol error, shutdown): its requests are answered or dropped,
+    /// its stream is closed, and [`ConnectionContext::closed`] has
+    /// resolved. For a service that keeps state per client (subscribers,
+    /// locks it holds for it). The connection still counts against the
+    /// server's limits until this returns, so keep it short; at shutdown
+    /// it is stopped with the connection after the shutdown timeout.
+    fn on_disconnect(&self, ctx: ConnectionContext) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
 }
 
 impl<F, Fut> Handler for F

@@ -1021,6 +1021,24 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Sends a NOTIFY to the one client of connection `connection` (its
+    /// [`ConnectionContext::connection_id`]), from anywhere in the
+    /// service. Like [`ConnectionContext::notify`], it waits while that
+    /// connection holds its limit of unwritten NOTIFY bytes
+    /// ([`ServerBuilder::max_output_bytes`]), so nothing is lost; fails
+    /// with [`Error::ConnectionClosed`] if no such connection is open (it
+    /// ended, or has not finished its handshake), or it closes meanwhile,
+    /// and with [`Error::PayloadTooLarge`] over the frame limit.
+    pub async fn send_to(&self, connection: u64, payload: impl Into<Bytes>) -> Result<()> {
+        let ctx = lock(&self.shared.connections).get(&connection).cloned();
+        match ctx {
+            Some(ctx) => ctx.notify(payload).await,
+            None => Err(Error::ConnectionClosed(
+                crate::error::CloseReason::ClientDisconnected,
+            )),
+        }
+    }
+
     /// Sends a NOTIFY to every connected client; returns how many got it.
     ///
     /// Never waits for a client: one that holds its limit of unwritten

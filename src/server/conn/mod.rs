@@ -115,7 +115,6 @@ impl<H: Handler> Connection<H> {
             ),
             other => tracing::debug!(end = ?other, "closing connection"),
         }
-        drop(ctx);
         // Handlers waiting for room to notify learn that the client is gone.
         link.pushed.output.room.close();
         if matches!(end, End::PeerGone | End::TooSlow) {
@@ -124,11 +123,21 @@ impl<H: Handler> Connection<H> {
             link.close().await;
         }
         tracing::debug!("disconnected");
+        if let Some(ctx) = ctx {
+            ctx.mark_closed();
+            // A panic in it is caught and logged, as `on_connect`'s.
+            chore(self.handler.on_disconnect(ctx)).await;
+        }
     }
 
-    /// The connection is no longer counted nor reached by broadcasts.
+    /// The connection is no longer counted nor reached by broadcasts (nor
+    /// by `ServerHandle::send_to`), and whoever waits on its context's
+    /// `closed` learns that it ended.
     fn forget(&self) {
-        lock(&self.shared.connections).remove(&self.id);
+        let ctx = lock(&self.shared.connections).remove(&self.id);
+        if let Some(ctx) = ctx {
+            ctx.mark_closed();
+        }
     }
 
     /// The handshake, who the client is, and its requests; the context
