@@ -876,7 +876,16 @@ fn timeout_bounds_every_wait_on_a_server_that_does_not_read() {
         "--json",
     ]);
     eprintln!("bench: {}", ended.show());
-    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    // Its one request failed, so every request did: exit 1, saying why,
+    // with the figures still printed.
+    assert_eq!(ended.code, Some(1), "{}", ended.show());
+    assert!(
+        ended
+            .stderr
+            .contains("timed out after 1s waiting for the answer to the request"),
+        "{}",
+        ended.show()
+    );
     let out = ended.stdout_text();
     let json = out.lines().last().unwrap_or("");
     assert_eq!(json_number(json, "errors"), 1.0, "{}", ended.show());
