@@ -59,6 +59,7 @@ impl Listener {
             ensure_private_dir(dir)?;
         }
         let path = endpoint.address();
+        missing_directory(path)?;
         // Check, remove and bind under the lock: two servers starting at
         // once must not both find the socket stale, each deleting the
         // other's fresh one (leaving an orphan nobody can reach).
@@ -203,7 +204,9 @@ impl Drop for Listener {
 
 /// Creates `dir` with mode 0700, or checks that the existing one is ours
 /// and private: a socket in a directory others can write to can be swapped.
-fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+/// (Also `testing::unique_endpoint`'s, so that another process can be
+/// handed the endpoint's full path.)
+pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -233,6 +236,24 @@ fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A full path whose directory does not exist fails naming the directory
+/// (the lock file, the first thing created there, would be blamed
+/// otherwise). pipesvc does not create it: only a bare name's private
+/// directory is pipesvc's to make, with its mode and owner checked.
+fn missing_directory(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the directory {} does not exist (pipesvc creates the directory \
+                 only for a bare name)",
+                dir.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// An exclusive `flock` on `<socket path>.lock`, held while a server
