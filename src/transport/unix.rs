@@ -59,7 +59,6 @@ impl Listener {
             ensure_private_dir(dir)?;
         }
         let path = endpoint.address();
-        missing_directory(path)?;
         // Check, remove and bind under the lock: two servers starting at
         // once must not both find the socket stale, each deleting the
         // other's fresh one (leaving an orphan nobody can reach).
@@ -238,24 +237,6 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A full path whose directory does not exist fails naming the directory
-/// (the lock file, the first thing created there, would be blamed
-/// otherwise). pipesvc does not create it: only a bare name's private
-/// directory is pipesvc's to make, with its mode and owner checked.
-fn missing_directory(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "the directory {} does not exist (pipesvc creates the directory \
-                 only for a bare name)",
-                dir.display()
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// An exclusive `flock` on `<socket path>.lock`, held while a server
 /// checks, removes and binds the socket, and removed (still locked) when
 /// dropped: the file exists only while a server is starting.
@@ -323,6 +304,20 @@ fn open_lock_file(path: &Path) -> io::Result<fs::File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| {
+            // The lock file is the first thing made beside the socket, so a
+            // full path in a missing directory fails here: name the
+            // directory, not the lock file. pipesvc does not create it: only
+            // a bare name's private directory is pipesvc's to make.
+            if let Some(dir) = path.parent().filter(|dir| !dir.exists()) {
+                return io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the directory {} does not exist (pipesvc creates the \
+                         directory only for a bare name)",
+                        dir.display()
+                    ),
+                );
+            }
             let what = if e.raw_os_error() == Some(libc::ELOOP) {
                 "is a symbolic link; refusing to use it"
             } else {
