@@ -75,12 +75,14 @@ mod codec;
 mod description;
 mod method;
 mod service;
+mod streaming;
 
 pub use crate::client::CallOptions;
 pub use crate::protocol::Encoding;
 pub use description::{Description, MethodDescription};
 pub use method::Method;
 pub use service::Service;
+pub use streaming::{SlowSubscriber, StreamDirection, StreamMethod, Topic, DEFAULT_TOPIC_QUEUE};
 
 /// The `schemars` crate, whose `JsonSchema` derive every message needs
 /// (see [Deriving with pipesvc's re-exports](self#deriving-with-pipesvcs-re-exports)).
