@@ -67,8 +67,11 @@ pub struct StreamMethod<Req, In, Out, Resp> {
     direction: StreamDirection,
     // Holds no value of any of the types: Send, Sync and Copy whatever
     // they are.
-    types: PhantomData<fn(Req, In) -> (Out, Resp)>,
+    types: Types<Req, In, Out, Resp>,
 }
+
+/// The types a [`StreamMethod`] fixes, as a function's: it holds no value.
+type Types<Req, In, Out, Resp> = PhantomData<fn(Req, In) -> (Out, Resp)>;
 
 impl<Req, Out, Resp> StreamMethod<Req, (), Out, Resp> {
     /// A server streaming method called `name`, described by `doc`.
