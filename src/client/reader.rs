@@ -7,10 +7,13 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use super::notifications::Queue;
-use super::pending::Pending;
+use super::pending::{Pending, StreamRoute};
+use super::stream::Flow;
 use super::writer::Writer;
 use crate::error::{CloseReason, Error};
-use crate::protocol::{CodecError, ErrorPayload, Frame, FrameCodec, Kind};
+use crate::protocol::{
+    decode_credit, decode_item, CodecError, ErrorPayload, Frame, FrameCodec, Kind,
+};
 
 /// What the reader task shares with the client handles.
 #[derive(Debug)]
@@ -46,7 +49,7 @@ where
 impl Routes {
     /// Handles one frame; `Err` with a reason ends the connection.
     async fn route(&self, frame: Frame) -> Result<(), CloseReason> {
-        match frame.kind {
+        match spoken(frame.kind) {
             Kind::Response | Kind::Pong => {
                 self.pending.complete(frame.id, Ok(frame.payload));
             }
@@ -77,12 +80,9 @@ impl Routes {
                 self.writer
                     .queue(Frame::new(Kind::Pong, frame.id, frame.payload));
             }
-            // Revision 2.2's ITEM and CREDIT: not spoken yet, so the codec
-            // reads them as unknown kinds, and this client's HELLO does not
-            // list them (a server sends them to no such client).
-            Kind::Item
-            | Kind::Credit
-            | Kind::Hello
+            Kind::Item => self.item(frame)?,
+            Kind::Credit => self.credit(frame)?,
+            Kind::Hello
             | Kind::Request
             | Kind::Status
             | Kind::Call
@@ -98,5 +98,66 @@ impl Routes {
             }
         }
         Ok(())
+    }
+
+    /// An ITEM: checked against the credit this client gave, decoded, and
+    /// queued for the stream's reader without waiting (the credit bounds
+    /// what can queue).
+    fn item(&self, frame: Frame) -> Result<(), CloseReason> {
+        let flow = match self.stream(frame.id, "ITEM")? {
+            Some(flow) => flow,
+            None => return Ok(()),
+        };
+        let len = frame.payload.len();
+        flow.server_sent(frame.id, len)?;
+        let entries = decode_item(&frame.payload, false)
+            .map_err(|e| CloseReason::Protocol(format!("stream {}: {e}", frame.id)))?;
+        self.pending.deliver_item(frame.id, entries, len);
+        Ok(())
+    }
+
+    /// A CREDIT: more room for this client's items on an upload.
+    fn credit(&self, frame: Frame) -> Result<(), CloseReason> {
+        let bytes = decode_credit(&frame.payload)
+            .ok_or_else(|| CloseReason::Protocol("a CREDIT shorter than 4 bytes".into()))?;
+        match self.stream(frame.id, "CREDIT")? {
+            Some(flow) => flow.server_granted(frame.id, bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// The credit of stream `id`; `None` if no stream has it (it ended or
+    /// was cancelled: the frame crossed its last answer); an error for id
+    /// 0 or the id of a call that does not stream.
+    fn stream(&self, id: u32, what: &str) -> Result<Option<Arc<Flow>>, CloseReason> {
+        if id == 0 {
+            return Err(CloseReason::Protocol(format!(
+                "the server sent {what} with id 0"
+            )));
+        }
+        match self.pending.stream_route(id) {
+            StreamRoute::Open(flow) => Ok(Some(flow)),
+            StreamRoute::Gone => Ok(None),
+            StreamRoute::NotAStream => Err(CloseReason::Protocol(format!(
+                "the server sent {what} for request {id}, which is not a stream"
+            ))),
+        }
+    }
+}
+
+/// The kind as this client speaks it: revision 2.2's kinds that the codec
+/// reads as unknown while the crate's [`SPOKEN_REVISION`] is below 2 (the
+/// server side serves no streams yet) are still streams' kinds to a
+/// client, which listed them in its HELLO: a server sends them only to a
+/// client that did.
+///
+/// [`SPOKEN_REVISION`]: crate::protocol::SPOKEN_REVISION
+fn spoken(kind: Kind) -> Kind {
+    match kind {
+        Kind::Unknown(byte) => match Kind::from_u8(byte) {
+            Some(known) if known.rules().revision == 2 => known,
+            _ => kind,
+        },
+        kind => kind,
     }
 }

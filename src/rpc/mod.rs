@@ -71,6 +71,7 @@
 
 mod bounded;
 mod client;
+mod client_stream;
 mod codec;
 mod description;
 mod method;
@@ -79,6 +80,7 @@ mod streaming;
 
 pub use crate::client::CallOptions;
 pub use crate::protocol::Encoding;
+pub use client_stream::{ItemSender, ItemStream, Subscription, TopicEvent, Upload};
 pub use description::{Description, MethodDescription};
 pub use method::Method;
 pub use service::Service;
