@@ -201,7 +201,7 @@ impl Connection {
 
         // From here on the server's frames are of the connection's version
         // (revision 2.2: ITEM and CREDIT, which this client's HELLO listed).
-        let codec_in = reader.decoder().clone().with_version(reply.version);
+        let codec_in = reader.decoder().with_version(reply.version);
         *reader.decoder_mut() = codec_in;
         let pending = Arc::new(Pending::default());
         // No write timeout: a server that stops reading shows up as

@@ -187,9 +187,7 @@ impl RawStream {
     /// that ended the stream.
     pub async fn finish(mut self) -> Result<Bytes> {
         while let Some(entry) = self.next().await {
-            if let Err(e) = entry {
-                return Err(e);
-            }
+            entry?;
         }
         match std::mem::replace(&mut self.end, End::Taken) {
             End::Answered(result) => result,
@@ -342,6 +340,15 @@ pub(super) struct Opened {
 }
 
 impl Client {
+    /// The server's stream window (revision 2.2: the initial credit of
+    /// each direction of every stream); `None` if the server does not
+    /// speak revision 2.2, so that streams and topics are refused.
+    pub fn stream_window(&self) -> Option<u32> {
+        let current = self.current();
+        let reply = &current.reply;
+        reply.stream_window.filter(|_| reply.accepts(Kind::Item))
+    }
+
     /// Opens a stream: calls streaming method `method` with `params`
     /// already in `encoding` (revision 2.2), and returns its items as
     /// they come. Any error of the call itself (`unknown method`, `bad

@@ -224,7 +224,7 @@ pub enum TopicEvent<E> {
 #[derive(Debug)]
 pub struct Subscription<E> {
     client: Client,
-    topic: &'static str,
+    topic: String,
     encoding: Encoding,
     /// `None` between a lost subscription and the next.
     raw: Option<RawStream>,
@@ -246,7 +246,7 @@ impl<E: DeserializeOwned> Subscription<E> {
             }
             let raw = match self.raw.as_mut() {
                 Some(raw) => raw,
-                None => match self.client.subscribe_raw(self.topic, self.encoding).await {
+                None => match self.client.subscribe_raw(&self.topic, self.encoding).await {
                     Ok(raw) => self.raw.insert(raw),
                     Err(e) => return self.end_with(e),
                 },
@@ -254,7 +254,8 @@ impl<E: DeserializeOwned> Subscription<E> {
             match raw.next().await {
                 Some(Ok(Entry::Item(bytes))) => {
                     let event = codec::decode(self.encoding, &bytes, "event").map_err(|e| {
-                        Error::Protocol(format!("an event of {} does not decode: {e}", self.topic))
+                        let topic = &self.topic;
+                        Error::Protocol(format!("an event of {topic} does not decode: {e}"))
                     });
                     return Some(event.map(TopicEvent::Event));
                 }
@@ -264,7 +265,7 @@ impl<E: DeserializeOwned> Subscription<E> {
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) if self.resubscribes_after(&e) => {
-                    tracing::debug!(topic = self.topic, error = %e, "subscribing again");
+                    tracing::debug!(topic = %self.topic, error = %e, "subscribing again");
                     self.raw = None;
                     self.again = true;
                 }
@@ -295,8 +296,8 @@ impl<E: DeserializeOwned> Subscription<E> {
     }
 
     /// The topic's name.
-    pub fn topic(&self) -> &'static str {
-        self.topic
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 }
 
@@ -417,11 +418,17 @@ impl Client {
         &self,
         topic: &Topic<E>,
     ) -> Result<Subscription<E>> {
+        self.subscribe_to(topic.name()).await
+    }
+
+    /// [`subscribe`](Self::subscribe) to a topic named at run time (a
+    /// tool such as `pipesvc watch`, with `E` = [`serde_json::Value`]).
+    pub async fn subscribe_to<E: DeserializeOwned>(&self, topic: &str) -> Result<Subscription<E>> {
         let encoding = self.encoding();
-        let raw = self.subscribe_raw(topic.name(), encoding).await?;
+        let raw = self.subscribe_raw(topic, encoding).await?;
         Ok(Subscription {
             client: self.clone(),
-            topic: topic.name(),
+            topic: topic.to_owned(),
             encoding,
             raw: Some(raw),
             again: false,
