@@ -250,14 +250,16 @@ impl HelloReply {
     /// server that accepts the client kinds this crate defines for it
     /// ([`Kind::accepted_from_client`], from the kinds' table).
     pub fn new(version: u16, encodings: &[Encoding]) -> HelloReply {
-        let kinds = Kind::accepted_from_client(version)
+        let kinds: Vec<u8> = Kind::accepted_from_client(version)
             .map(Kind::to_u8)
             .collect();
+        // A server that takes ITEMs streams: it says with what window.
+        let streams = kinds.contains(&Kind::Item.to_u8());
         HelloReply {
             version,
             encodings: encodings.iter().map(|e| e.to_u8()).collect(),
             kinds,
-            stream_window: None,
+            stream_window: streams.then_some(super::DEFAULT_STREAM_WINDOW),
         }
     }
 
@@ -402,7 +404,7 @@ mod tests {
     #[test]
     fn a_client_hello_of_any_later_version_is_accepted_and_negotiated_down() {
         assert_eq!(ClientHello::new().encode().as_ref(), b"PSVC\x02\x00");
-        let v9 = ClientHello::decode(b"PSVC\x09\x00future fields").unwrap();
+        let v9 = ClientHello::decode(b"PSVC\x09\x00\x07\x06\x00future").unwrap();
         assert_eq!(v9.version, 9);
         assert_eq!(negotiate(v9.version), 2);
         assert_eq!(negotiate(1), 1);
@@ -414,7 +416,8 @@ mod tests {
         let bytes = reply.encode();
         assert_eq!(
             bytes.as_ref(),
-            b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x08\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c"
+            b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x0c\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c\
+              \x0d\x0e\x0f\x10\x03\x04\x00\x00\x00\x04\x00"
         );
         assert_eq!(HelloReply::decode(&bytes), Ok(reply.clone()));
         assert_eq!(
@@ -441,10 +444,9 @@ mod tests {
         let old = ClientHello::decode(b"PSVC\x02\x00").unwrap();
         assert_eq!(old.kinds, None);
         assert!(!old.accepts(Kind::Item));
-        // Bytes that are not whole fields: ignored while this crate speaks
-        // revision 2.1, as it says.
-        let cut = ClientHello::decode(b"PSVC\x02\x00\x02\x05\x00\x01").unwrap();
-        assert_eq!((cut.version, cut.kinds), (2, None));
+        // A field that runs past the end: malformed (revision 2.2).
+        let cut = ClientHello::decode(b"PSVC\x02\x00\x02\x05\x00\x01");
+        assert_eq!(cut.unwrap_err().code(), ErrorCode::MALFORMED_FRAME);
     }
 
     #[test]
@@ -460,7 +462,8 @@ mod tests {
         assert_eq!(reply.kinds, [1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
         assert_eq!(&reply.encode()[..], &payload[..]);
         // A 2.1 server sends no window.
-        let old = HelloReply::new(2, &[Encoding::Json]);
+        let old = b"PSVC\x02\x00\x01\x01\x00\x01\x02\x08\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c";
+        let old = HelloReply::decode(old).unwrap();
         assert_eq!(old.stream_window, None);
         assert_eq!(HelloReply::decode(&old.encode()).unwrap(), old);
         let short = b"PSVC\x02\x00\x03\x02\x00\x00\x04";

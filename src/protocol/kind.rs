@@ -63,10 +63,9 @@ pub enum Kind {
 
 /// The revision of protocol version 2 this crate speaks: kinds of a later
 /// revision are in the table, but not listed in the HELLO reply nor
-/// decoded as themselves ([`Kind::is_spoken`]). Revision 2.2's kinds
-/// (ITEM, CREDIT, END, SUBSCRIBE) are spoken once the server serves
-/// streams and topics.
-pub const SPOKEN_REVISION: u16 = 1;
+/// decoded as themselves ([`Kind::is_spoken`]). Revision 2.2 (ITEM,
+/// CREDIT, END, SUBSCRIBE: streams and topics).
+pub const SPOKEN_REVISION: u16 = 2;
 
 /// Every kind this crate defines, in the order of their wire bytes
 /// ([`Kind::Unknown`] is not one).
@@ -348,21 +347,22 @@ mod tests {
             assert_eq!(Kind::from_u8(kind.to_u8()), Some(kind));
         }
         assert_eq!(Kind::last_of_version(1), 9);
-        assert_eq!(Kind::last_of_version(2), 12);
+        assert_eq!(Kind::last_of_version(2), 16);
         assert_eq!(highest_version(), super::super::PROTOCOL_VERSION);
         assert_eq!(Kind::of_version(10, 1), None);
         assert_eq!(Kind::of_version(10, 2), Some(Kind::Call));
-        // Revision 2.2's kinds are in the table, not spoken yet.
+        // Revision 2.2's kinds are spoken on version 2 connections only.
         for byte in 13..=16 {
-            assert!(!Kind::from_u8(byte).unwrap().is_spoken());
-            assert_eq!(Kind::of_version(byte, 2), None);
+            assert!(Kind::from_u8(byte).unwrap().is_spoken());
+            assert_eq!(Kind::of_version(byte, 1), None);
+            assert_eq!(Kind::of_version(byte, 2), Kind::from_u8(byte));
         }
     }
 
     #[test]
     fn the_kinds_a_client_may_send_are_the_hello_replys() {
         let bytes: Vec<u8> = Kind::accepted_from_client(2).map(Kind::to_u8).collect();
-        assert_eq!(bytes, [1, 2, 5, 7, 9, 10, 11, 12]);
+        assert_eq!(bytes, [1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
         let v1: Vec<u8> = Kind::accepted_from_client(1).map(Kind::to_u8).collect();
         assert_eq!(v1, [1, 2, 5, 7, 9]);
     }

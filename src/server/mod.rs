@@ -57,6 +57,7 @@ pub use calls::Calls;
 pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
+pub use stream::{ItemReceiver, ItemSender, StreamClosed, StreamItems};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};

@@ -16,11 +16,11 @@
 //!   maximum payload, so items that pile up while the client is behind
 //!   (no credit, or a slow write) share frames.
 //!
-//! Not wired to the connection yet: the server lists no kind above 12 in
-//! its HELLO reply, and nothing dispatches CREDIT here. The next step
-//! (streaming methods) starts a slot with a [`StreamOut`] as its parts.
-// Used by the tests only until streaming methods start streams.
-#![cfg_attr(not(test), allow(dead_code))]
+//! The items a client sends on its stream come in through [`StreamIn`]:
+//! the connection checks the client's credit as it reads each ITEM, the
+//! method takes them ([`ItemReceiver`]), and what it consumed is granted
+//! back in CREDIT frames once that is half the window. [`StreamIo`] is
+//! both halves as the stream's in-flight slot holds them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 
 use super::in_flight::Parts;
 use super::lock;
+use crate::protocol::{decode_item, encode_credit, Consumed, ItemError};
 use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_LEN};
 
 /// The sending half of one server stream, shared by the producer
@@ -103,11 +104,13 @@ impl StreamOut {
     }
 
     /// The bytes of entries queued and not yet sent.
+    #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
         lock(&self.inner).queued
     }
 
     /// The client's credit now.
+    #[cfg(test)]
     pub(super) fn credit(&self) -> i64 {
         lock(&self.inner).credit.get()
     }
@@ -158,11 +161,13 @@ fn wake(slot: &Option<Waker>) {
 /// The stream is closed: the client cancelled it, or the connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the stream was closed: the client cancelled it or went away")]
-pub(super) struct StreamClosed;
+pub struct StreamClosed;
 
-/// What a streaming method sends its items through.
+/// What a streaming method sends its items through: encoded values, each
+/// one item (revision 2.2). The typed side is
+/// [`rpc::ItemSink`](crate::rpc::ItemSink).
 #[derive(Clone)]
-pub(super) struct ItemSender {
+pub struct ItemSender {
     stream: Arc<StreamOut>,
 }
 
@@ -171,10 +176,18 @@ impl ItemSender {
         ItemSender { stream }
     }
 
+    /// The largest value one item may have: the maximum payload less its
+    /// entry's header.
+    pub fn max_len(&self) -> usize {
+        self.stream.max_payload.saturating_sub(ENTRY_HEADER_LEN)
+    }
+
     /// Queues one encoded item, waiting first while the queue holds its
-    /// limit (the client is behind). The caller keeps an item within the
-    /// maximum payload less its entry's header.
-    pub(super) async fn send(&self, value: Bytes) -> Result<(), StreamClosed> {
+    /// limit (the client is behind: it makes the method wait, not the
+    /// server's memory grow). Fails once the stream is closed: the client
+    /// cancelled it or left. The caller keeps a value within
+    /// [`ItemSender::max_len`].
+    pub async fn send(&self, value: Bytes) -> Result<(), StreamClosed> {
         let stream = &self.stream;
         loop {
             // Registered before the check, so that room made between the
@@ -198,6 +211,259 @@ impl ItemSender {
             }
             room.await;
         }
+    }
+
+    /// Whether the stream is closed (a `send` would fail).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.stream.inner).closed
+    }
+}
+
+impl std::fmt::Debug for ItemSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemSender")
+            .field("id", &self.stream.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The items a client sends on one stream, as the server receives them.
+pub(super) struct StreamIn {
+    id: u32,
+    inner: Mutex<InInner>,
+}
+
+struct InInner {
+    /// Item values read and not yet taken by the method, oldest first.
+    items: VecDeque<Bytes>,
+    /// The client's credit, as the server counts it.
+    credit: Credit,
+    /// What the method took and the server has not granted back yet.
+    consumed: Consumed,
+    /// Bytes to grant in the next CREDIT frame.
+    grant: u32,
+    /// The client sent END.
+    ended: bool,
+    /// The stream is over: nothing more comes.
+    closed: bool,
+    /// The method, waiting for an item.
+    reader: Option<Waker>,
+    /// The stream's slot, to wake when a CREDIT may go out.
+    slot: Option<Waker>,
+}
+
+/// Why the server refuses an ITEM or END from the client.
+#[derive(Debug)]
+pub(super) enum InError {
+    /// The client's credit was used up: ERROR `flow control`, close.
+    FlowControl,
+    /// The ITEM does not follow its layout: `malformed frame`, close.
+    Malformed(ItemError),
+    /// An ITEM or END after END: `unexpected frame`, close.
+    Ended,
+}
+
+impl StreamIn {
+    pub(super) fn new(id: u32, window: u32) -> Arc<StreamIn> {
+        Arc::new(StreamIn {
+            id,
+            inner: Mutex::new(InInner {
+                items: VecDeque::new(),
+                credit: Credit::new(window),
+                consumed: Consumed::new(window),
+                grant: 0,
+                ended: false,
+                closed: false,
+                reader: None,
+                slot: None,
+            }),
+        })
+    }
+
+    /// An ITEM read from the client, checked against its credit: its
+    /// items are queued for the method. Entries of types the server does
+    /// not take are skipped and count as consumed at once.
+    pub(super) fn receive(&self, payload: &Bytes) -> Result<(), InError> {
+        let mut inner = lock(&self.inner);
+        if inner.ended {
+            return Err(InError::Ended);
+        }
+        let entries = decode_item(payload, true).map_err(InError::Malformed)?;
+        if !inner.credit.take(payload.len()) {
+            return Err(InError::FlowControl);
+        }
+        let mut skipped = payload.len();
+        for entry in entries {
+            if let Entry::Item(value) = entry {
+                skipped -= ENTRY_HEADER_LEN + value.len();
+                inner.items.push_back(value);
+            }
+        }
+        if skipped > 0 {
+            inner.took(skipped);
+        }
+        if let Some(reader) = inner.reader.take() {
+            reader.wake();
+        }
+        Ok(())
+    }
+
+    /// The client's END.
+    pub(super) fn end(&self) -> Result<(), InError> {
+        let mut inner = lock(&self.inner);
+        if inner.ended {
+            return Err(InError::Ended);
+        }
+        inner.ended = true;
+        if let Some(reader) = inner.reader.take() {
+            reader.wake();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        let mut inner = lock(&self.inner);
+        inner.closed = true;
+        inner.items.clear();
+        if let Some(reader) = inner.reader.take() {
+            reader.wake();
+        }
+    }
+
+    /// The CREDIT to send now, if the method consumed enough.
+    fn credit_frame(&self) -> Option<Frame> {
+        let mut inner = lock(&self.inner);
+        let bytes = std::mem::take(&mut inner.grant);
+        if bytes == 0 {
+            return None;
+        }
+        inner
+            .credit
+            .grant(bytes)
+            .expect("the server grants only what was consumed");
+        Some(Frame::new(Kind::Credit, self.id, encode_credit(bytes)))
+    }
+}
+
+impl InInner {
+    /// The method consumed `bytes` of ITEM payload: granted back once half
+    /// the window is.
+    fn took(&mut self, bytes: usize) {
+        if let Some(grant) = self.consumed.took(bytes) {
+            self.grant += grant;
+            wake(&self.slot);
+        }
+    }
+}
+
+/// What a streaming method takes the client's items from: encoded
+/// values, each one item, until the client's END (revision 2.2). The typed
+/// side is [`rpc::ItemSource`](crate::rpc::ItemSource).
+pub struct ItemReceiver {
+    stream: Arc<StreamIn>,
+}
+
+impl ItemReceiver {
+    /// The next item's value; `None` once the client sent END (or the
+    /// stream is over: cancelled, or the connection gone).
+    pub async fn next(&mut self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| {
+            let mut inner = lock(&self.stream.inner);
+            if let Some(value) = inner.items.pop_front() {
+                inner.took(ENTRY_HEADER_LEN + value.len());
+                return std::task::Poll::Ready(Some(value));
+            }
+            if inner.ended || inner.closed {
+                return std::task::Poll::Ready(None);
+            }
+            inner.reader = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+impl std::fmt::Debug for ItemReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemReceiver")
+            .field("id", &self.stream.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A streaming method's items: what it sends (a server or bidirectional
+/// stream) and what it takes (a client or bidirectional stream), as
+/// [`Calls::call_stream`](super::Calls::call_stream) gets them.
+#[derive(Debug)]
+pub struct StreamItems {
+    /// Where its items go, if it sends any.
+    pub sender: Option<ItemSender>,
+    /// Where the client's items come from, if it takes any.
+    pub receiver: Option<ItemReceiver>,
+}
+
+/// Both halves of one stream, as its in-flight slot holds them: the
+/// connection routes the client's ITEM, CREDIT and END here, and takes the
+/// stream's ITEM and CREDIT frames from it ([`Parts`]).
+pub(super) struct StreamIo {
+    pub(super) out: Option<Arc<StreamOut>>,
+    pub(super) input: Option<Arc<StreamIn>>,
+}
+
+impl StreamIo {
+    /// A stream `id` of `direction`: its halves, and the items the method
+    /// gets.
+    pub(super) fn open(
+        id: u32,
+        direction: crate::rpc::StreamDirection,
+        window: u32,
+        max_payload: usize,
+    ) -> (Arc<StreamIo>, StreamItems) {
+        let out = direction
+            .server_sends()
+            .then(|| StreamOut::new(id, window, window as usize, max_payload));
+        let input = direction.client_sends().then(|| StreamIn::new(id, window));
+        let items = StreamItems {
+            sender: out.clone().map(ItemSender::new),
+            receiver: input.clone().map(|stream| ItemReceiver { stream }),
+        };
+        (Arc::new(StreamIo { out, input }), items)
+    }
+
+    /// The stream is over: a method still sending fails, one still
+    /// taking items gets none.
+    pub(super) fn close(&self) {
+        if let Some(out) = &self.out {
+            out.close();
+        }
+        if let Some(input) = &self.input {
+            input.close();
+        }
+    }
+}
+
+impl Parts for StreamIo {
+    fn attach(&self, waker: Waker) {
+        if let Some(input) = &self.input {
+            lock(&input.inner).slot = Some(waker.clone());
+        }
+        if let Some(out) = &self.out {
+            out.attach(waker);
+        }
+    }
+
+    /// A CREDIT first (it lets the client go on), then the next ITEM.
+    fn next_part(&self) -> Option<Frame> {
+        if let Some(credit) = self.input.as_ref().and_then(|i| i.credit_frame()) {
+            return Some(credit);
+        }
+        self.out.as_ref().and_then(|out| out.next_part())
+    }
+
+    /// Only ITEMs hold the last answer back: a CREDIT after it would be
+    /// of no use.
+    fn is_drained(&self) -> bool {
+        self.out.as_ref().is_none_or(|out| out.is_drained())
     }
 }
 

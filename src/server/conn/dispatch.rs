@@ -11,12 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::connection_context::RequestScope;
 use super::super::in_flight::{error_that_fits, InFlight, Work};
+use super::super::stream::{InError, StreamIo};
 use super::super::waiting::{Job, Waiter};
 use super::super::{ConnectionContext, Handler, ServiceError, Shared};
 use super::state::{chore, Phase, State};
 use super::turn::Link;
 use super::{log_refusal, Connection, End};
+use crate::protocol::{decode_credit, DEFAULT_STREAM_WINDOW};
 use crate::protocol::{CallHeader, ErrorCode, Frame, Kind, RESERVED_METADATA_PREFIX};
+use crate::rpc::StreamDirection;
 use crate::transport::ServerIo;
 
 impl<H: Handler> Connection<H> {
@@ -66,15 +69,12 @@ impl<H: Handler> Connection<H> {
             }
             Kind::Cancel => cancel(frame.id, link, in_flight, state),
             Kind::Describe => link.push(self.describe(frame.id)),
-            // Revision 2.2's kinds, until the server speaks it: the codec
-            // reads them as unknown kinds, and so are they answered.
-            Kind::Item | Kind::Credit | Kind::End | Kind::Subscribe if frame.id == 0 => {
-                tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unspoken kind");
-                state.unanswered();
+            Kind::Item | Kind::Credit | Kind::End => {
+                return on_stream_frame(frame, link, in_flight, state)
             }
-            Kind::Item | Kind::Credit | Kind::End | Kind::Subscribe => {
-                let why = format!("unknown kind {}", frame.kind.to_u8());
-                link.push(Frame::error(frame.id, ErrorCode::UNKNOWN_KIND, &why));
+            Kind::Subscribe => {
+                let why = "this service has no topics";
+                self.answer_now(link, frame.id, ErrorCode::UNKNOWN_METHOD, why);
             }
             Kind::Unknown(_) if frame.id == 0 => {
                 tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
@@ -129,6 +129,17 @@ impl<H: Handler> Connection<H> {
         if kind == Kind::Notify {
             state.unanswered();
         }
+        // A CALL of a streaming method is a stream (revision 2.2).
+        let stream = match &job {
+            Job::Call { header, .. } => self.stream_direction(&header.method),
+            _ => None,
+        };
+        if stream.is_some() {
+            if let Err((code, why)) = may_open_stream(in_flight, state) {
+                self.answer_now(link, id, code, why);
+                return Ok(None);
+            }
+        }
         if !state.share.try_hold(held) {
             let why = format!(
                 "the server holds its budget of {} bytes for its clients' requests; try again later",
@@ -140,12 +151,17 @@ impl<H: Handler> Connection<H> {
             self.answer_now(link, id, ErrorCode::OVERLOADED, &why);
             return Ok(None);
         }
+        if stream.is_some() {
+            // A stream never waits at the in-flight limit: the frames
+            // that keep it going could be stuck behind what waits there.
+            return self.start_job(job, held, None, stream, link, ctx, state);
+        }
         let free = match job {
             Job::Notify(_) => true,
             _ => in_flight.has_room(),
         };
         if free && state.chore.is_none() && state.waiting.is_empty() {
-            return self.start_job(job, held, None, link, ctx, state);
+            return self.start_job(job, held, None, None, link, ctx, state);
         }
         let read_at = Instant::now();
         let timeout = match &job {
@@ -163,12 +179,15 @@ impl<H: Handler> Connection<H> {
 
     /// Starts `job` (read at `read_at` if it waited; else just now), which
     /// holds `held` bytes: a request is handed back to start, a NOTIFY goes
-    /// to `on_notify`.
+    /// to `on_notify`. `stream`: the job is a CALL of a streaming method
+    /// that streams this way.
+    #[allow(clippy::too_many_arguments)]
     fn start_job<'a, S: ServerIo>(
         &'a self,
         job: Job,
         held: usize,
         read_at: Option<Instant>,
+        stream: Option<StreamDirection>,
         link: &mut Link<S>,
         ctx: &ConnectionContext,
         state: &mut State<'a>,
@@ -190,9 +209,10 @@ impl<H: Handler> Connection<H> {
                 ctx: ctx.clone(),
                 deadline: waited,
                 held,
+                stream: None,
             })),
             Job::Call { id, header, params } => {
-                let work = match self.call_work(&header, params) {
+                let work = match self.call_work(id, &header, params, stream) {
                     Ok(work) => work,
                     Err(err) => {
                         state.share.release(held);
@@ -213,12 +233,14 @@ impl<H: Handler> Connection<H> {
                     metadata,
                     cancelled: CancellationToken::new(),
                 };
+                let (work, stream) = work;
                 Ok(Some(Start {
                     id,
                     work,
                     ctx: ctx.for_request(Arc::new(scope)),
                     deadline: own.or(waited),
                     held,
+                    stream,
                 }))
             }
         }
@@ -243,7 +265,7 @@ impl<H: Handler> Connection<H> {
         let Waiter {
             job, held, read_at, ..
         } = waiter;
-        self.start_job(job, held, Some(read_at), link, ctx, state)
+        self.start_job(job, held, Some(read_at), None, link, ctx, state)
     }
 
     /// A waiting request whose deadline (its own, or the server's request
@@ -266,15 +288,25 @@ impl<H: Handler> Connection<H> {
         link.push(Frame::error(id, ErrorCode::TIMED_OUT, why));
     }
 
-    /// What runs a CALL: the byte handler for the empty method, else one
-    /// of the service's methods in an encoding it offers.
+    /// Whether `method` is one of the service's streaming methods, and
+    /// which way it streams.
+    fn stream_direction(&self, method: &str) -> Option<StreamDirection> {
+        let calls = self.config.calls.as_ref()?;
+        calls.0.stream_direction(method)
+    }
+
+    /// What runs CALL `id`: the byte handler for the empty method, else one
+    /// of the service's methods in an encoding it offers; for a streaming
+    /// method (`stream`), the stream's halves too.
     fn call_work<'a>(
         &'a self,
+        id: u32,
         header: &CallHeader,
         params: bytes::Bytes,
-    ) -> Result<Work<'a>, ServiceError> {
+        stream: Option<StreamDirection>,
+    ) -> Result<(Work<'a>, Option<Arc<StreamIo>>), ServiceError> {
         if header.method.is_empty() {
-            return Ok(Work::Bytes(params));
+            return Ok((Work::Bytes(params), None));
         }
         let Some(calls) = &self.config.calls else {
             return Err(ServiceError::unknown_method(&header.method));
@@ -282,10 +314,27 @@ impl<H: Handler> Connection<H> {
         let calls = &*calls.0;
         let offered = calls.encodings();
         match header.known_encoding().filter(|e| offered.contains(e)) {
-            Some(encoding) => Ok(Work::Call {
-                calls,
-                encoding,
-                params,
+            Some(encoding) => Ok(match stream {
+                None => (
+                    Work::Call {
+                        calls,
+                        encoding,
+                        params,
+                    },
+                    None,
+                ),
+                Some(direction) => {
+                    let window = DEFAULT_STREAM_WINDOW;
+                    let max = self.config.max_payload();
+                    let (io, items) = StreamIo::open(id, direction, window, max);
+                    let work = Work::Stream {
+                        calls,
+                        encoding,
+                        params,
+                        items,
+                    };
+                    (work, Some(io))
+                }
             }),
             None => {
                 let names: Vec<&str> = offered.iter().map(|e| e.name()).collect();
@@ -331,6 +380,31 @@ pub(super) struct Start<'a> {
     pub(super) ctx: ConnectionContext,
     pub(super) deadline: Option<Instant>,
     pub(super) held: usize,
+    /// A stream's halves (revision 2.2): it starts outside the in-flight
+    /// limit, with no request timeout.
+    pub(super) stream: Option<Arc<StreamIo>>,
+}
+
+/// The streams one connection may have open at once (PROTOCOL.md,
+/// "Streams": pipesvc 64).
+pub(super) const MAX_STREAMS: usize = 64;
+
+/// Whether the client may open one more stream: it listed ITEM and CREDIT
+/// in its HELLO, and has fewer than [`MAX_STREAMS`] open.
+fn may_open_stream<F: Future<Output = (u32, Frame)>>(
+    in_flight: &InFlight<F>,
+    state: &State<'_>,
+) -> Result<(), (ErrorCode, &'static str)> {
+    if !state.takes_items {
+        let why = "a streaming method needs a client that accepts ITEM and CREDIT \
+                   (kinds 13 and 14 in its HELLO)";
+        return Err((ErrorCode::BAD_REQUEST, why));
+    }
+    if in_flight.streams() >= MAX_STREAMS {
+        let why = "this connection has as many streams open as the server allows (64)";
+        return Err((ErrorCode::OVERLOADED, why));
+    }
+    Ok(())
 }
 
 pub(super) fn duplicate(id: u32) -> End {
@@ -338,6 +412,89 @@ pub(super) fn duplicate(id: u32) -> End {
         ErrorCode::DUPLICATE_ID,
         format!("request id {id} is already in flight"),
     )
+}
+
+/// An ITEM, CREDIT or END from the client (revision 2.2), for the stream
+/// with its id: ignored once the stream ended (it crossed the last
+/// answer); `unexpected frame` for a request that is not a stream, or a
+/// direction the stream does not have; `flow control` past the credit.
+fn on_stream_frame<S: ServerIo, F: Future<Output = (u32, Frame)>>(
+    frame: Frame,
+    link: &mut Link<S>,
+    in_flight: &mut InFlight<F>,
+    state: &mut State<'_>,
+) -> Result<Option<Start<'static>>, End> {
+    let (kind, id) = (frame.kind, frame.id);
+    let credit = match kind {
+        Kind::Credit => Some(decode_credit(&frame.payload).ok_or_else(|| {
+            let why = "a CREDIT carries a u32";
+            End::Protocol(ErrorCode::MALFORMED_FRAME, why.into())
+        })?),
+        _ => None,
+    };
+    let unexpected = |why: &str| End::Protocol(ErrorCode::UNEXPECTED_FRAME, why.to_owned());
+    let stream = match in_flight.stream(id) {
+        None if state.waiting.contains(id) => {
+            return Err(unexpected(&format!(
+                "a {kind:?} for request {id}, which is not a stream"
+            )))
+        }
+        None => {
+            tracing::debug!(
+                id,
+                ?kind,
+                "a frame for a stream no longer in flight: ignored"
+            );
+            state.unanswered();
+            return Ok(None);
+        }
+        Some(None) => {
+            return Err(unexpected(&format!(
+                "a {kind:?} for request {id}, which is not a stream"
+            )))
+        }
+        Some(Some(stream)) => stream.clone(),
+    };
+    if let Some(bytes) = credit {
+        // A client stream has no server credit: ignored.
+        if let Some(out) = &stream.out {
+            out.grant(bytes)
+                .map_err(|e| End::Protocol(ErrorCode::FLOW_CONTROL, e.to_string()))?;
+        }
+        return Ok(None);
+    }
+    let Some(input) = &stream.input else {
+        let why = format!("a {kind:?} on stream {id}, which takes no items from the client");
+        return Err(unexpected(&why));
+    };
+    let received = match kind {
+        Kind::End => input.end(),
+        _ => input.receive(&frame.payload),
+    };
+    match received {
+        Ok(()) if kind == Kind::Item => {
+            let len = frame.payload.len();
+            if state.share.try_hold(len) {
+                in_flight.hold(id, len);
+            } else {
+                // No room for the client's items: the stream ends.
+                in_flight.cancel_one(id);
+                link.wire.tally.requests += 1;
+                let why = "the server has no room for this stream's items now; try again later";
+                link.push(Frame::error(id, ErrorCode::OVERLOADED, why));
+            }
+            Ok(None)
+        }
+        Ok(()) => Ok(None),
+        Err(InError::FlowControl) => Err(End::Protocol(
+            ErrorCode::FLOW_CONTROL,
+            format!("an ITEM on stream {id}, whose credit was used up"),
+        )),
+        Err(InError::Malformed(e)) => Err(End::Protocol(ErrorCode::MALFORMED_FRAME, e.to_string())),
+        Err(InError::Ended) => Err(unexpected(&format!(
+            "a {kind:?} on stream {id} after its END"
+        ))),
+    }
 }
 
 /// Refuses the id of a request still in flight (running or waiting).

@@ -159,10 +159,10 @@ impl<H: Handler> Connection<H> {
             return (End::PeerGone, None);
         }
         let admitted = match self.handshake(link).await {
-            Ok(version) => self.caller(link).await.map(|caller| (version, caller)),
+            Ok(hello) => self.caller(link).await.map(|caller| (hello, caller)),
             Err(end) => Err(end),
         };
-        let (version, caller) = match admitted {
+        let ((version, takes_items), caller) = match admitted {
             Ok(admitted) => admitted,
             Err(end) => {
                 report(link, &end);
@@ -203,7 +203,8 @@ impl<H: Handler> Connection<H> {
             ));
         }
         lock(&self.shared.connections).insert(self.id, ctx.clone());
-        (self.serve_requests(link, &ctx).await, Some(ctx))
+        let end = self.serve_requests(link, &ctx, takes_items).await;
+        (end, Some(ctx))
     }
 
     /// Who the client is: known at accept, or (Windows) read from its
@@ -250,8 +251,9 @@ impl<H: Handler> Connection<H> {
     }
 
     /// Waits for the client's HELLO and checks it; the connection's
-    /// protocol version (the lower of the client's and ours).
-    async fn handshake<S: ServerIo>(&self, link: &mut Link<S>) -> Result<u16, End> {
+    /// protocol version (the lower of the client's and ours), and whether
+    /// the client takes ITEM and CREDIT (it may open streams).
+    async fn handshake<S: ServerIo>(&self, link: &mut Link<S>) -> Result<(u16, bool), End> {
         let timeout = self.config.handshake_timeout;
         let wire = &mut link.wire;
         let first = tokio::select! {
@@ -280,7 +282,8 @@ impl<H: Handler> Connection<H> {
             .map_err(|e| End::Protocol(e.code(), e.to_string()))?;
         let version = negotiate(hello.version);
         wire.input.handshake_done(version);
-        Ok(version)
+        let takes_items = version >= 2 && hello.accepts(Kind::Item) && hello.accepts(Kind::Credit);
+        Ok((version, takes_items))
     }
 
     /// Reads frames and dispatches them until the client leaves, breaks the
@@ -289,10 +292,12 @@ impl<H: Handler> Connection<H> {
         &self,
         link: &mut Link<S>,
         ctx: &ConnectionContext,
+        takes_items: bool,
     ) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
         let too_slow = link.pushed.output.too_slow.clone();
         let mut state = State::new(&self.shared, &self.config, too_slow);
+        state.takes_items = takes_items;
         // Nothing is read until the handler has greeted the client.
         state.chore = Some(chore(self.handler.on_connect(ctx.clone())));
         state.greeting = true;
@@ -311,15 +316,20 @@ impl<H: Handler> Connection<H> {
                 ctx,
                 deadline,
                 held,
+                stream,
             } = start;
             // The server's request timeout reaches a request without a
             // deadline of its own through the connection's tick: no timer
-            // per request.
+            // per request. It does not apply to streams.
             let untimed = deadline.is_none() && self.config.request_timeout.is_some();
             let started = untimed.then(|| state.tick.now());
             let request = run_request(&*self.handler, id, work, ctx, deadline);
             state.tick.busy = true;
-            if let Err(id) = in_flight.start(id, request, held, started, None) {
+            let started = match stream {
+                None => in_flight.start(id, request, held, started, None),
+                Some(stream) => in_flight.start_stream(id, request, held, stream),
+            };
+            if let Err(id) = started {
                 break dispatch::duplicate(id);
             }
         };
