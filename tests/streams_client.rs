@@ -1,0 +1,194 @@
+//! The client's streams against a real server (revision 2.2): many
+//! clients with concurrent streams, every item in order; cancel by drop
+//! seen by the producer; an error mid-stream; an upload larger than the
+//! maximum frame.
+
+mod common;
+
+use bytes::Bytes;
+use common::{guard, unique_endpoint, TestServer};
+use pipesvc::client::ClientOptions;
+use pipesvc::protocol::{ErrorCode, ServiceCode};
+use pipesvc::rpc::{Service, StreamMethod};
+use pipesvc::server::{ConnectionContext, Server, ServiceError};
+use pipesvc::Client;
+use tokio::sync::mpsc;
+
+/// The numbers `from` to `from + n - 1` (params: `(from, n)`).
+const RANGE: StreamMethod<(u64, u64), (), u64, u64> =
+    StreamMethod::server("range", "from..from+n, then n");
+/// Items until dropped; its drop is reported.
+const FOREVER: StreamMethod<(), (), u64, ()> =
+    StreamMethod::server("forever", "Counts until cancelled");
+/// Two items, then the error 1234.
+const FAILING: StreamMethod<(), (), u64, ()> =
+    StreamMethod::server("failing", "Two items, then an error");
+/// The bytes of every string uploaded.
+const SIZE: StreamMethod<(), String, (), u64> =
+    StreamMethod::client("size", "Counts the bytes uploaded");
+
+const BROKEN: ServiceCode = match ServiceCode::new(1234) {
+    Some(code) => code,
+    None => panic!("a service code"),
+};
+
+/// Sends on drop: the producer's future was dropped (cancelled).
+struct DropGuard(mpsc::UnboundedSender<()>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+fn server(test: &str) -> (TestServer, mpsc::UnboundedReceiver<()>) {
+    let (dropped, drops) = mpsc::unbounded_channel();
+    let service = Service::new("streams", "0.1.0", dropped)
+        .stream_method(&RANGE, |_, (from, n): (u64, u64), items, _, _| async move {
+            for i in from..from + n {
+                items.send(&i).await?;
+            }
+            Ok(n)
+        })
+        .stream_method(&FOREVER, |dropped, (), items, _, _| async move {
+            let _guard = DropGuard((*dropped).clone());
+            for i in 0.. {
+                items.send(&i).await?;
+            }
+            Ok(())
+        })
+        .stream_method(&FAILING, |_, (), items, _, _| async move {
+            items.send(&1).await?;
+            items.send(&2).await?;
+            Err(ServiceError::with_code(BROKEN, "broken after two"))
+        })
+        .stream_method(&SIZE, |_, (), _, mut lines, _| async move {
+            let mut bytes = 0u64;
+            while let Some(line) = lines.next().await? {
+                let line: String = line;
+                bytes += line.len() as u64;
+            }
+            Ok(bytes)
+        });
+    let server = Server::builder(unique_endpoint(test))
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+        .calls(service)
+        .bind()
+        .expect("bind the server");
+    (TestServer::start(server), drops)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_with_concurrent_streams_get_every_item_in_order() {
+    common::raise_nofile(4096);
+    let (server, _drops) = server("streams-200");
+    let endpoint = server.endpoint().clone();
+    let mut clients = Vec::new();
+    for c in 0..200u64 {
+        let endpoint = endpoint.clone();
+        clients.push(tokio::spawn(async move {
+            let client = Client::connect(&endpoint).await.expect("connect");
+            let streams = (0..4u64).map(|s| {
+                let client = client.clone();
+                async move {
+                    let from = (c * 4 + s) * 1_000_000;
+                    // 300 items: more than one batch and more than a
+                    // half window of grants for the smallest items.
+                    let mut items = client.stream(&RANGE, &(from, 300)).await?;
+                    let mut want = from;
+                    while let Some(item) = items.next().await {
+                        assert_eq!(item?, want, "client {c} stream {s}");
+                        want += 1;
+                    }
+                    assert_eq!(want, from + 300);
+                    assert_eq!(items.finish().await?, 300);
+                    Ok::<_, pipesvc::Error>(())
+                }
+            });
+            for outcome in futures_util::future::join_all(streams).await {
+                outcome.expect("a stream");
+            }
+            client.close().await;
+        }));
+    }
+    for client in clients {
+        guard(client).await.expect("a client");
+    }
+}
+
+#[tokio::test]
+async fn a_large_stream_is_paced_by_the_credit_and_arrives_whole() {
+    // 100 000 items of about 10 bytes: the window (256 KiB) is granted
+    // back many times over.
+    let (server, _drops) = server("streams-large");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    let mut items = guard(client.stream(&RANGE, &(0, 100_000))).await.unwrap();
+    let mut want = 0;
+    while let Some(item) = guard(items.next()).await {
+        assert_eq!(item.unwrap(), want);
+        want += 1;
+    }
+    assert_eq!(want, 100_000);
+    assert_eq!(guard(items.finish()).await.unwrap(), 100_000);
+}
+
+#[tokio::test]
+async fn dropping_a_stream_cancels_it_on_the_server() {
+    let (server, mut drops) = server("streams-cancel");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    let mut items = guard(client.stream(&FOREVER, &())).await.unwrap();
+    for want in 0..3 {
+        assert_eq!(guard(items.next()).await.unwrap().unwrap(), want);
+    }
+    drop(items);
+    // The producer's future is dropped: CANCEL reached it.
+    guard(drops.recv()).await.expect("the producer was dropped");
+    // The connection carries on.
+    let mut again = guard(client.stream(&RANGE, &(7, 1))).await.unwrap();
+    assert_eq!(guard(again.next()).await.unwrap().unwrap(), 7);
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_ends_it_with_that_error() {
+    let (server, _drops) = server("streams-error");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    let mut items = guard(client.stream(&FAILING, &())).await.unwrap();
+    assert_eq!(guard(items.next()).await.unwrap().unwrap(), 1);
+    assert_eq!(guard(items.next()).await.unwrap().unwrap(), 2);
+    let err = guard(items.next()).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::from(BROKEN)), "{err}");
+    assert!(err.to_string().contains("broken after two"), "{err}");
+    assert!(guard(items.next()).await.is_none());
+    let err = guard(items.finish()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::from(BROKEN)));
+}
+
+#[tokio::test]
+async fn an_unknown_streaming_method_is_the_streams_first_item() {
+    let (server, _drops) = server("streams-unknown");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    const NOPE: StreamMethod<(), (), u64, ()> = StreamMethod::server("nope", "absent");
+    let mut items = guard(client.stream(&NOPE, &())).await.unwrap();
+    let err = guard(items.next()).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_METHOD), "{err}");
+}
+
+#[tokio::test]
+async fn an_upload_larger_than_the_maximum_frame_arrives_whole() {
+    let (server, _drops) = server("streams-upload");
+    let options = ClientOptions::new();
+    let client = guard(Client::connect_with(server.endpoint(), options))
+        .await
+        .unwrap();
+    let max = client.server_max_frame_len() as u64;
+    // Items of 64 KiB up to twice the maximum frame.
+    let chunk = "u".repeat(64 * 1024);
+    let count = 2 * max / chunk.len() as u64 + 1;
+    let mut upload = guard(client.upload(&SIZE, &())).await.unwrap();
+    for _ in 0..count {
+        guard(upload.send(&chunk)).await.unwrap();
+    }
+    let total = guard(upload.finish()).await.unwrap();
+    assert_eq!(total, count * chunk.len() as u64);
+    assert!(total > max, "{total} bytes, more than a frame of {max}");
+}
