@@ -50,6 +50,9 @@ impl Script {
         let kinds = theirs.kinds.expect("a kinds field").bytes();
         assert_eq!(kinds, [1, 3, 4, 5, 6, 8, 13, 14]);
         let mut reply = HelloReply::new(2, &[Encoding::Json]);
+        // Revision 2.1's kinds, then 2.2's with the window.
+        reply.kinds.retain(|&kind| kind <= 12);
+        reply.stream_window = None;
         if let Some(window) = window {
             reply.kinds.extend([13, 14, 15, 16]);
             reply.stream_window = Some(window);
