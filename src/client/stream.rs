@@ -276,8 +276,8 @@ impl RawUpload {
     /// the server's credit is used up. An item that cannot fit in one
     /// frame is [`Error::PayloadTooLarge`]; once the server gave its last
     /// answer (it failed, or needs no more), [`Error::Protocol`] saying so:
-    /// the answer is what [`finish`](RawUpload::finish) (or the receiving
-    /// half) returns.
+    /// the answer is what the receiving half's
+    /// [`finish`](RawStream::finish) returns.
     pub async fn send(&mut self, item: Bytes) -> Result<()> {
         let entry = Entry::Item(item);
         if entry.encoded_len() > self.max_payload {
