@@ -1,12 +1,13 @@
 //! The job runner's client: `job_client submit JOB STEPS | list | status ID |
-//! cancel ID` (service `$JOBS_NAME`, or `jobs`); typed calls, no encoding of our own.
+//! cancel ID | follow ID` (service `$JOBS_NAME`, or `jobs`); typed calls and
+//! a typed stream, no encoding or routing of our own.
 
 #[path = "job_api/mod.rs"]
 mod job_api;
 use job_api::*;
 use pipesvc::{Client, Error};
 
-const USAGE: &str = "submit JOB STEPS | list | status ID | cancel ID";
+const USAGE: &str = "submit JOB STEPS | list | status ID | cancel ID | follow ID";
 
 /// Runs one command and returns what to print.
 pub async fn run(client: &Client, args: &[String]) -> pipesvc::Result<String> {
@@ -24,8 +25,22 @@ pub async fn run(client: &Client, args: &[String]) -> pipesvc::Result<String> {
         Some("list") => format!("{:#?}", client.call(&LIST, &()).await?),
         Some("status") => format!("{:?}", client.call(&STATUS, &number(1)?).await?),
         Some("cancel") => format!("{:?}", client.call(&CANCEL, &number(1)?).await?),
+        Some("follow") => follow(client, number(1)?).await?.join("\n"),
         _ => return Err(usage()),
     })
+}
+
+/// Job `id`'s progress, one line per state, until it ends: the items of
+/// one stream, which the service sends to this caller alone.
+pub async fn follow(client: &Client, id: JobId) -> pipesvc::Result<Vec<String>> {
+    let mut progress = client.stream(&PROGRESS, &id).await?;
+    let mut lines = Vec::new();
+    while let Some(state) = progress.next().await {
+        lines.push(format!("{:?}", state?));
+    }
+    let last = progress.finish().await?;
+    lines.push(format!("ended: {last:?}"));
+    Ok(lines)
 }
 
 #[allow(dead_code)] // tests include this file for `run`
