@@ -45,6 +45,11 @@ impl Script {
         let hello = ServerHello::new(max_frame, "script").encode();
         script.send(Frame::new(Kind::Hello, 0, hello)).await;
         let theirs = script.recv().await.expect("the client's HELLO");
+        // PROTOCOL.md, "A complete exchange, revision 2.2", byte for byte.
+        assert_eq!(
+            &theirs.payload[..],
+            b"PSVC\x02\x00\x02\x08\x00\x01\x03\x04\x05\x06\x08\x0d\x0e"
+        );
         let theirs = ClientHello::decode(&theirs.payload).expect("a valid HELLO");
         // PROTOCOL.md: pipesvc's client accepts 1 3 4 5 6 8 13 14.
         let kinds = theirs.kinds.expect("a kinds field").bytes();

@@ -23,6 +23,9 @@ const FOREVER: StreamMethod<(), (), u64, ()> =
 /// Two items, then the error 1234.
 const FAILING: StreamMethod<(), (), u64, ()> =
     StreamMethod::server("failing", "Two items, then an error");
+/// Each string uploaded, in capitals, as it comes; then how many.
+const UPPER: StreamMethod<(), String, String, u64> =
+    StreamMethod::both("upper", "Each string in capitals");
 /// The bytes of every string uploaded.
 const SIZE: StreamMethod<(), String, (), u64> =
     StreamMethod::client("size", "Counts the bytes uploaded");
@@ -61,6 +64,15 @@ fn server(test: &str) -> (TestServer, mpsc::UnboundedReceiver<()>) {
             items.send(&1).await?;
             items.send(&2).await?;
             Err(ServiceError::with_code(BROKEN, "broken after two"))
+        })
+        .stream_method(&UPPER, |_, (), items, mut lines, _| async move {
+            let mut n = 0;
+            while let Some(line) = lines.next().await? {
+                let line: String = line;
+                items.send(&line.to_uppercase()).await?;
+                n += 1;
+            }
+            Ok(n)
         })
         .stream_method(&SIZE, |_, (), _, mut lines, _| async move {
             let mut bytes = 0u64;
@@ -191,4 +203,20 @@ async fn an_upload_larger_than_the_maximum_frame_arrives_whole() {
     let total = guard(upload.finish()).await.unwrap();
     assert_eq!(total, count * chunk.len() as u64);
     assert!(total > max, "{total} bytes, more than a frame of {max}");
+}
+
+#[tokio::test]
+async fn a_bidirectional_stream_answers_each_item_as_it_comes() {
+    let (server, _drops) = server("streams-both");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    let (mut sender, mut answers) = guard(client.stream_both(&UPPER, &())).await.unwrap();
+    // Lockstep: each answer comes before the next item is sent.
+    for word in ["a", "bc", "déf"] {
+        guard(sender.send(&word.to_owned())).await.unwrap();
+        let answer = guard(answers.next()).await.unwrap().unwrap();
+        assert_eq!(answer, word.to_uppercase());
+    }
+    guard(sender.end()).await.unwrap();
+    assert!(guard(answers.next()).await.is_none());
+    assert_eq!(guard(answers.finish()).await.unwrap(), 3);
 }
