@@ -72,6 +72,7 @@
 mod bounded;
 mod client;
 mod codec;
+pub(crate) use codec::encode_bytes as encode_event;
 mod description;
 mod items;
 mod method;
