@@ -73,6 +73,7 @@ mod bounded;
 mod client;
 mod client_stream;
 mod codec;
+pub(crate) use codec::encode_bytes as encode_event;
 mod description;
 mod items;
 mod method;

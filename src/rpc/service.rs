@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use super::bounded::{Meter, Refusal};
 use super::codec;
-use super::description::{Description, MethodDescription};
+use super::description::{Description, MethodDescription, TopicDescription};
 use super::items::{ItemSink, ItemSource};
-use super::{Method, StreamDirection, StreamMethod};
+use super::{Method, StreamDirection, StreamMethod, Topic};
 use crate::protocol::{Encoding, MAX_METHOD_LEN, PROTOCOL_VERSION};
-use crate::server::{Calls, ConnectionContext, Hold, MemoryBudget, ServiceError, StreamItems};
+use crate::server::StreamItems;
+use crate::server::{Calls, ConnectionContext, Hold, MemoryBudget, Publisher, ServiceError};
 
 /// Params at least this large are decoded on a blocking thread: decoding
 /// megabytes takes long enough (a tenth of a second and more) to hold up
@@ -81,6 +82,9 @@ pub struct Service<S = ()> {
     streams: HashMap<&'static str, (StreamDirection, ErasedStream<S>)>,
     /// Each method's entry in the description, in the order they were added.
     methods: Vec<MethodDescription>,
+    /// Its topics (revision 2.2), and their entries in the description.
+    publisher: Publisher,
+    topics: Vec<TopicDescription>,
     encodings: Vec<Encoding>,
     /// The DESCRIBE answer, made at the first DESCRIBE.
     description: OnceLock<Bytes>,
@@ -102,6 +106,8 @@ impl<S: Send + Sync + 'static> Service<S> {
             handlers: HashMap::new(),
             streams: HashMap::new(),
             methods: Vec::new(),
+            publisher: Publisher::default(),
+            topics: Vec::new(),
             encodings: vec![Encoding::MessagePack, Encoding::Json],
             description: OnceLock::new(),
             decoders: Arc::new(tokio::sync::Semaphore::new(decoders())),
@@ -233,6 +239,54 @@ impl<S: Send + Sync + 'static> Service<S> {
         self
     }
 
+    /// Offers `topic` (revision 2.2): clients SUBSCRIBE to it, and the
+    /// service publishes its events through its [`Publisher`]
+    /// ([`Service::publisher`], or a handler's
+    /// [`ConnectionContext::publisher`]). Listed in DESCRIBE with the
+    /// schema of its events, its policy and its queue.
+    ///
+    /// ```
+    /// use pipesvc::rpc::{Service, Topic};
+    ///
+    /// const TICKS: Topic<u64> = Topic::new("ticks", "Uptime in ms, once a second");
+    ///
+    /// let service = Service::new("clock", "1.0.0", ()).topic(&TICKS);
+    /// // Taken before the service is handed to the server: publish from
+    /// // anywhere, also before it serves.
+    /// let publisher = service.publisher().clone();
+    /// assert_eq!(publisher.publish(&TICKS, &1000), 0, "no subscriber yet");
+    /// ```
+    ///
+    /// # Panics
+    /// If the service already has a topic of that name, or the name is
+    /// empty or longer than 255 bytes.
+    pub fn topic<E: Serialize + JsonSchema>(mut self, topic: &Topic<E>) -> Self {
+        let name = topic.name();
+        assert!(
+            !name.is_empty() && name.len() <= 255,
+            "topic name {name:?}: it must be 1 to 255 bytes long"
+        );
+        assert!(
+            self.publisher.register(topic),
+            "topic {name:?} is defined twice"
+        );
+        self.topics.push(TopicDescription {
+            name: name.to_owned(),
+            doc: topic.doc().to_owned(),
+            event: schema::<E>(),
+            policy: topic.slow_policy().as_str().to_owned(),
+            queue: topic.queue_len(),
+        });
+        self
+    }
+
+    /// What the service publishes its topics' events through: clone it
+    /// before handing the service to the server (or to `ops::serve`) to
+    /// publish from outside any handler.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
     /// Panics unless `name` is a valid name no method has yet.
     fn check_new(&self, name: &str) {
         assert!(
@@ -275,7 +329,7 @@ impl<S: Send + Sync + 'static> Service<S> {
             protocol: PROTOCOL_VERSION,
             encodings: self.encodings.iter().map(|e| e.name().to_owned()).collect(),
             methods: self.methods.clone(),
-            topics: Vec::new(),
+            topics: self.topics.clone(),
         }
     }
 }
@@ -379,6 +433,10 @@ impl<S: Send + Sync + 'static> Calls for Service<S> {
             Some(handler) => handler(self.state.clone(), encoding, params, ctx),
             None => std::future::ready(Err(ServiceError::unknown_method(method))).boxed(),
         }
+    }
+
+    fn publisher(&self) -> Option<&Publisher> {
+        Some(&self.publisher)
     }
 
     fn stream_direction(&self, method: &str) -> Option<StreamDirection> {

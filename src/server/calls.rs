@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use super::{ConnectionContext, ServiceError, StreamItems};
+use super::{ConnectionContext, Publisher, ServiceError, StreamItems};
 use crate::protocol::Encoding;
 use crate::rpc::StreamDirection;
 
@@ -37,6 +37,12 @@ pub trait Calls: Send + Sync + 'static {
         params: Bytes,
         ctx: ConnectionContext,
     ) -> BoxFuture<'static, Result<Bytes, ServiceError>>;
+
+    /// Revision 2.2: the service's topics, which clients SUBSCRIBE to;
+    /// `None` (the default) for a service without topics.
+    fn publisher(&self) -> Option<&Publisher> {
+        None
+    }
 
     /// Revision 2.2: whether `method` streams, and which way; `None` for
     /// a method that does not (the default: a service without streaming

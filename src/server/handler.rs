@@ -190,6 +190,15 @@ impl ServiceError {
         }
     }
 
+    /// An error with a protocol code the server itself answers with (such
+    /// as `too slow` for a subscription).
+    pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// The code sent to the client.
     pub fn code(&self) -> ErrorCode {
         self.code

@@ -55,6 +55,8 @@ pub(super) struct InFlight<F> {
     untimed: usize,
     /// Streams among the requests: they do not count against `limit`.
     streams: usize,
+    /// Subscriptions among the streams.
+    subscriptions: usize,
 }
 
 struct Slot<F> {
@@ -146,6 +148,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             released: 0,
             untimed: 0,
             streams: 0,
+            subscriptions: 0,
         }
     }
 
@@ -154,9 +157,35 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         self.ids.len() - self.streams < self.limit
     }
 
-    /// How many streams are open.
+    /// How many streams of streaming methods are open.
     pub(super) fn streams(&self) -> usize {
-        self.streams
+        self.streams - self.subscriptions
+    }
+
+    /// How many subscriptions are open.
+    pub(super) fn subscriptions(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// Ends every subscription (the server sends GOODBYE: they end at
+    /// once), calling `answer` with each one's id.
+    pub(super) fn end_subscriptions(&mut self, mut answer: impl FnMut(u32)) {
+        if self.subscriptions == 0 {
+            return;
+        }
+        let ids: Vec<u32> = self
+            .ids
+            .iter()
+            .filter(|&(_, &index)| {
+                let stream = self.slots[index].stream.as_ref();
+                stream.is_some_and(|s| s.subscriber.is_some())
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.cancel_one(id);
+            answer(id);
+        }
     }
 
     /// The request `id`, if it is in flight: `Some(Some(stream))` for a
@@ -205,6 +234,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         if let Some(stream) = slot.stream.take() {
             stream.close();
             self.streams -= 1;
+            self.subscriptions -= usize::from(stream.subscriber.is_some());
         }
         slot.last = None;
         self.released += std::mem::take(&mut slot.held);
@@ -273,6 +303,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         let parts: Arc<dyn Parts> = stream.clone();
         self.start(id, request, held, None, Some(parts))?;
         let index = self.ids[&id];
+        self.subscriptions += usize::from(stream.subscriber.is_some());
         self.slots[index].stream = Some(stream);
         self.streams += 1;
         Ok(())
@@ -470,6 +501,9 @@ pub(super) enum Work<'a> {
         encoding: Encoding,
         params: Bytes,
     },
+    /// What ends a subscription (revision 2.2): its last answer, a
+    /// RESPONSE or an ERROR.
+    Wait(futures_util::future::BoxFuture<'static, Result<Bytes, ServiceError>>),
     /// A CALL of one of the service's streaming methods (revision 2.2).
     Stream {
         calls: &'a dyn Calls,
@@ -508,6 +542,7 @@ pub(super) async fn run_request<H: Handler>(
                 let method = scope.as_deref().map_or("", |s| s.method.as_str());
                 calls.call(method, encoding, params, ctx).await
             }
+            Work::Wait(ending) => ending.await,
             Work::Stream {
                 calls,
                 encoding,

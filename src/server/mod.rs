@@ -34,6 +34,7 @@ mod in_flight;
 mod input;
 mod stats;
 mod stream;
+mod topics;
 mod waiting;
 
 #[cfg(feature = "rpc")]
@@ -58,6 +59,8 @@ pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
 pub use stream::{ItemReceiver, ItemSender, StreamClosed, StreamItems};
+pub use topics::Publisher;
+pub(crate) use topics::PushCounters;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
@@ -525,6 +528,7 @@ impl<H: Handler> ServerBuilder<H> {
                 next_id: AtomicU64::default(),
                 shutdown: CancellationToken::default(),
                 stats: stats::Stats::default(),
+                push: Arc::default(),
                 budget: config.input_budget.clone(),
             }),
         }
@@ -729,6 +733,8 @@ struct Shared {
     next_id: AtomicU64,
     shutdown: CancellationToken,
     stats: stats::Stats,
+    /// Streams' and topics' counts (revision 2.2).
+    push: Arc<PushCounters>,
     /// The server's input budget (also in [`Config`]), for its handles.
     budget: Arc<budget::MemoryBudget>,
 }
@@ -736,8 +742,17 @@ struct Shared {
 impl Shared {
     fn status(&self) -> Status {
         let open = lock(&self.connections).len() as u64;
-        self.stats
-            .status(open, self.next_id.load(Ordering::Relaxed))
+        let mut status = self
+            .stats
+            .status(open, self.next_id.load(Ordering::Relaxed));
+        let push = &self.push;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        status.streams_open = load(&push.streams_open);
+        status.items_sent = load(&push.items_sent);
+        status.subscribers = load(&push.subscribers);
+        status.events_sent = load(&push.events_sent);
+        status.events_dropped = load(&push.events_dropped);
+        status
     }
 }
 

@@ -23,6 +23,7 @@
 //! both halves as the stream's in-flight slot holds them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
@@ -31,6 +32,7 @@ use tokio::sync::Notify;
 
 use super::in_flight::Parts;
 use super::lock;
+use super::topics::{PushCounters, Subscriber};
 use crate::protocol::{decode_item, encode_credit, Consumed, ItemError};
 use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_LEN};
 
@@ -45,6 +47,8 @@ pub(super) struct StreamOut {
     inner: Mutex<Inner>,
     /// Wakes a producer waiting for room in the queue.
     room: Notify,
+    /// The server's counts (items sent).
+    counters: Arc<PushCounters>,
 }
 
 struct Inner {
@@ -64,8 +68,21 @@ impl StreamOut {
     /// The stream `id` whose client credit starts at `window`; the producer
     /// waits while `limit` bytes of entries are queued; no ITEM payload
     /// exceeds `max_payload`.
+    #[cfg(test)]
     pub(super) fn new(id: u32, window: u32, limit: usize, max_payload: usize) -> Arc<StreamOut> {
+        StreamOut::counted(id, window, limit, max_payload, Arc::default())
+    }
+
+    /// As [`StreamOut::new`], counting the items sent in `counters`.
+    fn counted(
+        id: u32,
+        window: u32,
+        limit: usize,
+        max_payload: usize,
+        counters: Arc<PushCounters>,
+    ) -> Arc<StreamOut> {
         Arc::new(StreamOut {
+            counters,
             id,
             max_payload,
             limit,
@@ -130,6 +147,7 @@ impl Parts for StreamOut {
             return None;
         }
         let mut payload = BytesMut::new();
+        let mut items = 0;
         while let Some(value) = inner.queue.front() {
             let len = ENTRY_HEADER_LEN + value.len();
             if !payload.is_empty() && payload.len() + len > self.max_payload {
@@ -138,10 +156,12 @@ impl Parts for StreamOut {
             let value = inner.queue.pop_front().expect("a front item");
             inner.queued -= len;
             Entry::Item(value).encode_into(&mut payload);
+            items += 1;
         }
         let taken = inner.credit.take(payload.len());
         debug_assert!(taken, "checked above");
         drop(inner);
+        PushCounters::add(&self.counters.items_sent, items);
         self.room.notify_waiters();
         Some(Frame::new(Kind::Item, self.id, payload.freeze()))
     }
@@ -408,6 +428,9 @@ pub struct StreamItems {
 pub(super) struct StreamIo {
     pub(super) out: Option<Arc<StreamOut>>,
     pub(super) input: Option<Arc<StreamIn>>,
+    /// A subscription's queue (a SUBSCRIBE's stream).
+    pub(super) subscriber: Option<Arc<Subscriber>>,
+    counters: Arc<PushCounters>,
 }
 
 impl StreamIo {
@@ -418,16 +441,39 @@ impl StreamIo {
         direction: crate::rpc::StreamDirection,
         window: u32,
         max_payload: usize,
+        counters: &Arc<PushCounters>,
     ) -> (Arc<StreamIo>, StreamItems) {
-        let out = direction
-            .server_sends()
-            .then(|| StreamOut::new(id, window, window as usize, max_payload));
+        let out = direction.server_sends().then(|| {
+            let counters = counters.clone();
+            StreamOut::counted(id, window, window as usize, max_payload, counters)
+        });
         let input = direction.client_sends().then(|| StreamIn::new(id, window));
         let items = StreamItems {
             sender: out.clone().map(ItemSender::new),
             receiver: input.clone().map(|stream| ItemReceiver { stream }),
         };
-        (Arc::new(StreamIo { out, input }), items)
+        counters.streams_open.fetch_add(1, Ordering::Relaxed);
+        let io = StreamIo {
+            out,
+            input,
+            subscriber: None,
+            counters: counters.clone(),
+        };
+        (Arc::new(io), items)
+    }
+
+    /// A subscription's stream.
+    pub(super) fn subscription(
+        subscriber: Arc<Subscriber>,
+        counters: &Arc<PushCounters>,
+    ) -> Arc<StreamIo> {
+        counters.subscribers.fetch_add(1, Ordering::Relaxed);
+        Arc::new(StreamIo {
+            out: None,
+            input: None,
+            subscriber: Some(subscriber),
+            counters: counters.clone(),
+        })
     }
 
     /// The stream is over: a method still sending fails, one still
@@ -439,6 +485,19 @@ impl StreamIo {
         if let Some(input) = &self.input {
             input.close();
         }
+        if let Some(subscriber) = &self.subscriber {
+            subscriber.close();
+        }
+    }
+}
+
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        let open = match self.subscriber {
+            Some(_) => &self.counters.subscribers,
+            None => &self.counters.streams_open,
+        };
+        open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -446,6 +505,9 @@ impl Parts for StreamIo {
     fn attach(&self, waker: Waker) {
         if let Some(input) = &self.input {
             lock(&input.inner).slot = Some(waker.clone());
+        }
+        if let Some(subscriber) = &self.subscriber {
+            subscriber.attach(waker.clone());
         }
         if let Some(out) = &self.out {
             out.attach(waker);
@@ -457,6 +519,9 @@ impl Parts for StreamIo {
         if let Some(credit) = self.input.as_ref().and_then(|i| i.credit_frame()) {
             return Some(credit);
         }
+        if let Some(subscriber) = &self.subscriber {
+            return subscriber.next_part();
+        }
         self.out.as_ref().and_then(|out| out.next_part())
     }
 
@@ -464,6 +529,7 @@ impl Parts for StreamIo {
     /// of no use.
     fn is_drained(&self) -> bool {
         self.out.as_ref().is_none_or(|out| out.is_drained())
+            && self.subscriber.as_ref().is_none_or(|s| s.is_drained())
     }
 }
 

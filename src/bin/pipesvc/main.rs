@@ -125,8 +125,12 @@ fn main() -> ExitCode {
 /// settings of CONFIG.md.
 async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
     let settings = args.load::<()>(&Product::PIPESVC)?.settings;
-    let answers = WithCalls::new(EchoService, serve_methods::service());
-    pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await
+    let service = serve_methods::service();
+    let ticks = tokio::spawn(serve_methods::publish_ticks(service.publisher().clone()));
+    let answers = WithCalls::new(EchoService, service);
+    let served = pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await;
+    ticks.abort();
+    served
 }
 
 /// Prints an error with its chain of causes (escaped and cut, as server

@@ -1,11 +1,13 @@
 //! The typed methods `pipesvc serve` offers beside the byte echo: `echo`,
 //! `sleep` and `whoami` (protocol 2), and the streaming methods `count`
-//! and `lines` (revision 2.2; `pipesvc methods` lists them).
+//! and `lines` and the topic `ticks` (revision 2.2; `pipesvc methods`
+//! lists them).
 
 use std::time::Duration;
 
-use pipesvc::rpc::{Method, Service, StreamMethod};
+use pipesvc::rpc::{Method, Service, StreamMethod, Topic};
 use pipesvc::server::ConnectionContext;
+use pipesvc::server::Publisher;
 use pipesvc::transport::Caller;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,25 @@ pub const LINES: StreamMethod<(), String, (), u64> = StreamMethod::client(
     "lines",
     "Takes strings until the client's END; answers how many it took",
 );
+
+/// `ticks`: the server's uptime in milliseconds, published once a second
+/// (revision 2.2).
+pub const TICKS: Topic<u64> = Topic::new(
+    "ticks",
+    "The server's uptime in milliseconds, once a second",
+);
+
+/// Publishes [`TICKS`] once a second, from now on (the service's start).
+pub async fn publish_ticks(publisher: Publisher) {
+    let started = tokio::time::Instant::now();
+    let second = Duration::from_secs(1);
+    let mut every = tokio::time::interval_at(started + second, second);
+    loop {
+        let at = every.tick().await;
+        let uptime = at.duration_since(started).as_millis() as u64;
+        publisher.publish(&TICKS, &uptime);
+    }
+}
 
 /// Who the caller is, as the server's operating system reports it, read
 /// once when it connected; a field is absent when the platform does not
@@ -142,6 +163,7 @@ pub fn service() -> Service {
         .method(&WHOAMI, |_, (), ctx: ConnectionContext| async move {
             Ok(Identity::of(ctx.caller()))
         })
+        .topic(&TICKS)
         .stream_method(&COUNT, |_, count: Count, items, _, _| async move {
             let every = Duration::from_millis(count.every_ms);
             for i in 1..=count.n {

@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::super::connection_context::RequestScope;
 use super::super::in_flight::{error_that_fits, InFlight, Work};
 use super::super::stream::{InError, StreamIo};
+use super::super::topics::Subscriber;
 use super::super::waiting::{Job, Waiter};
 use super::super::{ConnectionContext, Handler, ServiceError, Shared};
 use super::state::{chore, Phase, State};
 use super::turn::Link;
 use super::{log_refusal, Connection, End};
-use crate::protocol::{decode_credit, DEFAULT_STREAM_WINDOW};
+use crate::protocol::{decode_credit, CreditOverflow, Subscribe, DEFAULT_STREAM_WINDOW};
 use crate::protocol::{CallHeader, ErrorCode, Frame, Kind, RESERVED_METADATA_PREFIX};
 use crate::rpc::StreamDirection;
 use crate::transport::ServerIo;
@@ -72,10 +73,7 @@ impl<H: Handler> Connection<H> {
             Kind::Item | Kind::Credit | Kind::End => {
                 return on_stream_frame(frame, link, in_flight, state)
             }
-            Kind::Subscribe => {
-                let why = "this service has no topics";
-                self.answer_now(link, frame.id, ErrorCode::UNKNOWN_METHOD, why);
-            }
+            Kind::Subscribe => return Ok(self.subscribe(frame, link, ctx, in_flight, state)),
             Kind::Unknown(_) if frame.id == 0 => {
                 tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
                 state.unanswered();
@@ -288,6 +286,96 @@ impl<H: Handler> Connection<H> {
         link.push(Frame::error(id, ErrorCode::TIMED_OUT, why));
     }
 
+    /// A SUBSCRIBE (revision 2.2): refused with its id (`bad request`,
+    /// `unknown method`, `not allowed`, `overloaded`, or `shutting down`
+    /// after GOODBYE), else started at once as a stream outside the
+    /// in-flight limit, ended by the service's side (its last answer) or
+    /// by CANCEL.
+    fn subscribe<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
+        &'a self,
+        frame: Frame,
+        link: &mut Link<S>,
+        ctx: &ConnectionContext,
+        in_flight: &InFlight<F>,
+        state: &mut State<'a>,
+    ) -> Option<Start<'a>> {
+        let id = frame.id;
+        let (code, why) = match self.subscription(&frame.payload, ctx, in_flight, state) {
+            Ok((topic, encoding)) => {
+                let window = DEFAULT_STREAM_WINDOW;
+                let max = self.config.max_payload();
+                let counters = &self.shared.push;
+                let subscriber = Subscriber::new(id, encoding, window, max, counters.clone());
+                let publisher = ctx.publisher().expect("checked: the service has topics");
+                publisher.subscribe(&topic, subscriber.clone());
+                let ending = Box::pin(subscriber.clone().last_answer());
+                return Some(Start {
+                    id,
+                    work: Work::Wait(ending),
+                    ctx: ctx.clone(),
+                    deadline: None,
+                    held: 0,
+                    stream: Some(StreamIo::subscription(subscriber, counters)),
+                });
+            }
+            Err(refused) => refused,
+        };
+        self.answer_now(link, id, code, &why);
+        None
+    }
+
+    /// The topic and encoding of a SUBSCRIBE's `payload`, if this client
+    /// may subscribe to it now.
+    fn subscription<F: Future<Output = (u32, Frame)>>(
+        &self,
+        payload: &[u8],
+        ctx: &ConnectionContext,
+        in_flight: &InFlight<F>,
+        state: &State<'_>,
+    ) -> Result<(String, crate::protocol::Encoding), (ErrorCode, String)> {
+        let bad = |why: String| (ErrorCode::BAD_REQUEST, why);
+        if state.phase == Phase::Draining {
+            let why = "the server is shutting down; the subscription was not opened";
+            return Err((ErrorCode::SHUTTING_DOWN, why.into()));
+        }
+        let subscribe = Subscribe::decode(payload).map_err(|e| bad(e.to_string()))?;
+        if !state.takes_items {
+            let why = "a subscription needs a client that accepts ITEM and CREDIT \
+                       (kinds 13 and 14 in its HELLO)";
+            return Err(bad(why.into()));
+        }
+        let calls = self.config.calls.as_ref().map(|calls| &*calls.0);
+        let offered = calls.map_or(&[][..], |calls| calls.encodings());
+        let encoding = crate::protocol::Encoding::from_u8(subscribe.encoding)
+            .filter(|e| offered.contains(e))
+            .ok_or_else(|| {
+                let names: Vec<&str> = offered.iter().map(|e| e.name()).collect();
+                bad(format!(
+                    "encoding {} is not offered; this server offers [{}]",
+                    subscribe.encoding,
+                    names.join(", ")
+                ))
+            })?;
+        let topic = subscribe.topic;
+        let known = ctx.publisher().is_some_and(|p| p.has_topic(&topic));
+        if !known {
+            return Err((ErrorCode::UNKNOWN_METHOD, format!("no topic {topic:?}")));
+        }
+        let access = &self.config.access;
+        if access.has_operation_rules() {
+            let operation = format!("topic:{topic}");
+            if let Err(refusal) = access.check_operation(&operation, ctx.caller()) {
+                log_refusal(&refusal, ctx.caller());
+                return Err((ErrorCode::NOT_ALLOWED, refusal.to_string()));
+            }
+        }
+        if in_flight.subscriptions() >= MAX_SUBSCRIPTIONS {
+            let why = "this connection has as many subscriptions open as the server allows (64)";
+            return Err((ErrorCode::OVERLOADED, why.into()));
+        }
+        Ok((topic, encoding))
+    }
+
     /// Whether `method` is one of the service's streaming methods, and
     /// which way it streams.
     fn stream_direction(&self, method: &str) -> Option<StreamDirection> {
@@ -326,7 +414,7 @@ impl<H: Handler> Connection<H> {
                 Some(direction) => {
                     let window = DEFAULT_STREAM_WINDOW;
                     let max = self.config.max_payload();
-                    let (io, items) = StreamIo::open(id, direction, window, max);
+                    let (io, items) = StreamIo::open(id, direction, window, max, &self.shared.push);
                     let work = Work::Stream {
                         calls,
                         encoding,
@@ -388,6 +476,10 @@ pub(super) struct Start<'a> {
 /// The streams one connection may have open at once (PROTOCOL.md,
 /// "Streams": pipesvc 64).
 pub(super) const MAX_STREAMS: usize = 64;
+
+/// The subscriptions one connection may have open at once (PROTOCOL.md,
+/// "SUBSCRIBE": pipesvc 64).
+pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
 
 /// Whether the client may open one more stream: it listed ITEM and CREDIT
 /// in its HELLO, and has fewer than [`MAX_STREAMS`] open.
@@ -456,10 +548,13 @@ fn on_stream_frame<S: ServerIo, F: Future<Output = (u32, Frame)>>(
         Some(Some(stream)) => stream.clone(),
     };
     if let Some(bytes) = credit {
+        let flow = |e: CreditOverflow| End::Protocol(ErrorCode::FLOW_CONTROL, e.to_string());
         // A client stream has no server credit: ignored.
         if let Some(out) = &stream.out {
-            out.grant(bytes)
-                .map_err(|e| End::Protocol(ErrorCode::FLOW_CONTROL, e.to_string()))?;
+            out.grant(bytes).map_err(flow)?;
+        }
+        if let Some(subscriber) = &stream.subscriber {
+            subscriber.grant(bytes).map_err(flow)?;
         }
         return Ok(None);
     }
@@ -556,6 +651,10 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
         return Some(full);
     }
     let fixed = full.len() - status.errors.len() * PER_CODE;
+    // Revision 2.2's five counts go first when even the fixed fields do
+    // not fit (PROTOCOL.md, "Status").
+    let push = fixed <= max_payload;
+    let fixed = if push { fixed } else { fixed - 40 };
     let room = max_payload.checked_sub(fixed)? / PER_CODE;
     tracing::debug!(
         codes = status.errors.len(),
@@ -563,5 +662,5 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
         "STATUS error counts cut to fit"
     );
     status.errors.truncate(room);
-    Some(status.encode())
+    Some(status.encode_with_push(push))
 }

@@ -193,6 +193,10 @@ impl<H: Handler> Connection<H> {
             max_payload,
             self.config.access.clone(),
             self.config.input_budget.clone(),
+            self.config
+                .calls
+                .as_ref()
+                .and_then(|calls| calls.0.publisher().cloned()),
         );
         if version >= 2 {
             // Before any other frame, on_connect's NOTIFYs included.
@@ -403,7 +407,7 @@ impl<H: Handler> Connection<H> {
             }
             Event::TooSlow => return Flow::End(End::TooSlow),
             Event::Shutdown => {
-                self.shutting_down(link, state, ending);
+                self.shutting_down(link, in_flight, state, ending);
                 return Flow::Next;
             }
             Event::Deadline(code) => {
@@ -427,15 +431,23 @@ impl<H: Handler> Connection<H> {
 
     /// The server shuts down: GOODBYE goes out before the last answers,
     /// and the requests get the shutdown timeout.
-    fn shutting_down<S: ServerIo>(
+    fn shutting_down<S: ServerIo, F: Future<Output = (u32, Frame)>>(
         &self,
         link: &mut Link<S>,
+        in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
         ending: &mut Option<End>,
     ) {
         if ending.is_none() {
             report(link, &End::Shutdown);
         }
+        // Subscriptions end as GOODBYE goes out (PROTOCOL.md, "SUBSCRIBE").
+        in_flight.end_subscriptions(|id| {
+            let why = "the server is shutting down";
+            link.wire.tally.requests += 1;
+            link.wire
+                .push(Frame::error(id, ErrorCode::SHUTTING_DOWN, why));
+        });
         ending.get_or_insert(End::Shutdown);
         if state.phase == Phase::Serving {
             state.phase = Phase::Draining;
