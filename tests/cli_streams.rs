@@ -116,3 +116,53 @@ fn a_closed_stdout_cancels_the_stream_and_ends_the_command_at_once() {
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
+
+#[test]
+fn watch_prints_events_one_json_line_each_and_stops_after_count() {
+    let service = Service::start("cli-watch-ticks");
+    // `ticks` comes once a second: two take about two seconds.
+    let output = service.run(&["watch", "ticks", "--count", "2"]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let ticks: Vec<u64> = stdout
+        .lines()
+        .map(|line| line.parse().expect("a number per line"))
+        .collect();
+    assert_eq!(ticks.len(), 2, "{stdout}");
+    assert!(ticks[0] < ticks[1], "{ticks:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+
+    // A topic the service lacks: its error, exit status 1.
+    let output = service.run(&["watch", "nope"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown method"), "{stderr}");
+}
+
+#[test]
+fn watch_with_a_closed_stdout_unsubscribes_and_ends() {
+    let service = Service::start("cli-watch-head");
+    let mut child = service
+        .command(&["watch", "ticks"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc watch");
+    // `head -1`: one line, then the pipe closed.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
+    drop(stdout);
+    let (done, ended) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    // It notices at the next event (a second later) and ends.
+    let output = ended
+        .recv_timeout(BOUND)
+        .expect("the command ends once its stdout is closed")
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}

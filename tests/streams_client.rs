@@ -9,7 +9,8 @@ use bytes::Bytes;
 use common::{guard, unique_endpoint, TestServer};
 use pipesvc::client::ClientOptions;
 use pipesvc::protocol::{ErrorCode, ServiceCode};
-use pipesvc::rpc::{Service, StreamMethod};
+use pipesvc::rpc::{Service, StreamMethod, Topic, TopicEvent};
+use pipesvc::server::Publisher;
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::Client;
 use tokio::sync::mpsc;
@@ -30,6 +31,9 @@ const UPPER: StreamMethod<(), String, String, u64> =
 const SIZE: StreamMethod<(), String, (), u64> =
     StreamMethod::client("size", "Counts the bytes uploaded");
 
+/// What the tests publish.
+const NEWS: Topic<String> = Topic::new("news", "Headlines");
+
 const BROKEN: ServiceCode = match ServiceCode::new(1234) {
     Some(code) => code,
     None => panic!("a service code"),
@@ -45,8 +49,15 @@ impl Drop for DropGuard {
 }
 
 fn server(test: &str) -> (TestServer, mpsc::UnboundedReceiver<()>) {
+    let (server, _, drops) = server_on(unique_endpoint(test));
+    (server, drops)
+}
+
+/// The test's service on `endpoint`, and its publisher.
+fn server_on(endpoint: pipesvc::Endpoint) -> (TestServer, Publisher, mpsc::UnboundedReceiver<()>) {
     let (dropped, drops) = mpsc::unbounded_channel();
     let service = Service::new("streams", "0.1.0", dropped)
+        .topic(&NEWS)
         .stream_method(&RANGE, |_, (from, n): (u64, u64), items, _, _| async move {
             for i in from..from + n {
                 items.send(&i).await?;
@@ -82,12 +93,26 @@ fn server(test: &str) -> (TestServer, mpsc::UnboundedReceiver<()>) {
             }
             Ok(bytes)
         });
-    let server = Server::builder(unique_endpoint(test))
+    let publisher = service.publisher().clone();
+    let server = Server::builder(endpoint)
         .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
         .calls(service)
         .bind()
         .expect("bind the server");
-    (TestServer::start(server), drops)
+    (TestServer::start(server), publisher, drops)
+}
+
+/// Publishes `headline` once `n` subscribers are there (subscribing is
+/// acknowledged by the first ITEM, which may come after the publish).
+async fn publish_to(publisher: &Publisher, n: usize, headline: &str) {
+    let mut waits = 0u32;
+    while publisher.publish(&NEWS, &headline.to_owned()) < n {
+        // Nobody (or not everyone) subscribed yet: the publish reached
+        // fewer; the subscriber's SUBSCRIBE is on its way.
+        waits += 1;
+        assert!(waits < 100_000, "the subscribers never came");
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,4 +244,86 @@ async fn a_bidirectional_stream_answers_each_item_as_it_comes() {
     guard(sender.end()).await.unwrap();
     assert!(guard(answers.next()).await.is_none());
     assert_eq!(guard(answers.finish()).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_subscription_follows_the_topic_across_a_server_restart() {
+    let endpoint = unique_endpoint("streams-restart");
+    let (server, publisher, _drops) = server_on(endpoint.clone());
+    let options = ClientOptions::new().reconnect(true);
+    let client = guard(Client::connect_with(&endpoint, options))
+        .await
+        .unwrap();
+    let mut news = guard(client.subscribe(&NEWS)).await.unwrap();
+    // The first publish that reaches the subscriber is the first event.
+    publish_to(&publisher, 1, "one").await;
+    let first = guard(news.next()).await.unwrap().unwrap();
+    assert_eq!(first, TopicEvent::Event("one".to_owned()));
+
+    // The service restarts on the same endpoint: its new self has no
+    // subscription, and the client makes it again by itself.
+    guard(server.stop()).await.unwrap();
+    let (_server, publisher, _drops) = server_on(endpoint.clone());
+    let reading = tokio::spawn(async move {
+        let resubscribed = news.next().await.unwrap().unwrap();
+        let event = news.next().await.unwrap().unwrap();
+        (resubscribed, event)
+    });
+    publish_to(&publisher, 1, "two").await;
+    let (resubscribed, event) = guard(reading).await.unwrap();
+    assert_eq!(resubscribed, TopicEvent::Resubscribed);
+    assert_eq!(event, TopicEvent::Event("two".to_owned()));
+}
+
+#[tokio::test]
+async fn an_unknown_topic_is_the_subscriptions_error() {
+    let (server, _drops) = server("streams-no-topic");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    const NOPE: Topic<u64> = Topic::new("nope", "absent");
+    let mut nope = guard(client.subscribe(&NOPE)).await.unwrap();
+    let err = guard(nope.next()).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UNKNOWN_METHOD), "{err}");
+    assert!(guard(nope.next()).await.is_none());
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
+    let (server, publisher, _drops) = server_on(unique_endpoint("streams-lagged"));
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    let mut news = guard(client.subscribe(&NEWS)).await.unwrap();
+    publish_to(&publisher, 1, "ready").await;
+    let ready = guard(news.next()).await.unwrap().unwrap();
+    assert_eq!(ready, TopicEvent::Event("ready".to_owned()));
+    // 300 events at once, on this (the server's) thread: the
+    // subscription's queue of 256 overflows before any is sent.
+    for i in 0..300 {
+        publisher.publish(&NEWS, &i.to_string());
+    }
+    let mut lost = 0;
+    let mut next = None;
+    let mut events = Vec::new();
+    while events.last().map(String::as_str) != Some("299") {
+        match guard(news.next()).await.unwrap().unwrap() {
+            TopicEvent::Lagged(n) => {
+                lost += n;
+                next = None;
+            }
+            TopicEvent::Event(event) => {
+                // In order, with gaps only where a lag was reported.
+                let n: u64 = event.parse().unwrap();
+                if let Some(want) = next {
+                    assert_eq!(n, want, "a gap without a lagged marker");
+                }
+                next = Some(n + 1);
+                events.push(event);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        lost + events.len() as u64,
+        300,
+        "every event seen or counted"
+    );
+    assert!(lost >= 44, "the queue holds 256: {lost} lost");
 }
