@@ -1,13 +1,14 @@
 //! The job runner's client: `job_client submit JOB STEPS | list | status ID |
-//! cancel ID | follow ID` (service `$JOBS_NAME`, or `jobs`); typed calls and
-//! a typed stream, no encoding or routing of our own.
+//! cancel ID | follow ID | watch` (service `$JOBS_NAME`, or `jobs`); typed
+//! calls, a typed stream and a topic, no encoding or routing of our own.
 
 #[path = "job_api/mod.rs"]
-mod job_api;
+pub mod job_api;
 use job_api::*;
-use pipesvc::{Client, Error};
+use pipesvc::rpc::{Subscription, TopicEvent};
+use pipesvc::{Client, ClientOptions, Error};
 
-const USAGE: &str = "submit JOB STEPS | list | status ID | cancel ID | follow ID";
+const USAGE: &str = "submit JOB STEPS | list | status ID | cancel ID | follow ID | watch";
 
 /// Runs one command and returns what to print.
 pub async fn run(client: &Client, args: &[String]) -> pipesvc::Result<String> {
@@ -43,12 +44,49 @@ pub async fn follow(client: &Client, id: JobId) -> pipesvc::Result<Vec<String>> 
     Ok(lines)
 }
 
+/// Every job that ends, as the service announces it on `finished` (a
+/// subscription to [`FINISHED`]), passed to `line` until `line` says stop.
+/// Across a service restart the subscription is made again by itself;
+/// what ended meanwhile was missed, so the jobs the service knows are
+/// listed again (the resync).
+pub async fn watch(
+    client: &Client,
+    mut finished: Subscription<Job>,
+    mut line: impl FnMut(String) -> bool,
+) -> pipesvc::Result<()> {
+    while let Some(event) = finished.next().await {
+        let text = match event? {
+            TopicEvent::Event(job) => format!("ended: job {} {:?}", job.id, job.state),
+            TopicEvent::Resubscribed => {
+                let jobs = client.call(&LIST, &()).await?;
+                format!("the service restarted; it knows {} jobs", jobs.len())
+            }
+            TopicEvent::Lagged(lost) => format!("{lost} announcements missed"),
+            _ => continue,
+        };
+        if !line(text) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[allow(dead_code)] // tests include this file for `run`
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::var("JOBS_NAME").unwrap_or_else(|_| "jobs".into());
-    let client = Client::connect(&name.parse()?).await?;
+    // Reconnects, so that `watch` carries on across a service restart.
+    let options = ClientOptions::new().reconnect(true);
+    let client = Client::connect_with(&name.parse()?, options).await?;
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("watch") {
+        let finished = client.subscribe(&FINISHED).await?;
+        return Ok(watch(&client, finished, |line| {
+            println!("{line}");
+            true
+        })
+        .await?);
+    }
     println!("{}", run(&client, &args).await?);
     Ok(())
 }

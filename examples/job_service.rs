@@ -5,7 +5,7 @@
 pub mod job_api;
 use job_api::*;
 use pipesvc::rpc::Service;
-use pipesvc::server::{ConnectionContext, Rule, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Publisher, Rule, Server, ServiceError};
 use pipesvc::transport::UserKey;
 use std::{collections::BTreeMap, future::ready, sync::Arc, sync::Mutex, time::Duration};
 use tokio::{sync::watch, task::AbortHandle};
@@ -18,12 +18,14 @@ type Entry = (Job, AbortHandle, Option<UserKey>, watch::Sender<State>);
 /// The service: a handler per method, no dispatch or encoding of our own.
 pub fn service() -> Service<Jobs> {
     Service::new("jobs", "1.0.0", Jobs::default())
+        .topic(&FINISHED)
         .method(
             &SUBMIT,
             |jobs, submit: Submit, ctx: ConnectionContext| async move {
                 let mut table = jobs.lock().unwrap();
                 let id = table.len() as JobId + 1;
-                let task = tokio::spawn(work(jobs.clone(), id, submit.clone()));
+                let publisher = ctx.publisher().cloned();
+                let task = tokio::spawn(work(jobs.clone(), id, submit.clone(), publisher));
                 let job = Job {
                     id,
                     submit,
@@ -53,10 +55,12 @@ pub fn service() -> Service<Jobs> {
             }
         })
         .method(&CANCEL, |jobs, id, ctx: ConnectionContext| {
+            let publisher = ctx.publisher().cloned();
             let cancel = |(job, task, _, changes): &mut Entry| {
                 task.abort();
                 if let State::Running { .. } = job.state {
                     set_state(job, changes, State::Cancelled);
+                    announce(publisher.as_ref(), job);
                 }
             };
             ready(owner_or_admin(&jobs, id, &ctx).and_then(|()| with_job(&jobs, id, cancel)))
@@ -88,15 +92,25 @@ fn set_state(job: &mut Job, changes: &watch::Sender<State>, state: State) {
     changes.send_replace(state);
 }
 
+/// Tells every subscriber of [`FINISHED`] that `job` ended.
+fn announce(publisher: Option<&Publisher>, job: &Job) {
+    if let Some(publisher) = publisher {
+        publisher.publish(&FINISHED, job);
+    }
+}
+
 /// The simulated work: a timer per step, the state updated after each.
-async fn work(jobs: Arc<Jobs>, id: JobId, submit: Submit) {
+async fn work(jobs: Arc<Jobs>, id: JobId, submit: Submit, publisher: Option<Publisher>) {
     for done in 1..=submit.steps {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let step =
             |(job, _, _, changes): &mut Entry| set_state(job, changes, State::Running { done });
         let _ = with_job(&jobs, id, step);
     }
-    let finish = |(job, _, _, changes): &mut Entry| set_state(job, changes, State::Finished);
+    let finish = |(job, _, _, changes): &mut Entry| {
+        set_state(job, changes, State::Finished);
+        announce(publisher.as_ref(), job);
+    };
     let _ = with_job(&jobs, id, finish);
 }
 

@@ -17,7 +17,7 @@ use job_service::job_api::{State, CANCEL, LIST, STATUS, SUBMIT};
 use pipesvc::protocol::ErrorCode;
 use pipesvc::server::{AccessPolicy, Server};
 use pipesvc::transport::{memory, PeerInfo};
-use pipesvc::Client;
+use pipesvc::{Client, ClientOptions};
 
 /// Runs the client's command line `words`.
 async fn run(client: &Client, words: &str) -> pipesvc::Result<String> {
@@ -113,4 +113,49 @@ async fn only_the_owner_or_an_administrator_cancels_a_job() {
     })
     .await;
     server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_job_client_watches_jobs_end_across_a_service_restart() {
+    let endpoint = unique_endpoint("job-watch");
+    let start = || {
+        let server = Server::builder(endpoint.clone())
+            .calls(job_service::service())
+            .bind();
+        TestServer::start(server.expect("bind the job service"))
+    };
+    let server = start();
+    guard(async {
+        let options = ClientOptions::new().reconnect(true);
+        let client = Client::connect_with(&endpoint, options).await.unwrap();
+        // Subscribed before anything is submitted: no announcement missed.
+        let finished = client.subscribe(&job_client::job_api::FINISHED);
+        let finished = finished.await.unwrap();
+        let (lines, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let watching = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                job_client::watch(&client, finished, |line| lines.send(line).is_ok()).await
+            })
+        };
+        assert_eq!(run(&client, "submit quick 1").await.unwrap(), "job 1");
+        assert_eq!(seen.recv().await.unwrap(), "ended: job 1 Finished");
+
+        // The service restarts: the watcher subscribes again by itself
+        // and resyncs (the new service knows no job yet).
+        server.stop().await.expect("stop");
+        let _server = start();
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            "the service restarted; it knows 0 jobs"
+        );
+        assert_eq!(run(&client, "submit again 1").await.unwrap(), "job 1");
+        assert_eq!(seen.recv().await.unwrap(), "ended: job 1 Finished");
+        let cancelled = run(&client, "submit long 100000").await.unwrap();
+        assert_eq!(cancelled, "job 2");
+        run(&client, "cancel 2").await.unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "ended: job 2 Cancelled");
+        watching.abort();
+    })
+    .await;
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each side uses part of it
 
 use pipesvc::protocol::ServiceCode;
-use pipesvc::rpc::{Method, StreamMethod};
+use pipesvc::rpc::{Method, StreamMethod, Topic};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -38,5 +38,8 @@ pub const CANCEL: Method<JobId, Job> = Method::new("cancel", "Stops a job; retur
 /// stream of items: no routing of our own); the result is its last state.
 pub const PROGRESS: StreamMethod<JobId, (), State, State> =
     StreamMethod::server("progress", "The job's state at each change until it ends");
+/// Every job that ended (finished or cancelled), published to whoever
+/// subscribed: no subscriber list of our own.
+pub const FINISHED: Topic<Job> = Topic::new("finished", "Every job that finished or was cancelled");
 /// The error for a job id the service does not know.
 pub const NO_SUCH_JOB: ServiceCode = ServiceCode::new(1404).unwrap();
