@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::stream::{Delivery, Flow};
 use super::writer::Writer;
 use crate::error::{CloseReason, Error, Result};
-use crate::protocol::{Entry, Frame, Kind};
+use crate::protocol::{Frame, Kind};
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
 
@@ -168,11 +168,11 @@ impl Pending {
         }
     }
 
-    /// Hands the entries of an ITEM of `len` bytes to stream `id` (its
-    /// credit was checked); dropped if the stream is gone meanwhile.
-    pub(super) fn deliver_item(&self, id: u32, entries: Vec<Entry>, len: usize) {
+    /// Hands an ITEM's payload (checked, and within the credit) to stream
+    /// `id`; dropped if the stream is gone meanwhile.
+    pub(super) fn deliver_item(&self, id: u32, payload: Bytes) {
         if let Some(Slot::Stream(slot)) = self.state().waiters.get(&id) {
-            let _ = slot.deliveries.send(Delivery::Item { entries, len });
+            let _ = slot.deliveries.send(Delivery::Item(payload));
         }
     }
 

@@ -12,7 +12,7 @@ use super::stream::Flow;
 use super::writer::Writer;
 use crate::error::{CloseReason, Error};
 use crate::protocol::{
-    decode_credit, decode_item, CodecError, ErrorPayload, Frame, FrameCodec, Kind,
+    check_item, decode_credit, CodecError, ErrorPayload, Frame, FrameCodec, Kind,
 };
 
 /// What the reader task shares with the client handles.
@@ -110,9 +110,10 @@ impl Routes {
         };
         let len = frame.payload.len();
         flow.server_sent(frame.id, len)?;
-        let entries = decode_item(&frame.payload, false)
+        // Checked whole now; its entries are read as they are taken.
+        check_item(&frame.payload, false)
             .map_err(|e| CloseReason::Protocol(format!("stream {}: {e}", frame.id)))?;
-        self.pending.deliver_item(frame.id, entries, len);
+        self.pending.deliver_item(frame.id, frame.payload);
         Ok(())
     }
 

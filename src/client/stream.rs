@@ -9,7 +9,6 @@
 //! a stream never holds more than the window and one ITEM the
 //! application has not taken: a slow consumer makes the server wait.
 
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +25,16 @@ use super::writer::Writer;
 use super::{lock, CallOptions, Client, DEADLINE_GRACE};
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    encode_credit, encode_item, CallHeader, Consumed, Credit, Encoding, Entry, Frame, Kind,
-    Subscribe, ENTRY_HEADER_LEN, HEADER_LEN,
+    encode_credit, encode_item, next_entry, CallHeader, Consumed, Credit, Encoding, Entry, Frame,
+    Kind, Subscribe, ENTRY_HEADER_LEN, HEADER_LEN,
 };
 
 /// What the reader hands a stream.
 #[derive(Debug)]
 pub(super) enum Delivery {
-    /// The entries of one ITEM, whose payload was `len` bytes.
-    Item { entries: Vec<Entry>, len: usize },
+    /// One ITEM's payload, checked: its entries are read as the
+    /// application takes them (no more memory than the payload's).
+    Item(Bytes),
     /// The last answer: the stream's result, or why it failed.
     End(Result<Bytes>),
 }
@@ -109,9 +109,9 @@ pub struct RawStream {
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     flow: Arc<Flow>,
     writer: Arc<Writer>,
-    /// The entries of the ITEM being taken, and its length.
-    batch: VecDeque<Entry>,
-    batch_len: usize,
+    /// The payload of the ITEM being taken, and where its next entry is.
+    batch: Bytes,
+    at: usize,
     consumed: Consumed,
     /// Where the client stops waiting: the deadline sent and the grace.
     deadline: Option<Pin<Box<Sleep>>>,
@@ -149,11 +149,17 @@ impl RawStream {
     /// [`next`](RawStream::next) as a poll.
     pub fn poll_entry(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Entry>>> {
         loop {
-            if let Some(entry) = self.batch.pop_front() {
-                if self.batch.is_empty() {
+            if self.at < self.batch.len() {
+                // The reader checked the payload: no error is left in it.
+                let entry = next_entry(&self.batch, &mut self.at, false).ok().flatten();
+                if self.at >= self.batch.len() {
                     self.took_batch();
                 }
-                return Poll::Ready(Some(Ok(entry)));
+                match entry {
+                    Some(entry) => return Poll::Ready(Some(Ok(entry))),
+                    // Only entries of types this client does not know.
+                    None => continue,
+                }
             }
             if !matches!(self.end, End::Open) {
                 return Poll::Ready(None);
@@ -163,13 +169,9 @@ impl RawStream {
                 Poll::Pending => return self.poll_deadline(cx),
             };
             match delivery {
-                Some(Delivery::Item { entries, len }) => {
-                    self.batch = entries.into();
-                    self.batch_len = len;
-                    // An ITEM of entry types this client does not know.
-                    if self.batch.is_empty() {
-                        self.took_batch();
-                    }
+                Some(Delivery::Item(payload)) => {
+                    self.batch = payload;
+                    self.at = 0;
                 }
                 Some(Delivery::End(Ok(result))) => self.end = End::Answered(Ok(result)),
                 Some(Delivery::End(Err(e))) => return Poll::Ready(Some(Err(self.fail(e)))),
@@ -199,14 +201,15 @@ impl RawStream {
     /// Records the error that ended the stream, and returns it.
     fn fail(&mut self, e: Error) -> Error {
         self.end = End::Failed(duplicate(&e));
-        self.batch.clear();
+        self.batch = Bytes::new();
+        self.at = 0;
         e
     }
 
     /// The application took every entry of an ITEM: its bytes count as
     /// consumed, and credit goes back once that is half the window.
     fn took_batch(&mut self) {
-        let Some(grant) = self.consumed.took(self.batch_len) else {
+        let Some(grant) = self.consumed.took(self.batch.len()) else {
             return;
         };
         if self.flow.is_ended() {
@@ -463,8 +466,8 @@ impl Client {
             deliveries,
             flow: flow.clone(),
             writer: writer.clone(),
-            batch: VecDeque::new(),
-            batch_len: 0,
+            batch: Bytes::new(),
+            at: 0,
             consumed: Consumed::new(window),
             deadline: wait.map(|wait| Box::pin(tokio::time::sleep_until(Instant::now() + wait))),
             limit: deadline,
