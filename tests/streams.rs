@@ -138,7 +138,13 @@ fn server_with(test: &str, settings: Settings) -> Fixture {
     if let Some(timeout) = settings.request_timeout {
         builder = builder.request_timeout(Some(timeout));
     }
-    let server = builder.calls(service).bind().expect("bind the server");
+    // Streams are requests: at shutdown they get this long, then ERROR
+    // `shutting down`.
+    let server = builder
+        .shutdown_timeout(Duration::from_millis(300))
+        .calls(service)
+        .bind()
+        .expect("bind the server");
     Fixture {
         server: TestServer::start(server),
         probe,
@@ -290,6 +296,8 @@ async fn a_consumer_that_grants_no_credit_makes_the_producer_wait_with_bounded_m
             .await;
         let frame = client.recv_skipping_notify().await.unwrap();
         assert_eq!((frame.kind, frame.id), (Kind::Item, 1));
+        // Gone: the server need not wait for it to read.
+        drop(client);
         fixture.server.stop().await.unwrap();
     })
     .await
@@ -624,6 +632,56 @@ async fn describe_lists_streams_and_their_item_schemas() {
         assert_eq!(method("double")["streams"], "both");
         assert_eq!(description["topics"], serde_json::json!([]));
         fixture.server.stop().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn status_counts_open_streams_and_items_sent() {
+    guard(async {
+        let fixture = server("stream_status");
+        let mut client = connect_22(&fixture).await;
+        let before = status(&mut client, 1).await;
+        assert_eq!(before.streams_open, 0);
+        client.send(call(2, "hold", "null")).await;
+        client.send(call(3, "count", "10")).await;
+        let mut got = 0;
+        while got < 10 {
+            got += items(&client.recv_skipping_notify().await.unwrap()).len();
+        }
+        let last = client.recv_skipping_notify().await.unwrap();
+        assert_eq!((last.kind, last.id), (Kind::Response, 3));
+        let during = status(&mut client, 4).await;
+        assert_eq!(during.streams_open, 1, "hold is open");
+        assert_eq!(during.items_sent - before.items_sent, 10);
+        client.send(Frame::new(Kind::Cancel, 2, "")).await;
+        client.recv_skipping_notify().await.unwrap();
+        assert_eq!(status(&mut client, 5).await.streams_open, 0);
+        fixture.server.stop().await.unwrap();
+    })
+    .await
+}
+
+async fn status(client: &mut RawClient, id: u32) -> pipesvc::protocol::Status {
+    client.send(Frame::new(Kind::Status, id, "")).await;
+    let answer = client.recv_skipping_notify().await.unwrap();
+    pipesvc::protocol::Status::decode(&answer.payload).unwrap()
+}
+
+#[tokio::test]
+async fn at_shutdown_a_stream_gets_goodbye_then_shutting_down() {
+    guard(async {
+        let fixture = server("stream_shutdown");
+        let mut client = connect_22(&fixture).await;
+        client.send(call(1, "hold", "null")).await;
+        pong(&mut client, 2).await;
+        let stopping = tokio::spawn(fixture.server.stop());
+        let goodbye = client.recv_skipping_notify().await.unwrap();
+        assert_eq!(goodbye.kind, Kind::Goodbye);
+        let last = client.recv_skipping_notify().await.unwrap();
+        assert_eq!((last.id, error_of(&last).0), (1, ErrorCode::SHUTTING_DOWN));
+        assert_eq!(client.recv().await, None);
+        stopping.await.unwrap().unwrap();
     })
     .await
 }
