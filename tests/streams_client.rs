@@ -327,3 +327,17 @@ async fn a_subscriber_that_falls_behind_is_told_how_many_events_it_lost() {
     );
     assert!(lost >= 44, "the queue holds 256: {lost} lost");
 }
+
+#[tokio::test]
+async fn a_streaming_method_called_as_a_plain_call_fails_that_call_only() {
+    let (server, mut drops) = server("streams-as-call");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    // The same name, declared (wrongly) as a method that answers once.
+    const AS_CALL: pipesvc::rpc::Method<(), u64> = pipesvc::rpc::Method::new("forever", "");
+    let err = guard(client.call(&AS_CALL, &())).await.unwrap_err();
+    assert!(err.to_string().contains("stream"), "{err}");
+    // Its stream was cancelled, and the connection carries on.
+    guard(drops.recv()).await.expect("the producer was dropped");
+    let mut again = guard(client.stream(&RANGE, &(7, 1))).await.unwrap();
+    assert_eq!(guard(again.next()).await.unwrap().unwrap(), 7);
+}

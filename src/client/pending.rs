@@ -168,6 +168,37 @@ impl Pending {
         }
     }
 
+    /// The server answers request `id`, a call its caller made as one
+    /// that does not stream, with ITEMs: the caller gets an error saying
+    /// so, and the id stays taken until the stream's last answer (the
+    /// caller of this sends CANCEL). `false` if `id` waits no more.
+    pub(super) fn refuse_stream(&self, id: u32) -> bool {
+        let waiter = {
+            let mut state = self.state();
+            match state.waiters.remove(&id) {
+                Some(Slot::Waiting(waiter)) => {
+                    state.waiters.insert(id, Slot::Abandoned);
+                    state.abandoned += 1;
+                    if state.waiting() == 0 {
+                        self.idle.notify_waiters();
+                    }
+                    waiter
+                }
+                Some(other) => {
+                    state.waiters.insert(id, other);
+                    return false;
+                }
+                None => return false,
+            }
+        };
+        let _ = waiter.send(Err(Error::Protocol(
+            "the method answers with a stream of items: call it as a stream \
+             (Client::stream, stream_raw)"
+                .into(),
+        )));
+        true
+    }
+
     /// Hands an ITEM's payload (checked, and within the credit) to stream
     /// `id`; dropped if the stream is gone meanwhile.
     pub(super) fn deliver_item(&self, id: u32, payload: Bytes) {

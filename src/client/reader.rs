@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use super::notifications::Queue;
 use super::pending::{Pending, StreamRoute};
-use super::stream::Flow;
 use super::writer::Writer;
 use crate::error::{CloseReason, Error};
 use crate::protocol::{
@@ -104,9 +104,18 @@ impl Routes {
     /// queued for the stream's reader without waiting (the credit bounds
     /// what can queue).
     fn item(&self, frame: Frame) -> Result<(), CloseReason> {
-        let flow = match self.stream(frame.id, "ITEM")? {
-            Some(flow) => flow,
-            None => return Ok(()),
+        let flow = match self.stream_route(frame.id, "ITEM")? {
+            StreamRoute::Open(flow) => flow,
+            StreamRoute::Gone => return Ok(()),
+            // A streaming method called as a plain call (`Client::call`):
+            // that caller fails, and the stream is cancelled.
+            StreamRoute::NotAStream => {
+                if self.pending.refuse_stream(frame.id) {
+                    let cancel = Frame::new(Kind::Cancel, frame.id, Bytes::new());
+                    self.writer.queue_control(cancel);
+                }
+                return Ok(());
+            }
         };
         let len = frame.payload.len();
         flow.server_sent(frame.id, len)?;
@@ -117,32 +126,25 @@ impl Routes {
         Ok(())
     }
 
-    /// A CREDIT: more room for this client's items on an upload.
+    /// A CREDIT: more room for this client's items on an upload. Credit
+    /// for a stream that ended, or for a call whose ITEMs were refused,
+    /// grants nothing: ignored.
     fn credit(&self, frame: Frame) -> Result<(), CloseReason> {
         let bytes = decode_credit(&frame.payload)
             .ok_or_else(|| CloseReason::Protocol("a CREDIT shorter than 4 bytes".into()))?;
-        match self.stream(frame.id, "CREDIT")? {
-            Some(flow) => flow.server_granted(frame.id, bytes),
-            None => Ok(()),
+        match self.stream_route(frame.id, "CREDIT")? {
+            StreamRoute::Open(flow) => flow.server_granted(frame.id, bytes),
+            StreamRoute::Gone | StreamRoute::NotAStream => Ok(()),
         }
     }
 
-    /// The credit of stream `id`; `None` if no stream has it (it ended or
-    /// was cancelled: the frame crossed its last answer); an error for id
-    /// 0 or the id of a call that does not stream.
-    fn stream(&self, id: u32, what: &str) -> Result<Option<Arc<Flow>>, CloseReason> {
+    /// Where an ITEM or CREDIT with `id` goes; id 0 is a protocol error.
+    fn stream_route(&self, id: u32, what: &str) -> Result<StreamRoute, CloseReason> {
         if id == 0 {
-            return Err(CloseReason::Protocol(format!(
-                "the server sent {what} with id 0"
-            )));
+            let why = format!("the server sent {what} with id 0");
+            return Err(CloseReason::Protocol(why));
         }
-        match self.pending.stream_route(id) {
-            StreamRoute::Open(flow) => Ok(Some(flow)),
-            StreamRoute::Gone => Ok(None),
-            StreamRoute::NotAStream => Err(CloseReason::Protocol(format!(
-                "the server sent {what} for request {id}, which is not a stream"
-            ))),
-        }
+        Ok(self.pending.stream_route(id))
     }
 }
 
