@@ -341,3 +341,32 @@ async fn a_streaming_method_called_as_a_plain_call_fails_that_call_only() {
     let mut again = guard(client.stream(&RANGE, &(7, 1))).await.unwrap();
     assert_eq!(guard(again.next()).await.unwrap().unwrap(), 7);
 }
+
+#[tokio::test]
+async fn a_streams_options_set_its_deadline_and_encoding() {
+    use pipesvc::client::CallOptions;
+    use pipesvc::protocol::Encoding;
+    use std::time::Duration;
+    let (server, _drops) = server("streams-options");
+    let client = guard(Client::connect(server.endpoint())).await.unwrap();
+    // MessagePack both ways: params, items and result.
+    let options = CallOptions::new().encoding(Encoding::MessagePack);
+    let mut items = guard(client.stream_with(&RANGE, &(5, 2), options))
+        .await
+        .unwrap();
+    assert_eq!(guard(items.next()).await.unwrap().unwrap(), 5);
+    assert_eq!(guard(items.next()).await.unwrap().unwrap(), 6);
+    assert_eq!(guard(items.finish()).await.unwrap(), 2);
+    // The deadline covers the whole stream: the server ends it there.
+    let options = CallOptions::new().timeout(Some(Duration::from_millis(50)));
+    let mut forever = guard(client.stream_with(&FOREVER, &(), options))
+        .await
+        .unwrap();
+    let err = loop {
+        match guard(forever.next()).await.expect("an end") {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Some(ErrorCode::TIMED_OUT), "{err}");
+}
