@@ -72,7 +72,6 @@
 mod bounded;
 mod client;
 mod codec;
-pub(crate) use codec::encode_bytes as encode_event;
 mod description;
 mod items;
 mod method;
