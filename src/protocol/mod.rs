@@ -20,6 +20,7 @@ mod hello;
 mod kind;
 mod status;
 mod stream;
+mod topic;
 
 pub use call::{
     CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
@@ -40,6 +41,7 @@ pub use stream::{
     Credit, CreditOverflow, Entry, ItemError, Subscribe, SubscribeError, DEFAULT_STREAM_WINDOW,
     ENTRY_HEADER_LEN, ENTRY_ITEM, ENTRY_LAGGED, ENTRY_SUBSCRIBED, MAX_CREDIT,
 };
+pub use topic::{SlowSubscriber, StreamDirection, Topic, DEFAULT_TOPIC_QUEUE};
 
 /// The highest protocol version this crate speaks (it speaks 1 too): the
 /// highest that defines a kind in [`Kind::rules`]'s table.

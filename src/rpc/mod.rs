@@ -73,7 +73,6 @@ mod bounded;
 mod client;
 mod client_stream;
 mod codec;
-pub(crate) use codec::encode_bytes as encode_event;
 mod description;
 mod items;
 mod method;

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::{ConnectionContext, Publisher, ServiceError, StreamItems};
 use crate::protocol::Encoding;
-use crate::rpc::StreamDirection;
+use crate::protocol::StreamDirection;
 
 /// The typed methods of a service, as the server sees them: bytes in the
 /// CALL's encoding in, bytes in that encoding out.

@@ -438,7 +438,7 @@ impl StreamIo {
     /// gets.
     pub(super) fn open(
         id: u32,
-        direction: crate::rpc::StreamDirection,
+        direction: crate::protocol::StreamDirection,
         window: u32,
         max_payload: usize,
         counters: &Arc<PushCounters>,

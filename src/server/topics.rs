@@ -26,8 +26,8 @@ use super::in_flight::Parts;
 use super::{lock, ServiceError};
 use crate::log_limit::limited;
 use crate::protocol::{Credit, CreditOverflow, Encoding, Entry, ErrorCode, Frame, Kind};
+use crate::protocol::{SlowSubscriber, Topic};
 use crate::protocol::{ENTRY_HEADER_LEN, MAX_CREDIT};
-use crate::rpc::{SlowSubscriber, Topic};
 
 /// The server's counts of streams and topics (STATUS, revision 2.2),
 /// shared by every connection and subscription.
@@ -129,7 +129,7 @@ impl Publisher {
                 Encoding::MessagePack => 1,
             };
             if encoded[slot].is_none() {
-                match crate::rpc::encode_event(subscriber.encoding, event) {
+                match encode(subscriber.encoding, event) {
                     Ok(bytes) => encoded[slot] = Some(bytes),
                     Err(e) => {
                         limited!(warn, topic = topic.name(), error = %e, "an event does not encode");
@@ -399,6 +399,16 @@ impl Parts for Subscriber {
         let inner = lock(&self.inner);
         inner.closed || (!inner.subscribed && inner.lagged == 0 && inner.queue.is_empty())
     }
+}
+
+/// `event` in `encoding`, as `rpc`'s codec writes messages (MessagePack
+/// with structs as maps of field names).
+fn encode<E: Serialize>(encoding: Encoding, event: &E) -> Result<Bytes, String> {
+    match encoding {
+        Encoding::Json => serde_json::to_vec(event).map_err(|e| e.to_string()),
+        Encoding::MessagePack => rmp_serde::to_vec_named(event).map_err(|e| e.to_string()),
+    }
+    .map(Bytes::from)
 }
 
 fn wake(slot: &Option<Waker>) {

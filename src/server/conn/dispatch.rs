@@ -18,9 +18,9 @@ use super::super::{ConnectionContext, Handler, ServiceError, Shared};
 use super::state::{chore, Phase, State};
 use super::turn::Link;
 use super::{log_refusal, Connection, End};
+use crate::protocol::StreamDirection;
 use crate::protocol::{decode_credit, CreditOverflow, Subscribe, DEFAULT_STREAM_WINDOW};
 use crate::protocol::{CallHeader, ErrorCode, Frame, Kind, RESERVED_METADATA_PREFIX};
-use crate::rpc::StreamDirection;
 use crate::transport::ServerIo;
 
 impl<H: Handler> Connection<H> {
