@@ -21,6 +21,8 @@ const RANGE: StreamMethod<(u64, u64), (), u64, u64> =
 /// Items until dropped; its drop is reported.
 const FOREVER: StreamMethod<(), (), u64, ()> =
     StreamMethod::server("forever", "Counts until cancelled");
+/// One item, then nothing, for ever.
+const STUCK: StreamMethod<(), (), u64, ()> = StreamMethod::server("stuck", "One item, then waits");
 /// Two items, then the error 1234.
 const FAILING: StreamMethod<(), (), u64, ()> =
     StreamMethod::server("failing", "Two items, then an error");
@@ -69,6 +71,11 @@ fn server_on(endpoint: pipesvc::Endpoint) -> (TestServer, Publisher, mpsc::Unbou
             for i in 0.. {
                 items.send(&i).await?;
             }
+            Ok(())
+        })
+        .stream_method(&STUCK, |_, (), items, _, _| async move {
+            items.send(&1).await?;
+            std::future::pending::<()>().await;
             Ok(())
         })
         .stream_method(&FAILING, |_, (), items, _, _| async move {
@@ -357,16 +364,13 @@ async fn a_streams_options_set_its_deadline_and_encoding() {
     assert_eq!(guard(items.next()).await.unwrap().unwrap(), 5);
     assert_eq!(guard(items.next()).await.unwrap().unwrap(), 6);
     assert_eq!(guard(items.finish()).await.unwrap(), 2);
-    // The deadline covers the whole stream: the server ends it there.
+    // The deadline covers the whole stream, items or not: the server
+    // ends it there (the client would give up itself half a second on).
     let options = CallOptions::new().timeout(Some(Duration::from_millis(50)));
-    let mut forever = guard(client.stream_with(&FOREVER, &(), options))
+    let mut stuck = guard(client.stream_with(&STUCK, &(), options))
         .await
         .unwrap();
-    let err = loop {
-        match guard(forever.next()).await.expect("an end") {
-            Ok(_) => continue,
-            Err(e) => break e,
-        }
-    };
+    assert_eq!(guard(stuck.next()).await.unwrap().unwrap(), 1);
+    let err = guard(stuck.next()).await.unwrap().unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TIMED_OUT), "{err}");
 }
