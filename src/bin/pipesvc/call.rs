@@ -135,8 +135,20 @@ async fn streamed_call(
     let mut stream = session.step(WAITING, opening).await?;
     let mut out = Out::stdout();
     let mut items = 0u64;
+    let closed = output::stdout_closed();
+    tokio::pin!(closed);
     let outcome = loop {
-        let entry = match session.step(WAITING, next_entry(&mut stream)).await {
+        let next = session.step(WAITING, next_entry(&mut stream));
+        let entry = tokio::select! {
+            entry = next => entry,
+            // The reader had enough: cancel (dropping the stream) and go.
+            () = &mut closed => {
+                drop(stream);
+                session.close().await;
+                return Ok(());
+            }
+        };
+        let entry = match entry {
             Ok(Some(entry)) => entry,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
