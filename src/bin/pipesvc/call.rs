@@ -22,7 +22,7 @@ pub struct CallArgs {
     /// items are printed as they come, one JSON line each, then its result
     /// unless that is null; the command exits when the stream ends. If
     /// stdout is closed (`| head -3`), the stream is cancelled and the
-    /// command exits at once, with status 0. Exit status: 0 on
+    /// command exits at once (on Windows: at the next item), with status 0. Exit status: 0 on
     /// success, 1 when the service answers with an error (its code and
     /// message go to stderr), 2 when the call could not be made (no
     /// connection, a protocol error, bad PARAMS_JSON). The deadline sent

@@ -6,7 +6,7 @@
 //! line: events dropped because the watcher fell behind (`lagged`), and a
 //! subscription made again (`resubscribed`: events may have been missed).
 //! When stdout is closed (`| head -3`) the subscription is cancelled and
-//! the command exits at once, with status 0.
+//! the command exits at once (on Windows: at the next item), with status 0.
 
 use std::process::ExitCode;
 
