@@ -1,5 +1,6 @@
 //! [`ConnectionContext`]: what a handler knows about, and can do to, its connection.
 
+use super::topics::Publisher;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -61,6 +62,8 @@ struct Inner {
     budget: Arc<MemoryBudget>,
     /// Cancelled once the connection has ended ([`ConnectionContext::closed`]).
     closed: CancellationToken,
+    /// The service's topics, if it has a [`Publisher`].
+    publisher: Option<Publisher>,
 }
 
 /// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
@@ -96,6 +99,7 @@ impl OutputLimit {
 }
 
 impl ConnectionContext {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         caller: Caller,
@@ -104,6 +108,7 @@ impl ConnectionContext {
         max_payload: usize,
         access: Arc<AccessPolicy>,
         budget: Arc<MemoryBudget>,
+        publisher: Option<Publisher>,
     ) -> ConnectionContext {
         ConnectionContext {
             inner: Arc::new(Inner {
@@ -115,9 +120,18 @@ impl ConnectionContext {
                 access,
                 budget,
                 closed: CancellationToken::new(),
+                publisher,
             }),
             request: None,
         }
+    }
+
+    /// What the service publishes its topics' events through (revision
+    /// 2.2): `publisher.publish(&TOPIC, &event)` from any handler. `None`
+    /// for a server whose typed methods have no publisher (an
+    /// [`rpc::Service`](crate::rpc::Service) always has one).
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.inner.publisher.as_ref()
     }
 
     /// The same connection, answering the request `scope` describes.
@@ -376,6 +390,7 @@ impl ConnectionContext {
             1 << 20,
             access,
             budget,
+            None,
         );
         ctx.for_request(Arc::new(RequestScope {
             method: method.to_owned(),

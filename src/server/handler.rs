@@ -168,6 +168,16 @@ impl ServiceError {
         }
     }
 
+    /// ERROR `cancelled` (14): what a streaming method's
+    /// [`ItemSink::send`](crate::rpc::ItemSink::send) fails with once the
+    /// client cancelled the stream or left (revision 2.2).
+    pub fn cancelled(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::CANCELLED,
+            message: message.into(),
+        }
+    }
+
     /// ERROR `unknown method` (12) for `method` (empty: the byte handler).
     pub fn unknown_method(method: &str) -> ServiceError {
         let message = match method {
@@ -177,6 +187,15 @@ impl ServiceError {
         ServiceError {
             code: ErrorCode::UNKNOWN_METHOD,
             message,
+        }
+    }
+
+    /// An error with a protocol code the server itself answers with (such
+    /// as `too slow` for a subscription).
+    pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code,
+            message: message.into(),
         }
     }
 
