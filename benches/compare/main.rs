@@ -20,8 +20,12 @@
 //! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
 //! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
 //! contains that text and prints the table without writing anything;
-//! `PIPESVC_BENCH_ONLY=typed` runs only the typed table and rewrites its
-//! section.
+//! `PIPESVC_BENCH_ONLY=typed` (or `streams`) runs only the typed (or the
+//! streams) table and rewrites its section.
+//!
+//! A third table streams 64-byte items from the server (`stream.rs`): a
+//! pipesvc server streaming method, the same items as separate typed calls,
+//! and raw tokio's one frame per item, with 1 and 100 streams at once.
 
 mod chart;
 mod contender;
@@ -182,6 +186,11 @@ fn main() {
         println!("{table}");
         table
     });
+    let streams = STREAMS.contains(only.as_str()).then(|| {
+        let table = streams_table(&runtime, &platform, secs);
+        println!("{table}");
+        table
+    });
     drop(runtime);
     let _ = std::fs::remove_dir_all(&platform.scratch);
 
@@ -194,6 +203,72 @@ fn main() {
     if let (Some(table), true) = (typed, only.is_empty() || only == "typed") {
         write_section(&platform, "typed-", &table, secs);
     }
+    if let (Some(table), true) = (streams, only.is_empty() || only == "streams") {
+        write_section(&platform, "streams-", &table, secs);
+    }
+}
+
+const STREAMS: &str = "streams: server streams of 64 B items";
+
+/// Items per second of a server stream of 64-byte items, with 1 and 100
+/// streams at once: pipesvc's streaming method, the same items as
+/// separate typed calls (16 in flight per connection, as the throughput
+/// row), and raw tokio's one frame per item; each with its ratio to raw
+/// tokio.
+fn streams_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64) -> String {
+    let size = 64;
+    let ratios_only = platform.wine.is_some();
+    let mut table = String::from(
+        "| streams at once | pipesvc stream, items/s | pipesvc typed calls, 16 in flight, items/s \
+         | raw tokio stream, one frame per item, items/s |\n",
+    );
+    table.push_str("|---:|---:|---:|---:|\n");
+    for (i, streams) in [1usize, 100].into_iter().enumerate() {
+        let address = |who: &str, c| platform.address(&format!("streams{i}-{who}"), c);
+        let ours = runtime.block_on(stream::pipesvc_items_per_sec(
+            &address("stream", Contender::Pipesvc),
+            streams,
+            size,
+            secs,
+        ));
+        let calls = Workload {
+            name: STREAMS,
+            clients: streams,
+            inflight: 16,
+            size,
+        };
+        let way = typed::Way::Typed(pipesvc::rpc::Encoding::MessagePack);
+        let called = runtime
+            .block_on(typed::load(
+                way,
+                &calls,
+                &address("calls", Contender::Pipesvc),
+                secs,
+            ))
+            .requests_per_sec;
+        let raw = runtime.block_on(stream::raw_items_per_sec(
+            &address("raw", Contender::RawTokio),
+            streams,
+            size,
+            secs,
+        ));
+        eprintln!(
+            "{STREAMS:<45} {streams:>3} at once: pipesvc {ours:.0}, calls {called:.0}, raw tokio {raw:.0} items/s"
+        );
+        let cell = |x: f64| match ratios_only {
+            true => format!("{:.2}x", x / raw),
+            false => format!("{x:.0} ({:.2}x)", x / raw),
+        };
+        writeln!(
+            table,
+            "| {streams} | {} | {} | {} |",
+            cell(ours),
+            cell(called),
+            cell(raw)
+        )
+        .unwrap();
+    }
+    table
 }
 
 const TYPED: &str = "typed: 100 clients, 16 in flight, 64 B";
@@ -324,7 +399,8 @@ fn render(rows: &[Row], ratios_only: bool) -> String {
 
 /// Replaces this platform's section of `BENCHMARKS.md` (the other
 /// platform's stays as its last run left it); `kind` is "" for the
-/// comparison, "typed-" for the typed calls.
+/// comparison, "typed-" for the typed calls, "streams-" for the server
+/// streams.
 fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let (start, end) = (
@@ -348,8 +424,9 @@ fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
         _ => String::new(),
     };
     let title = match kind {
-        "" => String::new(),
-        _ => "Typed calls next to byte requests, ".to_owned(),
+        "" => "",
+        "streams-" => "Server streams of 64 B items, ",
+        _ => "Typed calls next to byte requests, ",
     };
     let section = format!(
         "{start}\n## {title}{}: {os}\n\n\
