@@ -29,7 +29,10 @@ need() { # need TOOL: install Debian's package of that name if missing
     command -v "$1" >/dev/null && return
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         echo "installing $1" >&2
-        apt-get update -qq >/dev/null && apt-get install -y -qq "$1" >/dev/null
+        # One apt-get at a time: .ci/run installs the Windows toolchain
+        # at the same time (scripts/windows-env.sh takes the same lock).
+        flock /var/lock/pipesvc-apt.lock sh -c \
+            'apt-get update -qq >/dev/null && apt-get install -y -qq "$1" >/dev/null' sh "$1"
     else
         echo "perf-guard: $1 is needed (apt-get install $1)" >&2
         exit 2
