@@ -13,8 +13,9 @@
 //!   server holds at most the limit (and one item) per stream, plus what the
 //!   credit let out.
 //! - **Batching.** Each ITEM carries every queued item that fits the
-//!   maximum payload, so items that pile up while the client is behind
-//!   (no credit, or a slow write) share frames.
+//!   maximum payload and the credit (at least one), so items that pile up
+//!   while the client is behind (no credit, or a slow write) share frames,
+//!   and the credit goes below 0 by at most one item.
 //!
 //! The items a client sends on its stream come in through [`StreamIn`]:
 //! the connection checks the client's credit as it reads each ITEM, the
@@ -36,13 +37,25 @@ use super::topics::{PushCounters, Subscriber};
 use crate::protocol::{decode_item, encode_credit, Consumed, ItemError};
 use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_LEN};
 
+/// What the queue charges for one item beyond its entry's bytes: its
+/// `Bytes` handle in the queue (32 bytes) and its allocation's header and
+/// rounding. Without it a stream of tiny items held 4.4x its limit in heap
+/// (1-byte items: 35 bytes of heap each, 8 counted); with it the queue's
+/// charge is at least the heap it holds, whatever the items' size.
+const QUEUED_ITEM_OVERHEAD: usize = 64;
+
+/// What one queued item `value` counts against the queue's limit.
+fn charge(value: &Bytes) -> usize {
+    ENTRY_HEADER_LEN + value.len() + QUEUED_ITEM_OVERHEAD
+}
+
 /// The sending half of one server stream, shared by the producer
 /// ([`ItemSender`]) and the connection (as the stream slot's [`Parts`]).
 pub(super) struct StreamOut {
     id: u32,
     /// The largest ITEM payload (the connection's maximum payload).
     max_payload: usize,
-    /// The bytes of queued entries at which the producer waits.
+    /// The queued items' [`charge`] at which the producer waits.
     limit: usize,
     inner: Mutex<Inner>,
     /// Wakes a producer waiting for room in the queue.
@@ -54,7 +67,7 @@ pub(super) struct StreamOut {
 struct Inner {
     /// Encoded values, each one item entry's value, oldest first.
     queue: VecDeque<Bytes>,
-    /// Their entries' bytes (each value and its 5-byte header).
+    /// Their [`charge`]: each value, its 5-byte header and the overhead.
     queued: usize,
     credit: Credit,
     /// The stream's slot, to wake when an ITEM may go out.
@@ -66,8 +79,8 @@ struct Inner {
 
 impl StreamOut {
     /// The stream `id` whose client credit starts at `window`; the producer
-    /// waits while `limit` bytes of entries are queued; no ITEM payload
-    /// exceeds `max_payload`.
+    /// waits while the queued items' [`charge`] reaches `limit`; no ITEM
+    /// payload exceeds `max_payload`.
     #[cfg(test)]
     pub(super) fn new(id: u32, window: u32, limit: usize, max_payload: usize) -> Arc<StreamOut> {
         StreamOut::counted(id, window, limit, max_payload, Arc::default())
@@ -120,7 +133,7 @@ impl StreamOut {
         self.room.notify_waiters();
     }
 
-    /// The bytes of entries queued and not yet sent.
+    /// The [`charge`] of the items queued and not yet sent.
     #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
         lock(&self.inner).queued
@@ -138,23 +151,27 @@ impl Parts for StreamOut {
         lock(&self.inner).slot = Some(waker);
     }
 
-    /// The next ITEM: as many queued items as fit one payload (at least
-    /// one, however large: an item larger than the window goes alone once
-    /// the credit is above 0), while the credit is above 0.
+    /// The next ITEM: as many queued items as fit one payload and the
+    /// credit (at least one, however large: an item larger than the window
+    /// goes alone once the credit is above 0), while the credit is above 0.
     fn next_part(&self) -> Option<Frame> {
         let mut inner = lock(&self.inner);
         if !inner.credit.may_send() || inner.queue.is_empty() {
             return None;
         }
+        // No more entries than the credit allows (but at least one): the
+        // credit goes below 0 by at most one item, so the client holds at
+        // most the window and one item, not the window and a whole batch.
+        let room = usize::try_from(inner.credit.get()).map_or(0, |c| c.min(self.max_payload));
         let mut payload = BytesMut::new();
         let mut items = 0;
         while let Some(value) = inner.queue.front() {
             let len = ENTRY_HEADER_LEN + value.len();
-            if !payload.is_empty() && payload.len() + len > self.max_payload {
+            if !payload.is_empty() && payload.len() + len > room {
                 break;
             }
             let value = inner.queue.pop_front().expect("a front item");
-            inner.queued -= len;
+            inner.queued -= charge(&value);
             Entry::Item(value).encode_into(&mut payload);
             items += 1;
         }
@@ -221,7 +238,7 @@ impl ItemSender {
                     return Err(StreamClosed);
                 }
                 if inner.queued < stream.limit {
-                    inner.queued += ENTRY_HEADER_LEN + value.len();
+                    inner.queued += charge(&value);
                     inner.queue.push_back(value);
                     if inner.credit.may_send() {
                         wake(&inner.slot);
@@ -566,17 +583,21 @@ mod tests {
             sender.send(Bytes::from(vec![b'0' + n; 3])).await.unwrap();
         }
         // Four entries of 8 bytes, queued while the client was behind: one
-        // ITEM carries them all.
+        // ITEM carries as many as the credit of 20 allows...
         let frame = stream.next_part().unwrap();
-        assert_eq!(items(&frame), ["000", "111", "222", "333"]);
-        assert_eq!(stream.credit(), 20 - 32);
+        assert_eq!(items(&frame), ["000", "111"]);
+        assert_eq!(stream.credit(), 20 - 16);
+        // ...and the next at least one, taking the credit below 0 by less
+        // than one item.
+        assert_eq!(items(&stream.next_part().unwrap()), ["222"]);
+        assert_eq!(stream.credit(), 4 - 8);
         // Credit below 0: nothing goes out until the client grants more.
         sender.send(Bytes::from_static(b"444")).await.unwrap();
         assert!(stream.next_part().is_none() && !stream.is_drained());
-        stream.grant(12).unwrap();
+        stream.grant(4).unwrap();
         assert!(stream.next_part().is_none(), "credit back to 0 only");
-        stream.grant(1).unwrap();
-        assert_eq!(items(&stream.next_part().unwrap()), ["444"]);
+        stream.grant(100).unwrap();
+        assert_eq!(items(&stream.next_part().unwrap()), ["333", "444"]);
         assert!(stream.is_drained());
         let err = stream.grant(u32::MAX).unwrap_err();
         assert_eq!(err, CreditOverflow);
@@ -602,7 +623,9 @@ mod tests {
     #[tokio::test]
     async fn in_a_slot_the_last_answer_follows_every_item_and_credit_paces_the_producer() {
         use super::super::in_flight::{Answer, InFlight};
-        let stream = StreamOut::new(9, 24, 24, 1000);
+        // A queue of about three 1-byte items.
+        let limit = 3 * (ENTRY_HEADER_LEN + 1 + QUEUED_ITEM_OVERHEAD);
+        let stream = StreamOut::new(9, 24, limit, 1000);
         let sender = ItemSender::new(stream.clone());
         let producer = async move {
             for n in 0..10u8 {
@@ -629,7 +652,7 @@ mod tests {
                 }
                 Poll::Ready(Some(Answer::Last(frame))) => last = Some(frame),
                 Poll::Ready(None) => break,
-                Poll::Pending => assert!(stream.queued() <= 24 + 6),
+                Poll::Pending => assert!(stream.queued() <= limit + 6 + QUEUED_ITEM_OVERHEAD),
             }
         }
         let want: Vec<Bytes> = (0..10u8).map(|n| Bytes::from(vec![b'0' + n])).collect();
@@ -641,7 +664,8 @@ mod tests {
     #[tokio::test]
     async fn a_producer_waits_while_its_queue_is_full_and_fails_once_closed() {
         // Credit 0: nothing goes out; the queue's limit is two entries.
-        let stream = StreamOut::new(9, 0, 16, 1000);
+        let two = 2 * (ENTRY_HEADER_LEN + 3 + QUEUED_ITEM_OVERHEAD);
+        let stream = StreamOut::new(9, 0, two, 1000);
         let sender = ItemSender::new(stream.clone());
         sender.send(Bytes::from_static(b"one")).await.unwrap();
         sender.send(Bytes::from_static(b"two")).await.unwrap();
@@ -650,7 +674,7 @@ mod tests {
         assert!(poll_once(third.as_mut()).is_pending());
         assert_eq!(
             stream.queued(),
-            16,
+            two,
             "the server holds no more than its limit"
         );
         // The client grants credit; an ITEM goes out and frees room.
