@@ -1,0 +1,227 @@
+"""One connection after its handshake: the reader task that routes answers
+to their callers by id and NOTIFYs to the queue, and sending with ids that
+are never reused while in flight (PROTOCOL.md "Ids", "Requests",
+"CANCEL", "Closing")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from .errors import (
+    ConnectionClosed,
+    PipesvcError,
+    ProtocolError,
+    RequestTooLarge,
+    Timeout,
+    decode_text,
+    escaped,
+)
+from .framing import Frame, Kind, encode_frame, frame_length, read_frame
+from .messages import ServerHello, parse_error
+from .notifications import NotificationQueue
+
+_MAX_ID = 0xFFFF_FFFF
+
+
+class Connection:
+    """A connected, handshaken stream. Calls are sent with
+    :meth:`roundtrip`; every answer is matched by id; when the stream ends
+    every call still waiting fails with the reason."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        server: ServerHello,
+        *,
+        max_frame_len: int,
+        queue: NotificationQueue,
+        on_goodbye: Callable[[str], None] = lambda _reason: None,
+    ) -> None:
+        self.server = server
+        self._reader = reader
+        self._writer = writer
+        self._max_frame_len = max_frame_len
+        self._queue = queue
+        self._on_goodbye = on_goodbye
+        #: id -> the caller's future, or None for an abandoned call whose
+        #: answer has not arrived (its id stays reserved until then).
+        self._pending: dict[int, asyncio.Future[bytes] | None] = {}
+        self._last_id = 0
+        #: The GOODBYE reason once the server said GOODBYE.
+        self.goodbye: str | None = None
+        #: Why the connection ended (``None`` while it runs).
+        self.error: PipesvcError | None = None
+        self.ended = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not answered yet (abandoned ones included)."""
+        return len(self._pending)
+
+    def _new_id(self) -> int:
+        for _ in range(len(self._pending) + 1):
+            self._last_id = self._last_id % _MAX_ID + 1
+            if self._last_id not in self._pending:
+                return self._last_id
+        raise PipesvcError("no free request id")  # pragma: no cover - 4 billion in flight
+
+    def _check_open(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.goodbye is not None:
+            raise ConnectionClosed(
+                f"the server said GOODBYE ({escaped(self.goodbye)!r}); no new requests"
+            )
+
+    def _write(self, kind: int, frame_id: int, payload: bytes) -> None:
+        if frame_length(len(payload)) > self.server.max_frame_len:
+            raise RequestTooLarge(
+                f"a frame of length {frame_length(len(payload))} is over the server's"
+                f" maximum of {self.server.max_frame_len}; nothing was sent"
+            )
+        self._writer.write(encode_frame(kind, frame_id, payload))
+
+    async def send_one_way(self, kind: int, payload: bytes, timeout: float | None) -> None:
+        """Sends a frame that gets no answer (NOTIFY), waiting at most
+        ``timeout`` for room in the stream."""
+        self._check_open()
+        self._write(kind, 0, payload)
+        await self._drain(timeout, "room to send")
+
+    async def _drain(self, timeout: float | None, what: str) -> None:
+        try:
+            await asyncio.wait_for(self._writer.drain(), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(what, timeout or 0.0) from None
+        except (ConnectionError, OSError) as e:
+            raise self.error or ConnectionClosed(str(e)) from None
+
+    async def roundtrip(
+        self, kind: int, payload: bytes, timeout: float | None, *, cancel_on_abandon: bool
+    ) -> bytes:
+        """Sends a request of ``kind`` with a new id and returns its answer's
+        payload (an ERROR raises :class:`RemoteError`). ``timeout`` bounds
+        everything (room to send, the answer). A caller that gives up (its
+        task is cancelled, or the timeout passes) leaves its id reserved
+        until the answer comes and, with ``cancel_on_abandon``, sends
+        CANCEL for it."""
+        self._check_open()
+        frame_id = self._new_id()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._write(kind, frame_id, payload)
+        self._pending[frame_id] = future
+        self._idle.clear()
+        try:
+            return await asyncio.wait_for(self._drain_then(future), timeout)
+        except asyncio.TimeoutError:
+            self._abandon(frame_id, cancel_on_abandon)
+            raise Timeout(f"the answer to request {frame_id}", timeout or 0.0) from None
+        except asyncio.CancelledError:
+            self._abandon(frame_id, cancel_on_abandon)
+            raise
+
+    async def _drain_then(self, future: asyncio.Future[bytes]) -> bytes:
+        await self._writer.drain()
+        return await asyncio.shield(future)
+
+    def _abandon(self, frame_id: int, cancel: bool) -> None:
+        if frame_id not in self._pending:
+            return
+        self._pending[frame_id] = None
+        if cancel and self.error is None:
+            try:
+                self._writer.write(encode_frame(Kind.CANCEL, frame_id))
+            except (ConnectionError, OSError, RuntimeError):
+                pass  # the connection is going away; the reader reports it
+
+    def probe(self, kind: int) -> tuple[int, asyncio.Future[bytes]]:
+        """Sends an empty frame of any ``kind`` with a new id, and returns
+        the id and the future of its answer (used to probe for kinds)."""
+        self._check_open()
+        frame_id = self._new_id()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._write(kind, frame_id, b"")
+        self._pending[frame_id] = future
+        self._idle.clear()
+        return frame_id, future
+
+    async def _read_loop(self) -> None:
+        error: PipesvcError
+        try:
+            while True:
+                frame = await read_frame(self._reader, self._max_frame_len)
+                if frame is None:
+                    error = self._closed_cleanly()
+                    break
+                await self._dispatch(frame)
+        except PipesvcError as e:
+            error = e
+        except (ConnectionError, OSError) as e:
+            error = ConnectionClosed(f"the connection was lost ({e})")
+        except asyncio.CancelledError:
+            error = ConnectionClosed("the client closed the connection")
+        self._end(error)
+
+    def _closed_cleanly(self) -> PipesvcError:
+        if self.goodbye is not None:
+            return ConnectionClosed(f"the server shut down (GOODBYE {escaped(self.goodbye)!r})")
+        return ConnectionClosed("the server closed the connection")
+
+    async def _dispatch(self, frame: Frame) -> None:
+        if frame.kind in (Kind.RESPONSE, Kind.PONG):
+            self._answer(frame.id, frame.payload, None)
+        elif frame.kind == Kind.ERROR:
+            if frame.id == 0:
+                raise parse_error(frame.payload, connection=True)
+            self._answer(frame.id, b"", parse_error(frame.payload, connection=False))
+        elif frame.kind == Kind.NOTIFY:
+            await self._queue.put(frame.payload)
+        elif frame.kind == Kind.GOODBYE:
+            self.goodbye = decode_text(frame.payload)
+            self._on_goodbye(self.goodbye)
+        else:
+            raise ProtocolError(f"the server sent a frame of kind {frame.kind} (id {frame.id})")
+
+    def _answer(self, frame_id: int, payload: bytes, error: PipesvcError | None) -> None:
+        if frame_id not in self._pending:
+            return  # an answer to no request of ours: ignored (the caller's deadline rules)
+        future = self._pending.pop(frame_id)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(payload)
+            else:
+                future.set_exception(error)
+        if not self._pending:
+            self._idle.set()
+
+    def _end(self, error: PipesvcError) -> None:
+        self.error = error
+        for future in self._pending.values():
+            if future is not None and not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        self._idle.set()
+        self._writer.transport.abort()
+        self.ended.set()
+
+    def abort(self) -> None:
+        """Ends the connection at once; calls in flight fail."""
+        if not self._task.done():
+            self._task.cancel()
+
+    async def close(self, timeout: float) -> None:
+        """Waits up to ``timeout`` for the answers in flight, then closes
+        (aborting what is left)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            self._writer.close()
+            await asyncio.wait_for(self._writer.wait_closed(), max(timeout, 0.1))
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+        self.abort()
+        await asyncio.gather(self._task, return_exceptions=True)
