@@ -211,6 +211,12 @@ class Client:
             raise ConnectionClosed("not connected")
         return self._conn.server
 
+    @property
+    def in_flight(self) -> int:
+        """Calls sent on the current connection and not answered yet
+        (abandoned ones included: their ids stay reserved until answered)."""
+        return 0 if self._conn is None else self._conn.in_flight
+
     def _set_state(self, state: ConnectionState) -> None:
         self._state = state
         self._changed.set()
@@ -296,8 +302,8 @@ class Client:
         while True:
             try:
                 return await self._open()
-            except PipesvcError:
-                pass  # absent, restarting, refusing for now: try again
+            except (PipesvcError, OSError):
+                pass  # absent, restarting, refusing for now, wrong: try again
             await asyncio.sleep(pause)
             pause = min(pause * 2, RECONNECT_BACKOFF_MAX)
 

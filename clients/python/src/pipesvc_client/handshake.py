@@ -68,3 +68,5 @@ async def handshake(
         return await asyncio.wait_for(_handshake(reader, writer, version, max_frame_len), timeout)
     except asyncio.TimeoutError:
         raise Timeout("the server's handshake", timeout) from None
+    except (ConnectionError, OSError) as e:
+        raise ConnectionClosed(f"the connection was lost during the handshake ({e})") from None
