@@ -11,7 +11,7 @@ import asyncio
 import threading
 from typing import Any, Awaitable, Mapping, TypeVar
 
-from .client import DEFAULT, Client, ClientOptions, Timeout_
+from .client import DEFAULT, Client, ClientOptions, TimeoutArg
 from .endpoint import Endpoint
 from .messages import Encoding, Status
 from .notifications import Notification, Notifications
@@ -55,7 +55,7 @@ class BlockingClient:
         method: str,
         params: Any = None,
         *,
-        timeout: Timeout_ = DEFAULT,
+        timeout: TimeoutArg = DEFAULT,
         metadata: Mapping[str, str] = {},
         encoding: Encoding | None = None,
     ) -> Any:
@@ -66,19 +66,19 @@ class BlockingClient:
             )
         )
 
-    def request(self, payload: bytes, *, timeout: Timeout_ = DEFAULT) -> bytes:
+    def request(self, payload: bytes, *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """See :meth:`Client.request`."""
         return self._run(self.client.request(payload, timeout=timeout))
 
-    def ping(self, payload: bytes = b"", *, timeout: Timeout_ = DEFAULT) -> bytes:
+    def ping(self, payload: bytes = b"", *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """See :meth:`Client.ping`."""
         return self._run(self.client.ping(payload, timeout=timeout))
 
-    def status(self, *, timeout: Timeout_ = DEFAULT) -> Status:
+    def status(self, *, timeout: TimeoutArg = DEFAULT) -> Status:
         """See :meth:`Client.status`."""
         return self._run(self.client.status(timeout=timeout))
 
-    def describe(self, *, timeout: Timeout_ = DEFAULT) -> dict[str, Any]:
+    def describe(self, *, timeout: TimeoutArg = DEFAULT) -> dict[str, Any]:
         """See :meth:`Client.describe`."""
         return self._run(self.client.describe(timeout=timeout))
 

@@ -63,7 +63,8 @@ class _Default(enum.Enum):
 
 #: "Use the client's ``request_timeout``" (the default of every call's ``timeout``).
 DEFAULT = _Default.TOKEN
-Timeout_ = float | None | _Default
+#: A call's ``timeout``: seconds, ``None`` (no limit) or :data:`DEFAULT`.
+TimeoutArg = float | None | _Default
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,7 @@ class Client:
 
     # -- calls -------------------------------------------------------------
 
-    def _timeout(self, timeout: Timeout_) -> float | None:
+    def _timeout(self, timeout: TimeoutArg) -> float | None:
         if timeout is DEFAULT:
             return self.options.request_timeout
         if timeout is not None and timeout <= 0:
@@ -367,7 +368,7 @@ class Client:
         params: bytes = b"",
         *,
         encoding: int,
-        timeout: Timeout_ = DEFAULT,
+        timeout: TimeoutArg = DEFAULT,
         metadata: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     ) -> bytes:
         """A CALL with params already encoded; returns the result's bytes.
@@ -384,7 +385,7 @@ class Client:
         method: str,
         params: Any = None,
         *,
-        timeout: Timeout_ = DEFAULT,
+        timeout: TimeoutArg = DEFAULT,
         metadata: Mapping[str, str] | Sequence[tuple[str, str]] = (),
         encoding: Encoding | None = None,
     ) -> Any:
@@ -404,7 +405,7 @@ class Client:
         self,
         payload: bytes,
         *,
-        timeout: Timeout_ = DEFAULT,
+        timeout: TimeoutArg = DEFAULT,
         metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
     ) -> bytes:
         """A byte request to the service's byte handler. Without metadata it
@@ -415,17 +416,17 @@ class Client:
         wait = self._timeout(timeout)
         return await self._roundtrip(Kind.REQUEST, payload, wait, cancel=True)
 
-    async def ping(self, payload: bytes = b"", *, timeout: Timeout_ = DEFAULT) -> bytes:
+    async def ping(self, payload: bytes = b"", *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """PING; returns the PONG's payload (the server repeats it)."""
         wait = self._timeout(timeout)
         return await self._roundtrip(Kind.PING, payload, wait, cancel=False)
 
-    async def status(self, *, timeout: Timeout_ = DEFAULT) -> Status:
+    async def status(self, *, timeout: TimeoutArg = DEFAULT) -> Status:
         """The server's counters (STATUS)."""
         wait = self._timeout(timeout)
         return parse_status(await self._roundtrip(Kind.STATUS, b"", wait, cancel=False))
 
-    async def describe(self, *, timeout: Timeout_ = DEFAULT) -> dict[str, Any]:
+    async def describe(self, *, timeout: TimeoutArg = DEFAULT) -> dict[str, Any]:
         """The service's description (DESCRIBE): its methods with JSON
         Schemas of their params and results."""
         wait = self._timeout(timeout)
@@ -438,13 +439,13 @@ class Client:
             raise ProtocolError("a description that is not a JSON object")
         return description
 
-    async def probe(self, kind: int, *, timeout: Timeout_ = DEFAULT) -> bytes:
+    async def probe(self, kind: int, *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """Sends an empty frame of ``kind`` with a new id, to probe whether
         the server knows it (version 2: ``unknown kind`` if not)."""
         wait = self._timeout(timeout)
         return await self._roundtrip(kind, b"", wait, cancel=False, v2=True)
 
-    async def notify(self, payload: bytes, *, timeout: Timeout_ = DEFAULT) -> None:
+    async def notify(self, payload: bytes, *, timeout: TimeoutArg = DEFAULT) -> None:
         """Sends a NOTIFY to the server (never answered)."""
         wait = self._timeout(timeout)
         deadline = None if wait is None else time.monotonic() + wait

@@ -6,7 +6,7 @@ are never reused while in flight (PROTOCOL.md "Ids", "Requests",
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Callable, Collection
 
 from .errors import (
     ConnectionClosed,
@@ -22,6 +22,22 @@ from .messages import ServerHello, parse_error
 from .notifications import NotificationQueue
 
 _MAX_ID = 0xFFFF_FFFF
+
+
+class Ids:
+    """Request ids: 1, 2, ... wrapping past ``0xFFFFFFFF`` to 1, never 0 and
+    never an id still in ``in_use`` (PROTOCOL.md "Ids")."""
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+
+    def next(self, in_use: Collection[int]) -> int:
+        """The next id not in ``in_use``."""
+        for _ in range(len(in_use) + 1):
+            self.last = self.last % _MAX_ID + 1
+            if self.last not in in_use:
+                return self.last
+        raise PipesvcError("no free request id")  # pragma: no cover - 4 billion in flight
 
 
 class Connection:
@@ -48,7 +64,7 @@ class Connection:
         #: id -> the caller's future, or None for an abandoned call whose
         #: answer has not arrived (its id stays reserved until then).
         self._pending: dict[int, asyncio.Future[bytes] | None] = {}
-        self._last_id = 0
+        self._ids = Ids()
         #: The GOODBYE reason once the server said GOODBYE.
         self.goodbye: str | None = None
         #: Why the connection ended (``None`` while it runs).
@@ -64,11 +80,7 @@ class Connection:
         return len(self._pending)
 
     def _new_id(self) -> int:
-        for _ in range(len(self._pending) + 1):
-            self._last_id = self._last_id % _MAX_ID + 1
-            if self._last_id not in self._pending:
-                return self._last_id
-        raise PipesvcError("no free request id")  # pragma: no cover - 4 billion in flight
+        return self._ids.next(self._pending)
 
     def _check_open(self) -> None:
         if self.error is not None:

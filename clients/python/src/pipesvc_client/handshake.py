@@ -39,10 +39,17 @@ async def _next(reader: asyncio.StreamReader, max_len: int, what: str) -> Frame:
     return frame
 
 
+async def _first_hello(reader: asyncio.StreamReader, max_len: int) -> ServerHello:
+    try:
+        return parse_hello((await _next(reader, max_len, "HELLO")).payload)
+    except ProtocolError as e:
+        raise ProtocolError(f"not a pipesvc server (its first frame is no HELLO): {e}") from None
+
+
 async def _handshake(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, version: int, max_len: int
 ) -> ServerHello:
-    hello = parse_hello((await _next(reader, max_len, "HELLO")).payload)
+    hello = await _first_hello(reader, max_len)
     writer.write(encode_frame(Kind.HELLO, 0, client_hello(version)))
     await writer.drain()
     if version < 2:

@@ -123,18 +123,25 @@ class NotificationQueue:
         self.bytes = 0
         self._room.set()
 
+    def get_nowait(self) -> Notification | None:
+        """The next item if one is there now, else ``None``."""
+        if self._items:
+            item = self._items.popleft()
+            if isinstance(item, Message):
+                self.bytes -= len(item.payload)
+            self._room.set()
+            return item
+        if self._lost:
+            lost, self._lost = self._lost, 0
+            return Lagged(lost)
+        return None
+
     async def get(self) -> Notification | None:
         """The next item, or ``None`` once ended and drained."""
         while True:
-            if self._items:
-                item = self._items.popleft()
-                if isinstance(item, Message):
-                    self.bytes -= len(item.payload)
-                self._room.set()
+            item = self.get_nowait()
+            if item is not None:
                 return item
-            if self._lost:
-                lost, self._lost = self._lost, 0
-                return Lagged(lost)
             if self._ended:
                 return None
             self._available.clear()
@@ -155,6 +162,10 @@ class Notifications:
         """The next notification, or ``None`` once the stream has ended.
         ``timeout`` bounds the wait (``asyncio.TimeoutError`` past it)."""
         return await asyncio.wait_for(self._queue.get(), timeout)
+
+    def try_recv(self) -> Notification | None:
+        """The next notification if one is buffered now, else ``None``."""
+        return self._queue.get_nowait()
 
     def __aiter__(self) -> AsyncIterator[Notification]:
         return self._iterate()
