@@ -179,8 +179,14 @@ async fn a_server_that_speaks_garbage_fails_the_connect_clearly() {
     // each fails the connect as a protocol error, at once (the handshake
     // timeout is the hang guard's, so a timeout would fail the test).
     let cases: [(&str, Bytes); 3] = [
-        ("http", Bytes::from_static(b"HTTP/1.1 400 Bad Request\r\n\r\n")),
-        ("no-magic", rogue::frame_bytes(Kind::Hello, 0, b"JUNK\x01\x00\x00\x00\x80\x00")),
+        (
+            "http",
+            Bytes::from_static(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+        ),
+        (
+            "no-magic",
+            rogue::frame_bytes(Kind::Hello, 0, b"JUNK\x01\x00\x00\x00\x80\x00"),
+        ),
         ("random", (7u8..47).collect::<Vec<u8>>().into()),
     ];
     for (case, garbage) in cases {
