@@ -21,14 +21,20 @@ rm -rf "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "$here" -r "$here/requirements-test.txt"
 
 cd "$here"
+export PYTHONDONTWRITEBYTECODE=1
 # Generated code must match what the generator makes today.
 "$venv/bin/python" -m pipesvc_client.gen --check examples/serve_api.py --from-json examples/serve_description.json --class ServeClient
 "$venv/bin/python" -m pipesvc_client.gen --check examples/jobs_api.py --from-json examples/jobs_description.json --class JobsClient
-"$venv/bin/mypy" --strict src examples tests
-# The binary is built once, before pytest (its fixture would otherwise).
+"$venv/bin/mypy" --strict --cache-dir "$venv/mypy-cache" src examples tests bench.py
+# The binaries are built once, before pytest (its fixture would otherwise):
+# pipesvc, and the job runner example that examples/watch_jobs.py talks to.
+target=${CARGO_TARGET_DIR:-$repo/target}
 if [[ -z ${PIPESVC_BIN:-} ]]; then
     (cd "$repo" && cargo build --quiet --bin pipesvc)
-    export PIPESVC_BIN=${CARGO_TARGET_DIR:-$repo/target}/debug/pipesvc
+    export PIPESVC_BIN=$target/debug/pipesvc
+fi
+if [[ -z ${PIPESVC_JOBS_BIN:-} ]]; then
+    (cd "$repo" && cargo build --quiet --example job_service)
+    export PIPESVC_JOBS_BIN=$target/debug/examples/job_service
 fi
 "$venv/bin/pytest" -q -p no:cacheprovider tests
-find "$here" -name __pycache__ -type d -prune -exec rm -rf {} +

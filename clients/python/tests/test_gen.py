@@ -77,7 +77,7 @@ def test_every_schema_shape_maps_to_a_type() -> None:
     }
     code = generate(description)
     module = load(code, "jobs_like_api")
-    assert {"Node", "JobsLikeClient", "StateResult0"} <= set(vars(module))
+    assert {"Node", "JobsLikeClient", "StateResultRunning"} <= set(vars(module))
     assert "def tree_get(" in code and "def m_class(" in code
     assert "'content-type': Literal['x']" in code
     assert "Literal['Finished', 'Cancelled']" in code

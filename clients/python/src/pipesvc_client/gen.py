@@ -67,6 +67,9 @@ class Generator:
     uses_literal: bool = False
     uses_any: bool = False
     _defs: dict[str, JsonSchema] = field(default_factory=dict)
+    #: Each object schema already defined (by its content), so that a type
+    #: used by several methods is defined once.
+    _by_schema: dict[str, str] = field(default_factory=dict)
     _ref_names: dict[str, str] = field(default_factory=dict)
 
     def _unique(self, wanted: str) -> str:
@@ -93,7 +96,10 @@ class Generator:
                 return f"Literal[{literals}]"
         for combinator in ("oneOf", "anyOf"):
             if combinator in schema:
-                options = [self.type_of(s, f"{hint}{i}") for i, s in enumerate(schema[combinator])]
+                options = [
+                    self.type_of(s, self._variant_hint(hint, s, i))
+                    for i, s in enumerate(schema[combinator])
+                ]
                 return self._union(options)
         kinds = schema.get("type")
         if isinstance(kinds, list):
@@ -104,6 +110,15 @@ class Generator:
             return self._typed(dict(schema, type="object"), hint)
         self.uses_any = True
         return "Any"
+
+    @staticmethod
+    def _variant_hint(hint: str, schema: JsonSchema, index: int) -> str:
+        """``StateRunning`` for the variant ``{"Running": ...}`` of ``State``
+        (how serde tags enum variants), else ``State1``."""
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        if isinstance(properties, dict) and len(properties) == 1:
+            return hint + _pascal(next(iter(properties)))
+        return f"{hint}{index}"
 
     @staticmethod
     def _union(options: list[str]) -> str:
@@ -132,7 +147,15 @@ class Generator:
 
     def _typed_dict(self, schema: dict[str, Any], hint: str) -> str:
         title = schema.get("title")
-        name = self._unique(_pascal(title) if isinstance(title, str) and title else hint)
+        wanted = _pascal(title) if isinstance(title, str) and title else hint
+        unrelated = ("$schema", "$defs", "definitions", "title")
+        content = json.dumps(
+            [wanted, {k: v for k, v in schema.items() if k not in unrelated}], sort_keys=True
+        )
+        if content in self._by_schema:
+            return self._by_schema[content]
+        name = self._unique(wanted)
+        self._by_schema[content] = name
         self.definitions[name] = []  # reserved before the fields, for recursion
         required = set(schema.get("required", []))
         fields = [
