@@ -96,3 +96,34 @@ def test_a_status_answer_is_parsed_and_bad_ones_refused() -> None:
         parse_status(struct.pack("<H", 2) + fixed[2:])
     with pytest.raises(ProtocolError, match="cut short"):
         parse_status(fixed[:-4])
+
+
+async def test_frames_are_reassembled_by_their_length_never_by_reads() -> None:
+    """Frames split byte by byte, several in one read, a length over the
+    limit refused from its 4 bytes, a stream ending inside a frame."""
+    import asyncio
+
+    from pipesvc_client import ProtocolError
+    from pipesvc_client.framing import Frame, FrameReader
+
+    wire = encode_frame(Kind.NOTIFY, 0, b"one") + encode_frame(Kind.RESPONSE, 7, b"x" * 300)
+    for chunk in (1, 3, len(wire)):
+        stream = asyncio.StreamReader()
+        for at in range(0, len(wire), chunk):
+            stream.feed_data(wire[at : at + chunk])
+        stream.feed_eof()
+        frames = FrameReader(stream, 1024, chunk=chunk)
+        assert await frames.next() == Frame(Kind.NOTIFY, 0, b"one")
+        assert await frames.next() == Frame(Kind.RESPONSE, 7, b"x" * 300)
+        assert await frames.next() is None
+    huge = asyncio.StreamReader()
+    huge.feed_data(struct.pack("<I", 1025))
+    with pytest.raises(ProtocolError, match="over this client's limit of 1024"):
+        await FrameReader(huge, 1024).next()
+    cut = asyncio.StreamReader()
+    cut.feed_data(wire[:18])
+    cut.feed_eof()
+    reader = FrameReader(cut, 1024)
+    assert await reader.next() == Frame(Kind.NOTIFY, 0, b"one")
+    with pytest.raises(ProtocolError, match="ended inside a frame"):
+        await reader.next()

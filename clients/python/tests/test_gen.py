@@ -84,10 +84,10 @@ def test_every_schema_shape_maps_to_a_type() -> None:
     assert "dict[str, bool]" in code and "label: str | None" in code
 
 
-def test_the_command_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_writes_and_checks(private_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``python -m pipesvc_client.gen``: --from-json, -o, --check."""
     source = str(EXAMPLES / "serve_description.json")
-    out = tmp_path / "api.py"
+    out = private_dir / "api.py"
     assert main(["--from-json", source, "--class", "ServeClient", "-o", str(out)]) == 0
     assert out.read_text() == (EXAMPLES / "serve_api.py").read_text()
     assert main(["--from-json", source, "--class", "ServeClient", "--check", str(out)]) == 0

@@ -28,7 +28,7 @@ from .errors import (
     Timeout,
     WrongServer,
 )
-from .framing import DEFAULT_MAX_FRAME_LEN, HANDSHAKE_FRAME_LEN, Kind
+from .framing import DEFAULT_MAX_FRAME_LEN, HANDSHAKE_FRAME_LEN, FrameReader, Kind
 from .handshake import handshake
 from .identity import PeerCredentials, ServerIdentity
 from .connection import Connection
@@ -243,13 +243,10 @@ class Client:
         reader, writer, peer = await open_stream(
             self.endpoint, opts.connect_timeout, opts.server_identity
         )
+        frames = FrameReader(reader, opts.max_frame_len)
         try:
             hello = await handshake(
-                reader,
-                writer,
-                version=opts.version,
-                max_frame_len=opts.max_frame_len,
-                timeout=opts.handshake_timeout,
+                frames, writer, version=opts.version, timeout=opts.handshake_timeout
             )
         except BaseException:
             writer.transport.abort()
@@ -257,10 +254,9 @@ class Client:
         self.peer = peer
         self.connections += 1
         return Connection(
-            reader,
+            frames,
             writer,
             hello,
-            max_frame_len=opts.max_frame_len,
             queue=self._queue,
             on_goodbye=lambda _reason: self._set_state(ConnectionState.GOODBYE),
         )

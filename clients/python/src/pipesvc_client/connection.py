@@ -17,11 +17,14 @@ from .errors import (
     decode_text,
     escaped,
 )
-from .framing import Frame, Kind, encode_frame, frame_length, read_frame
+from .framing import Frame, FrameReader, Kind, encode_frame, frame_length
 from .messages import ServerHello, parse_error
 from .notifications import NotificationQueue
 
 _MAX_ID = 0xFFFF_FFFF
+#: Bytes queued in the transport past which a call waits for room to send
+#: (below it, writing never blocks and a call does not wait at all).
+_DRAIN_ABOVE = 256 * 1024
 
 
 class Ids:
@@ -47,18 +50,16 @@ class Connection:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
+        reader: FrameReader,
         writer: asyncio.StreamWriter,
         server: ServerHello,
         *,
-        max_frame_len: int,
         queue: NotificationQueue,
         on_goodbye: Callable[[str], None] = lambda _reason: None,
     ) -> None:
         self.server = server
         self._reader = reader
         self._writer = writer
-        self._max_frame_len = max_frame_len
         self._queue = queue
         self._on_goodbye = on_goodbye
         #: id -> the caller's future, or None for an abandoned call whose
@@ -124,22 +125,30 @@ class Connection:
         CANCEL for it."""
         self._check_open()
         frame_id = self._new_id()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
         self._write(kind, frame_id, payload)
         self._pending[frame_id] = future
         self._idle.clear()
+        # A timer rather than wait_for: no task per call on the hot path.
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(timeout, self._expire, future, frame_id, timeout)
         try:
-            return await asyncio.wait_for(self._drain_then(future), timeout)
-        except asyncio.TimeoutError:
-            self._abandon(frame_id, cancel_on_abandon)
-            raise Timeout(f"the answer to request {frame_id}", timeout or 0.0) from None
-        except asyncio.CancelledError:
+            if self._writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
+                await self._drain(timeout, "room to send")
+            return await future
+        except (Timeout, asyncio.CancelledError):
             self._abandon(frame_id, cancel_on_abandon)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
-    async def _drain_then(self, future: asyncio.Future[bytes]) -> bytes:
-        await self._writer.drain()
-        return await asyncio.shield(future)
+    @staticmethod
+    def _expire(future: asyncio.Future[bytes], frame_id: int, timeout: float) -> None:
+        if not future.done():
+            future.set_exception(Timeout(f"the answer to request {frame_id}", timeout))
 
     def _abandon(self, frame_id: int, cancel: bool) -> None:
         if frame_id not in self._pending:
@@ -166,11 +175,14 @@ class Connection:
         error: PipesvcError
         try:
             while True:
-                frame = await read_frame(self._reader, self._max_frame_len)
+                frame = await self._reader.next()
                 if frame is None:
                     error = self._closed_cleanly()
                     break
-                await self._dispatch(frame)
+                if frame.kind == Kind.NOTIFY:
+                    await self._queue.put(frame.payload)
+                else:
+                    self._dispatch(frame)
         except PipesvcError as e:
             error = e
         except (ConnectionError, OSError) as e:
@@ -184,15 +196,13 @@ class Connection:
             return ConnectionClosed(f"the server shut down (GOODBYE {escaped(self.goodbye)!r})")
         return ConnectionClosed("the server closed the connection")
 
-    async def _dispatch(self, frame: Frame) -> None:
+    def _dispatch(self, frame: Frame) -> None:
         if frame.kind in (Kind.RESPONSE, Kind.PONG):
             self._answer(frame.id, frame.payload, None)
         elif frame.kind == Kind.ERROR:
             if frame.id == 0:
                 raise parse_error(frame.payload, connection=True)
             self._answer(frame.id, b"", parse_error(frame.payload, connection=False))
-        elif frame.kind == Kind.NOTIFY:
-            await self._queue.put(frame.payload)
         elif frame.kind == Kind.GOODBYE:
             self.goodbye = decode_text(frame.payload)
             self._on_goodbye(self.goodbye)

@@ -64,8 +64,60 @@ def frame_length(payload_len: int) -> int:
     return LENGTH_OVERHEAD + payload_len
 
 
+class FrameReader:
+    """Frames from a byte stream, read in chunks and split by their length
+    prefix (never by read boundaries). Each length is checked against
+    ``max_len`` as soon as its 4 bytes are there, before the rest is waited
+    for, so a hostile length allocates nothing."""
+
+    def __init__(self, reader: asyncio.StreamReader, max_len: int, chunk: int = 65536) -> None:
+        self._reader = reader
+        self.max_len = max_len
+        self._chunk = chunk
+        self._buf = bytearray()
+
+    def _parse(self) -> Frame | None:
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        length = int.from_bytes(buf[:4], "little")
+        _check_length(length, self.max_len)
+        if len(buf) < 4 + length:
+            return None
+        kind, flags = buf[4], buf[5]
+        if flags != 0:
+            raise ProtocolError(f"the server sent a frame with flags {flags} (must be 0)")
+        frame = Frame(kind, int.from_bytes(buf[6:10], "little"), bytes(buf[10 : 4 + length]))
+        del buf[: 4 + length]
+        return frame
+
+    async def next(self) -> Frame | None:
+        """The next frame, or ``None`` at a clean end of the stream (between
+        frames); see :func:`read_frame` for what is refused."""
+        while True:
+            frame = self._parse()
+            if frame is not None:
+                return frame
+            data = await self._reader.read(self._chunk)
+            if not data:
+                if self._buf:
+                    raise ProtocolError("the stream ended inside a frame")
+                return None
+            self._buf += data
+
+
+def _check_length(length: int, max_len: int) -> None:
+    if length > max_len:
+        raise ProtocolError(
+            f"the server sent a frame of length {length}, over this client's limit of {max_len}"
+        )
+    if length < LENGTH_OVERHEAD:
+        raise ProtocolError(f"the server sent a malformed frame (length {length} < 6)")
+
+
 async def read_frame(reader: asyncio.StreamReader, max_len: int) -> Frame | None:
-    """The next frame, or ``None`` at a clean end of the stream (between
+    """One frame read exactly (nothing past it), for peers that hand the
+    stream on: the next frame, or ``None`` at a clean end of the stream (between
     frames). A length over ``max_len`` or under 6, flags other than 0, or a
     stream ending inside a frame raise :class:`ProtocolError`; the length is
     checked before the rest is read, so a hostile length allocates nothing."""
@@ -76,12 +128,7 @@ async def read_frame(reader: asyncio.StreamReader, max_len: int) -> Frame | None
             return None
         raise ProtocolError("the stream ended inside a frame's length") from None
     (length,) = struct.unpack("<I", head)
-    if length > max_len:
-        raise ProtocolError(
-            f"the server sent a frame of length {length}, over this client's limit of {max_len}"
-        )
-    if length < LENGTH_OVERHEAD:
-        raise ProtocolError(f"the server sent a malformed frame (length {length} < 6)")
+    _check_length(length, max_len)
     try:
         rest = await reader.readexactly(length)
     except asyncio.IncompleteReadError:

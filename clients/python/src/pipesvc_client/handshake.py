@@ -15,12 +15,12 @@ from .errors import (
     decode_text,
     escaped,
 )
-from .framing import Frame, Kind, encode_frame, read_frame
+from .framing import Frame, FrameReader, Kind, encode_frame
 from .messages import ServerHello, client_hello, parse_error, parse_hello, parse_hello_reply
 
 
-async def _next(reader: asyncio.StreamReader, max_len: int, what: str) -> Frame:
-    frame = await read_frame(reader, max_len)
+async def _next(reader: FrameReader, what: str) -> Frame:
+    frame = await reader.next()
     if frame is None:
         raise ConnectionClosed(f"the server closed the connection before its {what}")
     if frame.kind == Kind.ERROR and frame.id == 0:
@@ -39,40 +39,40 @@ async def _next(reader: asyncio.StreamReader, max_len: int, what: str) -> Frame:
     return frame
 
 
-async def _first_hello(reader: asyncio.StreamReader, max_len: int) -> ServerHello:
+async def _first_hello(reader: FrameReader) -> ServerHello:
     try:
-        return parse_hello((await _next(reader, max_len, "HELLO")).payload)
+        return parse_hello((await _next(reader, "HELLO")).payload)
     except ProtocolError as e:
         raise ProtocolError(f"not a pipesvc server (its first frame is no HELLO): {e}") from None
 
 
 async def _handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, version: int, max_len: int
+    reader: FrameReader, writer: asyncio.StreamWriter, version: int
 ) -> ServerHello:
-    hello = await _first_hello(reader, max_len)
+    hello = await _first_hello(reader)
     writer.write(encode_frame(Kind.HELLO, 0, client_hello(version)))
     await writer.drain()
     if version < 2:
         return hello
-    reply = await _next(reader, max_len, "HELLO reply")
+    reply = await _next(reader, "HELLO reply")
     return parse_hello_reply(reply.payload, hello)
 
 
 async def handshake(
-    reader: asyncio.StreamReader,
+    reader: FrameReader,
     writer: asyncio.StreamWriter,
     *,
     version: int,
-    max_frame_len: int,
     timeout: float,
 ) -> ServerHello:
     """Runs the handshake as a client speaking ``version`` (1 or 2); the
     whole of it must finish within ``timeout`` seconds. A refusal (ERROR
     with id 0) raises :class:`RemoteError`; a version 1 server met by a
     version 2 client, :class:`ServerTooOld`; anything unexpected,
-    :class:`ProtocolError`."""
+    :class:`ProtocolError`. ``reader`` is then handed to the connection
+    (it may hold frames that followed the handshake)."""
     try:
-        return await asyncio.wait_for(_handshake(reader, writer, version, max_frame_len), timeout)
+        return await asyncio.wait_for(_handshake(reader, writer, version), timeout)
     except asyncio.TimeoutError:
         raise Timeout("the server's handshake", timeout) from None
     except (ConnectionError, OSError) as e:
