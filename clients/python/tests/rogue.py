@@ -42,6 +42,16 @@ class Peer:
         reply += b"\x02\x08\x00" + bytes([1, 2, 5, 7, 9, 10, 11, 12])
         self.send(Kind.HELLO, 0, reply)
 
+    async def handshake_v22(self, window: int) -> Frame:
+        """A revision 2.2 handshake (kinds 13 to 16, this stream window);
+        returns the client's HELLO."""
+        hello = await self.hello()
+        kinds = bytes([1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16])
+        reply = b"PSVC" + struct.pack("<H", 2) + b"\x01\x02\x00\x02\x01"
+        reply += struct.pack("<BH", 2, len(kinds)) + kinds + struct.pack("<BHI", 3, 4, window)
+        self.send(Kind.HELLO, 0, reply)
+        return hello
+
     async def until_closed(self) -> None:
         """Reads and discards until the client closes."""
         while await self.reader.read(65536):

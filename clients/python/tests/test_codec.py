@@ -44,8 +44,13 @@ def test_a_call_is_encoded_as_in_the_protocol_example() -> None:
     assert encode_frame(Kind.REQUEST, 0x01020304, b"hi") == hex_bytes(
         "08 00 00 00 02 00 04 03 02 01 68 69"
     )
+    # The client's HELLO of "A complete exchange, revision 2.2" (its kinds
+    # field is ignored by servers before 2.2), and a version 1 HELLO.
     assert encode_frame(Kind.HELLO, 0, client_hello(2)) == hex_bytes(
-        "0c 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00"
+        "17 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 02 08 00 01 03 04 05 06 08 0d 0e"
+    )
+    assert encode_frame(Kind.HELLO, 0, client_hello(1)) == hex_bytes(
+        "0c 00 00 00 01 00 00 00 00 00 50 53 56 43 01 00"
     )
 
 
@@ -62,14 +67,15 @@ def test_the_hello_and_reply_of_the_example_parse() -> None:
 
 def test_every_error_code_has_its_name_and_unknown_codes_stay_numbers() -> None:
     """ERR-1."""
-    names = [code_name(code) for code in range(1, 15)]
+    names = [code_name(code) for code in range(1, 17)]
     assert names == [
         "malformed frame", "frame too large", "unsupported version", "unknown kind",
         "handler failed", "overloaded", "shutting down", "timed out", "unexpected frame",
         "duplicate id", "not allowed", "unknown method", "bad request", "cancelled",
+        "too slow", "flow control",
     ]
-    reserved = parse_error(struct.pack("<H", 15) + b"future", connection=False)
-    assert reserved.code == 15 and reserved.name == "unknown error 15"
+    reserved = parse_error(struct.pack("<H", 17) + b"future", connection=False)
+    assert reserved.code == 17 and reserved.name == "unknown error 17"
     service = RemoteError(1000, "mine")
     assert service.code == 1000 and service.name == "service error 1000"
     assert parse_error(b"\x0e\x00cancelled", connection=False).code is ErrorCode.CANCELLED

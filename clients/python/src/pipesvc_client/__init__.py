@@ -25,6 +25,8 @@ from .errors import (
 from .identity import ServerIdentity
 from .messages import Encoding, ServerHello, Status
 from .notifications import Lagged, Message, Notification, NotificationPolicy, Notifications
+from .streams import Lagged as EventsLagged
+from .streams import Resubscribed, Stream, Subscription
 
 __all__ = [
     "BlockingClient",
@@ -37,6 +39,7 @@ __all__ = [
     "DEADLINE_GRACE",
     "DEFAULT",
     "Encoding",
+    "EventsLagged",
     "Endpoint",
     "ErrorCode",
     "Lagged",
@@ -49,10 +52,13 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTooLarge",
+    "Resubscribed",
     "ServerHello",
     "ServerIdentity",
     "ServerTooOld",
     "Status",
+    "Stream",
+    "Subscription",
     "Timeout",
     "WrongServer",
     "escaped",

@@ -13,7 +13,7 @@ import enum
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .endpoint import Endpoint
 from .errors import (
@@ -39,7 +39,9 @@ from .messages import (
     Status,
     call_payload,
     parse_status,
+    subscribe_payload,
 )
+from .streams import Channel, Stream, Subscription
 from .notifications import (
     DEFAULT_NOTIFICATION_BUFFER,
     DEFAULT_NOTIFICATION_BUFFER_BYTES,
@@ -411,6 +413,48 @@ class Client:
             return await self.call_raw("", payload, encoding=0, timeout=timeout, metadata=metadata)
         wait = self._timeout(timeout)
         return await self._roundtrip(Kind.REQUEST, payload, wait, cancel=True)
+
+    async def stream(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+        encoding: Encoding | None = None,
+    ) -> Stream[Any]:
+        """Opens a stream: a CALL of a streaming method (revision 2.2).
+        Iterate it for the server's items; ``send``/``end`` upload items;
+        ``result()`` is its last answer. ``timeout`` (default: none) is the
+        whole stream's deadline, sent in the CALL. The connection's wait
+        is bounded by ``request_timeout``."""
+        chosen = self._encoding(encoding)
+        timeout_ms = 0 if timeout is None else max(1, round(timeout * 1000))
+        payload = call_payload(method, chosen, timeout_ms, metadata, chosen.encode(params))
+        conn = await self._connection(self._deadline())
+        wait = None if timeout is None else timeout + DEADLINE_GRACE
+        channel, cancel = conn.open_channel(Kind.CALL, payload, wait)
+        return Stream(channel, chosen, cancel)
+
+    async def subscribe(self, topic: str, *, encoding: Encoding | None = None) -> Subscription[Any]:
+        """Subscribes to ``topic`` (revision 2.2) and waits (at most
+        ``request_timeout``) until the server confirms. With reconnect on,
+        the subscription is made again after a reconnect and yields
+        :class:`Resubscribed` there."""
+        subscription: Subscription[Any] = Subscription(self, topic, self._encoding(encoding))
+        await subscription.open()
+        return subscription
+
+    def _deadline(self) -> float | None:
+        wait = self.options.request_timeout
+        return None if wait is None else time.monotonic() + wait
+
+    async def _subscribe_channel(
+        self, topic: str, encoding: Encoding
+    ) -> tuple[Channel, "Callable[[], None]"]:
+        """A SUBSCRIBE on the current connection; its channel and cancel."""
+        conn = await self._connection(self._deadline())
+        return conn.open_channel(Kind.SUBSCRIBE, subscribe_payload(topic, encoding), None)
 
     async def ping(self, payload: bytes = b"", *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """PING; returns the PONG's payload (the server repeats it)."""

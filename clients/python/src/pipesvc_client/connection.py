@@ -10,6 +10,7 @@ from typing import Callable, Collection
 
 from .errors import (
     ConnectionClosed,
+    NotSupported,
     PipesvcError,
     ProtocolError,
     RequestTooLarge,
@@ -20,6 +21,7 @@ from .errors import (
 from .framing import Frame, FrameReader, Kind, encode_frame, frame_length
 from .messages import ServerHello, parse_error
 from .notifications import NotificationQueue
+from .streams import Channel
 
 _MAX_ID = 0xFFFF_FFFF
 #: Bytes queued in the transport past which a call waits for room to send
@@ -66,6 +68,8 @@ class Connection:
         #: answer has not arrived (its id stays reserved until then).
         self._pending: dict[int, asyncio.Future[bytes] | None] = {}
         self._ids = Ids()
+        #: Streams in flight (revision 2.2), by id; their ids are in _pending too.
+        self._streams: dict[int, Channel] = {}
         #: The GOODBYE reason once the server said GOODBYE.
         self.goodbye: str | None = None
         #: Why the connection ended (``None`` while it runs).
@@ -154,11 +158,55 @@ class Connection:
         if frame_id not in self._pending:
             return
         self._pending[frame_id] = None
+        channel = self._streams.pop(frame_id, None)
+        if channel is not None:
+            channel.wake(PipesvcError(f"stream {frame_id} was cancelled by this client"))
         if cancel and self.error is None:
             try:
                 self._writer.write(encode_frame(Kind.CANCEL, frame_id))
             except (ConnectionError, OSError, RuntimeError):
                 pass  # the connection is going away; the reader reports it
+
+    def _write_frame(self, kind: int, frame_id: int, payload: bytes) -> None:
+        """Writes a stream's frame (ITEM, CREDIT, END) unless the
+        connection has ended."""
+        if self.error is None:
+            self._write(kind, frame_id, payload)
+
+    def open_channel(
+        self, kind: int, payload: bytes, timeout: float | None
+    ) -> tuple[Channel, Callable[[], None]]:
+        """Opens a stream (a CALL of a streaming method, or a SUBSCRIBE):
+        returns its channel and the function that cancels it. Past
+        ``timeout`` (plus the grace), the client gives up and sends CANCEL."""
+        self._check_open()
+        window = self.server.stream_window
+        if window is None or not self.server.streams:
+            raise NotSupported("streams and topics need a server of protocol revision 2.2")
+        frame_id = self._new_id()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        # The app may never await a stream's answer (it stops reading):
+        # its error is taken here, so that asyncio does not report it.
+        future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        channel = Channel(frame_id, window, self._write_frame, future, self.server.max_frame_len)
+        self._write(kind, frame_id, payload)
+        self._pending[frame_id] = future
+        self._streams[frame_id] = channel
+        self._idle.clear()
+
+        def cancel() -> None:
+            self._abandon(frame_id, True)
+
+        if timeout is not None:
+            def expire() -> None:
+                if not future.done():
+                    channel.wake(Timeout(f"the end of stream {frame_id}", timeout))
+                    cancel()
+
+            timer = loop.call_later(timeout, expire)
+            future.add_done_callback(lambda _f: timer.cancel())
+        return channel, cancel
 
     def probe(self, kind: int) -> tuple[int, asyncio.Future[bytes]]:
         """Sends an empty frame of any ``kind`` with a new id, and returns
@@ -203,6 +251,19 @@ class Connection:
             if frame.id == 0:
                 raise parse_error(frame.payload, connection=True)
             self._answer(frame.id, b"", parse_error(frame.payload, connection=False))
+        elif frame.kind == Kind.ITEM:
+            channel = self._streams.get(frame.id)
+            if channel is not None:
+                channel.on_item(frame.payload)
+            elif frame.id in self._pending:
+                # Items of a stream this client does not read (a streaming
+                # method called with call(), or a cancelled stream): given
+                # back at once, so that the stream runs to its answer.
+                self._write(Kind.CREDIT, frame.id, len(frame.payload).to_bytes(4, "little"))
+        elif frame.kind == Kind.CREDIT:
+            channel = self._streams.get(frame.id)
+            if channel is not None:
+                channel.on_credit(frame.payload)
         elif frame.kind == Kind.GOODBYE:
             self.goodbye = decode_text(frame.payload)
             self._on_goodbye(self.goodbye)
@@ -218,6 +279,9 @@ class Connection:
                 future.set_result(payload)
             else:
                 future.set_exception(error)
+        channel = self._streams.pop(frame_id, None)
+        if channel is not None:
+            channel.wake()
         if not self._pending:
             self._idle.set()
 
@@ -227,6 +291,9 @@ class Connection:
             if future is not None and not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        for channel in self._streams.values():
+            channel.wake(error)
+        self._streams.clear()
         self._idle.set()
         self._writer.transport.abort()
         self.ended.set()

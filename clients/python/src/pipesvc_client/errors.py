@@ -12,7 +12,7 @@ import enum
 
 
 class ErrorCode(enum.IntEnum):
-    """The error codes of PROTOCOL.md "Errors" (1 to 14)."""
+    """The error codes of PROTOCOL.md "Errors" (1 to 16; 15 and 16 from revision 2.2)."""
 
     MALFORMED_FRAME = 1
     FRAME_TOO_LARGE = 2
@@ -28,6 +28,8 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_METHOD = 12
     BAD_REQUEST = 13
     CANCELLED = 14
+    TOO_SLOW = 15
+    FLOW_CONTROL = 16
 
     @property
     def label(self) -> str:
@@ -36,7 +38,7 @@ class ErrorCode(enum.IntEnum):
 
 
 def code_name(code: int) -> str:
-    """The name of ``code``: the protocol's for 1 to 14, else a description
+    """The name of ``code``: the protocol's for 1 to 16, else a description
     of the range it is in (reserved, or defined by the service)."""
     try:
         return ErrorCode(code).label
@@ -126,7 +128,7 @@ class RemoteError(PipesvcError):
     """
 
     def __init__(self, code: int, message: str, *, connection: bool = False) -> None:
-        self.code: int = ErrorCode(code) if 1 <= code <= 14 else code
+        self.code: int = ErrorCode(code) if 1 <= code <= len(ErrorCode) else code
         self.message = message
         self.connection = connection
         scope = " (connection)" if connection else ""

@@ -38,6 +38,10 @@ class Kind(enum.IntEnum):
     CALL = 10
     CANCEL = 11
     DESCRIBE = 12
+    ITEM = 13
+    CREDIT = 14
+    END = 15
+    SUBSCRIBE = 16
 
 
 @dataclass(frozen=True, slots=True)

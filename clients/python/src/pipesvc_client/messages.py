@@ -62,6 +62,14 @@ class ServerHello:
     encodings: tuple[int, ...] = ()
     #: The frame kinds the server accepts from a client (version 2).
     kinds: tuple[int, ...] = ()
+    #: Initial credit of each stream direction, in bytes (revision 2.2
+    #: servers; ``None`` from a server without streams).
+    stream_window: int | None = None
+
+    @property
+    def streams(self) -> bool:
+        """Whether the server speaks revision 2.2 (streams and topics)."""
+        return self.stream_window is not None and 13 in self.kinds
 
 
 def parse_hello(payload: bytes) -> ServerHello:
@@ -75,9 +83,19 @@ def parse_hello(payload: bytes) -> ServerHello:
     return ServerHello(decode_text(payload[10:]), max_len)
 
 
+#: The kinds this client accepts from a server (its HELLO's ``kinds``
+#: field, revision 2.2): HELLO, RESPONSE, ERROR, NOTIFY, GOODBYE, PONG,
+#: ITEM, CREDIT.
+CLIENT_KINDS = bytes([1, 3, 4, 5, 6, 8, 13, 14])
+
+
 def client_hello(version: int) -> bytes:
-    """This client's HELLO payload: magic and the version it speaks."""
-    return MAGIC + struct.pack("<H", version)
+    """This client's HELLO payload: magic and the version it speaks; for
+    version 2, the ``kinds`` field (revision 2.2; older servers ignore it)."""
+    hello = MAGIC + struct.pack("<H", version)
+    if version >= 2:
+        hello += struct.pack("<BH", 2, len(CLIENT_KINDS)) + CLIENT_KINDS
+    return hello
 
 
 def parse_hello_reply(payload: bytes, first: ServerHello) -> ServerHello:
@@ -100,12 +118,18 @@ def parse_hello_reply(payload: bytes, first: ServerHello) -> ServerHello:
             raise ProtocolError(f"field {tag} of the HELLO reply runs past its end")
         fields.setdefault(tag, value)
         at += 3 + size
+    window = None
+    if 3 in fields:
+        if len(fields[3]) != 4:
+            raise ProtocolError("the HELLO reply's stream window is not a u32")
+        (window,) = struct.unpack("<I", fields[3])
     return ServerHello(
         first.name,
         first.max_frame_len,
         version,
         tuple(fields.get(1, b"")),
         tuple(fields.get(2, b"")),
+        window,
     )
 
 
@@ -164,6 +188,13 @@ class Status:
     requests_cancelled: int | None = None
     #: Requests answered ``timed out`` (``None`` from a version 1 server).
     requests_timed_out: int | None = None
+    #: Revision 2.2 counts (``None`` from older servers): streams open now,
+    #: item entries sent, subscriptions open, events sent, events dropped.
+    streams_open: int | None = None
+    items_sent: int | None = None
+    subscribers: int | None = None
+    events_sent: int | None = None
+    events_dropped: int | None = None
 
 
 _STATUS_FIXED = struct.Struct("<HQQQQQQH")
@@ -191,4 +222,54 @@ def parse_status(payload: bytes) -> Status:
     cancelled = timed_out = None
     if len(payload) >= at + 16:
         cancelled, timed_out = struct.unpack_from("<QQ", payload, at)
-    return Status(fmt, uptime, open_, total, served, b_in, b_out, errors, cancelled, timed_out)
+        at += 16
+    push: tuple[int | None, ...] = (None,) * 5
+    if len(payload) >= at + 40:
+        push = struct.unpack_from("<5Q", payload, at)
+    return Status(
+        fmt, uptime, open_, total, served, b_in, b_out, errors, cancelled, timed_out, *push
+    )
+
+
+#: ITEM entry types (revision 2.2).
+ENTRY_ITEM = 0
+ENTRY_LAGGED = 1
+ENTRY_SUBSCRIBED = 2
+#: Bytes of an entry before its value: u8 type, u32 length.
+ENTRY_HEADER = 5
+
+
+def item_payload(values: Sequence[bytes]) -> bytes:
+    """An ITEM payload carrying ``values`` as item entries (type 0)."""
+    return b"".join(struct.pack("<BI", ENTRY_ITEM, len(v)) + v for v in values)
+
+
+def parse_entries(payload: bytes) -> list[tuple[int, bytes]]:
+    """The entries of an ITEM from the server, as (type, value). No entry,
+    an entry running past the end, or a ``lagged`` value that is not 8
+    bytes is a :class:`ProtocolError`; unknown types are kept (the caller
+    ignores them)."""
+    entries = []
+    at = 0
+    while at < len(payload):
+        if at + ENTRY_HEADER > len(payload):
+            raise ProtocolError("an ITEM entry's header is cut short")
+        kind, size = struct.unpack_from("<BI", payload, at)
+        value = payload[at + ENTRY_HEADER : at + ENTRY_HEADER + size]
+        if len(value) != size:
+            raise ProtocolError(f"an ITEM entry of {size} bytes runs past the end of its frame")
+        if kind == ENTRY_LAGGED and size != 8:
+            raise ProtocolError(f"a lagged entry of {size} bytes (must be 8)")
+        entries.append((kind, value))
+        at += ENTRY_HEADER + size
+    if not entries:
+        raise ProtocolError("an ITEM with no entry")
+    return entries
+
+
+def subscribe_payload(topic: str, encoding: int) -> bytes:
+    """A SUBSCRIBE payload (``ValueError`` for a name of 0 or >255 bytes)."""
+    name = topic.encode()
+    if not 1 <= len(name) <= 255:
+        raise ValueError(f"topic name is {len(name)} bytes; 1 to 255")
+    return struct.pack("<BB", encoding, len(name)) + name
