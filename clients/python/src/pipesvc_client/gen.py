@@ -10,6 +10,11 @@ the result as the generated type (checked by a type checker, not at run
 time: the server validates params, and results are trusted to follow the
 schema the server published).
 
+Streaming methods (``"streams"`` in the description, revision 2.2) become
+methods returning a :class:`Stream` of their server items, and each topic a
+``subscribe_<topic>`` method returning a :class:`Subscription` of its
+events.
+
 Schemas map as follows: ``null``, ``boolean``, ``integer``, ``number``,
 ``string`` to ``None``, ``bool``, ``int``, ``float``, ``str``; a list of
 types to a union; ``array`` to ``list[...]``; ``object`` with
@@ -233,11 +238,21 @@ def generate(description: dict[str, Any], class_name: str | None = None) -> str:
     for method in description.get("methods", []):
         name = str(method["name"])
         base = _pascal(name)
-        gen.use_defs(method.get("request"))
-        gen.use_defs(method.get("response"))
+        for key in ("request", "response", "server_item", "client_item"):
+            gen.use_defs(method.get(key))
         params = gen.type_of(method.get("request", True), base + "Params")
         result = gen.type_of(method.get("response", True), base + "Result")
-        methods.append((name, params, result, method.get("doc")))
+        streams = method.get("streams")
+        item = None
+        if streams in ("server", "both", "client"):
+            server_item = method.get("server_item", {"type": "null"})
+            item = "None" if streams == "client" else gen.type_of(server_item, base + "Item")
+        methods.append((name, params, result, method.get("doc"), item))
+    topics = []
+    for topic in description.get("topics", []):
+        gen.use_defs(topic.get("event"))
+        event = gen.type_of(topic.get("event", True), _pascal(str(topic["name"])) + "Event")
+        topics.append((str(topic["name"]), event, topic.get("doc")))
 
     imports = ["TypedDict", "cast"]
     if gen.uses_any or not methods:
@@ -253,7 +268,7 @@ def generate(description: dict[str, Any], class_name: str | None = None) -> str:
         "",
         "from typing import Any, " + ", ".join(i for i in imports if i != "Any"),
         "",
-        "from pipesvc_client import DEFAULT, Client",
+        "from pipesvc_client import DEFAULT, Client" + (", Stream" if any(m[4] for m in methods) else "") + (", Subscription" if topics else ""),
         "from pipesvc_client.client import TimeoutArg",
         "",
         f"SERVICE = {service!r}",
@@ -267,9 +282,20 @@ def generate(description: dict[str, Any], class_name: str | None = None) -> str:
     out += ["    def __init__(self, client: Client) -> None:"]
     out += ['        """Uses ``client`` (already connected) for every call."""']
     out += ["        self.client = client", ""]
-    for name, params, result, doc in methods:
+    for name, params, result, doc, item in methods:
         optional = params == "None" or params == "Any" or params.endswith("| None")
         default = " = None" if optional else ""
+        if item is not None:
+            out += [
+                f"    async def {_snake(name)}(",
+                f"        self, params: {params}{default}, *, timeout: float | None = None",
+                f"    ) -> Stream[{item}]:",
+            ]
+            text = f"``{name}`` (a stream: iterate it for its items; ``result()`` is {result})"
+            out += _doc(f"{text}: {doc}" if doc else text, "        ")
+            call = f"await self.client.stream({name!r}, params, timeout=timeout)"
+            out += [f"        return cast({'Stream[' + item + ']'!r}, {call})", ""]
+            continue
         out += [
             f"    async def {_snake(name)}(",
             f"        self, params: {params}{default}, *, timeout: TimeoutArg = DEFAULT",
@@ -277,6 +303,12 @@ def generate(description: dict[str, Any], class_name: str | None = None) -> str:
         ]
         out += _doc(f"``{name}``: {doc}" if doc else f"``{name}``.", "        ")
         out += [f"        return cast({result!r}, await self.client.call({name!r}, params, timeout=timeout))", ""]
+    for name, event, doc in topics:
+        out += [f"    async def subscribe_{_snake(name)}(self) -> Subscription[{event}]:"]
+        text = f"Subscribes to the topic ``{name}``"
+        out += _doc(f"{text}: {doc}" if doc else text + ".", "        ")
+        call = f"await self.client.subscribe({name!r})"
+        out += [f"        return cast({'Subscription[' + event + ']'!r}, {call})", ""]
     text = "\n".join(out).rstrip() + "\n"
     if "Any" not in text.split("from pipesvc_client", 1)[1]:
         text = text.replace("from typing import Any, ", "from typing import ")
