@@ -1,8 +1,8 @@
 """Throughput of this client beside pipesvc's Rust client, same machine,
 same run, same ``pipesvc serve``: one connection, 64 calls in flight, echo
-of a 64-byte string (typed in MessagePack and JSON, and as byte requests),
-then ``pipesvc bench`` (the Rust client, byte requests) on the same
-workload. Prints a Markdown table for BENCHMARKS.md.
+of a 64-byte string, typed (MessagePack, JSON) and as byte requests; the
+Rust client is ``pipesvc bench`` on the same workloads (typed with
+``--method echo``, MessagePack). Prints a Markdown table for BENCHMARKS.md.
 
     python bench.py --pipesvc target/release/pipesvc --seconds 3
 """
@@ -52,12 +52,15 @@ async def python_rows(socket: str, inflight: int, size: int, seconds: float) -> 
     return rows
 
 
-def rust_row(binary: str, socket: str, inflight: int, size: int, seconds: float) -> float:
-    """``pipesvc bench`` (the Rust client) on the same workload: requests/s."""
-    out = subprocess.run(
-        [binary, "bench", "--name", socket, "--clients", "1", "--inflight", str(inflight),
-         "--size", str(size), "--duration", str(seconds), "--json"],
-        check=True, capture_output=True, text=True).stdout
+def rust_row(
+    binary: str, socket: str, inflight: int, size: int, seconds: float, typed: bool
+) -> float:
+    """``pipesvc bench`` (the Rust client) on the same workload: calls/s."""
+    command = [binary, "bench", "--name", socket, "--clients", "1", "--inflight", str(inflight),
+               "--size", str(size), "--duration", str(seconds), "--json"]
+    if typed:
+        command += ["--method", "echo", "--params", json.dumps("x" * size)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return float(result["requests_per_sec"])
 
@@ -78,17 +81,22 @@ async def main() -> None:
     try:
         assert server.stdout is not None
         await asyncio.wait_for(server.stdout.readline(), 60)
-        rust = rust_row(args.pipesvc, socket, args.inflight, args.size, args.seconds)
+        rust_typed = rust_row(args.pipesvc, socket, args.inflight, args.size, args.seconds, True)
+        rust_bytes = rust_row(args.pipesvc, socket, args.inflight, args.size, args.seconds, False)
         rows = await python_rows(socket, args.inflight, args.size, args.seconds)
-        rows["Rust, byte request (`pipesvc bench`)"] = rust
     finally:
         server.send_signal(signal.SIGTERM)
         await server.wait()
         shutil.rmtree(directory, ignore_errors=True)
-    print(f"| client, workload (1 connection, {args.inflight} in flight, {args.size} B) | calls/s | ratio to Rust |")
-    print("|---|---:|---:|")
-    for name, rate in rows.items():
-        print(f"| {name} | {rate:,.0f} | {rate / rust:.2f}x |")
+    print(f"| workload (1 connection, {args.inflight} in flight, {args.size} B) | Rust calls/s"
+          " | Python calls/s | Python / Rust |")
+    print("|---|---:|---:|---:|")
+    for name, python, rust in [
+        ("typed echo, MessagePack", rows["Python, typed msgpack"], rust_typed),
+        ("typed echo, JSON (Rust: MessagePack)", rows["Python, typed json"], rust_typed),
+        ("byte request", rows["Python, byte request"], rust_bytes),
+    ]:
+        print(f"| {name} | {rust:,.0f} | {python:,.0f} | {python / rust:.2f}x |")
 
 
 if __name__ == "__main__":

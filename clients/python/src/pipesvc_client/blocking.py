@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Mapping, TypeVar
+from typing import Any, Awaitable, Mapping, Sequence, TypeVar
 
 from .client import DEFAULT, Client, ClientOptions, TimeoutArg
 from .endpoint import Endpoint
@@ -56,7 +56,7 @@ class BlockingClient:
         params: Any = None,
         *,
         timeout: TimeoutArg = DEFAULT,
-        metadata: Mapping[str, str] = {},
+        metadata: Mapping[str, str] | Sequence[tuple[str, str]] = (),
         encoding: Encoding | None = None,
     ) -> Any:
         """See :meth:`Client.call`."""
