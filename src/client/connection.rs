@@ -243,7 +243,7 @@ impl Connection {
         // The server runs REQUESTs and CALLs until they finish: a caller
         // that gives up tells it, so that the handler stops and its slot is
         // free. PING, STATUS and DESCRIBE are answered at once anyway.
-        if matches!(kind, Kind::Request | Kind::Call) {
+        if kind.rules().starts {
             registration.cancel_through(&self.writer);
         }
         let answer = answer.await.unwrap_or_else(|_| Err(self.closed_error()));
