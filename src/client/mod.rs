@@ -22,6 +22,7 @@ mod notifications;
 mod options;
 mod pending;
 mod reader;
+mod stream;
 mod supervisor;
 mod writer;
 
@@ -42,6 +43,7 @@ pub use options::{
     ClientOptions, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_NOTIFICATION_BUFFER,
     DEFAULT_NOTIFICATION_BUFFER_BYTES, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use stream::{RawStream, RawUpload};
 pub use supervisor::{RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
 
 use crate::endpoint::Endpoint;
@@ -492,6 +494,12 @@ impl Client {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Whether a lost connection is replaced: `reconnect` is on and the
+    /// client is not closed (a subscription then subscribes again).
+    pub(crate) fn reconnects_by_itself(&self) -> bool {
+        self.reconnects_now()
     }
 
     fn reconnects_now(&self) -> bool {

@@ -154,6 +154,57 @@ pub fn decode_item(payload: &Bytes, from_client: bool) -> Result<Vec<Entry>, Ite
     Ok(entries)
 }
 
+/// The entry of an ITEM payload at `*at`, moving `*at` past it: the
+/// entries one by one, without collecting them (pipesvc's client keeps an
+/// ITEM's payload and hands its entries out as the application takes
+/// them). `Ok(None)` at the end; entries of a type this crate does not
+/// know are skipped. The errors of [`decode_item`].
+pub fn next_entry(
+    payload: &Bytes,
+    at: &mut usize,
+    from_client: bool,
+) -> Result<Option<Entry>, ItemError> {
+    while *at < payload.len() {
+        let header = payload
+            .get(*at..*at + ENTRY_HEADER_LEN)
+            .ok_or(ItemError::CutShort)?;
+        let kind = header[0];
+        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let start = *at + ENTRY_HEADER_LEN;
+        let end = start.checked_add(len).ok_or(ItemError::CutShort)?;
+        if end > payload.len() {
+            return Err(ItemError::CutShort);
+        }
+        if from_client && matches!(kind, ENTRY_LAGGED | ENTRY_SUBSCRIBED) {
+            return Err(ItemError::NotFromClient(kind));
+        }
+        *at = end;
+        match kind {
+            ENTRY_ITEM => return Ok(Some(Entry::Item(payload.slice(start..end)))),
+            ENTRY_LAGGED => {
+                let value: [u8; 8] = payload[start..end]
+                    .try_into()
+                    .map_err(|_| ItemError::BadLagged)?;
+                return Ok(Some(Entry::Lagged(u64::from_le_bytes(value))));
+            }
+            ENTRY_SUBSCRIBED => return Ok(Some(Entry::Subscribed)),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Checks an ITEM payload as [`decode_item`] does, without collecting its
+/// entries (then [`next_entry`] takes them one by one).
+pub fn check_item(payload: &Bytes, from_client: bool) -> Result<(), ItemError> {
+    if payload.is_empty() {
+        return Err(ItemError::Empty);
+    }
+    let mut at = 0;
+    while next_entry(payload, &mut at, from_client)?.is_some() {}
+    Ok(())
+}
+
 /// The bytes a CREDIT grants: its payload's first 4 (the rest is
 /// ignored); `None` for fewer than 4, which is `malformed frame`.
 pub fn decode_credit(payload: &[u8]) -> Option<u32> {
@@ -342,6 +393,25 @@ mod tests {
         // 5 + 9 + 22: the credit the client grants back in the document.
         let thousand = encode_item(&[Entry::Item(Bytes::from("1000"))]);
         assert_eq!(subscribed.len() + thousand.len() + lagged.len(), 0x24);
+    }
+
+    #[test]
+    fn entries_one_by_one_are_those_decode_item_collects() {
+        let payload = Bytes::from_static(
+            b"\x02\x00\x00\x00\x00\x09\x01\x00\x00\x00z\x01\x08\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x001",
+        );
+        let mut at = 0;
+        let mut one_by_one = Vec::new();
+        while let Some(entry) = next_entry(&payload, &mut at, false).unwrap() {
+            one_by_one.push(entry);
+        }
+        assert_eq!(one_by_one, decode_item(&payload, false).unwrap());
+        assert_eq!(at, payload.len());
+        assert_eq!(check_item(&payload, false), Ok(()));
+        assert_eq!(check_item(&Bytes::new(), false), Err(ItemError::Empty));
+        let cut = Bytes::from_static(b"\x00\x05\x00\x00\x00abc");
+        assert_eq!(check_item(&cut, false), Err(ItemError::CutShort));
+        assert_eq!(check_item(&payload, true), Err(ItemError::NotFromClient(2)));
     }
 
     #[test]

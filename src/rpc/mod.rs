@@ -71,6 +71,7 @@
 
 mod bounded;
 mod client;
+mod client_stream;
 mod codec;
 mod description;
 mod items;
@@ -80,6 +81,7 @@ mod streaming;
 
 pub use crate::client::CallOptions;
 pub use crate::protocol::Encoding;
+pub use client_stream::{ItemSender, ItemStream, Subscription, TopicEvent, Upload};
 pub use description::{Description, MethodDescription, TopicDescription};
 pub use items::{ItemSink, ItemSource};
 pub use method::Method;

@@ -13,6 +13,7 @@ mod ping;
 mod serve_methods;
 mod session;
 mod status;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,10 @@ enum Command {
     /// Load a service (or one started in this process) and report
     /// requests/s, MB/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Print a topic's events as they are published, one JSON line each,
+    /// until interrupted (--count N: stop after N); resubscribes across a
+    /// service restart.
+    Watch(watch::WatchArgs),
     /// Show a running service's counters: uptime, connections, requests
     /// served, errors by code, bytes in and out.
     Status(status::StatusArgs),
@@ -105,6 +110,8 @@ fn main() -> ExitCode {
             // Its exit status says when every request failed.
             Command::Bench(args) => bench::run(args).await,
             Command::Status(args) => done(status::run(args).await),
+            // Its exit status tells a service error from a failed subscribe.
+            Command::Watch(args) => watch::run(args).await,
             Command::Service(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -211,10 +211,30 @@ impl Out {
         self.line(&pretty.unwrap_or(compact))
     }
 
+    /// One item of a stream (`call` of a streaming method, `watch`) as
+    /// compact JSON on its own line, passed on at once. A stream's output
+    /// has no bound as a whole (it may run until interrupted); each line
+    /// is one item, which its frame bounds.
+    pub fn item(&mut self, value: &Value) -> pipesvc::Result<()> {
+        let line = to_json(value, CompactFormatter, OUTPUT_LIMIT).ok_or_else(|| {
+            too_large(format!("an item is more than {OUTPUT_LIMIT_NAME} as JSON"))
+        })?;
+        self.stdout.write_all(line.as_bytes())?;
+        self.stdout.write_all(b"\n")?;
+        self.flush()
+    }
+
     /// Writes out what is buffered.
     pub fn finish(mut self) -> pipesvc::Result<()> {
         self.flush()
     }
+}
+
+/// Whether `err` is stdout closed by its reader (`| head -3`): a stream
+/// command then stops (cancelling its stream) and exits 0 without a
+/// word, as the reader had what it wanted.
+pub fn is_closed_stdout(err: &pipesvc::Error) -> bool {
+    matches!(err, pipesvc::Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 fn too_large(message: String) -> pipesvc::Error {
