@@ -25,7 +25,6 @@ export PYTHONDONTWRITEBYTECODE=1
 # Generated code must match what the generator makes today.
 "$venv/bin/python" -m pipesvc_client.gen --check examples/serve_api.py --from-json examples/serve_description.json --class ServeClient
 "$venv/bin/python" -m pipesvc_client.gen --check examples/jobs_api.py --from-json examples/jobs_description.json --class JobsClient
-"$venv/bin/python" -m pipesvc_client.gen --check examples/streams_api.py --from-json examples/streams_description.json --class StreamsClient
 "$venv/bin/mypy" --strict --cache-dir "$venv/mypy-cache" src examples tests bench.py
 # The binaries are built once, before pytest (its fixture would otherwise):
 # pipesvc, and the job runner example that examples/watch_jobs.py talks to.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, cast
 
-from pipesvc_client import DEFAULT, Client
+from pipesvc_client import DEFAULT, Client, Stream, Subscription
 from pipesvc_client.client import TimeoutArg
 
 SERVICE = 'pipesvc'
@@ -61,6 +61,20 @@ class Identity(TypedDict, total=False):
     """
 
 
+class _CountRequired(TypedDict):
+    """The keys of ``Count`` that are always present."""
+
+    n: int
+    """How many numbers to stream: 1 to `n`."""
+
+
+class Count(_CountRequired, total=False):
+    """`count`: the params of [`COUNT`]."""
+
+    every_ms: int
+    """Milliseconds to wait before each number after the first (0: none)."""
+
+
 class ServeClient:
     """The methods of ``pipesvc``, typed; wraps a connected :class:`Client`."""
 
@@ -85,3 +99,19 @@ class ServeClient:
     ) -> Identity:
         """``whoami``: The caller's identity as the server sees it: user, groups, logon, token and process"""
         return cast('Identity', await self.client.call('whoami', params, timeout=timeout))
+
+    async def count(
+        self, params: Count, *, timeout: float | None = None
+    ) -> Stream[int]:
+        """``count`` (a stream: iterate it for its items; ``result()`` is None): Streams the numbers 1 to `n`, one every `every_ms` milliseconds, then answers null"""
+        return cast('Stream[int]', await self.client.stream('count', params, timeout=timeout))
+
+    async def lines(
+        self, params: None = None, *, timeout: float | None = None
+    ) -> Stream[None]:
+        """``lines`` (a stream: iterate it for its items; ``result()`` is int): Takes strings until the client's END; answers how many it took"""
+        return cast('Stream[None]', await self.client.stream('lines', params, timeout=timeout))
+
+    async def subscribe_ticks(self) -> Subscription[int]:
+        """Subscribes to the topic ``ticks``: The server's uptime in milliseconds, once a second"""
+        return cast('Subscription[int]', await self.client.subscribe('ticks'))

@@ -96,35 +96,20 @@ def test_the_command_writes_and_checks(private_dir: Path, capsys: pytest.Capture
     assert "generate it again" in capsys.readouterr().err
 
 
-async def test_streaming_methods_and_topics_get_typed_streams(private_dir: Path) -> None:
-    """The revision 2.2 example's service (``examples/streams_api.py``):
-    ``count`` returns a typed stream, ``ticks`` a typed subscription; used
-    against a scripted revision 2.2 server."""
-    import struct
-
-    from pipesvc_client.framing import Kind
-    from rogue import Peer, rogue_server
-    from streams_api import StreamsClient
-
-    saved = json.loads((EXAMPLES / "streams_description.json").read_text())
-    assert generate(saved, "StreamsClient") == (EXAMPLES / "streams_api.py").read_text()
-
-    async def service(peer: Peer) -> None:
-        await peer.handshake_v22(1 << 16)
-        while (frame := await peer.frame()) is not None:
-            if frame.kind == Kind.CALL:
-                peer.send(Kind.ITEM, frame.id, b"\x00\x01\x00\x00\x00\x01\x00\x01\x00\x00\x00\x02")
-                peer.send(Kind.RESPONSE, frame.id, b"\xc0")
-            elif frame.kind == Kind.SUBSCRIBE:
-                peer.send(Kind.ITEM, frame.id, struct.pack("<BI", 2, 0))
-                peer.send(Kind.ITEM, frame.id, struct.pack("<BI", 0, 3) + b"\xcd\x03\xe8")
-
-    async with rogue_server(private_dir, service) as socket:
-        async with await Client.connect(socket, close_timeout=0) as client:
-            typed = StreamsClient(client)
-            count = await typed.count({"n": 2})
-            assert [n async for n in count] == [1, 2]
-            async with await typed.subscribe_ticks() as ticks:
-                async for tick in ticks:
-                    assert tick == 1000
-                    break
+async def test_streaming_methods_and_topics_get_typed_streams(server: Server) -> None:
+    """``pipesvc serve``'s streaming methods and topic, generated
+    (``examples/serve_api.py``): ``count`` returns a typed stream,
+    ``lines`` a stream to send to, ``ticks`` a typed subscription."""
+    async with await Client.connect(server.socket) as client:
+        typed = ServeClient(client)
+        count = await typed.count({"n": 2})
+        assert [n async for n in count] == [1, 2]
+        lines = await typed.lines()
+        for line in ("a", "b", "c"):
+            await lines.send(line)
+        await lines.end()
+        assert await lines.result() == 3
+        async with await typed.subscribe_ticks() as ticks:
+            async for tick in ticks:
+                assert isinstance(tick, int) and tick % 1000 == 0
+                break

@@ -16,7 +16,8 @@ async def test_v2_handshake_reports_name_limit_encodings_and_kinds(serve: "objec
         hello = client.server
         assert (hello.name, hello.max_frame_len, hello.version) == ("py-test", 65536, 2)
         assert hello.encodings == (Encoding.MSGPACK, Encoding.JSON)
-        assert hello.kinds == (1, 2, 5, 7, 9, 10, 11, 12)
+        assert hello.kinds == (1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16)
+        assert hello.streams and hello.stream_window == 262144
 
 
 async def test_v1_connection_serves_requests_ping_and_status(server: Server) -> None:

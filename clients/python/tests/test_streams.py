@@ -1,8 +1,8 @@
-"""Streams and topics (PROTOCOL.md revision 2.2) against a scripted server
-that follows the revision 2.2 text, since no ``pipesvc serve`` with
-streams exists on main yet (SCENARIOS.md STR-*, TOP-*). Each script checks
-the client's side of the contract (credit respected, CANCEL and END sent)
-as well as the client checks the server's."""
+"""Streams and topics (PROTOCOL.md revision 2.2; SCENARIOS.md STR-*,
+TOP-*) against a real ``pipesvc serve`` (its ``count``, ``lines`` and
+``ticks``), and against a scripted server for what a correct server cannot
+be made to do on cue: the exact bytes of PROTOCOL.md's exchange, an ITEM
+past the credit, a ``lagged`` entry, a server of revision 2.1."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import asyncio
 import json
 import struct
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from conftest import GUARD, Server
+from conftest import GUARD, Server, ServeFactory
 from pipesvc_client import (
     Client,
     Encoding,
@@ -23,6 +24,7 @@ from pipesvc_client import (
     ProtocolError,
     RemoteError,
     Resubscribed,
+    Status,
 )
 from pipesvc_client.framing import Frame, Kind, encode_frame
 from pipesvc_client.messages import parse_entries
@@ -40,8 +42,9 @@ def credit_of(frame: Frame) -> int:
     return int(struct.unpack("<I", frame.payload[:4])[0])
 
 
-async def test_a_server_stream_delivers_its_items_in_order_then_its_end(private_dir: Path) -> None:
-    """STR-1, with the bytes of "A complete exchange, revision 2.2"."""
+async def test_a_stream_call_is_the_bytes_of_protocol_md(private_dir: Path) -> None:
+    """STR-1's bytes: the client's HELLO kinds and CALL are those of "A
+    complete exchange, revision 2.2" (a scripted server shows them)."""
     calls: asyncio.Queue[Frame] = asyncio.Queue()
 
     async def count(peer: Peer) -> None:
@@ -72,10 +75,12 @@ WINDOW = 64
 VALUE = b'"01234567"'  # each entry: 5 + 10 = 15 bytes of credit
 
 
-async def test_flow_control_bounds_what_a_slow_reader_holds(private_dir: Path) -> None:
-    """STR-2: the server sends only within the credit the client grants
-    (the script checks it), the client holds at most a window plus one
-    ITEM unread, and nothing is lost; an ITEM past the credit is a
+async def test_the_client_grants_half_windows_and_refuses_an_item_past_its_credit(
+    private_dir: Path,
+) -> None:
+    """STR-2's client side, seen by a scripted server: CREDIT grants of at
+    least half the window, at most a window plus one ITEM held unread; an
+    ITEM past the credit (which a correct server never sends) is a
     protocol error."""
     granted: list[int] = []
 
@@ -120,62 +125,10 @@ async def test_flow_control_bounds_what_a_slow_reader_holds(private_dir: Path) -
                     pass
 
 
-async def test_a_client_stream_waits_for_credit_then_ends(private_dir: Path) -> None:
-    """STR-3: items within the server's credit (the script checks), END,
-    then the one answer."""
-
-    async def lines(peer: Peer) -> None:
-        await peer.handshake_v22(16)
-        call = await peer.frame()
-        assert call is not None
-        credit, taken = 16, []
-        while (frame := await peer.frame()) is not None and frame.kind != Kind.END:
-            assert frame.kind == Kind.ITEM and frame.id == call.id
-            assert credit > 0, "the client sent past its credit"
-            credit -= len(frame.payload)
-            taken += [json.loads(v) for _, v in parse_entries(frame.payload)]
-            if credit <= 0:
-                peer.send(Kind.CREDIT, call.id, struct.pack("<I", 16))
-                credit += 16
-        peer.send(Kind.RESPONSE, call.id, str(len(taken)).encode())
-        await peer.until_closed()
-
-    async with rogue_server(private_dir, lines) as socket:
-        async with await Client.connect(socket, close_timeout=0) as client:
-            stream = await client.stream("lines", encoding=Encoding.JSON)
-            for line in ("a", "bb", "ccc", "dddd", "e"):
-                await asyncio.wait_for(stream.send(line), GUARD)
-            await stream.end()
-            assert await stream.result() == 5
-
-
-async def test_leaving_a_stream_sends_cancel(private_dir: Path) -> None:
-    """STR-4."""
-    seen: asyncio.Queue[Frame] = asyncio.Queue()
-
-    async def endless(peer: Peer) -> None:
-        await peer.handshake_v22(1 << 20)
-        call = await peer.frame()
-        assert call is not None
-        peer.send(Kind.ITEM, call.id, entries(b"1", b"2"))
-        cancel = await peer.frame()
-        assert cancel is not None
-        await seen.put(cancel)
-        peer.send(Kind.ERROR, call.id, struct.pack("<H", 14) + b"cancelled")
-        await peer.until_closed()
-
-    async with rogue_server(private_dir, endless) as socket:
-        async with await Client.connect(socket, close_timeout=0) as client:
-            async with await client.stream("ticker", encoding=Encoding.JSON) as stream:
-                async for item in stream:
-                    assert item == 1
-                    break
-            cancel = await asyncio.wait_for(seen.get(), GUARD)
-            assert (cancel.kind, cancel.id) == (Kind.CANCEL, stream.id)
-
-
 async def test_a_subscription_yields_events_and_lagged_then_unsubscribes(private_dir: Path) -> None:
-    """TOP-1 and TOP-2, with the bytes of the revision 2.2 example."""
+    """TOP-2 (and TOP-1's bytes), scripted: a ``lagged`` entry needs a
+    subscriber 256 events behind, which ``ticks`` (one a second) makes
+    only after minutes."""
     seen: asyncio.Queue[Frame] = asyncio.Queue()
 
     async def ticks(peer: Peer) -> None:
@@ -204,62 +157,154 @@ async def test_a_subscription_yields_events_and_lagged_then_unsubscribes(private
             assert frame.kind == Kind.CANCEL
 
 
-async def test_a_subscription_is_made_again_after_a_restart(private_dir: Path) -> None:
-    """TOP-3: the first connection ends (the server went away); the client
-    reconnects, subscribes again and says so with Resubscribed."""
-    connections = 0
+async def test_streams_need_a_server_of_revision_2_2(private_dir: Path) -> None:
+    """A server of revision 2.1 (no kinds 13 to 16, no window): refused by
+    the client, nothing sent; the connection carries on."""
 
-    async def restarting(peer: Peer) -> None:
-        nonlocal connections
-        connections += 1
-        number = connections
-        await peer.handshake_v22(262144)
-        subscribe = await peer.frame()
-        assert subscribe is not None and subscribe.kind == Kind.SUBSCRIBE
-        peer.send(Kind.ITEM, subscribe.id, entries(b"", kind=2))
-        peer.send(Kind.ITEM, subscribe.id, entries(b"%d" % number))
-        if number == 1:
-            await peer.writer.drain()
-            return  # the connection is dropped: a restart, seen from the client
-        await peer.until_closed()
+    async def v21(peer: Peer) -> None:
+        await peer.handshake_v2()
+        while (frame := await peer.frame()) is not None:
+            assert frame.kind == Kind.CALL, "the client sent a stream's frame"
+            peer.send(Kind.RESPONSE, frame.id, b"\x01")
 
-    async with rogue_server(private_dir, restarting) as socket:
-        async with await Client.connect(socket, reconnect=True, close_timeout=0) as client:
-            subscription = await client.subscribe("ticks", encoding=Encoding.JSON)
-            got: list[object] = []
-            async for event in subscription:
-                got.append(event)
-                if len(got) == 3:
-                    break
-            subscription.close()
-            assert got == [1, Resubscribed(), 2]
-            assert subscription.subscriptions == 2
-
-
-async def test_a_topic_the_service_lacks_is_unknown(private_dir: Path) -> None:
-    """TOP-1's refusal: ERROR ``unknown method`` with the SUBSCRIBE's id."""
-
-    async def no_topic(peer: Peer) -> None:
-        await peer.handshake_v22(1024)
-        subscribe = await peer.frame()
-        assert subscribe is not None
-        peer.send(Kind.ERROR, subscribe.id, struct.pack("<H", 12) + b"unknown topic nope")
-        await peer.until_closed()
-
-    async with rogue_server(private_dir, no_topic) as socket:
+    async with rogue_server(private_dir, v21) as socket:
         async with await Client.connect(socket, close_timeout=0) as client:
-            with pytest.raises(RemoteError) as unknown:
-                await client.subscribe("nope")
-            assert unknown.value.code == ErrorCode.UNKNOWN_METHOD
+            assert not client.server.streams
+            with pytest.raises(NotSupported):
+                await client.stream("count", {"n": 3})
+            with pytest.raises(NotSupported):
+                await client.subscribe("ticks")
+            assert await client.call("echo", 1) == 1
 
 
-async def test_streams_need_a_server_of_revision_2_2(server: Server) -> None:
-    """Against today's ``pipesvc serve`` (revision 2.1): refused by the
-    client, nothing sent; the connection carries on."""
+# -- against a real ``pipesvc serve`` ----------------------------------------
+
+
+async def status_until(client: Client, what: Callable[[Status], bool]) -> Status:
+    """STATUS again and again (round trips, no timer) until ``what`` holds:
+    the server counts a stream closed once its last answer is sent, which
+    the client need not wait for (a cancelled stream's ERROR)."""
+    for _ in range(10_000):
+        status = await client.status()
+        if what(status):
+            return status
+    raise AssertionError(f"STATUS never matched: {status}")
+
+
+async def test_a_server_stream_delivers_its_items_in_order_then_its_end(server: Server) -> None:
+    """STR-1: ``count`` in both encodings; STATUS counts the items sent
+    and no stream left open."""
     async with await Client.connect(server.socket) as client:
-        assert not client.server.streams
-        with pytest.raises(NotSupported):
-            await client.stream("count", {"n": 3})
-        with pytest.raises(NotSupported):
-            await client.subscribe("ticks")
-        assert await client.call("echo", 1) == 1
+        assert client.server.streams and client.server.stream_window == 262144
+        for encoding in (Encoding.JSON, Encoding.MSGPACK):
+            stream = await client.stream("count", {"n": 3}, encoding=encoding)
+            assert [item async for item in stream] == [1, 2, 3]
+            assert await stream.result() is None
+        empty = await client.stream("count", {"n": 0})
+        assert [item async for item in empty] == [] and await empty.result() is None
+        status = await client.status()
+        assert (status.streams_open, status.items_sent) == (0, 6)
+        # call() discards a streaming method's items (granting their
+        # credit back, so more than a window passes) and returns its result.
+        assert await client.call("count", {"n": 100_000}) is None
+        assert (await client.status()).items_sent == 100_006
+
+
+async def test_flow_control_bounds_what_a_slow_reader_holds(server: Server) -> None:
+    """STR-2: 100 000 items to a reader that stops for a call after each
+    10 000: every item arrives in order, and the client never holds more
+    than the window plus one ITEM unread (the server waits for CREDIT; an
+    ITEM past it would end the connection as a protocol error)."""
+    n = 100_000
+    async with await Client.connect(server.socket) as client:
+        window = client.server.stream_window
+        assert window is not None
+        stream = await client.stream("count", {"n": n})
+        expected = 1
+        async for item in stream:
+            assert item == expected
+            expected += 1
+            if item % 10_000 == 1:
+                # The reader is busy: meanwhile the server fills the window.
+                await client.call("sleep", {"ms": 50})
+        assert expected == n + 1 and await stream.result() is None
+        # The window, plus one ITEM sent while the credit was above 0.
+        # pipesvc's ITEM batches what its producer queued (the queue stops
+        # the producer at the window), whatever credit is left: so that
+        # ITEM is at most a window and one entry (u64: 5 + 9 bytes).
+        assert window // 2 < stream.peak_unread_bytes <= 2 * window + 14
+
+
+async def test_a_client_stream_waits_for_credit_then_ends(server: Server) -> None:
+    """STR-3: ``lines`` takes 2 000 strings of 500 bytes (about 4 windows:
+    the client waits for the server's CREDIT, else the server would end
+    the connection with ``flow control``), END, then the one answer."""
+    async with await Client.connect(server.socket) as client:
+        stream = await client.stream("lines")
+        for i in range(2_000):
+            await asyncio.wait_for(stream.send("%0500d" % i), GUARD)
+        await stream.end()
+        assert await stream.result() == 2_000
+        assert await client.call("echo", "still here") == "still here"
+
+
+async def test_leaving_a_stream_sends_cancel(server: Server) -> None:
+    """STR-4: leaving an endless ``count`` sends CANCEL: the server stops
+    the method (STATUS: no stream open) and the connection carries on."""
+    async with await Client.connect(server.socket) as client:
+        async with await client.stream("count", {"n": 1 << 40, "every_ms": 1}) as stream:
+            async for item in stream:
+                assert item == 1
+                break
+        await status_until(client, lambda s: s.streams_open == 0)
+        assert await client.call("echo", 2) == 2
+
+
+async def test_a_subscription_yields_ticks_then_unsubscribes(server: Server) -> None:
+    """TOP-1: ``ticks`` (once a second, the server's uptime in ms): events
+    in order; leaving unsubscribes (STATUS: no subscriber)."""
+    async with await Client.connect(server.socket) as client:
+        async with await client.subscribe("ticks") as ticks:
+            assert (await client.status()).subscribers == 1
+            got: list[object] = []
+            async for event in ticks:
+                got.append(event)
+                if len(got) == 2:
+                    break
+        assert all(isinstance(t, int) and t % 1000 == 0 for t in got), got
+        assert got[1] == got[0] + 1000  # type: ignore[operator]
+        await status_until(client, lambda s: s.subscribers == 0)
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_a_subscription_is_made_again_after_a_restart(serve: ServeFactory, how: str) -> None:
+    """TOP-3: the service stops (``stop``: GOODBYE ends the subscription
+    with ``shutting down``; ``kill``: the connection just ends) and starts
+    again on the same endpoint; the client reconnects, subscribes again,
+    says so with Resubscribed, and the new service's ticks follow."""
+    first = await serve()
+    async with await Client.connect(first.socket, reconnect=True) as client:
+        subscription = await client.subscribe("ticks")
+        got: list[object] = []
+        async for event in subscription:
+            got.append(event)
+            if len(got) == 1:
+                if how == "kill":
+                    first.kill()
+                await first.stop()
+                await serve()
+            if len(got) == 3:
+                break
+        subscription.close()
+        assert got[1] == Resubscribed() and got[2] == 1000, got
+        assert subscription.subscriptions == 2
+
+
+async def test_a_topic_the_service_lacks_is_unknown(server: Server) -> None:
+    """TOP-1's refusal: ERROR ``unknown method`` with the SUBSCRIBE's id;
+    the connection carries on."""
+    async with await Client.connect(server.socket) as client:
+        with pytest.raises(RemoteError) as unknown:
+            await client.subscribe("nope")
+        assert unknown.value.code == ErrorCode.UNKNOWN_METHOD
+        assert await client.call("echo", 3) == 3

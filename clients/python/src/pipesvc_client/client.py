@@ -328,6 +328,17 @@ class Client:
             except asyncio.TimeoutError:
                 raise Timeout("a reconnect to the server", left or 0.0) from None
 
+    async def _connection_after(self, old: Connection | None) -> Connection:
+        """The live connection once it is another than ``old`` (a
+        connection that said GOODBYE, or is ending): waits for the
+        reconnect."""
+        while True:
+            changed = self._changed
+            conn = await self._connection(None)
+            if conn is not old:
+                return conn
+            await changed.wait()
+
     # -- calls -------------------------------------------------------------
 
     def _timeout(self, timeout: TimeoutArg) -> float | None:
@@ -451,10 +462,12 @@ class Client:
 
     async def _subscribe_channel(
         self, topic: str, encoding: Encoding
-    ) -> tuple[Channel, "Callable[[], None]"]:
-        """A SUBSCRIBE on the current connection; its channel and cancel."""
+    ) -> tuple[Channel, "Callable[[], None]", Connection]:
+        """A SUBSCRIBE on the current connection; its channel, cancel and
+        that connection."""
         conn = await self._connection(self._deadline())
-        return conn.open_channel(Kind.SUBSCRIBE, subscribe_payload(topic, encoding), None)
+        channel, cancel = conn.open_channel(Kind.SUBSCRIBE, subscribe_payload(topic, encoding), None)
+        return channel, cancel, conn
 
     async def ping(self, payload: bytes = b"", *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """PING; returns the PONG's payload (the server repeats it)."""

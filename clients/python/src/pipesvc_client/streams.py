@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, TypeVar
 
 from .errors import (
     ConnectionClosed,
+    ErrorCode,
     PipesvcError,
     ProtocolError,
     RemoteError,
@@ -39,6 +40,7 @@ from .messages import (
 
 if TYPE_CHECKING:
     from .client import Client
+    from .connection import Connection
 
 T = TypeVar("T")
 
@@ -241,6 +243,7 @@ class Subscription(Generic[T]):
         self.encoding = encoding
         self._channel: Channel | None = None
         self._cancel: Callable[[], None] = lambda: None
+        self._conn: Connection | None = None
         self._closed = False
         self._resubscribed = False
         #: Subscriptions made so far (1, then one more per reconnect).
@@ -250,7 +253,7 @@ class Subscription(Generic[T]):
         """Subscribes on the client's current connection and waits (at most
         ``request_timeout``) for the ``subscribed`` entry; an ERROR (such as
         ``unknown method``) raises."""
-        self._channel, self._cancel = await self._client._subscribe_channel(
+        self._channel, self._cancel, self._conn = await self._client._subscribe_channel(
             self.topic, self.encoding
         )
         self.subscriptions += 1
@@ -280,7 +283,11 @@ class Subscription(Generic[T]):
                 await self._again()
                 continue
             except RemoteError as e:
-                if e.connection and self._client.options.reconnect and not self._closed:
+                # The connection's end (an ERROR with id 0), or the server's
+                # GOODBYE ending every subscription with `shutting down`:
+                # with reconnect on, subscribe again on the next connection.
+                again = e.connection or e.code == ErrorCode.SHUTTING_DOWN
+                if again and self._client.options.reconnect and not self._closed:
                     await self._again()
                     continue
                 raise
@@ -293,15 +300,20 @@ class Subscription(Generic[T]):
                 yield Lagged(struct.unpack("<Q", value)[0])
 
     async def _again(self) -> None:
-        """Subscribes again once the client has reconnected."""
+        """Subscribes again once the client has reconnected (on another
+        connection than the one the subscription ended on)."""
         while True:
-            await self._client._connection(None)
+            await self._client._connection_after(self._conn)
             try:
                 await self.open()
                 self._resubscribed = True
                 return
             except ConnectionClosed:
                 continue
+            except RemoteError as e:
+                if e.code != ErrorCode.SHUTTING_DOWN:
+                    raise
+                # That server is stopping too: wait for the next one.
 
     def close(self) -> None:
         """Unsubscribes (CANCEL)."""
