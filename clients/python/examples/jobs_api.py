@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict, cast
 
-from pipesvc_client import DEFAULT, Client
+from pipesvc_client import DEFAULT, Client, Stream, Subscription
 from pipesvc_client.client import TimeoutArg
 
 SERVICE = 'jobs'
@@ -67,8 +67,18 @@ class JobsClient:
         """``status``: One job and its state"""
         return cast('Job', await self.client.call('status', params, timeout=timeout))
 
+    async def progress(
+        self, params: int, *, timeout: float | None = None
+    ) -> Stream[State]:
+        """``progress`` (a stream: iterate it for its items; ``result()`` is State): The job's state at each change until it ends"""
+        return cast('Stream[State]', await self.client.stream('progress', params, timeout=timeout))
+
     async def cancel(
         self, params: int, *, timeout: TimeoutArg = DEFAULT
     ) -> Job:
         """``cancel``: Stops a job; returns it"""
         return cast('Job', await self.client.call('cancel', params, timeout=timeout))
+
+    async def subscribe_finished(self) -> Subscription[Job]:
+        """Subscribes to the topic ``finished``: Every job that finished or was cancelled"""
+        return cast('Subscription[Job]', await self.client.subscribe('finished'))

@@ -113,3 +113,28 @@ async def test_streaming_methods_and_topics_get_typed_streams(server: Server) ->
             async for tick in ticks:
                 assert isinstance(tick, int) and tick % 1000 == 0
                 break
+
+
+def test_a_stream_item_of_a_type_held_in_defs_is_that_type() -> None:
+    """The job runner's ``progress`` items are its ``State`` (a union, top
+    level in the item's schema, in ``$defs`` in ``status``'s): one type,
+    whichever comes first."""
+    variants = [
+        {"enum": ["Finished"], "type": "string"},
+        {"type": "object", "properties": {"Running": {"type": "integer"}}, "required": ["Running"]},
+    ]
+    job = {
+        "title": "Job", "type": "object", "properties": {"state": {"$ref": "#/$defs/State"}},
+        "required": ["state"], "$defs": {"State": {"oneOf": variants}},
+    }
+    status = {"name": "status", "request": {"type": "integer"}, "response": job}
+    progress = {
+        "name": "progress", "streams": "server", "request": {"type": "integer"},
+        "response": {"title": "State", "oneOf": variants},
+        "server_item": {"title": "State", "oneOf": variants},
+    }
+    for methods in ([status, progress], [progress, status]):
+        code = generate({"service": "jobs", "methods": methods}, "JobsClient")
+        assert "-> Stream[State]:" in code and "Running: int" in code, code
+        assert code.count("(TypedDict)") == 2, code  # Job and StateRunning
+        load(code, "jobs_state_api")

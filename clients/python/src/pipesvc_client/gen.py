@@ -64,6 +64,10 @@ def _doc(text: str | None, indent: str) -> list[str]:
     return [f'{indent}"""{lines[0]}'] + [f"{indent}{ln}".rstrip() for ln in lines[1:]] + [f'{indent}"""']
 
 
+#: Keys that name or describe a schema without changing what it admits.
+_NAMES = ("$schema", "$defs", "definitions", "title", "description")
+
+
 @dataclass
 class Generator:
     """Collects the type definitions while schemas are translated."""
@@ -76,6 +80,8 @@ class Generator:
     #: used by several methods is defined once.
     _by_schema: dict[str, str] = field(default_factory=dict)
     _ref_names: dict[str, str] = field(default_factory=dict)
+    #: Each union already translated (by its content): its type.
+    _by_union: dict[str, str] = field(default_factory=dict)
 
     def _unique(self, wanted: str) -> str:
         name, n = wanted, 2
@@ -101,11 +107,30 @@ class Generator:
                 return f"Literal[{literals}]"
         for combinator in ("oneOf", "anyOf"):
             if combinator in schema:
+                # A union met again (a stream's item typed as a type that
+                # another method's schema holds in its $defs) is the same
+                # type: the content, without its names, is the key.
+                key = json.dumps(
+                    {k: v for k, v in schema.items() if k not in _NAMES}, sort_keys=True
+                )
+                if key in self._by_union:
+                    return self._by_union[key]
+                title = schema.get("title")
+                named = isinstance(title, str) and bool(title)
+                if isinstance(title, str) and title:
+                    hint = _pascal(title)
                 options = [
                     self.type_of(s, self._variant_hint(hint, s, i))
                     for i, s in enumerate(schema[combinator])
                 ]
-                return self._union(options)
+                typ = self._union(options)
+                if named and " | " in typ:
+                    # A named union gets its name (`State = ...`).
+                    alias = self._unique(hint)
+                    self.definitions[alias] = [f"{alias} = {typ}"]
+                    typ = alias
+                self._by_union[key] = typ
+                return typ
         kinds = schema.get("type")
         if isinstance(kinds, list):
             return self._union([self._typed(dict(schema, type=k), hint) for k in kinds])
@@ -218,6 +243,9 @@ class Generator:
         if typ != _pascal(match.group(2)) and not typ.startswith(("dict", "list")) and typ not in self.definitions:
             alias = self._unique(_pascal(match.group(2)))
             self.definitions[alias] = [f"{alias} = {typ}"]
+            for key, union in self._by_union.items():
+                if union == typ:
+                    self._by_union[key] = alias
             typ = alias
         self._ref_names[ref] = typ
         return typ
