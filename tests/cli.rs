@@ -98,6 +98,16 @@ fn status_reports_the_services_counters() {
     assert!(json_number(&json, "bytes_in") > 0.0, "{json}");
     assert!(json_number(&json, "bytes_out") > 0.0, "{json}");
     assert!(json_number(&json, "uptime_secs") >= 0.0, "{json}");
+    // Revision 2.2's counts.
+    for key in [
+        "streams_open",
+        "items_sent",
+        "subscribers",
+        "events_sent",
+        "events_dropped",
+    ] {
+        assert!(json_number(&json, key) >= 0.0, "{key}: {json}");
+    }
     assert!(json.contains("\"errors\":{}"), "{json}");
 
     let human = stdout(&service.run(&["status"]));

@@ -669,6 +669,7 @@ async fn describe_returns_the_description_or_the_default_one() {
             "protocol": 2,
             "encodings": [],
             "methods": [],
+            "topics": [],
         })
     );
     client.send(empty(Kind::Describe, 0)).await;

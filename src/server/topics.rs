@@ -12,6 +12,8 @@
 //!   server stream's items ([`Parts`]).
 //! - **Counted.** Events sent and dropped, and the subscriptions open, go
 //!   to the server's [`PushCounters`] (STATUS).
+// Without `rpc` no service registers a topic nor publishes.
+#![cfg_attr(not(feature = "rpc"), allow(dead_code))]
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+#[cfg(feature = "rpc")]
 use serde::Serialize;
 
 use super::in_flight::Parts;
@@ -106,6 +109,8 @@ impl Publisher {
     /// whose queue is full meets the topic's policy. Returns how many
     /// subscribers it was queued for. An event that does not encode, or a
     /// topic the service did not register, reaches nobody (logged).
+    #[cfg(feature = "rpc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rpc")))]
     pub fn publish<E: Serialize>(&self, topic: &Topic<E>, event: &E) -> usize {
         let Some(state) = self.topic(topic.name()) else {
             limited!(
@@ -403,6 +408,7 @@ impl Parts for Subscriber {
 
 /// `event` in `encoding`, as `rpc`'s codec writes messages (MessagePack
 /// with structs as maps of field names).
+#[cfg(feature = "rpc")]
 fn encode<E: Serialize>(encoding: Encoding, event: &E) -> Result<Bytes, String> {
     match encoding {
         Encoding::Json => serde_json::to_vec(event).map_err(|e| e.to_string()),

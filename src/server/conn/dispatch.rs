@@ -637,7 +637,9 @@ fn default_description(name: &str) -> bytes::Bytes {
             c => json.push(c),
         }
     }
-    json.push_str("\",\"version\":\"\",\"protocol\":2,\"encodings\":[],\"methods\":[]}");
+    json.push_str(
+        "\",\"version\":\"\",\"protocol\":2,\"encodings\":[],\"methods\":[],\"topics\":[]}",
+    );
     json.into()
 }
 
