@@ -117,6 +117,43 @@ fn a_closed_stdout_cancels_the_stream_and_ends_the_command_at_once() {
     assert!(output.stderr.is_empty(), "{output:?}");
 }
 
+/// Unix only: elsewhere the command notices at its next write.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_command_without_waiting_for_the_next_item() {
+    let service = Service::start("cli-stream-head-slow");
+    // One item, then the next an hour later: closing stdout must end the
+    // command now, not at that item's write.
+    let mut child = service
+        .command(&[
+            "call",
+            "--method",
+            "count",
+            r#"{"n":2,"every_ms":3600000}"#,
+            "--timeout",
+            "7200",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipesvc call");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "1\n");
+    drop(stdout);
+    let (done, ended) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = ended
+        .recv_timeout(BOUND)
+        .expect("the command ends once its stdout is closed")
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
+
 #[test]
 fn watch_prints_events_one_json_line_each_and_stops_after_count() {
     let service = Service::start("cli-watch-ticks");
@@ -158,7 +195,7 @@ fn watch_with_a_closed_stdout_unsubscribes_and_ends() {
     std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
-    // It notices at the next event (a second later) and ends.
+    // It notices at once (not at the next event's write) and ends.
     let output = ended
         .recv_timeout(BOUND)
         .expect("the command ends once its stdout is closed")

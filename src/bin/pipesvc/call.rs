@@ -22,7 +22,7 @@ pub struct CallArgs {
     /// items are printed as they come, one JSON line each, then its result
     /// unless that is null; the command exits when the stream ends. If
     /// stdout is closed (`| head -3`), the stream is cancelled and the
-    /// command exits at once, with status 0. Exit status: 0 on
+    /// command exits at once (on Windows: at the next item), with status 0. Exit status: 0 on
     /// success, 1 when the service answers with an error (its code and
     /// message go to stderr), 2 when the call could not be made (no
     /// connection, a protocol error, bad PARAMS_JSON). The deadline sent
@@ -135,8 +135,20 @@ async fn streamed_call(
     let mut stream = session.step(WAITING, opening).await?;
     let mut out = Out::stdout();
     let mut items = 0u64;
+    let closed = output::stdout_closed();
+    tokio::pin!(closed);
     let outcome = loop {
-        let entry = match session.step(WAITING, next_entry(&mut stream)).await {
+        let next = session.step(WAITING, next_entry(&mut stream));
+        let entry = tokio::select! {
+            entry = next => entry,
+            // The reader had enough: cancel (dropping the stream) and go.
+            () = &mut closed => {
+                drop(stream);
+                session.close().await;
+                return Ok(());
+            }
+        };
+        let entry = match entry {
             Ok(Some(entry)) => entry,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),

@@ -230,6 +230,32 @@ impl Out {
     }
 }
 
+/// Returns once stdout is a pipe whose reader closed it (`| head -3`
+/// done): a stream command then stops at once, not at its next item (which
+/// may be long in coming). Never returns where that cannot be watched
+/// (stdout a file or a terminal; not Unix): the next write tells instead.
+pub async fn stdout_closed() {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use tokio::io::unix::AsyncFd;
+        use tokio::io::Interest;
+        // A pipe's write end reports an error once its read end is closed.
+        let watched = io::stdout().as_fd().try_clone_to_owned().and_then(|fd| {
+            // SAFETY: an OwnedFd is an open descriptor it alone closes, on
+            // drop, and its raw fd never changes: it stays valid for as
+            // long as the AsyncFd that owns it.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }.map_err(Into::into)
+        });
+        if let Ok(fd) = watched {
+            if fd.ready(Interest::ERROR).await.is_ok() {
+                return;
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// Whether `err` is stdout closed by its reader (`| head -3`): a stream
 /// command then stops (cancelling its stream) and exits 0 without a
 /// word, as the reader had what it wanted.

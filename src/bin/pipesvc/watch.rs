@@ -6,7 +6,7 @@
 //! line: events dropped because the watcher fell behind (`lagged`), and a
 //! subscription made again (`resubscribed`: events may have been missed).
 //! When stdout is closed (`| head -3`) the subscription is cancelled and
-//! the command exits at once, with status 0.
+//! the command exits at once (on Windows: at the next item), with status 0.
 
 use std::process::ExitCode;
 
@@ -52,11 +52,17 @@ async fn watch(args: &WatchArgs) -> pipesvc::Result<()> {
         .await?;
     let mut out = Out::stdout();
     let mut seen = 0u64;
+    let closed = output::stdout_closed();
+    tokio::pin!(closed);
     let outcome = loop {
         if args.count.is_some_and(|count| seen >= count) {
             break Ok(());
         }
-        let event = match events.next().await {
+        let next = tokio::select! {
+            next = events.next() => next,
+            () = &mut closed => break Ok(()),
+        };
+        let event = match next {
             None => break Ok(()),
             Some(Err(e)) => break Err(e),
             Some(Ok(event)) => event,
