@@ -310,3 +310,20 @@ async def test_a_topic_the_service_lacks_is_unknown(server: Server) -> None:
             await client.subscribe("nope")
         assert unknown.value.code == ErrorCode.UNKNOWN_METHOD
         assert await client.call("echo", 3) == 3
+
+
+async def test_a_streams_deadline_covers_the_whole_stream(server: Server) -> None:
+    """STR-6: ``timeout=`` is sent in the CALL and bounds the whole stream
+    (``count`` of 1000 items 50 ms apart, 0.3 s given): the server ends it
+    with ERROR ``timed out`` after the items it sent; the connection
+    carries on."""
+    async with await Client.connect(server.socket) as client:
+        stream = await client.stream("count", {"n": 1000, "every_ms": 50}, timeout=0.3)
+        got: list[int] = []
+        with pytest.raises(RemoteError) as late:
+            async for item in stream:
+                got.append(item)
+        assert late.value.code == ErrorCode.TIMED_OUT
+        assert got == list(range(1, len(got) + 1)) and len(got) < 1000
+        await status_until(client, lambda s: s.streams_open == 0)
+        assert await client.call("echo", 4) == 4
