@@ -32,6 +32,9 @@ const HOLD: StreamMethod<(), (), u32, ()> = StreamMethod::server("hold", "never 
 const LINES: StreamMethod<(), String, (), u64> = StreamMethod::client("lines", "upload");
 /// `deaf`: a client stream that never takes an item.
 const DEAF: StreamMethod<(), String, (), ()> = StreamMethod::client("deaf", "never reads");
+/// `spawned`: hands its items to a task of its own, which sends until a
+/// send fails (and reports the code), and waits for its cancelled signal.
+const SPAWNED: StreamMethod<(), (), u32, ()> = StreamMethod::server("spawned", "a task sends");
 /// `double`: both ways, each number back doubled; answers the count.
 const DOUBLE: StreamMethod<(), u64, u64, u64> = StreamMethod::both("double", "n -> 2n");
 
@@ -42,6 +45,9 @@ struct Probe {
     flooded: AtomicU64,
     /// Handlers dropped (cancelled, or the connection gone).
     dropped: Option<mpsc::UnboundedSender<()>>,
+    /// What `spawned`'s task saw: its send failing (the code), and the
+    /// call's cancelled signal (0).
+    seen: Option<mpsc::UnboundedSender<u16>>,
 }
 
 struct DropGuard(Option<mpsc::UnboundedSender<()>>);
@@ -95,6 +101,27 @@ fn service(probe: Probe) -> Service<Probe> {
             std::future::pending::<()>().await;
             Ok(())
         })
+        .stream_method(&SPAWNED, |probe, (), items, _, ctx| async move {
+            let seen = probe.seen.clone().unwrap();
+            let cancelled = ctx.cancellation().expect("a CALL has a cancelled signal");
+            let signal = seen.clone();
+            tokio::spawn(async move {
+                cancelled.cancelled().await;
+                let _ = signal.send(0);
+            });
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                let code = loop {
+                    if let Err(e) = items.send(&n).await {
+                        break e.code().0;
+                    }
+                    n += 1;
+                };
+                let _ = seen.send(code);
+            });
+            std::future::pending::<()>().await;
+            Ok(())
+        })
         .stream_method(&DOUBLE, |_, (), out, mut numbers, _| async move {
             let mut n = 0;
             while let Some(x) = numbers.next().await? {
@@ -109,6 +136,7 @@ struct Fixture {
     server: TestServer,
     probe: Arc<Probe>,
     drops: mpsc::UnboundedReceiver<()>,
+    seen: mpsc::UnboundedReceiver<u16>,
 }
 
 /// Settings a test changes from the defaults.
@@ -121,9 +149,11 @@ struct Settings {
 
 fn server_with(test: &str, settings: Settings) -> Fixture {
     let (dropped, drops) = mpsc::unbounded_channel();
+    let (saw, seen) = mpsc::unbounded_channel();
     let service = service(Probe {
         flooded: AtomicU64::new(0),
         dropped: Some(dropped),
+        seen: Some(saw),
     });
     let probe = service.state().clone();
     let mut builder = Server::builder(unique_endpoint(test)).handler(
@@ -149,6 +179,7 @@ fn server_with(test: &str, settings: Settings) -> Fixture {
         server: TestServer::start(server),
         probe,
         drops,
+        seen,
     }
 }
 
@@ -682,6 +713,34 @@ async fn at_shutdown_a_stream_gets_goodbye_then_shutting_down() {
         assert_eq!((last.id, error_of(&last).0), (1, ErrorCode::SHUTTING_DOWN));
         assert_eq!(client.recv().await, None);
         stopping.await.unwrap().unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_producer_in_a_task_of_its_own_sees_the_cancel_as_a_failed_send_and_a_signal() {
+    guard(async {
+        let mut fixture = server("cancel_spawned");
+        let mut client = connect_22(&fixture).await;
+        client.send(call(1, "spawned", "null")).await;
+        let frame = client.recv_skipping_notify().await.unwrap();
+        assert_eq!((frame.kind, frame.id), (Kind::Item, 1));
+        client.send(Frame::new(Kind::Cancel, 1, "")).await;
+        let last = loop {
+            let frame = client.recv_skipping_notify().await.unwrap();
+            if frame.kind != Kind::Item {
+                break frame;
+            }
+        };
+        assert_eq!((last.id, error_of(&last).0), (1, ErrorCode::CANCELLED));
+        // Both, in either order: the signal (0) and the send's `cancelled`.
+        let mut seen = [
+            fixture.seen.recv().await.unwrap(),
+            fixture.seen.recv().await.unwrap(),
+        ];
+        seen.sort_unstable();
+        assert_eq!(seen, [0, ErrorCode::CANCELLED.0]);
+        fixture.server.stop().await.unwrap();
     })
     .await
 }

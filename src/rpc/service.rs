@@ -464,10 +464,12 @@ impl<S: Send + Sync + 'static> Calls for Service<S> {
 impl<S> std::fmt::Debug for Service<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let methods: Vec<&str> = self.methods.iter().map(|m| m.name.as_str()).collect();
+        let topics: Vec<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
         f.debug_struct("Service")
             .field("name", &self.name)
             .field("version", &self.version)
             .field("methods", &methods)
+            .field("topics", &topics)
             .field("encodings", &self.encodings)
             .finish_non_exhaustive()
     }
@@ -617,6 +619,20 @@ mod tests {
         let _ = service().method(&SLEEP, |_, _, _| async {
             Ok(Slept::Done { ms: 0, trace: None })
         });
+    }
+
+    #[test]
+    #[should_panic(expected = "method \"sleep\" is defined twice")]
+    fn a_streaming_method_may_not_take_a_methods_name() {
+        const STREAM: StreamMethod<(), (), u32, ()> = StreamMethod::server("sleep", "");
+        let _ = service().stream_method(&STREAM, |_, (), _, _, _| async { Ok(()) });
+    }
+
+    #[test]
+    #[should_panic(expected = "topic \"t\" is defined twice")]
+    fn a_topic_defined_twice_panics() {
+        const T: Topic<u32> = Topic::new("t", "");
+        let _ = service().topic(&T).topic(&T);
     }
 
     #[test]
