@@ -6,7 +6,7 @@
  */
 
 import { EventEmitter } from "node:events";
-import { Connection, type ConnectionOptions } from "./connection.js";
+import { Connection, kindName, type ConnectionOptions } from "./connection.js";
 import { ENCODING_BYTE, decodeValue, encodeCall, encodeValue, encodingOfByte, type Encoding } from "./codec.js";
 import { parseDescription, type Description } from "./describe.js";
 import { resolveEndpoint, type Endpoint } from "./endpoint.js";
@@ -160,6 +160,11 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
     return bytes.map(encodingOfByte).filter((e): e is Encoding => e !== undefined);
   }
 
+  /** The frame kinds the server accepts (its HELLO reply; empty on version 1). */
+  get kinds(): number[] {
+    return [...(this.current?.helloReply?.kinds ?? [])];
+  }
+
   /** Notifications dropped because the buffer was full (or nobody was iterating). */
   get droppedNotifications(): number {
     return this.queue.dropped;
@@ -174,7 +179,7 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
   async call<Result = unknown>(method: string, params?: unknown, options: CallOptions = {}): Promise<Result> {
     const started = performance.now();
     const { timeoutMs, waitMs } = this.limits(options.timeoutMs, true);
-    const connection = await this.usable(options.signal, started, waitMs);
+    const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, started, waitMs);
     if (connection.version < 2) {
       throw new PipesvcError("unsupported", "typed calls need protocol version 2; this connection speaks version 1");
     }
@@ -183,7 +188,7 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
       { encoding: ENCODING_BYTE[encoding], method, timeoutMs: remaining(timeoutMs, started), metadata: entries(options.metadata) },
       encodeValue(encoding, params),
     );
-    await connection.writable(options.signal);
+    if (connection.needsDrain) await connection.writable(options.signal);
     const answer = await connection.request(Kind.Call, payload, {
       waitMs: remaining(waitMs, started),
       signal: options.signal,
@@ -201,8 +206,8 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
   async request(payload: Uint8Array, options: RequestOptions = {}): Promise<Uint8Array> {
     const started = performance.now();
     const { timeoutMs, waitMs } = this.limits(options.timeoutMs, true);
-    const connection = await this.usable(options.signal, started, waitMs);
-    await connection.writable(options.signal);
+    const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, started, waitMs);
+    if (connection.needsDrain) await connection.writable(options.signal);
     if (connection.version < 2) {
       if (entries(options.metadata).length > 0) {
         throw new PipesvcError("unsupported", "metadata needs protocol version 2; this connection speaks version 1");
@@ -217,10 +222,32 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
     return connection.request(Kind.Call, call, { waitMs: remaining(waitMs, started), signal: options.signal, cancellable: true });
   }
 
-  /** Sends PING and resolves to the round trip in milliseconds. */
-  async ping(options: Pick<RequestOptions, "timeoutMs" | "signal"> = {}): Promise<number> {
-    const answer = await this.immediate(Kind.Ping, options);
+  /**
+   * Sends PING (with `payload`, empty by default) and resolves to the round
+   * trip in milliseconds once the PONG repeats the payload unchanged.
+   * @throws {@link PipesvcError} `protocol` if the PONG's payload differs
+   */
+  async ping(options: Pick<RequestOptions, "timeoutMs" | "signal"> & { payload?: Uint8Array } = {}): Promise<number> {
+    const sent = options.payload ?? EMPTY;
+    const answer = await this.immediate(Kind.Ping, options, sent);
+    if (!Buffer.from(answer.payload).equals(sent)) {
+      throw new PipesvcError("protocol", "the server's PONG did not repeat the PING's payload");
+    }
     return answer.elapsedMs;
+  }
+
+  /**
+   * Probes for a frame kind this client does not speak (13 to 255, such as
+   * one of a later protocol version): sends a frame of that kind with a new
+   * id and resolves to the answer's payload. A version 2 server that does
+   * not know the kind answers ERROR `unknown kind` ({@link RemoteError}
+   * code 4) and the connection carries on (PROTOCOL.md "Unknown kinds").
+   */
+  async probe(kind: number, payload: Uint8Array = EMPTY, options: Pick<RequestOptions, "timeoutMs" | "signal"> = {}): Promise<Uint8Array> {
+    if (!Number.isInteger(kind) || kind <= Kind.Describe || kind > 255) {
+      throw new PipesvcError("invalid", `probe takes a kind from 13 to 255, not ${kind}`);
+    }
+    return (await this.immediate(kind, options, payload)).payload;
   }
 
   /** Asks the server for its counters (STATUS). */
@@ -236,8 +263,9 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
   /** Sends a NOTIFY to the service. */
   async notify(payload: Uint8Array, options: Pick<RequestOptions, "signal"> = {}): Promise<void> {
     const started = performance.now();
-    const connection = await this.usable(options.signal, started, this.limits(undefined, false).waitMs);
-    await connection.writable(options.signal);
+    const connection =
+      this.current?.usable === true ? this.current : await this.usable(options.signal, started, this.limits(undefined, false).waitMs);
+    if (connection.needsDrain) await connection.writable(options.signal);
     connection.notify(payload);
   }
 
@@ -307,15 +335,16 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
   private async immediate(
     kind: number,
     options: Pick<RequestOptions, "timeoutMs" | "signal">,
+    body: Uint8Array = EMPTY,
   ): Promise<{ payload: Uint8Array; elapsedMs: number }> {
     const started = performance.now();
     const { waitMs } = this.limits(options.timeoutMs, false);
-    const connection = await this.usable(options.signal, started, waitMs);
-    if (kind === Kind.Describe && connection.version < 2) {
-      throw new PipesvcError("unsupported", "DESCRIBE needs protocol version 2; this connection speaks version 1");
+    const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, started, waitMs);
+    if ((kind === Kind.Describe || kind > Kind.Describe) && connection.version < 2) {
+      throw new PipesvcError("unsupported", `${kindName(kind)} needs protocol version 2; this connection speaks version 1`);
     }
     const sent = performance.now();
-    const payload = await connection.request(kind, EMPTY, {
+    const payload = await connection.request(kind, body, {
       waitMs: remaining(waitMs, started),
       signal: options.signal,
       cancellable: false,

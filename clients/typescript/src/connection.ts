@@ -216,6 +216,11 @@ export class Connection {
     this.write(Kind.Notify, 0, payload);
   }
 
+  /** Whether the socket holds more unwritten bytes than it wants (see {@link writable}). */
+  get needsDrain(): boolean {
+    return this.socket.writableNeedDrain;
+  }
+
   /** Resolves once the socket can take more (or at once); frames keep their order. */
   async writable(signal?: AbortSignal): Promise<void> {
     if (!this.socket.writableNeedDrain || this.phase === "closed") return;
@@ -253,11 +258,9 @@ export class Connection {
 
   /** A new id: not 0, not the id of a request still unanswered. */
   private takeId(): number {
-    for (;;) {
-      const id = this.nextId;
-      this.nextId = id === 0xffff_ffff ? 1 : id + 1;
-      if (!this.pending.has(id)) return id;
-    }
+    const id = nextFreeId(this.nextId, this.pending);
+    this.nextId = id === 0xffff_ffff ? 1 : id + 1;
+    return id;
   }
 
   private write(kind: number, id: number, payload: Uint8Array): void {
@@ -385,6 +388,16 @@ export class Connection {
     if (this.handshake !== undefined) this.handshake.reject(error);
     if (wasOpen) this.hooks.onClosed(error);
   }
+}
+
+/**
+ * The first id from `from` on (wrapping after 2^32 - 1, skipping 0) that
+ * `inUse` does not hold (PROTOCOL.md "Ids": a new id).
+ */
+export function nextFreeId(from: number, inUse: { has(id: number): boolean }): number {
+  let id = from === 0 ? 1 : from;
+  while (inUse.has(id)) id = id === 0xffff_ffff ? 1 : id + 1;
+  return id;
 }
 
 /** Code and safe message of an ERROR payload. */
