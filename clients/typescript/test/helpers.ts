@@ -103,8 +103,16 @@ export async function withServer(
   options: ClientOptions = {},
 ): Promise<{ server: Server; client: Client; dir: TempDir; done(): Promise<void> }> {
   const dir = new TempDir();
-  const server = await Server.start(dir.socket(), args);
-  const client = await Client.connect(server.name, options);
+  let server: Server | undefined;
+  let client: Client;
+  try {
+    server = await Server.start(dir.socket(), args);
+    client = await Client.connect(server.name, options);
+  } catch (error) {
+    await server?.stop();
+    dir.remove();
+    throw error;
+  }
   return {
     server,
     client,
