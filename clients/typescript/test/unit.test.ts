@@ -139,3 +139,16 @@ test("HS-4: a HELLO reply is parsed, unknown tags skipped, a field past the end 
   assert.deepEqual(reply, { version: 2, encodings: [2, 1], kinds: [1, 10, 11] });
   assert.throws(() => parseHelloReply(hex("50 53 56 43 02 00 01 05 00 02")), /runs past the end/);
 });
+
+test("SCENARIOS-typescript.md names only tests that exist", async () => {
+  const { readFileSync } = await import("node:fs");
+  const { REPO_ROOT } = await import("./helpers.js");
+  const dir = `${REPO_ROOT}/clients/typescript`;
+  const table = readFileSync(`${dir}/SCENARIOS-typescript.md`, "utf8");
+  const named = [...table.matchAll(/`([a-z]+\.test\.ts)::([^`]+)`/g)];
+  assert.ok(named.length >= 40);
+  for (const [, file, name] of named) {
+    const source = readFileSync(`${dir}/test/${file}`, "utf8");
+    assert.ok(source.includes(`test(${JSON.stringify(name)}`), `${file}::${name}`);
+  }
+});
