@@ -212,8 +212,8 @@ test("NOT-2: a NOTIFY flood is bounded in memory, marked lagged, and calls keep 
   scenario(async (dir) => {
     const chunk = frame(5, 0, Buffer.alloc(60_000, 0x61));
     const total = 4000; // 240 MB of notifications
-    const server = await v2Server(dir, (socket, kind, id) => {
-      if (kind !== 10) return;
+    const server = await v2Server(dir, (socket, kind, id, payload) => {
+      if (kind !== 10 || payload.subarray(2, 2 + (payload[1] ?? 0)).toString() !== "flood") return;
       let sent = 0;
       const pump = (): void => {
         while (sent < total) {
@@ -225,12 +225,19 @@ test("NOT-2: a NOTIFY flood is bounded in memory, marked lagged, and calls keep 
       pump();
     });
     try {
-      const client = await Client.connect(dir.socket(), { encoding: "json", notificationBuffer: 64, notificationBufferBytes: 1 << 20 });
+      const client = await Client.connect(dir.socket(), {
+        encoding: "json",
+        notificationBuffer: 64,
+        notificationBufferBytes: 1 << 20,
+        deadlineGraceMs: 50,
+      });
       global.gc?.();
       const before = process.memoryUsage();
       let peak = 0;
       const sample = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 5);
+      const silent = assert.rejects(client.call("silent", null, { timeoutMs: 100 }), isReason("timeout")); // never answered
       const answer = await client.call("flood", null, { timeoutMs: 60_000 });
+      await silent;
       clearInterval(sample);
       peak = Math.max(peak, process.memoryUsage().arrayBuffers);
       assert.equal(answer, "done");
