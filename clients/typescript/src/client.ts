@@ -188,7 +188,7 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
       { encoding: ENCODING_BYTE[encoding], method, timeoutMs: remaining(timeoutMs, started), metadata: entries(options.metadata) },
       encodeValue(encoding, params),
     );
-    if (connection.needsDrain) await connection.writable(options.signal);
+    if (connection.needsDrain) await connection.writable(remaining(waitMs, started), options.signal);
     const answer = await connection.request(Kind.Call, payload, {
       waitMs: remaining(waitMs, started),
       signal: options.signal,
@@ -207,7 +207,7 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
     const started = performance.now();
     const { timeoutMs, waitMs } = this.limits(options.timeoutMs, true);
     const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, started, waitMs);
-    if (connection.needsDrain) await connection.writable(options.signal);
+    if (connection.needsDrain) await connection.writable(remaining(waitMs, started), options.signal);
     if (connection.version < 2) {
       if (entries(options.metadata).length > 0) {
         throw new PipesvcError("unsupported", "metadata needs protocol version 2; this connection speaks version 1");
@@ -263,9 +263,9 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
   /** Sends a NOTIFY to the service. */
   async notify(payload: Uint8Array, options: Pick<RequestOptions, "signal"> = {}): Promise<void> {
     const started = performance.now();
-    const connection =
-      this.current?.usable === true ? this.current : await this.usable(options.signal, started, this.limits(undefined, false).waitMs);
-    if (connection.needsDrain) await connection.writable(options.signal);
+    const { waitMs } = this.limits(undefined, false);
+    const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, started, waitMs);
+    if (connection.needsDrain) await connection.writable(remaining(waitMs, started), options.signal);
     connection.notify(payload);
   }
 
@@ -381,8 +381,8 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
     const deadline = performance.now() + connectTimeoutMs;
     let connection: Connection | undefined;
     const hooks = {
-      onNotify: (payload: Uint8Array) => {
-        if (!this.queue.push(payload)) connection?.pause();
+      onNotify: (payload: Uint8Array, from: Connection) => {
+        if (!this.queue.push(payload)) from.pause();
       },
       onGoodbye: (reason: string) => {
         if (connection !== this.current) return;

@@ -29,8 +29,8 @@ export interface ConnectionOptions {
 
 /** What a connection tells its owner. */
 export interface ConnectionHooks {
-  /** A NOTIFY arrived (its payload is a view of the read buffer: copy to keep). */
-  onNotify(payload: Uint8Array): void;
+  /** A NOTIFY arrived on `connection` (its payload is a view of the read buffer: copy to keep). */
+  onNotify(payload: Uint8Array, connection: Connection): void;
   /** The server said GOODBYE: no new requests here, answers still come. */
   onGoodbye(reason: string): void;
   /** The connection ended; every unanswered request has failed with `error`. */
@@ -221,10 +221,22 @@ export class Connection {
     return this.socket.writableNeedDrain;
   }
 
-  /** Resolves once the socket can take more (or at once); frames keep their order. */
-  async writable(signal?: AbortSignal): Promise<void> {
+  /**
+   * Resolves once the socket can take more (at once if it can), within
+   * `waitMs`: a server that stops reading does not hold the caller longer.
+   */
+  async writable(waitMs: number, signal?: AbortSignal): Promise<void> {
     if (!this.socket.writableNeedDrain || this.phase === "closed") return;
-    await once(this.socket, "drain", signal === undefined ? {} : { signal });
+    const timeout = Number.isFinite(waitMs) ? AbortSignal.timeout(waitMs) : undefined;
+    const signals = [signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    try {
+      await once(this.socket, "drain", signals.length === 0 ? {} : { signal: AbortSignal.any(signals) });
+    } catch (error) {
+      if (timeout?.aborted === true && signal?.aborted !== true) {
+        throw new PipesvcError("timeout", `the server at ${this.endpoint.path} did not read for ${waitMs} ms`);
+      }
+      throw signal?.aborted === true ? signal.reason : error;
+    }
   }
 
   /** Stops reading from the server (notification backpressure). */
@@ -347,7 +359,7 @@ export class Connection {
         return this.answer(frame.id, (entry) => entry.reject(new RemoteError(code, message)), frame);
       }
       case Kind.Notify:
-        return this.hooks.onNotify(frame.payload);
+        return this.hooks.onNotify(frame.payload, this);
       case Kind.Goodbye:
         if (this.goodbye === undefined) {
           this.goodbye = untrustedText(frame.payload);

@@ -336,3 +336,38 @@ test("TR-4: the server's directories are checked before anything is sent", () =>
       await server.close();
     }
   }));
+
+test("notifications: the backpressure policy loses nothing; the answer behind them waits until they are read", () =>
+  scenario(async (dir) => {
+    const server = await v2Server(dir, (socket, kind, id) => {
+      if (kind !== 10) return;
+      const frames = Array.from({ length: 2000 }, (_, i) => frame(5, 0, Buffer.alloc(1000, i % 256)));
+      socket.write(Buffer.concat([...frames, frame(3, id, Buffer.from("1"))]));
+    });
+    try {
+      const client = await Client.connect(dir.socket(), {
+        encoding: "json",
+        notificationPolicy: "backpressure",
+        notificationBuffer: 10,
+      });
+      const notifications = client.notifications();
+      let answered = false;
+      const call = client.call("x", null).then((v) => {
+        answered = true;
+        return v;
+      });
+      let received = 0;
+      for await (const item of notifications) {
+        assert.equal(item.type, "message");
+        if (item.type === "message") assert.equal(item.payload[0], received % 256, "in order");
+        received++;
+        if (received === 5) assert.equal(answered, false, "the answer waits behind unread notifications");
+        if (received === 2000) break;
+      }
+      assert.equal(await call, 1);
+      assert.equal(client.droppedNotifications, 0);
+      client.close();
+    } finally {
+      await server.close();
+    }
+  }));
