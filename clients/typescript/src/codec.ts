@@ -34,7 +34,8 @@ export function encodeValue(encoding: Encoding, value: unknown): Uint8Array {
   if (value === undefined) return new Uint8Array(0);
   try {
     if (encoding === "json") return utf8.encode(JSON.stringify(value));
-    return msgpackEncoder.encode(value);
+    // A view of the encoder's buffer: encodeCall copies it into the frame before the next call.
+    return msgpackEncoder.encodeSharedRef(value);
   } catch (cause) {
     throw new PipesvcError("invalid", `the params cannot be encoded as ${encoding}: ${String(cause)}`, { cause });
   }
