@@ -16,24 +16,43 @@ import { Client, type ClientOptions } from "../src/index.js";
 /** The repository's root (this file is clients/typescript/build/test/helpers.js). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
 
-let cachedBinary: string | undefined;
+const cachedBinaries = new Map<string, string>();
+
+/**
+ * A binary of the repository: `$<env>` when set, else the target/debug or
+ * target/release build at `relative`, built with `cargo build <args>` when
+ * missing.
+ */
+function cargoBinary(env: string, relative: string, args: string[]): string {
+  const cached = cachedBinaries.get(env);
+  if (cached !== undefined) return cached;
+  const fromEnv = process.env[env];
+  let found: string | undefined = fromEnv !== undefined && fromEnv !== "" ? fromEnv : undefined;
+  const targetDir = process.env["CARGO_TARGET_DIR"] ?? path.join(REPO_ROOT, "target");
+  for (const profile of ["debug", "release"]) {
+    const candidate = path.join(targetDir, profile, relative);
+    if (found === undefined && existsSync(candidate)) found = candidate;
+  }
+  if (found === undefined) {
+    const built = spawnSync("cargo", ["build", ...args], { cwd: REPO_ROOT, stdio: "inherit" });
+    if (built.status !== 0) throw new Error(`cargo build ${args.join(" ")} failed`);
+    found = path.join(targetDir, "debug", relative);
+  }
+  cachedBinaries.set(env, found);
+  return found;
+}
 
 /**
  * The `pipesvc` binary: `PIPESVC_BIN` when set, else the repository's
  * target/debug or target/release build, built with cargo when missing.
  */
 export function pipesvcBinary(): string {
-  if (cachedBinary !== undefined) return cachedBinary;
-  const fromEnv = process.env["PIPESVC_BIN"];
-  if (fromEnv !== undefined && fromEnv !== "") return (cachedBinary = fromEnv);
-  const targetDir = process.env["CARGO_TARGET_DIR"] ?? path.join(REPO_ROOT, "target");
-  for (const profile of ["debug", "release"]) {
-    const candidate = path.join(targetDir, profile, "pipesvc");
-    if (existsSync(candidate)) return (cachedBinary = candidate);
-  }
-  const built = spawnSync("cargo", ["build", "--bin", "pipesvc"], { cwd: REPO_ROOT, stdio: "inherit" });
-  if (built.status !== 0) throw new Error("cargo build --bin pipesvc failed");
-  return (cachedBinary = path.join(targetDir, "debug", "pipesvc"));
+  return cargoBinary("PIPESVC_BIN", "pipesvc", ["--bin", "pipesvc"]);
+}
+
+/** The job runner example (`JOB_SERVICE_BIN`, else target/.../examples/job_service, else built). */
+export function jobServiceBinary(): string {
+  return cargoBinary("JOB_SERVICE_BIN", path.join("examples", "job_service"), ["--example", "job_service"]);
 }
 
 /** A private temporary directory, removed by {@link TempDir.remove}. */
@@ -69,7 +88,12 @@ export class Server {
 
   /** Starts `pipesvc serve --name <name>` with `args`, and waits until it accepts a client. */
   static async start(name: string, args: string[] = []): Promise<Server> {
-    const child = spawn(pipesvcBinary(), ["serve", "--name", name, ...args], {
+    return Server.spawn(pipesvcBinary(), ["serve", "--name", name, ...args], name);
+  }
+
+  /** Starts `binary` with `args`, serving `name`, and waits until it accepts a client. */
+  static async spawn(binary: string, args: string[], name: string): Promise<Server> {
+    const child = spawn(binary, args, {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, RUST_LOG: process.env["RUST_LOG"] ?? "warn" },
     });
