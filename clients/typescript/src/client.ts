@@ -10,12 +10,14 @@ import { Connection, kindName, type ConnectionOptions } from "./connection.js";
 import { ENCODING_BYTE, decodeValue, encodeCall, encodeValue, encodingOfByte, type Encoding } from "./codec.js";
 import { parseDescription, type Description } from "./describe.js";
 import { resolveEndpoint, type Endpoint } from "./endpoint.js";
-import { PipesvcError } from "./errors.js";
+import { ErrorCode, PipesvcError, RemoteError } from "./errors.js";
 import { EMPTY, Kind } from "./frame.js";
 import type { ServerIdentity } from "./identity.js";
 import { NotificationQueue, type Notification, type NotificationPolicy } from "./notifications.js";
 import { parseStatus, type Status } from "./status.js";
 import { delay } from "./transport.js";
+import { Credit, EntryType, Receiver, encodeEntries, type Entry } from "./streams.js";
+import { Stream, Subscription, type TopicItem } from "./stream-client.js";
 
 /** Settings of a {@link Client}; every one has a default. */
 export interface ClientOptions {
@@ -260,6 +262,120 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
     return parseDescription((await this.immediate(Kind.Describe, options)).payload);
   }
 
+  /**
+   * Opens a stream of the streaming method `method` (revision 2.2): iterate
+   * the result for the server's items, `send`/`end` for the client's, await
+   * `result` for the last answer. A stream has no deadline unless
+   * `timeoutMs` is given (it covers the whole stream); `signal` cancels it.
+   */
+  async stream<Item = unknown, Result = unknown, Sent = unknown>(
+    method: string,
+    params?: unknown,
+    options: CallOptions = {},
+  ): Promise<Stream<Item, Result, Sent>> {
+    const started = performance.now();
+    const { timeoutMs, waitMs } = this.limits(options.timeoutMs === undefined ? null : options.timeoutMs, true);
+    const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, started, waitMs);
+    const window = streamWindow(connection);
+    const encoding = this.pickEncoding(connection, options.encoding);
+    const payload = encodeCall(
+      { encoding: ENCODING_BYTE[encoding], method, timeoutMs: remaining(timeoutMs, started), metadata: entries(options.metadata) },
+      encodeValue(encoding, params),
+    );
+    const controller = new AbortController();
+    const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal]);
+    const credit = new Credit(window);
+    let id = 0;
+    const receiver = new Receiver<Item>(window, (entry) => (entry.type === EntryType.Item ? (decodeValue(encoding, entry.value) as Item) : undefined), {
+      grant: (bytes) => connection.streamFrame(Kind.Credit, id, u32(bytes)),
+      cancel: () => controller.abort(new PipesvcError("closed", `the stream ${method} was cancelled`)),
+    });
+    const opened = connection.openStream(Kind.Call, payload, { waitMs: remaining(waitMs, started), signal, cancellable: true }, {
+      onItem: (items) => receiver.push(items),
+      onCredit: (bytes) => credit.grant(bytes),
+    });
+    id = opened.id;
+    const result = opened.answer.then(
+      (bytes) => {
+        receiver.finish();
+        return decodeValue(encoding, bytes) as Result;
+      },
+      (error: unknown) => {
+        receiver.finish(error);
+        throw error;
+      },
+    );
+    result.catch(() => undefined); // also read through the iterator; not unhandled
+    const sender = {
+      send: async (item: Sent, wait?: AbortSignal): Promise<void> => {
+        await credit.positive(wait === undefined ? signal : AbortSignal.any([wait, signal]));
+        const itemPayload = encodeEntries([encodeValue(encoding, item)]);
+        credit.spend(itemPayload.length);
+        connection.streamFrame(Kind.Item, id, itemPayload);
+      },
+      end: () => connection.streamFrame(Kind.End, id),
+      cancel: () => controller.abort(new PipesvcError("closed", `the stream ${method} was cancelled`)),
+    };
+    return new Stream<Item, Result, Sent>(receiver, result, sender, id);
+  }
+
+  /**
+   * Subscribes to `topic` (revision 2.2). With `reconnect`, the
+   * subscription is made again on each new connection and yields a
+   * `resubscribed` item there. `break` (or `return()`) unsubscribes.
+   */
+  async subscribe<Event = unknown>(topic: string, options: Pick<CallOptions, "encoding" | "signal"> = {}): Promise<Subscription<Event>> {
+    const first = await this.openSubscription<Event>(topic, options, false);
+    const again = (error: unknown): Promise<Receiver<TopicItem<Event>>> | undefined => {
+      const retry =
+        (this.options.reconnect ?? false) &&
+        this.currentState.state !== "closed" &&
+        options.signal?.aborted !== true &&
+        error instanceof PipesvcError &&
+        (error.reason === "lost" || (error instanceof RemoteError && error.code === ErrorCode.ShuttingDown));
+      return retry ? this.openSubscription<Event>(topic, options, true) : undefined;
+    };
+    return new Subscription<Event>(first, again);
+  }
+
+  private async openSubscription<Event>(
+    topic: string,
+    options: Pick<CallOptions, "encoding" | "signal">,
+    resubscribed: boolean,
+  ): Promise<Receiver<TopicItem<Event>>> {
+    const connection = this.current?.usable === true ? this.current : await this.usable(options.signal, performance.now(), Infinity);
+    const window = streamWindow(connection);
+    const encoding = this.pickEncoding(connection, options.encoding);
+    const name = Buffer.from(topic);
+    if (name.length === 0 || name.length > 255) {
+      throw new PipesvcError("invalid", `a topic's name is 1 to 255 bytes of UTF-8; ${name.length} given`);
+    }
+    const controller = new AbortController();
+    const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal]);
+    let id = 0;
+    const convert = (entry: Entry): TopicItem<Event> | undefined => {
+      if (entry.type === EntryType.Item) return { type: "event", value: decodeValue(encoding, entry.value) as Event };
+      if (entry.type === EntryType.Lagged) return { type: "lagged", count: Number(Buffer.from(entry.value).readBigUInt64LE(0)) };
+      if (entry.type === EntryType.Subscribed && resubscribed) return { type: "resubscribed" };
+      return undefined;
+    };
+    const receiver = new Receiver<TopicItem<Event>>(window, convert, {
+      grant: (bytes) => connection.streamFrame(Kind.Credit, id, u32(bytes)),
+      cancel: () => controller.abort(new PipesvcError("closed", `unsubscribed from ${topic}`)),
+    });
+    const payload = Buffer.concat([Uint8Array.of(ENCODING_BYTE[encoding], name.length), name]);
+    const opened = connection.openStream(Kind.Subscribe, payload, { waitMs: Infinity, signal, cancellable: true }, {
+      onItem: (items) => receiver.push(items),
+      onCredit: () => undefined, // a subscription takes nothing from the client
+    });
+    id = opened.id;
+    opened.answer.then(
+      () => receiver.finish(),
+      (error: unknown) => receiver.finish(error),
+    );
+    return receiver;
+  }
+
   /** Sends a NOTIFY to the service. */
   async notify(payload: Uint8Array, options: Pick<RequestOptions, "signal"> = {}): Promise<void> {
     const started = performance.now();
@@ -447,6 +563,21 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
     this.currentState = state;
     this.emit("state", state);
   }
+}
+
+/** The stream window of a connection whose server streams (revision 2.2). */
+function streamWindow(connection: Connection): number {
+  const reply = connection.helloReply;
+  if (reply?.streamWindow === undefined || !reply.kinds.includes(Kind.Item)) {
+    throw new PipesvcError("unsupported", "the server does not speak streams (protocol revision 2.2)");
+  }
+  return reply.streamWindow;
+}
+
+function u32(n: number): Buffer {
+  const out = Buffer.alloc(4);
+  out.writeUInt32LE(n, 0);
+  return out;
 }
 
 function positive(name: string, value: number): number {

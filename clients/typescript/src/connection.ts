@@ -13,6 +13,7 @@ import { EMPTY, FrameDecoder, Kind, encodeFrame, frameLength, type Frame } from 
 import { encodeClientHello, parseHelloReply, parseServerHello, type HelloReply, type ServerHello } from "./hello.js";
 import { checkServerIdentity, type ServerIdentity } from "./identity.js";
 import { connectSocket } from "./transport.js";
+import { parseEntries, type Entry } from "./streams.js";
 import type { Endpoint } from "./endpoint.js";
 
 /** How a connection is made and what it accepts. */
@@ -37,6 +38,14 @@ export interface ConnectionHooks {
   onClosed(error: PipesvcError): void;
 }
 
+/** Where the ITEMs and CREDITs of a stream go (revision 2.2). */
+export interface StreamSink {
+  /** Entries of an ITEM from the server (views of the read buffer: copy to keep). */
+  onItem(entries: Entry[]): void;
+  /** CREDIT from the server: bytes the client may send more. */
+  onCredit(bytes: number): void;
+}
+
 /** How one request waits. */
 export interface WaitOptions {
   /** Milliseconds to wait for the answer; undefined: no limit of the client's own. */
@@ -54,6 +63,8 @@ interface Pending {
   settled: boolean;
   /** Undoes the timer and abort listener. */
   cleanup(): void;
+  /** For a stream: where its ITEMs and CREDITs go. */
+  sink: StreamSink | undefined;
 }
 
 type Phase = "hello" | "reply" | "open" | "closed";
@@ -164,11 +175,31 @@ export class Connection {
    * payload, or a {@link RemoteError} for an ERROR with its id.
    */
   request(kind: number, payload: Uint8Array, wait: WaitOptions): Promise<Uint8Array> {
+    return this.send(kind, payload, wait, undefined).answer;
+  }
+
+  /**
+   * Opens a stream (a CALL of a streaming method, or a SUBSCRIBE): like
+   * {@link request}, and its ITEMs and CREDITs go to `sink` until the last
+   * answer. Returns the stream's id with the answer.
+   */
+  openStream(kind: number, payload: Uint8Array, wait: WaitOptions, sink: StreamSink): { id: number; answer: Promise<Uint8Array> } {
+    return this.send(kind, payload, wait, sink);
+  }
+
+  /** Sends frames of a stream in flight (ITEM, CREDIT, END) or CANCEL; nothing once closed. */
+  streamFrame(kind: number, id: number, payload: Uint8Array = EMPTY): void {
+    if (this.phase !== "open" || !this.pending.has(id)) return;
+    this.checkFits(payload.length);
+    this.write(kind, id, payload);
+  }
+
+  private send(kind: number, payload: Uint8Array, wait: WaitOptions, sink: StreamSink | undefined): { id: number; answer: Promise<Uint8Array> } {
     wait.signal?.throwIfAborted();
     this.checkUsable();
     this.checkFits(payload.length);
     const id = this.takeId();
-    return new Promise<Uint8Array>((resolve, reject) => {
+    const answer = new Promise<Uint8Array>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const giveUp = (error: unknown): void => {
         if (entry.settled) return;
@@ -181,6 +212,7 @@ export class Connection {
       };
       const onAbort = (): void => giveUp(wait.signal?.reason);
       const entry: Pending = {
+        sink,
         settled: false,
         resolve: (answer) => {
           entry.settled = true;
@@ -207,6 +239,7 @@ export class Connection {
       wait.signal?.addEventListener("abort", onAbort, { once: true });
       this.write(kind, id, payload);
     });
+    return { id, answer };
   }
 
   /** Sends a NOTIFY. */
@@ -360,6 +393,9 @@ export class Connection {
       }
       case Kind.Notify:
         return this.hooks.onNotify(frame.payload, this);
+      case Kind.Item:
+      case Kind.Credit:
+        return this.onStreamFrame(frame);
       case Kind.Goodbye:
         if (this.goodbye === undefined) {
           this.goodbye = untrustedText(frame.payload);
@@ -369,6 +405,28 @@ export class Connection {
       default:
         throw unexpected(frame, "an answer, NOTIFY or GOODBYE");
     }
+  }
+
+  /**
+   * ITEM or CREDIT: to its stream. One for a stream no longer in flight
+   * crossed its last answer and is ignored; one for a request that is not
+   * a stream is garbage.
+   */
+  private onStreamFrame(frame: Frame): void {
+    const entry = this.pending.get(frame.id);
+    if (frame.id === 0) throw new PipesvcError("protocol", `the server sent ${kindName(frame.kind)} with id 0`);
+    if (entry === undefined) return;
+    if (entry.sink === undefined) {
+      throw new PipesvcError("protocol", `the server sent ${kindName(frame.kind)} for request ${frame.id}, which is not a stream`);
+    }
+    if (frame.kind === Kind.Item) {
+      const entries = parseEntries(frame.payload);
+      if (!entry.settled) entry.sink.onItem(entries);
+      return;
+    }
+    if (frame.payload.length < 4) throw new PipesvcError("protocol", "the server sent a CREDIT of fewer than 4 bytes");
+    const bytes = Buffer.from(frame.payload.buffer, frame.payload.byteOffset, 4).readUInt32LE(0);
+    if (!entry.settled) entry.sink.onCredit(bytes);
   }
 
   /** Hands an answer to its request; an answer nobody asked for is garbage. */
@@ -421,7 +479,7 @@ export function parseError(payload: Uint8Array): { code: number; message: string
   return { code, message: untrustedText(payload.subarray(2)) };
 }
 
-const KIND_NAMES = ["", "HELLO", "REQUEST", "RESPONSE", "ERROR", "NOTIFY", "GOODBYE", "PING", "PONG", "STATUS", "CALL", "CANCEL", "DESCRIBE"];
+const KIND_NAMES = ["", "HELLO", "REQUEST", "RESPONSE", "ERROR", "NOTIFY", "GOODBYE", "PING", "PONG", "STATUS", "CALL", "CANCEL", "DESCRIBE", "ITEM", "CREDIT", "END", "SUBSCRIBE"];
 
 /** The name of a kind byte, for messages. */
 export function kindName(kind: number): string {

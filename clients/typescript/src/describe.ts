@@ -18,8 +18,28 @@ export interface MethodDescription {
   readonly doc: string | undefined;
   /** Schema of the params. */
   readonly request: JsonSchema;
-  /** Schema of the result. */
+  /** Schema of the result (for a streaming method: of its last answer). */
   readonly response: JsonSchema;
+  /** Revision 2.2: which way the method streams, if it does. */
+  readonly streams: "server" | "client" | "both" | undefined;
+  /** Schema of each item the server sends (`server` and `both`). */
+  readonly serverItem: JsonSchema | undefined;
+  /** Schema of each item the client sends (`client` and `both`). */
+  readonly clientItem: JsonSchema | undefined;
+}
+
+/** One topic (revision 2.2). */
+export interface TopicDescription {
+  /** Its name, as SUBSCRIBE names it. */
+  readonly name: string;
+  /** What it carries, if the service said. */
+  readonly doc: string | undefined;
+  /** Schema of each event. */
+  readonly event: JsonSchema;
+  /** What happens to a subscriber that falls behind. */
+  readonly policy: string | undefined;
+  /** How many events a subscriber may fall behind by. */
+  readonly queue: number | undefined;
 }
 
 /** What DESCRIBE answers. Members this client does not know are kept in `raw`. */
@@ -34,6 +54,8 @@ export interface Description {
   readonly encodings: readonly string[];
   /** Its typed methods. */
   readonly methods: readonly MethodDescription[];
+  /** Its topics (revision 2.2; empty from older servers). */
+  readonly topics: readonly TopicDescription[];
   /** The whole JSON object. */
   readonly raw: { readonly [member: string]: unknown };
 }
@@ -56,6 +78,7 @@ export function parseDescription(payload: Uint8Array | string): Description {
     protocol: typeof object["protocol"] === "number" ? object["protocol"] : 0,
     encodings: Array.isArray(object["encodings"]) ? object["encodings"].filter((e): e is string => typeof e === "string") : [],
     methods: methods.map((m: unknown, i: number) => parseMethod(m, i)),
+    topics: Array.isArray(object["topics"]) ? object["topics"].map((t: unknown, i: number) => parseTopic(t, i)) : [],
     raw: object,
   };
 }
@@ -69,6 +92,22 @@ function parseMethod(value: unknown, index: number): MethodDescription {
     doc: typeof method["doc"] === "string" ? method["doc"] : undefined,
     request: schema(method["request"]),
     response: schema(method["response"]),
+    streams: method["streams"] === "server" || method["streams"] === "client" || method["streams"] === "both" ? method["streams"] : undefined,
+    serverItem: method["server_item"] === undefined ? undefined : schema(method["server_item"]),
+    clientItem: method["client_item"] === undefined ? undefined : schema(method["client_item"]),
+  };
+}
+
+function parseTopic(value: unknown, index: number): TopicDescription {
+  const topic = asObject(value, `topic ${index}`);
+  const name = topic["name"];
+  if (typeof name !== "string") bad(`topic ${index} has no name`);
+  return {
+    name: name as string,
+    doc: typeof topic["doc"] === "string" ? topic["doc"] : undefined,
+    event: schema(topic["event"]),
+    policy: typeof topic["policy"] === "string" ? topic["policy"] : undefined,
+    queue: typeof topic["queue"] === "number" ? topic["queue"] : undefined,
   };
 }
 

@@ -25,6 +25,8 @@ export const ErrorCode = {
   UnknownMethod: 12,
   BadRequest: 13,
   Cancelled: 14,
+  TooSlow: 15,
+  FlowControl: 16,
 } as const;
 
 /** One of the codes of {@link ErrorCode}, or any other u16 (15-999 reserved, 1000+ the service's own). */
@@ -45,6 +47,8 @@ const CODE_NAMES: ReadonlyMap<number, string> = new Map([
   [12, "unknown method"],
   [13, "bad request"],
   [14, "cancelled"],
+  [15, "too slow"],
+  [16, "flow control"],
 ]);
 
 /**

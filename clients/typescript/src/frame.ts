@@ -22,6 +22,10 @@ export const Kind = {
   Call: 10,
   Cancel: 11,
   Describe: 12,
+  Item: 13,
+  Credit: 14,
+  End: 15,
+  Subscribe: 16,
 } as const;
 
 /** Bytes of the header before the payload: length, kind, flags, id. */

@@ -28,12 +28,21 @@ export interface HelloReply {
   readonly encodings: readonly number[];
   /** Frame kinds the server accepts from a client. */
   readonly kinds: readonly number[];
+  /** Initial credit in bytes of each direction of every stream (revision 2.2), if the server streams. */
+  readonly streamWindow: number | undefined;
 }
 
 /** Tag of the encodings field of the HELLO reply. */
 const TAG_ENCODINGS = 1;
-/** Tag of the kinds field of the HELLO reply. */
+/** Tag of the kinds field of the HELLO reply (and of the client's HELLO, revision 2.2). */
 const TAG_KINDS = 2;
+/** Tag of the stream window field of the HELLO reply (revision 2.2). */
+const TAG_STREAM_WINDOW = 3;
+/**
+ * The kinds this client accepts from a server, listed in its HELLO
+ * (revision 2.2): HELLO, RESPONSE, ERROR, NOTIFY, GOODBYE, PONG, ITEM, CREDIT.
+ */
+export const CLIENT_KINDS: readonly number[] = [1, 3, 4, 5, 6, 8, 13, 14];
 /** The smallest maximum a server may announce (PROTOCOL.md "Maximum frame length"). */
 export const SMALLEST_SERVER_MAXIMUM = 74;
 
@@ -61,11 +70,17 @@ export function parseServerHello(payload: Uint8Array): ServerHello {
   return { version, maxFrameLength, serverName: untrustedText(payload.subarray(10)) };
 }
 
-/** The client's HELLO payload: magic and the highest version it speaks. */
+/**
+ * The client's HELLO payload: magic and the highest version it speaks;
+ * for version 2, the `kinds` field it accepts (revision 2.2; older servers
+ * ignore bytes after the version).
+ */
 export function encodeClientHello(version: number): Buffer {
-  const out = Buffer.alloc(6);
+  const fields = version >= 2 ? [TAG_KINDS, CLIENT_KINDS.length, 0, ...CLIENT_KINDS] : [];
+  const out = Buffer.alloc(6 + fields.length);
   MAGIC.copy(out, 0);
   out.writeUInt16LE(version, 4);
+  out.set(fields, 6);
   return out;
 }
 
@@ -79,6 +94,7 @@ export function parseHelloReply(payload: Uint8Array): HelloReply {
   const version = view.readUInt16LE(4);
   let encodings: number[] = [];
   let kinds: number[] = [];
+  let streamWindow: number | undefined;
   let at = 6;
   while (at < view.length) {
     if (at + 3 > view.length) {
@@ -93,7 +109,11 @@ export function parseHelloReply(payload: Uint8Array): HelloReply {
     const value = [...view.subarray(start, start + len)];
     if (tag === TAG_ENCODINGS) encodings = value;
     else if (tag === TAG_KINDS) kinds = value;
+    else if (tag === TAG_STREAM_WINDOW) {
+      if (len < 4) throw new PipesvcError("protocol", `the server's stream window field is ${len} bytes; 4 expected`);
+      streamWindow = view.readUInt32LE(start);
+    }
     at = start + len;
   }
-  return { version, encodings, kinds };
+  return { version, encodings, kinds, streamWindow };
 }

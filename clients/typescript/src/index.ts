@@ -16,9 +16,10 @@
 export { Client, type ClientOptions, type CallOptions, type RequestOptions, type ConnectionState } from "./client.js";
 export { ErrorCode, PipesvcError, RemoteError, errorCodeName, untrustedText, type ErrorReason } from "./errors.js";
 export type { Encoding, JsonValue } from "./codec.js";
-export type { Description, MethodDescription, JsonSchema } from "./describe.js";
+export type { Description, MethodDescription, TopicDescription, JsonSchema } from "./describe.js";
 export { parseDescription } from "./describe.js";
 export { resolveEndpoint, type Endpoint, type EndpointContext } from "./endpoint.js";
 export type { ServerIdentity } from "./identity.js";
 export type { Notification, NotificationPolicy } from "./notifications.js";
-export type { Status } from "./status.js";
+export type { Status, StreamCounts } from "./status.js";
+export { Stream, Subscription, type TopicItem } from "./stream-client.js";

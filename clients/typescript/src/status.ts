@@ -26,6 +26,22 @@ export interface Status {
   readonly requestsCancelled: number | undefined;
   /** Requests answered `timed out` (version 2 servers; undefined from older ones). */
   readonly requestsTimedOut: number | undefined;
+  /** Revision 2.2 counts (undefined from older servers, or one whose maximum frame cannot hold them). */
+  readonly streams: StreamCounts | undefined;
+}
+
+/** The counts of streams and topics (revision 2.2). */
+export interface StreamCounts {
+  /** Streams in flight now. */
+  readonly open: number;
+  /** Item entries sent in ITEMs of streaming methods. */
+  readonly itemsSent: number;
+  /** Subscriptions open now, on every connection. */
+  readonly subscribers: number;
+  /** Event entries sent to subscribers. */
+  readonly eventsSent: number;
+  /** Events a subscriber lost. */
+  readonly eventsDropped: number;
 }
 
 /** The only format this client reads. */
@@ -68,5 +84,15 @@ export function parseStatus(payload: Uint8Array): Status {
     errors,
     requestsCancelled: v2 ? u64(tail) : undefined,
     requestsTimedOut: v2 ? u64(tail + 8) : undefined,
+    streams:
+      view.length >= tail + 56
+        ? {
+            open: u64(tail + 16),
+            itemsSent: u64(tail + 24),
+            subscribers: u64(tail + 32),
+            eventsSent: u64(tail + 40),
+            eventsDropped: u64(tail + 48),
+          }
+        : undefined,
   };
 }

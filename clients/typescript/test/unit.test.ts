@@ -84,12 +84,13 @@ test("TR-2: which connect errors are retried, per transport (Windows paths unit-
 });
 
 test("ERR-1: codes have their names and unknown codes stay numbers; server text is shown escaped", () => {
-  const names = Array.from({ length: 14 }, (_, i) => errorCodeName(i + 1));
+  const names = Array.from({ length: 16 }, (_, i) => errorCodeName(i + 1));
   assert.deepEqual(names, [
     "malformed frame", "frame too large", "unsupported version", "unknown kind", "handler failed", "overloaded",
     "shutting down", "timed out", "unexpected frame", "duplicate id", "not allowed", "unknown method", "bad request", "cancelled",
+    "too slow", "flow control",
   ]);
-  assert.equal(errorCodeName(15), "error 15");
+  assert.equal(errorCodeName(17), "error 17");
   assert.equal(errorCodeName(1234), "service error 1234");
   assert.equal(untrustedText(Buffer.from("a\x1b[31mred\nb\u202e")), "a\ufffd[31mred\ufffdb\ufffd");
   assert.equal(untrustedText(Buffer.from([0x61, 0xff, 0x62])), "a\ufffdb");
@@ -136,7 +137,9 @@ test("CALL-6: STATUS is parsed, bytes after the known fields ignored, other form
 
 test("HS-4: a HELLO reply is parsed, unknown tags skipped, a field past the end refused", () => {
   const reply = parseHelloReply(hex("50 53 56 43 02 00 09 01 00 ff 01 02 00 02 01 02 03 00 01 0a 0b"));
-  assert.deepEqual(reply, { version: 2, encodings: [2, 1], kinds: [1, 10, 11] });
+  assert.deepEqual(reply, { version: 2, encodings: [2, 1], kinds: [1, 10, 11], streamWindow: undefined });
+  const streaming = parseHelloReply(hex("50 53 56 43 02 00 03 04 00 00 00 04 00"));
+  assert.equal(streaming.streamWindow, 262144);
   assert.throws(() => parseHelloReply(hex("50 53 56 43 02 00 01 05 00 02")), /runs past the end/);
 });
 
