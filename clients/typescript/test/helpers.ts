@@ -195,15 +195,34 @@ export function serverHello(max = 8 * 1024 * 1024, name = "fake"): Buffer {
   return frame(1, 0, payload);
 }
 
-/** A version 2 HELLO reply offering `encodings` and the kinds of a pipesvc server. */
-export function helloReply(encodings: number[] = [2, 1]): Buffer {
-  const kinds = [1, 2, 5, 7, 9, 10, 11, 12];
+/**
+ * A version 2 HELLO reply offering `encodings` and the kinds of a pipesvc
+ * server; with `streamWindow`, one of revision 2.2 (kinds 13 to 16 and the
+ * stream window field).
+ */
+export function helloReply(encodings: number[] = [2, 1], streamWindow?: number): Buffer {
+  const kinds = [1, 2, 5, 7, 9, 10, 11, 12, ...(streamWindow === undefined ? [] : [13, 14, 15, 16])];
+  const window = Buffer.alloc(4);
+  window.writeUInt32LE(streamWindow ?? 0, 0);
   const payload = Buffer.from([
     ...Buffer.from("PSVC"), 2, 0,
     1, encodings.length, 0, ...encodings,
     2, kinds.length, 0, ...kinds,
+    ...(streamWindow === undefined ? [] : [3, 4, 0, ...window]),
   ]);
   return frame(1, 0, payload);
+}
+
+/** An ITEM payload of entries `[type, value]`. */
+export function entries(...list: [number, Uint8Array][]): Buffer {
+  return Buffer.concat(
+    list.flatMap(([type, value]) => {
+      const head = Buffer.alloc(5);
+      head.writeUInt8(type, 0);
+      head.writeUInt32LE(value.length, 1);
+      return [head, Buffer.from(value)];
+    }),
+  );
 }
 
 /**
