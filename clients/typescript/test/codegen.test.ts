@@ -118,3 +118,27 @@ test("a hostile description cannot inject code into the generated file", () => {
   assert.match(text, /constructor_\(/);
   assert.match(text, /_9lives\(/);
 });
+
+test("streaming methods and topics become typed streams and subscriptions", () => {
+  const description = parseDescription(
+    JSON.stringify({
+      service: "pipesvc",
+      methods: [
+        { name: "count", streams: "server", request: { type: "object", properties: { to: { type: "integer" } }, required: ["to"] }, response: { type: "null" }, server_item: { type: "integer" } },
+        { name: "upload", streams: "client", request: { type: "null" }, response: { type: "integer" }, client_item: { type: "string" } },
+        { name: "chat", streams: "both", request: { type: "null" }, response: { type: "null" }, server_item: { type: "string" }, client_item: { type: "string" } },
+      ],
+      topics: [{ name: "ticks", doc: "A tick a second", event: { type: "object", properties: { n: { type: "integer" } }, required: ["n"] }, policy: "drop_oldest", queue: 256 }],
+    }),
+  );
+  const text = generateTypeScript(description);
+  assert.deepEqual(syntaxErrors(text), []);
+  assert.match(text, /import type \{ Client, CallOptions, Stream, Subscription \} from "pipesvc-client";/);
+  assert.match(text, /export type CountItem = number;/);
+  assert.match(text, /count\(params: CountParams, options\?: CallOptions\): Promise<Stream<CountItem, CountResult, never>>/);
+  assert.match(text, /upload\(params\?: UploadParams, options\?: CallOptions\): Promise<Stream<never, UploadResult, UploadClientItem>>/);
+  assert.match(text, /chat\(params\?: ChatParams, options\?: CallOptions\): Promise<Stream<ChatItem, ChatResult, ChatClientItem>>/);
+  assert.match(text, /export type TicksEvent = \{\n {2}n: number;\n\};/);
+  assert.match(text, /subscribeTicks\(options\?: Pick<CallOptions, "encoding" \| "signal">\): Promise<Subscription<TicksEvent>>/);
+  assert.match(text, /export const TOPICS = \["ticks"\] as const;/);
+});
