@@ -241,3 +241,38 @@ export function readFrames(socket: net.Socket, onFrame: (kind: number, id: numbe
     }
   });
 }
+
+/** Runs `body` with a private temporary directory, removed afterwards. */
+export async function scenario(body: (dir: TempDir) => Promise<void>): Promise<void> {
+  const dir = new TempDir();
+  try {
+    await body(dir);
+  } finally {
+    dir.remove();
+  }
+}
+
+/**
+ * A version 2 fake server on `dir`'s socket: sends `hello`, answers the
+ * client's HELLO with a HELLO reply (of revision 2.2 with `streamWindow`),
+ * answers PING if asked (`pings`), and gives every other frame to `onFrame`. The client's
+ * HELLO payloads are kept in `hellos`.
+ */
+export async function v2Server(
+  dir: TempDir,
+  onFrame: (socket: net.Socket, kind: number, id: number, payload: Buffer) => void,
+  options: { hello?: Buffer; streamWindow?: number; pings?: boolean } = {},
+): Promise<{ close(): Promise<void>; hellos: Buffer[] }> {
+  const hellos: Buffer[] = [];
+  const server = await fakeServer(dir.socket(), (socket) => {
+    socket.write(options.hello ?? serverHello());
+    readFrames(socket, (kind, id, payload) => {
+      if (kind === 1) {
+        hellos.push(Buffer.from(payload));
+        socket.write(helloReply(options.streamWindow === undefined ? [2, 1] : [1, 2], options.streamWindow));
+      } else if (kind === 7 && options.pings === true) socket.write(frame(8, id, payload));
+      else onFrame(socket, kind, id, payload);
+    });
+  });
+  return { close: () => server.close(), hellos };
+}

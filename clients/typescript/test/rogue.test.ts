@@ -3,9 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, chownSync, mkdirSync } from "node:fs";
-import type * as net from "node:net";
 import { Client, PipesvcError, RemoteError } from "../src/index.js";
-import { TempDir, fakeServer, frame, helloReply, readFrames, serverHello } from "./helpers.js";
+import { fakeServer, frame, helloReply, readFrames, scenario, serverHello, v2Server } from "./helpers.js";
 
 const isReason = (reason: string) => (e: unknown) => e instanceof PipesvcError && e.reason === reason;
 
@@ -17,29 +16,6 @@ function errorPayload(code: number, message: string): Buffer {
 }
 
 /** A version 2 fake server: HELLO, reply, then `onFrame` for each client frame after its HELLO. */
-async function v2Server(
-  dir: TempDir,
-  onFrame: (socket: net.Socket, kind: number, id: number, payload: Buffer) => void,
-  hello: Buffer = serverHello(),
-) {
-  return fakeServer(dir.socket(), (socket) => {
-    socket.write(hello);
-    readFrames(socket, (kind, id, payload) => {
-      if (kind === 1) socket.write(helloReply());
-      else onFrame(socket, kind, id, payload);
-    });
-  });
-}
-
-async function scenario(body: (dir: TempDir) => Promise<void>): Promise<void> {
-  const dir = new TempDir();
-  try {
-    await body(dir);
-  } finally {
-    dir.remove();
-  }
-}
-
 test("HS-3: a version 1 server's unsupported version is reported as too old", () =>
   scenario(async (dir) => {
     const server = await fakeServer(dir.socket(), (socket) => {
@@ -290,7 +266,7 @@ test("LIM-2: server text is kept safe: control characters escaped, invalid UTF-8
       (socket, kind, id) => {
         if (kind === 10) socket.write(frame(4, id, Buffer.concat([Buffer.from([5, 0]), hostile])));
       },
-      hello,
+      { hello },
     );
     try {
       const client = await Client.connect(dir.socket());

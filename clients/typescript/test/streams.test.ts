@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type * as net from "node:net";
 import { Client, PipesvcError, RemoteError, type TopicItem } from "../src/index.js";
-import { TempDir, entries, fakeServer, frame, helloReply, readFrames, serverHello } from "./helpers.js";
+import { TempDir, entries, fakeServer, frame, helloReply, readFrames, scenario, serverHello, v2Server } from "./helpers.js";
 
 const WINDOW = 1000;
 const json = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
@@ -26,29 +26,10 @@ const u64 = (n: number): Buffer => {
 /** The method (or topic) named in a CALL (or SUBSCRIBE) payload. */
 const named = (payload: Buffer): string => payload.subarray(2, 2 + (payload[1] ?? 0)).toString();
 
-/** A revision 2.2 fake server; `onFrame` gets every frame after the client's HELLO, with the HELLO's fields. */
+/** A revision 2.2 fake server (stream window {@link WINDOW}). */
 async function streamServer(dir: TempDir, onFrame: (socket: net.Socket, kind: number, id: number, payload: Buffer) => void) {
-  const hellos: Buffer[] = [];
-  const server = await fakeServer(dir.socket(), (socket) => {
-    socket.write(serverHello());
-    readFrames(socket, (kind, id, payload) => {
-      if (kind === 1) {
-        hellos.push(Buffer.from(payload));
-        socket.write(helloReply([1, 2], WINDOW));
-      } else if (kind === 7) socket.write(frame(8, id, payload));
-      else onFrame(socket, kind, id, payload);
-    });
-  });
-  return { server, hellos };
-}
-
-async function scenario(body: (dir: TempDir) => Promise<void>): Promise<void> {
-  const dir = new TempDir();
-  try {
-    await body(dir);
-  } finally {
-    dir.remove();
-  }
+  const server = await v2Server(dir, onFrame, { streamWindow: WINDOW, pings: true });
+  return { server, hellos: server.hellos };
 }
 
 test("STR-1: a server stream delivers its items in order, then its result; an error mid-stream comes after the items", () =>
