@@ -98,6 +98,16 @@ fn status_reports_the_services_counters() {
     assert!(json_number(&json, "bytes_in") > 0.0, "{json}");
     assert!(json_number(&json, "bytes_out") > 0.0, "{json}");
     assert!(json_number(&json, "uptime_secs") >= 0.0, "{json}");
+    // Revision 2.2's counts.
+    for key in [
+        "streams_open",
+        "items_sent",
+        "subscribers",
+        "events_sent",
+        "events_dropped",
+    ] {
+        assert!(json_number(&json, key) >= 0.0, "{key}: {json}");
+    }
     assert!(json.contains("\"errors\":{}"), "{json}");
 
     let human = stdout(&service.run(&["status"]));
@@ -228,6 +238,90 @@ fn bench_loads_a_running_service() {
     let json = out.lines().last().unwrap();
     assert_eq!(json_number(json, "requests"), 100.0, "{json}");
     assert_eq!(json_number(json, "errors"), 0.0, "{json}");
+}
+
+#[test]
+fn bench_connect_opens_a_connection_per_request() {
+    let service = Service::start("cli-bench-connect");
+    let out = stdout(&service.run(&[
+        "bench",
+        "--connect",
+        "--clients",
+        "3",
+        "--requests",
+        "60",
+        "--json",
+    ]));
+    let json = out.lines().last().unwrap();
+    assert_eq!(json_number(json, "requests"), 60.0, "{json}");
+    assert_eq!(json_number(json, "errors"), 0.0, "{json}");
+    assert!(json_number(json, "connections_per_sec") > 0.0, "{json}");
+    // The 60 connections and bench's first (which learns the encoding),
+    // and status's own.
+    let status = stdout(&service.run(&["status", "--json"]));
+    assert_eq!(json_number(&status, "connections_total"), 62.0, "{status}");
+}
+
+#[test]
+fn bench_connect_refuses_more_than_one_in_flight() {
+    let output = Command::new(BIN)
+        .args(["bench", "--connect", "--inflight", "2", "--requests", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("--inflight: must be 1 with --connect"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_method_makes_typed_calls() {
+    let service = Service::start("cli-bench-method");
+    let out = stdout(&service.run(&[
+        "bench",
+        "--method",
+        "echo",
+        "--params",
+        r#"{"text": "hello"}"#,
+        "--requests",
+        "100",
+        "--json",
+    ]));
+    let json = out.lines().last().unwrap();
+    assert_eq!(json_number(json, "requests"), 100.0, "{json}");
+    assert_eq!(json_number(json, "errors"), 0.0, "{json}");
+    assert!(json.contains(r#""method":"echo""#), "{json}");
+    // A method the service does not have: every call is refused by name.
+    let output = service.run(&["bench", "--method", "nope", "--requests", "5"]);
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("every request failed (5 of 5)") && err.contains("no method \"nope\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_fails_when_every_request_fails() {
+    // 9,000,000 bytes is over the 8 MiB frame limit: the client refuses
+    // each request before sending it.
+    let output = Command::new(BIN)
+        .args(["bench", "--size", "9000000", "--requests", "3", "--json"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(json_number(out.lines().last().unwrap(), "errors"), 3.0);
+    assert!(
+        !output.status.success(),
+        "exit status 0 with every request failed: {err}"
+    );
+    assert!(
+        err.contains("every request failed (3 of 3); the first: "),
+        "{err}"
+    );
 }
 
 /// A rogue server (tests/common/rogue.rs) on a runtime of its own, and its
@@ -792,7 +886,16 @@ fn timeout_bounds_every_wait_on_a_server_that_does_not_read() {
         "--json",
     ]);
     eprintln!("bench: {}", ended.show());
-    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    // Its one request failed, so every request did: exit 1, saying why,
+    // with the figures still printed.
+    assert_eq!(ended.code, Some(1), "{}", ended.show());
+    assert!(
+        ended
+            .stderr
+            .contains("timed out after 1s waiting for the answer to the request"),
+        "{}",
+        ended.show()
+    );
     let out = ended.stdout_text();
     let json = out.lines().last().unwrap_or("");
     assert_eq!(json_number(json, "errors"), 1.0, "{}", ended.show());

@@ -44,11 +44,38 @@ fn not_root(test: &str) -> bool {
     true
 }
 
-/// A fresh path under /tmp, unique to this test run (nothing is created).
-fn scratch_path(test: &str) -> PathBuf {
+/// A fresh path under /tmp, unique to this test run (nothing is created);
+/// whatever the test makes there is removed when the guard is dropped.
+fn scratch_path(test: &str) -> Scratch {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    PathBuf::from(format!("/tmp/pipesvc-id-{}-{test}-{n}", std::process::id()))
+    Scratch(PathBuf::from(format!(
+        "/tmp/pipesvc-id-{}-{test}-{n}",
+        std::process::id()
+    )))
+}
+
+/// See [`scratch_path`].
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // A symbolic link is removed itself, not followed.
+        let _ = std::fs::remove_dir_all(&self.0).or_else(|_| std::fs::remove_file(&self.0));
+    }
 }
 
 /// Creates `dir` with exactly `mode`, as whoever the calling thread is.
@@ -198,7 +225,7 @@ async fn a_private_directory_owned_by_another_user_is_refused_before_anything_is
     }
     let dir = scratch_path("squat-dir");
     let endpoint = Endpoint::in_private_dir("svc", &dir).unwrap();
-    let made = dir.clone();
+    let made = dir.to_path_buf();
     let squatter = Squatter::start(endpoint.address(), move || make_dir(&made, 0o700));
     // The real service refuses to start there, as it always did.
     let bind = Server::builder(endpoint.clone()).handler(echo).bind();
@@ -256,7 +283,7 @@ async fn the_cli_refuses_a_squatted_xdg_runtime_dir_and_exits_non_zero() {
     }
     let xdg = scratch_path("xdg");
     let socket = xdg.join("pipesvc").join("svc.sock");
-    let made = xdg.clone();
+    let made = xdg.to_path_buf();
     let squatter = Squatter::start(&socket, move || {
         make_dir(&made, 0o700);
         make_dir(&made.join("pipesvc"), 0o700);

@@ -27,15 +27,38 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A fresh directory with `mode`, unique to this test run.
-fn scratch_dir(test: &str, mode: u32) -> PathBuf {
+/// A fresh directory with `mode`, unique to this test run, removed with
+/// everything in it (copies of binaries among them) when dropped.
+fn scratch_dir(test: &str, mode: u32) -> ScratchDir {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("pipesvc-sec-{}-{test}-{n}", std::process::id()));
     std::fs::DirBuilder::new().mode(mode).create(&dir).unwrap();
     // The umask may have narrowed the mode: set it exactly.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
-    dir
+    ScratchDir(dir)
+}
+
+/// See [`scratch_dir`].
+struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn echo(request: Bytes, _ctx: ConnectionContext) -> Result<Bytes, ServiceError> {
@@ -68,14 +91,13 @@ async fn a_private_directory_with_loose_permissions_is_refused() {
 async fn a_private_directory_owned_by_someone_else_is_refused() {
     // As root, hand a fresh directory to another user; otherwise `/` is a
     // directory that some other user (root) owns.
-    let dir = if is_root() {
+    let scratch = is_root().then(|| {
         let dir = scratch_dir("owner", 0o700);
         std::os::unix::fs::chown(&dir, Some(OTHER_UID), Some(OTHER_GID)).unwrap();
         dir
-    } else {
-        PathBuf::from("/")
-    };
-    let endpoint = Endpoint::in_private_dir("svc", &dir).unwrap();
+    });
+    let dir = scratch.as_deref().unwrap_or(Path::new("/"));
+    let endpoint = Endpoint::in_private_dir("svc", dir).unwrap();
     let err = bind_error(Server::builder(endpoint).handler(echo));
     assert!(err.contains("must be a directory owned by uid"), "{err}");
 }
@@ -233,7 +255,7 @@ async fn another_user_is_refused_by_default_and_admitted_once_allowed() {
             .handler(echo)
     };
 
-    let (d, s) = (dir.clone(), socket.clone());
+    let (d, s) = (dir.to_path_buf(), socket.clone());
     let refused = serve_while(open_to_all(), move || call_as_other_user(&d, &s)).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -242,14 +264,14 @@ async fn another_user_is_refused_by_default_and_admitted_once_allowed() {
     );
     assert!(stderr.contains("not allowed"), "{stderr}");
 
-    let (d, s) = (dir.clone(), socket.clone());
+    let (d, s) = (dir.to_path_buf(), socket.clone());
     let allowed = open_to_all().access(AccessPolicy::same_user().allow_uid(OTHER_UID));
     let served = serve_while(allowed, move || call_as_other_user(&d, &s)).await;
     let stdout = String::from_utf8_lossy(&served.stdout);
     assert!(served.status.success(), "{served:?}");
     assert_eq!(stdout, "hello\n");
 
-    let (d, s) = (dir.clone(), socket.clone());
+    let (d, s) = (dir.to_path_buf(), socket.clone());
     let allowed = open_to_all().access(AccessPolicy::same_user().allow_gid(OTHER_GID));
     let served = serve_while(allowed, move || call_as_other_user(&d, &s)).await;
     assert!(served.status.success(), "allowed by group: {served:?}");
@@ -263,7 +285,7 @@ async fn the_default_socket_mode_keeps_another_user_out_even_if_the_policy_allow
     let builder = Server::builder(endpoint)
         .access(AccessPolicy::anyone())
         .handler(echo);
-    let (d, s) = (dir.clone(), socket.clone());
+    let (d, s) = (dir.to_path_buf(), socket.clone());
     let outcome = serve_while(builder, move || {
         let mode = std::fs::metadata(&s).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the socket's default mode");
@@ -431,5 +453,4 @@ async fn one_user_with_a_thousand_idle_connections_leaves_room_for_another() {
     drop(child.stdin.take());
     child.wait().unwrap();
     guard(serving.stop()).await.expect("serve");
-    let _ = std::fs::remove_dir_all(&dir);
 }

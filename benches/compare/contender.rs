@@ -8,12 +8,17 @@ use futures_util::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name};
 use pipesvc::server::{ConnectionContext, Server, ServerHandle, ServiceError};
-use pipesvc::{Client, Endpoint};
+use pipesvc::{Client, ClientOptions, Endpoint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-/// Largest frame any contender accepts.
-pub const MAX_FRAME: usize = 8 << 20;
+/// Largest frame any contender accepts: room for the 8 MiB payloads of
+/// the payload-size curve and their headers.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Connections pipesvc's servers take at once: the curves go to 5000
+/// clients and the memory rows to 10,000 (raw tokio has no limit).
+pub const MAX_CONNECTIONS: usize = 20_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {
@@ -44,7 +49,7 @@ impl Contender {
 
 /// A running echo server; pipesvc's is stopped through its handle, the
 /// others end with the runtime.
-pub struct Running(Option<ServerHandle>);
+pub struct Running(pub Option<ServerHandle>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -60,6 +65,8 @@ pub async fn start_server(c: Contender, address: &str) -> Running {
     match c {
         Contender::Pipesvc => {
             let server = Server::builder(Endpoint::new(address).unwrap())
+                .max_frame_len(MAX_FRAME as u32)
+                .max_connections(MAX_CONNECTIONS)
                 .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
                 .bind()
                 .unwrap();
@@ -94,7 +101,8 @@ pub async fn connect(c: Contender, address: &str) -> Conn {
     match c {
         Contender::Pipesvc => {
             let endpoint = Endpoint::new(address).unwrap();
-            Conn::Pipesvc(Client::connect(&endpoint).await.unwrap())
+            let options = ClientOptions::new().max_frame_len(MAX_FRAME as u32);
+            Conn::Pipesvc(Client::connect_with(&endpoint, options).await.unwrap())
         }
         Contender::RawTokio => Conn::RawTokio(raw::connect(address).await),
         Contender::Interprocess => {
@@ -149,12 +157,22 @@ pub mod raw {
     use tokio::net::{UnixListener, UnixStream};
 
     pub type Stream = UnixStream;
+    pub type ServerStream = UnixStream;
 
     pub fn serve(path: &str) {
+        serve_with(path, super::echo::<ServerStream>);
+    }
+
+    /// Serves each client with `handle`, one task per client.
+    pub fn serve_with<F, Fut>(path: &str, handle: F)
+    where
+        F: Fn(ServerStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = UnixListener::bind(path).unwrap();
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(super::echo(s));
+                tokio::spawn(handle(s));
             }
         });
     }
@@ -172,12 +190,24 @@ pub mod raw {
 /// loop of `tokio::net::windows::named_pipe`'s documentation.
 #[cfg(windows)]
 pub mod raw {
-    use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, ServerOptions};
+    use tokio::net::windows::named_pipe::{
+        ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions,
+    };
     use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
 
     pub type Stream = NamedPipeClient;
+    pub type ServerStream = NamedPipeServer;
 
     pub fn serve(name: &str) {
+        serve_with(name, super::echo::<ServerStream>);
+    }
+
+    /// Serves each client with `handle`, one task per client.
+    pub fn serve_with<F, Fut>(name: &str, handle: F)
+    where
+        F: Fn(ServerStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let mut server = ServerOptions::new()
             .first_pipe_instance(true)
             .create(name)
@@ -190,7 +220,7 @@ pub mod raw {
                 }
                 let connected = server;
                 server = ServerOptions::new().create(&name).unwrap();
-                tokio::spawn(super::echo(connected));
+                tokio::spawn(handle(connected));
             }
         });
     }

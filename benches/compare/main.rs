@@ -25,8 +25,10 @@
 
 mod chart;
 mod contender;
+mod count;
 mod measure;
 mod memory;
+mod stream;
 mod typed;
 #[path = "../../tests/common/wine.rs"]
 mod wine;
@@ -121,6 +123,12 @@ impl Platform {
 fn main() {
     if let Ok(spec) = std::env::var(memory::CHILD_ENV) {
         return memory::serve_child(&spec);
+    }
+    if let Ok(spec) = std::env::var(count::COUNT_ENV) {
+        let platform = Platform::current();
+        let status = count::run(&spec, &platform.address("count", Contender::Pipesvc));
+        let _ = std::fs::remove_dir_all(&platform.scratch);
+        std::process::exit(status);
     }
     let secs: f64 = std::env::var("PIPESVC_BENCH_SECS")
         .ok()

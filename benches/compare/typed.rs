@@ -13,12 +13,49 @@ use pipesvc::client::CallOptions;
 use pipesvc::rpc::{Encoding, Method, Service};
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use crate::contender::Running;
 use crate::measure::{histogram, run_for, Measured};
 use crate::Workload;
 
 /// The typed echo: a string in, the same string out.
 pub const ECHO: Method<String, String> = Method::new("echo", "Returns its params");
+
+/// Bytes as a typed message: MessagePack's bin (not an array of integers,
+/// which is what serde makes of a bare `Vec<u8>`).
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub struct Blob(
+    #[serde(with = "serde_bytes")]
+    #[schemars(with = "Vec<u8>")]
+    pub Vec<u8>,
+);
+
+/// The typed echo of bytes, as the tonic and tarpc contenders' `echo`.
+pub const ECHO_BYTES: Method<Blob, Blob> = Method::new("echo_bytes", "Returns its bytes");
+
+/// A pipesvc server answering byte requests (echo), [`ECHO`] and
+/// [`ECHO_BYTES`], served in the background at `address`.
+pub fn start_server(address: &str) -> Running {
+    let service = Service::new("bench", "1", ())
+        .method(&ECHO, |_, text: String, _| async move {
+            Ok::<_, ServiceError>(text)
+        })
+        .method(&ECHO_BYTES, |_, blob: Blob, _| async move {
+            Ok::<_, ServiceError>(blob)
+        });
+    let server = Server::builder(Endpoint::new(address).unwrap())
+        .max_frame_len(crate::contender::MAX_FRAME as u32)
+        .max_connections(crate::contender::MAX_CONNECTIONS)
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+        .calls(service)
+        .bind()
+        .unwrap();
+    let handle = server.handle();
+    tokio::spawn(server.serve());
+    Running(Some(handle))
+}
 
 /// How the clients call.
 #[derive(Clone, Copy, Debug)]
@@ -45,16 +82,7 @@ impl Way {
 
 /// Runs `load` against a pipesvc server at `address`, calling `way`.
 pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measured {
-    let service = Service::new("bench", "1", ()).method(&ECHO, |_, text: String, _| async move {
-        Ok::<_, ServiceError>(text)
-    });
-    let server = Server::builder(Endpoint::new(address).unwrap())
-        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
-        .calls(service)
-        .bind()
-        .unwrap();
-    let handle = server.handle();
-    tokio::spawn(server.serve());
+    let _server = start_server(address);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..load.clients {
@@ -66,9 +94,7 @@ pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measur
             tasks.push(tokio::spawn(calls(way, client, load.size, stop)));
         }
     }
-    let measured = run_for(secs, &stop, tasks, load.size).await;
-    handle.shutdown();
-    measured
+    run_for(secs, &stop, tasks, load.size).await
 }
 
 /// One request in flight at a time, each waiting for its own answer, as

@@ -215,11 +215,10 @@ impl FrameCodec {
 impl FrameCodec {
     /// The kind a wire byte stands for under this codec's version.
     fn kind(&self, byte: u8) -> Result<Kind, CodecError> {
-        let known = byte <= Kind::last_of_version(self.version);
-        match Kind::from_u8(byte) {
-            Some(kind) if known => Ok(kind),
-            _ if self.version >= 2 => Ok(Kind::Unknown(byte)),
-            _ => Err(CodecError::UnknownKind(byte)),
+        match Kind::of_version(byte, self.version) {
+            Some(kind) => Ok(kind),
+            None if self.version >= 2 => Ok(Kind::Unknown(byte)),
+            None => Err(CodecError::UnknownKind(byte)),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! request, and every answer that is ready goes out in the connection's
 //! next write. Handlers still run concurrently with each other; CPU-heavy
 //! work belongs in `spawn_blocking` or a task of its own.
+//!
+//! A request answers once (its future's output), or many times: a
+//! streaming request also has [`Parts`], frames it sends before its last
+//! answer (a stream's items), which the slot hands out as they are ready
+//! and always before the last one.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -22,9 +27,10 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::stream::{StreamIo, StreamItems};
 use super::{lock, Calls, ConnectionContext, Handler, ServiceError};
 use crate::log_limit::limited;
-use crate::protocol::{Encoding, ErrorCode, ErrorPayload, Frame};
+use crate::protocol::{decode_credit, Encoding, ErrorCode, ErrorPayload, Frame, Kind};
 
 /// Requests started and not yet answered. `F` is the future of one request,
 /// as made by [`run_request`]; it yields the request's id and its answer.
@@ -47,11 +53,23 @@ pub(super) struct InFlight<F> {
     released: usize,
     /// Requests running under the server's request timeout.
     untimed: usize,
+    /// Streams among the requests: they do not count against `limit`.
+    streams: usize,
+    /// Subscriptions among the streams.
+    subscriptions: usize,
 }
 
 struct Slot<F> {
     future: Pin<Box<Option<F>>>,
     waker: Arc<SlotWaker>,
+    /// What a streaming request sends before its last answer.
+    parts: Option<Arc<dyn Parts>>,
+    /// A stream's halves (revision 2.2), for the client's ITEM, CREDIT and
+    /// END; also `parts`.
+    stream: Option<Arc<StreamIo>>,
+    /// The last answer of a request whose future finished while parts
+    /// were still to be sent: it waits for them.
+    last: Option<Frame>,
     /// What the request holds of the connection's share of the budget.
     held: usize,
     /// The connection's [`Tick`](super::waiting::Tick) when it started, if
@@ -88,6 +106,37 @@ impl Wake for SlotWaker {
     }
 }
 
+/// One frame a request sends: part of its answer (an item of a stream),
+/// or its last (the answer; the request is done and its id free).
+#[derive(Debug)]
+pub(super) enum Answer {
+    Part(Frame),
+    Last(Frame),
+}
+
+impl Answer {
+    pub(super) fn into_frame(self) -> Frame {
+        match self {
+            Answer::Part(frame) | Answer::Last(frame) => frame,
+        }
+    }
+}
+
+/// The frames a streaming request sends before its last answer, made by
+/// its handler (or the server) and taken by the connection as it can send
+/// them.
+pub(super) trait Parts: Send + Sync {
+    /// Wakes `waker` whenever a part is ready: the request's slot is then
+    /// polled for it.
+    fn attach(&self, waker: Waker);
+
+    /// The next frame that may be sent now, if any.
+    fn next_part(&self) -> Option<Frame>;
+
+    /// Whether every part was taken: only then is the last answer sent.
+    fn is_drained(&self) -> bool;
+}
+
 impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     pub(super) fn new(limit: usize) -> InFlight<F> {
         InFlight {
@@ -98,12 +147,60 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             limit,
             released: 0,
             untimed: 0,
+            streams: 0,
+            subscriptions: 0,
         }
     }
 
-    /// Whether another request may start.
+    /// Whether another request may start (streams do not count).
     pub(super) fn has_room(&self) -> bool {
-        self.ids.len() < self.limit
+        self.ids.len() - self.streams < self.limit
+    }
+
+    /// How many streams of streaming methods are open.
+    pub(super) fn streams(&self) -> usize {
+        self.streams - self.subscriptions
+    }
+
+    /// How many subscriptions are open.
+    pub(super) fn subscriptions(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// Ends every subscription (the server sends GOODBYE: they end at
+    /// once), calling `answer` with each one's id.
+    pub(super) fn end_subscriptions(&mut self, mut answer: impl FnMut(u32)) {
+        if self.subscriptions == 0 {
+            return;
+        }
+        let ids: Vec<u32> = self
+            .ids
+            .iter()
+            .filter(|&(_, &index)| {
+                let stream = self.slots[index].stream.as_ref();
+                stream.is_some_and(|s| s.subscriber.is_some())
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.cancel_one(id);
+            answer(id);
+        }
+    }
+
+    /// The request `id`, if it is in flight: `Some(Some(stream))` for a
+    /// stream, `Some(None)` for a request that does not stream.
+    pub(super) fn stream(&self, id: u32) -> Option<Option<&Arc<StreamIo>>> {
+        let &index = self.ids.get(&id)?;
+        Some(self.slots[index].stream.as_ref())
+    }
+
+    /// Stream `id` holds `bytes` more of the budget (items read from the
+    /// client), given back as the server grants them back.
+    pub(super) fn hold(&mut self, id: u32, bytes: usize) {
+        if let Some(&index) = self.ids.get(&id) {
+            self.slots[index].held += bytes;
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -133,6 +230,13 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     fn free_slot(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(None);
+        slot.parts = None;
+        if let Some(stream) = slot.stream.take() {
+            stream.close();
+            self.streams -= 1;
+            self.subscriptions -= usize::from(stream.subscriber.is_some());
+        }
+        slot.last = None;
         self.released += std::mem::take(&mut slot.held);
         if slot.started.take().is_some() {
             self.untimed -= 1;
@@ -148,14 +252,16 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
 
     /// Starts `request`, whose id is `id` and which holds `held` bytes;
     /// `started` is the tick it starts at if the server's request timeout
-    /// applies to it. Refuses an id still in flight. It is first polled by
-    /// the next [`InFlight::poll_answer`].
+    /// applies to it; `parts`, what it sends before its last answer if it
+    /// streams. Refuses an id still in flight. It is first polled by the
+    /// next [`InFlight::poll_answer`].
     pub(super) fn start(
         &mut self,
         id: u32,
         request: F,
         held: usize,
         started: Option<u32>,
+        parts: Option<Arc<dyn Parts>>,
     ) -> Result<(), u32> {
         let index = self.free.pop().unwrap_or_else(|| self.new_slot());
         // One lookup for the check and the insert.
@@ -170,6 +276,10 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         slot.future.as_mut().set(Some(request));
         slot.held = held;
         slot.started = started;
+        if let Some(parts) = &parts {
+            parts.attach(Waker::from(slot.waker.clone()));
+        }
+        slot.parts = parts;
         self.untimed += usize::from(started.is_some());
         // Queued for its first poll without waking the connection's task:
         // that task is the caller, and polls the queue next. (A wake would
@@ -177,6 +287,25 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         if !slot.waker.queued.swap(true, Ordering::AcqRel) {
             lock(&self.woken.slots).push_back(index);
         }
+        Ok(())
+    }
+
+    /// Starts stream `id` (revision 2.2): a request outside the in-flight
+    /// limit, with no request timeout, whose frames before its last answer
+    /// come from `stream`.
+    pub(super) fn start_stream(
+        &mut self,
+        id: u32,
+        request: F,
+        held: usize,
+        stream: Arc<StreamIo>,
+    ) -> Result<(), u32> {
+        let parts: Arc<dyn Parts> = stream.clone();
+        self.start(id, request, held, None, Some(parts))?;
+        let index = self.ids[&id];
+        self.subscriptions += usize::from(stream.subscriber.is_some());
+        self.slots[index].stream = Some(stream);
+        self.streams += 1;
         Ok(())
     }
 
@@ -189,6 +318,9 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
                 queued: AtomicBool::new(false),
                 woken: self.woken.clone(),
             }),
+            parts: None,
+            stream: None,
+            last: None,
             held: 0,
             started: None,
         });
@@ -239,15 +371,16 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         self.ids.is_empty() && !self.slots.is_empty()
     }
 
-    /// The next answer that is ready. Its id is free again from here on:
-    /// the client may reuse it as soon as it has the answer.
+    /// The next frame a request has ready: a part of a streaming request's
+    /// answer, or a request's last answer, whose id is free again from
+    /// here on (the client may reuse it as soon as it has the answer).
     ///
     /// Polls at most [`POLL_BUDGET`] request futures per call: a future
     /// that wakes itself at once (or many that are woken over and over)
     /// cannot keep the connection's task from its other work and from
     /// yielding to the runtime. Past the budget the task is woken again
     /// and this returns `Pending`, as tokio's own budget does.
-    pub(super) fn poll_answer(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Frame>> {
+    pub(super) fn poll_answer(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Answer>> {
         self.woken.task.register(cx.waker());
         for _ in 0..POLL_BUDGET {
             let Some(index) = lock(&self.woken.slots).pop_front() else {
@@ -261,15 +394,38 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
                 continue;
             };
             slot.waker.queued.store(false, Ordering::Release);
+            if let Some(parts) = &slot.parts {
+                if let Some(answer) = poll_parts(parts, &mut slot.last, &slot.waker) {
+                    if let Answer::Part(frame) = &answer {
+                        // The client's items granted back are no longer held.
+                        let granted = granted(frame).min(slot.held);
+                        slot.held -= granted;
+                        self.released += granted;
+                    }
+                    if let Answer::Last(frame) = &answer {
+                        let id = frame.id;
+                        self.free_slot(index);
+                        self.ids.remove(&id);
+                    }
+                    return Poll::Ready(Some(answer));
+                }
+            }
             // A slot woken after its request finished has nothing to poll.
             let Some(future) = slot.future.as_mut().as_pin_mut() else {
                 continue;
             };
             let waker = Waker::from(slot.waker.clone());
             if let Poll::Ready((id, answer)) = future.poll(&mut TaskContext::from_waker(&waker)) {
+                if slot.parts.as_ref().is_some_and(|parts| !parts.is_drained()) {
+                    // Its parts go first: it answers once they are sent.
+                    slot.future.as_mut().set(None);
+                    slot.last = Some(answer);
+                    slot.waker.wake_by_ref();
+                    continue;
+                }
                 self.free_slot(index);
                 self.ids.remove(&id);
-                return Poll::Ready(Some(answer));
+                return Poll::Ready(Some(Answer::Last(answer)));
             }
         }
         cx.waker().wake_by_ref();
@@ -296,7 +452,8 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
 
     fn drop_all(&mut self) {
         for index in 0..self.slots.len() {
-            if self.slots[index].future.is_some() {
+            let slot = &self.slots[index];
+            if slot.future.is_some() || slot.last.is_some() {
                 self.free_slot(index);
             }
         }
@@ -305,6 +462,32 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
 
 /// Request futures polled per [`InFlight::poll_answer`] call.
 const POLL_BUDGET: usize = 64;
+
+/// The next frame of a streaming request's slot: a part if one is ready
+/// (the slot is polled again for the next), or the last answer its future
+/// left once every part is sent.
+fn poll_parts(
+    parts: &Arc<dyn Parts>,
+    last: &mut Option<Frame>,
+    waker: &Arc<SlotWaker>,
+) -> Option<Answer> {
+    if let Some(part) = parts.next_part() {
+        waker.wake_by_ref();
+        return Some(Answer::Part(part));
+    }
+    match last {
+        Some(_) if parts.is_drained() => last.take().map(Answer::Last),
+        _ => None,
+    }
+}
+
+/// The bytes a CREDIT the server sends grants (0 for other frames).
+fn granted(frame: &Frame) -> usize {
+    match frame.kind {
+        Kind::Credit => decode_credit(&frame.payload).map_or(0, |n| n as usize),
+        _ => 0,
+    }
+}
 
 /// What one request asks for.
 pub(super) enum Work<'a> {
@@ -317,6 +500,16 @@ pub(super) enum Work<'a> {
         calls: &'a dyn Calls,
         encoding: Encoding,
         params: Bytes,
+    },
+    /// What ends a subscription (revision 2.2): its last answer, a
+    /// RESPONSE or an ERROR.
+    Wait(futures_util::future::BoxFuture<'static, Result<Bytes, ServiceError>>),
+    /// A CALL of one of the service's streaming methods (revision 2.2).
+    Stream {
+        calls: &'a dyn Calls,
+        encoding: Encoding,
+        params: Bytes,
+        items: StreamItems,
     },
 }
 
@@ -348,6 +541,19 @@ pub(super) async fn run_request<H: Handler>(
                 let scope = ctx.request_scope().cloned();
                 let method = scope.as_deref().map_or("", |s| s.method.as_str());
                 calls.call(method, encoding, params, ctx).await
+            }
+            Work::Wait(ending) => ending.await,
+            Work::Stream {
+                calls,
+                encoding,
+                params,
+                items,
+            } => {
+                let scope = ctx.request_scope().cloned();
+                let method = scope.as_deref().map_or("", |s| s.method.as_str());
+                calls
+                    .call_stream(method, encoding, params, items, ctx)
+                    .await
             }
         }
     };
@@ -448,6 +654,81 @@ pub(super) fn error_that_fits(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parts from a queue the test fills.
+    #[derive(Default)]
+    struct Queue {
+        frames: Mutex<VecDeque<Frame>>,
+        waker: Mutex<Option<Waker>>,
+    }
+
+    impl Queue {
+        fn push(&self, frame: Frame) {
+            lock(&self.frames).push_back(frame);
+            if let Some(waker) = lock(&self.waker).as_ref() {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    impl Parts for Queue {
+        fn attach(&self, waker: Waker) {
+            *lock(&self.waker) = Some(waker);
+        }
+
+        fn next_part(&self) -> Option<Frame> {
+            lock(&self.frames).pop_front()
+        }
+
+        fn is_drained(&self) -> bool {
+            lock(&self.frames).is_empty()
+        }
+    }
+
+    fn next<F: Future<Output = (u32, Frame)>>(in_flight: &mut InFlight<F>) -> Poll<Option<Answer>> {
+        let waker = futures_util::task::noop_waker();
+        in_flight.poll_answer(&mut TaskContext::from_waker(&waker))
+    }
+
+    fn part(n: u8) -> Frame {
+        Frame::new(crate::protocol::Kind::Notify, 7, vec![n])
+    }
+
+    #[test]
+    fn a_streaming_request_sends_its_parts_then_its_last_answer_and_only_then_frees_its_id() {
+        let parts = Arc::new(Queue::default());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let request = async move {
+            let _ = done_rx.await;
+            (7, Frame::response(7, "last"))
+        };
+        let mut in_flight = InFlight::new(4);
+        let handed: Arc<dyn Parts> = parts.clone();
+        in_flight.start(7, request, 0, None, Some(handed)).unwrap();
+        assert!(next(&mut in_flight).is_pending());
+        parts.push(part(1));
+        parts.push(part(2));
+        for n in [1, 2] {
+            let Poll::Ready(Some(Answer::Part(frame))) = next(&mut in_flight) else {
+                panic!("part {n}")
+            };
+            assert_eq!(frame.payload.as_ref(), [n]);
+        }
+        assert!(next(&mut in_flight).is_pending() && in_flight.contains(7));
+        // The request finishes with a part still to send: the part first.
+        parts.push(part(3));
+        done_tx.send(()).unwrap();
+        let mut answers = Vec::new();
+        while let Poll::Ready(Some(answer)) = next(&mut in_flight) {
+            answers.push(answer);
+        }
+        assert!(
+            matches!(&answers[..], [Answer::Part(p), Answer::Last(last)]
+                if p.payload.as_ref() == [3] && last.kind == crate::protocol::Kind::Response),
+            "{answers:?}"
+        );
+        assert!(!in_flight.contains(7) && in_flight.is_empty());
+    }
 
     #[test]
     fn an_error_message_is_cut_between_characters_to_fit() {

@@ -5,7 +5,9 @@
 //! client never finds the name missing while the server runs.
 //!
 //! The name itself is held for the listener's lifetime by a placeholder
-//! instance, as go-winio does: the first instance, to which the listener
+//! instance, as go-winio does: the first instance (or the next, if another
+//! client connected to the first before the listener's own: that client is
+//! served), to which the listener
 //! connects a client of its own and closes it at once, so that the
 //! instance stays busy (clients see `ERROR_PIPE_BUSY`, never
 //! `ERROR_FILE_NOT_FOUND`) and is never handed to anyone. Without it, if
@@ -73,7 +75,8 @@ pub struct Listener {
     /// Built once at bind, used for every instance.
     security: PipeSecurity,
     waiting: FuturesUnordered<PendingConnect>,
-    /// The first instance, kept busy and never served: it holds the name.
+    /// An instance kept busy and never served (the first one, unless a client
+    /// took that before the listener's own did): it holds the name.
     _placeholder: NamedPipeServer,
 }
 
@@ -128,14 +131,21 @@ impl Listener {
             };
             bind_error(endpoint, e)
         })?;
-        hold_name(&name, &first).map_err(|e| bind_error(endpoint, e))?;
+        let (placeholder, taken) = hold_name(&name, first, || {
+            create_instance(&name, options, &security, false)
+        })
+        .map_err(|e| bind_error(endpoint, e))?;
         let mut listener = Listener {
             name,
             options: options.clone(),
             security,
             waiting: FuturesUnordered::new(),
-            _placeholder: first,
+            _placeholder: placeholder,
         };
+        // Clients that connected before the placeholder was held are served.
+        for server in taken {
+            listener.wait_on(server);
+        }
         listener.refill();
         if listener.waiting.is_empty() {
             // Not even one instance to serve on: report it now, not as a
@@ -233,22 +243,39 @@ fn create_instance(
     unsafe { options.create_with_security_attributes_raw(name, security.as_raw()) }
 }
 
-/// Makes `placeholder` a busy instance nobody can use: connects a client
+/// How many instances `hold_name` tries before giving up: each try after
+/// the first means a client took the instance just made, before ours.
+const HOLD_ATTEMPTS: usize = 8;
+
+/// Makes an instance a busy placeholder nobody can use: connects a client
 /// of our own (no access rights asked) and closes it. The instance then
 /// waits for a `DisconnectNamedPipe` that never comes, holding the name.
-/// A client of someone else's that got there first is cut off and the
-/// connection is made again.
-fn hold_name(name: &std::ffi::OsStr, placeholder: &NamedPipeServer) -> io::Result<()> {
+///
+/// `first` is the instance that claimed the name. A client of someone
+/// else's (one retrying while the service restarts) may connect to it
+/// before ours does: that instance is then connected, is returned to be
+/// served like any other, and `create` makes the next candidate. (Cutting
+/// that client off instead would not help: a disconnected instance does not
+/// listen again until it is connected, so ours would find it busy too.)
+/// Ours connects to the candidate because no other instance listens yet.
+fn hold_name(
+    name: &std::ffi::OsStr,
+    first: NamedPipeServer,
+    mut create: impl FnMut() -> io::Result<NamedPipeServer>,
+) -> io::Result<(NamedPipeServer, Vec<NamedPipeServer>)> {
     let mut client = ClientOptions::new();
     client.read(false).write(false);
-    for _ in 0..3 {
+    let mut taken = Vec::new();
+    let mut candidate = first;
+    for _ in 0..HOLD_ATTEMPTS {
         match client.open(name) {
             Ok(ours) => {
                 drop(ours);
-                return Ok(());
+                return Ok((candidate, taken));
             }
             Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
-                let _ = placeholder.disconnect();
+                taken.push(candidate);
+                candidate = create().map_err(|e| cannot_hold(&e, taken.len()))?;
             }
             Err(e) => {
                 return Err(io::Error::new(
@@ -260,8 +287,23 @@ fn hold_name(name: &std::ffi::OsStr, placeholder: &NamedPipeServer) -> io::Resul
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
-        "cannot hold the pipe name: another process keeps connecting to the first instance",
+        format!(
+            "cannot hold the pipe name: other clients connected to each of the first \
+             {HOLD_ATTEMPTS} instances before the server's own placeholder client could"
+        ),
     ))
+}
+
+/// Why no further placeholder candidate could be made after `taken`
+/// instances went to other clients.
+fn cannot_hold(e: &io::Error, taken: usize) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot hold the pipe name: {taken} instance(s) went to clients before the \
+             server's placeholder, and no further instance can be made: {e}"
+        ),
+    )
 }
 
 fn tokio_mode(mode: PipeMode) -> TokioPipeMode {
@@ -500,4 +542,49 @@ fn flush_started(
         }
     });
     Ok(async move { flushing.await.map_err(io::Error::other)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn unique_name(tag: &str) -> std::ffi::OsString {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!(r"\\.\pipe\pipesvc-unit-{tag}-{}-{n}", std::process::id()).into()
+    }
+
+    /// A client retrying while the service restarts can connect to the
+    /// first instance before the listener's own client does. Binding must
+    /// still succeed, that client must be served, and the name held.
+    #[tokio::test]
+    async fn a_client_on_the_first_instance_is_served_and_the_name_still_held() {
+        let name = unique_name("early");
+        let options = ListenerOptions::default();
+        let security = PipeSecurity::new(None).expect("default descriptor");
+        let first = create_instance(&name, &options, &security, true).expect("first instance");
+        let mut early = ClientOptions::new().open(&name).expect("early client");
+        let (placeholder, taken) = hold_name(&name, first, || {
+            create_instance(&name, &options, &security, false)
+        })
+        .expect("the name is held although a client took the first instance");
+        assert_eq!(taken.len(), 1, "the early client's instance is handed back");
+        let mut served = taken.into_iter().next().unwrap();
+        served.connect().await.expect("already connected");
+        early.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        served.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        let probe = ClientOptions::new()
+            .open(&name)
+            .expect_err("no instance listens");
+        assert_eq!(
+            probe.raw_os_error(),
+            Some(ERROR_PIPE_BUSY as i32),
+            "{probe}"
+        );
+        drop(placeholder);
+    }
 }

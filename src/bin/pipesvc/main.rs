@@ -13,6 +13,7 @@ mod ping;
 mod serve_methods;
 mod session;
 mod status;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,10 @@ enum Command {
     /// Load a service (or one started in this process) and report
     /// requests/s, MB/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Print a topic's events as they are published, one JSON line each,
+    /// until interrupted (--count N: stop after N); resubscribes across a
+    /// service restart.
+    Watch(watch::WatchArgs),
     /// Show a running service's counters: uptime, connections, requests
     /// served, errors by code, bytes in and out.
     Status(status::StatusArgs),
@@ -102,8 +107,11 @@ fn main() -> ExitCode {
             Command::Call(args) => call::run(args).await,
             Command::Methods(args) => done(methods::run(args).await),
             Command::Ping(args) => done(ping::run(args).await),
-            Command::Bench(args) => done(bench::run(args).await),
+            // Its exit status says when every request failed.
+            Command::Bench(args) => bench::run(args).await,
             Command::Status(args) => done(status::run(args).await),
+            // Its exit status tells a service error from a failed subscribe.
+            Command::Watch(args) => watch::run(args).await,
             Command::Service(_) => unreachable!("handled before the runtime starts"),
         }
     });
@@ -117,8 +125,12 @@ fn main() -> ExitCode {
 /// settings of CONFIG.md.
 async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
     let settings = args.load::<()>(&Product::PIPESVC)?.settings;
-    let answers = WithCalls::new(EchoService, serve_methods::service());
-    pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await
+    let service = serve_methods::service();
+    let ticks = tokio::spawn(serve_methods::publish_ticks(service.publisher().clone()));
+    let answers = WithCalls::new(EchoService, service);
+    let served = pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await;
+    ticks.abort();
+    served
 }
 
 /// Prints an error with its chain of causes (escaped and cut, as server
