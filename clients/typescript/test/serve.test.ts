@@ -16,7 +16,8 @@ test("HS-1: the version 2 handshake reports the server's name, maximum, encoding
     assert.equal(client.serverName, "ts-test");
     assert.equal(client.serverMaxFrameLength, 65536);
     assert.deepEqual(client.encodings, ["msgpack", "json"]);
-    assert.deepEqual(client.kinds, [1, 2, 5, 7, 9, 10, 11, 12]);
+    // Revision 2.2: ITEM, CREDIT, END and SUBSCRIBE too, and the stream window.
+    assert.deepEqual(client.kinds, [1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
   } finally {
     await done();
   }
@@ -165,7 +166,16 @@ test("CALL-7: DESCRIBE lists the service's methods with their schemas", async ()
     const sleep = description.methods.find((m) => m.name === "sleep");
     assert.ok(sleep !== undefined);
     assert.deepEqual((sleep.request as { required: string[] }).required, ["ms"]);
-    assert.deepEqual(description.methods.map((m) => m.name).sort(), ["echo", "sleep", "whoami"]);
+    assert.deepEqual(description.methods.map((m) => m.name).sort(), ["count", "echo", "lines", "sleep", "whoami"]);
+    // Revision 2.2: streaming methods say which way they stream and their items' schemas; topics their events'.
+    const count = description.methods.find((m) => m.name === "count");
+    const lines = description.methods.find((m) => m.name === "lines");
+    assert.ok(count?.streams === "server" && count.serverItem !== undefined && count.clientItem === undefined, JSON.stringify(count));
+    assert.ok(lines?.streams === "client" && lines.clientItem !== undefined && lines.serverItem === undefined, JSON.stringify(lines));
+    assert.deepEqual(
+      description.topics.map((t) => [t.name, t.policy, t.queue]),
+      [["ticks", "drop_oldest", 256]],
+    );
   } finally {
     await done();
   }
