@@ -364,15 +364,28 @@ export class Client extends EventEmitter<{ state: [ConnectionState] }> {
       cancel: () => controller.abort(new PipesvcError("closed", `unsubscribed from ${topic}`)),
     });
     const payload = Buffer.concat([Uint8Array.of(ENCODING_BYTE[encoding], name.length), name]);
+    // Subscribed once the first ITEM (its `subscribed` entry) came; an ERROR before it is the subscription's.
+    let subscribed!: { resolve(): void; reject(error: unknown): void };
+    const started = new Promise<void>((resolve, reject) => (subscribed = { resolve, reject }));
     const opened = connection.openStream(Kind.Subscribe, payload, { waitMs: Infinity, signal, cancellable: true }, {
-      onItem: (items) => receiver.push(items),
+      onItem: (items) => {
+        receiver.push(items);
+        subscribed.resolve();
+      },
       onCredit: () => undefined, // a subscription takes nothing from the client
     });
     id = opened.id;
     opened.answer.then(
-      () => receiver.finish(),
-      (error: unknown) => receiver.finish(error),
+      () => {
+        receiver.finish();
+        subscribed.resolve();
+      },
+      (error: unknown) => {
+        receiver.finish(error);
+        subscribed.reject(error);
+      },
     );
+    await started;
     return receiver;
   }
 

@@ -65,6 +65,8 @@ interface Pending {
   cleanup(): void;
   /** For a stream: where its ITEMs and CREDITs go. */
   sink: StreamSink | undefined;
+  /** The kind of the frame that asked (CALL, REQUEST, ...). */
+  kind: number;
 }
 
 type Phase = "hello" | "reply" | "open" | "closed";
@@ -213,6 +215,7 @@ export class Connection {
       const onAbort = (): void => giveUp(wait.signal?.reason);
       const entry: Pending = {
         sink,
+        kind,
         settled: false,
         resolve: (answer) => {
           entry.settled = true;
@@ -417,6 +420,15 @@ export class Connection {
     if (frame.id === 0) throw new PipesvcError("protocol", `the server sent ${kindName(frame.kind)} with id 0`);
     if (entry === undefined) return;
     if (entry.sink === undefined) {
+      // A plain call of a streaming method (the client cannot know which
+      // methods stream): its items are discarded, their credit granted
+      // back at once, and the call gets the stream's last answer.
+      if (entry.kind === Kind.Call && frame.kind === Kind.Item) {
+        parseEntries(frame.payload);
+        if (frame.payload.length > 0) this.write(Kind.Credit, frame.id, u32(frame.payload.length));
+        return;
+      }
+      if (entry.kind === Kind.Call && frame.kind === Kind.Credit) return;
       throw new PipesvcError("protocol", `the server sent ${kindName(frame.kind)} for request ${frame.id}, which is not a stream`);
     }
     if (frame.kind === Kind.Item) {
@@ -488,4 +500,10 @@ export function kindName(kind: number): string {
 
 function unexpected(frame: Frame, expected: string): PipesvcError {
   return new PipesvcError("protocol", `the server sent ${kindName(frame.kind)} (id ${frame.id}) where ${expected} was expected`);
+}
+
+function u32(n: number): Buffer {
+  const out = Buffer.alloc(4);
+  out.writeUInt32LE(n, 0);
+  return out;
 }

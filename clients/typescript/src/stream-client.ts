@@ -41,6 +41,14 @@ export class Stream<Item, Result, Sent = never> implements AsyncIterable<Item> {
     readonly id: number,
   ) {}
 
+  /**
+   * The most bytes of the server's items (entries: 5 bytes and the value
+   * each) this stream held unread at once so far: flow control bounds it.
+   */
+  get peakUnreadBytes(): number {
+    return this.receiver.peakHeldBytes;
+  }
+
   /** The items the server sends. One iteration at a time. */
   [Symbol.asyncIterator](): AsyncIterator<Item> {
     return this.receiver;

@@ -85,6 +85,9 @@ export class Receiver<T> implements AsyncIterableIterator<T> {
   private head = 0;
   private consumed = 0;
   private held = 0;
+  private peak = 0;
+  /** The sender's credit as this side counts it: W, less each ITEM, plus each grant. */
+  private credit: number;
   private done = false;
   private failure: unknown;
   private waiter: { resolve(r: IteratorResult<T>): void; reject(e: unknown): void } | undefined;
@@ -98,21 +101,39 @@ export class Receiver<T> implements AsyncIterableIterator<T> {
     private readonly window: number,
     private readonly convert: (entry: Entry) => T | undefined,
     private readonly link: ReceiverLink,
-  ) {}
+  ) {
+    this.credit = window;
+  }
 
   /** Bytes of entries held unread. */
   get heldBytes(): number {
     return this.held;
   }
 
-  /** Adds entries the server sent (copied: the read buffer is reused). */
+  /** The most bytes of entries held unread at once so far. */
+  get peakHeldBytes(): number {
+    return this.peak;
+  }
+
+  /**
+   * Adds the entries of one ITEM the server sent (copied: the read buffer
+   * is reused).
+   *
+   * @throws {@link PipesvcError} `protocol` if the ITEM came while the
+   *   server's credit (as granted) was used up (PROTOCOL.md "Flow control")
+   */
   push(entries: readonly Entry[]): void {
     if (this.done) return;
+    if (this.credit <= 0) {
+      throw new PipesvcError("protocol", `the server sent an ITEM past the credit it was granted (${this.credit} bytes left; flow control)`);
+    }
+    for (const entry of entries) this.credit -= entrySize(entry);
     for (const entry of entries) {
       const kept = { type: entry.type, value: entry.value.slice() };
       this.entries.push(kept);
       this.held += entrySize(kept);
     }
+    this.peak = Math.max(this.peak, this.held);
     this.wake();
   }
 
@@ -177,6 +198,7 @@ export class Receiver<T> implements AsyncIterableIterator<T> {
     this.consumed += size;
     if (!this.done && this.consumed >= this.window / 2) {
       this.link.grant(this.consumed);
+      this.credit += this.consumed;
       this.consumed = 0;
     }
     return entry;

@@ -71,6 +71,9 @@ function connectOnce(endpoint: Endpoint, deadline: number, signal?: AbortSignal)
     };
     const onConnect = (): void => {
       finish();
+      // Until its connection listens (after the identity check), an error
+      // (a server killed at that moment) is left to the next read or write.
+      socket.on("error", () => undefined);
       resolve(socket);
     };
     const finish = (): void => {
