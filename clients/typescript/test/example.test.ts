@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT, Server, TempDir, jobServiceBinary } from "./helpers.js";
 
-test("examples/jobs-watch follows two jobs of the job runner, one to the end and one cancelled", async () => {
+test("examples/jobs-watch follows two jobs of the job runner by their progress streams and the finished topic, one to the end and one cancelled", async () => {
   const dir = new TempDir();
   const name = dir.socket("jobs");
   const service = await Server.spawn(jobServiceBinary(), [name], name);
@@ -19,6 +19,9 @@ test("examples/jobs-watch follows two jobs of the job runner, one to the end and
     assert.match(stdout, /test \(job \d\): running, \d+ of 50 steps/);
     assert.match(stdout, /test \(job \d\): cancelled/);
     assert.doesNotMatch(stdout, /test \(job \d\): finished/);
+    // The finished topic announced both ends.
+    assert.match(stdout, /announced: build \(job \d\) finished/);
+    assert.match(stdout, /announced: test \(job \d\) cancelled/);
   } finally {
     await service.stop();
     dir.remove();
