@@ -42,8 +42,8 @@ export function generateTypeScript(description: Description, options: CodegenOpt
     const base = unique(identifier(pascal(method.name) || "Method"), used);
     const params = `${base}Params`;
     const result = `${base}Result`;
-    body.push(doc(`The params of \`${method.name}\`.`, method.request), `export type ${params} = ${generator.type(method.request, method.request)};`, "");
-    body.push(doc(`The result of \`${method.name}\`.`, method.response), `export type ${result} = ${generator.type(method.response, method.response)};`, "");
+    body.push(doc(`The params of \`${method.name}\`.`, method.request), `export type ${params} = ${generator.root(method.request)};`, "");
+    body.push(doc(`The result of \`${method.name}\`.`, method.response), `export type ${result} = ${generator.root(method.response)};`, "");
     const takesNothing = isNull(method.request);
     const signature = takesNothing ? `params?: ${params}, options?: CallOptions` : `params: ${params}, options?: CallOptions`;
     const member = memberName(method.name);
@@ -61,11 +61,11 @@ export function generateTypeScript(description: Description, options: CodegenOpt
     let clientItem = "never";
     if (method.streams !== "client") {
       serverItem = `${base}Item`;
-      body.push(doc(`Each item the server sends on \`${method.name}\`.`, method.serverItem), `export type ${serverItem} = ${generator.type(method.serverItem, method.serverItem ?? true)};`, "");
+      body.push(doc(`Each item the server sends on \`${method.name}\`.`, method.serverItem), `export type ${serverItem} = ${generator.root(method.serverItem ?? true)};`, "");
     }
     if (method.streams !== "server") {
       clientItem = `${base}ClientItem`;
-      body.push(doc(`Each item the client sends on \`${method.name}\`.`, method.clientItem), `export type ${clientItem} = ${generator.type(method.clientItem, method.clientItem ?? true)};`, "");
+      body.push(doc(`Each item the client sends on \`${method.name}\`.`, method.clientItem), `export type ${clientItem} = ${generator.root(method.clientItem ?? true)};`, "");
     }
     const streamType = `Stream<${serverItem}, ${result}, ${clientItem}>`;
     members.push(
@@ -79,7 +79,7 @@ export function generateTypeScript(description: Description, options: CodegenOpt
   for (const topic of description.topics) {
     const base = unique(identifier(pascal(topic.name) || "Topic"), used);
     const event = `${base}Event`;
-    body.push(doc(`Each event of the topic \`${topic.name}\`.`, topic.event), `export type ${event} = ${generator.type(topic.event, topic.event)};`, "");
+    body.push(doc(`Each event of the topic \`${topic.name}\`.`, topic.event), `export type ${event} = ${generator.root(topic.event)};`, "");
     const policy = topic.policy === undefined ? "" : ` Policy: ${topic.policy}${topic.queue === undefined ? "" : `, queue ${topic.queue}`}.`;
     members.push(
       indent(doc(`${topic.doc ?? `The topic \`${topic.name}\`.`}\n\nSubscribes to it.${policy}`), 2),
@@ -122,7 +122,36 @@ export function generateTypeScript(description: Description, options: CodegenOpt
 
 class Generator {
   private readonly defs = new Map<string, string>();
+  /** Each named type by its TypeScript text: a schema met again (in another method's `$defs`, or titled) reuses it. */
+  private readonly byText = new Map<string, string>();
   private readonly pending: string[] = [];
+
+  /**
+   * The type of a method's or topic's whole schema: the named type already
+   * made for the same text, else, for a titled object or union (such as a
+   * serde type's `"title": "Job"`), a named type of that title, else the text.
+   */
+  root(schema: JsonSchema): string {
+    const text = this.type(schema, schema);
+    const known = this.byText.get(text);
+    if (known !== undefined) return known;
+    const title = typeof schema === "object" ? schema["title"] : undefined;
+    if (typeof title !== "string" || !/^[A-Z][A-Za-z0-9_]*$/.test(title) || !/[{|]/.test(text)) return text;
+    const name = this.freeName(title);
+    this.defs.set(`title/${title}:${text}`, name);
+    this.byText.set(text, name);
+    this.pending.push(doc(typeof schema === "object" ? describeSchema(schema) || `\`${title}\`.` : `\`${title}\`.`), `export type ${name} = ${text};`, "");
+    return name;
+  }
+
+  /** `base` as a type name no definition has taken yet. */
+  private freeName(base: string): string {
+    let name = identifier(pascal(base) || "Definition");
+    if (RESERVED_NAMES.has(name)) name = `${name}_`;
+    const taken = new Set(this.defs.values());
+    for (let n = 2; taken.has(name); n++) name = `${identifier(pascal(base) || "Definition")}${n}`;
+    return name;
+  }
 
   /** The TypeScript type of `schema`; `root` is where `$ref`s point into. */
   type(schema: JsonSchema | undefined, root: JsonSchema): string {
@@ -213,12 +242,15 @@ class Generator {
     const signature = `${match[1]}/${key}:${JSON.stringify(target)}`;
     const known = this.defs.get(signature);
     if (known !== undefined) return known;
-    let name = identifier(pascal(key) || "Definition");
-    if (RESERVED_NAMES.has(name)) name = `${name}_`;
-    const taken = new Set(this.defs.values());
-    for (let n = 2; taken.has(name); n++) name = `${identifier(pascal(key) || "Definition")}${n}`;
+    const name = this.freeName(key);
     this.defs.set(signature, name);
     const text = this.type(target, root);
+    const same = this.byText.get(text);
+    if (same !== undefined) {
+      this.defs.set(signature, same);
+      return same;
+    }
+    this.byText.set(text, name);
     this.pending.push(doc(typeof target === "object" ? describeSchema(target) || `\`${key}\`.` : `\`${key}\`.`), `export type ${name} = ${text};`, "");
     return name;
   }

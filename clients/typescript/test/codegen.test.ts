@@ -142,3 +142,27 @@ test("streaming methods and topics become typed streams and subscriptions", () =
   assert.match(text, /subscribeTicks\(options\?: Pick<CallOptions, "encoding" \| "signal">\): Promise<Subscription<TicksEvent>>/);
   assert.match(text, /export const TOPICS = \["ticks"\] as const;/);
 });
+
+test("a type met again is named once: a stream item equal to another schema's $defs entry, a titled result", () => {
+  const state = { oneOf: [{ type: "string", enum: ["Done"] }, { type: "object", properties: { Running: { type: "integer" } }, required: ["Running"] }] };
+  const job = { title: "Job", type: "object", properties: { state: { $ref: "#/$defs/State" } }, required: ["state"], $defs: { State: state } };
+  const text = generateTypeScript(
+    parseDescription(
+      JSON.stringify({
+        service: "jobs",
+        methods: [
+          { name: "status", request: { type: "integer" }, response: job },
+          { name: "progress", request: { type: "integer" }, response: { title: "State", ...state }, streams: "server", server_item: { title: "State", ...state } },
+        ],
+        topics: [{ name: "finished", event: job }],
+      }),
+    ),
+  );
+  assert.deepEqual(syntaxErrors(text), []);
+  assert.equal(text.match(/^export type State = /gm)?.length, 1, text);
+  assert.equal(text.match(/^export type Job = /gm)?.length, 1, text);
+  assert.match(text, /^export type StatusResult = Job;$/m);
+  assert.match(text, /^export type ProgressItem = State;$/m);
+  assert.match(text, /^export type ProgressResult = State;$/m);
+  assert.match(text, /^export type FinishedEvent = Job;$/m);
+});

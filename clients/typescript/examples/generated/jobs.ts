@@ -9,19 +9,19 @@ export const METHODS = ["submit","list","status","progress","cancel"] as const;
 /** The service's topics, by name. */
 export const TOPICS = ["finished"] as const;
 
+/** Work to run: `steps` steps of 100 ms each (simulated). */
+export type Submit = {
+  name: string;
+  /** (format "uint32", minimum 0) */
+  steps: number;
+};
+
 /** `State`. */
 export type State = "Finished" | "Cancelled" | {
   Running: {
     /** (format "uint32", minimum 0) */
     done: number;
   };
-};
-
-/** Work to run: `steps` steps of 100 ms each (simulated). */
-export type Submit = {
-  name: string;
-  /** (format "uint32", minimum 0) */
-  steps: number;
 };
 
 /** `Job`. */
@@ -37,11 +37,7 @@ export type Job = {
  *
  * Work to run: `steps` steps of 100 ms each (simulated).
  */
-export type SubmitParams = {
-  name: string;
-  /** (format "uint32", minimum 0) */
-  steps: number;
-};
+export type SubmitParams = Submit;
 
 /**
  * The result of `submit`.
@@ -64,12 +60,7 @@ export type ListResult = Array<Job>;
 export type StatusParams = number;
 
 /** The result of `status`. */
-export type StatusResult = {
-  /** (format "uint64", minimum 0) */
-  id: number;
-  state: State;
-  submit: Submit;
-};
+export type StatusResult = Job;
 
 /**
  * The params of `progress`.
@@ -79,20 +70,10 @@ export type StatusResult = {
 export type ProgressParams = number;
 
 /** The result of `progress`. */
-export type ProgressResult = "Finished" | "Cancelled" | {
-  Running: {
-    /** (format "uint32", minimum 0) */
-    done: number;
-  };
-};
+export type ProgressResult = State;
 
 /** Each item the server sends on `progress`. */
-export type ProgressItem = "Finished" | "Cancelled" | {
-  Running: {
-    /** (format "uint32", minimum 0) */
-    done: number;
-  };
-};
+export type ProgressItem = State;
 
 /**
  * The params of `cancel`.
@@ -102,20 +83,10 @@ export type ProgressItem = "Finished" | "Cancelled" | {
 export type CancelParams = number;
 
 /** The result of `cancel`. */
-export type CancelResult = {
-  /** (format "uint64", minimum 0) */
-  id: number;
-  state: State;
-  submit: Submit;
-};
+export type CancelResult = Job;
 
 /** Each event of the topic `finished`. */
-export type FinishedEvent = {
-  /** (format "uint64", minimum 0) */
-  id: number;
-  state: State;
-  submit: Submit;
-};
+export type FinishedEvent = Job;
 
 /** Typed calls of the service "jobs", over a connected {@link Client}. */
 export class JobsClient {

@@ -9,36 +9,18 @@ export const METHODS = ["echo","sleep","whoami","count","lines"] as const;
 /** The service's topics, by name. */
 export const TOPICS = ["ticks"] as const;
 
-/** The params of `echo`. */
-export type EchoParams = JsonValue;
-
-/** The result of `echo`. */
-export type EchoResult = JsonValue;
-
-/**
- * The params of `sleep`.
- *
- * `sleep`: the params of [`SLEEP`].
- */
-export type SleepParams = {
+/** `sleep`: the params of [`SLEEP`]. */
+export type Sleep = {
   /** How long to wait, in milliseconds. (format "uint64", minimum 0) */
   ms: number;
 };
 
-/** The result of `sleep`. */
-export type SleepResult = null;
-
-/** The params of `whoami`. */
-export type WhoamiParams = null;
-
 /**
- * The result of `whoami`.
- *
  * Who the caller is, as the server's operating system reports it, read
  * once when it connected; a field is absent when the platform does not
  * tell it (uid and groups on Windows, SIDs and the token on Unix).
  */
-export type WhoamiResult = {
+export type Identity = {
   /** Whether its token is elevated (Windows). */
   elevated?: boolean | null;
   /** The executable it runs (best effort: see SECURITY.md). */
@@ -78,17 +60,48 @@ export type WhoamiResult = {
   user?: string | null;
 };
 
-/**
- * The params of `count`.
- *
- * `count`: the params of [`COUNT`].
- */
-export type CountParams = {
+/** `count`: the params of [`COUNT`]. */
+export type Count = {
   /** Milliseconds to wait before each number after the first (0: none). (format "uint64", minimum 0) */
   every_ms?: number;
   /** How many numbers to stream: 1 to `n`. (format "uint64", minimum 0) */
   n: number;
 };
+
+/** The params of `echo`. */
+export type EchoParams = JsonValue;
+
+/** The result of `echo`. */
+export type EchoResult = JsonValue;
+
+/**
+ * The params of `sleep`.
+ *
+ * `sleep`: the params of [`SLEEP`].
+ */
+export type SleepParams = Sleep;
+
+/** The result of `sleep`. */
+export type SleepResult = null;
+
+/** The params of `whoami`. */
+export type WhoamiParams = null;
+
+/**
+ * The result of `whoami`.
+ *
+ * Who the caller is, as the server's operating system reports it, read
+ * once when it connected; a field is absent when the platform does not
+ * tell it (uid and groups on Windows, SIDs and the token on Unix).
+ */
+export type WhoamiResult = Identity;
+
+/**
+ * The params of `count`.
+ *
+ * `count`: the params of [`COUNT`].
+ */
+export type CountParams = Count;
 
 /** The result of `count`. */
 export type CountResult = null;
