@@ -143,15 +143,24 @@ test("HS-4: a HELLO reply is parsed, unknown tags skipped, a field past the end 
   assert.throws(() => parseHelloReply(hex("50 53 56 43 02 00 01 05 00 02")), /runs past the end/);
 });
 
-test("SCENARIOS-typescript.md names only tests that exist", async () => {
+test("clients/SCENARIOS.md's TypeScript column names only tests that exist, and every scenario has one", async () => {
   const { readFileSync } = await import("node:fs");
   const { REPO_ROOT } = await import("./helpers.js");
   const dir = `${REPO_ROOT}/clients/typescript`;
-  const table = readFileSync(`${dir}/SCENARIOS-typescript.md`, "utf8");
-  const named = [...table.matchAll(/`([a-z]+\.test\.ts)::([^`]+)`/g)];
-  assert.ok(named.length >= 40);
-  for (const [, file, name] of named) {
-    const source = readFileSync(`${dir}/test/${file}`, "utf8");
-    assert.ok(source.includes(`test(${JSON.stringify(name)}`), `${file}::${name}`);
+  const rows = readFileSync(`${REPO_ROOT}/clients/SCENARIOS.md`, "utf8")
+    .split("\n")
+    .map((line) => line.trim().replace(/^\||\|$/g, "").split("|").map((cell) => cell.trim()))
+    .filter((cells) => cells.length >= 5 && /^[A-Z]+-\d+$/.test(cells[0] ?? ""));
+  assert.ok(rows.length >= 50);
+  let named = 0;
+  for (const cells of rows) {
+    const column = cells[4] ?? "";
+    assert.notEqual(column, "", `${cells[0]} has no TypeScript entry`);
+    for (const [, file, name] of column.matchAll(/`([a-z-]+\.test\.ts)::([^`]+)`/g)) {
+      const source = readFileSync(`${dir}/test/${file}`, "utf8");
+      assert.ok(source.includes(`test(${JSON.stringify(name)}`), `${cells[0]}: ${file}::${name}`);
+      named++;
+    }
   }
+  assert.ok(named >= 50);
 });
