@@ -498,6 +498,7 @@ impl Client {
 
     /// Whether a lost connection is replaced: `reconnect` is on and the
     /// client is not closed (a subscription then subscribes again).
+    #[cfg(feature = "rpc")]
     pub(crate) fn reconnects_by_itself(&self) -> bool {
         self.reconnects_now()
     }
