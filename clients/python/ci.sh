@@ -14,7 +14,10 @@ python=${PYTHON:-python3}
 # Debian ships venv apart from Python; install it on demand (CI runs as root).
 if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c 'import ensurepip' 2>/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv
+    # One apt-get at a time: .ci/run installs the Windows toolchain at the
+    # same time (scripts/windows-env.sh takes the same lock).
+    flock /var/lock/pipesvc-apt.lock sh -c \
+        'apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv'
 fi
 rm -rf "$venv"
 "$python" -m venv "$venv"
