@@ -42,8 +42,9 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the service: echoes every request, greets each client, and
-    /// offers the typed methods echo, sleep and whoami.
+    /// Run the service: echoes every request, greets each client, offers
+    /// the typed methods echo, sleep and whoami, the streams count and
+    /// lines, and publishes the topic ticks.
     Serve(ServeArgs),
     /// Send MESSAGE as one request and print the response; with --method,
     /// call a typed method with JSON params and print its JSON result.
