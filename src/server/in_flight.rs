@@ -509,7 +509,9 @@ pub(super) enum Work<'a> {
         calls: &'a dyn Calls,
         encoding: Encoding,
         params: Bytes,
-        items: StreamItems,
+        /// Boxed: every request's `Work` (and the future that runs it) is
+        /// as large as its largest variant, and only streams carry these.
+        items: Box<StreamItems>,
     },
 }
 
@@ -552,7 +554,7 @@ pub(super) async fn run_request<H: Handler>(
                 let scope = ctx.request_scope().cloned();
                 let method = scope.as_deref().map_or("", |s| s.method.as_str());
                 calls
-                    .call_stream(method, encoding, params, items, ctx)
+                    .call_stream(method, encoding, params, *items, ctx)
                     .await
             }
         }

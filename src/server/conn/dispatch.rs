@@ -419,7 +419,7 @@ impl<H: Handler> Connection<H> {
                         calls,
                         encoding,
                         params,
-                        items,
+                        items: Box::new(items),
                     };
                     (work, Some(io))
                 }
