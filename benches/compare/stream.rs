@@ -118,19 +118,28 @@ pub async fn per_sec(
 pub async fn count_raw(address: &str, streams: usize, size: usize, total: u64) -> u64 {
     serve_raw(address);
     let mut tasks = Vec::new();
-    for i in 0..streams as u64 {
-        let share = total / streams as u64 + u64::from(i < total % streams as u64);
+    for share in shares(total, streams) {
         let mut framed = Framed::new(raw::connect(address).await, codec());
         tasks.push(tokio::spawn(async move {
-            match one_raw_stream(&mut framed, share as u32, size).await {
-                true => share,
-                false => 0,
-            }
+            one_raw_stream(&mut framed, share as u32, size).await
         }));
     }
+    read_shares(total, streams, tasks).await
+}
+
+/// `total` items shared out over `streams` streams, as evenly as can be.
+fn shares(total: u64, streams: usize) -> impl Iterator<Item = u64> {
+    let n = streams as u64;
+    (0..n).map(move |i| total / n + u64::from(i < total % n))
+}
+
+/// The items read by the streams of [`shares`] (a failed stream read none).
+async fn read_shares(total: u64, streams: usize, tasks: Vec<tokio::task::JoinHandle<bool>>) -> u64 {
     let mut read = 0;
-    for t in tasks {
-        read += t.await.unwrap();
+    for (share, t) in shares(total, streams).zip(tasks) {
+        if t.await.unwrap() {
+            read += share;
+        }
     }
     read
 }
@@ -193,19 +202,11 @@ pub async fn pipesvc_items_per_sec(address: &str, streams: usize, size: usize, s
 pub async fn count_pipesvc(address: &str, streams: usize, size: usize, total: u64) -> u64 {
     let _server = typed::start_server(address);
     let mut tasks = Vec::new();
-    for i in 0..streams as u64 {
-        let share = total / streams as u64 + u64::from(i < total % streams as u64);
+    for share in shares(total, streams) {
         let client = pipesvc_client(address).await;
         tasks.push(tokio::spawn(async move {
-            match one_pipesvc_stream(&client, share as u32, size).await {
-                true => share,
-                false => 0,
-            }
+            one_pipesvc_stream(&client, share as u32, size).await
         }));
     }
-    let mut read = 0;
-    for t in tasks {
-        read += t.await.unwrap();
-    }
-    read
+    read_shares(total, streams, tasks).await
 }
