@@ -3,56 +3,15 @@
 mod common;
 #[path = "common/rogue.rs"]
 mod rogue;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::unique_endpoint;
-use pipesvc::testing::{output_within, stop_process, STOP_TIMEOUT};
+use pipesvc::testing::output_within;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
-
-/// `pipesvc serve`, waited for until it says it is listening.
-struct Service {
-    child: Child,
-    name: String,
-}
-
-impl Service {
-    fn start(test: &str) -> Service {
-        let name = unique_endpoint(test)
-            .address()
-            .to_string_lossy()
-            .into_owned();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--name", &name])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start pipesvc serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), format!("pipesvc listening on {name}"));
-        Service { child, name }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .args(["--name", &self.name])
-            .output()
-            .expect("run pipesvc")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        // Gracefully (SIGTERM on Unix): no socket file is left behind.
-        let _ = stop_process(&mut self.child, STOP_TIMEOUT);
-    }
-}
+use serve::{Service, BIN};
 
 /// Runs `pipesvc ARGS`, expects it to fail, and returns its stderr. A
 /// command still running after the hang guard (a `serve` that was wrongly

@@ -4,60 +4,13 @@
 //! ending the command at once.
 
 mod common;
+#[path = "common/serve.rs"]
+mod serve;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Stdio;
 
-use common::unique_endpoint;
-use pipesvc::testing::{output_within, stop_process, STOP_TIMEOUT};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
-/// Far more than any of these commands needs; a hang fails the test.
-const BOUND: Duration = Duration::from_secs(30);
-
-struct Service {
-    child: Child,
-    name: String,
-}
-
-impl Service {
-    fn start(test: &str) -> Service {
-        let name = unique_endpoint(test)
-            .address()
-            .to_string_lossy()
-            .into_owned();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--name", &name])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start pipesvc serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), format!("pipesvc listening on {name}"));
-        Service { child, name }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command.args(args).args(["--name", &self.name]);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        output_within(self.command(args), BOUND).expect("pipesvc ends")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = stop_process(&mut self.child, STOP_TIMEOUT);
-    }
-}
+use serve::{ends_within_bound, Service};
 
 #[test]
 fn call_of_a_streaming_method_prints_one_json_line_per_item() {
@@ -105,14 +58,7 @@ fn a_closed_stdout_cancels_the_stream_and_ends_the_command_at_once() {
     }
     assert_eq!(lines, ["1\n", "2\n", "3\n"]);
     drop(stdout);
-    let (done, ended) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let output = ended
-        .recv_timeout(BOUND)
-        .expect("the command ends once its stdout is closed")
-        .unwrap();
+    let output = ends_within_bound(child, "the command ends once its stdout is closed");
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
@@ -142,14 +88,7 @@ fn a_closed_stdout_ends_the_command_without_waiting_for_the_next_item() {
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "1\n");
     drop(stdout);
-    let (done, ended) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let output = ended
-        .recv_timeout(BOUND)
-        .expect("the command ends once its stdout is closed")
-        .unwrap();
+    let output = ends_within_bound(child, "the command ends once its stdout is closed");
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
@@ -191,15 +130,8 @@ fn watch_with_a_closed_stdout_unsubscribes_and_ends() {
     stdout.read_line(&mut line).unwrap();
     assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
     drop(stdout);
-    let (done, ended) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
     // It notices at once (not at the next event's write) and ends.
-    let output = ended
-        .recv_timeout(BOUND)
-        .expect("the command ends once its stdout is closed")
-        .unwrap();
+    let output = ends_within_bound(child, "the command ends once its stdout is closed");
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
