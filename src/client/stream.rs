@@ -25,8 +25,8 @@ use super::writer::Writer;
 use super::{lock, CallOptions, Client, DEADLINE_GRACE};
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    encode_credit, encode_item, next_entry, CallHeader, Consumed, Credit, Encoding, Entry, Frame,
-    Kind, Subscribe, ENTRY_HEADER_LEN, HEADER_LEN,
+    encode_credit, encode_item, next_entry, Consumed, Credit, Encoding, Entry, Frame, Kind,
+    Subscribe, ENTRY_HEADER_LEN, HEADER_LEN,
 };
 
 /// What the reader hands a stream.
@@ -413,12 +413,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Opened> {
         let deadline = options.timeout.flatten();
-        let header = CallHeader::new(method, encoding)
-            .with_timeout(deadline)
-            .with_metadata(options.metadata.clone());
-        let payload = header
-            .encode_with(params)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let payload = options.call_payload(method, encoding, deadline, params)?;
         self.open_stream(Kind::Call, payload, deadline).await
     }
 
