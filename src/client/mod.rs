@@ -365,8 +365,13 @@ impl Client {
         self.shared.notifications.take()
     }
 
-    /// The connection's state now, and every change from now on: connected,
+    /// The connection's state now, and its changes from now on: connected,
     /// lost (with why, and whether the client is reconnecting), closed.
+    /// It is a [`watch`] channel: a reader always sees the latest state,
+    /// but a state that changes again before it reads (a quick reconnect
+    /// after a loss) is seen only as the newer one; count
+    /// [`Connected::reconnects`](ConnectionState::Connected) to know a loss
+    /// happened.
     pub fn connection_states(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.subscribe()
     }

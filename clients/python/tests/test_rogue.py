@@ -15,6 +15,7 @@ from conftest import GUARD
 from helpers import until_in_flight
 from pipesvc_client import (
     Client,
+    ConnectionState,
     ErrorCode,
     Lagged,
     Message,
@@ -317,3 +318,24 @@ async def test_request_errors_fail_one_call_and_a_connection_error_fails_all(
             with pytest.raises(RemoteError):
                 await client.ping()
             assert isinstance(results[0], RemoteError) and results[0].name == "handler failed"
+
+
+async def test_a_goodbye_and_the_close_read_together_are_both_seen(private_dir: Path) -> None:
+    """BYE-1: a waiter for GOODBYE sees it even when the server's close
+    arrives in the same read (a loaded machine delivers both at once), and
+    the client has moved on to LOST before the waiter runs."""
+
+    async def goodbye_then_close(peer: Peer) -> None:
+        await peer.handshake_v2()
+        peer.send(Kind.GOODBYE, 0, b"stopping")
+        await peer.writer.drain()
+        peer.writer.close()
+
+    async with rogue_server(private_dir, goodbye_then_close) as socket:
+        client = await Client.connect(socket, reconnect=False)
+        try:
+            seen = await client.wait_for_state(ConnectionState.GOODBYE, timeout=5)
+            assert seen is ConnectionState.GOODBYE
+            await client.wait_for_state(ConnectionState.LOST, timeout=GUARD)
+        finally:
+            await client.close()

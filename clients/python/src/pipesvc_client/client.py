@@ -146,6 +146,11 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
+#: A ``wait_for_state`` call: the states it waits for, resolved with the
+#: first of them the client enters.
+StateWaiter = tuple[tuple[ConnectionState, ...], "asyncio.Future[ConnectionState]"]
+
+
 def _retryable(error: BaseException) -> bool:
     """Whether waiting for the service can fix ``error``."""
     if isinstance(error, RemoteError):
@@ -174,6 +179,10 @@ class Client:
         self._conn: Connection | None = None
         self._state = ConnectionState.LOST
         self._changed = asyncio.Event()
+        # wait_for_state's waiters, each resolved by the first state it asked
+        # for: a transition is seen even when the state has moved on before
+        # the waiter runs (GOODBYE and the close read together).
+        self._state_waiters: list[StateWaiter] = []
         self._supervisor: asyncio.Task[None] | None = None
         #: The server process as the kernel reported it at the last connect.
         self.peer: PeerCredentials | None = None
@@ -224,19 +233,26 @@ class Client:
         self._state = state
         self._changed.set()
         self._changed = asyncio.Event()
+        for wanted, reached in self._state_waiters:
+            if state in wanted and not reached.done():
+                reached.set_result(state)
 
     async def wait_for_state(self, *states: ConnectionState, timeout: float) -> ConnectionState:
-        """Waits until the state is one of ``states`` (at most ``timeout`` s)."""
-        deadline = time.monotonic() + timeout
-        while self._state not in states:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Timeout(f"state {' or '.join(s.value for s in states)}", timeout)
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                continue
-        return self._state
+        """Waits until the state is one of ``states`` (at most ``timeout``
+        s) and returns it: the current state, or the first of ``states`` the
+        client enters, even if it has left it again by the time the waiter
+        runs."""
+        if self._state in states:
+            return self._state
+        reached: asyncio.Future[ConnectionState] = asyncio.get_running_loop().create_future()
+        waiter = (states, reached)
+        self._state_waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(reached, timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(f"state {' or '.join(s.value for s in states)}", timeout) from None
+        finally:
+            self._state_waiters.remove(waiter)
 
     # -- connecting --------------------------------------------------------
 
