@@ -5,7 +5,9 @@
 #   PIPESVC_FUZZ_SECS=300 scripts/fuzz.sh decode
 #
 # Targets (fuzz/fuzz_targets/): `decode` (FrameCodec against a model of
-# PROTOCOL.md) and `server` (a live Server over the in-memory transport). Each runs
+# PROTOCOL.md), `server` (a live Server over the in-memory transport) and
+# `stream_payloads` (revision 2.2's ITEM, CREDIT and SUBSCRIBE payloads and a
+# stream's credit, against a model). Each runs
 # from a scratch copy of its seed corpus, fuzz/corpus/<target>/, so the
 # committed corpus never grows. A failing input is kept in
 # fuzz/artifacts/<target>/ with the fuzzer's log; reproduce it with
@@ -31,7 +33,7 @@ sanitizer=${PIPESVC_FUZZ_SANITIZER:-none}
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
-    targets=(decode server)
+    targets=(decode server stream_payloads)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

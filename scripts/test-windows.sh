@@ -7,6 +7,8 @@
 #
 #   scripts/test-windows.sh                  # everything
 #   scripts/test-windows.sh --test cli       # extra args go to `cargo test`
+#   scripts/test-windows.sh --build-only     # build the tests and examples, run nothing
+#                                            # (.ci/run builds them while the Linux steps run)
 #
 # Ends with one line `windows: N passed, M failed, K skipped`: M is summed
 # over every `test result:` line, K counts `pipesvc-skip:` lines (tests/common's
@@ -24,6 +26,11 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+BUILD_ONLY=0
+if [[ ${1:-} == --build-only ]]; then
+    BUILD_ONLY=1
+    shift
+fi
 TEST_TIMEOUT=${PIPESVC_WINE_TEST_TIMEOUT:-420}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pipesvc-test-windows.XXXXXX")
 LOG=$WORK/results.log # every `test result:` and `pipesvc-skip:` line ends up here
@@ -79,18 +86,6 @@ trap 'exit 143' TERM
 
 # shellcheck source=scripts/windows-env.sh
 step "environment (windows-env.sh)" source scripts/windows-env.sh
-# shellcheck source=scripts/wine-env.sh
-step "wine prefix (wine-env.sh)" source scripts/wine-env.sh
-"$RUSTC" -V
-wine --version
-echo "target dir: $CARGO_TARGET_DIR  wine prefix: $WINEPREFIX"
-# A wineserver left over from an earlier run (say, killed by a timeout) would
-# keep its stray processes: start from a clean one.
-wine_stop
-# One wineserver for the whole run (wine_stop ends it): by default it exits a
-# few seconds after its last client, and a test binary starting at that
-# moment saw "wine client error:0: recvmsg: Connection reset by peer".
-wineserver -p
 
 # Arguments for `cargo test`; the test binaries always get --nocapture so
 # that skip lines and the examples' output are seen.
@@ -117,6 +112,25 @@ build_tests() {
         echo "=== examples build FAILED (tests/own_service and the hello step report it)"
 }
 step "build tests (cargo test --no-run)" build_tests
+if [[ $BUILD_ONLY -eq 1 ]]; then
+    # Build errors are reported by the run that follows; nothing ran here.
+    print_step_times
+    SUMMARY_DONE=1
+    exit 0
+fi
+
+# shellcheck source=scripts/wine-env.sh
+step "wine prefix (wine-env.sh)" source scripts/wine-env.sh
+"$RUSTC" -V
+wine --version
+echo "target dir: $CARGO_TARGET_DIR  wine prefix: $WINEPREFIX"
+# A wineserver left over from an earlier run (say, killed by a timeout) would
+# keep its stray processes: start from a clean one.
+wine_stop
+# One wineserver for the whole run (wine_stop ends it): by default it exits a
+# few seconds after its last client, and a test binary starting at that
+# moment saw "wine client error:0: recvmsg: Connection reset by peer".
+wineserver -p
 
 # --- the suite under Wine ---------------------------------------------------
 # Output goes to a file, not a pipe: a hung Wine process holding a pipe open

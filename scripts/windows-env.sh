@@ -40,17 +40,34 @@ _pipesvc_win_installed() { # PKG...: true if every PKG is installed
     done
 }
 
+# The Debian packages the Windows build and the Wine runs need.
+_PIPESVC_WIN_REQUIRED=(rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine64 wine ca-certificates)
+_PIPESVC_WIN_OPTIONAL=(rust-web-clippy)
+
 _pipesvc_win_apt() {
-    local required=(rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine64 wine ca-certificates)
-    local optional=(rust-web-clippy)
+    local required=("${_PIPESVC_WIN_REQUIRED[@]}") optional=("${_PIPESVC_WIN_OPTIONAL[@]}")
     _pipesvc_win_installed "${required[@]}" "${optional[@]}" && return 0
     if [[ $(id -u) -ne 0 ]]; then
         _pipesvc_win_installed "${required[@]}" && return 0
         _pipesvc_win_log "missing Debian packages; run as root to install: ${required[*]}"
         return 1
     fi
-    local t0=$SECONDS
+    local t0=$SECONDS lockfd
     export DEBIAN_FRONTEND=noninteractive
+    # One apt-get at a time: .ci/run's other steps may install theirs
+    # (scripts/perf-guard.sh takes the same lock).
+    exec {lockfd}>/var/lock/pipesvc-apt.lock || return 1
+    flock "$lockfd" || { exec {lockfd}>&-; return 1; }
+    _pipesvc_win_apt_locked
+    local rc=$?
+    exec {lockfd}>&-
+    [[ $rc -eq 0 ]] || return 1
+    _pipesvc_win_log "apt-get took $((SECONDS - t0)) s"
+}
+
+_pipesvc_win_apt_locked() { # the installs, under the lock
+    local required=("${_PIPESVC_WIN_REQUIRED[@]}") optional=("${_PIPESVC_WIN_OPTIONAL[@]}")
+    _pipesvc_win_installed "${required[@]}" "${optional[@]}" && return 0
     _pipesvc_win_log "installing Debian packages"
     apt-get update -qq || return 1
     if ! _pipesvc_win_installed "${required[@]}"; then
@@ -60,7 +77,6 @@ _pipesvc_win_apt() {
         apt-get install -y -qq --no-install-recommends "${optional[@]}" ||
             _pipesvc_win_log "WARNING: cannot install ${optional[*]}: no clippy for Debian's toolchain"
     fi
-    _pipesvc_win_log "apt-get took $((SECONDS - t0)) s"
 }
 
 _pipesvc_win_sysroot() { # SR: build the Windows std sysroot SR unless stamped

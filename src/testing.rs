@@ -63,13 +63,25 @@ use crate::transport::PeerInfo;
 /// and a counter, so tests in one process and in several never meet.
 /// `test` must be a valid endpoint name part (letters, digits, `-`, `_`).
 ///
+/// On Unix the endpoint's private directory exists (mode 0700) when this
+/// returns, as a server binding it would make it, so its full
+/// [`address`](Endpoint::address) can be handed to another process
+/// (`pipesvc serve --name PATH`) even before any server of this user ran.
+///
 /// # Panics
-/// If `test` makes the name invalid.
+/// If `test` makes the name invalid, or the private directory cannot be
+/// made or is not private.
 pub fn unique_endpoint(test: &str) -> Endpoint {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = format!("pipesvc-t{}-{test}-{n}", std::process::id());
-    Endpoint::new(&name).expect("a valid test endpoint name")
+    let endpoint = Endpoint::new(&name).expect("a valid test endpoint name");
+    #[cfg(unix)]
+    if let Some(dir) = endpoint.private_dir() {
+        crate::transport::unix::ensure_private_dir(dir)
+            .unwrap_or_else(|e| panic!("the test endpoint's directory: {e}"));
+    }
+    endpoint
 }
 
 /// How long [`hang_guard`] lets a future run: far longer than anything a

@@ -3,56 +3,15 @@
 mod common;
 #[path = "common/rogue.rs"]
 mod rogue;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::unique_endpoint;
-use pipesvc::testing::{output_within, stop_process, STOP_TIMEOUT};
+use pipesvc::testing::output_within;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pipesvc");
-
-/// `pipesvc serve`, waited for until it says it is listening.
-struct Service {
-    child: Child,
-    name: String,
-}
-
-impl Service {
-    fn start(test: &str) -> Service {
-        let name = unique_endpoint(test)
-            .address()
-            .to_string_lossy()
-            .into_owned();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--name", &name])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start pipesvc serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), format!("pipesvc listening on {name}"));
-        Service { child, name }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .args(["--name", &self.name])
-            .output()
-            .expect("run pipesvc")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        // Gracefully (SIGTERM on Unix): no socket file is left behind.
-        let _ = stop_process(&mut self.child, STOP_TIMEOUT);
-    }
-}
+use serve::{Service, BIN};
 
 /// Runs `pipesvc ARGS`, expects it to fail, and returns its stderr. A
 /// command still running after the hang guard (a `serve` that was wrongly
@@ -98,6 +57,16 @@ fn status_reports_the_services_counters() {
     assert!(json_number(&json, "bytes_in") > 0.0, "{json}");
     assert!(json_number(&json, "bytes_out") > 0.0, "{json}");
     assert!(json_number(&json, "uptime_secs") >= 0.0, "{json}");
+    // Revision 2.2's counts.
+    for key in [
+        "streams_open",
+        "items_sent",
+        "subscribers",
+        "events_sent",
+        "events_dropped",
+    ] {
+        assert!(json_number(&json, key) >= 0.0, "{key}: {json}");
+    }
     assert!(json.contains("\"errors\":{}"), "{json}");
 
     let human = stdout(&service.run(&["status"]));
@@ -876,7 +845,16 @@ fn timeout_bounds_every_wait_on_a_server_that_does_not_read() {
         "--json",
     ]);
     eprintln!("bench: {}", ended.show());
-    assert_eq!(ended.code, Some(0), "{}", ended.show());
+    // Its one request failed, so every request did: exit 1, saying why,
+    // with the figures still printed.
+    assert_eq!(ended.code, Some(1), "{}", ended.show());
+    assert!(
+        ended
+            .stderr
+            .contains("timed out after 1s waiting for the answer to the request"),
+        "{}",
+        ended.show()
+    );
     let out = ended.stdout_text();
     let json = out.lines().last().unwrap_or("");
     assert_eq!(json_number(json, "errors"), 1.0, "{}", ended.show());

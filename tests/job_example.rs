@@ -12,31 +12,17 @@ mod job_client;
 #[path = "../examples/job_service.rs"]
 mod job_service;
 
-use std::time::Duration;
-
 use common::{guard, unique_endpoint, TestServer};
-use job_service::job_api::{Job, State, CANCEL, LIST, STATUS, SUBMIT};
+use job_service::job_api::{State, CANCEL, LIST, STATUS, SUBMIT};
 use pipesvc::protocol::ErrorCode;
 use pipesvc::server::{AccessPolicy, Server};
 use pipesvc::transport::{memory, PeerInfo};
-use pipesvc::Client;
+use pipesvc::{Client, ClientOptions};
 
 /// Runs the client's command line `words`.
 async fn run(client: &Client, words: &str) -> pipesvc::Result<String> {
     let args: Vec<String> = words.split(' ').map(str::to_owned).collect();
     job_client::run(client, &args).await
-}
-
-/// Asks for job `id` until it is no longer running (each step is a timer
-/// in the service; the test only waits for the state it reports).
-async fn until_done(client: &Client, id: u64) -> Job {
-    loop {
-        let job = client.call(&STATUS, &id).await.expect("status");
-        if !matches!(job.state, State::Running { .. }) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -55,7 +41,17 @@ async fn the_job_client_drives_the_job_service() {
             listed.contains("short") && listed.contains("long"),
             "{listed}"
         );
-        assert_eq!(until_done(&client, 1).await.state, State::Finished);
+        // Following a job (no polling): its states, in order, to this
+        // caller alone, until it ends.
+        let followed = run(&client, "follow 1").await.unwrap();
+        assert!(
+            followed.ends_with("Finished\nended: Finished"),
+            "{followed}"
+        );
+        assert_eq!(
+            client.call(&STATUS, &1).await.unwrap().state,
+            State::Finished
+        );
         let cancelled = run(&client, "cancel 2").await.unwrap();
         assert!(cancelled.contains("Cancelled"), "{cancelled}");
         let jobs = client.call(&LIST, &()).await.unwrap();
@@ -66,6 +62,8 @@ async fn the_job_client_drives_the_job_service() {
             client.call(&CANCEL, &1).await.unwrap().state,
             State::Finished
         );
+        let err = run(&client, "follow 9").await.unwrap_err();
+        assert_eq!(err.code().map(|c| c.0), Some(1404), "{err}");
         let err = run(&client, "status 9").await.unwrap_err();
         assert_eq!(err.code().map(|c| c.0), Some(1404), "{err}");
         assert!(run(&client, "frobnicate").await.is_err());
@@ -115,4 +113,49 @@ async fn only_the_owner_or_an_administrator_cancels_a_job() {
     })
     .await;
     server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_job_client_watches_jobs_end_across_a_service_restart() {
+    let endpoint = unique_endpoint("job-watch");
+    let start = || {
+        let server = Server::builder(endpoint.clone())
+            .calls(job_service::service())
+            .bind();
+        TestServer::start(server.expect("bind the job service"))
+    };
+    let server = start();
+    guard(async {
+        let options = ClientOptions::new().reconnect(true);
+        let client = Client::connect_with(&endpoint, options).await.unwrap();
+        // Subscribed before anything is submitted: no announcement missed.
+        let finished = client.subscribe(&job_client::job_api::FINISHED);
+        let finished = finished.await.unwrap();
+        let (lines, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let watching = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                job_client::watch(&client, finished, |line| lines.send(line).is_ok()).await
+            })
+        };
+        assert_eq!(run(&client, "submit quick 1").await.unwrap(), "job 1");
+        assert_eq!(seen.recv().await.unwrap(), "ended: job 1 Finished");
+
+        // The service restarts: the watcher subscribes again by itself
+        // and resyncs (the new service knows no job yet).
+        server.stop().await.expect("stop");
+        let _server = start();
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            "the service restarted; it knows 0 jobs"
+        );
+        assert_eq!(run(&client, "submit again 1").await.unwrap(), "job 1");
+        assert_eq!(seen.recv().await.unwrap(), "ended: job 1 Finished");
+        let cancelled = run(&client, "submit long 100000").await.unwrap();
+        assert_eq!(cancelled, "job 2");
+        run(&client, "cancel 2").await.unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "ended: job 2 Cancelled");
+        watching.abort();
+    })
+    .await;
 }

@@ -11,7 +11,10 @@ use std::process::Command;
 
 use bytes::BytesMut;
 use common::{guard, unique_endpoint, HANG_GUARD};
-use pipesvc::protocol::{ErrorPayload, Frame, FrameCodec, Kind};
+use pipesvc::protocol::{
+    decode_credit, decode_item, encode_item, ErrorPayload, Frame, FrameCodec, HelloReply, Kind,
+    Subscribe, DEFAULT_STREAM_WINDOW,
+};
 use pipesvc::testing::ServiceProcess;
 use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Endpoint;
@@ -108,6 +111,28 @@ fn steps(block: &str) -> Vec<Step> {
     steps
 }
 
+impl Step {
+    /// The frame its bytes are, checked against its summary line: the
+    /// summary says what the bytes say.
+    fn frame(&self) -> Frame {
+        let bytes = self.bytes.as_ref().expect("the frame's bytes");
+        let frame = FrameCodec::new(u32::MAX)
+            .with_version(2)
+            .decode(&mut BytesMut::from(&bytes[..]))
+            .expect("the bytes are a frame")
+            .unwrap_or_else(|| panic!("the bytes of {:?} are not a whole frame", self.summary));
+        assert_eq!(bytes.len(), frame.wire_len(), "{}", self.summary);
+        let actual = ((frame.wire_len() - 4) as u32, frame.kind.to_u8(), frame.id);
+        assert_eq!(
+            (self.len.unwrap_or(actual.0), self.kind, self.id),
+            actual,
+            "{}",
+            self.summary
+        );
+        frame
+    }
+}
+
 /// A frame's whole bytes, from its length field on.
 fn encode(frame: Frame) -> Vec<u8> {
     let mut bytes = BytesMut::new();
@@ -138,22 +163,8 @@ async fn play(steps: &[Step], endpoint: &Endpoint) {
         .expect("connect")
         .stream;
     for step in steps {
-        if let Some(bytes) = &step.bytes {
-            // The summary says what the bytes say.
-            let frame = FrameCodec::new(u32::MAX)
-                .with_version(2)
-                .decode(&mut BytesMut::from(&bytes[..]))
-                .expect("the bytes are a frame")
-                .unwrap_or_else(|| panic!("the bytes of {:?} are not a whole frame", step.summary));
-            assert_eq!(bytes.len(), frame.wire_len(), "{}", step.summary);
-            let summary = (step.len, step.kind, step.id);
-            let actual = ((frame.wire_len() - 4) as u32, frame.kind.to_u8(), frame.id);
-            assert_eq!(
-                (summary.0.unwrap_or(actual.0), summary.1, summary.2),
-                actual,
-                "{}",
-                step.summary
-            );
+        if step.bytes.is_some() {
+            step.frame();
         }
         if step.from_client {
             let bytes = step.bytes.as_ref().expect("a client frame's bytes");
@@ -280,4 +291,140 @@ async fn the_messages_the_document_quotes_are_the_servers() {
     assert!(doc.contains(&format!("`{bin}`")), "{bin}");
     let int_key = guard(call_error(&endpoint, "echo", 2, b"\x81\x01\x01")).await;
     assert!(doc.contains(&format!("``{int_key}``")), "{int_key}");
+}
+
+/// The fields of a HELLO payload after magic and version: (tag, value).
+fn hello_fields(payload: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    assert_eq!(&payload[..4], b"PSVC");
+    let mut rest = &payload[6..];
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let len = u16::from_le_bytes([rest[1], rest[2]]) as usize;
+        assert!(rest.len() >= 3 + len, "a field runs past the payload");
+        fields.push((rest[0], rest[3..3 + len].to_vec()));
+        rest = &rest[3 + len..];
+    }
+    fields
+}
+
+/// The entries of an ITEM payload, checked against their layout: (type,
+/// value).
+fn item_entries(payload: &[u8], from_client: bool) -> Vec<(u8, Vec<u8>)> {
+    assert!(!payload.is_empty(), "an ITEM with no entry");
+    let mut rest = payload;
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        assert!(rest.len() >= 5, "an entry's header is cut short");
+        let kind = rest[0];
+        let len = u32::from_le_bytes(rest[1..5].try_into().unwrap()) as usize;
+        assert!(rest.len() >= 5 + len, "an entry runs past the payload");
+        let value = rest[5..5 + len].to_vec();
+        match kind {
+            0 => {}
+            1 => assert_eq!(value.len(), 8, "a lagged count is a u64"),
+            2 => assert!(value.is_empty(), "subscribed carries nothing"),
+            other => panic!("an entry of type {other}"),
+        }
+        assert!(kind == 0 || !from_client, "type {kind} from a client");
+        entries.push((kind, value));
+        rest = &rest[5 + len..];
+    }
+    entries
+}
+
+/// Revision 2.2's example: every frame is what its summary says and
+/// follows the layout the document gives its kind (HELLO fields, ITEM
+/// entries, CREDIT, END, SUBSCRIBE), the kinds listed are the document's,
+/// and the credit granted is the ITEM bytes the client consumed. It is
+/// checked against the codec; the streaming methods and topic it shows are
+/// those of a service that has them.
+#[test]
+fn the_revision_2_2_exchange_follows_the_layouts_the_document_gives() {
+    let doc = protocol_md();
+    let blocks = code_blocks(section(&doc, "## A complete exchange, revision 2.2"));
+    let steps = steps(blocks[0]);
+    assert!(steps.len() > 15, "{steps:?}");
+    let mut hellos = 0;
+    let mut window = None;
+    // Bytes of ITEM payload the server sent per stream, since its last CREDIT.
+    let mut unconsumed = std::collections::HashMap::<u32, u32>::new();
+    let mut kinds_seen = std::collections::BTreeSet::new();
+    for step in &steps {
+        let frame = step.frame();
+        let payload = &frame.payload[..];
+        kinds_seen.insert(step.kind);
+        match (step.kind, step.from_client) {
+            (1, from_client) => {
+                hellos += 1;
+                match (hellos, from_client) {
+                    // The server's first: version 1, the maximum, its name.
+                    (1, false) => assert_eq!(payload[4..6], [1, 0]),
+                    (2, true) => {
+                        let fields = hello_fields(payload);
+                        assert_eq!(payload[4..6], [2, 0]);
+                        let kinds = &fields.iter().find(|f| f.0 == 2).expect("kinds").1;
+                        assert!(kinds.contains(&13) && kinds.contains(&14), "{kinds:?}");
+                    }
+                    (3, false) => {
+                        assert_eq!(payload[4..6], [2, 0]);
+                        let fields = hello_fields(payload);
+                        let kinds = &fields.iter().find(|f| f.0 == 2).expect("kinds").1;
+                        assert_eq!(kinds, &[1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
+                        let doc_kinds = "of revision 2.2: 1 2 5 7 9 10 11 12 13 14 15 16";
+                        assert!(doc.contains(doc_kinds));
+                        let value = &fields.iter().find(|f| f.0 == 3).expect("window").1;
+                        window = Some(u32::from_le_bytes(value[..].try_into().unwrap()));
+                        // The library reads (and writes) it so too.
+                        let reply = HelloReply::decode(payload).unwrap();
+                        assert_eq!(reply.stream_window, window);
+                        assert_eq!(window, Some(DEFAULT_STREAM_WINDOW));
+                        assert_eq!(&reply.encode()[..], payload);
+                    }
+                    other => panic!("a HELLO out of place: {other:?}"),
+                }
+            }
+            (13, from_client) => {
+                let entries = item_entries(payload, from_client);
+                // The library decodes the same entries, and encodes them back
+                // to the same bytes.
+                let decoded = decode_item(&frame.payload, from_client).unwrap();
+                assert_eq!(decoded.len(), entries.len());
+                for (entry, (kind, value)) in decoded.iter().zip(&entries) {
+                    assert_eq!(entry.type_byte(), *kind);
+                    assert_eq!(entry.encoded_len(), 5 + value.len());
+                }
+                assert_eq!(encode_item(&decoded), frame.payload);
+                if !from_client {
+                    *unconsumed.entry(frame.id).or_default() += payload.len() as u32;
+                    assert!(unconsumed[&frame.id] <= window.expect("the window first"));
+                }
+                if frame.id == 3 && entries[0].0 == 1 {
+                    assert_eq!(entries[0].1, 2u64.to_le_bytes(), "2 events were dropped");
+                }
+            }
+            (14, true) => {
+                let granted = u32::from_le_bytes(payload.try_into().expect("a u32"));
+                assert_eq!(decode_credit(payload), Some(granted));
+                let consumed = unconsumed.insert(frame.id, 0).unwrap_or(0);
+                assert_eq!(granted, consumed, "the client grants what it consumed");
+                assert!(doc.contains(&format!("grants back the {consumed} bytes")));
+            }
+            (15, true) => assert!(payload.is_empty()),
+            (16, true) => {
+                assert!(matches!(payload[0], 1 | 2), "an encoding");
+                let len = payload[1] as usize;
+                assert_eq!(&payload[2..2 + len], b"ticks");
+                let subscribe = Subscribe::decode(payload).unwrap();
+                assert_eq!(subscribe.topic, "ticks");
+                assert_eq!(&subscribe.encode()[..], payload);
+            }
+            (10 | 11, true) | (3..=5, false) => {}
+            other => panic!("a frame the document does not allow here: {other:?}"),
+        }
+    }
+    assert_eq!(window, Some(262_144));
+    assert!(doc.contains("pipesvc: 262144, 256 KiB"));
+    for kind in [13, 14, 15, 16] {
+        assert!(kinds_seen.contains(&kind), "the example shows kind {kind}");
+    }
 }

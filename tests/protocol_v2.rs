@@ -236,8 +236,8 @@ async fn the_hello_reply_lists_the_services_encodings_in_its_own_order() {
     let (mut client, hello) = RawClient::over(stream).say_hello_version(2).await;
     assert_eq!(hello.version, 1, "the first HELLO still says 1");
     let reply = next(&mut client).await;
-    let expected = "1c 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 02 00 01 02 \
-                    02 08 00 01 02 05 07 09 0a 0b 0c";
+    let expected = "27 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 02 00 01 02 \
+                    02 0c 00 01 02 05 07 09 0a 0b 0c 0d 0e 0f 10 03 04 00 00 00 04 00";
     assert_eq!(wire(reply), hex(expected));
     ping(&mut client, 1).await;
     guard(serving.stop()).await.unwrap();
@@ -248,8 +248,8 @@ async fn the_hello_reply_lists_the_services_encodings_in_its_own_order() {
     let stream = fixture.serving.memory_stream().unwrap();
     let (mut client, _) = RawClient::over(stream).say_hello_version(9).await;
     let reply = next(&mut client).await;
-    let expected = "1a 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 00 00 \
-                    02 08 00 01 02 05 07 09 0a 0b 0c";
+    let expected = "25 00 00 00 01 00 00 00 00 00 50 53 56 43 02 00 01 00 00 \
+                    02 0c 00 01 02 05 07 09 0a 0b 0c 0d 0e 0f 10 03 04 00 00 00 04 00";
     assert_eq!(wire(reply), hex(expected));
     fixture.stop().await;
 }
@@ -445,7 +445,7 @@ async fn unknown_kinds_with_an_id_are_answered_and_without_one_ignored() {
     let message = expect_error(&mut client, 4, ErrorCode::UNKNOWN_KIND).await;
     assert!(message.contains("200"), "{message}");
     client
-        .send(Frame::new(Kind::Unknown(13), 5, "a payload"))
+        .send(Frame::new(Kind::Unknown(17), 5, "a payload"))
         .await;
     expect_error(&mut client, 5, ErrorCode::UNKNOWN_KIND).await;
     // Id 0: ignored, so the PONG is the next frame.
@@ -669,6 +669,7 @@ async fn describe_returns_the_description_or_the_default_one() {
             "protocol": 2,
             "encodings": [],
             "methods": [],
+            "topics": [],
         })
     );
     client.send(empty(Kind::Describe, 0)).await;

@@ -8,9 +8,12 @@ mod rogue;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use common::{guard, unique_endpoint};
 use pipesvc::client::{ClientOptions, DEFAULT_REQUEST_TIMEOUT};
 use pipesvc::error::{CloseReason, Escaped};
+use pipesvc::protocol::Kind;
 use pipesvc::{Client, Error};
 use rogue::{Behaviour, Rogue, ESCAPES};
 
@@ -167,4 +170,33 @@ async fn the_handshake_timeout_bounds_the_whole_handshake() {
         "waiting for the server's HELLO",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_garbage_fails_the_connect_clearly() {
+    // An HTTP answer (its first 4 bytes read as a huge length), a frame of
+    // the HELLO's kind without the magic, and bytes of no shape at all:
+    // each fails the connect as a protocol error, at once (the handshake
+    // timeout is the hang guard's, so a timeout would fail the test).
+    let cases: [(&str, Bytes); 3] = [
+        (
+            "http",
+            Bytes::from_static(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+        ),
+        (
+            "no-magic",
+            rogue::frame_bytes(Kind::Hello, 0, b"JUNK\x01\x00\x00\x00\x80\x00"),
+        ),
+        ("random", (7u8..47).collect::<Vec<u8>>().into()),
+    ];
+    for (case, garbage) in cases {
+        let test = format!("rogue-garbage-{case}");
+        let rogue = Rogue::start(unique_endpoint(&test), "rogue", Behaviour::Garbage(garbage));
+        let options = ClientOptions::new().handshake_timeout(Duration::from_secs(60));
+        let err = guard(Client::connect_with(&rogue.endpoint, options))
+            .await
+            .expect_err("garbage is no server");
+        assert!(matches!(err, Error::Protocol(_)), "{case}: {err:?}");
+        println!("{case}: {err}");
+    }
 }

@@ -56,7 +56,7 @@ async fn echo_sleep_and_whoami_answer_beside_the_byte_echo() {
             .iter()
             .map(|m| m.name.as_str())
             .collect();
-        assert_eq!(names, ["echo", "sleep", "whoami"]);
+        assert_eq!(names, ["echo", "sleep", "whoami", "count", "lines"]);
         assert_eq!(
             description.method("sleep").unwrap().request["required"][0],
             "ms"

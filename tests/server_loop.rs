@@ -496,13 +496,22 @@ async fn a_stuck_client_does_not_stall_broadcasts() {
             (Kind::Notify, &i.to_le_bytes()[..])
         );
     }
-    // The stuck client was cut off, maybe in the middle of a frame: it
-    // finds the connection closed.
+    // The stuck client was cut off: it reads the NOTIFYs that had reached
+    // it or were queued for the write, then (issue 21) ERROR `too slow`,
+    // then the end.
     let mut got = 0;
+    let mut told = None;
     while let Some(Ok(frame)) = guard(futures_util::StreamExt::next(&mut stuck.reader)).await {
-        assert_eq!(frame.kind, Kind::Notify);
-        got += 1;
+        assert!(told.is_none(), "nothing after the ERROR: {frame:?}");
+        match frame.kind {
+            Kind::Notify => got += 1,
+            _ => told = Some(frame),
+        }
     }
+    let told = told.expect("ERROR too slow before the end");
+    let error = pipesvc::protocol::ErrorPayload::decode(&told.payload).unwrap();
+    assert_eq!((told.kind, told.id), (Kind::Error, 0));
+    assert_eq!(error.code, pipesvc::protocol::ErrorCode::TOO_SLOW);
     eprintln!(
         "pipesvc-report: stuck client got {got} of {BROADCASTS} broadcasts before it was cut off; \
          clients reached per broadcast: first {}, last {}",

@@ -266,3 +266,115 @@ async fn a_slow_reader_during_a_broadcast_loop_gets_its_pings_answered_in_bounde
     drop(writer);
     guard(serving.stop()).await.expect("serve");
 }
+
+/// Issue 21: a client that cannot keep up with the broadcasts is told why.
+/// It reads nothing while the server broadcasts 64 KiB NOTIFYs until it is
+/// cut off; then it reads: whole NOTIFYs (what had reached it, and what
+/// the server had queued for the write), then ERROR `too slow` with id 0,
+/// then the end of the stream. The backlog over `max_output_bytes` is
+/// dropped, not sent, and the server's heap stays bounded by that budget.
+/// (Before: the stream just ended, with no ERROR.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_for_broadcasts_is_told_why_ahead_of_the_dropped_backlog() {
+    use pipesvc::protocol::{ErrorCode, ErrorPayload, Kind};
+    const BUDGET: usize = 1 << 20;
+    let _turn = SERIAL.lock().await;
+    let endpoint = unique_endpoint("too-slow");
+    let before = heap::reset_peak();
+    let server = Server::builder(endpoint.clone())
+        .max_output_bytes(BUDGET)
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .unwrap();
+    let serving = TestServer::start(server);
+    let (mut raw, _) = RawClient::handshake(&endpoint).await;
+    // Once a PING is answered, the server counts the connection: the
+    // broadcasts reach it.
+    raw.send(Frame::new(Kind::Ping, 1, "registered?")).await;
+    assert_eq!(guard(raw.recv()).await.map(|f| f.kind), Some(Kind::Pong));
+    // Broadcasts never wait: each finds room in the client's budget, until
+    // one does not and the client is cut off (no longer reached).
+    let mut broadcasts = 0usize;
+    while serving.handle().broadcast(vec![5u8; PAYLOAD]).await > 0 {
+        broadcasts += 1;
+        assert!(broadcasts < 100_000, "never cut off");
+    }
+    let mut notifies = 0usize;
+    let last = loop {
+        let frame = guard(raw.recv()).await.expect("an ERROR before the end");
+        match frame.kind {
+            Kind::Notify => {
+                assert_eq!(frame.payload.len(), PAYLOAD, "whole NOTIFYs");
+                notifies += 1;
+            }
+            _ => break frame,
+        }
+    };
+    let peak = heap::peak() - before;
+    eprintln!(
+        "pipesvc-report: a client too slow for broadcasts: {broadcasts} broadcasts reached it, \
+         {notifies} NOTIFYs read before the ERROR; peak live heap {} MiB over the start",
+        mib(peak)
+    );
+    assert_eq!((last.kind, last.id), (Kind::Error, 0), "{last:?}");
+    let error = ErrorPayload::decode(&last.payload).unwrap();
+    assert_eq!(error.code, ErrorCode::TOO_SLOW, "{}", error.message);
+    assert!(
+        error.message.contains("max_output_bytes"),
+        "{}",
+        error.message
+    );
+    assert_eq!(guard(raw.recv()).await, None, "the end after the ERROR");
+    assert!(notifies < broadcasts, "the backlog was dropped");
+    // The output budget, the outbox, one frame in the test's reader, slack.
+    assert!(peak <= BUDGET + (4 << 20), "peak {} MiB", mib(peak));
+    guard(serving.stop()).await.expect("serve");
+}
+
+/// Issue 21: the client library surfaces the reason as the connection's
+/// end: an app that took its notifications and stopped reading them holds
+/// up its client's reading (the default policy, backpressure), the server
+/// cuts it off, and once the app reads on, the client's state is `Lost`
+/// with ERROR `too slow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_reports_too_slow_as_the_connections_end() {
+    use pipesvc::client::ConnectionState;
+    use pipesvc::error::CloseReason;
+    use pipesvc::protocol::ErrorCode;
+    use pipesvc::Client;
+    let _turn = SERIAL.lock().await;
+    let endpoint = unique_endpoint("too-slow-client");
+    let server = Server::builder(endpoint.clone())
+        .max_output_bytes(256 * 1024)
+        .handler(|r: Bytes, _: ConnectionContext| async move { Ok::<_, ServiceError>(r) })
+        .bind()
+        .unwrap();
+    let serving = TestServer::start(server);
+    let client = guard(Client::connect(&endpoint)).await.unwrap();
+    let mut notifications = client.notifications().expect("the stream");
+    // Answered: the server counts the connection, broadcasts reach it.
+    guard(client.ping()).await.unwrap();
+    let mut broadcasts = 0usize;
+    while serving.handle().broadcast(vec![6u8; PAYLOAD]).await > 0 {
+        broadcasts += 1;
+        assert!(broadcasts < 100_000, "never cut off");
+    }
+    // The app reads on: what had reached the client, then the end.
+    while guard(notifications.recv()).await.is_some() {}
+    let mut states = client.connection_states();
+    let state = guard(states.wait_for(|s| !matches!(s, ConnectionState::Connected { .. })))
+        .await
+        .unwrap()
+        .clone();
+    match state {
+        ConnectionState::Lost {
+            reason: CloseReason::ServerError { code, message },
+            ..
+        } => {
+            assert_eq!(code, ErrorCode::TOO_SLOW, "{message}");
+            assert!(message.contains("max_output_bytes"), "{message}");
+        }
+        other => panic!("the end reason is too slow, not {other:?}"),
+    }
+    guard(serving.stop()).await.expect("serve");
+}

@@ -46,10 +46,12 @@ async fn status_counts_requests_errors_connections_and_bytes() {
     );
     assert_eq!(status.connections_open, 1, "{status:?}");
     assert_eq!(status.connections_total, 2, "{status:?}");
-    // What the clients sent before this STATUS, frame by frame: two HELLOs
-    // (16 bytes each), ten requests of 2 bytes (12 each), "fail" (14) and
-    // an empty PING (10). The raw client's bad frame was never decoded.
-    assert_eq!(status.bytes_in, 2 * 16 + 10 * 12 + 14 + 10, "{status:?}");
+    // What the clients sent before this STATUS, frame by frame: the
+    // client's HELLO (27 bytes: revision 2.2's kinds field, 3 + 8 bytes,
+    // after the 16 of magic and version), the raw client's (16), ten
+    // requests of 2 bytes (12 each), "fail" (14) and an empty PING (10).
+    // The raw client's bad frame was never decoded.
+    assert_eq!(status.bytes_in, 27 + 16 + 10 * 12 + 14 + 10, "{status:?}");
     // At least the server's two HELLOs (27 bytes each: "pipesvc"), ten
     // echoes, the error answer, the PONG and the ERROR that closed the raw
     // client.

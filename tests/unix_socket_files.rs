@@ -287,6 +287,34 @@ async fn an_explicit_path_in_a_shared_directory_binds_and_cleans_up() {
 }
 
 #[tokio::test]
+async fn an_explicit_path_in_a_missing_directory_fails_naming_the_directory() {
+    // Before, the lock file (the first thing made there) was blamed:
+    // "the lock file ….lock cannot be opened: No such file or directory".
+    let endpoint = unique_endpoint("missing-dir");
+    let dir = endpoint.address().with_extension("missing");
+    let explicit: Endpoint = dir.join("svc.sock").to_str().unwrap().parse().unwrap();
+    let err = bind_error(&explicit);
+    assert!(
+        err.contains(&format!("the directory {} does not exist", dir.display())),
+        "{err}"
+    );
+    assert!(!dir.exists(), "pipesvc does not create it");
+}
+
+#[tokio::test]
+async fn a_test_endpoints_full_path_is_usable_before_any_server_ran() {
+    // `unique_endpoint` makes its private directory, as a server would, so
+    // another process can be handed the full path: on a fresh runtime
+    // directory `pipesvc serve --name PATH` failed (protocol_md, run alone).
+    let endpoint = unique_endpoint("full-path");
+    let dir = endpoint.private_dir().expect("a bare name's directory");
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    let explicit: Endpoint = endpoint.address().to_str().unwrap().parse().unwrap();
+    drop(bind(&explicit).expect("the full path binds"));
+}
+
+#[tokio::test]
 async fn a_name_given_with_its_sock_suffix_is_the_same_socket() {
     // `--name svc.sock` used to listen on `svc.sock.sock`.
     let bare = unique_endpoint("suffix");

@@ -82,13 +82,9 @@ fn parse(spec: &str) -> Result<Spec, String> {
     })
 }
 
-/// Exit status of a counted run that has nothing to count yet (pipesvc's
-/// streams: see `stream`).
-pub const PENDING: i32 = 3;
-
 /// Runs the counted load `spec` describes; the process's exit status: 0
 /// when every request was answered, 1 when some were not, 2 for a wrong
-/// spec, [`PENDING`].
+/// spec.
 pub fn run(spec: &str, address: &str) -> i32 {
     let spec = match parse(spec) {
         Ok(spec) => spec,
@@ -102,18 +98,16 @@ pub fn run(spec: &str, address: &str) -> i32 {
         .build()
         .expect("runtime");
     match runtime.block_on(load(&spec, address)) {
-        Some(done) if done == spec.requests => 0,
-        Some(done) => {
+        done if done == spec.requests => 0,
+        done => {
             eprintln!("{done} of {} requests answered", spec.requests);
             1
         }
-        None => PENDING,
     }
 }
 
-/// Loads the server for `spec.requests` requests; how many were answered
-/// (`None`: nothing to count yet).
-async fn load(spec: &Spec, address: &str) -> Option<u64> {
+/// Loads the server for `spec.requests` requests; how many were answered.
+async fn load(spec: &Spec, address: &str) -> u64 {
     if spec.kind == Kind::Stream {
         return stream(spec, address).await;
     }
@@ -149,7 +143,7 @@ async fn load(spec: &Spec, address: &str) -> Option<u64> {
     for t in tasks {
         done += t.await.expect("a loader panicked");
     }
-    Some(done)
+    done
 }
 
 use futures_util::FutureExt as _;
@@ -209,23 +203,12 @@ async fn window<S: AsyncRead + AsyncWrite + Send + 'static>(
 }
 
 /// N items of a server stream, `clients` streams at once. Raw tokio: one
-/// frame per item after a request that names how many (`crate::stream`).
-///
-/// STREAM HOOK (issue 21, "Push: streaming methods"): pipesvc has no
-/// server streams on this branch. When they land, load them here the way
-/// `crate::stream::pipesvc` does for the comparison (one typed streaming
-/// call per stream, N items of SIZE bytes in all), and give
-/// `scripts/perf-guard.thresholds` its `stream` rows; until then a counted
-/// pipesvc stream exits with [`PENDING`], which the guard reports as
-/// pending rather than as a failure.
-async fn stream(spec: &Spec, address: &str) -> Option<u64> {
+/// frame per item after a request that names how many; pipesvc: one typed
+/// streaming call per stream (`crate::stream`).
+async fn stream(spec: &Spec, address: &str) -> u64 {
+    let (clients, size, total) = (spec.clients, spec.size, spec.requests);
     match spec.contender {
-        Contender::RawTokio => {
-            Some(crate::stream::count_raw(address, spec.clients, spec.size, spec.requests).await)
-        }
-        _ => {
-            eprintln!("pipesvc has no server streams yet (issue 21): nothing to count");
-            None
-        }
+        Contender::RawTokio => crate::stream::count_raw(address, clients, size, total).await,
+        _ => crate::stream::count_pipesvc(address, clients, size, total).await,
     }
 }

@@ -25,8 +25,12 @@
 //! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
 //! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
 //! contains that text and prints the table without writing anything;
-//! `PIPESVC_BENCH_ONLY=typed` (or `peers`) runs only the typed (or the
-//! peers) table and rewrites its section.
+//! `PIPESVC_BENCH_ONLY=typed` (or `streams`, or `peers`) runs only the
+//! typed (or the streams, or the peers) table and rewrites its section.
+//!
+//! A fourth table streams 64-byte items from the server (`stream.rs`): a
+//! pipesvc server streaming method, the same items as separate typed calls,
+//! and raw tokio's one frame per item, with 1 and 100 streams at once.
 
 mod chart;
 mod contender;
@@ -189,6 +193,11 @@ fn main() {
         println!("{table}");
         table
     });
+    let streams = STREAMS.contains(only.as_str()).then(|| {
+        let table = streams_table(&runtime, &platform, secs);
+        println!("{table}");
+        table
+    });
     #[cfg(unix)]
     let peers = (only.is_empty() || only == "peers").then(|| {
         let table = peers_table(&runtime, &platform, secs);
@@ -207,10 +216,76 @@ fn main() {
     if let (Some(table), true) = (typed, only.is_empty() || only == "typed") {
         write_section(&platform, "typed-", &table, secs);
     }
+    if let (Some(table), true) = (streams, only.is_empty() || only == "streams") {
+        write_section(&platform, "streams-", &table, secs);
+    }
     #[cfg(unix)]
     if let Some(table) = peers {
         write_section(&platform, "peers-", &table, secs);
     }
+}
+
+const STREAMS: &str = "streams: server streams of 64 B items";
+
+/// Items per second of a server stream of 64-byte items, with 1 and 100
+/// streams at once: pipesvc's streaming method, the same items as
+/// separate typed calls (16 in flight per connection, as the throughput
+/// row), and raw tokio's one frame per item; each with its ratio to raw
+/// tokio.
+fn streams_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64) -> String {
+    let size = 64;
+    let ratios_only = platform.wine.is_some();
+    let mut table = String::from(
+        "| streams at once | pipesvc stream, items/s | pipesvc typed calls, 16 in flight, items/s \
+         | raw tokio stream, one frame per item, items/s |\n",
+    );
+    table.push_str("|---:|---:|---:|---:|\n");
+    for (i, streams) in [1usize, 100].into_iter().enumerate() {
+        let address = |who: &str, c| platform.address(&format!("streams{i}-{who}"), c);
+        let ours = runtime.block_on(stream::pipesvc_items_per_sec(
+            &address("stream", Contender::Pipesvc),
+            streams,
+            size,
+            secs,
+        ));
+        let calls = Workload {
+            name: STREAMS,
+            clients: streams,
+            inflight: 16,
+            size,
+        };
+        let way = typed::Way::Typed(pipesvc::rpc::Encoding::MessagePack);
+        let called = runtime
+            .block_on(typed::load(
+                way,
+                &calls,
+                &address("calls", Contender::Pipesvc),
+                secs,
+            ))
+            .requests_per_sec;
+        let raw = runtime.block_on(stream::raw_items_per_sec(
+            &address("raw", Contender::RawTokio),
+            streams,
+            size,
+            secs,
+        ));
+        eprintln!(
+            "{STREAMS:<45} {streams:>3} at once: pipesvc {ours:.0}, calls {called:.0}, raw tokio {raw:.0} items/s"
+        );
+        let cell = |x: f64| match ratios_only {
+            true => format!("{:.2}x", x / raw),
+            false => format!("{x:.0} ({:.2}x)", x / raw),
+        };
+        writeln!(
+            table,
+            "| {streams} | {} | {} | {} |",
+            cell(ours),
+            cell(called),
+            cell(raw)
+        )
+        .unwrap();
+    }
+    table
 }
 
 /// The RPC peers' table: pipesvc's typed echo of bytes (MessagePack),
@@ -269,6 +344,12 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
     }
     for streams in [1, 100] {
         let name = format!("server stream: {streams} at once, 64 B items");
+        let ours = runtime.block_on(stream::pipesvc_items_per_sec(
+            &platform.address(&format!("stream{streams}-pipesvc"), Contender::Pipesvc),
+            streams,
+            64,
+            secs,
+        ));
         let raw = runtime.block_on(stream::raw_items_per_sec(
             &platform.address(&format!("stream{streams}-raw"), Contender::RawTokio),
             streams,
@@ -281,12 +362,13 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
             64,
             secs,
         ));
-        eprintln!("{name:<45} raw tokio {raw:>10.0} items/s, tonic {tonic:>10.0} items/s");
-        // STREAM HOOK (issue 21): pipesvc's and tarpc's cells stay "n/a"
-        // until pipesvc has server streams (tarpc has none).
+        eprintln!(
+            "{name:<45} pipesvc {ours:>10.0}, raw tokio {raw:>10.0}, tonic {tonic:>10.0} items/s"
+        );
         writeln!(
             table,
-            "| {name} | items/s | n/a (issue 21) | {raw:.0} | {tonic:.0} | n/a (no streams) | n/a | n/a |"
+            "| {name} | items/s | {ours:.0} | {raw:.0} | {tonic:.0} | n/a (tarpc has no streams) | {:.2}x | n/a |",
+            ours / tonic
         )
         .unwrap();
     }
@@ -421,8 +503,8 @@ fn render(rows: &[Row], ratios_only: bool) -> String {
 
 /// Replaces this platform's section of `BENCHMARKS.md` (the other
 /// platform's stays as its last run left it); `kind` is "" for the
-/// comparison, "typed-" for the typed calls, "peers-" for the RPC
-/// frameworks.
+/// comparison, "typed-" for the typed calls, "streams-" for the server
+/// streams, "peers-" for the RPC frameworks.
 fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let (start, end) = (
@@ -446,9 +528,10 @@ fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
         _ => String::new(),
     };
     let title = match kind {
-        "" => String::new(),
-        "typed-" => "Typed calls next to byte requests, ".to_owned(),
-        _ => "Typed calls next to the RPC frameworks, ".to_owned(),
+        "" => "",
+        "typed-" => "Typed calls next to byte requests, ",
+        "streams-" => "Server streams of 64 B items, ",
+        _ => "Typed calls next to the RPC frameworks, ",
     };
     let once = match kind {
         "peers-" => " One run: compare the ratios within it, not the absolute figures across runs.",

@@ -8,9 +8,9 @@
 //! - tonic: a server-streaming gRPC method (`peers::tonic_peer`);
 //! - tarpc has no streaming responses (its requests each get one answer):
 //!   not measured;
-//! - pipesvc: STREAM HOOK, no server streams until issue 21 ("Push:
-//!   streaming methods") lands; its cell reads "n/a" until then. Fill
-//!   `pipesvc_items` (and `count::stream`) when it does.
+//! - pipesvc: a server streaming method, `typed::STREAM_ITEMS` (MessagePack bin
+//!   items), read with `Client::stream`: the server batches items into
+//!   ITEM frames while the client is behind, under its credit window.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,16 +21,14 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
+use pipesvc::client::CallOptions;
+use pipesvc::rpc::Encoding;
+use pipesvc::{Client, Endpoint};
+
 use crate::contender::{codec, raw};
+use crate::typed::{self, Ask};
 
 /// Items per stream in the comparison's stream rows.
-#[cfg_attr(
-    not(unix),
-    allow(
-        dead_code,
-        reason = "read only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
-    )
-)]
 pub const ITEMS: u32 = 1000;
 
 /// Serves raw tokio streams at `path`, one task per client.
@@ -80,13 +78,6 @@ async fn one_raw_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Items per second of raw tokio streams: `streams` connections, each
 /// asking for [`ITEMS`] at a time, for `secs`.
-#[cfg_attr(
-    not(unix),
-    allow(
-        dead_code,
-        reason = "read only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
-    )
-)]
 pub async fn raw_items_per_sec(address: &str, streams: usize, size: usize, secs: f64) -> f64 {
     serve_raw(address);
     let stop = Arc::new(AtomicBool::new(false));
@@ -107,13 +98,6 @@ pub async fn raw_items_per_sec(address: &str, streams: usize, size: usize, secs:
 
 /// Lets the streams run for `secs`, stops them (each finishes the stream
 /// it is reading) and divides.
-#[cfg_attr(
-    not(unix),
-    allow(
-        dead_code,
-        reason = "read only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
-    )
-)]
 pub async fn per_sec(
     secs: f64,
     stop: &AtomicBool,
@@ -134,19 +118,95 @@ pub async fn per_sec(
 pub async fn count_raw(address: &str, streams: usize, size: usize, total: u64) -> u64 {
     serve_raw(address);
     let mut tasks = Vec::new();
-    for i in 0..streams as u64 {
-        let share = total / streams as u64 + u64::from(i < total % streams as u64);
+    for share in shares(total, streams) {
         let mut framed = Framed::new(raw::connect(address).await, codec());
         tasks.push(tokio::spawn(async move {
-            match one_raw_stream(&mut framed, share as u32, size).await {
-                true => share,
-                false => 0,
+            one_raw_stream(&mut framed, share as u32, size).await
+        }));
+    }
+    read_shares(total, streams, tasks).await
+}
+
+/// `total` items shared out over `streams` streams, as evenly as can be.
+fn shares(total: u64, streams: usize) -> impl Iterator<Item = u64> {
+    let n = streams as u64;
+    (0..n).map(move |i| total / n + u64::from(i < total % n))
+}
+
+/// The items read by the streams of [`shares`] (a failed stream read none).
+async fn read_shares(total: u64, streams: usize, tasks: Vec<tokio::task::JoinHandle<bool>>) -> u64 {
+    let mut read = 0;
+    for (share, t) in shares(total, streams).zip(tasks) {
+        if t.await.unwrap() {
+            read += share;
+        }
+    }
+    read
+}
+
+/// Reads one whole pipesvc stream of `n` items of `size` bytes; false if
+/// it failed.
+async fn one_pipesvc_stream(client: &Client, n: u32, size: usize) -> bool {
+    let ask = Ask {
+        n,
+        size: size as u32,
+    };
+    let options = CallOptions::new().encoding(Encoding::MessagePack);
+    let Ok(mut items) = client
+        .stream_with(&typed::STREAM_ITEMS, &ask, options)
+        .await
+    else {
+        return false;
+    };
+    let mut read = 0;
+    while let Some(item) = items.next().await {
+        match item {
+            Ok(blob) if blob.0.len() == size => read += 1,
+            _ => return false,
+        }
+    }
+    read == n && items.finish().await.is_ok()
+}
+
+async fn pipesvc_client(address: &str) -> Client {
+    Client::connect(&Endpoint::new(address).unwrap())
+        .await
+        .expect("connect")
+}
+
+/// Items per second of pipesvc server streams: `streams` connections, each
+/// asking for [`ITEMS`] at a time, for `secs`.
+pub async fn pipesvc_items_per_sec(address: &str, streams: usize, size: usize, secs: f64) -> f64 {
+    let _server = typed::start_server(address);
+    let stop = Arc::new(AtomicBool::new(false));
+    let items = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let client = pipesvc_client(address).await;
+        let (stop, items) = (stop.clone(), items.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                assert!(
+                    one_pipesvc_stream(&client, ITEMS, size).await,
+                    "pipesvc stream"
+                );
+                items.fetch_add(ITEMS as u64, Ordering::Relaxed);
             }
         }));
     }
-    let mut read = 0;
-    for t in tasks {
-        read += t.await.unwrap();
+    per_sec(secs, &stop, tasks, &items).await
+}
+
+/// For `count`: `total` items over `streams` pipesvc streams (one each);
+/// the items read.
+pub async fn count_pipesvc(address: &str, streams: usize, size: usize, total: u64) -> u64 {
+    let _server = typed::start_server(address);
+    let mut tasks = Vec::new();
+    for share in shares(total, streams) {
+        let client = pipesvc_client(address).await;
+        tasks.push(tokio::spawn(async move {
+            one_pipesvc_stream(&client, share as u32, size).await
+        }));
     }
-    read
+    read_shares(total, streams, tasks).await
 }

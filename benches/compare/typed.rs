@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use pipesvc::client::CallOptions;
-use pipesvc::rpc::{Encoding, Method, Service};
+use pipesvc::rpc::{Encoding, Method, Service, StreamMethod};
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
 use pipesvc::{Client, Endpoint};
 use schemars::JsonSchema;
@@ -35,8 +35,21 @@ pub struct Blob(
 /// The typed echo of bytes, as the tonic and tarpc contenders' `echo`.
 pub const ECHO_BYTES: Method<Blob, Blob> = Method::new("echo_bytes", "Returns its bytes");
 
-/// A pipesvc server answering byte requests (echo), [`ECHO`] and
-/// [`ECHO_BYTES`], served in the background at `address`.
+/// What [`STREAM_ITEMS`] is asked for: `n` items of `size` bytes.
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub struct Ask {
+    pub n: u32,
+    pub size: u32,
+}
+
+/// A server stream of `n` [`Blob`]s of `size` bytes (the stream rows: as
+/// raw tokio's one frame per item, `crate::stream`).
+pub const STREAM_ITEMS: StreamMethod<Ask, (), Blob, ()> =
+    StreamMethod::server("items", "n items of size bytes");
+
+/// A pipesvc server answering byte requests (echo), [`ECHO`],
+/// [`ECHO_BYTES`] and the stream [`STREAM_ITEMS`], served in the background at
+/// `address`.
 pub fn start_server(address: &str) -> Running {
     let service = Service::new("bench", "1", ())
         .method(&ECHO, |_, text: String, _| async move {
@@ -44,6 +57,13 @@ pub fn start_server(address: &str) -> Running {
         })
         .method(&ECHO_BYTES, |_, blob: Blob, _| async move {
             Ok::<_, ServiceError>(blob)
+        })
+        .stream_method(&STREAM_ITEMS, |_, ask: Ask, items, _, _| async move {
+            let item = Blob(vec![0x5A; ask.size as usize]);
+            for _ in 0..ask.n {
+                items.send(&item).await?;
+            }
+            Ok(())
         });
     let server = Server::builder(Endpoint::new(address).unwrap())
         .max_frame_len(crate::contender::MAX_FRAME as u32)

@@ -70,6 +70,25 @@ impl CallOptions {
     }
 }
 
+impl CallOptions {
+    /// A CALL's payload for `method` with these options' metadata, the
+    /// `deadline` it sends (a call's and a stream's differ in how they pick
+    /// it) and `params` already encoded in `encoding`.
+    pub(super) fn call_payload(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        deadline: Option<Duration>,
+        params: &[u8],
+    ) -> Result<Bytes> {
+        CallHeader::new(method, encoding)
+            .with_timeout(deadline)
+            .with_metadata(self.metadata.clone())
+            .encode_with(params)
+            .map_err(|e| Error::Protocol(e.to_string()))
+    }
+}
+
 impl Client {
     /// Calls `method` with `params` already in `encoding`, and returns the
     /// result's bytes in that encoding (protocol 2): what
@@ -88,12 +107,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Bytes> {
         let deadline = options.deadline(self.shared.options.request_timeout);
-        let header = CallHeader::new(method, encoding)
-            .with_timeout(deadline)
-            .with_metadata(options.metadata.clone());
-        let payload = header
-            .encode_with(params)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let payload = options.call_payload(method, encoding, deadline, params)?;
         let wait = deadline.map(|d| d.saturating_add(DEADLINE_GRACE));
         self.exchange(Kind::Call, payload, wait).await
     }

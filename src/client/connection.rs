@@ -22,8 +22,8 @@ use super::ClientOptions;
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply, Kind,
-    ServerHello, HEADER_LEN, PROTOCOL_VERSION,
+    ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply, Kind, KindSet,
+    ServerHello, HEADER_LEN, KINDS, PROTOCOL_VERSION,
 };
 use crate::transport::{self, ConnectStats, Generic, PeerInfo};
 
@@ -42,7 +42,7 @@ pub(super) struct Connection {
     pub(super) reply: HelloReply,
     pub(super) server_peer: PeerInfo,
     pub(super) connect_stats: ConnectStats,
-    writer: Arc<Writer>,
+    pub(super) writer: Arc<Writer>,
     pub(super) pending: Arc<Pending>,
     reader: JoinHandle<()>,
     /// Taken on drop, to be bounded by `close_timeout`.
@@ -185,7 +185,7 @@ impl Connection {
             .await?;
         let codec = FrameCodec::new(server.max_frame_len);
         let mut sink = FramedWrite::new(write, codec);
-        let hello = Frame::new(Kind::Hello, 0, ClientHello::new().encode());
+        let hello = Frame::new(Kind::Hello, 0, client_hello().encode());
         let send = async { sink.send(hello).await.map_err(into_error) };
         handshake.step("sending the client's HELLO", send).await?;
         let reply = read_hello_reply(&mut reader, &server);
@@ -199,6 +199,10 @@ impl Connection {
             "connected"
         );
 
+        // From here on the server's frames are of the connection's version
+        // (revision 2.2: ITEM and CREDIT, which this client's HELLO listed).
+        let codec_in = reader.decoder().with_version(reply.version);
+        *reader.decoder_mut() = codec_in;
         let pending = Arc::new(Pending::default());
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
@@ -314,9 +318,28 @@ impl Connection {
 
     /// Why the connection is closed: what the reader or writer saw first,
     /// else `why`.
-    fn closed_error_or(&self, why: CloseReason) -> Error {
+    pub(super) fn closed_error_or(&self, why: CloseReason) -> Error {
         Error::ConnectionClosed(self.pending.closed_reason().unwrap_or(why))
     }
+}
+
+/// The frame kinds this client accepts from a server (PROTOCOL.md,
+/// "Handshake": 1 3 4 5 6 8 13 14): every kind a server may send, from
+/// the kinds' table.
+pub(super) fn accepted_from_server() -> KindSet {
+    let kinds: Vec<u8> = KINDS
+        .iter()
+        .filter(|kind| kind.rules().from_server())
+        .map(|kind| kind.to_u8())
+        .collect();
+    KindSet::from_bytes(&kinds)
+}
+
+/// This client's HELLO: version 2, and the kinds it accepts.
+fn client_hello() -> ClientHello {
+    let mut hello = ClientHello::new();
+    hello.kinds = Some(accepted_from_server());
+    hello
 }
 
 /// The one deadline of a connection's handshake.

@@ -22,6 +22,7 @@ mod notifications;
 mod options;
 mod pending;
 mod reader;
+mod stream;
 mod supervisor;
 mod writer;
 
@@ -42,6 +43,7 @@ pub use options::{
     ClientOptions, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_NOTIFICATION_BUFFER,
     DEFAULT_NOTIFICATION_BUFFER_BYTES, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use stream::{RawStream, RawUpload};
 pub use supervisor::{RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
 
 use crate::endpoint::Endpoint;
@@ -363,8 +365,13 @@ impl Client {
         self.shared.notifications.take()
     }
 
-    /// The connection's state now, and every change from now on: connected,
+    /// The connection's state now, and its changes from now on: connected,
     /// lost (with why, and whether the client is reconnecting), closed.
+    /// It is a [`watch`] channel: a reader always sees the latest state,
+    /// but a state that changes again before it reads (a quick reconnect
+    /// after a loss) is seen only as the newer one; count
+    /// [`Connected::reconnects`](ConnectionState::Connected) to know a loss
+    /// happened.
     pub fn connection_states(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.subscribe()
     }
@@ -494,6 +501,13 @@ impl Client {
         }
     }
 
+    /// Whether a lost connection is replaced: `reconnect` is on and the
+    /// client is not closed (a subscription then subscribes again).
+    #[cfg(feature = "rpc")]
+    pub(crate) fn reconnects_by_itself(&self) -> bool {
+        self.reconnects_now()
+    }
+
     fn reconnects_now(&self) -> bool {
         self.shared.options.reconnect && !self.shared.closed.load(Ordering::SeqCst)
     }
@@ -536,6 +550,10 @@ fn waiting_for_answer(kind: Kind) -> &'static str {
         | Kind::Goodbye
         | Kind::Pong
         | Kind::Cancel
+        | Kind::Item
+        | Kind::Credit
+        | Kind::End
+        | Kind::Subscribe
         | Kind::Unknown(_) => "waiting for an answer",
     }
 }

@@ -4,19 +4,42 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::stream::{Delivery, Flow};
 use super::writer::Writer;
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{Frame, Kind};
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
 
+/// Where a stream's ITEMs and last answer go (revision 2.2): the
+/// application's end of it ([`super::stream::RawStream`]) and the credit
+/// both sides count.
+#[derive(Debug)]
+pub(super) struct StreamSlot {
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    flow: Arc<Flow>,
+}
+
+/// What the reader does with an ITEM or CREDIT, by the slot its id names.
+pub(super) enum StreamRoute {
+    /// A stream in flight: its credit.
+    Open(Arc<Flow>),
+    /// No stream in flight has the id (it ended, or was given up on, and
+    /// the frame crossed its last answer or CANCEL): ignored.
+    Gone,
+    /// The id is that of a call that does not stream: a protocol error.
+    NotAStream,
+}
+
 /// A request id in the table.
 #[derive(Debug)]
 enum Slot {
     /// A caller waits for the answer.
     Waiting(Waiter),
+    /// A stream: ITEMs, then one last answer (revision 2.2).
+    Stream(StreamSlot),
     /// The caller gave up and CANCEL was sent: the id stays taken until the
     /// server's answer arrives, since until then the server may still hold
     /// it (a new request with it would be a `duplicate id`).
@@ -38,6 +61,10 @@ struct State {
     waiters: HashMap<u32, Slot>,
     /// How many of `waiters` are [`Slot::Abandoned`].
     abandoned: usize,
+    /// How many of `waiters` are [`Slot::Stream`]: open streams do not
+    /// count as requests waiting (a subscription may stay open for ever,
+    /// and a graceful close does not wait for it).
+    streams: usize,
     next_id: u32,
     /// Set once no new request may start, if that came before the
     /// connection was gone: why (a GOODBYE, the client closing).
@@ -49,7 +76,29 @@ struct State {
 impl State {
     /// Requests whose callers still wait.
     fn waiting(&self) -> usize {
-        self.waiters.len() - self.abandoned
+        self.waiters.len() - self.abandoned - self.streams
+    }
+
+    /// Removes `id`'s slot, keeping the counts right.
+    fn remove(&mut self, id: u32) -> Option<Slot> {
+        let slot = self.waiters.remove(&id);
+        match slot {
+            Some(Slot::Abandoned) => self.abandoned -= 1,
+            Some(Slot::Stream(_)) => self.streams -= 1,
+            _ => {}
+        }
+        slot
+    }
+
+    /// A fresh id: never 0, never one in use.
+    fn fresh_id(&mut self) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            let id = self.next_id;
+            if id != 0 && !self.waiters.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// What ended the connection first, if anything has.
@@ -71,13 +120,7 @@ impl Pending {
         if let Some(reason) = state.end_reason() {
             return Err(Error::ConnectionClosed(reason.clone()));
         }
-        let id = loop {
-            state.next_id = state.next_id.wrapping_add(1);
-            let id = state.next_id;
-            if id != 0 && !state.waiters.contains_key(&id) {
-                break id;
-            }
-        };
+        let id = state.fresh_id();
         let (tx, rx) = oneshot::channel();
         state.waiters.insert(id, Slot::Waiting(tx));
         let registration = Registration {
@@ -88,15 +131,89 @@ impl Pending {
         Ok((registration, rx))
     }
 
+    /// Reserves a fresh id for a stream (revision 2.2) whose directions
+    /// start with `window` bytes of credit: its registration, where its
+    /// ITEMs and last answer arrive, and its credit.
+    pub(super) fn register_stream(
+        self: &Arc<Self>,
+        window: u32,
+    ) -> Result<(Registration, mpsc::UnboundedReceiver<Delivery>, Arc<Flow>)> {
+        let mut state = self.state();
+        if let Some(reason) = state.end_reason() {
+            return Err(Error::ConnectionClosed(reason.clone()));
+        }
+        let id = state.fresh_id();
+        let (deliveries, rx) = mpsc::unbounded_channel();
+        let flow = Arc::new(Flow::new(window));
+        let slot = StreamSlot {
+            deliveries,
+            flow: flow.clone(),
+        };
+        state.waiters.insert(id, Slot::Stream(slot));
+        state.streams += 1;
+        let registration = Registration {
+            pending: self.clone(),
+            id,
+            cancel: None,
+        };
+        Ok((registration, rx, flow))
+    }
+
+    /// Where an ITEM or CREDIT with `id` goes.
+    pub(super) fn stream_route(&self, id: u32) -> StreamRoute {
+        match self.state().waiters.get(&id) {
+            Some(Slot::Stream(slot)) => StreamRoute::Open(slot.flow.clone()),
+            Some(Slot::Waiting(_)) => StreamRoute::NotAStream,
+            Some(Slot::Abandoned) | None => StreamRoute::Gone,
+        }
+    }
+
+    /// The server answers request `id`, a call its caller made as one
+    /// that does not stream, with ITEMs: the caller gets an error saying
+    /// so, and the id stays taken until the stream's last answer (the
+    /// caller of this sends CANCEL). `false` if `id` waits no more.
+    pub(super) fn refuse_stream(&self, id: u32) -> bool {
+        let waiter = {
+            let mut state = self.state();
+            match state.waiters.remove(&id) {
+                Some(Slot::Waiting(waiter)) => {
+                    state.waiters.insert(id, Slot::Abandoned);
+                    state.abandoned += 1;
+                    if state.waiting() == 0 {
+                        self.idle.notify_waiters();
+                    }
+                    waiter
+                }
+                Some(other) => {
+                    state.waiters.insert(id, other);
+                    return false;
+                }
+                None => return false,
+            }
+        };
+        let _ = waiter.send(Err(Error::Protocol(
+            "the method answers with a stream of items: call it as a stream \
+             (Client::stream, stream_raw)"
+                .into(),
+        )));
+        true
+    }
+
+    /// Hands an ITEM's payload (checked, and within the credit) to stream
+    /// `id`; dropped if the stream is gone meanwhile.
+    pub(super) fn deliver_item(&self, id: u32, payload: Bytes) {
+        if let Some(Slot::Stream(slot)) = self.state().waiters.get(&id) {
+            let _ = slot.deliveries.send(Delivery::Item(payload));
+        }
+    }
+
     /// Delivers the answer to request `id` (an abandoned one's is
     /// discarded, and its id is free again); `false` if no request has it.
+    /// A stream's answer is its last: the stream ends.
     pub(super) fn complete(&self, id: u32, answer: Result<Bytes>) -> bool {
         let slot = {
             let mut state = self.state();
-            let slot = state.waiters.remove(&id);
-            if matches!(slot, Some(Slot::Abandoned)) {
-                state.abandoned -= 1;
-            }
+            let slot = state.remove(id);
             if state.waiting() == 0 {
                 self.idle.notify_waiters();
             }
@@ -105,6 +222,11 @@ impl Pending {
         match slot {
             Some(Slot::Waiting(waiter)) => {
                 let _ = waiter.send(answer);
+                true
+            }
+            Some(Slot::Stream(slot)) => {
+                slot.flow.end();
+                let _ = slot.deliveries.send(Delivery::End(answer));
                 true
             }
             Some(Slot::Abandoned) => true,
@@ -138,21 +260,25 @@ impl Pending {
 
     /// The connection is gone: every waiting request fails with `reason`.
     pub(super) fn fail_all(&self, reason: CloseReason) {
-        let waiters: Vec<Waiter> = {
+        let slots: Vec<Slot> = {
             let mut state = self.state();
             state.closed.get_or_insert(reason.clone());
             state.abandoned = 0;
-            state
-                .waiters
-                .drain()
-                .filter_map(|(_, slot)| match slot {
-                    Slot::Waiting(waiter) => Some(waiter),
-                    Slot::Abandoned => None,
-                })
-                .collect()
+            state.streams = 0;
+            state.waiters.drain().map(|(_, slot)| slot).collect()
         };
-        for waiter in waiters {
-            let _ = waiter.send(Err(Error::ConnectionClosed(reason.clone())));
+        for slot in slots {
+            let lost = Err(Error::ConnectionClosed(reason.clone()));
+            match slot {
+                Slot::Waiting(waiter) => {
+                    let _ = waiter.send(lost);
+                }
+                Slot::Stream(slot) => {
+                    slot.flow.end();
+                    let _ = slot.deliveries.send(Delivery::End(lost));
+                }
+                Slot::Abandoned => {}
+            }
         }
         self.idle.notify_waiters();
         self.unusable.notify_waiters();
@@ -239,13 +365,19 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let cancel = {
             let mut state = self.pending.state();
-            let unanswered = matches!(state.waiters.get(&self.id), Some(Slot::Waiting(_)));
+            let unanswered = matches!(
+                state.waiters.get(&self.id),
+                Some(Slot::Waiting(_) | Slot::Stream(_))
+            );
             let cancel = unanswered && state.closed.is_none() && self.cancel.is_some();
+            if unanswered {
+                if let Some(Slot::Stream(slot)) = state.remove(self.id) {
+                    slot.flow.end();
+                }
+            }
             if cancel {
                 state.waiters.insert(self.id, Slot::Abandoned);
                 state.abandoned += 1;
-            } else if unanswered {
-                state.waiters.remove(&self.id);
             }
             if state.waiting() == 0 {
                 self.pending.idle.notify_waiters();
@@ -253,7 +385,7 @@ impl Drop for Registration {
             cancel
         };
         if let (true, Some(writer)) = (cancel, &self.cancel) {
-            writer.queue_cancel(Frame::new(Kind::Cancel, self.id, Bytes::new()));
+            writer.queue_control(Frame::new(Kind::Cancel, self.id, Bytes::new()));
         }
     }
 }

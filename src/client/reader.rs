@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use super::notifications::Queue;
-use super::pending::Pending;
+use super::pending::{Pending, StreamRoute};
 use super::writer::Writer;
 use crate::error::{CloseReason, Error};
-use crate::protocol::{CodecError, ErrorPayload, Frame, FrameCodec, Kind};
+use crate::protocol::{
+    check_item, decode_credit, CodecError, ErrorPayload, Frame, FrameCodec, Kind,
+};
 
 /// What the reader task shares with the client handles.
 #[derive(Debug)]
@@ -46,7 +49,7 @@ where
 impl Routes {
     /// Handles one frame; `Err` with a reason ends the connection.
     async fn route(&self, frame: Frame) -> Result<(), CloseReason> {
-        match frame.kind {
+        match spoken(frame.kind) {
             Kind::Response | Kind::Pong => {
                 self.pending.complete(frame.id, Ok(frame.payload));
             }
@@ -77,12 +80,16 @@ impl Routes {
                 self.writer
                     .queue(Frame::new(Kind::Pong, frame.id, frame.payload));
             }
+            Kind::Item => self.item(frame)?,
+            Kind::Credit => self.credit(frame)?,
             Kind::Hello
             | Kind::Request
             | Kind::Status
             | Kind::Call
             | Kind::Cancel
             | Kind::Describe
+            | Kind::End
+            | Kind::Subscribe
             | Kind::Unknown(_) => {
                 return Err(CloseReason::Protocol(format!(
                     "the server sent {:?} after the handshake",
@@ -91,5 +98,69 @@ impl Routes {
             }
         }
         Ok(())
+    }
+
+    /// An ITEM: checked against the credit this client gave, decoded, and
+    /// queued for the stream's reader without waiting (the credit bounds
+    /// what can queue).
+    fn item(&self, frame: Frame) -> Result<(), CloseReason> {
+        let flow = match self.stream_route(frame.id, "ITEM")? {
+            StreamRoute::Open(flow) => flow,
+            StreamRoute::Gone => return Ok(()),
+            // A streaming method called as a plain call (`Client::call`):
+            // that caller fails, and the stream is cancelled.
+            StreamRoute::NotAStream => {
+                if self.pending.refuse_stream(frame.id) {
+                    let cancel = Frame::new(Kind::Cancel, frame.id, Bytes::new());
+                    self.writer.queue_control(cancel);
+                }
+                return Ok(());
+            }
+        };
+        let len = frame.payload.len();
+        flow.server_sent(frame.id, len)?;
+        // Checked whole now; its entries are read as they are taken.
+        check_item(&frame.payload, false)
+            .map_err(|e| CloseReason::Protocol(format!("stream {}: {e}", frame.id)))?;
+        self.pending.deliver_item(frame.id, frame.payload);
+        Ok(())
+    }
+
+    /// A CREDIT: more room for this client's items on an upload. Credit
+    /// for a stream that ended, or for a call whose ITEMs were refused,
+    /// grants nothing: ignored.
+    fn credit(&self, frame: Frame) -> Result<(), CloseReason> {
+        let bytes = decode_credit(&frame.payload)
+            .ok_or_else(|| CloseReason::Protocol("a CREDIT shorter than 4 bytes".into()))?;
+        match self.stream_route(frame.id, "CREDIT")? {
+            StreamRoute::Open(flow) => flow.server_granted(frame.id, bytes),
+            StreamRoute::Gone | StreamRoute::NotAStream => Ok(()),
+        }
+    }
+
+    /// Where an ITEM or CREDIT with `id` goes; id 0 is a protocol error.
+    fn stream_route(&self, id: u32, what: &str) -> Result<StreamRoute, CloseReason> {
+        if id == 0 {
+            let why = format!("the server sent {what} with id 0");
+            return Err(CloseReason::Protocol(why));
+        }
+        Ok(self.pending.stream_route(id))
+    }
+}
+
+/// The kind as this client speaks it: revision 2.2's kinds that the codec
+/// reads as unknown while the crate's [`SPOKEN_REVISION`] is below 2 (the
+/// server side serves no streams yet) are still streams' kinds to a
+/// client, which listed them in its HELLO: a server sends them only to a
+/// client that did.
+///
+/// [`SPOKEN_REVISION`]: crate::protocol::SPOKEN_REVISION
+fn spoken(kind: Kind) -> Kind {
+    match kind {
+        Kind::Unknown(byte) => match Kind::from_u8(byte) {
+            Some(known) if known.rules().revision == 2 => known,
+            _ => kind,
+        },
+        kind => kind,
     }
 }

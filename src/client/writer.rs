@@ -170,12 +170,14 @@ impl Writer {
         true
     }
 
-    /// Queues a CANCEL without waiting, even past the outbox's bound: it
-    /// frees a slot on the server, so it must not be lost to a full
-    /// outbox. Each is 10 bytes and follows a request that was sent, so
-    /// they are bounded by the requests. Dropped once nothing can be
-    /// written (the connection is going; the server drops its requests).
-    pub(super) fn queue_cancel(&self, frame: Frame) {
+    /// Queues a CANCEL or a CREDIT without waiting, even past the outbox's
+    /// bound: a CANCEL frees a slot on the server and a CREDIT lets a
+    /// stream go on, so neither may be lost to a full outbox. A CANCEL is
+    /// 10 bytes and follows a request that was sent; a CREDIT is 14 and
+    /// follows half a window consumed by the application: both are bounded
+    /// by what the client did. Dropped once nothing can be written (the
+    /// connection is going; the server drops its requests).
+    pub(super) fn queue_control(&self, frame: Frame) {
         let mut state = self.state();
         if state.refusal().is_some() || state.outbox.push(frame).is_err() {
             return;

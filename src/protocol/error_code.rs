@@ -40,6 +40,15 @@ impl ErrorCode {
     pub const BAD_REQUEST: ErrorCode = ErrorCode(13);
     /// The request was cancelled: the client sent CANCEL for it (protocol 2).
     pub const CANCELLED: ErrorCode = ErrorCode(14);
+    /// The client did not take what was sent to it fast enough: with id 0
+    /// it is cut off, and what the server still held for it was dropped
+    /// (protocol 2.2, sent to every client).
+    pub const TOO_SLOW: ErrorCode = ErrorCode(15);
+    /// The peer broke a stream's flow control: it sent an ITEM on a
+    /// stream whose credit it had used up, or a CREDIT that took the
+    /// other side's credit past 2147483647 bytes (protocol 2.2; id 0,
+    /// close).
+    pub const FLOW_CONTROL: ErrorCode = ErrorCode(16);
     /// The first code available to services for their own errors.
     pub const FIRST_SERVICE_CODE: u16 = 1000;
 
@@ -60,6 +69,8 @@ impl ErrorCode {
             12 => "unknown method",
             13 => "bad request",
             14 => "cancelled",
+            15 => "too slow",
+            16 => "flow control",
             n if n >= Self::FIRST_SERVICE_CODE => "service error",
             _ => "unknown error code",
         }

@@ -101,6 +101,37 @@ impl ServerHello {
 pub struct ClientHello {
     /// The highest protocol version the client speaks.
     pub version: u16,
+    /// Revision 2.2: the frame kinds the client accepts from the server,
+    /// as wire bytes (field [`FIELD_KINDS`]); `None` from a client that
+    /// sends no such field (every client before revision 2.2), which is
+    /// never sent ITEM nor CREDIT.
+    pub kinds: Option<KindSet>,
+}
+
+/// A set of frame kinds' wire bytes, as a HELLO's kinds field lists them
+/// (written in the order of their bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindSet([u64; 4]);
+
+impl KindSet {
+    /// The set of these wire bytes.
+    pub fn from_bytes(bytes: &[u8]) -> KindSet {
+        let mut set = KindSet::default();
+        for &byte in bytes {
+            set.0[usize::from(byte / 64)] |= 1 << (byte % 64);
+        }
+        set
+    }
+
+    /// Whether it holds `byte`.
+    pub fn contains(&self, byte: u8) -> bool {
+        self.0[usize::from(byte / 64)] & (1 << (byte % 64)) != 0
+    }
+
+    /// Its bytes, in order.
+    pub fn bytes(&self) -> Vec<u8> {
+        (0..=u8::MAX).filter(|&byte| self.contains(byte)).collect()
+    }
 }
 
 impl Default for ClientHello {
@@ -117,27 +148,59 @@ impl ClientHello {
 
     /// A HELLO naming `version` (1 for a client that speaks version 1 only).
     pub fn with_version(version: u16) -> ClientHello {
-        ClientHello { version }
+        ClientHello {
+            version,
+            kinds: None,
+        }
     }
 
-    /// Encodes the payload: magic and version. Version 2 defines no client
-    /// fields yet, so none follow.
+    /// Whether the client accepts frames of `kind` from the server: only
+    /// if it listed them (revision 2.2), so never ITEM nor CREDIT from a
+    /// client that sent no kinds.
+    pub fn accepts(&self, kind: Kind) -> bool {
+        self.kinds.is_some_and(|kinds| kinds.contains(kind.to_u8()))
+    }
+
+    /// Encodes the payload: magic and version, then (revision 2.2) the
+    /// kinds field if there is one.
     pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(6);
+        let kinds = self.kinds.map(|kinds| kinds.bytes());
+        let kinds = kinds.as_deref();
+        let mut buf = BytesMut::with_capacity(6 + kinds.map_or(0, |k| 3 + k.len()));
         buf.put_slice(&MAGIC);
         buf.put_u16_le(self.version);
+        if let Some(kinds) = kinds {
+            buf.put_u8(FIELD_KINDS);
+            buf.put_u16_le(kinds.len() as u16);
+            buf.put_slice(kinds);
+        }
         buf.freeze()
     }
 
     /// Decodes the payload. Any version from 1 up is accepted (the server
-    /// answers with the lower of it and its own, [`negotiate`]); bytes
-    /// after the version are ignored, so that later versions may add fields.
+    /// answers with the lower of it and its own, [`negotiate`]). After the
+    /// version come fields (revision 2.2): the kinds field is read, fields
+    /// of other tags are skipped. A field that runs past the end is
+    /// malformed once this crate speaks revision 2.2
+    /// ([`SPOKEN_REVISION`](super::SPOKEN_REVISION)); until then bytes
+    /// after the version that are not whole fields are ignored, as
+    /// revision 2.1 says.
     pub fn decode(payload: &[u8]) -> Result<ClientHello, HelloError> {
         let version = check_magic(payload)?;
         if version == 0 {
             return Err(HelloError::UnsupportedVersion(0));
         }
-        Ok(ClientHello { version })
+        let mut hello = ClientHello::with_version(version);
+        match read_fields(&payload[6..], |tag, value| {
+            if tag == FIELD_KINDS {
+                hello.kinds = Some(KindSet::from_bytes(value));
+            }
+            Ok(())
+        }) {
+            Ok(()) => Ok(hello),
+            Err(e) if super::SPOKEN_REVISION >= 2 => Err(e),
+            Err(_) => Ok(ClientHello::with_version(version)),
+        }
     }
 }
 
@@ -157,6 +220,10 @@ pub const FIELD_ENCODINGS: u8 = 1;
 /// client, one byte each.
 pub const FIELD_KINDS: u8 = 2;
 
+/// A field of [`HelloReply`] (revision 2.2): u32, the initial credit in
+/// bytes of each direction of every stream.
+pub const FIELD_STREAM_WINDOW: u8 = 3;
+
 /// The server's second HELLO, sent only on a connection of version 2 or
 /// later, right after it accepted the client's HELLO: the version chosen,
 /// then fields (`u8 tag, u16 length, value`) of which a client ignores
@@ -172,6 +239,10 @@ pub struct HelloReply {
     pub encodings: Vec<u8>,
     /// The frame kinds the server accepts from a client, as wire bytes.
     pub kinds: Vec<u8>,
+    /// Revision 2.2: the initial credit, in bytes, of each direction of
+    /// every stream ([`FIELD_STREAM_WINDOW`]); `None` from a server that
+    /// does not stream (it lists no ITEM in `kinds`).
+    pub stream_window: Option<u32>,
 }
 
 impl HelloReply {
@@ -179,13 +250,16 @@ impl HelloReply {
     /// server that accepts the client kinds this crate defines for it
     /// ([`Kind::accepted_from_client`], from the kinds' table).
     pub fn new(version: u16, encodings: &[Encoding]) -> HelloReply {
-        let kinds = Kind::accepted_from_client(version)
+        let kinds: Vec<u8> = Kind::accepted_from_client(version)
             .map(Kind::to_u8)
             .collect();
+        // A server that takes ITEMs streams: it says with what window.
+        let streams = kinds.contains(&Kind::Item.to_u8());
         HelloReply {
             version,
             encodings: encodings.iter().map(|e| e.to_u8()).collect(),
             kinds,
+            stream_window: streams.then_some(super::DEFAULT_STREAM_WINDOW),
         }
     }
 
@@ -201,6 +275,11 @@ impl HelloReply {
             buf.put_u8(tag);
             buf.put_u16_le(value.len() as u16);
             buf.put_slice(value);
+        }
+        if let Some(window) = self.stream_window {
+            buf.put_u8(FIELD_STREAM_WINDOW);
+            buf.put_u16_le(4);
+            buf.put_u32_le(window);
         }
         buf.freeze()
     }
@@ -218,23 +297,22 @@ impl HelloReply {
             version,
             encodings: Vec::new(),
             kinds: Vec::new(),
+            stream_window: None,
         };
-        let mut rest = &payload[6..];
-        while !rest.is_empty() {
-            let (tag, len) = match rest {
-                [tag, a, b, ..] => (*tag, u16::from_le_bytes([*a, *b]) as usize),
-                _ => return Err(HelloError::Malformed("a field header is cut short")),
-            };
-            let value = rest
-                .get(3..3 + len)
-                .ok_or(HelloError::Malformed("a field runs past the end"))?;
+        read_fields(&payload[6..], |tag, value| {
             match tag {
                 FIELD_ENCODINGS => reply.encodings = value.to_vec(),
                 FIELD_KINDS => reply.kinds = value.to_vec(),
+                FIELD_STREAM_WINDOW => {
+                    let window: [u8; 4] = value
+                        .try_into()
+                        .map_err(|_| HelloError::Malformed("a stream window is not 4 bytes"))?;
+                    reply.stream_window = Some(u32::from_le_bytes(window));
+                }
                 _ => {}
             }
-            rest = &rest[3 + len..];
-        }
+            Ok(())
+        })?;
         Ok(reply)
     }
 
@@ -250,6 +328,26 @@ impl HelloReply {
     pub fn accepts(&self, kind: Kind) -> bool {
         self.kinds.contains(&kind.to_u8())
     }
+}
+
+/// Calls `field` with each field's tag and value (`u8 tag, u16 length,
+/// value`), in order; one that runs past the end is malformed.
+fn read_fields(
+    mut rest: &[u8],
+    mut field: impl FnMut(u8, &[u8]) -> Result<(), HelloError>,
+) -> Result<(), HelloError> {
+    while !rest.is_empty() {
+        let (tag, len) = match rest {
+            [tag, a, b, ..] => (*tag, u16::from_le_bytes([*a, *b]) as usize),
+            _ => return Err(HelloError::Malformed("a field header is cut short")),
+        };
+        let value = rest
+            .get(3..3 + len)
+            .ok_or(HelloError::Malformed("a field runs past the end"))?;
+        field(tag, value)?;
+        rest = &rest[3 + len..];
+    }
+    Ok(())
 }
 
 /// Checks the magic; returns the version that follows it.
@@ -279,7 +377,7 @@ mod tests {
 
     #[test]
     fn client_hello_layout_is_magic_then_version() {
-        assert_eq!(&ClientHello { version: 1 }.encode()[..], b"PSVC\x01\x00");
+        assert_eq!(&ClientHello::with_version(1).encode()[..], b"PSVC\x01\x00");
     }
 
     #[test]
@@ -306,7 +404,7 @@ mod tests {
     #[test]
     fn a_client_hello_of_any_later_version_is_accepted_and_negotiated_down() {
         assert_eq!(ClientHello::new().encode().as_ref(), b"PSVC\x02\x00");
-        let v9 = ClientHello::decode(b"PSVC\x09\x00future fields").unwrap();
+        let v9 = ClientHello::decode(b"PSVC\x09\x00\x07\x06\x00future").unwrap();
         assert_eq!(v9.version, 9);
         assert_eq!(negotiate(v9.version), 2);
         assert_eq!(negotiate(1), 1);
@@ -318,7 +416,8 @@ mod tests {
         let bytes = reply.encode();
         assert_eq!(
             bytes.as_ref(),
-            b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x08\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c"
+            b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x0c\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c\
+              \x0d\x0e\x0f\x10\x03\x04\x00\x00\x00\x04\x00"
         );
         assert_eq!(HelloReply::decode(&bytes), Ok(reply.clone()));
         assert_eq!(
@@ -326,6 +425,49 @@ mod tests {
             vec![Encoding::MessagePack, Encoding::Json]
         );
         assert!(reply.accepts(Kind::Cancel) && !reply.accepts(Kind::Response));
+    }
+
+    #[test]
+    fn a_revision_2_2_client_hello_lists_the_kinds_it_accepts() {
+        // PROTOCOL.md, "A complete exchange, revision 2.2".
+        let payload = b"PSVC\x02\x00\x02\x08\x00\x01\x03\x04\x05\x06\x08\x0d\x0e";
+        let hello = ClientHello::decode(payload).unwrap();
+        let kinds = hello.kinds.unwrap().bytes();
+        assert_eq!(kinds, [1, 3, 4, 5, 6, 8, 13, 14]);
+        assert!(hello.accepts(Kind::Item) && hello.accepts(Kind::Credit));
+        assert_eq!(&hello.encode()[..], &payload[..]);
+        // Fields of other tags are skipped.
+        let more = b"PSVC\x02\x00\x09\x01\x00z\x02\x01\x00\x0d";
+        let kinds = ClientHello::decode(more).unwrap().kinds;
+        assert_eq!(kinds, Some(KindSet::from_bytes(&[13])));
+        // A client before revision 2.2 lists nothing: it is sent no ITEM.
+        let old = ClientHello::decode(b"PSVC\x02\x00").unwrap();
+        assert_eq!(old.kinds, None);
+        assert!(!old.accepts(Kind::Item));
+        // A field that runs past the end: malformed (revision 2.2).
+        let cut = ClientHello::decode(b"PSVC\x02\x00\x02\x05\x00\x01");
+        assert_eq!(cut.unwrap_err().code(), ErrorCode::MALFORMED_FRAME);
+    }
+
+    #[test]
+    fn a_revision_2_2_hello_reply_carries_the_stream_window() {
+        // PROTOCOL.md, "A complete exchange, revision 2.2".
+        let payload = b"PSVC\x02\x00\x01\x02\x00\x02\x01\x02\x0c\x00\
+            \x01\x02\x05\x07\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x03\x04\x00\x00\x00\x04\x00";
+        let reply = HelloReply::decode(payload).unwrap();
+        assert_eq!(
+            reply.stream_window,
+            Some(super::super::DEFAULT_STREAM_WINDOW)
+        );
+        assert_eq!(reply.kinds, [1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(&reply.encode()[..], &payload[..]);
+        // A 2.1 server sends no window.
+        let old = b"PSVC\x02\x00\x01\x01\x00\x01\x02\x08\x00\x01\x02\x05\x07\x09\x0a\x0b\x0c";
+        let old = HelloReply::decode(old).unwrap();
+        assert_eq!(old.stream_window, None);
+        assert_eq!(HelloReply::decode(&old.encode()).unwrap(), old);
+        let short = b"PSVC\x02\x00\x03\x02\x00\x00\x04";
+        assert!(HelloReply::decode(short).is_err());
     }
 
     #[test]

@@ -44,14 +44,32 @@ pub enum Kind {
     /// The client asks for the service's description; answered by RESPONSE
     /// with JSON (protocol 2).
     Describe,
+    /// One or more items of the stream with this id (revision 2.2).
+    Item,
+    /// More credit, in bytes of ITEM payload, for the stream with this id
+    /// (revision 2.2).
+    Credit,
+    /// The client sends no more items on the stream with this id
+    /// (revision 2.2).
+    End,
+    /// The client subscribes to a topic; answered by ITEMs, then ERROR or
+    /// RESPONSE (revision 2.2).
+    Subscribe,
     /// A kind byte this crate does not know, read on a version 2
-    /// connection (a version 1 connection refuses it instead).
+    /// connection (a version 1 connection refuses it instead), or one of
+    /// a revision it does not speak yet ([`Kind::is_spoken`]).
     Unknown(u8),
 }
 
+/// The revision of protocol version 2 this crate speaks: kinds of a later
+/// revision are in the table, but not listed in the HELLO reply nor
+/// decoded as themselves ([`Kind::is_spoken`]). Revision 2.2 (ITEM,
+/// CREDIT, END, SUBSCRIBE: streams and topics).
+pub const SPOKEN_REVISION: u16 = 2;
+
 /// Every kind this crate defines, in the order of their wire bytes
 /// ([`Kind::Unknown`] is not one).
-pub const KINDS: [Kind; 12] = [
+pub const KINDS: [Kind; 16] = [
     Kind::Hello,
     Kind::Request,
     Kind::Response,
@@ -64,6 +82,10 @@ pub const KINDS: [Kind; 12] = [
     Kind::Call,
     Kind::Cancel,
     Kind::Describe,
+    Kind::Item,
+    Kind::Credit,
+    Kind::End,
+    Kind::Subscribe,
 ];
 
 /// Who may send frames of a kind (PROTOCOL.md, "Kinds": "sent by").
@@ -105,6 +127,9 @@ pub enum IdRule {
 pub struct KindRules {
     /// The protocol version that defines the kind.
     pub since: u16,
+    /// The revision of that version that defines it (2 for revision 2.2's
+    /// kinds; 0 for the others: their revisions are all spoken).
+    pub revision: u16,
     /// Who may send it. A client sends HELLO once, first; after the
     /// handshake a HELLO from it is `unexpected frame`.
     pub sender: Sender,
@@ -124,6 +149,7 @@ impl KindRules {
     const fn new(since: u16, sender: Sender, id: IdRule) -> KindRules {
         KindRules {
             since,
+            revision: 0,
             sender,
             id,
             starts: false,
@@ -138,6 +164,11 @@ impl KindRules {
 
     const fn at_once(mut self) -> KindRules {
         self.at_once = true;
+        self
+    }
+
+    const fn revision(mut self, revision: u16) -> KindRules {
+        self.revision = revision;
         self
     }
 
@@ -182,6 +213,13 @@ impl Kind {
             Kind::Call => KindRules::new(2, Client, New).starts(),
             Kind::Cancel => KindRules::new(2, Client, OfRequest).at_once(),
             Kind::Describe => KindRules::new(2, Client, New).at_once(),
+            // Revision 2.2: the id of a stream in flight; taken as read,
+            // also past the requests waiting at the in-flight limit.
+            Kind::Item => KindRules::new(2, Both, OfRequest).at_once().revision(2),
+            Kind::Credit => KindRules::new(2, Both, OfRequest).at_once().revision(2),
+            Kind::End => KindRules::new(2, Client, OfRequest).at_once().revision(2),
+            // A stream that does not count against the in-flight limit.
+            Kind::Subscribe => KindRules::new(2, Client, New).at_once().revision(2),
             Kind::Unknown(_) => KindRules::new(2, Client, NewOrZero).at_once(),
         }
     }
@@ -202,6 +240,10 @@ impl Kind {
             10 => Kind::Call,
             11 => Kind::Cancel,
             12 => Kind::Describe,
+            13 => Kind::Item,
+            14 => Kind::Credit,
+            15 => Kind::End,
+            16 => Kind::Subscribe,
             _ => return None,
         })
     }
@@ -221,15 +263,33 @@ impl Kind {
             Kind::Call => 10,
             Kind::Cancel => 11,
             Kind::Describe => 12,
+            Kind::Item => 13,
+            Kind::Credit => 14,
+            Kind::End => 15,
+            Kind::Subscribe => 16,
             Kind::Unknown(byte) => byte,
         }
     }
 
+    /// Whether this crate speaks the revision that defines the kind
+    /// ([`SPOKEN_REVISION`]).
+    pub const fn is_spoken(self) -> bool {
+        let rules = self.rules();
+        rules.since < 2 || rules.revision <= SPOKEN_REVISION
+    }
+
+    /// Whether the kind exists on a connection of protocol `version`, as
+    /// this crate speaks it.
+    const fn is_of_version(self, version: u16) -> bool {
+        self.rules().since <= version && self.is_spoken()
+    }
+
     /// The kind a wire byte stands for on a connection of protocol
-    /// `version`: `None` for a byte that version does not define.
+    /// `version`: `None` for a byte that version does not define (or
+    /// whose revision this crate does not speak yet).
     pub const fn of_version(byte: u8, version: u16) -> Option<Kind> {
         match Kind::from_u8(byte) {
-            Some(kind) if kind.rules().since <= version => Some(kind),
+            Some(kind) if kind.is_of_version(version) => Some(kind),
             _ => None,
         }
     }
@@ -240,7 +300,7 @@ impl Kind {
         let mut last = 0;
         let mut i = 0;
         while i < KINDS.len() {
-            if KINDS[i].rules().since <= version {
+            if KINDS[i].is_of_version(version) {
                 last = KINDS[i].to_u8();
             }
             i += 1;
@@ -251,10 +311,9 @@ impl Kind {
     /// The kinds a server of protocol `version` accepts from a client, in
     /// the order of their bytes: what its HELLO reply lists.
     pub fn accepted_from_client(version: u16) -> impl Iterator<Item = Kind> {
-        KINDS.into_iter().filter(move |kind| {
-            let rules = kind.rules();
-            rules.from_client() && rules.since <= version
-        })
+        KINDS
+            .into_iter()
+            .filter(move |kind| kind.rules().from_client() && kind.is_of_version(version))
     }
 }
 
@@ -288,16 +347,22 @@ mod tests {
             assert_eq!(Kind::from_u8(kind.to_u8()), Some(kind));
         }
         assert_eq!(Kind::last_of_version(1), 9);
-        assert_eq!(Kind::last_of_version(2), 12);
+        assert_eq!(Kind::last_of_version(2), 16);
         assert_eq!(highest_version(), super::super::PROTOCOL_VERSION);
         assert_eq!(Kind::of_version(10, 1), None);
         assert_eq!(Kind::of_version(10, 2), Some(Kind::Call));
+        // Revision 2.2's kinds are spoken on version 2 connections only.
+        for byte in 13..=16 {
+            assert!(Kind::from_u8(byte).unwrap().is_spoken());
+            assert_eq!(Kind::of_version(byte, 1), None);
+            assert_eq!(Kind::of_version(byte, 2), Kind::from_u8(byte));
+        }
     }
 
     #[test]
     fn the_kinds_a_client_may_send_are_the_hello_replys() {
         let bytes: Vec<u8> = Kind::accepted_from_client(2).map(Kind::to_u8).collect();
-        assert_eq!(bytes, [1, 2, 5, 7, 9, 10, 11, 12]);
+        assert_eq!(bytes, [1, 2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
         let v1: Vec<u8> = Kind::accepted_from_client(1).map(Kind::to_u8).collect();
         assert_eq!(v1, [1, 2, 5, 7, 9]);
     }

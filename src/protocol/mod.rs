@@ -19,6 +19,8 @@ mod frame;
 mod hello;
 mod kind;
 mod status;
+mod stream;
+mod topic;
 
 pub use call::{
     CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
@@ -28,11 +30,18 @@ pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame};
 pub use hello::{
-    negotiate, ClientHello, HelloError, HelloReply, ServerHello, FIELD_ENCODINGS, FIELD_KINDS,
+    negotiate, ClientHello, HelloError, HelloReply, KindSet, ServerHello, FIELD_ENCODINGS,
+    FIELD_KINDS, FIELD_STREAM_WINDOW,
 };
-pub use kind::{IdRule, Kind, KindRules, Sender, KINDS};
+pub use kind::{IdRule, Kind, KindRules, Sender, KINDS, SPOKEN_REVISION};
 pub(crate) use status::SMALLEST_ANSWER_LEN as SMALLEST_STATUS_LEN;
 pub use status::{Status, STATUS_FORMAT};
+pub use stream::{
+    check_item, decode_credit, decode_item, encode_credit, encode_item, next_entry, Consumed,
+    Credit, CreditOverflow, Entry, ItemError, Subscribe, SubscribeError, DEFAULT_STREAM_WINDOW,
+    ENTRY_HEADER_LEN, ENTRY_ITEM, ENTRY_LAGGED, ENTRY_SUBSCRIBED, MAX_CREDIT,
+};
+pub use topic::{SlowSubscriber, StreamDirection, Topic, DEFAULT_TOPIC_QUEUE};
 
 /// The highest protocol version this crate speaks (it speaks 1 too): the
 /// highest that defines a kind in [`Kind::rules`]'s table.

@@ -40,7 +40,24 @@ pub struct Status {
     /// Requests stopped at a deadline (answered ERROR `timed out`);
     /// appended by protocol 2 servers, 0 from older ones.
     pub requests_timed_out: u64,
+    /// Streams of streaming methods open now (revision 2.2; 0 from older
+    /// servers, as are the four counts after it).
+    pub streams_open: u64,
+    /// Item entries sent in ITEMs of streaming methods (revision 2.2).
+    pub items_sent: u64,
+    /// Subscriptions open now, on every connection (revision 2.2).
+    pub subscribers: u64,
+    /// Event entries sent to subscribers (revision 2.2).
+    pub events_sent: u64,
+    /// Events subscribers lost: counted in `lagged` entries, or left
+    /// unsent when a subscription or a connection was cut off (revision
+    /// 2.2).
+    pub events_dropped: u64,
 }
+
+/// Bytes of the five counts a server of revision 2.2 appends after the
+/// version 2 counts.
+pub(crate) const PUSH_LEN: usize = 40;
 
 /// Bytes of the counts a protocol 2 server appends after the error counts.
 pub(crate) const APPENDED_LEN: usize = 16;
@@ -52,6 +69,12 @@ pub(crate) const SMALLEST_ANSWER_LEN: usize = FIXED_LEN + APPENDED_LEN;
 impl Status {
     /// The payload of the RESPONSE to STATUS.
     pub fn encode(&self) -> Bytes {
+        self.encode_with_push(true)
+    }
+
+    /// The payload, without the five counts of revision 2.2 if `push` is
+    /// `false` (a server whose maximum payload cannot hold them).
+    pub fn encode_with_push(&self, push: bool) -> Bytes {
         let mut buf = BytesMut::with_capacity(FIXED_LEN + self.errors.len() * 10);
         buf.put_u16_le(STATUS_FORMAT);
         buf.put_u64_le(self.uptime.as_millis().min(u64::MAX as u128) as u64);
@@ -71,6 +94,17 @@ impl Status {
         }
         buf.put_u64_le(self.requests_cancelled);
         buf.put_u64_le(self.requests_timed_out);
+        if push {
+            for n in [
+                self.streams_open,
+                self.items_sent,
+                self.subscribers,
+                self.events_sent,
+                self.events_dropped,
+            ] {
+                buf.put_u64_le(n);
+            }
+        }
         buf.freeze()
     }
 
@@ -97,6 +131,14 @@ impl Status {
             true => (payload.get_u64_le(), payload.get_u64_le()),
             false => (0, 0),
         };
+        // Absent from a server older than revision 2.2.
+        let mut push = [0u64; 5];
+        if payload.len() >= PUSH_LEN {
+            for n in &mut push {
+                *n = payload.get_u64_le();
+            }
+        }
+        let [streams_open, items_sent, subscribers, events_sent, events_dropped] = push;
         Some(Status {
             uptime,
             connections_open,
@@ -107,6 +149,11 @@ impl Status {
             errors,
             requests_cancelled,
             requests_timed_out,
+            streams_open,
+            items_sent,
+            subscribers,
+            events_sent,
+            events_dropped,
         })
     }
 
@@ -121,7 +168,9 @@ impl Status {
         format!(
             "{{\"uptime_secs\":{:.3},\"connections_open\":{},\"connections_total\":{},\
              \"requests_served\":{},\"requests_cancelled\":{},\"requests_timed_out\":{},\
-             \"bytes_in\":{},\"bytes_out\":{},\"errors\":{{{errors}}}}}",
+             \"bytes_in\":{},\"bytes_out\":{},\"streams_open\":{},\"items_sent\":{},\
+             \"subscribers\":{},\"events_sent\":{},\"events_dropped\":{},\
+             \"errors\":{{{errors}}}}}",
             self.uptime.as_secs_f64(),
             self.connections_open,
             self.connections_total,
@@ -130,6 +179,11 @@ impl Status {
             self.requests_timed_out,
             self.bytes_in,
             self.bytes_out,
+            self.streams_open,
+            self.items_sent,
+            self.subscribers,
+            self.events_sent,
+            self.events_dropped,
         )
     }
 }
@@ -149,6 +203,11 @@ mod tests {
             errors: vec![(ErrorCode(4), 2), (ErrorCode(1000), 5)],
             requests_cancelled: 6,
             requests_timed_out: 9,
+            streams_open: 2,
+            items_sent: 3,
+            subscribers: 4,
+            events_sent: 5,
+            events_dropped: 6,
         }
     }
 
@@ -164,7 +223,7 @@ mod tests {
     #[test]
     fn layout_matches_protocol_md() {
         let bytes = sample().encode();
-        assert_eq!(bytes.len(), FIXED_LEN + 2 * 10 + APPENDED_LEN);
+        assert_eq!(bytes.len(), FIXED_LEN + 2 * 10 + APPENDED_LEN + PUSH_LEN);
         assert_eq!(&bytes[..2], &[1, 0]);
         assert_eq!(&bytes[2..10], &90_061_001u64.to_le_bytes());
         assert_eq!(&bytes[50..52], &[2, 0]);
@@ -172,13 +231,20 @@ mod tests {
         assert_eq!(&bytes[54..62], &2u64.to_le_bytes());
         assert_eq!(&bytes[72..80], &6u64.to_le_bytes());
         assert_eq!(&bytes[80..88], &9u64.to_le_bytes());
+        assert_eq!(&bytes[88..96], &2u64.to_le_bytes());
+        assert_eq!(&bytes[120..128], &6u64.to_le_bytes());
+        // Without errors: 108 bytes of fixed fields (PROTOCOL.md).
+        assert_eq!(Status::default().encode().len(), 108);
+        assert_eq!(Status::default().encode_with_push(false).len(), 68);
     }
 
     #[test]
     fn a_status_without_the_protocol_2_counts_reads_them_as_zero() {
         let bytes = sample().encode();
-        let old = Status::decode(&bytes[..bytes.len() - APPENDED_LEN]).unwrap();
+        let old = Status::decode(&bytes[..bytes.len() - APPENDED_LEN - PUSH_LEN]).unwrap();
         assert_eq!((old.requests_cancelled, old.requests_timed_out), (0, 0));
+        let v21 = Status::decode(&bytes[..bytes.len() - PUSH_LEN]).unwrap();
+        assert_eq!((v21.requests_timed_out, v21.events_dropped), (9, 0));
         assert_eq!(old.errors, sample().errors);
     }
 
@@ -186,7 +252,7 @@ mod tests {
     fn refuses_short_or_unknown_formats_and_ignores_appended_bytes() {
         let bytes = sample().encode();
         assert_eq!(
-            Status::decode(&bytes[..bytes.len() - APPENDED_LEN - 1]),
+            Status::decode(&bytes[..bytes.len() - APPENDED_LEN - PUSH_LEN - 1]),
             None
         );
         assert_eq!(Status::decode(&bytes[..FIXED_LEN - 1]), None);
@@ -205,7 +271,8 @@ mod tests {
             "{\"uptime_secs\":90061.001,\"connections_open\":3,\"connections_total\":1000000,\
              \"requests_served\":18446744073709551615,\"requests_cancelled\":6,\
              \"requests_timed_out\":9,\"bytes_in\":1099511627776,\
-             \"bytes_out\":7,\"errors\":{\"4\":2,\"1000\":5}}"
+             \"bytes_out\":7,\"streams_open\":2,\"items_sent\":3,\"subscribers\":4,\
+             \"events_sent\":5,\"events_dropped\":6,\"errors\":{\"4\":2,\"1000\":5}}"
         );
     }
 }

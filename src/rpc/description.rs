@@ -23,12 +23,20 @@ pub struct Description {
     pub encodings: Vec<String>,
     /// Its methods.
     pub methods: Vec<MethodDescription>,
+    /// Its topics (revision 2.2; an empty list when it has none, absent
+    /// from an older server's description).
+    pub topics: Vec<TopicDescription>,
 }
 
 impl Description {
     /// The method called `name`, if the service has it.
     pub fn method(&self, name: &str) -> Option<&MethodDescription> {
         self.methods.iter().find(|m| m.name == name)
+    }
+
+    /// The topic called `name`, if the service has it.
+    pub fn topic(&self, name: &str) -> Option<&TopicDescription> {
+        self.topics.iter().find(|t| t.name == name)
     }
 
     /// The [`encodings`](Self::encodings) this crate knows, in the
@@ -52,6 +60,36 @@ pub struct MethodDescription {
     pub request: Value,
     /// The JSON Schema of its result.
     pub response: Value,
+    /// Revision 2.2, a streaming method: `"server"`, `"client"` or
+    /// `"both"`; `None` for a method that does not stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<String>,
+    /// The JSON Schema of each item the server sends (`"server"` and
+    /// `"both"` streams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_item: Option<Value>,
+    /// The JSON Schema of each item the client sends (`"client"` and
+    /// `"both"` streams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_item: Option<Value>,
+}
+
+/// One topic of a [`Description`] (revision 2.2).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct TopicDescription {
+    /// The topic's name.
+    pub name: String,
+    /// Its one-line doc.
+    pub doc: String,
+    /// The JSON Schema of each event.
+    pub event: Value,
+    /// What happens to a subscriber that falls behind: `"drop_oldest"` or
+    /// `"disconnect"`.
+    pub policy: String,
+    /// How many events a subscriber may fall behind by.
+    pub queue: usize,
 }
 
 #[cfg(test)]

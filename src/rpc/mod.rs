@@ -71,16 +71,22 @@
 
 mod bounded;
 mod client;
+mod client_stream;
 mod codec;
 mod description;
+mod items;
 mod method;
 mod service;
+mod streaming;
 
 pub use crate::client::CallOptions;
 pub use crate::protocol::Encoding;
-pub use description::{Description, MethodDescription};
+pub use client_stream::{ItemSender, ItemStream, Subscription, TopicEvent, Upload};
+pub use description::{Description, MethodDescription, TopicDescription};
+pub use items::{ItemSink, ItemSource};
 pub use method::Method;
 pub use service::Service;
+pub use streaming::{SlowSubscriber, StreamDirection, StreamMethod, Topic, DEFAULT_TOPIC_QUEUE};
 
 /// The `schemars` crate, whose `JsonSchema` derive every message needs
 /// (see [Deriving with pipesvc's re-exports](self#deriving-with-pipesvcs-re-exports)).

@@ -13,10 +13,12 @@ use serde::Serialize;
 
 use super::bounded::{Meter, Refusal};
 use super::codec;
-use super::description::{Description, MethodDescription};
-use super::Method;
+use super::description::{Description, MethodDescription, TopicDescription};
+use super::items::{ItemSink, ItemSource};
+use super::{Method, StreamDirection, StreamMethod, Topic};
 use crate::protocol::{Encoding, MAX_METHOD_LEN, PROTOCOL_VERSION};
-use crate::server::{Calls, ConnectionContext, Hold, MemoryBudget, ServiceError};
+use crate::server::StreamItems;
+use crate::server::{Calls, ConnectionContext, Hold, MemoryBudget, Publisher, ServiceError};
 
 /// Params at least this large are decoded on a blocking thread: decoding
 /// megabytes takes long enough (a tenth of a second and more) to hold up
@@ -30,6 +32,20 @@ type Erased<S> = Box<
             Arc<S>,
             Encoding,
             Bytes,
+            ConnectionContext,
+        ) -> BoxFuture<'static, Result<Bytes, ServiceError>>
+        + Send
+        + Sync,
+>;
+
+/// A streaming method's handler with its types erased: params bytes and
+/// the stream's raw items in, result bytes out.
+type ErasedStream<S> = Box<
+    dyn Fn(
+            Arc<S>,
+            Encoding,
+            Bytes,
+            StreamItems,
             ConnectionContext,
         ) -> BoxFuture<'static, Result<Bytes, ServiceError>>
         + Send
@@ -61,9 +77,20 @@ pub struct Service<S = ()> {
     name: String,
     version: String,
     state: Arc<S>,
-    handlers: HashMap<&'static str, Erased<S>>,
+    handlers: HashMap<&'static str, Erased<S>, NameHash>,
+    /// Its streaming methods (revision 2.2), and which way each streams.
+    streams: HashMap<&'static str, (StreamDirection, ErasedStream<S>), NameHash>,
+    /// The same names and directions, for [`Calls::stream_direction`]
+    /// (asked of every CALL): while there are at most
+    /// [`SCANNED_STREAMS`], comparing names (their lengths first) costs a
+    /// CALL of a method that does not stream a few instructions, where
+    /// hashing its name cost about 250 per CALL.
+    stream_names: Vec<(&'static str, StreamDirection)>,
     /// Each method's entry in the description, in the order they were added.
     methods: Vec<MethodDescription>,
+    /// Its topics (revision 2.2), and their entries in the description.
+    publisher: Publisher,
+    topics: Vec<TopicDescription>,
     encodings: Vec<Encoding>,
     /// The DESCRIBE answer, made at the first DESCRIBE.
     description: OnceLock<Bytes>,
@@ -82,8 +109,12 @@ impl<S: Send + Sync + 'static> Service<S> {
             name: name.into(),
             version: version.into(),
             state: Arc::new(state),
-            handlers: HashMap::new(),
+            handlers: HashMap::default(),
+            streams: HashMap::default(),
+            stream_names: Vec::new(),
             methods: Vec::new(),
+            publisher: Publisher::default(),
+            topics: Vec::new(),
             encodings: vec![Encoding::MessagePack, Encoding::Json],
             description: OnceLock::new(),
             decoders: Arc::new(tokio::sync::Semaphore::new(decoders())),
@@ -107,10 +138,7 @@ impl<S: Send + Sync + 'static> Service<S> {
         Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
     {
         let name = method.name();
-        assert!(
-            !name.is_empty() && name.len() <= MAX_METHOD_LEN,
-            "method name {name:?}: it must be 1 to {MAX_METHOD_LEN} bytes long"
-        );
+        self.check_new(name);
         let handler = Arc::new(handler);
         let decoders = self.decoders.clone();
         let erased: Erased<S> = Box::new(move |state, encoding, params, ctx| {
@@ -141,10 +169,140 @@ impl<S: Send + Sync + 'static> Service<S> {
             }
             .boxed()
         });
-        let previous = self.handlers.insert(name, erased);
-        assert!(previous.is_none(), "method {name:?} is defined twice");
+        self.check_new(name);
+        self.handlers.insert(name, erased);
         self.methods.push(describe::<Req, Resp>(method));
         self
+    }
+
+    /// Answers the streaming `method` with `handler` (revision 2.2), which
+    /// gets the service's state, the decoded params, an [`ItemSink`] for
+    /// the items it sends (a server or bidirectional stream), an
+    /// [`ItemSource`] for the items the client sends (a client or
+    /// bidirectional stream; one that streams the other way sends or
+    /// takes nothing) and the call's [`ConnectionContext`]. Its result is
+    /// the stream's last answer (its RESPONSE), after every item; an error
+    /// ends the stream with that ERROR, however many items went before.
+    /// The stream does not count against the in-flight limit; the CALL's
+    /// timeout covers all of it, the server's request timeout none. The
+    /// handler's future is dropped when the client cancels the stream.
+    ///
+    /// ```
+    /// use pipesvc::rpc::{Service, StreamMethod};
+    ///
+    /// const COUNT: StreamMethod<u64, (), u64, ()> =
+    ///     StreamMethod::server("count", "The numbers 1 to n");
+    ///
+    /// let service = Service::new("counter", "1.0.0", ())
+    ///     .stream_method(&COUNT, |_, n: u64, items, _, _ctx| async move {
+    ///         for i in 1..=n {
+    ///             items.send(&i).await?;
+    ///         }
+    ///         Ok(())
+    ///     });
+    /// # let _ = service;
+    /// ```
+    ///
+    /// # Panics
+    /// As [`Service::method`]: a name defined twice (by either), empty or
+    /// longer than 255 bytes.
+    pub fn stream_method<Req, In, Out, Resp, H, Fut>(
+        mut self,
+        method: &StreamMethod<Req, In, Out, Resp>,
+        handler: H,
+    ) -> Self
+    where
+        Req: DeserializeOwned + JsonSchema + Send + 'static,
+        In: DeserializeOwned + JsonSchema + Send + 'static,
+        Out: Serialize + JsonSchema + Send + 'static,
+        Resp: Serialize + JsonSchema + Send + 'static,
+        H: Fn(Arc<S>, Req, ItemSink<Out>, ItemSource<In>, ConnectionContext) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        let name = method.name();
+        let erased: ErasedStream<S> = Box::new(move |state, encoding, params, items, ctx| {
+            let budget = ctx.memory_budget().clone();
+            // Params of a stream are small (the items carry the bulk):
+            // decoded here, not on a blocking thread.
+            let (request, hold) = match decode_params::<Req>(encoding, &params, budget) {
+                Ok(decoded) => decoded,
+                Err(err) => return std::future::ready(Err(err)).boxed(),
+            };
+            let sink = ItemSink::new(items.sender, encoding);
+            let source = ItemSource::new(items.receiver, encoding);
+            handler(state, request, sink, source, ctx)
+                .map(move |result| {
+                    drop(hold);
+                    encode_result(name, encoding, result?)
+                })
+                .boxed()
+        });
+        self.check_new(name);
+        self.streams.insert(name, (method.direction(), erased));
+        self.stream_names.push((name, method.direction()));
+        self.methods.push(describe_stream(method));
+        self
+    }
+
+    /// Offers `topic` (revision 2.2): clients SUBSCRIBE to it, and the
+    /// service publishes its events through its [`Publisher`]
+    /// ([`Service::publisher`], or a handler's
+    /// [`ConnectionContext::publisher`]). Listed in DESCRIBE with the
+    /// schema of its events, its policy and its queue.
+    ///
+    /// ```
+    /// use pipesvc::rpc::{Service, Topic};
+    ///
+    /// const TICKS: Topic<u64> = Topic::new("ticks", "Uptime in ms, once a second");
+    ///
+    /// let service = Service::new("clock", "1.0.0", ()).topic(&TICKS);
+    /// // Taken before the service is handed to the server: publish from
+    /// // anywhere, also before it serves.
+    /// let publisher = service.publisher().clone();
+    /// assert_eq!(publisher.publish(&TICKS, &1000), 0, "no subscriber yet");
+    /// ```
+    ///
+    /// # Panics
+    /// If the service already has a topic of that name, or the name is
+    /// empty or longer than 255 bytes.
+    pub fn topic<E: Serialize + JsonSchema>(mut self, topic: &Topic<E>) -> Self {
+        let name = topic.name();
+        assert!(
+            !name.is_empty() && name.len() <= 255,
+            "topic name {name:?}: it must be 1 to 255 bytes long"
+        );
+        assert!(
+            self.publisher.register(topic),
+            "topic {name:?} is defined twice"
+        );
+        self.topics.push(TopicDescription {
+            name: name.to_owned(),
+            doc: topic.doc().to_owned(),
+            event: schema::<E>(),
+            policy: topic.slow_policy().as_str().to_owned(),
+            queue: topic.queue_len(),
+        });
+        self
+    }
+
+    /// What the service publishes its topics' events through: clone it
+    /// before handing the service to the server (or to `ops::serve`) to
+    /// publish from outside any handler.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Panics unless `name` is a valid name no method has yet.
+    fn check_new(&self, name: &str) {
+        assert!(
+            !name.is_empty() && name.len() <= MAX_METHOD_LEN,
+            "method name {name:?}: it must be 1 to {MAX_METHOD_LEN} bytes long"
+        );
+        let taken = self.handlers.contains_key(name) || self.streams.contains_key(name);
+        assert!(!taken, "method {name:?} is defined twice");
     }
 
     /// The encodings the service accepts, in order of preference (sent in
@@ -179,6 +337,7 @@ impl<S: Send + Sync + 'static> Service<S> {
             protocol: PROTOCOL_VERSION,
             encodings: self.encodings.iter().map(|e| e.name().to_owned()).collect(),
             methods: self.methods.clone(),
+            topics: self.topics.clone(),
         }
     }
 }
@@ -217,19 +376,79 @@ fn encode_result<Resp: Serialize>(
         .map_err(|e| ServiceError::new(format!("cannot encode the result of {method}: {e}")))
 }
 
+/// The JSON Schema of `T`.
+pub(super) fn schema<T: JsonSchema>() -> serde_json::Value {
+    SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
 /// A method's DESCRIBE entry, with the JSON Schemas of its types.
 fn describe<Req: JsonSchema, Resp: JsonSchema>(method: &Method<Req, Resp>) -> MethodDescription {
     MethodDescription {
         name: method.name().to_owned(),
         doc: method.doc().to_owned(),
-        request: SchemaGenerator::default()
-            .into_root_schema_for::<Req>()
-            .to_value(),
-        response: SchemaGenerator::default()
-            .into_root_schema_for::<Resp>()
-            .to_value(),
+        request: schema::<Req>(),
+        response: schema::<Resp>(),
+        ..MethodDescription::default()
     }
 }
+
+/// A streaming method's DESCRIBE entry: which way it streams, and the
+/// schemas of its items in the directions that carry them.
+fn describe_stream<Req, In, Out, Resp>(
+    method: &StreamMethod<Req, In, Out, Resp>,
+) -> MethodDescription
+where
+    Req: JsonSchema,
+    In: JsonSchema,
+    Out: JsonSchema,
+    Resp: JsonSchema,
+{
+    let direction = method.direction();
+    MethodDescription {
+        name: method.name().to_owned(),
+        doc: method.doc().to_owned(),
+        request: schema::<Req>(),
+        response: schema::<Resp>(),
+        streams: Some(direction.as_str().to_owned()),
+        server_item: direction.server_sends().then(schema::<Out>),
+        client_item: direction.client_sends().then(schema::<In>),
+    }
+}
+
+/// How the method tables hash a CALL's method name: FNV-1a, a few
+/// instructions a byte where SipHash cost about 170 per CALL. Their keys
+/// are the service's own names, fixed when it is built; a client only
+/// looks names up, and a lookup probes at most the table's few entries
+/// however its name hashes, so a hash a client can aim buys it nothing.
+type NameHash = std::hash::BuildHasherDefault<Fnv1a>;
+
+/// The 64-bit FNV-1a hash ([`NameHash`]).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// How many streaming methods a service may have for a CALL to find
+/// whether its method streams by comparing names rather than hashing:
+/// past this many, a hash lookup costs less than the comparisons.
+const SCANNED_STREAMS: usize = 8;
 
 impl<S: Send + Sync + 'static> Calls for Service<S> {
     fn encodings(&self) -> &[Encoding] {
@@ -256,15 +475,43 @@ impl<S: Send + Sync + 'static> Calls for Service<S> {
             None => std::future::ready(Err(ServiceError::unknown_method(method))).boxed(),
         }
     }
+
+    fn publisher(&self) -> Option<&Publisher> {
+        Some(&self.publisher)
+    }
+
+    fn stream_direction(&self, method: &str) -> Option<StreamDirection> {
+        if self.stream_names.len() <= SCANNED_STREAMS {
+            let mut names = self.stream_names.iter();
+            return names.find(|(name, _)| *name == method).map(|&(_, d)| d);
+        }
+        self.streams.get(method).map(|(direction, _)| *direction)
+    }
+
+    fn call_stream(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        params: Bytes,
+        items: StreamItems,
+        ctx: ConnectionContext,
+    ) -> BoxFuture<'static, Result<Bytes, ServiceError>> {
+        match self.streams.get(method) {
+            Some((_, handler)) => handler(self.state.clone(), encoding, params, items, ctx),
+            None => std::future::ready(Err(ServiceError::unknown_method(method))).boxed(),
+        }
+    }
 }
 
 impl<S> std::fmt::Debug for Service<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let methods: Vec<&str> = self.methods.iter().map(|m| m.name.as_str()).collect();
+        let topics: Vec<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
         f.debug_struct("Service")
             .field("name", &self.name)
             .field("version", &self.version)
             .field("methods", &methods)
+            .field("topics", &topics)
             .field("encodings", &self.encodings)
             .finish_non_exhaustive()
     }
@@ -414,6 +661,20 @@ mod tests {
         let _ = service().method(&SLEEP, |_, _, _| async {
             Ok(Slept::Done { ms: 0, trace: None })
         });
+    }
+
+    #[test]
+    #[should_panic(expected = "method \"sleep\" is defined twice")]
+    fn a_streaming_method_may_not_take_a_methods_name() {
+        const STREAM: StreamMethod<(), (), u32, ()> = StreamMethod::server("sleep", "");
+        let _ = service().stream_method(&STREAM, |_, (), _, _, _| async { Ok(()) });
+    }
+
+    #[test]
+    #[should_panic(expected = "topic \"t\" is defined twice")]
+    fn a_topic_defined_twice_panics() {
+        const T: Topic<u32> = Topic::new("t", "");
+        let _ = service().topic(&T).topic(&T);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-use super::{ConnectionContext, ServiceError};
+use super::{ConnectionContext, Publisher, ServiceError, StreamItems};
 use crate::protocol::Encoding;
+use crate::protocol::StreamDirection;
 
 /// The typed methods of a service, as the server sees them: bytes in the
 /// CALL's encoding in, bytes in that encoding out.
@@ -36,4 +37,37 @@ pub trait Calls: Send + Sync + 'static {
         params: Bytes,
         ctx: ConnectionContext,
     ) -> BoxFuture<'static, Result<Bytes, ServiceError>>;
+
+    /// Revision 2.2: the service's topics, which clients SUBSCRIBE to;
+    /// `None` (the default) for a service without topics.
+    fn publisher(&self) -> Option<&Publisher> {
+        None
+    }
+
+    /// Revision 2.2: whether `method` streams, and which way; `None` for
+    /// a method that does not (the default: a service without streaming
+    /// methods). A CALL of a streaming method is started with
+    /// [`Calls::call_stream`], outside the in-flight limit.
+    fn stream_direction(&self, method: &str) -> Option<StreamDirection> {
+        let _ = method;
+        None
+    }
+
+    /// Runs the streaming `method` with `params` (in `encoding`): it sends
+    /// and takes items through `items` (in the same encoding) and answers
+    /// with its result, the stream's last answer. Called only for a
+    /// method [`Calls::stream_direction`] names.
+    fn call_stream(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        params: Bytes,
+        items: StreamItems,
+        ctx: ConnectionContext,
+    ) -> BoxFuture<'static, Result<Bytes, ServiceError>> {
+        let _ = (encoding, params, items, ctx);
+        Box::pin(std::future::ready(Err(ServiceError::unknown_method(
+            method,
+        ))))
+    }
 }

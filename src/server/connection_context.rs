@@ -1,5 +1,6 @@
 //! [`ConnectionContext`]: what a handler knows about, and can do to, its connection.
 
+use super::topics::Publisher;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -59,6 +60,10 @@ struct Inner {
     /// The server's budget for what clients make it hold (typed calls
     /// charge their decoded params to it).
     budget: Arc<MemoryBudget>,
+    /// Cancelled once the connection has ended ([`ConnectionContext::closed`]).
+    closed: CancellationToken,
+    /// The service's topics, if it has a [`Publisher`].
+    publisher: Option<Publisher>,
 }
 
 /// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
@@ -94,6 +99,7 @@ impl OutputLimit {
 }
 
 impl ConnectionContext {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         caller: Caller,
@@ -102,6 +108,7 @@ impl ConnectionContext {
         max_payload: usize,
         access: Arc<AccessPolicy>,
         budget: Arc<MemoryBudget>,
+        publisher: Option<Publisher>,
     ) -> ConnectionContext {
         ConnectionContext {
             inner: Arc::new(Inner {
@@ -112,9 +119,19 @@ impl ConnectionContext {
                 max_payload,
                 access,
                 budget,
+                closed: CancellationToken::new(),
+                publisher,
             }),
             request: None,
         }
+    }
+
+    /// What the service publishes its topics' events through (revision
+    /// 2.2): `publisher.publish(&TOPIC, &event)` from any handler. `None`
+    /// for a server whose typed methods have no publisher (an
+    /// [`rpc::Service`](crate::rpc::Service) always has one).
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.inner.publisher.as_ref()
     }
 
     /// The same connection, answering the request `scope` describes.
@@ -187,9 +204,29 @@ impl ConnectionContext {
         Some(self.request.as_ref()?.cancelled.clone())
     }
 
-    /// A number unique to this connection for the server's lifetime.
+    /// A number unique to this connection for the server's lifetime:
+    /// what [`ServerHandle::send_to`](super::ServerHandle::send_to) takes.
     pub fn connection_id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// Resolves once the connection has ended: the client left or was cut
+    /// off, it broke the protocol, or the server closed it. A service that
+    /// keeps a context (a subscriber it pushes to, say) waits on this to
+    /// notice at once that the client is gone, rather than when a send to
+    /// it fails. Resolves at once if it has ended already.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Whether the connection has ended (see [`closed`](Self::closed)).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// The connection has ended: [`closed`](Self::closed) resolves.
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closed.cancel();
     }
 
     /// What the operating system says about the client process: its pid,
@@ -353,6 +390,7 @@ impl ConnectionContext {
             1 << 20,
             access,
             budget,
+            None,
         );
         ctx.for_request(Arc::new(RequestScope {
             method: method.to_owned(),

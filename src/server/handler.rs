@@ -53,6 +53,19 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (payload, ctx);
         async {}
     }
+
+    /// Runs once per connection that got past the handshake, when it has
+    /// ended, whatever ended it (the client left or was cut off, a
+    /// protocol error, shutdown): its requests are answered or dropped,
+    /// its stream is closed, and [`ConnectionContext::closed`] has
+    /// resolved. For a service that keeps state per client (subscribers,
+    /// locks it holds for it). The connection still counts against the
+    /// server's limits until this returns, so keep it short; at shutdown
+    /// it is stopped with the connection after the shutdown timeout.
+    fn on_disconnect(&self, ctx: ConnectionContext) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -155,6 +168,16 @@ impl ServiceError {
         }
     }
 
+    /// ERROR `cancelled` (14): what a streaming method's
+    /// [`ItemSink::send`](crate::rpc::ItemSink::send) fails with once the
+    /// client cancelled the stream or left (revision 2.2).
+    pub fn cancelled(message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: ErrorCode::CANCELLED,
+            message: message.into(),
+        }
+    }
+
     /// ERROR `unknown method` (12) for `method` (empty: the byte handler).
     pub fn unknown_method(method: &str) -> ServiceError {
         let message = match method {
@@ -164,6 +187,15 @@ impl ServiceError {
         ServiceError {
             code: ErrorCode::UNKNOWN_METHOD,
             message,
+        }
+    }
+
+    /// An error with a protocol code the server itself answers with (such
+    /// as `too slow` for a subscription).
+    pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code,
+            message: message.into(),
         }
     }
 

@@ -27,9 +27,10 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::stream::{StreamIo, StreamItems};
 use super::{lock, Calls, ConnectionContext, Handler, ServiceError};
 use crate::log_limit::limited;
-use crate::protocol::{Encoding, ErrorCode, ErrorPayload, Frame};
+use crate::protocol::{decode_credit, Encoding, ErrorCode, ErrorPayload, Frame, Kind};
 
 /// Requests started and not yet answered. `F` is the future of one request,
 /// as made by [`run_request`]; it yields the request's id and its answer.
@@ -52,6 +53,10 @@ pub(super) struct InFlight<F> {
     released: usize,
     /// Requests running under the server's request timeout.
     untimed: usize,
+    /// Streams among the requests: they do not count against `limit`.
+    streams: usize,
+    /// Subscriptions among the streams.
+    subscriptions: usize,
 }
 
 struct Slot<F> {
@@ -59,6 +64,9 @@ struct Slot<F> {
     waker: Arc<SlotWaker>,
     /// What a streaming request sends before its last answer.
     parts: Option<Arc<dyn Parts>>,
+    /// A stream's halves (revision 2.2), for the client's ITEM, CREDIT and
+    /// END; also `parts`.
+    stream: Option<Arc<StreamIo>>,
     /// The last answer of a request whose future finished while parts
     /// were still to be sent: it waits for them.
     last: Option<Frame>,
@@ -139,12 +147,60 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             limit,
             released: 0,
             untimed: 0,
+            streams: 0,
+            subscriptions: 0,
         }
     }
 
-    /// Whether another request may start.
+    /// Whether another request may start (streams do not count).
     pub(super) fn has_room(&self) -> bool {
-        self.ids.len() < self.limit
+        self.ids.len() - self.streams < self.limit
+    }
+
+    /// How many streams of streaming methods are open.
+    pub(super) fn streams(&self) -> usize {
+        self.streams - self.subscriptions
+    }
+
+    /// How many subscriptions are open.
+    pub(super) fn subscriptions(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// Ends every subscription (the server sends GOODBYE: they end at
+    /// once), calling `answer` with each one's id.
+    pub(super) fn end_subscriptions(&mut self, mut answer: impl FnMut(u32)) {
+        if self.subscriptions == 0 {
+            return;
+        }
+        let ids: Vec<u32> = self
+            .ids
+            .iter()
+            .filter(|&(_, &index)| {
+                let stream = self.slots[index].stream.as_ref();
+                stream.is_some_and(|s| s.subscriber.is_some())
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.cancel_one(id);
+            answer(id);
+        }
+    }
+
+    /// The request `id`, if it is in flight: `Some(Some(stream))` for a
+    /// stream, `Some(None)` for a request that does not stream.
+    pub(super) fn stream(&self, id: u32) -> Option<Option<&Arc<StreamIo>>> {
+        let &index = self.ids.get(&id)?;
+        Some(self.slots[index].stream.as_ref())
+    }
+
+    /// Stream `id` holds `bytes` more of the budget (items read from the
+    /// client), given back as the server grants them back.
+    pub(super) fn hold(&mut self, id: u32, bytes: usize) {
+        if let Some(&index) = self.ids.get(&id) {
+            self.slots[index].held += bytes;
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -175,6 +231,11 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(None);
         slot.parts = None;
+        if let Some(stream) = slot.stream.take() {
+            stream.close();
+            self.streams -= 1;
+            self.subscriptions -= usize::from(stream.subscriber.is_some());
+        }
         slot.last = None;
         self.released += std::mem::take(&mut slot.held);
         if slot.started.take().is_some() {
@@ -229,6 +290,25 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         Ok(())
     }
 
+    /// Starts stream `id` (revision 2.2): a request outside the in-flight
+    /// limit, with no request timeout, whose frames before its last answer
+    /// come from `stream`.
+    pub(super) fn start_stream(
+        &mut self,
+        id: u32,
+        request: F,
+        held: usize,
+        stream: Arc<StreamIo>,
+    ) -> Result<(), u32> {
+        let parts: Arc<dyn Parts> = stream.clone();
+        self.start(id, request, held, None, Some(parts))?;
+        let index = self.ids[&id];
+        self.subscriptions += usize::from(stream.subscriber.is_some());
+        self.slots[index].stream = Some(stream);
+        self.streams += 1;
+        Ok(())
+    }
+
     fn new_slot(&mut self) -> usize {
         let index = self.slots.len();
         self.slots.push(Slot {
@@ -239,6 +319,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
                 woken: self.woken.clone(),
             }),
             parts: None,
+            stream: None,
             last: None,
             held: 0,
             started: None,
@@ -315,6 +396,12 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             slot.waker.queued.store(false, Ordering::Release);
             if let Some(parts) = &slot.parts {
                 if let Some(answer) = poll_parts(parts, &mut slot.last, &slot.waker) {
+                    if let Answer::Part(frame) = &answer {
+                        // The client's items granted back are no longer held.
+                        let granted = granted(frame).min(slot.held);
+                        slot.held -= granted;
+                        self.released += granted;
+                    }
                     if let Answer::Last(frame) = &answer {
                         let id = frame.id;
                         self.free_slot(index);
@@ -394,6 +481,14 @@ fn poll_parts(
     }
 }
 
+/// The bytes a CREDIT the server sends grants (0 for other frames).
+fn granted(frame: &Frame) -> usize {
+    match frame.kind {
+        Kind::Credit => decode_credit(&frame.payload).map_or(0, |n| n as usize),
+        _ => 0,
+    }
+}
+
 /// What one request asks for.
 pub(super) enum Work<'a> {
     /// A REQUEST, or a CALL of the empty method: the byte handler, with
@@ -405,6 +500,18 @@ pub(super) enum Work<'a> {
         calls: &'a dyn Calls,
         encoding: Encoding,
         params: Bytes,
+    },
+    /// What ends a subscription (revision 2.2): its last answer, a
+    /// RESPONSE or an ERROR.
+    Wait(futures_util::future::BoxFuture<'static, Result<Bytes, ServiceError>>),
+    /// A CALL of one of the service's streaming methods (revision 2.2).
+    Stream {
+        calls: &'a dyn Calls,
+        encoding: Encoding,
+        params: Bytes,
+        /// Boxed: every request's `Work` (and the future that runs it) is
+        /// as large as its largest variant, and only streams carry these.
+        items: Box<StreamItems>,
     },
 }
 
@@ -436,6 +543,19 @@ pub(super) async fn run_request<H: Handler>(
                 let scope = ctx.request_scope().cloned();
                 let method = scope.as_deref().map_or("", |s| s.method.as_str());
                 calls.call(method, encoding, params, ctx).await
+            }
+            Work::Wait(ending) => ending.await,
+            Work::Stream {
+                calls,
+                encoding,
+                params,
+                items,
+            } => {
+                let scope = ctx.request_scope().cloned();
+                let method = scope.as_deref().map_or("", |s| s.method.as_str());
+                calls
+                    .call_stream(method, encoding, params, *items, ctx)
+                    .await
             }
         }
     };

@@ -33,6 +33,8 @@ mod handler;
 mod in_flight;
 mod input;
 mod stats;
+mod stream;
+mod topics;
 mod waiting;
 
 #[cfg(feature = "rpc")]
@@ -56,6 +58,9 @@ pub use calls::Calls;
 pub use connection_context::ConnectionContext;
 pub use handler::{Handler, ServiceError};
 pub use input::HANDSHAKE_MAX_FRAME_LEN;
+pub use stream::{ItemReceiver, ItemSender, StreamClosed, StreamItems};
+pub use topics::Publisher;
+pub(crate) use topics::PushCounters;
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
@@ -308,7 +313,9 @@ impl<H> ServerBuilder<H> {
     /// Bytes of NOTIFY frames (from [`ConnectionContext::notify`] and
     /// [`ServerHandle::broadcast`]) one connection may hold unwritten
     /// (default 4 MiB; at least 1, at most [`MAX_OUTPUT_BYTES`]). `notify` waits for room; a client with no room for
-    /// a broadcast is too slow and is disconnected. A frame larger than
+    /// a broadcast is too slow and is disconnected: the NOTIFYs it had not
+    /// taken are dropped, and it gets ERROR `too slow` (15) after what was
+    /// already queued for the write (PROTOCOL.md, "Too slow"). A frame larger than
     /// the limit is let through alone. The connection's own answers are
     /// apart from these: it takes more of them (and reads on) only while
     /// less than 64 KiB of them wait to be written.
@@ -521,6 +528,7 @@ impl<H: Handler> ServerBuilder<H> {
                 next_id: AtomicU64::default(),
                 shutdown: CancellationToken::default(),
                 stats: stats::Stats::default(),
+                push: Arc::default(),
                 budget: config.input_budget.clone(),
             }),
         }
@@ -725,6 +733,8 @@ struct Shared {
     next_id: AtomicU64,
     shutdown: CancellationToken,
     stats: stats::Stats,
+    /// Streams' and topics' counts (revision 2.2).
+    push: Arc<PushCounters>,
     /// The server's input budget (also in [`Config`]), for its handles.
     budget: Arc<budget::MemoryBudget>,
 }
@@ -732,8 +742,17 @@ struct Shared {
 impl Shared {
     fn status(&self) -> Status {
         let open = lock(&self.connections).len() as u64;
-        self.stats
-            .status(open, self.next_id.load(Ordering::Relaxed))
+        let mut status = self
+            .stats
+            .status(open, self.next_id.load(Ordering::Relaxed));
+        let push = &self.push;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        status.streams_open = load(&push.streams_open);
+        status.items_sent = load(&push.items_sent);
+        status.subscribers = load(&push.subscribers);
+        status.events_sent = load(&push.events_sent);
+        status.events_dropped = load(&push.events_dropped);
+        status
     }
 }
 
@@ -1021,12 +1040,31 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Sends a NOTIFY to the one client of connection `connection` (its
+    /// [`ConnectionContext::connection_id`]), from anywhere in the
+    /// service. Like [`ConnectionContext::notify`], it waits while that
+    /// connection holds its limit of unwritten NOTIFY bytes
+    /// ([`ServerBuilder::max_output_bytes`]), so nothing is lost; fails
+    /// with [`Error::ConnectionClosed`] if no such connection is open (it
+    /// ended, or has not finished its handshake), or it closes meanwhile,
+    /// and with [`Error::PayloadTooLarge`] over the frame limit.
+    pub async fn send_to(&self, connection: u64, payload: impl Into<Bytes>) -> Result<()> {
+        let ctx = lock(&self.shared.connections).get(&connection).cloned();
+        match ctx {
+            Some(ctx) => ctx.notify(payload).await,
+            None => Err(Error::ConnectionClosed(
+                crate::error::CloseReason::ClientDisconnected,
+            )),
+        }
+    }
+
     /// Sends a NOTIFY to every connected client; returns how many got it.
     ///
     /// Never waits for a client: one that holds its limit of unwritten
     /// NOTIFY bytes (see [`ServerBuilder::max_output_bytes`]) cannot keep
     /// up, and is disconnected rather than left with a gap in its stream
-    /// (it is not counted). A payload over the frame limit reaches no one.
+    /// (it is not counted), told why with ERROR `too slow`. A payload over
+    /// the frame limit reaches no one.
     pub async fn broadcast(&self, payload: impl Into<Bytes>) -> usize {
         let payload = payload.into();
         let clients: Vec<ConnectionContext> =

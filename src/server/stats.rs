@@ -130,6 +130,7 @@ impl Stats {
             errors: errors.iter().map(|(&c, &n)| (ErrorCode(c), n)).collect(),
             requests_cancelled: self.cancelled.load(Ordering::Relaxed),
             requests_timed_out: self.timed_out.load(Ordering::Relaxed),
+            ..Status::default()
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::validate;
 mod caller;
 pub mod memory;
 #[cfg(unix)]
-mod unix;
+pub(crate) mod unix;
 #[cfg(unix)]
 use unix::caller as platform_caller;
 #[cfg(unix)]

@@ -203,7 +203,9 @@ impl Drop for Listener {
 
 /// Creates `dir` with mode 0700, or checks that the existing one is ours
 /// and private: a socket in a directory others can write to can be swapped.
-fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+/// (Also `testing::unique_endpoint`'s, so that another process can be
+/// handed the endpoint's full path.)
+pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -302,6 +304,20 @@ fn open_lock_file(path: &Path) -> io::Result<fs::File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| {
+            // The lock file is the first thing made beside the socket, so a
+            // full path in a missing directory fails here: name the
+            // directory, not the lock file. pipesvc does not create it: only
+            // a bare name's private directory is pipesvc's to make.
+            if let Some(dir) = path.parent().filter(|dir| !dir.exists()) {
+                return io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the directory {} does not exist (pipesvc creates the \
+                         directory only for a bare name)",
+                        dir.display()
+                    ),
+                );
+            }
             let what = if e.raw_os_error() == Some(libc::ELOOP) {
                 "is a symbolic link; refusing to use it"
             } else {

@@ -51,6 +51,9 @@ pub enum Behaviour {
     DribbleHandshake(Duration),
     /// Completes the handshake, then never reads again, nor answers.
     NoReading,
+    /// Sends these bytes in place of its HELLO (not the protocol at all),
+    /// then reads what comes and answers nothing.
+    Garbage(Bytes),
 }
 
 /// A name and message a terminal would obey if printed raw: clear the
@@ -161,6 +164,12 @@ async fn serve(stream: ServerStream, name: String, behaviour: Behaviour, notifie
             }
             return;
         }
+        Behaviour::Garbage(bytes) => {
+            if write.write_all(&bytes).await.is_ok() {
+                drain(reader).await;
+            }
+            return;
+        }
         _ => {}
     }
     if write.write_all(&hello(&name)).await.is_err() {
@@ -247,7 +256,8 @@ async fn answer_requests(
             | Behaviour::NotifyFlood(_)
             | Behaviour::WithholdHelloReply
             | Behaviour::DribbleHandshake(_)
-            | Behaviour::NoReading => continue,
+            | Behaviour::NoReading
+            | Behaviour::Garbage(_) => continue,
             Behaviour::Answer(payload) => {
                 let kind = match frame.kind {
                     Kind::Ping => Kind::Pong,

@@ -13,6 +13,7 @@ mod ping;
 mod serve_methods;
 mod session;
 mod status;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -41,8 +42,9 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the service: echoes every request, greets each client, and
-    /// offers the typed methods echo, sleep and whoami.
+    /// Run the service: echoes every request, greets each client, offers
+    /// the typed methods echo, sleep and whoami, the streams count and
+    /// lines, and publishes the topic ticks.
     Serve(ServeArgs),
     /// Send MESSAGE as one request and print the response; with --method,
     /// call a typed method with JSON params and print its JSON result.
@@ -55,6 +57,10 @@ enum Command {
     /// Load a service (or one started in this process) and report
     /// requests/s, MB/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Print a topic's events as they are published, one JSON line each,
+    /// until interrupted (--count N: stop after N); resubscribes across a
+    /// service restart.
+    Watch(watch::WatchArgs),
     /// Show a running service's counters: uptime, connections, requests
     /// served, errors by code, bytes in and out.
     Status(status::StatusArgs),
@@ -105,6 +111,8 @@ fn main() -> ExitCode {
             // Its exit status says when every request failed.
             Command::Bench(args) => bench::run(args).await,
             Command::Status(args) => done(status::run(args).await),
+            // Its exit status tells a service error from a failed subscribe.
+            Command::Watch(args) => watch::run(args).await,
             Command::Service(_) => unreachable!("handled before the runtime starts"),
         }
     });
@@ -118,8 +126,12 @@ fn main() -> ExitCode {
 /// settings of CONFIG.md.
 async fn serve(args: ServeArgs) -> pipesvc::Result<()> {
     let settings = args.load::<()>(&Product::PIPESVC)?.settings;
-    let answers = WithCalls::new(EchoService, serve_methods::service());
-    pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await
+    let service = serve_methods::service();
+    let ticks = tokio::spawn(serve_methods::publish_ticks(service.publisher().clone()));
+    let answers = WithCalls::new(EchoService, service);
+    let served = pipesvc::ops::serve(&Product::PIPESVC, settings, answers, std::io::stdout()).await;
+    ticks.abort();
+    served
 }
 
 /// Prints an error with its chain of causes (escaped and cut, as server

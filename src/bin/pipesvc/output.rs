@@ -211,10 +211,56 @@ impl Out {
         self.line(&pretty.unwrap_or(compact))
     }
 
+    /// One item of a stream (`call` of a streaming method, `watch`) as
+    /// compact JSON on its own line, passed on at once. A stream's output
+    /// has no bound as a whole (it may run until interrupted); each line
+    /// is one item, which its frame bounds.
+    pub fn item(&mut self, value: &Value) -> pipesvc::Result<()> {
+        let line = to_json(value, CompactFormatter, OUTPUT_LIMIT).ok_or_else(|| {
+            too_large(format!("an item is more than {OUTPUT_LIMIT_NAME} as JSON"))
+        })?;
+        self.stdout.write_all(line.as_bytes())?;
+        self.stdout.write_all(b"\n")?;
+        self.flush()
+    }
+
     /// Writes out what is buffered.
     pub fn finish(mut self) -> pipesvc::Result<()> {
         self.flush()
     }
+}
+
+/// Returns once stdout is a pipe whose reader closed it (`| head -3`
+/// done): a stream command then stops at once, not at its next item (which
+/// may be long in coming). Never returns where that cannot be watched
+/// (stdout a file or a terminal; not Unix): the next write tells instead.
+pub async fn stdout_closed() {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use tokio::io::unix::AsyncFd;
+        use tokio::io::Interest;
+        // A pipe's write end reports an error once its read end is closed.
+        let watched = io::stdout().as_fd().try_clone_to_owned().and_then(|fd| {
+            // SAFETY: an OwnedFd is an open descriptor it alone closes, on
+            // drop, and its raw fd never changes: it stays valid for as
+            // long as the AsyncFd that owns it.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }.map_err(Into::into)
+        });
+        if let Ok(fd) = watched {
+            if fd.ready(Interest::ERROR).await.is_ok() {
+                return;
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Whether `err` is stdout closed by its reader (`| head -3`): a stream
+/// command then stops (cancelling its stream) and exits 0 without a
+/// word, as the reader had what it wanted.
+pub fn is_closed_stdout(err: &pipesvc::Error) -> bool {
+    matches!(err, pipesvc::Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 fn too_large(message: String) -> pipesvc::Error {

@@ -1,10 +1,13 @@
 //! The typed methods `pipesvc serve` offers beside the byte echo: `echo`,
-//! `sleep` and `whoami` (protocol 2; `pipesvc methods` lists them).
+//! `sleep` and `whoami` (protocol 2), and the streaming methods `count`
+//! and `lines` and the topic `ticks` (revision 2.2; `pipesvc methods`
+//! lists them).
 
 use std::time::Duration;
 
-use pipesvc::rpc::{Method, Service};
+use pipesvc::rpc::{Method, Service, StreamMethod, Topic};
 use pipesvc::server::ConnectionContext;
+use pipesvc::server::Publisher;
 use pipesvc::transport::Caller;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,6 +27,49 @@ pub struct Sleep {
 /// its deadline) stops the wait.
 pub const SLEEP: Method<Sleep, ()> =
     Method::new("sleep", "Answers after `ms` milliseconds; cancellable");
+
+/// `count`: the params of [`COUNT`].
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Count {
+    /// How many numbers to stream: 1 to `n`.
+    pub n: u64,
+    /// Milliseconds to wait before each number after the first (0: none).
+    #[serde(default)]
+    pub every_ms: u64,
+}
+
+/// `count`: streams the numbers 1 to `n`, one every `every_ms`
+/// milliseconds, then answers `null` (revision 2.2).
+pub const COUNT: StreamMethod<Count, (), u64, ()> = StreamMethod::server(
+    "count",
+    "Streams the numbers 1 to `n`, one every `every_ms` milliseconds, then answers null",
+);
+
+/// `lines`: takes strings from the client until its END, answers how many
+/// (revision 2.2).
+pub const LINES: StreamMethod<(), String, (), u64> = StreamMethod::client(
+    "lines",
+    "Takes strings until the client's END; answers how many it took",
+);
+
+/// `ticks`: the server's uptime in milliseconds, published once a second
+/// (revision 2.2).
+pub const TICKS: Topic<u64> = Topic::new(
+    "ticks",
+    "The server's uptime in milliseconds, once a second",
+);
+
+/// Publishes [`TICKS`] once a second, from now on (the service's start).
+pub async fn publish_ticks(publisher: Publisher) {
+    let started = tokio::time::Instant::now();
+    let second = Duration::from_secs(1);
+    let mut every = tokio::time::interval_at(started + second, second);
+    loop {
+        let at = every.tick().await;
+        let uptime = at.duration_since(started).as_millis() as u64;
+        publisher.publish(&TICKS, &uptime);
+    }
+}
 
 /// Who the caller is, as the server's operating system reports it, read
 /// once when it connected; a field is absent when the platform does not
@@ -116,5 +162,23 @@ pub fn service() -> Service {
         })
         .method(&WHOAMI, |_, (), ctx: ConnectionContext| async move {
             Ok(Identity::of(ctx.caller()))
+        })
+        .topic(&TICKS)
+        .stream_method(&COUNT, |_, count: Count, items, _, _| async move {
+            let every = Duration::from_millis(count.every_ms);
+            for i in 1..=count.n {
+                if i > 1 && !every.is_zero() {
+                    tokio::time::sleep(every).await;
+                }
+                items.send(&i).await?;
+            }
+            Ok(())
+        })
+        .stream_method(&LINES, |_, (), _, mut lines, _| async move {
+            let mut taken = 0u64;
+            while let Some(_line) = lines.next().await? {
+                taken += 1;
+            }
+            Ok(taken)
         })
 }

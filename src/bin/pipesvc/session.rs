@@ -70,9 +70,20 @@ impl ClientArgs {
     /// Connects; the session's deadline is `--timeout` from the moment the
     /// connection was made.
     pub async fn connect(&self) -> Result<Session> {
+        self.connect_with(false).await
+    }
+
+    /// [`connect`](Self::connect) with a client that reconnects (`watch`:
+    /// its subscription carries on across a service restart).
+    pub async fn connect_reconnecting(&self) -> Result<Session> {
+        self.connect_with(true).await
+    }
+
+    async fn connect_with(&self, reconnect: bool) -> Result<Session> {
         let limit = Duration::from_secs_f64(self.timeout);
         let connect = Duration::from_secs_f64(self.connect_timeout);
-        let options = session_options(connect, limit, self.identity.server_identity()?);
+        let options =
+            session_options(connect, limit, self.identity.server_identity()?).reconnect(reconnect);
         let client = Client::connect_with(&self.name.endpoint()?, options).await?;
         Ok(Session {
             deadline: client.connected_at() + limit,
@@ -137,6 +148,17 @@ impl Session {
         tokio::time::timeout_at(self.deadline, work)
             .await
             .unwrap_or(Err(Error::Timeout(self.limit, what)))
+    }
+
+    /// Closes the connection within `--timeout` from now (a command that
+    /// ran until interrupted is past its deadline); past it, aborts.
+    pub async fn close_soon(self) {
+        if tokio::time::timeout(self.limit, self.client.close())
+            .await
+            .is_err()
+        {
+            tracing::debug!("no time left to close gracefully; aborting the connection");
+        }
     }
 
     /// Closes the connection within what is left of the deadline; past

@@ -13,7 +13,8 @@ pub struct StatusArgs {
     target: ClientArgs,
     /// Print one JSON object (keys: uptime_secs, connections_open,
     /// connections_total, requests_served, requests_cancelled,
-    /// requests_timed_out, bytes_in, bytes_out, errors).
+    /// requests_timed_out, bytes_in, bytes_out, streams_open, items_sent,
+    /// subscribers, events_sent, events_dropped, errors).
     #[arg(long)]
     json: bool,
 }
@@ -58,6 +59,14 @@ fn print_human(out: &mut Out, server: &str, s: &Status) -> pipesvc::Result<()> {
     out.line(&format!(
         "bytes             {} in, {} out",
         s.bytes_in, s.bytes_out
+    ))?;
+    out.line(&format!(
+        "streams           {} open, {} items sent",
+        s.streams_open, s.items_sent
+    ))?;
+    out.line(&format!(
+        "subscribers       {} open, {} events sent, {} dropped",
+        s.subscribers, s.events_sent, s.events_dropped
     ))?;
     if s.errors.is_empty() {
         out.line("errors sent       none")?;

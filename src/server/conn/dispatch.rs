@@ -11,11 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::connection_context::RequestScope;
 use super::super::in_flight::{error_that_fits, InFlight, Work};
+use super::super::stream::{InError, StreamIo};
+use super::super::topics::Subscriber;
 use super::super::waiting::{Job, Waiter};
 use super::super::{ConnectionContext, Handler, ServiceError, Shared};
 use super::state::{chore, Phase, State};
 use super::turn::Link;
 use super::{log_refusal, Connection, End};
+use crate::protocol::StreamDirection;
+use crate::protocol::{decode_credit, CreditOverflow, Subscribe, DEFAULT_STREAM_WINDOW};
 use crate::protocol::{CallHeader, ErrorCode, Frame, Kind, RESERVED_METADATA_PREFIX};
 use crate::transport::ServerIo;
 
@@ -66,6 +70,10 @@ impl<H: Handler> Connection<H> {
             }
             Kind::Cancel => cancel(frame.id, link, in_flight, state),
             Kind::Describe => link.push(self.describe(frame.id)),
+            Kind::Item | Kind::Credit | Kind::End => {
+                return on_stream_frame(frame, link, in_flight, state)
+            }
+            Kind::Subscribe => return Ok(self.subscribe(frame, link, ctx, in_flight, state)),
             Kind::Unknown(_) if frame.id == 0 => {
                 tracing::debug!(kind = ?frame.kind, "ignoring a frame of an unknown kind");
                 state.unanswered();
@@ -119,6 +127,17 @@ impl<H: Handler> Connection<H> {
         if kind == Kind::Notify {
             state.unanswered();
         }
+        // A CALL of a streaming method is a stream (revision 2.2).
+        let stream = match &job {
+            Job::Call { header, .. } => self.stream_direction(&header.method),
+            _ => None,
+        };
+        if stream.is_some() {
+            if let Err((code, why)) = may_open_stream(in_flight, state) {
+                self.answer_now(link, id, code, why);
+                return Ok(None);
+            }
+        }
         if !state.share.try_hold(held) {
             let why = format!(
                 "the server holds its budget of {} bytes for its clients' requests; try again later",
@@ -130,12 +149,17 @@ impl<H: Handler> Connection<H> {
             self.answer_now(link, id, ErrorCode::OVERLOADED, &why);
             return Ok(None);
         }
+        if stream.is_some() {
+            // A stream never waits at the in-flight limit: the frames
+            // that keep it going could be stuck behind what waits there.
+            return self.start_job(job, held, None, stream, link, ctx, state);
+        }
         let free = match job {
             Job::Notify(_) => true,
             _ => in_flight.has_room(),
         };
         if free && state.chore.is_none() && state.waiting.is_empty() {
-            return self.start_job(job, held, None, link, ctx, state);
+            return self.start_job(job, held, None, None, link, ctx, state);
         }
         let read_at = Instant::now();
         let timeout = match &job {
@@ -153,12 +177,15 @@ impl<H: Handler> Connection<H> {
 
     /// Starts `job` (read at `read_at` if it waited; else just now), which
     /// holds `held` bytes: a request is handed back to start, a NOTIFY goes
-    /// to `on_notify`.
+    /// to `on_notify`. `stream`: the job is a CALL of a streaming method
+    /// that streams this way.
+    #[allow(clippy::too_many_arguments)]
     fn start_job<'a, S: ServerIo>(
         &'a self,
         job: Job,
         held: usize,
         read_at: Option<Instant>,
+        stream: Option<StreamDirection>,
         link: &mut Link<S>,
         ctx: &ConnectionContext,
         state: &mut State<'a>,
@@ -180,9 +207,10 @@ impl<H: Handler> Connection<H> {
                 ctx: ctx.clone(),
                 deadline: waited,
                 held,
+                stream: None,
             })),
             Job::Call { id, header, params } => {
-                let work = match self.call_work(&header, params) {
+                let work = match self.call_work(id, &header, params, stream) {
                     Ok(work) => work,
                     Err(err) => {
                         state.share.release(held);
@@ -203,12 +231,14 @@ impl<H: Handler> Connection<H> {
                     metadata,
                     cancelled: CancellationToken::new(),
                 };
+                let (work, stream) = work;
                 Ok(Some(Start {
                     id,
                     work,
                     ctx: ctx.for_request(Arc::new(scope)),
                     deadline: own.or(waited),
                     held,
+                    stream,
                 }))
             }
         }
@@ -233,7 +263,7 @@ impl<H: Handler> Connection<H> {
         let Waiter {
             job, held, read_at, ..
         } = waiter;
-        self.start_job(job, held, Some(read_at), link, ctx, state)
+        self.start_job(job, held, Some(read_at), None, link, ctx, state)
     }
 
     /// A waiting request whose deadline (its own, or the server's request
@@ -256,15 +286,115 @@ impl<H: Handler> Connection<H> {
         link.push(Frame::error(id, ErrorCode::TIMED_OUT, why));
     }
 
-    /// What runs a CALL: the byte handler for the empty method, else one
-    /// of the service's methods in an encoding it offers.
+    /// A SUBSCRIBE (revision 2.2): refused with its id (`bad request`,
+    /// `unknown method`, `not allowed`, `overloaded`, or `shutting down`
+    /// after GOODBYE), else started at once as a stream outside the
+    /// in-flight limit, ended by the service's side (its last answer) or
+    /// by CANCEL.
+    fn subscribe<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
+        &'a self,
+        frame: Frame,
+        link: &mut Link<S>,
+        ctx: &ConnectionContext,
+        in_flight: &InFlight<F>,
+        state: &mut State<'a>,
+    ) -> Option<Start<'a>> {
+        let id = frame.id;
+        let (code, why) = match self.subscription(&frame.payload, ctx, in_flight, state) {
+            Ok((topic, encoding)) => {
+                let window = DEFAULT_STREAM_WINDOW;
+                let max = self.config.max_payload();
+                let counters = &self.shared.push;
+                let subscriber = Subscriber::new(id, encoding, window, max, counters.clone());
+                let publisher = ctx.publisher().expect("checked: the service has topics");
+                publisher.subscribe(&topic, subscriber.clone());
+                let ending = Box::pin(subscriber.clone().last_answer());
+                return Some(Start {
+                    id,
+                    work: Work::Wait(ending),
+                    ctx: ctx.clone(),
+                    deadline: None,
+                    held: 0,
+                    stream: Some(StreamIo::subscription(subscriber, counters)),
+                });
+            }
+            Err(refused) => refused,
+        };
+        self.answer_now(link, id, code, &why);
+        None
+    }
+
+    /// The topic and encoding of a SUBSCRIBE's `payload`, if this client
+    /// may subscribe to it now.
+    fn subscription<F: Future<Output = (u32, Frame)>>(
+        &self,
+        payload: &[u8],
+        ctx: &ConnectionContext,
+        in_flight: &InFlight<F>,
+        state: &State<'_>,
+    ) -> Result<(String, crate::protocol::Encoding), (ErrorCode, String)> {
+        let bad = |why: String| (ErrorCode::BAD_REQUEST, why);
+        if state.phase == Phase::Draining {
+            let why = "the server is shutting down; the subscription was not opened";
+            return Err((ErrorCode::SHUTTING_DOWN, why.into()));
+        }
+        let subscribe = Subscribe::decode(payload).map_err(|e| bad(e.to_string()))?;
+        if !state.takes_items {
+            let why = "a subscription needs a client that accepts ITEM and CREDIT \
+                       (kinds 13 and 14 in its HELLO)";
+            return Err(bad(why.into()));
+        }
+        let calls = self.config.calls.as_ref().map(|calls| &*calls.0);
+        let offered = calls.map_or(&[][..], |calls| calls.encodings());
+        let encoding = crate::protocol::Encoding::from_u8(subscribe.encoding)
+            .filter(|e| offered.contains(e))
+            .ok_or_else(|| {
+                let names: Vec<&str> = offered.iter().map(|e| e.name()).collect();
+                bad(format!(
+                    "encoding {} is not offered; this server offers [{}]",
+                    subscribe.encoding,
+                    names.join(", ")
+                ))
+            })?;
+        let topic = subscribe.topic;
+        let known = ctx.publisher().is_some_and(|p| p.has_topic(&topic));
+        if !known {
+            return Err((ErrorCode::UNKNOWN_METHOD, format!("no topic {topic:?}")));
+        }
+        let access = &self.config.access;
+        if access.has_operation_rules() {
+            let operation = format!("topic:{topic}");
+            if let Err(refusal) = access.check_operation(&operation, ctx.caller()) {
+                log_refusal(&refusal, ctx.caller());
+                return Err((ErrorCode::NOT_ALLOWED, refusal.to_string()));
+            }
+        }
+        if in_flight.subscriptions() >= MAX_SUBSCRIPTIONS {
+            let why = "this connection has as many subscriptions open as the server allows (64)";
+            return Err((ErrorCode::OVERLOADED, why.into()));
+        }
+        Ok((topic, encoding))
+    }
+
+    /// Whether `method` is one of the service's streaming methods, and
+    /// which way it streams.
+    fn stream_direction(&self, method: &str) -> Option<StreamDirection> {
+        let calls = self.config.calls.as_ref()?;
+        calls.0.stream_direction(method)
+    }
+
+    /// What runs CALL `id`: the byte handler for the empty method, else one
+    /// of the service's methods in an encoding it offers; for a streaming
+    /// method (`stream`), the stream's halves too.
     fn call_work<'a>(
         &'a self,
+        id: u32,
         header: &CallHeader,
         params: bytes::Bytes,
-    ) -> Result<Work<'a>, ServiceError> {
+        stream: Option<StreamDirection>,
+    ) -> Result<(Work<'a>, Option<Arc<StreamIo>>), ServiceError> {
         if header.method.is_empty() {
-            return Ok(Work::Bytes(params));
+            return Ok((Work::Bytes(params), None));
         }
         let Some(calls) = &self.config.calls else {
             return Err(ServiceError::unknown_method(&header.method));
@@ -272,10 +402,27 @@ impl<H: Handler> Connection<H> {
         let calls = &*calls.0;
         let offered = calls.encodings();
         match header.known_encoding().filter(|e| offered.contains(e)) {
-            Some(encoding) => Ok(Work::Call {
-                calls,
-                encoding,
-                params,
+            Some(encoding) => Ok(match stream {
+                None => (
+                    Work::Call {
+                        calls,
+                        encoding,
+                        params,
+                    },
+                    None,
+                ),
+                Some(direction) => {
+                    let window = DEFAULT_STREAM_WINDOW;
+                    let max = self.config.max_payload();
+                    let (io, items) = StreamIo::open(id, direction, window, max, &self.shared.push);
+                    let work = Work::Stream {
+                        calls,
+                        encoding,
+                        params,
+                        items: Box::new(items),
+                    };
+                    (work, Some(io))
+                }
             }),
             None => {
                 let names: Vec<&str> = offered.iter().map(|e| e.name()).collect();
@@ -321,6 +468,35 @@ pub(super) struct Start<'a> {
     pub(super) ctx: ConnectionContext,
     pub(super) deadline: Option<Instant>,
     pub(super) held: usize,
+    /// A stream's halves (revision 2.2): it starts outside the in-flight
+    /// limit, with no request timeout.
+    pub(super) stream: Option<Arc<StreamIo>>,
+}
+
+/// The streams one connection may have open at once (PROTOCOL.md,
+/// "Streams": pipesvc 64).
+pub(super) const MAX_STREAMS: usize = 64;
+
+/// The subscriptions one connection may have open at once (PROTOCOL.md,
+/// "SUBSCRIBE": pipesvc 64).
+pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
+
+/// Whether the client may open one more stream: it listed ITEM and CREDIT
+/// in its HELLO, and has fewer than [`MAX_STREAMS`] open.
+fn may_open_stream<F: Future<Output = (u32, Frame)>>(
+    in_flight: &InFlight<F>,
+    state: &State<'_>,
+) -> Result<(), (ErrorCode, &'static str)> {
+    if !state.takes_items {
+        let why = "a streaming method needs a client that accepts ITEM and CREDIT \
+                   (kinds 13 and 14 in its HELLO)";
+        return Err((ErrorCode::BAD_REQUEST, why));
+    }
+    if in_flight.streams() >= MAX_STREAMS {
+        let why = "this connection has as many streams open as the server allows (64)";
+        return Err((ErrorCode::OVERLOADED, why));
+    }
+    Ok(())
 }
 
 pub(super) fn duplicate(id: u32) -> End {
@@ -328,6 +504,92 @@ pub(super) fn duplicate(id: u32) -> End {
         ErrorCode::DUPLICATE_ID,
         format!("request id {id} is already in flight"),
     )
+}
+
+/// An ITEM, CREDIT or END from the client (revision 2.2), for the stream
+/// with its id: ignored once the stream ended (it crossed the last
+/// answer); `unexpected frame` for a request that is not a stream, or a
+/// direction the stream does not have; `flow control` past the credit.
+fn on_stream_frame<S: ServerIo, F: Future<Output = (u32, Frame)>>(
+    frame: Frame,
+    link: &mut Link<S>,
+    in_flight: &mut InFlight<F>,
+    state: &mut State<'_>,
+) -> Result<Option<Start<'static>>, End> {
+    let (kind, id) = (frame.kind, frame.id);
+    let credit = match kind {
+        Kind::Credit => Some(decode_credit(&frame.payload).ok_or_else(|| {
+            let why = "a CREDIT carries a u32";
+            End::Protocol(ErrorCode::MALFORMED_FRAME, why.into())
+        })?),
+        _ => None,
+    };
+    let unexpected = |why: &str| End::Protocol(ErrorCode::UNEXPECTED_FRAME, why.to_owned());
+    let stream = match in_flight.stream(id) {
+        None if state.waiting.contains(id) => {
+            return Err(unexpected(&format!(
+                "a {kind:?} for request {id}, which is not a stream"
+            )))
+        }
+        None => {
+            tracing::debug!(
+                id,
+                ?kind,
+                "a frame for a stream no longer in flight: ignored"
+            );
+            state.unanswered();
+            return Ok(None);
+        }
+        Some(None) => {
+            return Err(unexpected(&format!(
+                "a {kind:?} for request {id}, which is not a stream"
+            )))
+        }
+        Some(Some(stream)) => stream.clone(),
+    };
+    if let Some(bytes) = credit {
+        let flow = |e: CreditOverflow| End::Protocol(ErrorCode::FLOW_CONTROL, e.to_string());
+        // A client stream has no server credit: ignored.
+        if let Some(out) = &stream.out {
+            out.grant(bytes).map_err(flow)?;
+        }
+        if let Some(subscriber) = &stream.subscriber {
+            subscriber.grant(bytes).map_err(flow)?;
+        }
+        return Ok(None);
+    }
+    let Some(input) = &stream.input else {
+        let why = format!("a {kind:?} on stream {id}, which takes no items from the client");
+        return Err(unexpected(&why));
+    };
+    let received = match kind {
+        Kind::End => input.end(),
+        _ => input.receive(&frame.payload),
+    };
+    match received {
+        Ok(()) if kind == Kind::Item => {
+            let len = frame.payload.len();
+            if state.share.try_hold(len) {
+                in_flight.hold(id, len);
+            } else {
+                // No room for the client's items: the stream ends.
+                in_flight.cancel_one(id);
+                link.wire.tally.requests += 1;
+                let why = "the server has no room for this stream's items now; try again later";
+                link.push(Frame::error(id, ErrorCode::OVERLOADED, why));
+            }
+            Ok(None)
+        }
+        Ok(()) => Ok(None),
+        Err(InError::FlowControl) => Err(End::Protocol(
+            ErrorCode::FLOW_CONTROL,
+            format!("an ITEM on stream {id}, whose credit was used up"),
+        )),
+        Err(InError::Malformed(e)) => Err(End::Protocol(ErrorCode::MALFORMED_FRAME, e.to_string())),
+        Err(InError::Ended) => Err(unexpected(&format!(
+            "a {kind:?} on stream {id} after its END"
+        ))),
+    }
 }
 
 /// Refuses the id of a request still in flight (running or waiting).
@@ -375,7 +637,9 @@ fn default_description(name: &str) -> bytes::Bytes {
             c => json.push(c),
         }
     }
-    json.push_str("\",\"version\":\"\",\"protocol\":2,\"encodings\":[],\"methods\":[]}");
+    json.push_str(
+        "\",\"version\":\"\",\"protocol\":2,\"encodings\":[],\"methods\":[],\"topics\":[]}",
+    );
     json.into()
 }
 
@@ -389,6 +653,10 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
         return Some(full);
     }
     let fixed = full.len() - status.errors.len() * PER_CODE;
+    // Revision 2.2's five counts go first when even the fixed fields do
+    // not fit (PROTOCOL.md, "Status").
+    let push = fixed <= max_payload;
+    let fixed = if push { fixed } else { fixed - 40 };
     let room = max_payload.checked_sub(fixed)? / PER_CODE;
     tracing::debug!(
         codes = status.errors.len(),
@@ -396,5 +664,5 @@ fn status_that_fits(shared: &Shared, max_payload: usize) -> Option<bytes::Bytes>
         "STATUS error counts cut to fit"
     );
     status.errors.truncate(room);
-    Some(status.encode())
+    Some(status.encode_with_push(push))
 }

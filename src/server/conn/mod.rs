@@ -51,6 +51,10 @@ use wire::fit;
 /// (and for it to take its end: see `ServerIo::close_within`).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The reason a client too slow for what it is sent gets.
+const TOO_SLOW_MESSAGE: &str = "the client did not keep up with the notifications sent to it: \
+     more than the server's max_output_bytes were waiting for it, and were dropped";
+
 /// Why the request loop ended.
 #[derive(Debug)]
 enum End {
@@ -60,7 +64,8 @@ enum End {
     PeerClosed,
     /// Reading or writing failed; the client is gone.
     PeerGone,
-    /// A broadcast found the client's output full: it is cut off.
+    /// A broadcast found the client's output full: it is cut off, told
+    /// why (ERROR `too slow`) ahead of the NOTIFYs it had not taken.
     TooSlow,
     /// The client broke the protocol: report it, then close.
     Protocol(ErrorCode, String),
@@ -115,20 +120,29 @@ impl<H: Handler> Connection<H> {
             ),
             other => tracing::debug!(end = ?other, "closing connection"),
         }
-        drop(ctx);
         // Handlers waiting for room to notify learn that the client is gone.
         link.pushed.output.room.close();
-        if matches!(end, End::PeerGone | End::TooSlow) {
+        if matches!(end, End::PeerGone) {
             link.cut().await;
         } else {
             link.close().await;
         }
         tracing::debug!("disconnected");
+        if let Some(ctx) = ctx {
+            ctx.mark_closed();
+            // A panic in it is caught and logged, as `on_connect`'s.
+            chore(self.handler.on_disconnect(ctx)).await;
+        }
     }
 
-    /// The connection is no longer counted nor reached by broadcasts.
+    /// The connection is no longer counted nor reached by broadcasts (nor
+    /// by `ServerHandle::send_to`), and whoever waits on its context's
+    /// `closed` learns that it ended.
     fn forget(&self) {
-        lock(&self.shared.connections).remove(&self.id);
+        let ctx = lock(&self.shared.connections).remove(&self.id);
+        if let Some(ctx) = ctx {
+            ctx.mark_closed();
+        }
     }
 
     /// The handshake, who the client is, and its requests; the context
@@ -145,10 +159,10 @@ impl<H: Handler> Connection<H> {
             return (End::PeerGone, None);
         }
         let admitted = match self.handshake(link).await {
-            Ok(version) => self.caller(link).await.map(|caller| (version, caller)),
+            Ok(hello) => self.caller(link).await.map(|caller| (hello, caller)),
             Err(end) => Err(end),
         };
-        let (version, caller) = match admitted {
+        let ((version, takes_items), caller) = match admitted {
             Ok(admitted) => admitted,
             Err(end) => {
                 report(link, &end);
@@ -179,6 +193,10 @@ impl<H: Handler> Connection<H> {
             max_payload,
             self.config.access.clone(),
             self.config.input_budget.clone(),
+            self.config
+                .calls
+                .as_ref()
+                .and_then(|calls| calls.0.publisher().cloned()),
         );
         if version >= 2 {
             // Before any other frame, on_connect's NOTIFYs included.
@@ -189,7 +207,8 @@ impl<H: Handler> Connection<H> {
             ));
         }
         lock(&self.shared.connections).insert(self.id, ctx.clone());
-        (self.serve_requests(link, &ctx).await, Some(ctx))
+        let end = self.serve_requests(link, &ctx, takes_items).await;
+        (end, Some(ctx))
     }
 
     /// Who the client is: known at accept, or (Windows) read from its
@@ -236,8 +255,9 @@ impl<H: Handler> Connection<H> {
     }
 
     /// Waits for the client's HELLO and checks it; the connection's
-    /// protocol version (the lower of the client's and ours).
-    async fn handshake<S: ServerIo>(&self, link: &mut Link<S>) -> Result<u16, End> {
+    /// protocol version (the lower of the client's and ours), and whether
+    /// the client takes ITEM and CREDIT (it may open streams).
+    async fn handshake<S: ServerIo>(&self, link: &mut Link<S>) -> Result<(u16, bool), End> {
         let timeout = self.config.handshake_timeout;
         let wire = &mut link.wire;
         let first = tokio::select! {
@@ -266,7 +286,8 @@ impl<H: Handler> Connection<H> {
             .map_err(|e| End::Protocol(e.code(), e.to_string()))?;
         let version = negotiate(hello.version);
         wire.input.handshake_done(version);
-        Ok(version)
+        let takes_items = version >= 2 && hello.accepts(Kind::Item) && hello.accepts(Kind::Credit);
+        Ok((version, takes_items))
     }
 
     /// Reads frames and dispatches them until the client leaves, breaks the
@@ -275,10 +296,12 @@ impl<H: Handler> Connection<H> {
         &self,
         link: &mut Link<S>,
         ctx: &ConnectionContext,
+        takes_items: bool,
     ) -> End {
         let mut in_flight = InFlight::new(self.config.max_in_flight);
         let too_slow = link.pushed.output.too_slow.clone();
         let mut state = State::new(&self.shared, &self.config, too_slow);
+        state.takes_items = takes_items;
         // Nothing is read until the handler has greeted the client.
         state.chore = Some(chore(self.handler.on_connect(ctx.clone())));
         state.greeting = true;
@@ -297,15 +320,20 @@ impl<H: Handler> Connection<H> {
                 ctx,
                 deadline,
                 held,
+                stream,
             } = start;
             // The server's request timeout reaches a request without a
             // deadline of its own through the connection's tick: no timer
-            // per request.
+            // per request. It does not apply to streams.
             let untimed = deadline.is_none() && self.config.request_timeout.is_some();
             let started = untimed.then(|| state.tick.now());
             let request = run_request(&*self.handler, id, work, ctx, deadline);
             state.tick.busy = true;
-            if let Err(id) = in_flight.start(id, request, held, started, None) {
+            let started = match stream {
+                None => in_flight.start(id, request, held, started, None),
+                Some(stream) => in_flight.start_stream(id, request, held, stream),
+            };
+            if let Err(id) = started {
                 break dispatch::duplicate(id);
             }
         };
@@ -321,16 +349,29 @@ impl<H: Handler> Connection<H> {
                 state.share.release(waiter.held);
             }
             link.held = None;
-            if matches!(end, End::Protocol(..)) {
-                // What handlers queued came before the error.
-                link.pushed.take_into(&mut link.wire);
-                report(link, &end);
+            match end {
+                End::Protocol(..) => {
+                    // What handlers queued came before the error.
+                    link.pushed.take_into(&mut link.wire);
+                    report(link, &end);
+                }
+                End::TooSlow => {
+                    // Its backlog is dropped: the reason goes out after
+                    // what the outbox holds (at most about 64 KiB and a
+                    // frame), within the write timeout.
+                    link.pushed.drop_backlog();
+                    report(link, &end);
+                }
+                _ => {}
             }
         }
         end
     }
 
-    /// What the loop does with `event`.
+    /// What the loop does with `event`. Inlined into the loop: once it
+    /// grew the stream frames' arms it was called out of line, which cost
+    /// every request about 50 instructions (perf guard, bytes,1,1,64).
+    #[inline]
     fn on_event<'a, S: ServerIo, F: Future<Output = (u32, Frame)>>(
         &'a self,
         event: Event,
@@ -369,7 +410,7 @@ impl<H: Handler> Connection<H> {
             }
             Event::TooSlow => return Flow::End(End::TooSlow),
             Event::Shutdown => {
-                self.shutting_down(link, state, ending);
+                self.shutting_down(link, in_flight, state, ending);
                 return Flow::Next;
             }
             Event::Deadline(code) => {
@@ -393,15 +434,23 @@ impl<H: Handler> Connection<H> {
 
     /// The server shuts down: GOODBYE goes out before the last answers,
     /// and the requests get the shutdown timeout.
-    fn shutting_down<S: ServerIo>(
+    fn shutting_down<S: ServerIo, F: Future<Output = (u32, Frame)>>(
         &self,
         link: &mut Link<S>,
+        in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
         ending: &mut Option<End>,
     ) {
         if ending.is_none() {
             report(link, &End::Shutdown);
         }
+        // Subscriptions end as GOODBYE goes out (PROTOCOL.md, "SUBSCRIBE").
+        in_flight.end_subscriptions(|id| {
+            let why = "the server is shutting down";
+            link.wire.tally.requests += 1;
+            link.wire
+                .push(Frame::error(id, ErrorCode::SHUTTING_DOWN, why));
+        });
         ending.get_or_insert(End::Shutdown);
         if state.phase == Phase::Serving {
             state.phase = Phase::Draining;
@@ -446,7 +495,8 @@ fn report<S: ServerIo>(link: &mut Link<S>, end: &End) {
         End::Protocol(code, message) => Frame::error(0, *code, message),
         End::Refused(message) => Frame::error(0, ErrorCode::NOT_ALLOWED, message),
         End::UserLimit(message) => Frame::error(0, ErrorCode::OVERLOADED, message),
-        End::PeerClosed | End::PeerGone | End::TooSlow => return,
+        End::TooSlow => Frame::error(0, ErrorCode::TOO_SLOW, TOO_SLOW_MESSAGE),
+        End::PeerClosed | End::PeerGone => return,
     };
     link.push(frame);
 }

@@ -120,4 +120,20 @@ impl Pushed {
     pub(super) fn close(&mut self) {
         self.queue.close();
     }
+
+    /// No more frames are taken, and those queued and not yet in the
+    /// outbox are dropped (a client cut off for being too slow: its
+    /// backlog); their room is not given back, the connection is ending.
+    /// What the outbox holds still goes out.
+    pub(super) fn drop_backlog(&mut self) {
+        self.queue.close();
+        let mut dropped = 0usize;
+        while let Ok(frame) = self.queue.try_recv() {
+            dropped += frame.wire_len();
+        }
+        tracing::debug!(
+            dropped,
+            "dropped the NOTIFYs a client too slow had not taken"
+        );
+    }
 }

@@ -78,6 +78,9 @@ pub(super) struct State<'a> {
     /// The server's request timeout, in ticks.
     pub(super) request_ticks: Option<u32>,
     idle: Option<Idle>,
+    /// The client listed ITEM and CREDIT in its HELLO (revision 2.2): it
+    /// may open streams.
+    pub(super) takes_items: bool,
 }
 
 /// Frames read per poll of the connection's task, after which it yields
@@ -121,6 +124,7 @@ impl<'a> State<'a> {
                 last_read: Instant::now(),
                 timer: Box::pin(tokio::time::sleep(timeout)),
             }),
+            takes_items: false,
         }
     }
 
