@@ -22,11 +22,22 @@
 //! a Unix socket with the same `echo` of bytes, and server streams against
 //! tonic's and raw tokio's (`peers.rs`, `stream.rs`).
 //!
+//! Scaling curves (Unix only, `curves.rs`): requests/s and p99 latency
+//! against clients (1 to 5000) and against payload size (64 B to 8 MiB)
+//! for pipesvc (bytes and typed), raw tokio, tonic and tarpc, drawn in
+//! `docs/curves-*.svg`.
+//!
+//! Under Wine (or on Windows) the typed and stream tables go into the one
+//! named pipes section, below the comparison's rows; tonic, tarpc and the
+//! curves are not built there.
+//!
 //! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
+//! `PIPESVC_BENCH_CURVE_SECS` (seconds per point of the curves, default 1);
 //! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
 //! contains that text and prints the table without writing anything;
-//! `PIPESVC_BENCH_ONLY=typed` (or `streams`, or `peers`) runs only the
-//! typed (or the streams, or the peers) table and rewrites its section.
+//! `PIPESVC_BENCH_ONLY=typed` (or `streams`, `peers`, `curves`) runs only
+//! that table and rewrites its section (on Windows only the full run
+//! writes).
 //!
 //! A fourth table streams 64-byte items from the server (`stream.rs`): a
 //! pipesvc server streaming method, the same items as separate typed calls,
@@ -35,6 +46,8 @@
 mod chart;
 mod contender;
 mod count;
+#[cfg(unix)]
+mod curves;
 mod measure;
 mod memory;
 #[cfg(unix)]
@@ -204,11 +217,35 @@ fn main() {
         println!("{table}");
         table
     });
+    #[cfg(unix)]
+    let curves = (only.is_empty() || only == "curves").then(|| {
+        let secs = curve_secs();
+        let address = |name: &str| platform.address(name, Contender::Pipesvc);
+        (curves::run(&runtime, &address, secs), secs)
+    });
     drop(runtime);
     let _ = std::fs::remove_dir_all(&platform.scratch);
 
-    let table = render(&rows, platform.wine.is_some());
+    let mut table = render(&rows, platform.wine.is_some());
     println!("{table}");
+    if cfg!(windows) {
+        // One section for named pipes: the typed and stream tables go
+        // under the comparison's (as ratios under Wine), not beside it.
+        let more = [
+            ("Typed calls next to byte requests", typed),
+            ("Server streams of 64 B items", streams),
+        ];
+        for (title, more) in more {
+            if let Some(more) = more {
+                write!(table, "\n### {title}\n\n{more}").unwrap();
+            }
+        }
+        if only.is_empty() {
+            write_section(&platform, "", &table, secs);
+            draw(&platform, &rows);
+        }
+        return;
+    }
     if only.is_empty() {
         write_section(&platform, "", &table, secs);
         draw(&platform, &rows);
@@ -223,6 +260,59 @@ fn main() {
     if let Some(table) = peers {
         write_section(&platform, "peers-", &table, secs);
     }
+    #[cfg(unix)]
+    if let Some((curves, secs)) = curves {
+        write_curves(&platform, &curves, secs);
+    }
+}
+
+/// Seconds per point of the scaling curves: `PIPESVC_BENCH_CURVE_SECS`,
+/// default 1 (50 points: the whole run takes a few minutes).
+#[cfg(unix)]
+fn curve_secs() -> f64 {
+    std::env::var("PIPESVC_BENCH_CURVE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+/// Draws each curve into `docs/curves-<curve>-<platform>.svg` and writes
+/// the tables and charts into the `curves-` section.
+#[cfg(unix)]
+fn write_curves(platform: &Platform, curves: &[curves::Curve], secs: f64) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = curves::SERIES.map(curves::Series::name);
+    let mut charts = Vec::new();
+    for curve in curves {
+        let file = format!("curves-{}-{}.svg", curve.key, platform.key);
+        let xs: Vec<f64> = curve.points.iter().map(|(x, _)| *x as f64).collect();
+        let line = |f: fn(&Measured) -> f64| -> Vec<Vec<f64>> {
+            (0..names.len())
+                .map(|k| curve.points.iter().map(|(_, m)| f(&m[k])).collect())
+                .collect()
+        };
+        let panels = [
+            chart::Panel {
+                y_desc: "requests/s",
+                values: line(|m| m.requests_per_sec),
+            },
+            chart::Panel {
+                y_desc: "p99 latency, µs",
+                values: line(|m| m.p99_us),
+            },
+        ];
+        let title = format!(
+            "echo against {} ({}): {}",
+            curve.key, curve.fixed, platform.transport
+        );
+        chart::draw_curves(&dir.join(&file), &title, curve.axis, &names, &xs, &panels);
+        eprintln!("wrote docs/{file}");
+        charts.push(format!("docs/{file}"));
+    }
+    let text = curves::render(curves, &charts);
+    println!("{text}");
+    write_section(platform, "curves-", &text, secs);
 }
 
 const STREAMS: &str = "streams: server streams of 64 B items";
@@ -504,7 +594,8 @@ fn render(rows: &[Row], ratios_only: bool) -> String {
 /// Replaces this platform's section of `BENCHMARKS.md` (the other
 /// platform's stays as its last run left it); `kind` is "" for the
 /// comparison, "typed-" for the typed calls, "streams-" for the server
-/// streams, "peers-" for the RPC frameworks.
+/// streams, "peers-" for the RPC frameworks, "curves-" for the scaling
+/// curves.
 fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let (start, end) = (
@@ -531,10 +622,13 @@ fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
         "" => "",
         "typed-" => "Typed calls next to byte requests, ",
         "streams-" => "Server streams of 64 B items, ",
+        "curves-" => "Scaling curves, ",
         _ => "Typed calls next to the RPC frameworks, ",
     };
     let once = match kind {
-        "peers-" => " One run: compare the ratios within it, not the absolute figures across runs.",
+        "peers-" | "curves-" => {
+            " One run: compare the ratios within it, not the absolute figures across runs."
+        }
         _ => "",
     };
     let section = format!(

@@ -157,7 +157,7 @@ fn rss_kib() -> u64 {
 /// Each connection is a file descriptor on both sides; the common soft
 /// limit of 1024 is too low for a thousand of them.
 #[cfg(unix)]
-fn raise_fd_limit() {
+pub fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -173,4 +173,4 @@ fn raise_fd_limit() {
 
 /// Windows has no per-process handle limit to raise.
 #[cfg(windows)]
-fn raise_fd_limit() {}
+pub fn raise_fd_limit() {}

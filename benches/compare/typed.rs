@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use pipesvc::client::CallOptions;
 use pipesvc::rpc::{Encoding, Method, Service, StreamMethod};
 use pipesvc::server::{ConnectionContext, Server, ServiceError};
-use pipesvc::{Client, Endpoint};
+use pipesvc::{Client, ClientOptions, Endpoint};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -117,9 +117,9 @@ pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measur
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..load.clients {
-        let client = Client::connect(&Endpoint::new(address).unwrap())
-            .await
-            .unwrap();
+        let endpoint = Endpoint::new(address).unwrap();
+        let options = ClientOptions::new().max_frame_len(crate::contender::MAX_FRAME as u32);
+        let client = Client::connect_with(&endpoint, options).await.unwrap();
         for _ in 0..load.inflight {
             let (client, stop) = (client.clone(), stop.clone());
             tasks.push(tokio::spawn(calls(way, client, load.size, stop)));
