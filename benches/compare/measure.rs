@@ -50,10 +50,16 @@ pub async fn load(c: Contender, load: &Workload, address: &str, secs: f64) -> Me
     let stop = Arc::new(AtomicBool::new(false));
     let payload = Bytes::from(vec![0x5Au8; load.size]);
     let _server = start_server(c, address).await;
-    let mut tasks = Vec::new();
+    // Every client connects before any sends: requests made while the
+    // others connect would be counted, but not their time.
+    let mut conns = Vec::with_capacity(load.clients);
     for _ in 0..load.clients {
+        conns.push(connect(c, address).await);
+    }
+    let mut tasks = Vec::new();
+    for conn in conns {
         let (payload, stop) = (payload.clone(), stop.clone());
-        match connect(c, address).await {
+        match conn {
             Conn::Pipesvc(client) => {
                 for _ in 0..load.inflight {
                     let loop_ = request_loop(client.clone(), payload.clone(), stop.clone());

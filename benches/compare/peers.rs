@@ -79,9 +79,13 @@ pub async fn load(peer: Peer, load: &Workload, address: &str, secs: f64) -> Meas
     start_server(peer, address).await;
     let stop = Arc::new(AtomicBool::new(false));
     let payload = Bytes::from(vec![0x5Au8; load.size]);
-    let mut tasks = Vec::new();
+    // Every client connects before any calls (as `measure::load`).
+    let mut clients = Vec::with_capacity(load.clients);
     for _ in 0..load.clients {
-        let client = connect(peer, address).await;
+        clients.push(connect(peer, address).await);
+    }
+    let mut tasks = Vec::new();
+    for client in clients {
         for _ in 0..load.inflight {
             let (client, payload, stop) = (client.clone(), payload.clone(), stop.clone());
             tasks.push(tokio::spawn(calls(client, payload, stop)));

@@ -115,11 +115,19 @@ impl Way {
 pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measured {
     let _server = start_server(address);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    // Every client connects before any calls (as `measure::load`).
+    let endpoint = Endpoint::new(address).unwrap();
+    let options = ClientOptions::new().max_frame_len(crate::contender::MAX_FRAME as u32);
+    let mut clients = Vec::with_capacity(load.clients);
     for _ in 0..load.clients {
-        let endpoint = Endpoint::new(address).unwrap();
-        let options = ClientOptions::new().max_frame_len(crate::contender::MAX_FRAME as u32);
-        let client = Client::connect_with(&endpoint, options).await.unwrap();
+        clients.push(
+            Client::connect_with(&endpoint, options.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for client in clients {
         for _ in 0..load.inflight {
             let (client, stop) = (client.clone(), stop.clone());
             tasks.push(tokio::spawn(calls(way, client, load.size, stop)));
