@@ -1,6 +1,7 @@
 //! The table as an SVG bar chart: one group of bars per row, one bar per
 //! contender, each bar the contender's result over raw Tokio's, turned so
-//! that taller is better everywhere (latency and memory are inverted).
+//! that taller is better everywhere (latency and memory are inverted); and
+//! the scaling curves as log-log line charts (Unix only, as the curves).
 
 use std::path::Path;
 
@@ -83,11 +84,13 @@ pub fn draw(path: &Path, title: &str, contenders: &[&str], groups: &[Group]) {
 
 /// One panel of a curve chart: its y axis and one line per contender
 /// (`values[contender][point]`; points that are not positive are left out).
+#[cfg(unix)]
 pub struct Panel {
     pub y_desc: &'static str,
     pub values: Vec<Vec<f64>>,
 }
 
+#[cfg(unix)]
 const LINE_COLORS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x17, 0xbe, 0xcf),
@@ -98,6 +101,7 @@ const LINE_COLORS: [RGBColor; 5] = [
 
 /// Draws the panels side by side into `path`, each a log-log line chart
 /// of its values against `xs`, one line per contender.
+#[cfg(unix)]
 pub fn draw_curves(
     path: &Path,
     title: &str,
@@ -162,6 +166,7 @@ pub fn draw_curves(
 }
 
 /// A tick label: 5000 as "5k", 8388608 as "8.39M".
+#[cfg(unix)]
 fn short(v: f64) -> String {
     let (n, unit) = match v {
         v if v >= 1e6 => (v / 1e6, "M"),
