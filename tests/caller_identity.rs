@@ -95,8 +95,7 @@ impl Scratch {
         std::fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = dir.join("pipesvc");
-        std::fs::copy(BIN, &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        common::copy_executable(Path::new(BIN), &bin);
         Scratch(dir)
     }
 
@@ -115,20 +114,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Spawns `command`, retrying while the executable is busy: a process
-/// another test forked while a copy was open for writing holds that
-/// descriptor until it execs (the window is a fork's length).
+/// Spawns `command`. The copies it runs are written by `cp`
+/// (`common::copy_executable`), so none is ever busy.
 fn spawn(command: &mut Command) -> Child {
-    let mut tries = 0;
-    loop {
-        match command.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 1000 => {
-                tries += 1;
-                std::thread::yield_now();
-            }
-            child => return child.expect("start a pipesvc process"),
-        }
-    }
+    command.spawn().expect("start a pipesvc process")
 }
 
 /// A `pipesvc serve` process, killed when dropped; its stderr is kept.
@@ -429,8 +418,7 @@ fn the_same_executable_rule_admits_only_the_servers_own_file() {
     let copy = scratch.0.join("copy");
     std::fs::create_dir(&copy).unwrap();
     let other = copy.join("pipesvc");
-    std::fs::copy(scratch.bin(), &other).unwrap();
-    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::copy_executable(&scratch.bin(), &other);
     let (ok, _, err) = call(&other);
     assert!(!ok, "a copy of the executable was admitted");
     assert!(
@@ -550,4 +538,49 @@ async fn a_rule_naming_an_unknown_user_or_a_windows_only_rule_fails_bind() {
     assert!(err.contains("is a Windows SID"), "{err}");
     let err = bind(AccessPolicy::interactive_users());
     assert!(err.contains("preset is for Windows"), "{err}");
+}
+
+/// A copy of the binary runs at once, with no retry, while other threads
+/// of this test process fork without pause: the copy is never open for
+/// writing in this process (`common::copy_executable`), so no forked
+/// child can hold it busy. CI failed once with ETXTBSY when the copy was
+/// written here.
+#[test]
+fn a_copied_executable_runs_while_other_threads_fork() {
+    let scratch = Scratch::new("busy");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forkers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = Command::new("true").status();
+                }
+            })
+        })
+        .collect();
+    // A small executable: what matters is the window between the copy
+    // and its exec, not the bytes.
+    let runs = (0..1000).map(|n| {
+        let bin = scratch.0.join(format!("true-{n}"));
+        common::copy_executable(Path::new("/bin/true"), &bin);
+        Command::new(&bin).output()
+    });
+    let failures: Vec<String> = runs
+        .filter_map(|run| match run {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(format!("{}", output.status)),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for forker in forkers {
+        forker.join().unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 1000 runs failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
 }

@@ -373,6 +373,19 @@ fn methods_lists_the_typed_methods_and_json_has_their_schemas() {
             "{method} missing: {human}"
         );
     }
+    // Revision 2.2: a streaming method says which way it streams, and the
+    // topics follow the methods with their policy.
+    let count = human.lines().find(|l| l.trim_start().starts_with("count"));
+    assert!(
+        count.is_some_and(|l| l.contains("[server stream]")),
+        "{human}"
+    );
+    let topics = human.lines().skip_while(|l| *l != "topics:");
+    let ticks = topics.clone().find(|l| l.trim_start().starts_with("ticks"));
+    assert!(
+        ticks.is_some_and(|l| l.contains("[drop_oldest, queue 256]")),
+        "{human}"
+    );
     let json = stdout(&service.run(&["methods", "--json"]));
     // Not a terminal: one line.
     assert_eq!(json.lines().count(), 1, "{json}");

@@ -392,30 +392,14 @@ async fn a_server_of_the_same_user_connects() {
 /// A copy of the pipesvc binary that uid 65534 can run, in `dir`.
 fn binary_for_squatter(dir: &Path) -> PathBuf {
     let bin = dir.join("pipesvc");
-    std::fs::copy(env!("CARGO_BIN_EXE_pipesvc"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::copy_executable(Path::new(env!("CARGO_BIN_EXE_pipesvc")), &bin);
     bin
-}
-
-/// Runs `start` until exec stops failing with ETXTBSY: a process another
-/// test forked while a binary's copy was open for writing holds that
-/// descriptor until it execs, a fork's length.
-fn retry_busy<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
-    for _ in 0..1000 {
-        match start() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::yield_now();
-            }
-            other => return other,
-        }
-    }
-    start()
 }
 
 /// Runs `command` as uid 65534 and waits for it.
 fn as_squatter(command: &mut Command) -> std::io::Result<Output> {
     command.uid(SQUATTER).gid(SQUATTER).env("RUST_LOG", "off");
-    retry_busy(|| command.output())
+    command.output()
 }
 
 // A client that is not root (uid 65534) talks to a root server: root is
@@ -475,7 +459,7 @@ async fn a_client_and_server_of_the_same_unprivileged_user_connect() {
             .current_dir("/")
             .uid(SQUATTER)
             .gid(SQUATTER);
-        let mut server = retry_busy(|| serve.spawn()).expect("start pipesvc serve");
+        let mut server = serve.spawn().expect("start pipesvc serve");
         // `call` retries while the server is not listening yet.
         let output = as_squatter(
             Command::new(&bin)

@@ -176,39 +176,25 @@ async fn the_client_can_require_the_server_process_id() {
 fn call_as_other_user(dir: &Path, socket: &Path) -> Output {
     let bin = dir.join("pipesvc");
     if !bin.exists() {
-        std::fs::copy(env!("CARGO_BIN_EXE_pipesvc"), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        common::copy_executable(Path::new(env!("CARGO_BIN_EXE_pipesvc")), &bin);
     }
     let socket = socket.to_str().unwrap();
-    let run = || {
-        Command::new(&bin)
-            .args([
-                "call",
-                "--name",
-                socket,
-                "--connect-timeout",
-                "0.5",
-                "hello",
-            ])
-            .env("RUST_LOG", "off")
-            .current_dir(dir)
-            .uid(OTHER_UID)
-            .gid(OTHER_GID)
-            .output()
-    };
-    // A process forked by another test while the copy was open for writing
-    // holds that descriptor until it execs: exec fails with ETXTBSY until
-    // then. The window is a fork's length; try again.
-    let mut tries = 0;
-    loop {
-        match run() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 1000 => {
-                tries += 1;
-                std::thread::yield_now();
-            }
-            output => return output.expect("run pipesvc as another user"),
-        }
-    }
+    // The copy was written by `cp`, never open here: it cannot be busy.
+    Command::new(&bin)
+        .args([
+            "call",
+            "--name",
+            socket,
+            "--connect-timeout",
+            "0.5",
+            "hello",
+        ])
+        .env("RUST_LOG", "off")
+        .current_dir(dir)
+        .uid(OTHER_UID)
+        .gid(OTHER_GID)
+        .output()
+        .expect("run pipesvc as another user")
 }
 
 /// Runs `serve` until `call` (run on a blocking thread) has finished.
@@ -398,26 +384,17 @@ async fn one_user_with_a_thousand_idle_connections_leaves_room_for_another() {
     );
     // This test binary, copied where the other user can run it.
     let bin = dir.join("unix_security-test");
-    std::fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut child = loop {
-        let spawned = Command::new(&bin)
-            .args(["--exact", HOARD_TEST, "--nocapture", "--test-threads=1"])
-            .env(HOARD_CHILD, &socket)
-            .current_dir(&dir)
-            .uid(OTHER_UID)
-            .gid(OTHER_GID)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn();
-        match spawned {
-            // See call_as_other_user: a fork holding the copy open.
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::yield_now()
-            }
-            spawned => break spawned.expect("run the test binary as another user"),
-        }
-    };
+    common::copy_executable(&std::env::current_exe().unwrap(), &bin);
+    let mut child = Command::new(&bin)
+        .args(["--exact", HOARD_TEST, "--nocapture", "--test-threads=1"])
+        .env(HOARD_CHILD, &socket)
+        .current_dir(&dir)
+        .uid(OTHER_UID)
+        .gid(OTHER_GID)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the test binary as another user");
     // Its report, read on a thread that then drains what else it prints.
     let stdout = child.stdout.take().unwrap();
     let (report_tx, report_rx) = std::sync::mpsc::channel();

@@ -282,3 +282,24 @@ pub async fn assert_client_sent_nothing(server: &mut transport::ServerStream) {
     }
     assert!(received.is_empty(), "the client sent {received:?}");
 }
+
+/// Copies the executable `from` to `to`, mode 0755, in a `cp` process, so
+/// that this process never holds `to` open for writing. A copy written
+/// here (`std::fs::copy`) is inherited by every process another test
+/// thread forks while it is open, and exec of the copy then fails with
+/// ETXTBSY ("Text file busy") until that child execs, which on a loaded
+/// machine is longer than any retry.
+#[cfg(unix)]
+pub fn copy_executable(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("--")
+        .arg(from)
+        .arg(to)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp {from:?} {to:?}: {status}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .expect("make the copy executable");
+}

@@ -49,8 +49,8 @@ enum Command {
     /// Send MESSAGE as one request and print the response; with --method,
     /// call a typed method with JSON params and print its JSON result.
     Call(call::CallArgs),
-    /// List a running service's typed methods (with --json: its whole
-    /// description, with the JSON Schemas of params and results).
+    /// List a running service's typed methods and topics (with --json:
+    /// its whole description, with the JSON Schemas of params and results).
     Methods(methods::MethodsArgs),
     /// Measure round-trip times to a running service.
     Ping(ping::PingArgs),
