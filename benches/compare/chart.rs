@@ -84,13 +84,13 @@ pub fn draw(path: &Path, title: &str, contenders: &[&str], groups: &[Group]) {
 
 /// One panel of a curve chart: its y axis and one line per contender
 /// (`values[contender][point]`; points that are not positive are left out).
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 pub struct Panel {
     pub y_desc: &'static str,
     pub values: Vec<Vec<f64>>,
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 const LINE_COLORS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x17, 0xbe, 0xcf),
@@ -101,7 +101,7 @@ const LINE_COLORS: [RGBColor; 5] = [
 
 /// Draws the panels side by side into `path`, each a log-log line chart
 /// of its values against `xs`, one line per contender.
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 pub fn draw_curves(
     path: &Path,
     title: &str,
@@ -166,7 +166,7 @@ pub fn draw_curves(
 }
 
 /// A tick label: 5000 as "5k", 8388608 as "8.39M".
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 fn short(v: f64) -> String {
     let (n, unit) = match v {
         v if v >= 1e6 => (v / 1e6, "M"),

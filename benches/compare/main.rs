@@ -46,11 +46,11 @@
 mod chart;
 mod contender;
 mod count;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 mod curves;
 mod measure;
 mod memory;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 mod peers;
 mod stream;
 mod typed;
@@ -159,6 +159,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let only = std::env::var("PIPESVC_BENCH_ONLY").unwrap_or_default();
+    check_peers_feature(&only);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let platform = Platform::current();
 
@@ -211,13 +212,13 @@ fn main() {
         println!("{table}");
         table
     });
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "peers"))]
     let peers = (only.is_empty() || only == "peers").then(|| {
         let table = peers_table(&runtime, &platform, secs);
         println!("{table}");
         table
     });
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "peers"))]
     let curves = (only.is_empty() || only == "curves").then(|| {
         let secs = curve_secs();
         let address = |name: &str| platform.address(name, Contender::Pipesvc);
@@ -256,19 +257,40 @@ fn main() {
     if let (Some(table), true) = (streams, only.is_empty() || only == "streams") {
         write_section(&platform, "streams-", &table, secs);
     }
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "peers"))]
     if let Some(table) = peers {
         write_section(&platform, "peers-", &table, secs);
     }
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "peers"))]
     if let Some((curves, secs)) = curves {
         write_curves(&platform, &curves, secs);
     }
 }
 
+/// The peers table and the curves (tonic, tarpc) are built with the
+/// `peers` feature only, on Unix: asked for without it, the bench stops
+/// and says how; a whole run without it says what it leaves out.
+fn check_peers_feature(only: &str) {
+    if cfg!(all(unix, feature = "peers")) {
+        return;
+    }
+    let how = if cfg!(unix) {
+        "cargo bench --bench compare --features peers"
+    } else {
+        "a Unix machine (tonic and tarpc run over Unix sockets)"
+    };
+    if only == "peers" || only == "curves" {
+        eprintln!("PIPESVC_BENCH_ONLY={only} needs {how}");
+        std::process::exit(2);
+    }
+    if only.is_empty() {
+        eprintln!("the peers table and the curves are left as they are: they need {how}");
+    }
+}
+
 /// Seconds per point of the scaling curves: `PIPESVC_BENCH_CURVE_SECS`,
 /// default 1 (50 points: the whole run takes a few minutes).
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 fn curve_secs() -> f64 {
     std::env::var("PIPESVC_BENCH_CURVE_SECS")
         .ok()
@@ -278,7 +300,7 @@ fn curve_secs() -> f64 {
 
 /// Draws each curve into `docs/curves-<curve>-<platform>.svg` and writes
 /// the tables and charts into the `curves-` section.
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 fn write_curves(platform: &Platform, curves: &[curves::Curve], secs: f64) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     std::fs::create_dir_all(&dir).unwrap();
@@ -383,7 +405,7 @@ fn streams_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f
 /// workloads; then server streams of 64-byte items. The last two columns
 /// are pipesvc's figure over tonic's and over tarpc's (the targets
 /// are written that way).
-#[cfg(unix)]
+#[cfg(all(unix, feature = "peers"))]
 fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64) -> String {
     use peers::Peer;
     let mut table = String::from(

@@ -85,10 +85,10 @@ pub enum Way {
     /// [`ECHO_BYTES`] in MessagePack: the payload as `bin`, as the RPC
     /// contenders (`peers.rs`) carry it.
     #[cfg_attr(
-        not(unix),
+        not(all(unix, feature = "peers")),
         allow(
             dead_code,
-            reason = "used only by the peers table, which is Unix only (tonic and tarpc on Unix sockets)"
+            reason = "used only by the peers table: Unix only (tonic and tarpc on Unix sockets), with the `peers` feature"
         )
     )]
     TypedBytes,
