@@ -20,7 +20,16 @@
 //!
 //! The buffer itself grows with the bytes that arrive and fallibly (see
 //! [`crate::protocol::FrameCodec`]).
+//!
+//! **An idle connection holds no read buffer.** A connection waiting for
+//! input with nothing buffered gives its buffer back (once no request
+//! still holds part of it), to a few spare buffers each thread keeps
+//! ([`SPARE_PER_THREAD`]); the next connection on that thread to read
+//! takes one (or makes one of [`READ_BUFFER_START`] bytes). So a busy
+//! connection reuses the same memory request after request, allocating
+//! nothing, and ten thousand idle ones hold no buffers at all.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,8 +43,47 @@ use tokio_util::codec::{Decoder, FramedRead};
 
 use super::budget::MemoryBudget;
 use super::Config;
-use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION, READ_CHUNK};
 use crate::transport::ServerIo;
+
+/// The size of a read buffer made for a connection that reads (tokio-util's
+/// `FramedRead` starts with as much).
+pub(super) const READ_BUFFER_START: usize = READ_CHUNK;
+
+/// A read buffer larger than this is freed, not kept as a spare, once it
+/// is empty: a large frame's buffer is not kept for the next one.
+pub(super) const READ_BUFFER_KEEP: usize = 64 * 1024;
+
+/// Spare read buffers each thread keeps. One task runs at a time on a
+/// thread and gives its buffer back when it waits, so a few serve every
+/// connection the thread runs; more are freed.
+pub(super) const SPARE_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// Empty read buffers given back by connections that wait for input.
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer for a connection about to read: a spare one of this
+/// thread's, or a new one.
+fn take_buffer() -> BytesMut {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER_START))
+}
+
+/// Keeps `buffer` (empty, and whole again) as one of this thread's spares
+/// if there is room for it, or frees it.
+fn keep_spare(buffer: BytesMut) {
+    let _ = SPARE.try_with(move |spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_PER_THREAD {
+            spare.push(buffer);
+        }
+    });
+}
 
 /// The largest `length` the server accepts before it has accepted the
 /// client's HELLO, or its `max_frame_len` if that is smaller. A v1 HELLO
@@ -119,7 +167,8 @@ impl<S: ServerIo> Input<S> {
             charged: 0,
         };
         Input {
-            frames: FramedRead::new(stream, codec),
+            // No buffer until the first read (see `poll_next`).
+            frames: FramedRead::with_capacity(stream, codec, 0),
             frame_timeout: config.frame_timeout,
             armed: false,
             deadline: None,
@@ -147,8 +196,30 @@ impl<S: ServerIo> Input<S> {
         self.frames.into_inner()
     }
 
-    pub(super) fn read_buffer_mut(&mut self) -> &mut BytesMut {
-        self.frames.read_buffer_mut()
+    /// Gives the read buffer back if it is empty and whole: no request
+    /// holds part of it any more (what was read was split off into
+    /// requests' payloads, which may live on in handlers) or, with `idle`,
+    /// whatever requests hold of it (then the connection has none running:
+    /// a handler that kept a payload keeps its memory, not the
+    /// connection). A buffer of at most [`READ_BUFFER_KEEP`] bytes is kept
+    /// as a spare for the next connection on this thread that reads; a
+    /// larger one is freed.
+    pub(super) fn give_back_read_buffer(&mut self, idle: bool) {
+        let buffer = self.frames.read_buffer_mut();
+        if !buffer.is_empty() || buffer.capacity() == 0 {
+            return;
+        }
+        // Moves the view back to the start of its memory if nothing else
+        // refers to that memory; true also if there is room enough where
+        // the view is.
+        let whole = buffer.try_reclaim(READ_BUFFER_START);
+        if !whole && !idle {
+            return;
+        }
+        let buffer = std::mem::take(buffer);
+        if whole && buffer.capacity() <= READ_BUFFER_KEEP {
+            keep_spare(buffer);
+        }
     }
 
     /// Fails the frame being received if its deadline has passed; arms the
@@ -180,14 +251,20 @@ impl<S: ServerIo> Stream for Input<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.frames.read_buffer().capacity() == 0 {
+            // Given back while the connection waited.
+            *this.frames.read_buffer_mut() = take_buffer();
+        }
         match this.frames.poll_next_unpin(cx) {
             Poll::Ready(item) => {
                 this.armed = false;
                 Poll::Ready(item)
             }
-            // Waiting between frames: no deadline (the idle timeout's job).
+            // Waiting between frames: no deadline (the idle timeout's
+            // job), and no buffer either.
             Poll::Pending if this.frames.read_buffer().is_empty() => {
                 this.armed = false;
+                this.give_back_read_buffer(false);
                 Poll::Pending
             }
             // Part of a frame is here; the rest is not.

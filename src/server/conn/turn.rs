@@ -211,7 +211,7 @@ impl<S: ServerIo> Link<S> {
             }
             if !wrote_all {
                 // Waiting for the client, a handler or a timer.
-                self.wire.trim_read_buffer();
+                self.wire.give_back_read_buffer(false);
                 self.wire.publish();
                 match self.poll_tick(cx, in_flight, state) {
                     Poll::Ready(Some(event)) => return Poll::Ready(event),
@@ -289,7 +289,7 @@ impl<S: ServerIo> Link<S> {
             in_flight.trim();
             state.waiting.trim();
             state.share.trim();
-            self.wire.shrink_read_buffer();
+            self.wire.give_back_read_buffer(true);
             if !state.needs_tick(in_flight) {
                 state.tick.trim();
             }

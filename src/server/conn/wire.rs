@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::time::{Instant, Sleep};
 
@@ -23,13 +22,6 @@ use crate::frame_io::Outbox;
 use crate::log_limit::limited;
 use crate::protocol::{ErrorCode, ErrorPayload, Frame, FrameCodec, Kind};
 use crate::transport::ServerIo;
-
-/// A read buffer larger than this is given back once it is empty.
-const READ_BUFFER_KEEP: usize = 64 * 1024;
-
-/// The size of a read buffer made again after a large frame (`FramedRead`'s
-/// own initial size).
-const READ_BUFFER_START: usize = 8 * 1024;
 
 /// The connection's stream: what is read from it, and what waits to be
 /// written to it.
@@ -115,23 +107,12 @@ impl<S: ServerIo> Wire<S> {
         })
     }
 
-    /// Replaces an empty read buffer grown past [`READ_BUFFER_KEEP`] (by a
-    /// large frame) with a small one: a connection keeps what its usual
-    /// traffic needs, not the most it ever received.
-    pub(super) fn trim_read_buffer(&mut self) {
-        let buffer = self.input.read_buffer_mut();
-        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEEP {
-            *buffer = BytesMut::with_capacity(READ_BUFFER_START);
-        }
-    }
-
-    /// Replaces an empty read buffer larger than a new one with a new one:
-    /// what a quiet connection keeps of a burst (the tick's trim).
-    pub(super) fn shrink_read_buffer(&mut self) {
-        let buffer = self.input.read_buffer_mut();
-        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_START {
-            *buffer = BytesMut::with_capacity(READ_BUFFER_START);
-        }
+    /// Gives an empty read buffer back (see
+    /// [`Input::give_back_read_buffer`]): a connection that waits, reading
+    /// or not, keeps no buffer that no request holds; with `idle` (no
+    /// request running: the tick's trim), none at all.
+    pub(super) fn give_back_read_buffer(&mut self, idle: bool) {
+        self.input.give_back_read_buffer(idle);
     }
 
     /// Writes what the outbox holds, once (no deadline).
