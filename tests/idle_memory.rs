@@ -3,6 +3,13 @@
 //! its own thread (a current-thread runtime) and its clients on another,
 //! and counts the server thread's heap only, so that tests running in
 //! parallel do not count each other's.
+//!
+//! The mechanism under test: a connection waiting for input with nothing
+//! buffered gives its read buffer back (to a few spares per thread), so
+//! that idle connections hold none. The count is of blocks the size of a
+//! read buffer (8 KiB) or larger that the server's thread holds: one per
+//! idle connection if they kept their buffers, at most the thread's few
+//! spares if they do not.
 
 mod common;
 
@@ -18,7 +25,7 @@ mod heap;
 
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
-use heap::thread_held as held;
+use heap::{thread_held as held, thread_large_blocks as large_blocks};
 
 /// Connections opened (and used once) before the first count, so that
 /// what the server makes once (its tables, the runtime's) is not counted
@@ -28,10 +35,18 @@ const WARM_UP: usize = 16;
 /// Connections counted.
 const IDLE: usize = 64;
 
-/// The read buffer a connection makes when bytes arrive (tokio-util's
-/// `FramedRead` starts with as much): a connection that kept one while
-/// it waits would hold at least this.
-const READ_BUFFER: isize = 8 * 1024;
+/// Spare read buffers a thread of the server keeps (`SPARE_PER_THREAD`
+/// in `src/server/input.rs`): the most the server's thread may hold of
+/// read buffers whatever the number of idle connections.
+const SPARES: isize = 4;
+
+/// What the server's thread holds for the `IDLE` idle connections.
+struct Held {
+    /// Bytes per connection.
+    per_connection: isize,
+    /// Blocks of 8 KiB or more (read buffers), all connections together.
+    large_blocks: isize,
+}
 
 /// How a test's clients reach the server.
 #[derive(Clone, Copy, Debug)]
@@ -42,9 +57,9 @@ enum Transport {
 
 /// Opens `WARM_UP` connections, then `IDLE` more, each of which sends a
 /// request of `size` bytes and reads its answer; returns the bytes the
-/// server's thread holds per connection of the `IDLE` (all of them open
-/// and idle, every answer read).
-async fn held_per_idle_connection(test: &str, transport: Transport, size: usize) -> isize {
+/// server's thread holds for the `IDLE` (all of them open and idle, every
+/// answer read).
+async fn held_by_idle_connections(test: &str, transport: Transport, size: usize) -> Held {
     let endpoint = common::unique_endpoint(test);
     let server = pipesvc::Server::builder(endpoint.clone())
         .max_frame_len(4 << 20)
@@ -66,7 +81,6 @@ async fn held_per_idle_connection(test: &str, transport: Transport, size: usize)
         Transport::Memory => Some(serving.memory_stream().expect("a memory stream")),
     });
     let streams: Vec<_> = streams.collect();
-    let before_streams = held();
     let (to_client, from_test) = std_mpsc::channel::<()>();
     let (to_test, mut from_client) = tokio::sync::mpsc::unbounded_channel::<()>();
     let client = std::thread::spawn(move || {
@@ -95,46 +109,54 @@ async fn held_per_idle_connection(test: &str, transport: Transport, size: usize)
         });
     });
     guard(from_client.recv()).await.expect("the warm-up");
-    // The memory streams' server ends moved to their connections' tasks.
-    let before = held();
+    let (before, large_before) = (held(), large_blocks());
     to_client.send(()).unwrap();
-    guard(from_client.recv()).await.expect("the idle connections");
+    guard(from_client.recv())
+        .await
+        .expect("the idle connections");
     let per_connection = (held() - before) / IDLE as isize;
+    let large_blocks = large_blocks() - large_before;
     eprintln!(
         "pipesvc-report: {IDLE} idle connections ({transport:?}, each used once with \
-         {size} B) hold {per_connection} B each on the server (streams made: {} B)",
-        before - before_streams
+         {size} B) hold {per_connection} B each on the server, and {large_blocks} more \
+         blocks of 8 KiB or more in all"
     );
     drop(to_client);
     client.join().unwrap();
     guard(serving.stop()).await.expect("serve");
-    per_connection
+    Held {
+        per_connection,
+        large_blocks,
+    }
+}
+
+/// Idle connections hold no read buffers: the server's thread holds no
+/// more blocks of a read buffer's size than its spares, however many
+/// connections wait (before the change: one per connection).
+fn assert_no_read_buffers(held: &Held) {
+    assert!(
+        held.large_blocks <= SPARES,
+        "{} blocks of 8 KiB or more for {IDLE} idle connections ({} B each): \
+         idle connections keep their read buffers",
+        held.large_blocks,
+        held.per_connection
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_holds_no_read_buffer() {
-    let per_connection = held_per_idle_connection("idle-socket", Transport::Socket, 64).await;
-    assert!(
-        per_connection < READ_BUFFER,
-        "{per_connection} B per idle connection: a read buffer is kept"
-    );
+    let held = held_by_idle_connections("idle-socket", Transport::Socket, 64).await;
+    assert_no_read_buffers(&held);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_holds_no_read_buffer_in_memory() {
-    let per_connection = held_per_idle_connection("idle-memory", Transport::Memory, 64).await;
-    assert!(
-        per_connection < READ_BUFFER,
-        "{per_connection} B per idle connection: a read buffer is kept"
-    );
+    let held = held_by_idle_connections("idle-memory", Transport::Memory, 64).await;
+    assert_no_read_buffers(&held);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_idle_after_a_large_request_holds_no_read_buffer() {
-    let per_connection =
-        held_per_idle_connection("idle-large", Transport::Socket, 256 * 1024).await;
-    assert!(
-        per_connection < READ_BUFFER,
-        "{per_connection} B per idle connection: a read buffer is kept"
-    );
+    let held = held_by_idle_connections("idle-large", Transport::Socket, 256 * 1024).await;
+    assert_no_read_buffers(&held);
 }

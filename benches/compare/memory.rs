@@ -59,11 +59,7 @@ pub struct Idle {
 
 /// Opens connections (each used once) up to each of [`STEPS`] and reads
 /// the server's resident set at each, in one server process.
-pub fn idle_connections(
-    runtime: &tokio::runtime::Runtime,
-    c: Contender,
-    address: &str,
-) -> Idle {
+pub fn idle_connections(runtime: &tokio::runtime::Runtime, c: Contender, address: &str) -> Idle {
     raise_fd_limit();
     let mut child = Server::start(c, address);
     runtime.block_on(async {
