@@ -75,13 +75,15 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
     let serving = TestServer::start(server.expect("a server"));
     // The clients run on a thread (and runtime) of their own, so that
     // only the server's memory is counted on this one; in memory, the
-    // server makes each stream here.
-    let streams = (0..WARM_UP + IDLE).map(|_| match transport {
-        Transport::Socket => None,
-        Transport::Memory => Some(serving.memory_stream().expect("a memory stream")),
-    });
-    let streams: Vec<_> = streams.collect();
-    let (to_client, from_test) = std_mpsc::channel::<()>();
+    // server makes each stream here, when the client is to use it.
+    let streams = |n: usize| -> Vec<_> {
+        let stream = || match transport {
+            Transport::Socket => None,
+            Transport::Memory => Some(serving.memory_stream().expect("a memory stream")),
+        };
+        (0..n).map(|_| stream()).collect()
+    };
+    let (to_client, from_test) = std_mpsc::channel();
     let (to_test, mut from_client) = tokio::sync::mpsc::unbounded_channel::<()>();
     let client = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -90,27 +92,25 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
             .unwrap();
         runtime.block_on(async move {
             let mut open = Vec::new();
-            for (i, stream) in streams.into_iter().enumerate() {
-                let (mut raw, _) = match stream {
-                    Some(stream) => RawClient::handshake_over(stream).await,
-                    None => RawClient::handshake(&endpoint).await,
-                };
-                raw.send(Frame::request(1, vec![7u8; size])).await;
-                let answer = raw.recv().await.expect("an answer");
-                assert_eq!((answer.kind, answer.payload.len()), (Kind::Response, size));
-                open.push(raw);
-                if i + 1 == WARM_UP || i + 1 == WARM_UP + IDLE {
-                    to_test.send(()).unwrap();
-                    if from_test.recv().is_err() {
-                        return;
-                    }
+            while let Ok(streams) = from_test.recv() {
+                for stream in streams {
+                    let (mut raw, _) = match stream {
+                        Some(stream) => RawClient::handshake_over(stream).await,
+                        None => RawClient::handshake(&endpoint).await,
+                    };
+                    raw.send(Frame::request(1, vec![7u8; size])).await;
+                    let answer = raw.recv().await.expect("an answer");
+                    assert_eq!((answer.kind, answer.payload.len()), (Kind::Response, size));
+                    open.push(raw);
                 }
+                to_test.send(()).unwrap();
             }
         });
     });
+    to_client.send(streams(WARM_UP)).unwrap();
     guard(from_client.recv()).await.expect("the warm-up");
     let (before, large_before) = (held(), large_blocks());
-    to_client.send(()).unwrap();
+    to_client.send(streams(IDLE)).unwrap();
     guard(from_client.recv())
         .await
         .expect("the idle connections");

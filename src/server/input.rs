@@ -50,10 +50,6 @@ use crate::transport::ServerIo;
 /// `FramedRead` starts with as much).
 pub(super) const READ_BUFFER_START: usize = READ_CHUNK;
 
-/// A read buffer larger than this is freed, not kept as a spare, once it
-/// is empty: a large frame's buffer is not kept for the next one.
-pub(super) const READ_BUFFER_KEEP: usize = 64 * 1024;
-
 /// Spare read buffers each thread keeps. One task runs at a time on a
 /// thread and gives its buffer back when it waits, so a few serve every
 /// connection the thread runs; more are freed.
@@ -201,9 +197,11 @@ impl<S: ServerIo> Input<S> {
     /// requests' payloads, which may live on in handlers) or, with `idle`,
     /// whatever requests hold of it (then the connection has none running:
     /// a handler that kept a payload keeps its memory, not the
-    /// connection). A buffer of at most [`READ_BUFFER_KEEP`] bytes is kept
-    /// as a spare for the next connection on this thread that reads; a
-    /// larger one is freed.
+    /// connection). A buffer of at most [`READ_BUFFER_START`] bytes is
+    /// kept as a spare for the next connection on this thread that reads;
+    /// a larger one (a large frame's) is freed, so that a connection
+    /// never starts a frame in more than a new buffer would hold (the
+    /// input budget counts growth past that).
     pub(super) fn give_back_read_buffer(&mut self, idle: bool) {
         let buffer = self.frames.read_buffer_mut();
         if !buffer.is_empty() || buffer.capacity() == 0 {
@@ -217,7 +215,7 @@ impl<S: ServerIo> Input<S> {
             return;
         }
         let buffer = std::mem::take(buffer);
-        if whole && buffer.capacity() <= READ_BUFFER_KEEP {
+        if whole && buffer.capacity() <= READ_BUFFER_START {
             keep_spare(buffer);
         }
     }
