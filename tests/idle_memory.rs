@@ -4,19 +4,21 @@
 //! and counts the server thread's heap only, so that tests running in
 //! parallel do not count each other's.
 //!
-//! The mechanism under test: a connection waiting for input with nothing
-//! buffered gives its read buffer back (to a few spares per thread), so
+//! The mechanism under test: a connection with nothing buffered that has
+//! had no request for a whole tick of its clock (at most a second) drops
+//! its read buffer and waits for the client's next byte without one, so
 //! that idle connections hold none. The count is of blocks the size of a
 //! read buffer (8 KiB) or larger that the server's thread holds: one per
-//! idle connection if they kept their buffers, at most the thread's few
-//! spares if they do not.
+//! idle connection if they kept their buffers, none once they gave them
+//! back. The test waits for that (yielding, under the hang guard), as
+//! long as the connections' ticks take.
 
 mod common;
 
 use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
-use common::{guard, RawClient};
+use common::{guard, RawClient, HANG_GUARD};
 use pipesvc::protocol::{Frame, Kind};
 use pipesvc::testing::TestServer;
 
@@ -35,10 +37,9 @@ const WARM_UP: usize = 16;
 /// Connections counted.
 const IDLE: usize = 64;
 
-/// Spare read buffers a thread of the server keeps (`SPARE_PER_THREAD`
-/// in `src/server/input.rs`): the most the server's thread may hold of
-/// read buffers whatever the number of idle connections.
-const SPARES: isize = 4;
+/// Blocks of a read buffer's size the server's thread may hold for the
+/// idle connections, however many there are.
+const HELD_BUFFERS: isize = 0;
 
 /// What the server's thread holds for the `IDLE` idle connections.
 struct Held {
@@ -83,7 +84,7 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
         };
         (0..n).map(|_| stream()).collect()
     };
-    let (to_client, from_test) = std_mpsc::channel();
+    let (to_client, from_test) = std_mpsc::channel::<Vec<_>>();
     let (to_test, mut from_client) = tokio::sync::mpsc::unbounded_channel::<()>();
     let client = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,8 +92,15 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let mut open = Vec::new();
+            let mut open: Vec<RawClient> = Vec::new();
             while let Ok(streams) = from_test.recv() {
+                if streams.is_empty() {
+                    // Woken after the quiet spell: a request on each, its
+                    // first byte alone, then the rest.
+                    for raw in &mut open {
+                        wake(raw, size).await;
+                    }
+                }
                 for stream in streams {
                     let (mut raw, _) = match stream {
                         Some(stream) => RawClient::handshake_over(stream).await,
@@ -114,13 +122,29 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
     guard(from_client.recv())
         .await
         .expect("the idle connections");
+    // Every connection is idle now: within a tick or two each gives its
+    // buffer back. Waits until they have (or the hang guard's time).
+    let quiet = std::time::Instant::now();
+    let _ = tokio::time::timeout(HANG_GUARD, async {
+        while large_blocks() - large_before > HELD_BUFFERS {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     let per_connection = (held() - before) / IDLE as isize;
     let large_blocks = large_blocks() - large_before;
     eprintln!(
         "pipesvc-report: {IDLE} idle connections ({transport:?}, each used once with \
          {size} B) hold {per_connection} B each on the server, and {large_blocks} more \
-         blocks of 8 KiB or more in all"
+         blocks of 8 KiB or more in all, {:.2?} after the last was used",
+        quiet.elapsed()
     );
+    // And each reads the client's next request as before, though it
+    // comes a byte first.
+    to_client.send(Vec::new()).unwrap();
+    guard(from_client.recv())
+        .await
+        .expect("the woken connections");
     drop(to_client);
     client.join().unwrap();
     guard(serving.stop()).await.expect("serve");
@@ -130,12 +154,35 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
     }
 }
 
+/// Sends a request of `size` bytes on a connection that gave its buffer
+/// back, its first byte alone (the server waits for it without a buffer)
+/// and then the rest, and reads the answer.
+async fn wake(raw: &mut RawClient, size: usize) {
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+    let mut bytes = bytes::BytesMut::new();
+    pipesvc::protocol::FrameCodec::new(u32::MAX)
+        .encode(Frame::request(2, vec![9u8; size]), &mut bytes)
+        .unwrap();
+    let stream = raw.writer.get_mut();
+    stream.write_all(&bytes[..1]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::task::yield_now().await;
+    stream.write_all(&bytes[1..]).await.unwrap();
+    stream.flush().await.unwrap();
+    let answer = raw.recv().await.expect("an answer after the quiet spell");
+    assert_eq!(
+        (answer.kind, answer.id, answer.payload.len()),
+        (Kind::Response, 2, size)
+    );
+}
+
 /// Idle connections hold no read buffers: the server's thread holds no
-/// more blocks of a read buffer's size than its spares, however many
+/// blocks of a read buffer's size at all, however many
 /// connections wait (before the change: one per connection).
 fn assert_no_read_buffers(held: &Held) {
     assert!(
-        held.large_blocks <= SPARES,
+        held.large_blocks <= HELD_BUFFERS,
         "{} blocks of 8 KiB or more for {IDLE} idle connections ({} B each): \
          idle connections keep their read buffers",
         held.large_blocks,

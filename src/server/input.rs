@@ -21,23 +21,23 @@
 //! The buffer itself grows with the bytes that arrive and fallibly (see
 //! [`crate::protocol::FrameCodec`]).
 //!
-//! **An idle connection holds no read buffer.** A connection waiting for
-//! input with nothing buffered gives its buffer back (once no request
-//! still holds part of it), to a few spare buffers each thread keeps
-//! ([`SPARE_PER_THREAD`]); the next connection on that thread to read
-//! takes one (or makes one of [`READ_BUFFER_START`] bytes). So a busy
-//! connection reuses the same memory request after request, allocating
-//! nothing, and ten thousand idle ones hold no buffers at all.
+//! **A quiet connection holds no read buffer.** Once a whole tick of the
+//! connection's clock (at most a second) passes without a request, and
+//! nothing is buffered, the connection drops its buffer
+//! ([`Input::give_back_read_buffer`]) and waits for the client's next
+//! byte with a one-byte read into the stack; only then does it make a
+//! buffer again. A busy connection keeps its buffer between requests, so
+//! it allocates nothing per request; ten thousand idle ones hold none.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
+use tokio::io::ReadBuf;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, FramedRead};
 
@@ -46,40 +46,9 @@ use super::Config;
 use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION, READ_CHUNK};
 use crate::transport::ServerIo;
 
-/// The size of a read buffer made for a connection that reads (tokio-util's
+/// The size of a read buffer made for a connection (tokio-util's
 /// `FramedRead` starts with as much).
 pub(super) const READ_BUFFER_START: usize = READ_CHUNK;
-
-/// Spare read buffers each thread keeps. One task runs at a time on a
-/// thread and gives its buffer back when it waits, so a few serve every
-/// connection the thread runs; more are freed.
-pub(super) const SPARE_PER_THREAD: usize = 4;
-
-thread_local! {
-    /// Empty read buffers given back by connections that wait for input.
-    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A read buffer for a connection about to read: a spare one of this
-/// thread's, or a new one.
-fn take_buffer() -> BytesMut {
-    SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER_START))
-}
-
-/// Keeps `buffer` (empty, and whole again) as one of this thread's spares
-/// if there is room for it, or frees it.
-fn keep_spare(buffer: BytesMut) {
-    let _ = SPARE.try_with(move |spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_PER_THREAD {
-            spare.push(buffer);
-        }
-    });
-}
 
 /// The largest `length` the server accepts before it has accepted the
 /// client's HELLO, or its `max_frame_len` if that is smaller. A v1 HELLO
@@ -147,6 +116,9 @@ pub(super) struct Input<S> {
     /// when a frame is delivered.
     armed: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The read buffer was given back: the next read waits for a byte
+    /// before it makes one.
+    quiet: bool,
 }
 
 impl<S: ServerIo> Input<S> {
@@ -163,11 +135,11 @@ impl<S: ServerIo> Input<S> {
             charged: 0,
         };
         Input {
-            // No buffer until the first read (see `poll_next`).
-            frames: FramedRead::with_capacity(stream, codec, 0),
+            frames: FramedRead::new(stream, codec),
             frame_timeout: config.frame_timeout,
             armed: false,
             deadline: None,
+            quiet: false,
         }
     }
 
@@ -192,32 +164,45 @@ impl<S: ServerIo> Input<S> {
         self.frames.into_inner()
     }
 
-    /// Gives the read buffer back if it is empty and whole: no request
-    /// holds part of it any more (what was read was split off into
-    /// requests' payloads, which may live on in handlers) or, with `idle`,
-    /// whatever requests hold of it (then the connection has none running:
-    /// a handler that kept a payload keeps its memory, not the
-    /// connection). A buffer of at most [`READ_BUFFER_START`] bytes is
-    /// kept as a spare for the next connection on this thread that reads;
-    /// a larger one (a large frame's) is freed, so that a connection
-    /// never starts a frame in more than a new buffer would hold (the
-    /// input budget counts growth past that).
-    pub(super) fn give_back_read_buffer(&mut self, idle: bool) {
+    pub(super) fn read_buffer_mut(&mut self) -> &mut BytesMut {
+        self.frames.read_buffer_mut()
+    }
+
+    /// Whether the connection holds a read buffer (until a quiet tick
+    /// gives it back).
+    pub(super) fn holds_read_buffer(&self) -> bool {
+        !self.quiet
+    }
+
+    /// Drops the read buffer if nothing is buffered: the connection has
+    /// had no request for a whole tick. Its memory goes once no payload
+    /// read into it is held any more (a handler that kept one keeps it,
+    /// not the connection). Only quiet connections do this: one that gave
+    /// its buffer back whenever it waited for the client would make one
+    /// again for its next request, a cost on every request.
+    pub(super) fn give_back_read_buffer(&mut self) {
         let buffer = self.frames.read_buffer_mut();
-        if !buffer.is_empty() || buffer.capacity() == 0 {
+        if self.quiet || !buffer.is_empty() {
             return;
         }
-        // Moves the view back to the start of its memory if nothing else
-        // refers to that memory; true also if there is room enough where
-        // the view is.
-        let whole = buffer.try_reclaim(READ_BUFFER_START);
-        if !whole && !idle {
-            return;
-        }
-        let buffer = std::mem::take(buffer);
-        if whole && buffer.capacity() <= READ_BUFFER_START {
-            keep_spare(buffer);
-        }
+        *buffer = BytesMut::new();
+        self.quiet = true;
+    }
+
+    /// Waits, with no buffer, for the first byte after a quiet spell (a
+    /// read of one byte into the stack), then makes a buffer and puts the
+    /// byte there. A frame is longer than a byte, so the frame reader
+    /// reads again before it can decode one, and sees the rest (or the end
+    /// of the stream: then the byte is a cut frame, as it should be).
+    fn poll_first_byte(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CodecError>> {
+        let mut byte = [0u8; 1];
+        let mut read = ReadBuf::new(&mut byte);
+        ready!(Pin::new(self.frames.get_mut()).poll_read(cx, &mut read))?;
+        let buffer = self.frames.read_buffer_mut();
+        *buffer = BytesMut::with_capacity(READ_BUFFER_START);
+        buffer.extend_from_slice(read.filled());
+        self.quiet = false;
+        Poll::Ready(Ok(()))
     }
 
     /// Fails the frame being received if its deadline has passed; arms the
@@ -249,20 +234,17 @@ impl<S: ServerIo> Stream for Input<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.frames.read_buffer().capacity() == 0 {
-            // Given back while the connection waited.
-            *this.frames.read_buffer_mut() = take_buffer();
+        if this.quiet {
+            ready!(this.poll_first_byte(cx))?;
         }
         match this.frames.poll_next_unpin(cx) {
             Poll::Ready(item) => {
                 this.armed = false;
                 Poll::Ready(item)
             }
-            // Waiting between frames: no deadline (the idle timeout's
-            // job), and no buffer either.
+            // Waiting between frames: no deadline (the idle timeout's job).
             Poll::Pending if this.frames.read_buffer().is_empty() => {
                 this.armed = false;
-                this.give_back_read_buffer(false);
                 Poll::Pending
             }
             // Part of a frame is here; the rest is not.

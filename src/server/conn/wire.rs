@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::time::{Instant, Sleep};
 
 use super::super::in_flight::error_that_fits;
-use super::super::input::Input;
+use super::super::input::{Input, READ_BUFFER_START};
 use super::super::stats::Tally;
 use super::super::{Config, Shared};
 use super::turn::Event;
@@ -22,6 +23,9 @@ use crate::frame_io::Outbox;
 use crate::log_limit::limited;
 use crate::protocol::{ErrorCode, ErrorPayload, Frame, FrameCodec, Kind};
 use crate::transport::ServerIo;
+
+/// A read buffer larger than this is given back once it is empty.
+const READ_BUFFER_KEEP: usize = 64 * 1024;
 
 /// The connection's stream: what is read from it, and what waits to be
 /// written to it.
@@ -107,12 +111,26 @@ impl<S: ServerIo> Wire<S> {
         })
     }
 
-    /// Gives an empty read buffer back (see
-    /// [`Input::give_back_read_buffer`]): a connection that waits, reading
-    /// or not, keeps no buffer that no request holds; with `idle` (no
-    /// request running: the tick's trim), none at all.
-    pub(super) fn give_back_read_buffer(&mut self, idle: bool) {
-        self.input.give_back_read_buffer(idle);
+    /// Replaces an empty read buffer grown past [`READ_BUFFER_KEEP`] (by a
+    /// large frame) with a small one: a connection keeps what its usual
+    /// traffic needs, not the most it ever received.
+    pub(super) fn trim_read_buffer(&mut self) {
+        let buffer = self.input.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEEP {
+            *buffer = BytesMut::with_capacity(READ_BUFFER_START);
+        }
+    }
+
+    /// Gives an empty read buffer back: the connection has been quiet for
+    /// a tick (see [`Input::give_back_read_buffer`]).
+    pub(super) fn give_back_read_buffer(&mut self) {
+        self.input.give_back_read_buffer();
+    }
+
+    /// Whether the connection holds a read buffer: then its tick runs, to
+    /// give it back once the connection is quiet.
+    pub(super) fn holds_read_buffer(&self) -> bool {
+        self.input.holds_read_buffer()
     }
 
     /// Writes what the outbox holds, once (no deadline).
