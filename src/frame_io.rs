@@ -115,6 +115,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Frees the staging buffer if nothing waits to be written: the
+    /// connection is quiet, and the next frame makes one again.
+    pub(crate) fn give_back(&mut self) {
+        if self.queued == 0 && self.chunks.is_empty() && self.staging.is_empty() {
+            self.staging = BytesMut::new();
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Queues what `staging` holds as a chunk of its own.
     fn seal(&mut self) {
         if !self.staging.is_empty() {

@@ -56,11 +56,16 @@ enum Transport {
     Memory,
 }
 
-/// Opens `WARM_UP` connections, then `IDLE` more, each of which sends a
-/// request of `size` bytes and reads its answer; returns the bytes the
-/// server's thread holds for the `IDLE` (all of them open and idle, every
-/// answer read).
-async fn held_by_idle_connections(test: &str, transport: Transport, size: usize) -> Held {
+/// Opens `WARM_UP` connections, then `IDLE` more, each of which sends
+/// `requests` requests of `size` bytes, one after another, and reads
+/// their answers; returns the bytes the server's thread holds for the
+/// `IDLE` (all of them open and idle, every answer read).
+async fn held_by_idle_connections(
+    test: &str,
+    transport: Transport,
+    size: usize,
+    requests: u32,
+) -> Held {
     let endpoint = common::unique_endpoint(test);
     let server = pipesvc::Server::builder(endpoint.clone())
         .max_frame_len(4 << 20)
@@ -106,38 +111,37 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
                         Some(stream) => RawClient::handshake_over(stream).await,
                         None => RawClient::handshake(&endpoint).await,
                     };
-                    raw.send(Frame::request(1, vec![7u8; size])).await;
-                    let answer = raw.recv().await.expect("an answer");
-                    assert_eq!((answer.kind, answer.payload.len()), (Kind::Response, size));
+                    for id in 1..=requests {
+                        raw.send(Frame::request(id, vec![7u8; size])).await;
+                        let answer = raw.recv().await.expect("an answer");
+                        assert_eq!((answer.kind, answer.payload.len()), (Kind::Response, size));
+                    }
                     open.push(raw);
                 }
                 to_test.send(()).unwrap();
             }
         });
     });
+    let large_start = large_blocks();
     to_client.send(streams(WARM_UP)).unwrap();
     guard(from_client.recv()).await.expect("the warm-up");
-    let (before, large_before) = (held(), large_blocks());
+    // The warm-up's connections go quiet first, so that what they give
+    // back is not taken for what the counted ones hold.
+    quiet(large_start).await;
+    let before = held();
     to_client.send(streams(IDLE)).unwrap();
     guard(from_client.recv())
         .await
         .expect("the idle connections");
-    // Every connection is idle now: within a tick or two each gives its
-    // buffer back. Waits until they have (or the hang guard's time).
-    let quiet = std::time::Instant::now();
-    let _ = tokio::time::timeout(HANG_GUARD, async {
-        while large_blocks() - large_before > HELD_BUFFERS {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let since = std::time::Instant::now();
+    quiet(large_start).await;
     let per_connection = (held() - before) / IDLE as isize;
-    let large_blocks = large_blocks() - large_before;
+    let large_blocks = large_blocks() - large_start;
     eprintln!(
-        "pipesvc-report: {IDLE} idle connections ({transport:?}, each used once with \
+        "pipesvc-report: {IDLE} idle connections ({transport:?}, each used {requests} times with \
          {size} B) hold {per_connection} B each on the server, and {large_blocks} more \
          blocks of 8 KiB or more in all, {:.2?} after the last was used",
-        quiet.elapsed()
+        since.elapsed()
     );
     // And each reads the client's next request as before, though it
     // comes a byte first.
@@ -145,6 +149,8 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
     guard(from_client.recv())
         .await
         .expect("the woken connections");
+    // Woken, busy or not, each goes quiet again.
+    quiet(large_start).await;
     drop(to_client);
     client.join().unwrap();
     guard(serving.stop()).await.expect("serve");
@@ -152,6 +158,19 @@ async fn held_by_idle_connections(test: &str, transport: Transport, size: usize)
         per_connection,
         large_blocks,
     }
+}
+
+/// Waits until the server's thread holds at most [`HELD_BUFFERS`] more
+/// blocks of 8 KiB or more than at `large_start` (or the hang guard's
+/// time: the count then fails the test): every connection is idle, and
+/// within a tick or two each gives its buffer back.
+async fn quiet(large_start: isize) {
+    let _ = tokio::time::timeout(HANG_GUARD, async {
+        while large_blocks() - large_start > HELD_BUFFERS {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }
 
 /// Sends a request of `size` bytes on a connection that gave its buffer
@@ -192,18 +211,27 @@ fn assert_no_read_buffers(held: &Held) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_holds_no_read_buffer() {
-    let held = held_by_idle_connections("idle-socket", Transport::Socket, 64).await;
+    let held = held_by_idle_connections("idle-socket", Transport::Socket, 64, 1).await;
     assert_no_read_buffers(&held);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_connection_holds_no_read_buffer_in_memory() {
-    let held = held_by_idle_connections("idle-memory", Transport::Memory, 64).await;
+    let held = held_by_idle_connections("idle-memory", Transport::Memory, 64, 1).await;
     assert_no_read_buffers(&held);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_idle_after_a_large_request_holds_no_read_buffer() {
-    let held = held_by_idle_connections("idle-large", Transport::Socket, 256 * 1024).await;
+    let held = held_by_idle_connections("idle-large", Transport::Socket, 256 * 1024, 1).await;
+    assert_no_read_buffers(&held);
+}
+
+/// A connection that made enough requests to count as busy keeps its
+/// buffer between them (no allocation per request), and gives it back
+/// once a whole tick passes without one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_connection_gives_its_read_buffer_back_once_quiet() {
+    let held = held_by_idle_connections("idle-busy", Transport::Socket, 64, 16).await;
     assert_no_read_buffers(&held);
 }

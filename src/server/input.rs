@@ -21,13 +21,16 @@
 //! The buffer itself grows with the bytes that arrive and fallibly (see
 //! [`crate::protocol::FrameCodec`]).
 //!
-//! **A quiet connection holds no read buffer.** Once a whole tick of the
-//! connection's clock (at most a second) passes without a request, and
-//! nothing is buffered, the connection drops its buffer
-//! ([`Input::give_back_read_buffer`]) and waits for the client's next
-//! byte with a one-byte read into the stack; only then does it make a
-//! buffer again. A busy connection keeps its buffer between requests, so
-//! it allocates nothing per request; ten thousand idle ones hold none.
+//! **An idle connection holds no read buffer.** A connection that waits
+//! for the client with nothing buffered drops its buffer and waits for the
+//! client's next byte with a one-byte read into the stack; only then does
+//! it make a buffer again. It does so at once the first [`BUSY_WAITS`]
+//! times it waits (a connection that says HELLO, makes a call or two and
+//! waits, as most do), so that a storm of such
+//! connections never holds their buffers at once; a busier connection
+//! keeps its buffer between requests, allocating nothing per request,
+//! until a whole tick of its clock (at most a second) passes without a
+//! request ([`Input::give_back_read_buffer`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -119,7 +122,15 @@ pub(super) struct Input<S> {
     /// The read buffer was given back: the next read waits for a byte
     /// before it makes one.
     quiet: bool,
+    /// Waits for the client between frames (counted up to [`BUSY_WAITS`]).
+    waits: u32,
 }
+
+/// Times a connection waits for its client between frames before it keeps
+/// its read buffer while it waits: until then the buffer goes back at
+/// every wait (a new one costs an allocation and a one-byte read), from
+/// then on only at a quiet tick.
+pub(super) const BUSY_WAITS: u32 = 4;
 
 impl<S: ServerIo> Input<S> {
     /// Reads `stream`, accepting only handshake-sized frames until
@@ -140,6 +151,7 @@ impl<S: ServerIo> Input<S> {
             armed: false,
             deadline: None,
             quiet: false,
+            waits: 0,
         }
     }
 
@@ -175,12 +187,20 @@ impl<S: ServerIo> Input<S> {
     }
 
     /// Drops the read buffer if nothing is buffered: the connection has
-    /// had no request for a whole tick. Its memory goes once no payload
-    /// read into it is held any more (a handler that kept one keeps it,
-    /// not the connection). Only quiet connections do this: one that gave
-    /// its buffer back whenever it waited for the client would make one
-    /// again for its next request, a cost on every request.
+    /// had no request for a whole tick. It still counts as busy (see
+    /// [`BUSY_WAITS`]): when the client writes again, it takes a buffer
+    /// and keeps it until the next quiet tick, rather than making one for
+    /// each frame of what may be another burst.
     pub(super) fn give_back_read_buffer(&mut self) {
+        self.drop_buffer();
+    }
+
+    /// Drops the read buffer if nothing is buffered. Its memory goes once
+    /// no payload read into it is held any more (a handler that kept one
+    /// keeps it, not the connection).
+    #[cold]
+    #[inline(never)]
+    fn drop_buffer(&mut self) {
         let buffer = self.frames.read_buffer_mut();
         if self.quiet || !buffer.is_empty() {
             return;
@@ -194,6 +214,10 @@ impl<S: ServerIo> Input<S> {
     /// byte there. A frame is longer than a byte, so the frame reader
     /// reads again before it can decode one, and sees the rest (or the end
     /// of the stream: then the byte is a cut frame, as it should be).
+    // Out of line: the hot path (a busy connection's reads) never takes
+    // it, and inlined it cost every read about 20 instructions.
+    #[cold]
+    #[inline(never)]
     fn poll_first_byte(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CodecError>> {
         let mut byte = [0u8; 1];
         let mut read = ReadBuf::new(&mut byte);
@@ -242,9 +266,14 @@ impl<S: ServerIo> Stream for Input<S> {
                 this.armed = false;
                 Poll::Ready(item)
             }
-            // Waiting between frames: no deadline (the idle timeout's job).
+            // Waiting between frames: no deadline (the idle timeout's
+            // job), and no buffer unless the connection is busy.
             Poll::Pending if this.frames.read_buffer().is_empty() => {
                 this.armed = false;
+                if this.waits < BUSY_WAITS {
+                    this.waits += 1;
+                    this.drop_buffer();
+                }
                 Poll::Pending
             }
             // Part of a frame is here; the rest is not.
