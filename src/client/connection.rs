@@ -27,6 +27,11 @@ use crate::protocol::{
 };
 use crate::transport::{self, ConnectStats, Generic, PeerInfo};
 
+/// The smallest maximum frame length a server may announce (PROTOCOL.md,
+/// "Maximum frame length"): what this client's frames are held to before
+/// the server's HELLO says its own.
+const SMALLEST_SERVER_MAX_FRAME_LEN: u32 = 74;
+
 /// Opens a stream for a client that does not connect to an endpoint
 /// ([`Client::from_io`](super::Client::from_io),
 /// [`Client::from_connector`](super::Client::from_connector)).
@@ -162,9 +167,15 @@ impl Connection {
     }
 
     /// The handshake and the reader and writer tasks, over a connected
-    /// stream. The whole handshake (the server's HELLO, ours written, its
+    /// stream. The whole handshake (ours written, the server's HELLO, its
     /// HELLO reply) has one deadline, `handshake_timeout` from now: a
     /// server dribbling its HELLOs cannot stretch it step by step.
+    ///
+    /// Our HELLO goes out first, without waiting for the server's
+    /// (PROTOCOL.md, revision 2.3): the server reads it as soon as it has
+    /// sent its own and answers with its HELLO reply at once, so the
+    /// handshake takes one round trip, where reading the server's HELLO
+    /// first took one and a half (and one more wake-up on each side).
     async fn start(
         io: Generic,
         server_peer: PeerInfo,
@@ -179,15 +190,29 @@ impl Connection {
         };
         let (read, write) = tokio::io::split(io);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
-        let hello = read_server_hello(&mut reader);
-        let server = handshake
-            .step("waiting for the server's HELLO", hello)
-            .await?;
-        let codec = FrameCodec::new(server.max_frame_len);
-        let mut sink = FramedWrite::new(write, codec);
+        // Before the server's HELLO says its maximum, a frame is held to
+        // the smallest maximum a server may announce (our HELLO fits it).
+        let mut sink = FramedWrite::new(write, FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN));
         let hello = Frame::new(Kind::Hello, 0, client_hello().encode());
         let send = async { sink.send(hello).await.map_err(into_error) };
-        handshake.step("sending the client's HELLO", send).await?;
+        let sent = handshake.step("sending the client's HELLO", send).await;
+        let hello = read_server_hello(&mut reader);
+        let server = match handshake
+            .step("waiting for the server's HELLO", hello)
+            .await
+        {
+            // A server that refused us (ERROR or GOODBYE in place of its
+            // HELLO) may have closed before our HELLO reached it: its
+            // refusal, still readable, says more than the failed write.
+            Err(refused @ Error::ConnectionClosed(_)) if sent.is_err() => return Err(refused),
+            Err(e) => return Err(sent.err().unwrap_or(e)),
+            Ok(server) => {
+                sent?;
+                server
+            }
+        };
+        let codec = FrameCodec::new(server.max_frame_len);
+        *sink.encoder_mut() = codec;
         let reply = read_hello_reply(&mut reader, &server);
         let reply = handshake
             .step("waiting for the server's HELLO reply", reply)
