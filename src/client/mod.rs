@@ -182,6 +182,20 @@ impl Shared {
 impl Client {
     /// Connects with default options: retries a busy or absent server for
     /// up to 5 s, then performs the handshake.
+    ///
+    /// The handshake costs one round trip: the client writes its HELLO as
+    /// soon as the connection opens, without reading the server's first
+    /// (PROTOCOL.md, "Sending first", revision 2.3), and returns once it
+    /// has read the server's HELLO and HELLO reply, which the server sends
+    /// together. So everything the handshake can say is an error of
+    /// `connect` itself, with nothing but the HELLO sent: a refusal
+    /// ([`Error::ConnectionClosed`] with the server's ERROR or GOODBYE), a
+    /// server too old ([`Error::ServerTooOld`]), a broken HELLO
+    /// ([`Error::Protocol`]); and the server's name, maximum frame length
+    /// and encodings are known when it returns. Requests do not go out
+    /// before the reply: the protocol would allow it, but the client
+    /// would then have to pick an encoding and a frame size before
+    /// knowing the server's, and report handshake failures from requests.
     pub async fn connect(endpoint: &Endpoint) -> Result<Client> {
         Client::connect_with(endpoint, ClientOptions::default()).await
     }
