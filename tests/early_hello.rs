@@ -308,3 +308,28 @@ async fn the_client_sends_its_hello_before_reading_the_servers() {
     assert_eq!(guard(client.request("hi")).await.unwrap(), "hi");
     let _ends = guard(server).await.unwrap();
 }
+
+/// The start of a frame, then the end of input, all there before the
+/// server sends anything (found by the `server` fuzz target: the server
+/// sent nothing at all). The server's HELLO still comes first, whatever it
+/// has received.
+#[tokio::test]
+async fn the_servers_hello_comes_first_even_when_the_input_ends_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let counting = Counting::default();
+    let serving = server("early-cut", &counting);
+    let mut client = RawClient::over(serving.memory_stream().unwrap());
+    // A 37-byte frame of which 14 bytes are sent, then the end of input.
+    let cut = [0x25, 0, 0, 0, 0, 0, 0, 0x0a, 0, 0, 0x50, 0x53, 0x56, 0x43];
+    client.send_raw(&cut).await;
+    client
+        .writer
+        .get_mut()
+        .shutdown()
+        .await
+        .expect("half-close");
+    let hello = next(&mut client).await;
+    assert_eq!((hello.kind, hello.id), (Kind::Hello, 0), "{hello:?}");
+    ServerHello::decode(&hello.payload).expect("the server's HELLO");
+    guard(serving.stop()).await.expect("serve");
+}

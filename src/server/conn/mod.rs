@@ -159,7 +159,10 @@ impl<H: Handler> Connection<H> {
         // answers it (the HELLO reply), in one write. Otherwise ours goes
         // out now, and the client's is waited for.
         let early = link.wire.input.next().now_or_never();
-        if early.is_none() {
+        // Only a whole frame waits for the reply; anything else (nothing yet,
+        // a read error, the end of input) finds our HELLO sent first, as
+        // every server sends it whatever it has received.
+        if !matches!(early, Some(Some(Ok(_)))) {
             if let Err(e) = link.flush().await {
                 tracing::debug!(error = %e, "cannot send HELLO");
                 return (End::PeerGone, None);
