@@ -76,6 +76,13 @@ impl Outbox {
         }
     }
 
+    /// Encodes the frames pushed from now on with `codec` (a client that
+    /// sent first learns the server's maximum frame length after it has
+    /// queued frames: PROTOCOL.md, "Sending first").
+    pub(crate) fn set_codec(&mut self, codec: FrameCodec) {
+        self.codec = codec;
+    }
+
     /// Bytes waiting to be written.
     pub(crate) fn len(&self) -> usize {
         self.queued

@@ -415,8 +415,23 @@ impl Client {
 
     /// The name the server gave in its HELLO, as it sent it (escape it with
     /// [`crate::error::Escaped`] before printing it).
+    /// Empty until the server's HELLO is read, on a connection that sent
+    /// first ([`send_first`](ClientOptions::send_first)).
     pub fn server_name(&self) -> String {
-        self.current().server.server_name.clone()
+        let current = self.current();
+        current
+            .greeting()
+            .map_or_else(String::new, |greeting| greeting.server.server_name.clone())
+    }
+
+    /// Waits until the current connection's handshake is done: at once,
+    /// unless the client [sent first](ClientOptions::send_first) and the
+    /// server's HELLOs are still on their way. A handshake that failed is
+    /// the error [`Client::connect_with`] would have returned; a
+    /// connection lost since is [`Error::ConnectionClosed`].
+    pub async fn handshake_done(&self) -> Result<()> {
+        let current = self.current();
+        current.greeted().await.map(|_| ())
     }
 
     /// When the current connection's stream was connected, just before its
@@ -433,9 +448,17 @@ impl Client {
         self.current().server_peer
     }
 
-    /// The largest `length` field the server accepts.
+    /// The largest `length` field the server accepts: until the server's
+    /// HELLO is read, on a connection that sent first
+    /// ([`send_first`](ClientOptions::send_first)), 74, the smallest a
+    /// server may announce.
     pub fn server_max_frame_len(&self) -> u32 {
-        self.current().server.max_frame_len
+        let current = self.current();
+        current
+            .greeting()
+            .map_or(connection::SMALLEST_SERVER_MAX_FRAME_LEN, |greeting| {
+                greeting.server.max_frame_len
+            })
     }
 
     /// The endpoint this client connects to; `None` for a client over a
