@@ -336,3 +336,25 @@ async fn a_request_over_74_bytes_waits_for_the_servers_hello() {
         .await;
     guard(pinging).await.unwrap().expect("pong");
 }
+
+/// A server that refuses and closes before the client's request is
+/// written: the write fails, but the refusal, still readable, is the
+/// request's error (not the broken write).
+#[tokio::test]
+async fn a_refusal_wins_over_the_write_it_broke() {
+    let (mut server, client) = scripted().await;
+    let hello = guard(server.recv()).await.expect("the client's HELLO");
+    assert_eq!(hello.kind, Kind::Hello);
+    server
+        .send(error_frame(ErrorCode::OVERLOADED, "too many"))
+        .await;
+    drop(server);
+    for _ in 0..2 {
+        let failed = guard(client.request("late")).await.expect_err("refused");
+        assert!(
+            matches!(&failed, Error::ConnectionClosed(CloseReason::ServerError { code, .. })
+                if *code == ErrorCode::OVERLOADED),
+            "{failed:?}"
+        );
+    }
+}
