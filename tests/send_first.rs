@@ -358,3 +358,76 @@ async fn a_refusal_wins_over_the_write_it_broke() {
         );
     }
 }
+
+/// Reconnects do not send first: they complete their handshake before a
+/// call uses them. The first connection (sent first) is lost; the next
+/// server refuses with `overloaded`, the one after serves: a call made
+/// meanwhile waits for the good one instead of failing with the refusal.
+#[tokio::test]
+async fn a_reconnect_completes_its_handshake_before_calls_use_it() {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    let mut ends = VecDeque::new();
+    let mut scripts = Vec::new();
+    for _ in 0..3 {
+        let (ours, theirs) = memory::pair();
+        ends.push_back(ours);
+        scripts.push(RawClient::over(theirs));
+    }
+    let ends = Arc::new(Mutex::new(ends));
+    let connector = move || {
+        let next = ends.lock().unwrap().pop_front();
+        async move { next.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)) }
+    };
+    let options = send_first().reconnect(true);
+    let client = guard(Client::from_connector(connector, options))
+        .await
+        .expect("connect");
+    let mut scripts = scripts.into_iter();
+    let (mut first, mut refusing, mut serving) = (
+        scripts.next().unwrap(),
+        scripts.next().unwrap(),
+        scripts.next().unwrap(),
+    );
+
+    // The first connection: the early request is answered, then the
+    // server goes away.
+    let asking = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("one").await }
+    });
+    let request = read_hello_and_request(&mut first).await;
+    greet(&mut first, 1 << 20).await;
+    first
+        .send(Frame::new(Kind::Response, request.id, request.payload))
+        .await;
+    assert_eq!(guard(asking).await.unwrap().expect("answer"), "one");
+    drop(first);
+
+    // The reconnect to the refusing server fails in its handshake (the
+    // client's HELLO and nothing else), and is tried again.
+    let refuser = tokio::spawn(async move {
+        let hello = refusing.recv().await.expect("the client's HELLO");
+        assert_eq!(hello.kind, Kind::Hello);
+        refusing
+            .send(error_frame(ErrorCode::OVERLOADED, "busy"))
+            .await;
+        assert!(refusing.recv().await.is_none(), "nothing after the HELLO");
+    });
+    let server = tokio::spawn(async move {
+        let hello = serving.recv().await.expect("the client's HELLO");
+        assert_eq!(hello.kind, Kind::Hello);
+        greet(&mut serving, 1 << 20).await;
+        let request = serving.recv().await.expect("the request");
+        serving
+            .send(Frame::new(Kind::Response, request.id, request.payload))
+            .await;
+        serving
+    });
+    let answer = guard(client.request("two")).await.expect("answered");
+    assert_eq!(answer, "two");
+    assert_eq!(client.reconnects(), 1);
+    guard(refuser).await.unwrap();
+    let _serving = guard(server).await.unwrap();
+}
