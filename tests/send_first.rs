@@ -431,3 +431,64 @@ async fn a_reconnect_completes_its_handshake_before_calls_use_it() {
     guard(refuser).await.unwrap();
     let _serving = guard(server).await.unwrap();
 }
+
+/// `echo`, JSON only: a server that does not take MessagePack, the
+/// client's default encoding.
+struct JsonEcho;
+
+impl pipesvc::server::Calls for JsonEcho {
+    fn encodings(&self) -> &[Encoding] {
+        &[Encoding::Json]
+    }
+
+    fn description(&self) -> Bytes {
+        Bytes::from_static(br#"{"service":"test","version":"1","protocol":2,"encodings":["json"],"methods":[{"name":"echo"}]}"#)
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        _encoding: Encoding,
+        params: Bytes,
+        _ctx: pipesvc::server::ConnectionContext,
+    ) -> futures_util::future::BoxFuture<'static, Result<Bytes, pipesvc::server::ServiceError>>
+    {
+        let answer = match method {
+            "echo" => Ok(params),
+            other => Err(pipesvc::server::ServiceError::unknown_method(other)),
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+/// A typed call made before the HELLO reply is in the client's encoding
+/// (MessagePack); a server that takes JSON only answers `bad request`
+/// without running it, and the call is made again in JSON. A stream's
+/// encoding is chosen once the handshake is done.
+#[tokio::test]
+async fn an_early_typed_call_in_an_encoding_the_server_refuses_is_made_again() {
+    const ECHO: pipesvc::rpc::Method<String, String> =
+        pipesvc::rpc::Method::new("echo", "The params, back");
+    let server = pipesvc::Server::builder(unique_endpoint("send-first-json"))
+        .handler(
+            |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
+                Ok::<_, pipesvc::server::ServiceError>(r)
+            },
+        )
+        .calls(JsonEcho)
+        .build()
+        .expect("build");
+    let serving = TestServer::start(server);
+    let stream = serving.memory_stream().expect("a stream");
+    let client = guard(Client::from_io(stream, send_first()))
+        .await
+        .expect("connect");
+    assert_eq!(client.encoding(), Encoding::MessagePack);
+    let answer = guard(client.call(&ECHO, &"hi".to_owned()))
+        .await
+        .expect("answered in JSON");
+    assert_eq!(answer, "hi");
+    assert_eq!(client.encoding(), Encoding::Json);
+    guard(client.close()).await;
+    guard(serving.stop()).await.expect("serve");
+}

@@ -287,9 +287,13 @@ impl ClientOptions {
     ///   would end the connection).
     /// - Streams and subscriptions wait for the HELLO reply, which says
     ///   whether the server has them and their credit.
-    /// - A typed call made at once is in this option's encoding; a server
-    ///   that does not accept it answers `bad request` ([`Error::Server`])
-    ///   without running the method.
+    /// - A call made before the HELLO reply is read is in this option's
+    ///   encoding (its params are encoded when it is made). A server that
+    ///   does not accept it answers `bad request` without running the
+    ///   method: a typed call ([`rpc`](crate::rpc)) is then made again in
+    ///   the other encoding, if the server takes that one;
+    ///   [`Client::call_raw`] fails with [`Error::Server`]. Typed streams
+    ///   and subscriptions pick their encoding once the handshake is done.
     ///
     /// Only the first connection sends first: reconnects (with
     /// [`reconnect`](Self::reconnect)) complete their handshake before
