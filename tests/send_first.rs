@@ -492,3 +492,29 @@ async fn an_early_typed_call_in_an_encoding_the_server_refuses_is_made_again() {
     guard(client.close()).await;
     guard(serving.stop()).await.expect("serve");
 }
+
+/// A server that reads the HELLO and the request and says nothing: the
+/// handshake's deadline, in the background, fails the early request with
+/// the timeout `connect` would have returned.
+#[tokio::test]
+async fn a_silent_server_fails_the_early_request_at_the_handshake_deadline() {
+    let (ours, theirs) = memory::pair();
+    let options = send_first().handshake_timeout(Duration::from_millis(200));
+    let client = guard(Client::from_io(ours, options))
+        .await
+        .expect("connect");
+    let mut server = RawClient::over(theirs);
+    let asking = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("early").await }
+    });
+    read_hello_and_request(&mut server).await;
+    let failed = guard(asking).await.unwrap().expect_err("timed out");
+    assert!(
+        matches!(failed, Error::Timeout(limit, what)
+            if limit == Duration::from_millis(200) && what.contains("the server's HELLO")),
+        "{failed:?}"
+    );
+    assert!(matches!(lost(&client).await, CloseReason::Protocol(_)));
+    drop(server);
+}

@@ -236,6 +236,11 @@ impl Connection {
                             let codec = FrameCodec::new(greeting.server.max_frame_len);
                             routes.writer.set_codec(codec);
                             routes.pending.set_greeting(greeting);
+                            // A write that broke during the handshake
+                            // left the connection to us: it ends now.
+                            if let Some(why) = routes.writer.failure() {
+                                routes.pending.fail_all(why);
+                            }
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "the handshake failed after sending first");

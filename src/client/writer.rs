@@ -197,6 +197,11 @@ impl Writer {
         self.state().outbox.set_codec(codec);
     }
 
+    /// Why writing failed, if it did.
+    pub(super) fn failure(&self) -> Option<CloseReason> {
+        self.state().failed.clone()
+    }
+
     /// No new frames from now on: the flusher writes what is queued, then
     /// shuts the write side down.
     pub(super) fn close(&self) {
