@@ -238,3 +238,22 @@ pub mod raw {
         e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32)
     }
 }
+
+/// A connection that has carried one request and its answer.
+pub async fn used_once(c: Contender, address: &str) -> Conn {
+    let mut conn = connect(c, address).await;
+    match &mut conn {
+        Conn::Pipesvc(client) => {
+            client.request("x").await.unwrap();
+        }
+        Conn::RawTokio(s) => round_trip(s).await,
+        Conn::Interprocess(s) => round_trip(s).await,
+    }
+    conn
+}
+
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let mut framed = Framed::new(stream, codec());
+    framed.send(bytes::Bytes::from_static(b"x")).await.unwrap();
+    framed.next().await.unwrap().unwrap();
+}

@@ -72,7 +72,7 @@ const WORKLOADS: [Workload; 3] = [
     },
 ];
 
-const ACCEPT: &str = "accept: 1000 connects and disconnects";
+const ACCEPT: &str = "accept: 1000 x connect, one request, close";
 const IDLE: [&str; 3] = [
     "memory: 1000 idle clients",
     "memory: 10000 idle clients",

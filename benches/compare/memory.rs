@@ -10,11 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Framed;
-
-use crate::contender::{codec, connect, start_server, Conn, Contender};
+use crate::contender::{start_server, used_once, Contender};
 
 /// Set in the child's environment: `CONTENDER|ADDRESS`.
 pub const CHILD_ENV: &str = "PIPESVC_COMPARE_SERVER";
@@ -92,25 +88,6 @@ fn slope(x: &[f64], y: &[f64]) -> f64 {
     let covariance: f64 = x.iter().zip(y).map(|(x, y)| (x - mx) * (y - my)).sum();
     let variance: f64 = x.iter().map(|x| (x - mx) * (x - mx)).sum();
     covariance / variance
-}
-
-/// A connection that has carried one request and its answer.
-async fn used_once(c: Contender, address: &str) -> Conn {
-    let mut conn = connect(c, address).await;
-    match &mut conn {
-        Conn::Pipesvc(client) => {
-            client.request("x").await.unwrap();
-        }
-        Conn::RawTokio(s) => round_trip(s).await,
-        Conn::Interprocess(s) => round_trip(s).await,
-    }
-    conn
-}
-
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
-    let mut framed = Framed::new(stream, codec());
-    framed.send(bytes::Bytes::from_static(b"x")).await.unwrap();
-    framed.next().await.unwrap().unwrap();
 }
 
 /// The server child process; killed when dropped.
