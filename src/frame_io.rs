@@ -76,6 +76,13 @@ impl Outbox {
         }
     }
 
+    /// Encodes the frames pushed from now on with `codec` (a client that
+    /// sent first learns the server's maximum frame length after it has
+    /// queued frames: PROTOCOL.md, "Sending first").
+    pub(crate) fn set_codec(&mut self, codec: FrameCodec) {
+        self.codec = codec;
+    }
+
     /// Bytes waiting to be written.
     pub(crate) fn len(&self) -> usize {
         self.queued
@@ -113,6 +120,15 @@ impl Outbox {
         }
         self.queued += LENGTH_FIELD_LEN + HEADER_LEN + len;
         Ok(())
+    }
+
+    /// Frees the staging buffer if nothing waits to be written: the
+    /// connection is quiet, and the next frame makes one again.
+    pub(crate) fn give_back(&mut self) {
+        if self.queued == 0 && self.chunks.is_empty() && self.staging.is_empty() {
+            self.staging = BytesMut::new();
+            self.chunks = VecDeque::new();
+        }
     }
 
     /// Queues what `staging` holds as a chunk of its own.

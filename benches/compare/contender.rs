@@ -101,7 +101,12 @@ pub async fn connect(c: Contender, address: &str) -> Conn {
     match c {
         Contender::Pipesvc => {
             let endpoint = Endpoint::new(address).unwrap();
-            let options = ClientOptions::new().max_frame_len(MAX_FRAME as u32);
+            // `send_first`: connect returns once the HELLO is written and
+            // the first request goes out behind it (the accept row connects
+            // and closes; the others' first requests save a round trip).
+            let options = ClientOptions::new()
+                .max_frame_len(MAX_FRAME as u32)
+                .send_first(true);
             Conn::Pipesvc(Client::connect_with(&endpoint, options).await.unwrap())
         }
         Contender::RawTokio => Conn::RawTokio(raw::connect(address).await),
@@ -232,4 +237,23 @@ pub mod raw {
     pub fn is_busy(e: &std::io::Error) -> bool {
         e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32)
     }
+}
+
+/// A connection that has carried one request and its answer.
+pub async fn used_once(c: Contender, address: &str) -> Conn {
+    let mut conn = connect(c, address).await;
+    match &mut conn {
+        Conn::Pipesvc(client) => {
+            client.request("x").await.unwrap();
+        }
+        Conn::RawTokio(s) => round_trip(s).await,
+        Conn::Interprocess(s) => round_trip(s).await,
+    }
+    conn
+}
+
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let mut framed = Framed::new(stream, codec());
+    framed.send(bytes::Bytes::from_static(b"x")).await.unwrap();
+    framed.next().await.unwrap().unwrap();
 }

@@ -92,8 +92,12 @@ const WORKLOADS: [Workload; 3] = [
     },
 ];
 
-const ACCEPT: &str = "accept: 1000 connects and disconnects";
-const IDLE: &str = "memory: 1000 idle clients";
+const ACCEPT: &str = "accept: 1000 x connect, one request, close";
+const IDLE: [&str; 3] = [
+    "memory: 1000 idle clients",
+    "memory: 10000 idle clients",
+    "memory: slope, 1000 to 10000 idle clients",
+];
 
 /// One row of the table: each contender's value (pipesvc, raw tokio,
 /// interprocess) and, where measured, the blocking floor.
@@ -184,24 +188,7 @@ fn main() {
             higher_is_better: true,
         });
     }
-    if IDLE.contains(only.as_str()) {
-        let bytes = ALL.map(|c| {
-            let address = platform.address("idle", c);
-            let per = memory::per_idle_connection(&runtime, c, &address, 1000);
-            eprintln!(
-                "{IDLE:<45} {:<13} {per:>10.0} bytes per connection",
-                c.name()
-            );
-            per
-        });
-        rows.push(Row {
-            workload: IDLE,
-            metric: "server memory per connection, bytes (ratio)",
-            values: bytes,
-            floor: None,
-            higher_is_better: false,
-        });
-    }
+    rows.extend(memory_rows(&runtime, &platform, &only));
     let typed = TYPED.contains(only.as_str()).then(|| {
         let table = typed_table(&runtime, &platform, secs);
         println!("{table}");
@@ -335,6 +322,52 @@ fn write_curves(platform: &Platform, curves: &[curves::Curve], secs: f64) {
     let text = curves::render(curves, &charts);
     println!("{text}");
     write_section(platform, "curves-", &text, secs);
+}
+
+/// The memory rows (`IDLE`), from one run per contender (`memory.rs`):
+/// the server's memory per idle connection at 1000 and 10,000 clients,
+/// and the bytes each extra connection adds.
+fn memory_rows(runtime: &tokio::runtime::Runtime, platform: &Platform, only: &str) -> Vec<Row> {
+    if !IDLE.iter().any(|row| row.contains(only)) {
+        return Vec::new();
+    }
+    let idle = ALL.map(|c| {
+        let idle = memory::idle_connections(runtime, c, &platform.address("idle", c));
+        let steps = memory::STEPS.iter().zip(idle.per_connection);
+        let steps: Vec<String> = steps.map(|(n, b)| format!("{n}: {b:.0}")).collect();
+        eprintln!(
+            "memory: idle clients {:<13} bytes per connection {}; slope {:.0} bytes per connection",
+            c.name(),
+            steps.join(", "),
+            idle.slope
+        );
+        idle
+    });
+    let last = memory::STEPS.len() - 1;
+    let row = |workload, metric, value: &dyn Fn(&memory::Idle) -> f64| Row {
+        workload,
+        metric,
+        values: [value(&idle[0]), value(&idle[1]), value(&idle[2])],
+        floor: None,
+        higher_is_better: false,
+    };
+    vec![
+        row(
+            IDLE[0],
+            "server memory per connection, bytes (ratio)",
+            &|i| i.per_connection[0],
+        ),
+        row(
+            IDLE[1],
+            "server memory per connection, bytes (ratio)",
+            &|i| i.per_connection[last],
+        ),
+        row(
+            IDLE[2],
+            "server memory per extra connection, bytes (ratio)",
+            &|i| i.slope,
+        ),
+    ]
 }
 
 const STREAMS: &str = "streams: server streams of 64 B items";

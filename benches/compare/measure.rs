@@ -11,7 +11,7 @@ use pipesvc::Client;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::contender::{codec, connect, start_server, Conn, Contender};
+use crate::contender::{codec, connect, start_server, used_once, Conn, Contender};
 use crate::Workload;
 
 /// What one run measured.
@@ -137,13 +137,14 @@ async fn window<S: AsyncRead + AsyncWrite + Send + 'static>(
     h
 }
 
-/// Connections per second: `n` connects, each closed at once (for
-/// pipesvc including its handshake, which every real client pays).
+/// Connections per second: `n` times a connect, one request and its
+/// answer, and a close (for pipesvc including its handshake, which every
+/// real client pays), one after another.
 pub async fn accept_rate(c: Contender, address: &str, n: u32) -> f64 {
     let _server = start_server(c, address).await;
     let start = Instant::now();
     for _ in 0..n {
-        drop(connect(c, address).await);
+        drop(used_once(c, address).await);
     }
     n as f64 / start.elapsed().as_secs_f64()
 }

@@ -3,16 +3,14 @@
 //! server's side of each connection only. The parent opens the connections,
 //! uses each once (a request and its answer, so that each is fully set up
 //! on both sides), and asks the child for its resident set size before and
-//! after (on Windows, its working set).
+//! at 1000, 2500, 5000 and 10,000 connections (on Windows, its working
+//! set): the cost per connection at 1000 and 10,000, and the slope of the
+//! line through the four (bytes per extra connection).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Framed;
-
-use crate::contender::{codec, connect, start_server, Conn, Contender};
+use crate::contender::{start_server, used_once, Contender};
 
 /// Set in the child's environment: `CONTENDER|ADDRESS`.
 pub const CHILD_ENV: &str = "PIPESVC_COMPARE_SERVER";
@@ -40,14 +38,24 @@ pub fn serve_child(spec: &str) {
     }
 }
 
-/// Bytes of the server's resident set per idle connection, with `n`
-/// connections open.
-pub fn per_idle_connection(
-    runtime: &tokio::runtime::Runtime,
-    c: Contender,
-    address: &str,
-    n: usize,
-) -> f64 {
+/// The numbers of idle connections at which the server's memory is read,
+/// in one run: the rows at 1000 and 10,000, and the points of the slope.
+pub const STEPS: [usize; 4] = [1000, 2500, 5000, 10_000];
+
+/// What idle connections cost a contender's server.
+pub struct Idle {
+    /// Bytes of the server's resident set per idle connection, with each
+    /// of [`STEPS`] connections open: the growth since the warm-up, over
+    /// the connections.
+    pub per_connection: [f64; STEPS.len()],
+    /// Bytes per extra connection: the slope of the least-squares line
+    /// through the resident set at each of [`STEPS`].
+    pub slope: f64,
+}
+
+/// Opens connections (each used once) up to each of [`STEPS`] and reads
+/// the server's resident set at each, in one server process.
+pub fn idle_connections(runtime: &tokio::runtime::Runtime, c: Contender, address: &str) -> Idle {
     raise_fd_limit();
     let mut child = Server::start(c, address);
     runtime.block_on(async {
@@ -55,33 +63,31 @@ pub fn per_idle_connection(
         for _ in 0..WARM_UP {
             warm.push(used_once(c, address).await);
         }
-        let before = child.rss_kib();
-        let mut idle = Vec::with_capacity(n);
-        for _ in 0..n {
-            idle.push(used_once(c, address).await);
+        let before = child.rss_kib() as f64 * 1024.0;
+        let mut idle = Vec::with_capacity(STEPS[STEPS.len() - 1]);
+        let mut rss = [0.0; STEPS.len()];
+        for (i, &n) in STEPS.iter().enumerate() {
+            while idle.len() < n {
+                idle.push(used_once(c, address).await);
+            }
+            rss[i] = child.rss_kib() as f64 * 1024.0;
         }
-        let after = child.rss_kib();
-        (after.saturating_sub(before)) as f64 * 1024.0 / n as f64
+        let per_connection = std::array::from_fn(|i| (rss[i] - before).max(0.0) / STEPS[i] as f64);
+        let x = STEPS.map(|n| n as f64);
+        Idle {
+            per_connection,
+            slope: slope(&x, &rss),
+        }
     })
 }
 
-/// A connection that has carried one request and its answer.
-async fn used_once(c: Contender, address: &str) -> Conn {
-    let mut conn = connect(c, address).await;
-    match &mut conn {
-        Conn::Pipesvc(client) => {
-            client.request("x").await.unwrap();
-        }
-        Conn::RawTokio(s) => round_trip(s).await,
-        Conn::Interprocess(s) => round_trip(s).await,
-    }
-    conn
-}
-
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
-    let mut framed = Framed::new(stream, codec());
-    framed.send(bytes::Bytes::from_static(b"x")).await.unwrap();
-    framed.next().await.unwrap().unwrap();
+/// The slope of the least-squares line through the points `(x, y)`.
+fn slope(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let covariance: f64 = x.iter().zip(y).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let variance: f64 = x.iter().map(|x| (x - mx) * (x - mx)).sum();
+    covariance / variance
 }
 
 /// The server child process; killed when dropped.

@@ -128,13 +128,25 @@ impl Client {
 
     /// The encodings the server accepts for CALL params, in its order of
     /// preference (from its HELLO reply), those this client knows.
+    /// Empty until the HELLO reply is read, on a connection that sent
+    /// first ([`send_first`](super::ClientOptions::send_first)).
     pub fn encodings(&self) -> Vec<Encoding> {
-        self.current().reply.known_encodings()
+        let current = self.current();
+        current
+            .greeting()
+            .map_or_else(Vec::new, |greeting| greeting.reply.known_encodings())
     }
 
-    /// The protocol version of the current connection (2).
+    /// The protocol version of the current connection (2; the version
+    /// asked for, until the HELLO reply is read on a connection that sent
+    /// first).
     pub fn protocol_version(&self) -> u16 {
-        self.current().reply.version
+        let current = self.current();
+        current
+            .greeting()
+            .map_or(crate::protocol::PROTOCOL_VERSION, |greeting| {
+                greeting.reply.version
+            })
     }
 
     /// Asks the server for its description (DESCRIBE, protocol 2) and

@@ -15,7 +15,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
 use super::notifications::Queue;
-use super::pending::Pending;
+use super::pending::{Greeting, Pending};
 use super::reader::{read_frames, Routes};
 use super::writer::Writer;
 use super::ClientOptions;
@@ -27,6 +27,11 @@ use crate::protocol::{
 };
 use crate::transport::{self, ConnectStats, Generic, PeerInfo};
 
+/// The smallest maximum frame length a server may announce (PROTOCOL.md,
+/// "Maximum frame length"): what this client's frames are held to before
+/// the server's HELLO says its own.
+pub(super) const SMALLEST_SERVER_MAX_FRAME_LEN: u32 = 74;
+
 /// Opens a stream for a client that does not connect to an endpoint
 /// ([`Client::from_io`](super::Client::from_io),
 /// [`Client::from_connector`](super::Client::from_connector)).
@@ -37,9 +42,6 @@ pub(super) type Connector =
 pub(super) struct Connection {
     /// When the stream was connected, before the handshake.
     pub(super) connected_at: Instant,
-    pub(super) server: ServerHello,
-    /// The server's HELLO reply: the connection's version, its encodings.
-    pub(super) reply: HelloReply,
     pub(super) server_peer: PeerInfo,
     pub(super) connect_stats: ConnectStats,
     pub(super) writer: Arc<Writer>,
@@ -162,9 +164,21 @@ impl Connection {
     }
 
     /// The handshake and the reader and writer tasks, over a connected
-    /// stream. The whole handshake (the server's HELLO, ours written, its
+    /// stream. The whole handshake (ours written, the server's HELLO, its
     /// HELLO reply) has one deadline, `handshake_timeout` from now: a
     /// server dribbling its HELLOs cannot stretch it step by step.
+    ///
+    /// Our HELLO goes out first, without waiting for the server's
+    /// (PROTOCOL.md, revision 2.3): the server reads it as soon as it has
+    /// sent its own and answers with its HELLO reply at once, so the
+    /// handshake takes one round trip, where reading the server's HELLO
+    /// first took one and a half (and one more wake-up on each side).
+    ///
+    /// With [`ClientOptions::send_first`], the connection is handed out as
+    /// soon as our HELLO is written: the reader task reads the server's
+    /// HELLOs (within the same deadline) before anything else, and a
+    /// handshake that fails there fails every request made meanwhile with
+    /// the error this would have returned.
     async fn start(
         io: Generic,
         server_peer: PeerInfo,
@@ -179,34 +193,33 @@ impl Connection {
         };
         let (read, write) = tokio::io::split(io);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
-        let hello = read_server_hello(&mut reader);
-        let server = handshake
-            .step("waiting for the server's HELLO", hello)
-            .await?;
-        let codec = FrameCodec::new(server.max_frame_len);
-        let mut sink = FramedWrite::new(write, codec);
+        // Before the server's HELLO says its maximum, a frame is held to
+        // the smallest maximum a server may announce (our HELLO fits it).
+        let mut sink = FramedWrite::new(write, FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN));
         let hello = Frame::new(Kind::Hello, 0, client_hello().encode());
         let send = async { sink.send(hello).await.map_err(into_error) };
-        handshake.step("sending the client's HELLO", send).await?;
-        let reply = read_hello_reply(&mut reader, &server);
-        let reply = handshake
-            .step("waiting for the server's HELLO reply", reply)
-            .await?;
-        tracing::debug!(
-            server = %server.server_name,
-            version = reply.version,
-            stats = ?connect_stats,
-            "connected"
-        );
-
-        // From here on the server's frames are of the connection's version
-        // (revision 2.2: ITEM and CREDIT, which this client's HELLO listed).
-        let codec_in = reader.decoder().with_version(reply.version);
-        *reader.decoder_mut() = codec_in;
-        let pending = Arc::new(Pending::default());
+        let sent = handshake.step("sending the client's HELLO", send).await;
+        // A HELLO that could not be written: the server's refusal, if it
+        // sent one, says more, so the handshake is read here as without
+        // `send_first`.
+        let early = options.send_first && sent.is_ok();
+        let pending = match early {
+            true => Arc::new(Pending::default()),
+            false => {
+                let greeting = greet(&mut reader, &handshake, sent).await?;
+                log_connected(&greeting, &connect_stats);
+                Arc::new(Pending::greeted(greeting))
+            }
+        };
+        let max = pending
+            .greeting()
+            .map_or(SMALLEST_SERVER_MAX_FRAME_LEN, |greeting| {
+                greeting.server.max_frame_len
+            });
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
-        let (writer, flusher) = Writer::new(sink.into_inner(), codec, pending.clone());
+        let (writer, flusher) =
+            Writer::new(sink.into_inner(), FrameCodec::new(max), pending.clone());
         let flusher = tokio::spawn(flusher.in_current_span());
         let routes = Routes {
             pending: pending.clone(),
@@ -216,6 +229,27 @@ impl Connection {
         let reader_writer = writer.clone();
         let reader = tokio::spawn(
             async move {
+                if early {
+                    match greet(&mut reader, &handshake, Ok(())).await {
+                        Ok(greeting) => {
+                            log_connected(&greeting, &connect_stats);
+                            let codec = FrameCodec::new(greeting.server.max_frame_len);
+                            routes.writer.set_codec(codec);
+                            routes.pending.set_greeting(greeting);
+                            // A write that broke during the handshake
+                            // left the connection to us: it ends now.
+                            if let Some(why) = routes.writer.failure() {
+                                routes.pending.fail_all(why);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the handshake failed after sending first");
+                            routes.pending.fail_handshake(e);
+                            reader_writer.close();
+                            return;
+                        }
+                    }
+                }
                 read_frames(reader, routes).await;
                 reader_writer.close();
             }
@@ -223,8 +257,6 @@ impl Connection {
         );
         Ok(Connection {
             connected_at,
-            server,
-            reply,
             server_peer,
             connect_stats,
             writer,
@@ -236,13 +268,25 @@ impl Connection {
         })
     }
 
+    /// What the server said in the handshake; `None` while the handshake
+    /// goes on in the background (the client sent first).
+    pub(super) fn greeting(&self) -> Option<&Greeting> {
+        self.pending.greeting()
+    }
+
+    /// What the server said in the handshake, once it is read: at once
+    /// unless the client sent first; the handshake's error if it failed.
+    pub(super) async fn greeted(&self) -> Result<&Greeting> {
+        self.pending.handshake_done().await
+    }
+
     /// Sends a REQUEST or PING and waits for its answer.
     pub(super) async fn call(&self, kind: Kind, payload: Bytes) -> Result<Bytes, CallError> {
-        self.check_size(&payload).map_err(CallError::Sent)?;
+        self.check_size(&payload).await.map_err(CallError::Sent)?;
         let (mut registration, answer) = self.pending.register().map_err(CallError::NotSent)?;
         let frame = Frame::new(kind, registration.id, payload);
         if let Err(why) = self.writer.send(frame).await {
-            return Err(CallError::NotSent(self.closed_error_or(why)));
+            return Err(CallError::NotSent(self.send_failed(why).await));
         }
         // The server runs REQUESTs and CALLs until they finish: a caller
         // that gives up tells it, so that the handler stops and its slot is
@@ -258,7 +302,10 @@ impl Connection {
     }
 
     pub(super) async fn notify(&self, payload: Bytes) -> Result<()> {
-        self.check_size(&payload)?;
+        self.check_size(&payload).await?;
+        if let Some(failed) = self.pending.handshake_error() {
+            return Err(failed);
+        }
         if let Some(reason) = self.pending.end_reason() {
             return Err(Error::ConnectionClosed(reason));
         }
@@ -295,14 +342,38 @@ impl Connection {
     }
 
     async fn send(&self, frame: Frame) -> Result<()> {
-        self.writer
-            .send(frame)
-            .await
-            .map_err(|why| self.closed_error_or(why))
+        match self.writer.send(frame).await {
+            Ok(()) => Ok(()),
+            Err(why) => Err(self.send_failed(why).await),
+        }
     }
 
-    fn check_size(&self, payload: &Bytes) -> Result<()> {
-        let max = self.server.max_frame_len as usize - HEADER_LEN;
+    /// Why a frame could not be sent (`why`, as the writer says). During
+    /// a handshake in the background the server may have refused us and
+    /// closed, which the reader is about to read: its word wins.
+    pub(super) async fn send_failed(&self, why: CloseReason) -> Error {
+        if self.pending.handshake_in_progress() {
+            if let Err(failed) = self.greeted().await {
+                return failed;
+            }
+        }
+        self.closed_error_or(why)
+    }
+
+    /// Refuses a payload over the server's maximum. Before the server's
+    /// HELLO is read (the client sent first), a frame that fits the
+    /// smallest maximum a server may announce goes out at once; a larger
+    /// one waits for the HELLO (PROTOCOL.md, "Sending first": over the
+    /// server's maximum it would end the connection).
+    async fn check_size(&self, payload: &Bytes) -> Result<()> {
+        let max_frame_len = match self.greeting() {
+            Some(greeting) => greeting.server.max_frame_len,
+            None if payload.len() + HEADER_LEN <= SMALLEST_SERVER_MAX_FRAME_LEN as usize => {
+                return Ok(())
+            }
+            None => self.greeted().await?.server.max_frame_len,
+        };
+        let max = max_frame_len as usize - HEADER_LEN;
         if payload.len() > max {
             return Err(Error::PayloadTooLarge {
                 len: payload.len(),
@@ -319,6 +390,9 @@ impl Connection {
     /// Why the connection is closed: what the reader or writer saw first,
     /// else `why`.
     pub(super) fn closed_error_or(&self, why: CloseReason) -> Error {
+        if let Some(failed) = self.pending.handshake_error() {
+            return failed;
+        }
         Error::ConnectionClosed(self.pending.closed_reason().unwrap_or(why))
     }
 }
@@ -342,7 +416,51 @@ fn client_hello() -> ClientHello {
     hello
 }
 
+/// Reads the server's HELLO and HELLO reply, our HELLO `sent` (or not:
+/// then the server's refusal, if it sent one, is the error), and readies
+/// `reader` for the connection's frames.
+async fn greet<R: AsyncRead + Unpin>(
+    reader: &mut FramedRead<R, FrameCodec>,
+    handshake: &Handshake,
+    sent: Result<()>,
+) -> Result<Greeting> {
+    let hello = read_server_hello(reader);
+    let server = match handshake
+        .step("waiting for the server's HELLO", hello)
+        .await
+    {
+        // A server that refused us (ERROR or GOODBYE in place of its
+        // HELLO) may have closed before our HELLO reached it: its
+        // refusal, still readable, says more than the failed write.
+        Err(refused @ Error::ConnectionClosed(_)) if sent.is_err() => return Err(refused),
+        Err(e) => return Err(sent.err().unwrap_or(e)),
+        Ok(server) => {
+            sent?;
+            server
+        }
+    };
+    let reply = read_hello_reply(reader, &server);
+    let reply = handshake
+        .step("waiting for the server's HELLO reply", reply)
+        .await?;
+    // From here on the server's frames are of the connection's version
+    // (revision 2.2: ITEM and CREDIT, which this client's HELLO listed).
+    let codec_in = reader.decoder().with_version(reply.version);
+    *reader.decoder_mut() = codec_in;
+    Ok(Greeting { server, reply })
+}
+
+fn log_connected(greeting: &Greeting, stats: &ConnectStats) {
+    tracing::debug!(
+        server = %greeting.server.server_name,
+        version = greeting.reply.version,
+        ?stats,
+        "connected"
+    );
+}
+
 /// The one deadline of a connection's handshake.
+#[derive(Clone, Copy)]
 struct Handshake {
     deadline: Instant,
     /// The configured `handshake_timeout`, which a timeout names.

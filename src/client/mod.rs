@@ -182,6 +182,23 @@ impl Shared {
 impl Client {
     /// Connects with default options: retries a busy or absent server for
     /// up to 5 s, then performs the handshake.
+    ///
+    /// The handshake costs one round trip: the client writes its HELLO as
+    /// soon as the connection opens, without reading the server's first
+    /// (PROTOCOL.md, "Sending first", revision 2.3), and returns once it
+    /// has read the server's HELLO and HELLO reply, which the server sends
+    /// together. So everything the handshake can say is an error of
+    /// `connect` itself, with nothing but the HELLO sent: a refusal
+    /// ([`Error::ConnectionClosed`] with the server's ERROR or GOODBYE), a
+    /// server too old ([`Error::ServerTooOld`]), a broken HELLO
+    /// ([`Error::Protocol`]); and the server's name, maximum frame length
+    /// and encodings are known when it returns. Requests do not go out
+    /// before the reply: the protocol would allow it, but the client
+    /// would then have to pick an encoding and a frame size before
+    /// knowing the server's, and report handshake failures from requests.
+    /// A client that connects, asks once and goes can take that on with
+    /// [`ClientOptions::send_first`]: `connect` then returns once the
+    /// HELLO is written, and the first request costs no round trip more.
     pub async fn connect(endpoint: &Endpoint) -> Result<Client> {
         Client::connect_with(endpoint, ClientOptions::default()).await
     }
@@ -401,8 +418,23 @@ impl Client {
 
     /// The name the server gave in its HELLO, as it sent it (escape it with
     /// [`crate::error::Escaped`] before printing it).
+    /// Empty until the server's HELLO is read, on a connection that sent
+    /// first ([`send_first`](ClientOptions::send_first)).
     pub fn server_name(&self) -> String {
-        self.current().server.server_name.clone()
+        let current = self.current();
+        current
+            .greeting()
+            .map_or_else(String::new, |greeting| greeting.server.server_name.clone())
+    }
+
+    /// Waits until the current connection's handshake is done: at once,
+    /// unless the client [sent first](ClientOptions::send_first) and the
+    /// server's HELLOs are still on their way. A handshake that failed is
+    /// the error [`Client::connect_with`] would have returned; a
+    /// connection lost since is [`Error::ConnectionClosed`].
+    pub async fn handshake_done(&self) -> Result<()> {
+        let current = self.current();
+        current.greeted().await.map(|_| ())
     }
 
     /// When the current connection's stream was connected, just before its
@@ -419,9 +451,17 @@ impl Client {
         self.current().server_peer
     }
 
-    /// The largest `length` field the server accepts.
+    /// The largest `length` field the server accepts: until the server's
+    /// HELLO is read, on a connection that sent first
+    /// ([`send_first`](ClientOptions::send_first)), 74, the smallest a
+    /// server may announce.
     pub fn server_max_frame_len(&self) -> u32 {
-        self.current().server.max_frame_len
+        let current = self.current();
+        current
+            .greeting()
+            .map_or(connection::SMALLEST_SERVER_MAX_FRAME_LEN, |greeting| {
+                greeting.server.max_frame_len
+            })
     }
 
     /// The endpoint this client connects to; `None` for a client over a

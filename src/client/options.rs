@@ -52,7 +52,7 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// | wait | bounded by |
 /// |---|---|
 /// | reaching the server: retrying while it is busy or absent, or when it went away during its handshake | [`connect_timeout`](Self::connect_timeout) (5 s) |
-/// | the handshake, from the moment the stream is connected: the server's HELLO, this client's HELLO written, the server's HELLO reply, all together | [`handshake_timeout`](Self::handshake_timeout) (5 s) |
+/// | the handshake, from the moment the stream is connected: the server's HELLO, this client's HELLO written, the server's HELLO reply, all together (with [`send_first`](Self::send_first), in the background after the HELLO is written) | [`handshake_timeout`](Self::handshake_timeout) (5 s) |
 /// | [`Client::connect_with`] as a whole | `connect_timeout` + `handshake_timeout`, plus [`wait_for_service`](Self::wait_for_service) if set (no attempt starts after it) |
 /// | [`Client::from_io`], [`Client::from_connector`]: opening the stream and the handshake | `connect_timeout` (the handshake also by `handshake_timeout`) |
 /// | a request, PING, STATUS or DESCRIBE: a reconnect in progress, room to send (a server that does not read), the answer | [`request_timeout`](Self::request_timeout) (30 s), or the call's own |
@@ -82,6 +82,7 @@ pub struct ClientOptions {
     pub(crate) reconnect: bool,
     pub(crate) wait_for_service: Duration,
     pub(crate) encoding: Encoding,
+    pub(crate) send_first: bool,
 }
 
 impl ClientOptions {
@@ -245,6 +246,67 @@ impl ClientOptions {
         self
     }
 
+    /// Connect without a round trip (default `false`): the first
+    /// connection is handed out as soon as this client's HELLO is written,
+    /// and requests made at once go out right behind it, before the
+    /// server's HELLO is read (PROTOCOL.md, "Sending first", revision
+    /// 2.3). A connection and its first answer then cost one round trip
+    /// instead of two: for a client that connects, asks once and goes.
+    ///
+    /// What [`Client::connect_with`] still checks before it returns: the
+    /// endpoint is there and the server is one this client talks to
+    /// ([`server_identity`](Self::server_identity),
+    /// [`expect_server_pid`](Self::expect_server_pid)), and the HELLO is
+    /// written. The rest of the handshake goes on in the background, within
+    /// [`handshake_timeout`](Self::handshake_timeout), and what it would
+    /// have made `connect` return instead is what every request made on
+    /// the connection fails with: a refusal
+    /// ([`Error::ConnectionClosed`] with the server's ERROR, such as
+    /// `overloaded` or `not allowed`, or its GOODBYE), a server too old
+    /// ([`Error::ServerTooOld`]), a broken HELLO ([`Error::Protocol`]), a
+    /// server that closed ([`Error::ConnectionClosed`] with
+    /// [`CloseReason::EofDuringHandshake`](crate::error::CloseReason::EofDuringHandshake)),
+    /// the handshake's [`Error::Timeout`]. After a refusal or a server
+    /// too old, the protocol guarantees that the server ran none of those
+    /// requests (they may be sent again); after the others nothing is
+    /// known, as for any request in flight on a lost connection. The
+    /// connection's state then turns
+    /// [`Lost`](super::ConnectionState::Lost) with the reason (a server
+    /// too old as its ERROR `unsupported version`).
+    ///
+    /// Until the server's HELLOs are read, what they say is not known:
+    /// [`Client::server_name`] is empty, [`Client::encodings`] and
+    /// [`Client::stream_window`] are empty, [`Client::encoding`] is this
+    /// option's [`encoding`](Self::encoding), and
+    /// [`Client::server_max_frame_len`] is 74, the smallest maximum a
+    /// server may announce; [`Client::handshake_done`] waits for them. So:
+    ///
+    /// - A request, call or NOTIFY whose frame fits in 74 bytes (a payload
+    ///   of up to 68) is sent at once; a larger one waits for the server's
+    ///   HELLO, which says how large a frame it takes (a frame over it
+    ///   would end the connection).
+    /// - Streams and subscriptions wait for the HELLO reply, which says
+    ///   whether the server has them and their credit.
+    /// - A call made before the HELLO reply is read is in this option's
+    ///   encoding (its params are encoded when it is made). A server that
+    ///   does not accept it answers `bad request` without running the
+    ///   method: a typed call ([`rpc`](crate::rpc)) is then made again in
+    ///   the other encoding, if the server takes that one;
+    ///   [`Client::call_raw`] fails with [`Error::Server`]. Typed streams
+    ///   and subscriptions pick their encoding once the handshake is done.
+    ///
+    /// Only the first connection sends first: reconnects (with
+    /// [`reconnect`](Self::reconnect)) complete their handshake before
+    /// calls use them, so that a server refusing for now is tried again
+    /// with the reconnect's pauses rather than failing the calls waiting
+    /// for it. With [`wait_for_service`](Self::wait_for_service), the wait
+    /// covers a service that is absent or busy; a refusal read after
+    /// `connect` returned fails the requests instead.
+    pub fn send_first(mut self, send_first: bool) -> Self {
+        self.send_first = send_first;
+        self
+    }
+
     /// Refuses, by name, settings that cannot work.
     pub(super) fn validate(&self) -> Result<()> {
         self.connect.validate()?;
@@ -285,6 +347,7 @@ impl Default for ClientOptions {
             reconnect: false,
             wait_for_service: Duration::ZERO,
             encoding: Encoding::MessagePack,
+            send_first: false,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The table of requests waiting for an answer, and the connection's fate.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -9,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::stream::{Delivery, Flow};
 use super::writer::Writer;
 use crate::error::{CloseReason, Error, Result};
-use crate::protocol::{Frame, Kind};
+use crate::protocol::{ErrorCode, Frame, HelloReply, Kind, ServerHello};
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
 
@@ -46,10 +47,26 @@ enum Slot {
     Abandoned,
 }
 
+/// What the server said in the handshake: its HELLO and its HELLO reply.
+#[derive(Debug)]
+pub(super) struct Greeting {
+    pub(super) server: ServerHello,
+    /// The connection's version, its encodings, its stream window.
+    pub(super) reply: HelloReply,
+}
+
 /// Shared by the client handles and the reader task.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     state: Mutex<State>,
+    /// The server's HELLOs: set before the connection is handed out, or,
+    /// when the client sent first ([`ClientOptions::send_first`]), by the
+    /// reader task once it has read them.
+    ///
+    /// [`ClientOptions::send_first`]: super::ClientOptions::send_first
+    greeting: OnceLock<Greeting>,
+    /// Signalled when the greeting is set or the connection ends.
+    greeted: Notify,
     /// Signalled whenever the table becomes empty or the connection ends.
     idle: Notify,
     /// Signalled when the connection stops taking new requests.
@@ -71,6 +88,10 @@ struct State {
     refusing: Option<CloseReason>,
     /// Set once the connection is gone: why.
     closed: Option<CloseReason>,
+    /// Set if the connection ended in a handshake that went on in the
+    /// background (the client sent first): the error `connect` would have
+    /// returned, which every request on the connection fails with.
+    handshake_failed: Option<Error>,
 }
 
 impl State {
@@ -105,6 +126,18 @@ impl State {
     fn end_reason(&self) -> Option<&CloseReason> {
         self.refusing.as_ref().or(self.closed.as_ref())
     }
+
+    /// Why a new request is refused, if it is: the handshake's error, or
+    /// what ended the connection.
+    fn refusal(&self) -> Result<()> {
+        if let Some(failed) = &self.handshake_failed {
+            return Err(replicate(failed));
+        }
+        match self.end_reason() {
+            Some(reason) => Err(Error::ConnectionClosed(reason.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Pending {
@@ -112,14 +145,63 @@ impl Pending {
         super::lock(&self.state)
     }
 
+    /// The table of a connection whose handshake is done.
+    pub(super) fn greeted(greeting: Greeting) -> Pending {
+        let pending = Pending::default();
+        pending.set_greeting(greeting);
+        pending
+    }
+
+    /// What the server said in the handshake, once it is read.
+    pub(super) fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.get()
+    }
+
+    /// The handshake is done: requests may use what the server said.
+    pub(super) fn set_greeting(&self, greeting: Greeting) {
+        let _ = self.greeting.set(greeting);
+        self.greeted.notify_waiters();
+    }
+
+    /// Whether the handshake goes on in the background: the server's
+    /// HELLOs are not read yet and the connection is not gone.
+    pub(super) fn handshake_in_progress(&self) -> bool {
+        self.greeting.get().is_none() && self.state().closed.is_none()
+    }
+
+    /// Waits for the handshake's end: what the server said, or the error
+    /// the connection ended with (the handshake's own, when it failed).
+    pub(super) async fn handshake_done(&self) -> Result<&Greeting> {
+        loop {
+            let notified = self.greeted.notified();
+            if let Some(greeting) = self.greeting.get() {
+                return Ok(greeting);
+            }
+            {
+                let state = self.state();
+                if let Some(failed) = &state.handshake_failed {
+                    return Err(replicate(failed));
+                }
+                if let Some(reason) = &state.closed {
+                    return Err(Error::ConnectionClosed(reason.clone()));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The handshake's error, if the connection ended in its handshake in
+    /// the background.
+    pub(super) fn handshake_error(&self) -> Option<Error> {
+        self.state().handshake_failed.as_ref().map(replicate)
+    }
+
     /// Reserves a fresh id (never 0, never one in use) for a new request.
     pub(super) fn register(
         self: &Arc<Self>,
     ) -> Result<(Registration, oneshot::Receiver<Result<Bytes>>)> {
         let mut state = self.state();
-        if let Some(reason) = state.end_reason() {
-            return Err(Error::ConnectionClosed(reason.clone()));
-        }
+        state.refusal()?;
         let id = state.fresh_id();
         let (tx, rx) = oneshot::channel();
         state.waiters.insert(id, Slot::Waiting(tx));
@@ -139,9 +221,7 @@ impl Pending {
         window: u32,
     ) -> Result<(Registration, mpsc::UnboundedReceiver<Delivery>, Arc<Flow>)> {
         let mut state = self.state();
-        if let Some(reason) = state.end_reason() {
-            return Err(Error::ConnectionClosed(reason.clone()));
-        }
+        state.refusal()?;
         let id = state.fresh_id();
         let (deliveries, rx) = mpsc::unbounded_channel();
         let flow = Arc::new(Flow::new(window));
@@ -260,15 +340,34 @@ impl Pending {
 
     /// The connection is gone: every waiting request fails with `reason`.
     pub(super) fn fail_all(&self, reason: CloseReason) {
-        let slots: Vec<Slot> = {
+        self.fail(reason, None);
+    }
+
+    /// The handshake in the background failed with `error` (the client
+    /// sent first): every request made on the connection fails with it,
+    /// as `connect` would have, and the connection ends for the reason it
+    /// gives ([`handshake_close_reason`]).
+    pub(super) fn fail_handshake(&self, error: Error) {
+        self.fail(handshake_close_reason(&error), Some(error));
+    }
+
+    fn fail(&self, reason: CloseReason, handshake: Option<Error>) {
+        let (slots, failed) = {
             let mut state = self.state();
+            if state.closed.is_none() {
+                state.handshake_failed = handshake;
+            }
             state.closed.get_or_insert(reason.clone());
             state.abandoned = 0;
             state.streams = 0;
-            state.waiters.drain().map(|(_, slot)| slot).collect()
+            let slots: Vec<Slot> = state.waiters.drain().map(|(_, slot)| slot).collect();
+            (slots, state.handshake_failed.as_ref().map(replicate))
         };
         for slot in slots {
-            let lost = Err(Error::ConnectionClosed(reason.clone()));
+            let lost = Err(match &failed {
+                Some(failed) => replicate(failed),
+                None => Error::ConnectionClosed(reason.clone()),
+            });
             match slot {
                 Slot::Waiting(waiter) => {
                     let _ = waiter.send(lost);
@@ -282,6 +381,7 @@ impl Pending {
         }
         self.idle.notify_waiters();
         self.unusable.notify_waiters();
+        self.greeted.notify_waiters();
     }
 
     /// Whether new requests may still start (no GOODBYE, not closing, not gone).
@@ -338,6 +438,40 @@ impl Pending {
             }
             notified.await;
         }
+    }
+}
+
+/// A copy of `error`, one of those a handshake ends with, for each
+/// request that fails with it (an [`Error`] is not `Clone`: an I/O error
+/// is copied as its kind and message).
+fn replicate(error: &Error) -> Error {
+    match error {
+        Error::ConnectionClosed(reason) => Error::ConnectionClosed(reason.clone()),
+        Error::ServerTooOld { server, message } => Error::ServerTooOld {
+            server: server.clone(),
+            message: message.clone(),
+        },
+        Error::Protocol(why) => Error::Protocol(why.clone()),
+        Error::Timeout(limit, what) => Error::Timeout(*limit, what),
+        Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+        other => Error::Protocol(other.to_string()),
+    }
+}
+
+/// Why a connection whose handshake failed with `error` ended, as
+/// [`ConnectionState::Lost`](super::ConnectionState::Lost) reports it: the
+/// server's refusal (ERROR or GOODBYE) or the end of the stream as read; a
+/// server too old as its ERROR `unsupported version`; a broken or late
+/// HELLO as a protocol error.
+pub(super) fn handshake_close_reason(error: &Error) -> CloseReason {
+    match error {
+        Error::ConnectionClosed(reason) => reason.clone(),
+        Error::ServerTooOld { message, .. } => CloseReason::ServerError {
+            code: ErrorCode::UNSUPPORTED_VERSION,
+            message: message.clone(),
+        },
+        Error::Io(e) => CloseReason::io(io::Error::new(e.kind(), e.to_string())),
+        other => CloseReason::Protocol(other.to_string()),
     }
 }
 

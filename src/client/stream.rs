@@ -348,7 +348,7 @@ impl Client {
     /// speak revision 2.2, so that streams and topics are refused.
     pub fn stream_window(&self) -> Option<u32> {
         let current = self.current();
-        let reply = &current.reply;
+        let reply = &current.greeting()?.reply;
         reply.stream_window.filter(|_| reply.accepts(Kind::Item))
     }
 
@@ -427,19 +427,22 @@ impl Client {
         deadline: Option<Duration>,
     ) -> Result<Opened> {
         let connection = self.connection().await?;
-        let reply = &connection.reply;
+        // A connection that sent first: the HELLO reply says whether the
+        // server has streams, and their credit.
+        let greeting = connection.greeted().await?;
+        let reply = &greeting.reply;
         let window = match reply.stream_window {
             Some(window) if reply.accepts(Kind::Item) && reply.accepts(kind) => window,
             _ => {
                 return Err(Error::ServerTooOld {
-                    server: connection.server.server_name.clone(),
+                    server: greeting.server.server_name.clone(),
                     message: "it does not speak protocol revision 2.2 \
                               (streams and topics): its HELLO reply lists no ITEM"
                         .into(),
                 })
             }
         };
-        let max_payload = connection.server.max_frame_len as usize - HEADER_LEN;
+        let max_payload = greeting.server.max_frame_len as usize - HEADER_LEN;
         if payload.len() > max_payload {
             return Err(Error::PayloadTooLarge {
                 len: payload.len(),

@@ -60,7 +60,11 @@ pub(super) async fn supervise(
             }
             return;
         }
-        let (target, options) = (client.target.clone(), client.options.clone());
+        // A reconnect completes its handshake before calls use it (see
+        // `ClientOptions::send_first`): a refusal is then tried again
+        // with the pauses below, not passed on to the calls waiting.
+        let options = client.options.clone().send_first(false);
+        let target = client.target.clone();
         let queue = client.notifications.clone();
         drop(client);
         match reconnect(&shared, &target, &options, &queue, &stop).await {

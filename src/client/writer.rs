@@ -189,6 +189,19 @@ impl Writer {
         }
     }
 
+    /// Frames queued from now on are held to `codec`'s maximum: the
+    /// server's, once its HELLO is read on a connection that sent first
+    /// (until then, frames are held to the smallest maximum a server may
+    /// announce).
+    pub(super) fn set_codec(&self, codec: FrameCodec) {
+        self.state().outbox.set_codec(codec);
+    }
+
+    /// Why writing failed, if it did.
+    pub(super) fn failure(&self) -> Option<CloseReason> {
+        self.state().failed.clone()
+    }
+
     /// No new frames from now on: the flusher writes what is queued, then
     /// shuts the write side down.
     pub(super) fn close(&self) {
@@ -231,8 +244,13 @@ impl Writer {
         self.state().failed.get_or_insert(why.clone());
         self.room.notify_waiters();
         // The reader may not have seen the end yet: without this, new calls
-        // would still pick this connection.
-        self.pending.fail_all(why.clone());
+        // would still pick this connection. But during a handshake in the
+        // background (the client sent first), the reader decides: a server
+        // that refused us may have closed before our frames reached it, and
+        // its refusal, still readable, says more than the failed write.
+        if !self.pending.handshake_in_progress() {
+            self.pending.fail_all(why.clone());
+        }
         why
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{codec, Description, Method};
 use crate::client::{CallOptions, Client};
 use crate::error::{Error, Result};
+use crate::protocol::{Encoding, ErrorCode};
 
 impl Client {
     /// Calls `method` with `request` and returns its decoded response
@@ -49,6 +50,12 @@ impl Client {
     /// metadata the handler reads
     /// ([`ConnectionContext::metadata`](crate::server::ConnectionContext::metadata)),
     /// and its encoding.
+    ///
+    /// Made before the HELLO reply is read, on a client that
+    /// [sent first](crate::ClientOptions::send_first), without an encoding
+    /// in `options`: the params are also encoded in the other encoding,
+    /// and the call is made again in it if the server answers `bad
+    /// request` for one it does not take (it ran nothing).
     pub fn call_with<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
@@ -61,11 +68,35 @@ impl Client {
     {
         let name = method.name();
         let encoding = options.encoding.unwrap_or_else(|| self.encoding());
-        let params = codec::encode(encoding, request)
-            .map_err(|e| Error::Protocol(format!("cannot encode the params of {name}: {e}")));
+        let encode = |encoding| {
+            codec::encode(encoding, request)
+                .map_err(|e| Error::Protocol(format!("cannot encode the params of {name}: {e}")))
+        };
+        let params = encode(encoding);
+        // Before the HELLO reply of a connection that sent first, the
+        // server's encodings are not known: the params are also encoded in
+        // the other encoding, to call again in it if the server turns out
+        // not to take this one (PROTOCOL.md, "Sending first": `bad
+        // request`, not run).
+        let other = match encoding {
+            Encoding::Json => Encoding::MessagePack,
+            Encoding::MessagePack => Encoding::Json,
+        };
+        let fallback = (options.encoding.is_none() && self.encodings().is_empty())
+            .then(|| encode(other).ok())
+            .flatten();
         async move {
-            let result = self.call_raw(name, encoding, &params?, &options).await?;
-            codec::decode(encoding, &result, "result")
+            let mut used = encoding;
+            let mut result = self.call_raw(name, encoding, &params?, &options).await;
+            if let (Err(Error::Server { code, .. }), Some(params)) = (&result, fallback) {
+                let offered = self.encodings();
+                let refused = *code == ErrorCode::BAD_REQUEST && !offered.contains(&encoding);
+                if refused && offered.contains(&other) {
+                    used = other;
+                    result = self.call_raw(name, other, &params, &options).await;
+                }
+            }
+            codec::decode(used, &result?, "result")
                 .map_err(|e| Error::Protocol(format!("the result of {name} does not decode: {e}")))
         }
     }

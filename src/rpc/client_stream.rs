@@ -330,7 +330,7 @@ impl Client {
     where
         Req: Serialize,
     {
-        let (encoding, params) = self.encode_params(method.name(), params, &options)?;
+        let (encoding, params) = self.encode_params(method.name(), params, &options).await?;
         let raw = self
             .stream_raw(method.name(), encoding, &params, &options)
             .await?;
@@ -392,7 +392,7 @@ impl Client {
     where
         Req: Serialize,
     {
-        let (encoding, params) = self.encode_params(method.name(), params, &options)?;
+        let (encoding, params) = self.encode_params(method.name(), params, &options).await?;
         let (upload, raw) = self
             .upload_raw(method.name(), encoding, &params, &options)
             .await?;
@@ -424,6 +424,8 @@ impl Client {
     /// [`subscribe`](Self::subscribe) to a topic named at run time (a
     /// tool such as `pipesvc watch`, with `E` = [`serde_json::Value`]).
     pub async fn subscribe_to<E: DeserializeOwned>(&self, topic: &str) -> Result<Subscription<E>> {
+        // The client's encoding is known once the handshake is done.
+        self.handshake_done().await?;
         let encoding = self.encoding();
         let raw = self.subscribe_raw(topic, encoding).await?;
         Ok(Subscription {
@@ -437,12 +439,18 @@ impl Client {
         })
     }
 
-    fn encode_params<Req: Serialize>(
+    /// The params in the call's encoding: the client's, known once the
+    /// handshake is done (a stream waits for the HELLO reply anyway, on a
+    /// connection that [sent first](crate::ClientOptions::send_first)).
+    async fn encode_params<Req: Serialize>(
         &self,
         name: &str,
         params: &Req,
         options: &CallOptions,
     ) -> Result<(Encoding, Vec<u8>)> {
+        if options.encoding.is_none() {
+            self.handshake_done().await?;
+        }
         let encoding = options.encoding.unwrap_or_else(|| self.encoding());
         let params = codec::encode(encoding, params)
             .map_err(|e| Error::Protocol(format!("cannot encode the params of {name}: {e}")))?;

@@ -20,22 +20,38 @@
 //!
 //! The buffer itself grows with the bytes that arrive and fallibly (see
 //! [`crate::protocol::FrameCodec`]).
+//!
+//! **An idle connection holds no read buffer.** A connection that waits
+//! for the client with nothing buffered drops its buffer and waits for the
+//! client's next byte with a one-byte read into the stack; only then does
+//! it make a buffer again. It does so at once the first [`BUSY_WAITS`]
+//! times it waits (a connection that says HELLO, makes a call or two and
+//! waits, as most do), so that a storm of such
+//! connections never holds their buffers at once; a busier connection
+//! keeps its buffer between requests, allocating nothing per request,
+//! until a whole tick of its clock (at most a second) passes without a
+//! request ([`Input::give_back_read_buffer`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
+use tokio::io::ReadBuf;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::budget::MemoryBudget;
 use super::Config;
-use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION, READ_CHUNK};
 use crate::transport::ServerIo;
+
+/// The size of a read buffer made for a connection (tokio-util's
+/// `FramedRead` starts with as much).
+pub(super) const READ_BUFFER_START: usize = READ_CHUNK;
 
 /// The largest `length` the server accepts before it has accepted the
 /// client's HELLO, or its `max_frame_len` if that is smaller. A v1 HELLO
@@ -103,7 +119,18 @@ pub(super) struct Input<S> {
     /// when a frame is delivered.
     armed: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The read buffer was given back: the next read waits for a byte
+    /// before it makes one.
+    quiet: bool,
+    /// Waits for the client between frames (counted up to [`BUSY_WAITS`]).
+    waits: u32,
 }
+
+/// Times a connection waits for its client between frames before it keeps
+/// its read buffer while it waits: until then the buffer goes back at
+/// every wait (a new one costs an allocation and a one-byte read), from
+/// then on only at a quiet tick.
+pub(super) const BUSY_WAITS: u32 = 4;
 
 impl<S: ServerIo> Input<S> {
     /// Reads `stream`, accepting only handshake-sized frames until
@@ -123,6 +150,8 @@ impl<S: ServerIo> Input<S> {
             frame_timeout: config.frame_timeout,
             armed: false,
             deadline: None,
+            quiet: false,
+            waits: 0,
         }
     }
 
@@ -149,6 +178,55 @@ impl<S: ServerIo> Input<S> {
 
     pub(super) fn read_buffer_mut(&mut self) -> &mut BytesMut {
         self.frames.read_buffer_mut()
+    }
+
+    /// Whether the connection holds a read buffer (until a quiet tick
+    /// gives it back).
+    pub(super) fn holds_read_buffer(&self) -> bool {
+        !self.quiet
+    }
+
+    /// Drops the read buffer if nothing is buffered: the connection has
+    /// had no request for a whole tick. It still counts as busy (see
+    /// [`BUSY_WAITS`]): when the client writes again, it takes a buffer
+    /// and keeps it until the next quiet tick, rather than making one for
+    /// each frame of what may be another burst.
+    pub(super) fn give_back_read_buffer(&mut self) {
+        self.drop_buffer();
+    }
+
+    /// Drops the read buffer if nothing is buffered. Its memory goes once
+    /// no payload read into it is held any more (a handler that kept one
+    /// keeps it, not the connection).
+    #[cold]
+    #[inline(never)]
+    fn drop_buffer(&mut self) {
+        let buffer = self.frames.read_buffer_mut();
+        if self.quiet || !buffer.is_empty() {
+            return;
+        }
+        *buffer = BytesMut::new();
+        self.quiet = true;
+    }
+
+    /// Waits, with no buffer, for the first byte after a quiet spell (a
+    /// read of one byte into the stack), then makes a buffer and puts the
+    /// byte there. A frame is longer than a byte, so the frame reader
+    /// reads again before it can decode one, and sees the rest (or the end
+    /// of the stream: then the byte is a cut frame, as it should be).
+    // Out of line: the hot path (a busy connection's reads) never takes
+    // it, and inlined it cost every read about 20 instructions.
+    #[cold]
+    #[inline(never)]
+    fn poll_first_byte(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CodecError>> {
+        let mut byte = [0u8; 1];
+        let mut read = ReadBuf::new(&mut byte);
+        ready!(Pin::new(self.frames.get_mut()).poll_read(cx, &mut read))?;
+        let buffer = self.frames.read_buffer_mut();
+        *buffer = BytesMut::with_capacity(READ_BUFFER_START);
+        buffer.extend_from_slice(read.filled());
+        self.quiet = false;
+        Poll::Ready(Ok(()))
     }
 
     /// Fails the frame being received if its deadline has passed; arms the
@@ -180,14 +258,22 @@ impl<S: ServerIo> Stream for Input<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.quiet {
+            ready!(this.poll_first_byte(cx))?;
+        }
         match this.frames.poll_next_unpin(cx) {
             Poll::Ready(item) => {
                 this.armed = false;
                 Poll::Ready(item)
             }
-            // Waiting between frames: no deadline (the idle timeout's job).
+            // Waiting between frames: no deadline (the idle timeout's
+            // job), and no buffer unless the connection is busy.
             Poll::Pending if this.frames.read_buffer().is_empty() => {
                 this.armed = false;
+                if this.waits < BUSY_WAITS {
+                    this.waits += 1;
+                    this.drop_buffer();
+                }
                 Poll::Pending
             }
             // Part of a frame is here; the rest is not.

@@ -35,6 +35,19 @@ mod per_thread {
     thread_local!(pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) });
     thread_local!(pub static HELD: Cell<isize> = const { Cell::new(0) });
     thread_local!(pub static PEAK: Cell<isize> = const { Cell::new(0) });
+    // Blocks of at least `LARGE_BLOCK` bytes allocated by each thread,
+    // less those it freed.
+    thread_local!(pub static LARGE: Cell<isize> = const { Cell::new(0) });
+}
+
+/// The size from which [`thread_large_blocks`] counts a block: a
+/// connection's read buffer is made this large.
+pub const LARGE_BLOCK: usize = 8 * 1024;
+
+/// Blocks of at least [`LARGE_BLOCK`] bytes this thread allocated, less
+/// those it freed.
+pub fn thread_large_blocks() -> isize {
+    per_thread::LARGE.with(Cell::get)
 }
 
 /// Allocations made by this thread so far (a `realloc` counts as one).
@@ -84,6 +97,10 @@ fn count(allocated: bool, freed: usize, taken: usize) {
     // Never fails: a const-initialised Cell has no destructor to run.
     if allocated {
         let _ = per_thread::ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+    let large = (taken >= LARGE_BLOCK) as isize - (freed >= LARGE_BLOCK) as isize;
+    if large != 0 {
+        let _ = per_thread::LARGE.try_with(|n| n.set(n.get() + large));
     }
     let _ = per_thread::HELD.try_with(|held| {
         let now = held.get() + taken as isize - freed as isize;

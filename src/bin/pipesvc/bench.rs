@@ -46,8 +46,11 @@ pub struct BenchArgs {
     /// Print one JSON object with the results as the last line.
     #[arg(long)]
     json: bool,
-    /// Every request on a fresh connection: connect (with its handshake),
-    /// one request, close; --clients such loops at once. Measures how fast
+    /// Every request on a fresh connection: connect, one request, close;
+    /// --clients such loops at once. The request goes out right behind the
+    /// client's HELLO, before the server's is read (the client option
+    /// `send_first`: connect and answer in one round trip; a request or
+    /// call over 68 bytes waits for the server's HELLO). Measures how fast
     /// the service takes connections (`connections_per_sec` in --json);
     /// the latency shown is that of the whole connect, request and close.
     /// --inflight must be 1.
@@ -252,6 +255,10 @@ async fn load_connecting(endpoint: &Endpoint, args: &BenchArgs) -> pipesvc::Resu
     let first = Client::connect_with(endpoint, options.clone()).await?;
     let work = Work::new(args, &first)?;
     first.close().await;
+    // Each loop's connection sends its request right behind its HELLO
+    // (`send_first`): connect and answer in one round trip, as a client
+    // that connects, asks once and goes would be written.
+    let options = options.send_first(true);
     let plan = Plan::new(args);
     let loops: Vec<_> = (0..args.clients)
         .map(|_| {

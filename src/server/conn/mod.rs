@@ -30,7 +30,7 @@ use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
@@ -154,11 +154,21 @@ impl<H: Handler> Connection<H> {
     ) -> (End, Option<ConnectionContext>) {
         let hello = ServerHello::new(self.config.max_frame_len, self.config.name.clone());
         link.push(Frame::new(Kind::Hello, 0, hello.encode()));
-        if let Err(e) = link.flush().await {
-            tracing::debug!(error = %e, "cannot send HELLO");
-            return (End::PeerGone, None);
+        // A client of revision 2.3 may have sent its HELLO without waiting
+        // for ours: if it is here already, our HELLO goes out with what
+        // answers it (the HELLO reply), in one write. Otherwise ours goes
+        // out now, and the client's is waited for.
+        let early = link.wire.input.next().now_or_never();
+        // Only a whole frame waits for the reply; anything else (nothing yet,
+        // a read error, the end of input) finds our HELLO sent first, as
+        // every server sends it whatever it has received.
+        if !matches!(early, Some(Some(Ok(_)))) {
+            if let Err(e) = link.flush().await {
+                tracing::debug!(error = %e, "cannot send HELLO");
+                return (End::PeerGone, None);
+            }
         }
-        let admitted = match self.handshake(link).await {
+        let admitted = match self.handshake(link, early).await {
             Ok(hello) => self.caller(link).await.map(|caller| (hello, caller)),
             Err(end) => Err(end),
         };
@@ -254,15 +264,25 @@ impl<H: Handler> Connection<H> {
         Ok(caller)
     }
 
-    /// Waits for the client's HELLO and checks it; the connection's
-    /// protocol version (the lower of the client's and ours), and whether
-    /// the client takes ITEM and CREDIT (it may open streams).
-    async fn handshake<S: ServerIo>(&self, link: &mut Link<S>) -> Result<(u16, bool), End> {
+    /// Waits for the client's HELLO (unless it was read already: `early`)
+    /// and checks it; the connection's protocol version (the lower of the
+    /// client's and ours), and whether the client takes ITEM and CREDIT (it
+    /// may open streams). Frames the client sent right behind its HELLO
+    /// stay in the read buffer, and are read once the handshake is done,
+    /// under the server's own maximum (PROTOCOL.md, revision 2.3).
+    async fn handshake<S: ServerIo>(
+        &self,
+        link: &mut Link<S>,
+        early: Option<Option<Result<Frame, CodecError>>>,
+    ) -> Result<(u16, bool), End> {
         let timeout = self.config.handshake_timeout;
         let wire = &mut link.wire;
-        let first = tokio::select! {
-            first = tokio::time::timeout(timeout, wire.input.next()) => first,
-            _ = self.shared.shutdown.cancelled() => return Err(End::Shutdown),
+        let first = match early {
+            Some(read) => Ok(read),
+            None => tokio::select! {
+                first = tokio::time::timeout(timeout, wire.input.next()) => first,
+                _ = self.shared.shutdown.cancelled() => return Err(End::Shutdown),
+            },
         };
         let frame = match first {
             Err(_) => {

@@ -251,7 +251,7 @@ impl<S: ServerIo> Link<S> {
         state: &mut State<'_>,
     ) -> Poll<Option<Event>> {
         if !state.tick.is_armed() {
-            if !state.needs_tick(in_flight) {
+            if !state.needs_tick(in_flight) && !self.wire.holds_read_buffer() {
                 return Poll::Pending;
             }
             state.tick.arm();
@@ -289,7 +289,7 @@ impl<S: ServerIo> Link<S> {
             in_flight.trim();
             state.waiting.trim();
             state.share.trim();
-            self.wire.shrink_read_buffer();
+            self.wire.give_back_read_buffer();
             if !state.needs_tick(in_flight) {
                 state.tick.trim();
             }

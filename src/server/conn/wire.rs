@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::time::{Instant, Sleep};
 
 use super::super::in_flight::error_that_fits;
-use super::super::input::Input;
+use super::super::input::{Input, READ_BUFFER_START};
 use super::super::stats::Tally;
 use super::super::{Config, Shared};
 use super::turn::Event;
@@ -26,10 +26,6 @@ use crate::transport::ServerIo;
 
 /// A read buffer larger than this is given back once it is empty.
 const READ_BUFFER_KEEP: usize = 64 * 1024;
-
-/// The size of a read buffer made again after a large frame (`FramedRead`'s
-/// own initial size).
-const READ_BUFFER_START: usize = 8 * 1024;
 
 /// The connection's stream: what is read from it, and what waits to be
 /// written to it.
@@ -125,13 +121,18 @@ impl<S: ServerIo> Wire<S> {
         }
     }
 
-    /// Replaces an empty read buffer larger than a new one with a new one:
-    /// what a quiet connection keeps of a burst (the tick's trim).
-    pub(super) fn shrink_read_buffer(&mut self) {
-        let buffer = self.input.read_buffer_mut();
-        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_START {
-            *buffer = BytesMut::with_capacity(READ_BUFFER_START);
-        }
+    /// Gives an empty read buffer back, and the outbox's staging buffer if
+    /// nothing waits to be written: the connection has been quiet for a
+    /// tick (see [`Input::give_back_read_buffer`]).
+    pub(super) fn give_back_read_buffer(&mut self) {
+        self.input.give_back_read_buffer();
+        self.outbox.give_back();
+    }
+
+    /// Whether the connection holds a read buffer: then its tick runs, to
+    /// give it back once the connection is quiet.
+    pub(super) fn holds_read_buffer(&self) -> bool {
+        self.input.holds_read_buffer()
     }
 
     /// Writes what the outbox holds, once (no deadline).
