@@ -35,6 +35,8 @@
 //!   commands and the Service Control Manager entry point (implies
 //!   `config` and `logging`).
 //! - `testing`: `testing`, helpers for a product's tests.
+//! - `peers`: nothing in the library; the comparison bench's tonic and
+//!   tarpc contenders (Unix only).
 //!
 //! With `default-features = false` the library needs only Tokio,
 //! tokio-util, bytes, futures-util, tracing and thiserror.

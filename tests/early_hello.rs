@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{guard, unique_endpoint, RawClient, TestServer};
-use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use pipesvc::protocol::{
     CallHeader, ClientHello, Encoding, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply,
     Kind, ServerHello,
 };
-use pipesvc::server::{Calls, ConnectionContext, Handler, Server, ServiceError};
+use pipesvc::server::{ConnectionContext, Handler, Server, ServiceError};
 use pipesvc::{Client, ClientOptions};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
@@ -31,33 +30,6 @@ impl Handler for Counting {
     async fn call(&self, request: Bytes, _: ConnectionContext) -> Result<Bytes, ServiceError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(request)
-    }
-}
-
-/// `echo`, JSON only.
-struct JsonEcho;
-
-impl Calls for JsonEcho {
-    fn encodings(&self) -> &[Encoding] {
-        &[Encoding::Json]
-    }
-
-    fn description(&self) -> Bytes {
-        Bytes::from_static(br#"{"service":"test","version":"1","protocol":2,"encodings":["json"],"methods":[{"name":"echo"}]}"#)
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        _encoding: Encoding,
-        params: Bytes,
-        _ctx: ConnectionContext,
-    ) -> BoxFuture<'static, Result<Bytes, ServiceError>> {
-        let answer = match method {
-            "echo" => Ok(params),
-            other => Err(ServiceError::unknown_method(other)),
-        };
-        Box::pin(async move { answer })
     }
 }
 
@@ -108,7 +80,7 @@ async fn expect_handshake(client: &mut RawClient, version: u16) -> Option<HelloR
 fn server(test: &str, counting: &Counting) -> TestServer {
     let server = Server::builder(unique_endpoint(test))
         .handler(counting.clone())
-        .calls(JsonEcho)
+        .calls(common::JsonEcho)
         .max_in_flight(1)
         .build()
         .expect("build");

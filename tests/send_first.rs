@@ -432,39 +432,11 @@ async fn a_reconnect_completes_its_handshake_before_calls_use_it() {
     let _serving = guard(server).await.unwrap();
 }
 
-/// `echo`, JSON only: a server that does not take MessagePack, the
-/// client's default encoding.
-struct JsonEcho;
-
-impl pipesvc::server::Calls for JsonEcho {
-    fn encodings(&self) -> &[Encoding] {
-        &[Encoding::Json]
-    }
-
-    fn description(&self) -> Bytes {
-        Bytes::from_static(br#"{"service":"test","version":"1","protocol":2,"encodings":["json"],"methods":[{"name":"echo"}]}"#)
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        _encoding: Encoding,
-        params: Bytes,
-        _ctx: pipesvc::server::ConnectionContext,
-    ) -> futures_util::future::BoxFuture<'static, Result<Bytes, pipesvc::server::ServiceError>>
-    {
-        let answer = match method {
-            "echo" => Ok(params),
-            other => Err(pipesvc::server::ServiceError::unknown_method(other)),
-        };
-        Box::pin(async move { answer })
-    }
-}
-
 /// A typed call made before the HELLO reply is in the client's encoding
 /// (MessagePack); a server that takes JSON only answers `bad request`
 /// without running it, and the call is made again in JSON. A stream's
 /// encoding is chosen once the handshake is done.
+#[cfg(feature = "rpc")]
 #[tokio::test]
 async fn an_early_typed_call_in_an_encoding_the_server_refuses_is_made_again() {
     const ECHO: pipesvc::rpc::Method<String, String> =
@@ -475,7 +447,7 @@ async fn an_early_typed_call_in_an_encoding_the_server_refuses_is_made_again() {
                 Ok::<_, pipesvc::server::ServiceError>(r)
             },
         )
-        .calls(JsonEcho)
+        .calls(common::JsonEcho)
         .build()
         .expect("build");
     let serving = TestServer::start(server);

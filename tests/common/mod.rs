@@ -303,3 +303,32 @@ pub fn copy_executable(from: &std::path::Path, to: &std::path::Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
         .expect("make the copy executable");
 }
+
+/// Typed calls by hand: `echo` returns its params, in JSON only (a server
+/// that does not take MessagePack, the client's default encoding).
+pub struct JsonEcho;
+
+impl pipesvc::server::Calls for JsonEcho {
+    fn encodings(&self) -> &[pipesvc::protocol::Encoding] {
+        &[pipesvc::protocol::Encoding::Json]
+    }
+
+    fn description(&self) -> Bytes {
+        Bytes::from_static(br#"{"service":"test","version":"1","protocol":2,"encodings":["json"],"methods":[{"name":"echo"}]}"#)
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        _encoding: pipesvc::protocol::Encoding,
+        params: Bytes,
+        _ctx: pipesvc::server::ConnectionContext,
+    ) -> futures_util::future::BoxFuture<'static, Result<Bytes, pipesvc::server::ServiceError>>
+    {
+        let answer = match method {
+            "echo" => Ok(params),
+            other => Err(pipesvc::server::ServiceError::unknown_method(other)),
+        };
+        Box::pin(async move { answer })
+    }
+}
