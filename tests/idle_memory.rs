@@ -91,12 +91,8 @@ async fn held_by_idle_connections(
     };
     let (to_client, from_test) = std_mpsc::channel::<Vec<_>>();
     let (to_test, mut from_client) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let client = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
+    let client = common::on_thread(move || {
+        async move {
             let mut open: Vec<RawClient> = Vec::new();
             while let Ok(streams) = from_test.recv() {
                 if streams.is_empty() {
@@ -120,7 +116,7 @@ async fn held_by_idle_connections(
                 }
                 to_test.send(()).unwrap();
             }
-        });
+        }
     });
     let large_start = large_blocks();
     to_client.send(streams(WARM_UP)).unwrap();
