@@ -118,12 +118,30 @@ impl Client {
     /// knows, else the option (the server will answer `bad request`,
     /// naming what it offers).
     pub fn encoding(&self) -> Encoding {
+        self.call_encoding().0
+    }
+
+    /// [`Client::encoding`], and whether the server's encodings are known
+    /// (false before the HELLO reply of a connection that sent first),
+    /// from one look at the connection and without allocating: every
+    /// typed call asks.
+    pub(crate) fn call_encoding(&self) -> (Encoding, bool) {
         let wanted = self.shared.options.encoding;
-        let offered = self.encodings();
-        match offered.contains(&wanted) {
+        let current = self.current();
+        let Some(greeting) = current.greeting() else {
+            return (wanted, false);
+        };
+        let mut offered = greeting
+            .reply
+            .encodings
+            .iter()
+            .filter_map(|&byte| Encoding::from_u8(byte));
+        let first = offered.clone().next();
+        let encoding = match offered.any(|e| e == wanted) {
             true => wanted,
-            false => offered.first().copied().unwrap_or(wanted),
-        }
+            false => first.unwrap_or(wanted),
+        };
+        (encoding, true)
     }
 
     /// The encodings the server accepts for CALL params, in its order of

@@ -129,6 +129,7 @@ impl State {
 
     /// Why a new request is refused, if it is: the handshake's error, or
     /// what ended the connection.
+    #[inline]
     fn refusal(&self) -> Result<()> {
         if let Some(failed) = &self.handshake_failed {
             return Err(replicate(failed));

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -67,7 +68,10 @@ impl Client {
         Resp: DeserializeOwned,
     {
         let name = method.name();
-        let encoding = options.encoding.unwrap_or_else(|| self.encoding());
+        let (encoding, known) = match options.encoding {
+            Some(encoding) => (encoding, true),
+            None => self.call_encoding(),
+        };
         let encode = |encoding| {
             codec::encode(encoding, request)
                 .map_err(|e| Error::Protocol(format!("cannot encode the params of {name}: {e}")))
@@ -77,28 +81,49 @@ impl Client {
         // server's encodings are not known: the params are also encoded in
         // the other encoding, to call again in it if the server turns out
         // not to take this one (PROTOCOL.md, "Sending first": `bad
-        // request`, not run).
-        let other = match encoding {
-            Encoding::Json => Encoding::MessagePack,
-            Encoding::MessagePack => Encoding::Json,
-        };
-        let fallback = (options.encoding.is_none() && self.encodings().is_empty())
-            .then(|| encode(other).ok())
+        // request`, not run). Boxed, as is that second call: the common
+        // call's future stays as small as it was, and is built in place.
+        let fallback = (!known)
+            .then(|| {
+                let other = match encoding {
+                    Encoding::Json => Encoding::MessagePack,
+                    Encoding::MessagePack => Encoding::Json,
+                };
+                encode(other).ok().map(|params| Box::new((other, params)))
+            })
             .flatten();
         async move {
             let mut used = encoding;
             let mut result = self.call_raw(name, encoding, &params?, &options).await;
-            if let (Err(Error::Server { code, .. }), Some(params)) = (&result, fallback) {
-                let offered = self.encodings();
-                let refused = *code == ErrorCode::BAD_REQUEST && !offered.contains(&encoding);
-                if refused && offered.contains(&other) {
-                    used = other;
-                    result = self.call_raw(name, other, &params, &options).await;
-                }
+            if let Some(fallback) = fallback {
+                (used, result) =
+                    Box::pin(self.again_if_refused(name, encoding, result, *fallback, &options))
+                        .await;
             }
-            codec::decode(used, &result?, "result")
-                .map_err(|e| Error::Protocol(format!("the result of {name} does not decode: {e}")))
+            decode_result(name, used, &result?)
         }
+    }
+
+    /// A typed call's `result` in `encoding`, made before the server's
+    /// encodings were known; if the server answered `bad request` and does
+    /// not take `encoding` but takes the other one, the call made again
+    /// in it. Returns the encoding of the result.
+    async fn again_if_refused(
+        &self,
+        name: &str,
+        encoding: Encoding,
+        result: Result<Bytes>,
+        (other, params): (Encoding, Vec<u8>),
+        options: &CallOptions,
+    ) -> (Encoding, Result<Bytes>) {
+        if let Err(Error::Server { code, .. }) = &result {
+            let offered = self.encodings();
+            let refused = *code == ErrorCode::BAD_REQUEST && !offered.contains(&encoding);
+            if refused && offered.contains(&other) {
+                return (other, self.call_raw(name, other, &params, options).await);
+            }
+        }
+        (encoding, result)
     }
 
     /// Asks the server what it offers (DESCRIBE, protocol 2): its name,
@@ -108,4 +133,14 @@ impl Client {
         serde_json::from_slice(&json)
             .map_err(|e| Error::Protocol(format!("the description does not decode: {e}")))
     }
+}
+
+/// Decodes a typed call's result.
+fn decode_result<Resp: DeserializeOwned>(
+    name: &str,
+    encoding: Encoding,
+    result: &[u8],
+) -> Result<Resp> {
+    codec::decode(encoding, result, "result")
+        .map_err(|e| Error::Protocol(format!("the result of {name} does not decode: {e}")))
 }
