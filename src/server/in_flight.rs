@@ -362,7 +362,8 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         }
         self.slots = Vec::new();
         self.free = Vec::new();
-        self.ids = HashMap::default();
+        // Its seed kept: making one costs a SipHash.
+        self.ids = HashMap::with_hasher(self.ids.hasher().clone());
         // Wakes still queued name slots that are gone.
         *lock(&self.woken.slots) = VecDeque::new();
     }
