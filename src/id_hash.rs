@@ -1,8 +1,8 @@
 //! A cheap hasher for the tables keyed by request id (`u32`): the
 //! server's in-flight table and the client's pending table. Each is
 //! looked up two or three times per request, and the standard library's
-//! SipHash-1-3 cost about 130 instructions a lookup there (issue 23: 4 of them were 660 instructions of a 64-byte
-//! round trip's 9,300).
+//! SipHash-1-3 cost about 130 instructions a lookup there (issue 23: 4
+//! of them were about 660 instructions of a 64-byte round trip's 9,300).
 //!
 //! One folded 64x64->128 multiply of the id with a per-table random seed
 //! (the mix foldhash and ahash use): every bit of the id moves the low
