@@ -47,6 +47,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 mod frame_io;
+mod id_hash;
 mod log_limit;
 pub mod ops;
 pub mod protocol;

@@ -253,7 +253,7 @@ fn the_crate_counts_are_what_cargo_tree_measures() {
 
 /// What each layer may not use: the layers beside and above it
 /// (ARCHITECTURE.md, "Modules"). Helpers (`endpoint`, `error`, `validate`,
-/// `log_limit`, `frame_io`) may use only `protocol` and each other.
+/// `log_limit`, `frame_io`, `id_hash`) may use only `protocol` and each other.
 const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "protocol",
@@ -286,6 +286,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     (
         "frame_io",
+        &["transport", "server", "client", "rpc", "ops", "testing"],
+    ),
+    (
+        "id_hash",
         &["transport", "server", "client", "rpc", "ops", "testing"],
     ),
 ];

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::stream::{Delivery, Flow};
 use super::writer::Writer;
 use crate::error::{CloseReason, Error, Result};
+use crate::id_hash::IdHash;
 use crate::protocol::{ErrorCode, Frame, HelloReply, Kind, ServerHello};
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
@@ -75,7 +76,7 @@ pub(super) struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    waiters: HashMap<u32, Slot>,
+    waiters: HashMap<u32, Slot, IdHash>,
     /// How many of `waiters` are [`Slot::Abandoned`].
     abandoned: usize,
     /// How many of `waiters` are [`Slot::Stream`]: open streams do not

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::stream::{StreamIo, StreamItems};
 use super::{lock, Calls, ConnectionContext, Handler, ServiceError};
+use crate::id_hash::IdHash;
 use crate::log_limit::limited;
 use crate::protocol::{decode_credit, Encoding, ErrorCode, ErrorPayload, Frame, Kind};
 
@@ -45,7 +46,7 @@ pub(super) struct InFlight<F> {
     free: Vec<usize>,
     /// The id of each running request, and its slot (so that one can be
     /// cancelled by id).
-    ids: HashMap<u32, usize>,
+    ids: HashMap<u32, usize, IdHash>,
     woken: Arc<Woken>,
     limit: usize,
     /// Bytes held by requests that have finished (or were dropped) since
@@ -142,7 +143,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         InFlight {
             slots: Vec::new(),
             free: Vec::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             woken: Arc::default(),
             limit,
             released: 0,
@@ -361,7 +362,8 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         }
         self.slots = Vec::new();
         self.free = Vec::new();
-        self.ids = HashMap::new();
+        // Its seed kept: making one costs a SipHash.
+        self.ids = HashMap::with_hasher(self.ids.hasher().clone());
         // Wakes still queued name slots that are gone.
         *lock(&self.woken.slots) = VecDeque::new();
     }
