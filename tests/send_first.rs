@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{guard, unique_endpoint, RawClient, TestServer};
+use common::{guard, RawClient};
 use pipesvc::client::ConnectionState;
 use pipesvc::error::CloseReason;
 use pipesvc::protocol::{
@@ -188,7 +188,7 @@ async fn a_refusal_fails_the_early_request_with_the_refusal() {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_real_server_at_its_limit_fails_the_early_request_with_overloaded() {
-    let endpoint = unique_endpoint("send-first-overloaded");
+    let endpoint = common::unique_endpoint("send-first-overloaded");
     let server = pipesvc::Server::builder(endpoint.clone())
         .handler(
             |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
@@ -198,7 +198,7 @@ async fn a_real_server_at_its_limit_fails_the_early_request_with_overloaded() {
         .max_connections(1)
         .bind()
         .expect("bind");
-    let serving = TestServer::start(server);
+    let serving = common::TestServer::start(server);
     let holder = guard(Client::connect(&endpoint)).await.expect("the one");
     let client = guard(Client::connect_with(&endpoint, send_first()))
         .await
@@ -441,7 +441,7 @@ async fn a_reconnect_completes_its_handshake_before_calls_use_it() {
 async fn an_early_typed_call_in_an_encoding_the_server_refuses_is_made_again() {
     const ECHO: pipesvc::rpc::Method<String, String> =
         pipesvc::rpc::Method::new("echo", "The params, back");
-    let server = pipesvc::Server::builder(unique_endpoint("send-first-json"))
+    let server = pipesvc::Server::builder(common::unique_endpoint("send-first-json"))
         .handler(
             |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
                 Ok::<_, pipesvc::server::ServiceError>(r)
@@ -450,7 +450,7 @@ async fn an_early_typed_call_in_an_encoding_the_server_refuses_is_made_again() {
         .calls(common::JsonEcho)
         .build()
         .expect("build");
-    let serving = TestServer::start(server);
+    let serving = common::TestServer::start(server);
     let stream = serving.memory_stream().expect("a stream");
     let client = guard(Client::from_io(stream, send_first()))
         .await
