@@ -219,7 +219,16 @@ async fn an_idle_connection_holds_no_read_buffer_in_memory() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_idle_after_a_large_request_holds_no_read_buffer() {
-    let held = held_by_idle_connections("idle-large", Transport::Socket, 256 * 1024, 1).await;
+    // On Windows mio keeps each pipe's last read and write buffers for
+    // reuse (as large as the 256 KiB request and its answer): below
+    // pipesvc, and not given back by it. The read buffer is the same on
+    // every transport, so there it is counted in memory.
+    let transport = if cfg!(windows) {
+        Transport::Memory
+    } else {
+        Transport::Socket
+    };
+    let held = held_by_idle_connections("idle-large", transport, 256 * 1024, 1).await;
     assert_no_read_buffers(&held);
 }
 
