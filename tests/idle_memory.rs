@@ -217,18 +217,16 @@ async fn an_idle_connection_holds_no_read_buffer_in_memory() {
     assert_no_read_buffers(&held);
 }
 
+// Unix only: on Windows mio keeps each pipe's last read and write buffers
+// for reuse, as large as the 256 KiB request (the Wine run counted 160
+// blocks of 8 KiB or more for 64 connections), and the in-memory stream
+// keeps its own 64 KiB buffer on the thread that made it, so the count
+// cannot tell pipesvc's read buffer from theirs. The mechanism is the same
+// code on every platform; the other tests here run on Windows too.
+#[cfg(unix)]
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_idle_after_a_large_request_holds_no_read_buffer() {
-    // On Windows mio keeps each pipe's last read and write buffers for
-    // reuse (as large as the 256 KiB request and its answer): below
-    // pipesvc, and not given back by it. The read buffer is the same on
-    // every transport, so there it is counted in memory.
-    let transport = if cfg!(windows) {
-        Transport::Memory
-    } else {
-        Transport::Socket
-    };
-    let held = held_by_idle_connections("idle-large", transport, 256 * 1024, 1).await;
+    let held = held_by_idle_connections("idle-large", Transport::Socket, 256 * 1024, 1).await;
     assert_no_read_buffers(&held);
 }
 
