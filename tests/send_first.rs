@@ -112,10 +112,7 @@ async fn the_hello_and_first_request_go_out_before_the_server_says_anything() {
     assert_eq!(client.server_name(), "");
     assert_eq!(client.server_max_frame_len(), 74);
     assert!(client.encodings().is_empty());
-    let asking = tokio::spawn({
-        let client = client.clone();
-        async move { client.request("early").await }
-    });
+    let asking = ask_early(&client);
     let request = read_hello_and_request(&mut server).await;
     assert_eq!(
         (request.kind, &request.payload[..]),
@@ -144,10 +141,7 @@ async fn a_refusal_fails_the_early_request_with_the_refusal() {
         (ErrorCode::NOT_ALLOWED, "not for you"),
     ] {
         let (mut server, client) = scripted().await;
-        let asking = tokio::spawn({
-            let client = client.clone();
-            async move { client.request("early").await }
-        });
+        let asking = ask_early(&client);
         read_hello_and_request(&mut server).await;
         server.send(error_frame(code, message)).await;
         let failed = guard(asking).await.unwrap().expect_err("refused");
@@ -169,10 +163,7 @@ async fn a_refusal_fails_the_early_request_with_the_refusal() {
     }
 
     let (mut server, client) = scripted().await;
-    let asking = tokio::spawn({
-        let client = client.clone();
-        async move { client.request("early").await }
-    });
+    let asking = ask_early(&client);
     read_hello_and_request(&mut server).await;
     let goodbye = Frame::new(Kind::Goodbye, 0, Bytes::from_static(b"restarting"));
     server.send(goodbye).await;
@@ -219,10 +210,7 @@ async fn a_real_server_at_its_limit_fails_the_early_request_with_overloaded() {
 #[tokio::test]
 async fn a_version_1_server_fails_the_early_request_with_server_too_old() {
     let (mut server, client) = scripted().await;
-    let asking = tokio::spawn({
-        let client = client.clone();
-        async move { client.request("early").await }
-    });
+    let asking = ask_early(&client);
     read_hello_and_request(&mut server).await;
     let hello = ServerHello::new(1 << 16, "old");
     server
@@ -250,10 +238,7 @@ async fn a_version_1_server_fails_the_early_request_with_server_too_old() {
 #[tokio::test]
 async fn a_server_that_closes_fails_the_early_request() {
     let (mut server, client) = scripted().await;
-    let asking = tokio::spawn({
-        let client = client.clone();
-        async move { client.request("early").await }
-    });
+    let asking = ask_early(&client);
     read_hello_and_request(&mut server).await;
     drop(server);
     let failed = guard(asking).await.unwrap().expect_err("closed");
@@ -293,10 +278,7 @@ async fn a_server_gone_at_once_fails_connect() {
 #[tokio::test]
 async fn a_broken_hello_fails_the_early_request_with_a_protocol_error() {
     let (mut server, client) = scripted().await;
-    let asking = tokio::spawn({
-        let client = client.clone();
-        async move { client.request("early").await }
-    });
+    let asking = ask_early(&client);
     read_hello_and_request(&mut server).await;
     server
         .send(Frame::new(Kind::Hello, 0, Bytes::from_static(b"XXXX")))
@@ -476,10 +458,7 @@ async fn a_silent_server_fails_the_early_request_at_the_handshake_deadline() {
         .await
         .expect("connect");
     let mut server = RawClient::over(theirs);
-    let asking = tokio::spawn({
-        let client = client.clone();
-        async move { client.request("early").await }
-    });
+    let asking = ask_early(&client);
     read_hello_and_request(&mut server).await;
     let failed = guard(asking).await.unwrap().expect_err("timed out");
     assert!(
@@ -489,4 +468,11 @@ async fn a_silent_server_fails_the_early_request_at_the_handshake_deadline() {
     );
     assert!(matches!(lost(&client).await, CloseReason::Protocol(_)));
     drop(server);
+}
+
+/// The client's first request ("early"), made in a task of its own so that
+/// the scripted server can read it before it answers anything.
+fn ask_early(client: &Client) -> tokio::task::JoinHandle<Result<Bytes, Error>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.request("early").await })
 }
