@@ -18,10 +18,12 @@
 //! - `wire.rs`: the I/O (reading frames, the outbox, the write deadline);
 //! - `pushed.rs`: the NOTIFYs handlers and broadcasts push, and their room;
 //! - `dispatch.rs`: what each frame the client sends does;
-//! - `state.rs`: the loop's phase, timers and waiting requests.
+//! - `state.rs`: the loop's phase, timers and waiting requests;
+//! - `signals.rs`: the shutdown and too-slow cancellations it listens for.
 
 mod dispatch;
 mod pushed;
+mod signals;
 mod state;
 mod turn;
 mod wire;

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use super::super::budget::Share;
 use super::super::fair_share::Throttle;
 use super::super::in_flight::{panic_message, InFlight};
 use super::super::waiting::{Job, Tick, Waiting};
 use super::super::{Config, Shared};
+use super::signals::{Signal, Signals};
 use super::turn::Event;
 use crate::log_limit::limited;
 use crate::protocol::{ErrorCode, Frame};
@@ -48,8 +49,7 @@ pub(super) enum Phase {
 
 /// The request loop's timers and phase.
 pub(super) struct State<'a> {
-    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    too_slow: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    signals: Signals,
     /// When the last requests are cancelled, and with what code.
     deadline: Option<(Pin<Box<Sleep>>, ErrorCode)>,
     pub(super) phase: Phase,
@@ -101,8 +101,7 @@ impl<'a> State<'a> {
         let tick = Tick::new(config.request_timeout);
         let request_ticks = config.request_timeout.map(|t| tick.ticks_in(t));
         State {
-            shutdown: Some(Box::pin(shared.shutdown.clone().cancelled_owned())),
-            too_slow: Some(Box::pin(too_slow.cancelled_owned())),
+            signals: Signals::new(&shared.shutdown, too_slow),
             deadline: None,
             phase: Phase::Serving,
             chore: None,
@@ -144,11 +143,11 @@ impl<'a> State<'a> {
     }
 
     pub(super) fn poll_signals(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
-        if let Poll::Ready(()) = poll_once(&mut self.too_slow, cx) {
-            return Poll::Ready(Event::TooSlow);
-        }
-        if let Poll::Ready(()) = poll_once(&mut self.shutdown, cx) {
-            return Poll::Ready(Event::Shutdown);
+        if let Poll::Ready(signal) = self.signals.poll(cx) {
+            return Poll::Ready(match signal {
+                Signal::TooSlow => Event::TooSlow,
+                Signal::Shutdown => Event::Shutdown,
+            });
         }
         if let Some((timer, code)) = &mut self.deadline {
             if timer.as_mut().poll(cx).is_ready() {
