@@ -6,10 +6,11 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::MemoryBudget;
+use super::push_queue::PushQueue;
 use super::{AccessPolicy, Refusal, Rule, ServiceError};
 use crate::error::{Error, Result};
 use crate::protocol::Frame;
@@ -52,7 +53,6 @@ pub(crate) struct RequestScope {
 struct Inner {
     id: u64,
     caller: Caller,
-    outbound: mpsc::UnboundedSender<Frame>,
     output: Arc<OutputLimit>,
     max_payload: usize,
     /// The server's policy, for [`ConnectionContext::authorize`].
@@ -76,6 +76,8 @@ pub(crate) struct OutputLimit {
     /// Cancelled when a broadcast found no room: the connection cuts the
     /// client off as too slow.
     pub(crate) too_slow: CancellationToken,
+    /// The frames that took their room, on their way to the connection.
+    pub(crate) queue: PushQueue,
 }
 
 impl OutputLimit {
@@ -88,6 +90,7 @@ impl OutputLimit {
             room: Semaphore::new(limit),
             limit,
             too_slow: CancellationToken::new(),
+            queue: PushQueue::default(),
         }
     }
 
@@ -103,7 +106,6 @@ impl ConnectionContext {
     pub(crate) fn new(
         id: u64,
         caller: Caller,
-        outbound: mpsc::UnboundedSender<Frame>,
         output: Arc<OutputLimit>,
         max_payload: usize,
         access: Arc<AccessPolicy>,
@@ -114,7 +116,6 @@ impl ConnectionContext {
             inner: Arc::new(Inner {
                 id,
                 caller,
-                outbound,
                 output,
                 max_payload,
                 access,
@@ -335,7 +336,7 @@ impl ConnectionContext {
         let output = &self.inner.output;
         let permits = output.room.acquire_many(output.charge(&frame)).await;
         permits.map_err(|_| closed())?.forget();
-        self.inner.outbound.send(frame).map_err(|_| closed())
+        output.queue.push(frame).map_err(|_| closed())
     }
 
     /// Queues `frame` if the connection has room for it now; if it has
@@ -354,7 +355,7 @@ impl ConnectionContext {
             // The connection is closing.
             Err(TryAcquireError::Closed) => return false,
         }
-        self.inner.outbound.send(frame).is_ok()
+        output.queue.push(frame).is_ok()
     }
 
     fn check_len(&self, frame: &Frame) -> Result<()> {
@@ -378,20 +379,12 @@ impl ConnectionContext {
     /// connection to this process that nobody reads, answering a CALL of
     /// `method` with `metadata` and no deadline.
     pub(crate) fn for_tests(method: &str, metadata: Vec<(String, String)>) -> ConnectionContext {
-        let (outbound, _) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(1 << 20));
+        output.queue.close();
         let access = Arc::new(AccessPolicy::default());
         let budget = Arc::new(MemoryBudget::new(1 << 30));
-        let ctx = ConnectionContext::new(
-            1,
-            Caller::current(),
-            outbound,
-            output,
-            1 << 20,
-            access,
-            budget,
-            None,
-        );
+        let ctx =
+            ConnectionContext::new(1, Caller::current(), output, 1 << 20, access, budget, None);
         ctx.for_request(Arc::new(RequestScope {
             method: method.to_owned(),
             deadline: None,

@@ -32,6 +32,7 @@ mod fd_limit;
 mod handler;
 mod in_flight;
 mod input;
+mod push_queue;
 mod stats;
 mod stream;
 mod topics;

@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
 use super::connection_context::OutputLimit;
@@ -103,11 +102,10 @@ pub(super) struct Connection<H> {
 impl<H: Handler> Connection<H> {
     pub(super) async fn run<S: ServerIo>(self, stream: S) {
         tracing::debug!("connected");
-        let (outbound, queue) = mpsc::unbounded_channel();
         let output = Arc::new(OutputLimit::new(self.config.max_output_bytes));
-        let mut link = Link::new(stream, &self.config, queue, output, self.shared.clone());
+        let mut link = Link::new(stream, &self.config, output, self.shared.clone());
 
-        let (end, ctx) = self.session(&mut link, outbound).await;
+        let (end, ctx) = self.session(&mut link).await;
         self.forget();
         match &end {
             End::Protocol(code, message) => {
@@ -149,11 +147,7 @@ impl<H: Handler> Connection<H> {
 
     /// The handshake, who the client is, and its requests; the context
     /// handlers saw, if the client got that far.
-    async fn session<S: ServerIo>(
-        &self,
-        link: &mut Link<S>,
-        outbound: mpsc::UnboundedSender<Frame>,
-    ) -> (End, Option<ConnectionContext>) {
+    async fn session<S: ServerIo>(&self, link: &mut Link<S>) -> (End, Option<ConnectionContext>) {
         let hello = ServerHello::new(self.config.max_frame_len, self.config.name.clone());
         link.push(Frame::new(Kind::Hello, 0, hello.encode()));
         // A client of revision 2.3 may have sent its HELLO without waiting
@@ -200,7 +194,6 @@ impl<H: Handler> Connection<H> {
         let ctx = ConnectionContext::new(
             self.id,
             caller,
-            outbound,
             output,
             max_payload,
             self.config.access.clone(),

@@ -6,9 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
-
-use tokio::sync::mpsc;
+use std::task::Context as TaskContext;
 
 use super::super::connection_context::OutputLimit;
 use super::wire::Wire;
@@ -19,9 +17,8 @@ use crate::transport::ServerIo;
 /// The queue of pushed frames, and those of them in the outbox that still
 /// hold their room.
 pub(super) struct Pushed {
-    queue: mpsc::UnboundedReceiver<Frame>,
-    /// Room for NOTIFYs: what queued frames took is given back once they
-    /// are written.
+    /// Room for NOTIFYs and their queue: what queued frames took is given
+    /// back once they are written.
     pub(super) output: Arc<OutputLimit>,
     /// NOTIFYs in the outbox that hold permits: where each ends in the
     /// stream, its permits and its length.
@@ -33,9 +30,8 @@ pub(super) struct Pushed {
 }
 
 impl Pushed {
-    pub(super) fn new(queue: mpsc::UnboundedReceiver<Frame>, output: Arc<OutputLimit>) -> Pushed {
+    pub(super) fn new(output: Arc<OutputLimit>) -> Pushed {
         Pushed {
-            queue,
             output,
             charged: VecDeque::new(),
             charged_bytes: 0,
@@ -57,19 +53,21 @@ impl Pushed {
         wire: &mut Wire<S>,
         cx: &mut TaskContext<'_>,
     ) -> bool {
-        use tokio::sync::mpsc::error::TryRecvError;
         while self.charged_bytes < COALESCE_LIMIT {
-            // `try_recv` first: unlike `poll_recv` it is not held back by
-            // tokio's budget, and a frame a handler queued before its
-            // answer must not be left behind it.
-            match self.queue.try_recv() {
-                Ok(frame) => self.push_charged(wire, frame),
-                Err(TryRecvError::Disconnected) => return true,
-                Err(TryRecvError::Empty) => match self.queue.poll_recv(cx) {
-                    Poll::Ready(Some(frame)) => self.push_charged(wire, frame),
-                    Poll::Ready(None) | Poll::Pending => return true,
-                },
-            }
+            let queue = &self.output.queue;
+            let frame = match queue.pop() {
+                Some(frame) => frame,
+                None => {
+                    // Registered, then looked at once more: a push in
+                    // between wakes the task.
+                    queue.register(cx.waker());
+                    match queue.pop() {
+                        Some(frame) => frame,
+                        None => return true,
+                    }
+                }
+            };
+            self.push_charged(wire, frame);
         }
         false
     }
@@ -83,7 +81,7 @@ impl Pushed {
 
     /// Like [`Pushed::poll_into`], without waiting for more.
     pub(super) fn take_into<S: ServerIo>(&mut self, wire: &mut Wire<S>) {
-        while let Ok(frame) = self.queue.try_recv() {
+        while let Some(frame) = self.output.queue.pop() {
             self.push_charged(wire, frame);
         }
     }
@@ -118,7 +116,7 @@ impl Pushed {
     /// No more frames are taken: what is queued stays to be moved once
     /// more ([`Pushed::take_into`]).
     pub(super) fn close(&mut self) {
-        self.queue.close();
+        self.output.queue.close();
     }
 
     /// No more frames are taken, and those queued and not yet in the
@@ -126,14 +124,18 @@ impl Pushed {
     /// backlog); their room is not given back, the connection is ending.
     /// What the outbox holds still goes out.
     pub(super) fn drop_backlog(&mut self) {
-        self.queue.close();
-        let mut dropped = 0usize;
-        while let Ok(frame) = self.queue.try_recv() {
-            dropped += frame.wire_len();
-        }
+        let dropped = self.output.queue.close_and_clear();
         tracing::debug!(
             dropped,
             "dropped the NOTIFYs a client too slow had not taken"
         );
+    }
+}
+
+impl Drop for Pushed {
+    /// The connection is gone: a handler's NOTIFY fails from now on, and
+    /// what was queued is freed at once, not when the last context goes.
+    fn drop(&mut self) {
+        self.output.queue.close_and_clear();
     }
 }

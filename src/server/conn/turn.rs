@@ -10,8 +10,6 @@ use std::io;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::super::connection_context::OutputLimit;
 use super::super::in_flight::{Answer, InFlight};
 use super::super::waiting::Waiter;
@@ -71,13 +69,12 @@ impl<S: ServerIo> Link<S> {
     pub(super) fn new(
         stream: S,
         config: &Config,
-        queue: mpsc::UnboundedReceiver<Frame>,
         output: Arc<OutputLimit>,
         shared: Arc<Shared>,
     ) -> Link<S> {
         Link {
             wire: Wire::new(stream, config, shared),
-            pushed: Pushed::new(queue, output),
+            pushed: Pushed::new(output),
             held: None,
         }
     }
