@@ -7,7 +7,10 @@
 //! queue itself needs no bound. It is a `VecDeque` under a mutex, not a
 //! tokio channel: a channel allocates its first block (32 frames) and its
 //! cache-padded state when it is made, 1.8 KB for every connection, most of
-//! which never receive a NOTIFY; an empty `VecDeque` holds nothing.
+//! which never receive a NOTIFY; an empty `VecDeque` holds nothing. And the
+//! connection looks at the queue at every event: the channel's `poll_recv`
+//! (tokio's budget, its atomics) cost 430 to 800 instructions a request
+//! more than one atomic load (scripts/perf-guard.sh).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
