@@ -248,7 +248,12 @@ fn main() {
     write("server", "v2-session", 0x11, &v2_session);
     write("server", "v2-session-bytewise", 0x13, &v2_session);
     write("server", "v2-kinds-from-v1", 0x01, &v2_session);
-    write("server", "v2-cancel-id-0", 0x11, &wire(&[empty(Kind::Cancel, 0)]));
+    write(
+        "server",
+        "v2-cancel-id-0",
+        0x11,
+        &wire(&[empty(Kind::Cancel, 0)]),
+    );
     // The fuzzed server's access policy: `s...` methods are refused `not
     // allowed`, `o...` methods pass their rule and are unknown.
     let v2_rules = wire(&[

@@ -190,8 +190,8 @@ fn decode_checked(
             // every other byte as `Kind::Unknown`.
             let byte = wire[4];
             assert_eq!(frame.kind.to_u8(), byte);
-            let unknown = Kind::from_u8(byte).is_none()
-                || byte > Kind::last_of_version(under.version);
+            let unknown =
+                Kind::from_u8(byte).is_none() || byte > Kind::last_of_version(under.version);
             assert_eq!(matches!(frame.kind, Kind::Unknown(_)), unknown, "{frame:?}");
             let mut reencoded = BytesMut::new();
             codec

@@ -395,7 +395,9 @@ fn model(sent: &[u8]) -> Model {
             }
             Kind::Notify => {}
             // Revision 2.2. A CREDIT carries a u32.
-            Kind::Credit if frame.payload.len() < 4 => break End::Error(ErrorCode::MALFORMED_FRAME),
+            Kind::Credit if frame.payload.len() < 4 => {
+                break End::Error(ErrorCode::MALFORMED_FRAME)
+            }
             // The fuzzed server has no streaming methods: an id in flight
             // is a request that does not stream (`unexpected frame`), any
             // other is ignored; which one it is depends on timing.
@@ -626,7 +628,12 @@ fn check(sent: &[u8], received: &[u8]) {
                 n -= k;
             }
         }
-        assert_eq!(n, 0, "more requests of id {id} stopped than sent\n{}", context());
+        assert_eq!(
+            n,
+            0,
+            "more requests of id {id} stopped than sent\n{}",
+            context()
+        );
     }
 
     match (&model.end, final_error) {

@@ -116,12 +116,20 @@ fn check_flow(ops: &[u8], control: u8) {
         if op & 1 == 0 {
             let len = usize::from(op) * 1024;
             let sent = credit.take(len);
-            assert_eq!(sent, model > 0, "an ITEM goes out exactly while credit is above 0");
+            assert_eq!(
+                sent,
+                model > 0,
+                "an ITEM goes out exactly while credit is above 0"
+            );
             if sent {
                 model -= len as i64;
             }
         } else {
-            let grant = if op == 0xff { u32::MAX } else { u32::from(op) * 1024 };
+            let grant = if op == 0xff {
+                u32::MAX
+            } else {
+                u32::from(op) * 1024
+            };
             let granted = credit.grant(grant).is_ok();
             assert_eq!(granted, model + i64::from(grant) <= MAX_CREDIT);
             if granted {
