@@ -3,10 +3,16 @@
 //! keep a bystander waiting, and a decode bomb is refused off the
 //! connection's task, so that a bystander is served meanwhile.
 //!
-//! No time is measured or asserted: each test checks the mechanism, on a
+//! No speed is asserted: each test checks the mechanism, on a
 //! current-thread runtime (server and clients on one thread, so that a
 //! connection task that does not yield, or a decode run on that thread,
-//! holds up everyone), with counts that would differ if it broke.
+//! holds up everyone), with counts that would differ if it broke. The
+//! one time checked is a lower bound that load cannot break:
+//!
+//! - Rate of frames without an answer: a flood of 30,000 CANCELs at a
+//!   rate of 10,000 a second takes the server at least 1.9 s to read (a
+//!   second's worth at once, the rest at the rate, less one read's worth
+//!   of read-ahead): measured 1.954 s; with the rate off, 143 ms.
 //!
 //! - CANCEL flood: the server's connection task handles at most 128
 //!   frames (`FRAMES_PER_POLL`) before it yields to the runtime. Four
@@ -64,6 +70,45 @@ async fn ping(client: &mut RawClient, id: u32) -> Frame {
         .expect("an answer to the PING")
 }
 
+/// A flood of frames without an answer is read at `unanswered_frame_rate`:
+/// a second's worth at once, then the rest at the rate. No time bounds the
+/// test from above; what is checked is that the server took at least as
+/// long as the rate allows to read the flood, which no load can shorten.
+/// With the rate off the server reads the whole flood in one go, and the
+/// test fails.
+#[tokio::test]
+async fn a_flood_of_frames_without_an_answer_is_read_at_the_rate() {
+    const RATE: u32 = 10_000;
+    /// Three seconds' worth: one as the burst, two at the rate.
+    const CANCELS: u64 = 3 * RATE as u64;
+    let server = Server::builder(unique_endpoint("cancel-rate"))
+        .handler(bytes_echo)
+        .unanswered_frame_rate(Some(RATE))
+        .build()
+        .unwrap();
+    let serving = TestServer::start(server);
+    let (flood, count) = Flood::new(CANCELS);
+    let started = std::time::Instant::now();
+    serving
+        .handle()
+        .serve_connection(flood, PeerInfo::current())
+        .unwrap();
+    // The guard allows minutes: the rate's two seconds are far within.
+    guard(count.ended.notified()).await;
+    let took = started.elapsed();
+    eprintln!("pipesvc-report: {CANCELS} CANCELs at {RATE}/s read in {took:?}");
+    assert_eq!(count.cancels_read(), CANCELS);
+    // By time t at most RATE * (1 + t) tokens were ever there, so the
+    // server handled the flood's last frame no sooner than CANCELS / RATE
+    // - 1 = 2 s; the stream ends when its last bytes are read, which is up
+    // to one 8 KiB read (820 CANCELs, 82 ms) ahead of handling them.
+    assert!(
+        took >= std::time::Duration::from_millis(1_900),
+        "{CANCELS} frames without an answer read in {took:?}: faster than {RATE}/s allows"
+    );
+    guard(serving.stop()).await.expect("serve");
+}
+
 /// A CANCEL frame's bytes: the length, the header, no payload.
 const CANCEL_LEN: u64 = 4 + HEADER_LEN as u64;
 
@@ -84,6 +129,8 @@ struct FloodCount {
     hello_len: u64,
     /// Set: the stream ends after the frame being read.
     stop: AtomicBool,
+    /// Notified once the server has read the whole stream.
+    ended: Notify,
 }
 
 /// The server's end of a flooder's connection, as a client that queued
@@ -111,6 +158,7 @@ impl Flood {
             read: AtomicU64::new(0),
             hello_len: frame.len() as u64,
             stop: AtomicBool::new(false),
+            ended: Notify::new(),
         });
         let flood = Flood {
             hello: frame.into(),
@@ -170,6 +218,9 @@ impl AsyncRead for Flood {
             this.at += n as u64;
         }
         this.count.read.store(this.at, Ordering::Relaxed);
+        if this.at == end {
+            this.count.ended.notify_one();
+        }
         Poll::Ready(Ok(()))
     }
 }
