@@ -131,15 +131,10 @@ impl Client {
         let Some(greeting) = current.greeting() else {
             return (wanted, false);
         };
-        let mut offered = greeting
-            .reply
-            .encodings
-            .iter()
-            .filter_map(|&byte| Encoding::from_u8(byte));
-        let first = offered.clone().next();
-        let encoding = match offered.any(|e| e == wanted) {
+        let mut offered = greeting.reply.known_encodings_iter();
+        let encoding = match offered.clone().any(|e| e == wanted) {
             true => wanted,
-            false => first.unwrap_or(wanted),
+            false => offered.next().unwrap_or(wanted),
         };
         (encoding, true)
     }

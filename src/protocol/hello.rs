@@ -318,10 +318,15 @@ impl HelloReply {
 
     /// The offered encodings this crate knows, in the server's order.
     pub fn known_encodings(&self) -> Vec<Encoding> {
+        self.known_encodings_iter().collect()
+    }
+
+    /// [`HelloReply::known_encodings`] without collecting them: a typed
+    /// call picks its encoding from them and allocates nothing.
+    pub(crate) fn known_encodings_iter(&self) -> impl Iterator<Item = Encoding> + Clone + '_ {
         self.encodings
             .iter()
             .filter_map(|&byte| Encoding::from_u8(byte))
-            .collect()
     }
 
     /// Whether the server accepts frames of `kind` from a client.

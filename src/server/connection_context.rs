@@ -66,9 +66,9 @@ struct Inner {
     publisher: Option<Publisher>,
 }
 
-/// The bytes of NOTIFYs a connection may hold unwritten: a frame takes
-/// permits (one per byte, at most `limit`) before it is queued, and the
-/// connection gives them back once the frame is written.
+/// The bytes of NOTIFYs a connection may hold unwritten, and their queue:
+/// a frame takes permits (one per byte, at most `limit`) before it is
+/// queued, and the connection gives them back once the frame is written.
 #[derive(Debug)]
 pub(crate) struct OutputLimit {
     pub(crate) room: Semaphore,

@@ -90,7 +90,7 @@ impl PushQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::protocol::Kind;
     use std::sync::Arc;
@@ -100,8 +100,9 @@ mod tests {
         Frame::new(Kind::Notify, 0, vec![byte])
     }
 
+    /// A waker that counts its wakes (these tests' and `conn::signals`').
     #[derive(Default)]
-    struct Count(AtomicUsize);
+    pub(in crate::server) struct Count(pub(in crate::server) AtomicUsize);
 
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
@@ -109,11 +110,18 @@ mod tests {
         }
     }
 
+    /// A counting waker, and its count.
+    pub(in crate::server) fn counted() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        (count, waker)
+    }
+
     #[test]
     fn frames_come_out_in_order_and_a_push_wakes_the_registered_task() {
         let queue = PushQueue::default();
-        let count = Arc::new(Count::default());
-        queue.register(&Waker::from(count.clone()));
+        let (count, waker) = counted();
+        queue.register(&waker);
         assert!(queue.pop().is_none());
         queue.push(notify(1)).unwrap();
         queue.push(notify(2)).unwrap();

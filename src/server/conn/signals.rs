@@ -96,23 +96,7 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// A waker that counts its wakes.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counted() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
-        (count, waker)
-    }
+    use crate::server::push_queue::tests::counted;
 
     #[test]
     fn a_cancel_wakes_the_task_and_is_reported_once() {
