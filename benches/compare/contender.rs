@@ -241,19 +241,24 @@ pub mod raw {
 
 /// A connection that has carried one request and its answer.
 pub async fn used_once(c: Contender, address: &str) -> Conn {
+    used_once_with(c, address, &bytes::Bytes::from_static(b"x")).await
+}
+
+/// [`used_once`] with a request of `payload`.
+pub async fn used_once_with(c: Contender, address: &str, payload: &bytes::Bytes) -> Conn {
     let mut conn = connect(c, address).await;
     match &mut conn {
         Conn::Pipesvc(client) => {
-            client.request("x").await.unwrap();
+            client.request(payload.clone()).await.unwrap();
         }
-        Conn::RawTokio(s) => round_trip(s).await,
-        Conn::Interprocess(s) => round_trip(s).await,
+        Conn::RawTokio(s) => round_trip(s, payload).await,
+        Conn::Interprocess(s) => round_trip(s, payload).await,
     }
     conn
 }
 
-async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, payload: &bytes::Bytes) {
     let mut framed = Framed::new(stream, codec());
-    framed.send(bytes::Bytes::from_static(b"x")).await.unwrap();
+    framed.send(payload.clone()).await.unwrap();
     framed.next().await.unwrap().unwrap();
 }

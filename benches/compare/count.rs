@@ -16,8 +16,10 @@
 //! with WORKLOAD `bytes` (the byte echo), `typed` (a MessagePack call of
 //! pipesvc's typed `echo` of bytes; raw tokio has no typed calls, so its
 //! `typed` is its byte echo, the baseline the targets name) or
-//! `stream` (N items of SIZE bytes, CLIENTS streams at once); CONTENDER
-//! `pipesvc` or `raw-tokio`.
+//! `stream` (N items of SIZE bytes, CLIENTS streams at once) or `connect`
+//! (N times, one after another: connect, one request of SIZE bytes and its
+//! answer, close: the accept row; CLIENTS and INFLIGHT must be 1);
+//! CONTENDER `pipesvc` or `raw-tokio`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,7 @@ enum Kind {
     Bytes,
     Typed,
     Stream,
+    Connect,
 }
 
 struct Spec {
@@ -67,15 +70,22 @@ fn parse(spec: &str) -> Result<Spec, String> {
         "bytes" => Kind::Bytes,
         "typed" => Kind::Typed,
         "stream" => Kind::Stream,
+        "connect" => Kind::Connect,
         other => return Err(format!("{COUNT_ENV}: unknown workload {other:?}")),
     };
     let contender = Contender::from_name(&contender.replace('-', " "))
         .filter(|c| matches!(c, Contender::Pipesvc | Contender::RawTokio))
         .ok_or_else(|| format!("{COUNT_ENV}: contender must be pipesvc or raw-tokio"))?;
+    let (clients, inflight) = (number("CLIENTS", clients)?, number("INFLIGHT", inflight)?);
+    if kind == Kind::Connect && (clients, inflight) != (1, 1) {
+        return Err(format!(
+            "{COUNT_ENV}: connect runs 1 client with 1 in flight"
+        ));
+    }
     Ok(Spec {
         kind,
-        clients: number("CLIENTS", clients)? as usize,
-        inflight: number("INFLIGHT", inflight)? as usize,
+        clients: clients as usize,
+        inflight: inflight as usize,
         size: number("SIZE", size)? as usize,
         contender,
         requests: number("N", requests)?,
@@ -108,8 +118,10 @@ pub fn run(spec: &str, address: &str) -> i32 {
 
 /// Loads the server for `spec.requests` requests; how many were answered.
 async fn load(spec: &Spec, address: &str) -> u64 {
-    if spec.kind == Kind::Stream {
-        return stream(spec, address).await;
+    match spec.kind {
+        Kind::Stream => return stream(spec, address).await,
+        Kind::Connect => return connections(spec, address).await,
+        Kind::Bytes | Kind::Typed => {}
     }
     let budget = Arc::new(AtomicU64::new(spec.requests));
     let _server = match (spec.kind, spec.contender) {
@@ -211,4 +223,15 @@ async fn stream(spec: &Spec, address: &str) -> u64 {
         Contender::RawTokio => crate::stream::count_raw(address, clients, size, total).await,
         _ => crate::stream::count_pipesvc(address, clients, size, total).await,
     }
+}
+
+/// N connections one after another, each used for one request of
+/// `spec.size` bytes and closed: what the accept row times.
+async fn connections(spec: &Spec, address: &str) -> u64 {
+    let _server = start_server(spec.contender, address).await;
+    let payload = Bytes::from(vec![0x5Au8; spec.size]);
+    for _ in 0..spec.requests {
+        drop(crate::contender::used_once_with(spec.contender, address, &payload).await);
+    }
+    spec.requests
 }
