@@ -437,12 +437,15 @@ pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(100);
 pub(crate) async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<()> {
     // On the heap, and only while draining: an array here would be part
     // of every connection task's future, idle ones included (8 KiB each).
-    let mut chunk = vec![0u8; 8 * 1024];
+    // Not zeroed: `read_buf` fills spare capacity, and most closes read
+    // only the end of the stream.
+    let mut chunk = Vec::with_capacity(8 * 1024);
     let mut drained = 0;
     let quiet = tokio::time::sleep(DRAIN_QUIET);
     tokio::pin!(quiet);
     while drained < DRAIN_LIMIT {
-        let read = tokio::io::AsyncReadExt::read(stream, &mut chunk);
+        chunk.clear();
+        let read = tokio::io::AsyncReadExt::read_buf(stream, &mut chunk);
         tokio::select! {
             read = read => match read {
                 Ok(0) | Err(_) => return Ok(()),

@@ -13,7 +13,7 @@
 //! so there the entry itself (our private directory, or an explicit socket)
 //! must belong to a trusted user.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -109,12 +109,14 @@ pub(super) fn check(
 
 /// The uid the kernel gave for the listening process.
 fn check_server(trust: &Trust, server: &PeerInfo) -> Result<(), String> {
-    let pid = server
-        .pid
-        .map_or_else(String::new, |pid| format!(" (pid {pid})"));
     match server.uid {
         Some(uid) if trust.server_ok(uid) => Ok(()),
-        Some(uid) => Err(format!("a server running as uid {uid}{pid}")),
+        Some(uid) => {
+            let pid = server
+                .pid
+                .map_or_else(String::new, |pid| format!(" (pid {pid})"));
+            Err(format!("a server running as uid {uid}{pid}"))
+        }
         None => Err("a server whose uid the system did not report (SO_PEERCRED failed)".into()),
     }
 }
@@ -174,12 +176,30 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
         .map_err(|e| format!("{} cannot be inspected ({e})", dir.display()))?;
     let resolved = fs::canonicalize(dir)
         .map_err(|e| format!("{} cannot be inspected ({e})", dir.display()))?;
-    for path in [&written, &resolved] {
-        for ancestor in path.ancestors() {
-            check_ancestor(trust, ancestor)?;
+    // The two ways down share their directories (all of them when no link
+    // is on the way): each path is inspected once, and the first of
+    // `resolved`'s is `resolved` itself. A client checks this at every
+    // connect; inspecting each twice cost 4 of its 7 `statx` calls.
+    // Compared as strings (`Path`'s `==` parses both into components):
+    // the same string is the same inspection.
+    let mut checked: Vec<&OsStr> = Vec::new();
+    let mut resolved_mode = None;
+    for ancestor in written.ancestors().chain(resolved.ancestors()) {
+        let name = ancestor.as_os_str();
+        if checked.contains(&name) {
+            continue;
         }
+        let mode = check_ancestor(trust, ancestor)?;
+        if name == resolved.as_os_str() {
+            resolved_mode = Some(mode);
+        }
+        checked.push(name);
     }
-    let shared = inspect(&resolved)?.mode() & WRITABLE_BY_OTHERS != 0;
+    let mode = match resolved_mode {
+        Some(mode) => mode,
+        None => inspect(&resolved)?.mode(),
+    };
+    let shared = mode & WRITABLE_BY_OTHERS != 0;
     if shared {
         // Sticky (checked above): only the entry's owner can replace it.
         let meta = inspect(entry)?;
@@ -197,8 +217,8 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
 
 /// A directory above the socket (or a symbolic link to one): its owner
 /// and, unless it is sticky, anyone who may write to it can swap what is
-/// below.
-fn check_ancestor(trust: &Trust, path: &Path) -> Result<(), String> {
+/// below. Its mode, when it passes.
+fn check_ancestor(trust: &Trust, path: &Path) -> Result<u32, String> {
     let meta = inspect(path)?;
     if !trust.owner_ok(meta.uid()) {
         return Err(format!(
@@ -214,7 +234,7 @@ fn check_ancestor(trust: &Trust, path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    Ok(())
+    Ok(meta.mode())
 }
 
 fn inspect(path: &Path) -> Result<fs::Metadata, String> {

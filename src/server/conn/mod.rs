@@ -530,8 +530,15 @@ fn decode_failed(err: CodecError) -> End {
 /// the server accepts at that version, and the encodings the service's
 /// typed methods take (none without them).
 fn hello_reply(config: &Config, version: u16) -> bytes::Bytes {
-    let encodings = config.calls.as_ref().map_or(&[][..], |c| c.0.encodings());
-    HelloReply::new(version, encodings).encode()
+    let encode = || {
+        let encodings = config.calls.as_ref().map_or(&[][..], |c| c.0.encodings());
+        HelloReply::new(version, encodings).encode()
+    };
+    if version == crate::protocol::PROTOCOL_VERSION {
+        config.hello_reply.get_or_init(encode).clone()
+    } else {
+        encode()
+    }
 }
 
 /// Logs a refusal by the access policy with the caller's identity (the
