@@ -561,6 +561,15 @@ impl Client {
     /// and sees the same outcome. Otherwise the current connection, whose
     /// calls fail clearly if it is gone.
     async fn connection(&self) -> Result<Arc<Connection>> {
+        // The usual case, before subscribing to the supervisor's state (a
+        // receiver made and dropped at every call).
+        let current = self.current();
+        if current.is_usable() || !self.reconnects_now() {
+            return Ok(current);
+        }
+        drop(current);
+        // Subscribed first, then checked again: a reconnect from now on
+        // is seen by `changed`.
         let mut states = self.shared.state.subscribe();
         loop {
             let current = self.current();
