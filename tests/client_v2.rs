@@ -226,3 +226,85 @@ async fn a_hello_reply_that_does_not_parse_fails_the_connect() {
     assert!(matches!(err, Error::Protocol(_)), "{err:?}");
     assert!(err.to_string().contains("HELLO reply"), "{err}");
 }
+
+/// A client over a memory pair whose server side has shaken hands.
+async fn connected(options: ClientOptions) -> (Client, Raw) {
+    let (client_end, mut server) = pair();
+    let handshake = async { accept_v2(&mut server, &[]).await };
+    let (client, ()) = tokio::join!(Client::from_io(client_end, options), handshake);
+    (client.unwrap(), server)
+}
+
+/// A byte request with its own timeout, on a task.
+fn request_within(
+    client: &Client,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<pipesvc::Result<Bytes>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.request_with_timeout("x", Some(timeout)).await })
+}
+
+// A connection's calls share one timer, armed for the earliest deadline:
+// a call due sooner than those already waiting must re-arm it.
+#[tokio::test]
+async fn a_call_due_sooner_than_those_waiting_times_out_first() {
+    let (client, mut server) = connected(ClientOptions::new()).await;
+    let patient = request_within(&client, Duration::from_secs(600));
+    let first = next_frame(&mut server).await;
+    let hasty = request_within(&client, Duration::from_millis(30));
+    let second = next_frame(&mut server).await;
+    let err = guard(hasty).await.unwrap().unwrap_err();
+    match err {
+        Error::Timeout(limit, what) => {
+            assert_eq!(limit, Duration::from_millis(30));
+            assert_eq!(what, "waiting for the answer to the request");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The server hears that the caller gave up, as when a caller drops it.
+    let cancel = next_frame(&mut server).await;
+    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, second.id));
+    // The other call still waits, and gets its answer.
+    server
+        .send(Frame::new(Kind::Response, first.id, Bytes::from("late")))
+        .await
+        .unwrap();
+    assert_eq!(guard(patient).await.unwrap().unwrap(), Bytes::from("late"));
+}
+
+// After a GOODBYE the server still answers the calls in flight; one it
+// never answers still times out (the client does not reconnect).
+#[tokio::test]
+async fn a_call_in_flight_when_the_server_says_goodbye_still_times_out() {
+    let (client, mut server) = connected(ClientOptions::new()).await;
+    let call = request_within(&client, Duration::from_millis(30));
+    let sent = next_frame(&mut server).await;
+    server
+        .send(Frame::new(Kind::Goodbye, 0, Bytes::from("restarting")))
+        .await
+        .unwrap();
+    let err = guard(call).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Timeout(..)), "{err:?}");
+    let cancel = next_frame(&mut server).await;
+    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, sent.id));
+}
+
+// A close waits for the calls in flight (within its own limit, here far
+// off): one whose deadline passes meanwhile fails with its timeout, and
+// the close then goes on.
+#[tokio::test]
+async fn a_call_in_flight_while_the_client_closes_times_out_by_its_deadline() {
+    let options = ClientOptions::new().close_timeout(Duration::from_secs(600));
+    let (client, mut server) = connected(options).await;
+    let call = request_within(&client, Duration::from_millis(30));
+    let sent = next_frame(&mut server).await;
+    let closing = tokio::spawn({
+        let client = client.clone();
+        async move { client.close().await }
+    });
+    let err = guard(call).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Timeout(..)), "{err:?}");
+    let cancel = next_frame(&mut server).await;
+    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, sent.id));
+    guard(closing).await.unwrap();
+}

@@ -52,7 +52,7 @@ use crate::protocol::{Kind, Status};
 use crate::transport::{ConnectStats, PeerInfo};
 use connection::{CallError, Connection, Connector};
 use notifications::Queue;
-use pending::Pending;
+use pending::{Expiry, Pending};
 use supervisor::{open_first, supervise};
 
 /// The state of a client's connection, as [`Client::connection_states`]
@@ -502,42 +502,42 @@ impl Client {
     }
 
     /// One call within `limit`; the timeout names what the call was
-    /// waiting for when it ran out.
+    /// waiting for when it ran out (a reconnect, or the answer).
+    ///
+    /// Calls on the current connection. With `reconnect`, a call that the
+    /// connection refused before sending anything (it had just died) is
+    /// made once more on the next connection, by the same deadline: the
+    /// server never saw it, so it cannot be answered twice.
     async fn exchange(&self, kind: Kind, payload: Bytes, limit: Option<Duration>) -> Result<Bytes> {
-        let connected = AtomicBool::new(false);
-        let work = self.call_once_more_if_unsent(kind, payload, &connected);
-        let Some(limit) = limit else {
-            return work.await;
-        };
-        match tokio::time::timeout(limit, work).await {
-            Ok(outcome) => outcome,
-            Err(_) if !connected.load(Ordering::Relaxed) => {
-                Err(Error::Timeout(limit, "waiting to reconnect to the server"))
+        let expiry = limit.map(|limit| Expiry::after(limit, kind));
+        let connection = self.connection_within(expiry).await?;
+        match connection.call(kind, payload.clone(), expiry).await {
+            Err(CallError::NotSent(_)) if self.reconnects_now() => {
+                let connection = self.connection_within(expiry).await?;
+                Ok(connection.call(kind, payload, expiry).await?)
             }
-            Err(_) => Err(Error::Timeout(limit, waiting_for_answer(kind))),
+            other => Ok(other?),
         }
     }
 
-    /// Calls on the current connection. With `reconnect`, a call that the
-    /// connection refused before sending anything (it had just died) is
-    /// made once more on the next connection: the server never saw it, so
-    /// it cannot be answered twice.
-    async fn call_once_more_if_unsent(
-        &self,
-        kind: Kind,
-        payload: Bytes,
-        connected: &AtomicBool,
-    ) -> Result<Bytes> {
-        let connection = self.connection().await?;
-        connected.store(true, Ordering::Relaxed);
-        match connection.call(kind, payload.clone()).await {
-            Err(CallError::NotSent(_)) if self.reconnects_now() => {
-                connected.store(false, Ordering::Relaxed);
-                let connection = self.connection().await?;
-                connected.store(true, Ordering::Relaxed);
-                Ok(connection.call(kind, payload).await?)
-            }
-            other => Ok(other?),
+    /// [`Client::connection`], giving up at `expiry`'s deadline with a
+    /// timeout that says it waited for a reconnect.
+    async fn connection_within(&self, expiry: Option<Expiry>) -> Result<Arc<Connection>> {
+        let current = self.current();
+        if current.is_usable() || !self.reconnects_now() {
+            return Ok(current);
+        }
+        drop(current);
+        // Boxed: rare, and kept out of every call's future.
+        let reconnected = Box::pin(self.connection());
+        match expiry {
+            None => reconnected.await,
+            Some(expiry) => tokio::time::timeout_at(expiry.at, reconnected)
+                .await
+                .unwrap_or(Err(Error::Timeout(
+                    expiry.limit,
+                    "waiting to reconnect to the server",
+                ))),
         }
     }
 
@@ -580,30 +580,6 @@ impl Client {
                 return Ok(current);
             }
         }
-    }
-}
-
-/// What a call of `kind` waits for, for its timeout's message.
-fn waiting_for_answer(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Ping => "waiting for the answer to a PING",
-        Kind::Status => "waiting for the answer to STATUS",
-        Kind::Describe => "waiting for the answer to DESCRIBE",
-        Kind::Call => "waiting for the answer to the call",
-        Kind::Request => "waiting for the answer to the request",
-        // Not requests a client waits on.
-        Kind::Hello
-        | Kind::Response
-        | Kind::Error
-        | Kind::Notify
-        | Kind::Goodbye
-        | Kind::Pong
-        | Kind::Cancel
-        | Kind::Item
-        | Kind::Credit
-        | Kind::End
-        | Kind::Subscribe
-        | Kind::Unknown(_) => "waiting for an answer",
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::connection::Connection;
 use super::notifications::Queue;
@@ -27,7 +28,9 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// background. It is the only task that reconnects, so callers waiting for
 /// a connection all share one attempt's outcome. It holds no strong
 /// reference to the client between attempts: it ends when the last clone
-/// is dropped, or on close.
+/// is dropped, or on close. Meanwhile it sends the connection's calls
+/// their timeouts ([`Pending::expire_calls`]), until the last of them has
+/// its answer once the client is closing.
 pub(super) async fn supervise(
     shared: Weak<Shared>,
     mut pending: Arc<Pending>,
@@ -36,7 +39,8 @@ pub(super) async fn supervise(
     loop {
         tokio::select! {
             () = pending.unusable() => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return expire_until_idle(&pending).await,
+            () = pending.expire_calls() => {}
         }
         let Some(client) = shared.upgrade() else {
             return;
@@ -56,7 +60,8 @@ pub(super) async fn supervise(
             drop(client);
             tokio::select! {
                 () = pending.gone() => notifications.end(),
-                () = stop.cancelled() => {}
+                () = stop.cancelled() => expire_until_idle(&pending).await,
+                () = pending.expire_calls() => {}
             }
             return;
         }
@@ -67,10 +72,25 @@ pub(super) async fn supervise(
         let target = client.target.clone();
         let queue = client.notifications.clone();
         drop(client);
+        // Calls still waiting on the old connection (after a GOODBYE the
+        // server answers them) keep their timeouts while the next one is
+        // made, and after.
+        let old = pending.clone();
+        tokio::spawn(async move { expire_until_idle(&old).await }.in_current_span());
         match reconnect(&shared, &target, &options, &queue, &stop).await {
             Some(next) => pending = next,
             None => return,
         }
+    }
+}
+
+/// Times out the calls still waiting on a connection being closed, until
+/// none waits (a close waits for their answers, within its own limit).
+async fn expire_until_idle(pending: &Pending) {
+    tokio::select! {
+        () = pending.wait_idle() => {}
+        () = pending.gone() => {}
+        () = pending.expire_calls() => {}
     }
 }
 

@@ -23,9 +23,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::Notify;
 
+use super::connection::within;
 use super::lock;
-use super::pending::Pending;
-use crate::error::CloseReason;
+use super::pending::{Expiry, Pending};
+use crate::error::{CloseReason, Error};
 use crate::frame_io::Outbox;
 use crate::protocol::{Frame, FrameCodec};
 use crate::transport::Generic;
@@ -102,13 +103,26 @@ impl Writer {
     /// it for the flusher. Waits while the outbox is full (the server is
     /// not reading); fails with the reason once the connection is unusable.
     pub(super) async fn send(&self, frame: Frame) -> Result<(), CloseReason> {
+        match self.send_within(frame, None).await {
+            Ok(sent) => sent,
+            Err(_) => unreachable!("only a deadline gives up"),
+        }
+    }
+
+    /// [`Writer::send`], giving up with `expiry`'s timeout (the outer
+    /// `Err`) if the outbox has no room for the frame by its deadline.
+    pub(super) async fn send_within(
+        &self,
+        frame: Frame,
+        expiry: Option<Expiry>,
+    ) -> Result<Result<(), CloseReason>, Error> {
         let mut frame = Some(frame);
         // Most sends find room: the wait for room (a `Notified` enabled,
         // then dropped: two locks of the Notify's waiter list, 300
         // instructions a call) is armed only once the outbox was full.
         let sent = poll_fn(|cx| Poll::Ready(self.try_send(cx, &mut frame))).await;
         if let Some(result) = sent {
-            return result;
+            return Ok(result);
         }
         loop {
             let room = self.room.notified();
@@ -118,8 +132,14 @@ impl Writer {
             // from now on) wakes this wait, so none is missed.
             let sent = poll_fn(|cx| Poll::Ready(self.try_send(cx, &mut frame))).await;
             match sent {
-                Some(result) => return result,
-                None => room.await,
+                Some(result) => return Ok(result),
+                None => {
+                    let room_made = async {
+                        room.as_mut().await;
+                        Ok(())
+                    };
+                    within(expiry, room_made).await?;
+                }
             }
         }
     }
