@@ -211,6 +211,7 @@ impl Connection {
                 Arc::new(Pending::greeted(greeting))
             }
         };
+        pending.expect_calls_within(options.request_timeout);
         let max = pending
             .greeting()
             .map_or(SMALLEST_SERVER_MAX_FRAME_LEN, |greeting| {

@@ -156,6 +156,10 @@ struct State {
     /// waiting has a deadline): what [`Pending::expire_calls`] sleeps
     /// until, lowered (and it woken) by a call due earlier.
     armed: Option<Instant>,
+    /// The client's `request_timeout`: with no call waiting, the timer is
+    /// armed this far ahead, so that a call with that limit (most calls)
+    /// never has to wake it to re-arm.
+    horizon: Option<Duration>,
 }
 
 impl State {
@@ -215,6 +219,15 @@ impl Pending {
         let pending = Pending::default();
         pending.set_greeting(greeting);
         pending
+    }
+
+    /// Calls on this connection usually wait at most `limit` (the client's
+    /// `request_timeout`): the timer is armed that far ahead from now on,
+    /// so that such a call, due later than that, does not wake it.
+    pub(super) fn expect_calls_within(&self, limit: Option<Duration>) {
+        let mut state = self.state();
+        state.horizon = limit;
+        state.armed = limit.map(|limit| Instant::now() + limit);
     }
 
     /// What the server said in the handshake, once it is read.
@@ -418,7 +431,7 @@ impl Pending {
     }
 
     /// Sends the calls due by `now` their timeouts; the earliest deadline
-    /// left, which is now the one armed.
+    /// left (with none, the horizon), which is now the one armed.
     fn expire(&self, now: Instant) -> Option<Instant> {
         let mut due = Vec::new();
         let next = {
@@ -437,6 +450,8 @@ impl Pending {
                     due.push((waiter, expiry));
                 }
             }
+            // Nothing due: armed a horizon ahead (see `expect_calls_within`).
+            let next = next.or_else(|| state.horizon.map(|horizon| now + horizon));
             state.armed = next;
             next
         };
