@@ -15,7 +15,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
 use super::notifications::Queue;
-use super::pending::{Expiry, Greeting, Pending};
+use super::pending::{within, Expiry, Greeting, Pending};
 use super::reader::{read_frames, Routes};
 use super::writer::Writer;
 use super::ClientOptions;
@@ -524,20 +524,6 @@ impl Handshake {
 pub(super) enum CallError {
     NotSent(Error),
     Sent(Error),
-}
-
-/// `work`, or `expiry`'s timeout once its deadline passes first (without
-/// one, `work` as it is).
-pub(super) async fn within<T>(
-    expiry: Option<Expiry>,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    match expiry {
-        None => work.await,
-        Some(expiry) => tokio::time::timeout_at(expiry.at, work)
-            .await
-            .unwrap_or_else(|_| Err(expiry.error())),
-    }
 }
 
 impl From<CallError> for Error {

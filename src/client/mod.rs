@@ -524,7 +524,7 @@ impl Client {
     /// timeout that says it waited for a reconnect.
     async fn connection_within(&self, expiry: Option<Expiry>) -> Result<Arc<Connection>> {
         let current = self.current();
-        if current.is_usable() || !self.reconnects_now() {
+        if self.takes_calls_now(&current) {
             return Ok(current);
         }
         drop(current);
@@ -556,6 +556,12 @@ impl Client {
         lock(&self.shared.current).clone()
     }
 
+    /// Whether a call goes to `current` without waiting: it is usable, or
+    /// no reconnect will replace it (its calls then fail clearly).
+    fn takes_calls_now(&self, current: &Connection) -> bool {
+        current.is_usable() || !self.reconnects_now()
+    }
+
     /// The live connection. If it is lost and `reconnect` is on, waits for
     /// the supervisor's reconnect: every caller waits on the same attempt
     /// and sees the same outcome. Otherwise the current connection, whose
@@ -564,7 +570,7 @@ impl Client {
         // The usual case, before subscribing to the supervisor's state (a
         // receiver made and dropped at every call).
         let current = self.current();
-        if current.is_usable() || !self.reconnects_now() {
+        if self.takes_calls_now(&current) {
             return Ok(current);
         }
         drop(current);
@@ -573,7 +579,7 @@ impl Client {
         let mut states = self.shared.state.subscribe();
         loop {
             let current = self.current();
-            if current.is_usable() || !self.reconnects_now() {
+            if self.takes_calls_now(&current) {
                 return Ok(current);
             }
             if states.changed().await.is_err() {

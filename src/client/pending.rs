@@ -1,6 +1,7 @@
 //! The table of requests waiting for an answer, and the connection's fate.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -61,6 +62,20 @@ impl Expiry {
     /// The call's timeout, naming what it waited for.
     pub(super) fn error(&self) -> Error {
         Error::Timeout(self.limit, waiting_for_answer(self.kind))
+    }
+}
+
+/// `work`, or `expiry`'s timeout once its deadline passes first (without
+/// one, `work` as it is).
+pub(super) async fn within<T>(
+    expiry: Option<Expiry>,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match expiry {
+        None => work.await,
+        Some(expiry) => tokio::time::timeout_at(expiry.at, work)
+            .await
+            .unwrap_or_else(|_| Err(expiry.error())),
     }
 }
 

@@ -23,9 +23,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::Notify;
 
-use super::connection::within;
 use super::lock;
-use super::pending::{Expiry, Pending};
+use super::pending::{within, Expiry, Pending};
 use crate::error::{CloseReason, Error};
 use crate::frame_io::Outbox;
 use crate::protocol::{Frame, FrameCodec};
