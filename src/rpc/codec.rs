@@ -1,15 +1,15 @@
 //! Messages to and from bytes in a CALL's encoding, shared by both sides.
 
+use std::cell::Cell;
+use std::io;
+
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use rmp_serde::decode::ReadRefReader;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 
 use super::bounded::{Meter, Metered};
 use crate::protocol::Encoding;
-
-/// Room reserved for an encoded message before it is written: small
-/// messages (the common case) then take one allocation, no regrowth.
-const INITIAL_CAPACITY: usize = 128;
 
 /// `value` in `encoding`: JSON, or MessagePack with structs as maps of
 /// field names (PROTOCOL.md, "Encodings").
@@ -17,22 +17,97 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     encoding: Encoding,
     value: &T,
 ) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(INITIAL_CAPACITY);
-    match encoding {
-        Encoding::Json => serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?,
-        Encoding::MessagePack => {
-            rmp_serde::encode::write_named(&mut out, value).map_err(|e| e.to_string())?
-        }
-    }
+    let mut out = Vec::new();
+    encode_into(encoding, value, &mut out)?;
     Ok(out)
 }
 
-/// `value` in `encoding`, as the bytes of a frame.
+fn encode_into<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    match encoding {
+        Encoding::Json => serde_json::to_writer(out, value).map_err(|e| e.to_string()),
+        Encoding::MessagePack => {
+            rmp_serde::encode::write_named(out, value).map_err(|e| e.to_string())
+        }
+    }
+}
+
+// Most values are small, and encoding one into a Vec of its own cost
+// three trips to the allocator: the Vec, its regrowth (or the trim that
+// keeps a queued item from holding twice its length), and the shared
+// header `Bytes::from(Vec)` allocates when length and capacity differ.
+// Each thread keeps one buffer to encode into instead; a small value is
+// copied out of it at its length (one allocation, or none when the
+// caller copies it into a frame), a large one takes the buffer with it.
+
+/// Encoded values up to this length are copied out of the thread's
+/// buffer; a longer one keeps the buffer it was encoded in.
+const COPY_UP_TO: usize = 8 * 1024;
+
+thread_local! {
+    /// The thread's buffer to encode into: empty between uses, its
+    /// capacity at most `2 * COPY_UP_TO` (what doubling reaches on the way
+    /// to a value that is copied out). A value encoded while another is
+    /// (a `Serialize` that makes a call) finds it taken and starts a new one.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// `value` in `encoding`, in the thread's buffer: give it back with
+/// [`give_back`] once read.
+fn encode_in_scratch<T: Serialize + ?Sized>(
+    encoding: Encoding,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    let mut buf = SCRATCH.take();
+    match encode_into(encoding, value, &mut buf) {
+        Ok(()) => Ok(buf),
+        Err(e) => {
+            give_back(buf);
+            Err(e)
+        }
+    }
+}
+
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() <= 2 * COPY_UP_TO {
+        buf.clear();
+        SCRATCH.set(buf);
+    }
+}
+
+/// `use_` of `value` in `encoding`: for a caller that copies the value
+/// into something larger (a CALL's payload) and keeps no buffer of it.
+pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
+    encoding: Encoding,
+    value: &T,
+    use_: impl FnOnce(&[u8]) -> R,
+) -> Result<R, String> {
+    let buf = encode_in_scratch(encoding, value)?;
+    let used = use_(&buf);
+    give_back(buf);
+    Ok(used)
+}
+
+/// `value` in `encoding`, as the bytes of a frame, holding no more than
+/// an eighth of its length in spare capacity: it may wait in a queue
+/// bounded by its values' lengths.
 pub(crate) fn encode_bytes<T: Serialize + ?Sized>(
     encoding: Encoding,
     value: &T,
 ) -> Result<Bytes, String> {
-    encode(encoding, value).map(Bytes::from)
+    let mut buf = encode_in_scratch(encoding, value)?;
+    if buf.len() <= COPY_UP_TO {
+        let bytes = Bytes::copy_from_slice(&buf);
+        give_back(buf);
+        return Ok(bytes);
+    }
+    if buf.capacity() - buf.len() > buf.len() / 8 {
+        buf.shrink_to_fit();
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Decodes `bytes` (one whole value, nothing after it) in `encoding`, its
@@ -100,9 +175,20 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8], what: &str, meter: &Meter) -> 
     })
 }
 
-/// A MessagePack decoder of `bytes`, its nesting bounded.
+/// A MessagePack decoder of `bytes`, its nesting bounded, that copies
+/// what it reads and tells how much is left: for the error paths.
 fn msgpack_reader(bytes: &[u8]) -> rmp_serde::Deserializer<rmp_serde::decode::ReadReader<&[u8]>> {
     let mut de = rmp_serde::Deserializer::new(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    de
+}
+
+/// The MessagePack decoder of a call: it lends strings and bins out of
+/// `bytes`, where the reader above copies each into a buffer of its own
+/// (allocated per decode, grown by `read_to_end`) before the value
+/// copies it again.
+fn msgpack_borrowing(bytes: &[u8]) -> rmp_serde::Deserializer<ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DEPTH);
     de
 }
@@ -112,7 +198,7 @@ fn decode_msgpack<T: DeserializeOwned>(
     what: &str,
     meter: &Meter,
 ) -> Result<T, String> {
-    let mut de = msgpack_reader(bytes);
+    let mut de = msgpack_borrowing(bytes);
     let value = T::deserialize(Metered::new(&mut de, meter)).map_err(|plain| {
         if meter.refusal().is_some() {
             return plain.to_string();
@@ -122,11 +208,37 @@ fn decode_msgpack<T: DeserializeOwned>(
         explain_msgpack::<T>(bytes, what, meter, &plain)
             .unwrap_or_else(|| format!("{what}: {plain}"))
     })?;
-    let left = de.get_ref().len();
-    if left != 0 {
-        return Err(format!("{what}: {left} bytes after the value"));
+    if !at_end(&mut de) {
+        return Err(trailing::<T>(bytes, what));
     }
     Ok(value)
+}
+
+/// Whether `de` has read all of its input. The borrowing decoder does
+/// not say how much is left, but reading one more value from an empty
+/// input fails at its marker with `UnexpectedEof`, and from anything else
+/// does not (what follows is read no further than the input: bounded by
+/// its length, and only for a value that is refused anyway).
+fn at_end(de: &mut rmp_serde::Deserializer<ReadRefReader<'_, [u8]>>) -> bool {
+    match IgnoredAny::deserialize(de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e)) => {
+            e.kind() == io::ErrorKind::UnexpectedEof
+        }
+        _ => false,
+    }
+}
+
+/// The refusal of a value with bytes after it, saying how many: the
+/// value decoded once more by the reader that tells what is left (decoding
+/// is deterministic: it stops where the first decode did).
+fn trailing<T: DeserializeOwned>(bytes: &[u8], what: &str) -> String {
+    let mut de = msgpack_reader(bytes);
+    let meter = Meter::new(bytes.len(), None);
+    let left = match T::deserialize(Metered::new(&mut de, &meter)) {
+        Ok(_) => de.get_ref().len(),
+        Err(_) => 0,
+    };
+    format!("{what}: {left} bytes after the value")
 }
 
 /// A better message for MessagePack that does not decode into `T`, from
@@ -258,6 +370,21 @@ mod tests {
         assert!(err.contains("trailing characters"), "{err}");
         let err = decode::<u8>(Encoding::MessagePack, b"\x01\x02", "params").unwrap_err();
         assert_eq!(err, "params: 1 bytes after the value");
+        // Whatever follows: a marker no value has, a value cut short in
+        // its length or in its data, a whole value of its own.
+        for (bytes, left) in [
+            (&b"\x01\xc1"[..], 1),
+            (b"\x01\xc4", 1),
+            (b"\x01\xc4\x05ab", 4),
+            (b"\x01\xa2ab\xc0", 4),
+        ] {
+            let err = decode::<u8>(Encoding::MessagePack, bytes, "params").unwrap_err();
+            assert_eq!(
+                err,
+                format!("params: {left} bytes after the value"),
+                "{bytes:?}"
+            );
+        }
     }
 
     #[test]

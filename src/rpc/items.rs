@@ -51,15 +51,10 @@ impl<T: Serialize> ItemSink<T> {
             let why = "this method streams no items to the client";
             return Err(ServiceError::new(why));
         };
-        let mut value = codec::encode(self.encoding, item)
+        // Trimmed to its length: the queue is bounded by its values'
+        // lengths.
+        let value = codec::encode_bytes(self.encoding, item)
             .map_err(|e| ServiceError::new(format!("cannot encode an item: {e}")))?;
-        // The queue is bounded by its values' lengths: a value must not
-        // hold twice that in spare capacity while it waits (the encoder
-        // grows its buffer by doubling).
-        if value.capacity() - value.len() > value.len() / 8 {
-            value.shrink_to_fit();
-        }
-        let value = bytes::Bytes::from(value);
         if value.len() > raw.max_len() {
             return Err(ServiceError::new(format!(
                 "an item of {} bytes exceeds the largest of {}",

@@ -189,6 +189,42 @@ impl Parts for StreamOut {
     }
 }
 
+impl StreamOut {
+    /// Queues `value` if the queue is under its limit.
+    fn try_queue(&self, value: Bytes) -> Queued {
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return Queued::Closed;
+        }
+        if inner.queued >= self.limit {
+            return Queued::Not(value);
+        }
+        inner.queued += charge(&value);
+        inner.queue.push_back(value);
+        if inner.credit.may_send() {
+            wake(&inner.slot);
+        }
+        Queued::Yes
+    }
+}
+
+/// What [`StreamOut::try_queue`] did.
+enum Queued {
+    Yes,
+    /// The queue is full: the value back, to try again once there is room.
+    Not(Bytes),
+    Closed,
+}
+
+impl From<Queued> for Result<(), StreamClosed> {
+    fn from(queued: Queued) -> Self {
+        match queued {
+            Queued::Closed => Err(StreamClosed),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn wake(slot: &Option<Waker>) {
     if let Some(waker) = slot {
         waker.wake_by_ref();
@@ -226,26 +262,21 @@ impl ItemSender {
     /// [`ItemSender::max_len`].
     pub async fn send(&self, value: Bytes) -> Result<(), StreamClosed> {
         let stream = &self.stream;
+        let mut value = match stream.try_queue(value) {
+            Queued::Not(value) => value,
+            done => return done.into(),
+        };
         loop {
-            // Registered before the check, so that room made between the
-            // check and the wait is not missed.
+            // The wait for room is armed only once the queue was found
+            // full (arming it costs two locks of the Notify), then the
+            // queue is tried again: room made in between is not missed.
             let room = stream.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut inner = lock(&stream.inner);
-                if inner.closed {
-                    return Err(StreamClosed);
-                }
-                if inner.queued < stream.limit {
-                    inner.queued += charge(&value);
-                    inner.queue.push_back(value);
-                    if inner.credit.may_send() {
-                        wake(&inner.slot);
-                    }
-                    return Ok(());
-                }
-            }
+            value = match stream.try_queue(value) {
+                Queued::Not(value) => value,
+                done => return done.into(),
+            };
             room.await;
         }
     }
