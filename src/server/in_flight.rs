@@ -25,8 +25,8 @@ use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use super::connection_context::RequestScope;
 use super::stream::{StreamIo, StreamItems};
 use super::{lock, Calls, ConnectionContext, Handler, ServiceError};
 use crate::id_hash::IdHash;
@@ -533,7 +533,7 @@ pub(super) async fn run_request<H: Handler>(
     deadline: Option<Instant>,
 ) -> (u32, Frame) {
     let max_payload = ctx.max_payload();
-    let mut guard = CancelOnDrop(ctx.cancellation());
+    let mut guard = CancelOnDrop(ctx.request_scope().cloned());
     let run = async {
         match work {
             Work::Bytes(request) => handler.call(request, ctx).await,
@@ -579,12 +579,12 @@ pub(super) async fn run_request<H: Handler>(
 
 /// Fires a request's cancelled signal when dropped, unless emptied first
 /// (the handler finished).
-struct CancelOnDrop(Option<CancellationToken>);
+struct CancelOnDrop(Option<Arc<RequestScope>>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
-            token.cancel();
+        if let Some(scope) = self.0.take() {
+            scope.cancelled.fire();
         }
     }
 }

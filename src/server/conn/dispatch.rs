@@ -7,9 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::super::connection_context::RequestScope;
+use super::super::connection_context::{Cancel, RequestScope};
 use super::super::in_flight::{error_that_fits, InFlight, Work};
 use super::super::stream::{InError, StreamIo};
 use super::super::topics::Subscriber;
@@ -229,7 +228,7 @@ impl<H: Handler> Connection<H> {
                     method: header.method,
                     deadline: own,
                     metadata,
-                    cancelled: CancellationToken::new(),
+                    cancelled: Cancel::default(),
                 };
                 let (work, stream) = work;
                 Ok(Some(Start {
