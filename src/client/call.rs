@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::Client;
 use crate::error::{Error, Result};
-use crate::protocol::{CallHeader, Encoding, Kind};
+use crate::protocol::{CallParts, Encoding, Kind};
 
 /// How long a client waits for a call's answer past the deadline it sent,
 /// so that the server's ERROR `timed out` normally arrives before the
@@ -81,9 +81,13 @@ impl CallOptions {
         deadline: Option<Duration>,
         params: &[u8],
     ) -> Result<Bytes> {
-        CallHeader::new(method, encoding)
-            .with_timeout(deadline)
-            .with_metadata(self.metadata.clone())
+        let header = CallParts {
+            encoding: encoding.to_u8(),
+            method,
+            timeout: deadline,
+            metadata: &self.metadata,
+        };
+        header
             .encode_with(params)
             .map_err(|e| Error::Protocol(e.to_string()))
     }
@@ -106,10 +110,26 @@ impl Client {
         params: &[u8],
         options: &CallOptions,
     ) -> Result<Bytes> {
+        self.call_frame(method, encoding, params, options)?
+            .send()
+            .await
+    }
+
+    /// [`Client::call_raw`]'s CALL, made up before it is sent: typed calls
+    /// encode their params straight into its payload.
+    pub(crate) fn call_frame(
+        &self,
+        method: &str,
+        encoding: Encoding,
+        params: &[u8],
+        options: &CallOptions,
+    ) -> Result<CallFrame<'_>> {
         let deadline = options.deadline(self.shared.options.request_timeout);
-        let payload = options.call_payload(method, encoding, deadline, params)?;
-        let wait = deadline.map(|d| d.saturating_add(DEADLINE_GRACE));
-        self.exchange(Kind::Call, payload, wait).await
+        Ok(CallFrame {
+            client: self,
+            payload: options.call_payload(method, encoding, deadline, params)?,
+            wait: deadline.map(|d| d.saturating_add(DEADLINE_GRACE)),
+        })
     }
 
     /// The encoding this client's typed calls use: its
@@ -167,5 +187,25 @@ impl Client {
     pub async fn describe_raw(&self) -> Result<Bytes> {
         let limit = self.shared.options.request_timeout;
         self.exchange(Kind::Describe, Bytes::new(), limit).await
+    }
+}
+
+/// A CALL ready to send ([`Client::call_frame`]): its payload, and how
+/// long its caller waits for the answer.
+pub(crate) struct CallFrame<'a> {
+    client: &'a Client,
+    payload: Bytes,
+    wait: Option<Duration>,
+}
+
+impl CallFrame<'_> {
+    /// Sends the CALL and waits for its answer: the result's bytes.
+    // Inlined, as `exchange`'s own callee, so that the future is built
+    // where the typed call keeps it rather than moved there.
+    #[inline]
+    pub(crate) async fn send(self) -> Result<Bytes> {
+        self.client
+            .exchange(Kind::Call, self.payload, self.wait)
+            .await
     }
 }

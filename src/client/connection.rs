@@ -298,7 +298,7 @@ impl Connection {
     ) -> Result<Bytes, CallError> {
         match self.check_size_now(&payload) {
             Some(checked) => checked.map_err(CallError::Sent)?,
-            None => within(expiry, Box::pin(self.check_size(&payload)))
+            None => Box::pin(within(expiry, self.check_size(&payload)))
                 .await
                 .map_err(CallError::Sent)?,
         }
@@ -315,7 +315,7 @@ impl Connection {
         if let Err(why) = sent {
             // Boxed, as the size check's wait: rare, and kept out of every
             // call's future.
-            let failed = within(expiry, Box::pin(async { Ok(self.send_failed(why).await) })).await;
+            let failed = Box::pin(within(expiry, async { Ok(self.send_failed(why).await) })).await;
             return Err(match failed {
                 Ok(failed) => CallError::NotSent(failed),
                 Err(timeout) => CallError::Sent(timeout),

@@ -528,8 +528,14 @@ impl Client {
             return Ok(current);
         }
         drop(current);
-        // Boxed: rare, and kept out of every call's future.
-        let reconnected = Box::pin(self.connection());
+        // Boxed, with its timer: rare, and kept out of every call's future
+        // (which a caller moves, a memcpy of all of it).
+        Box::pin(self.reconnected_within(expiry)).await
+    }
+
+    /// [`Client::connection`] within `expiry`: the wait for a reconnect.
+    async fn reconnected_within(&self, expiry: Option<Expiry>) -> Result<Arc<Connection>> {
+        let reconnected = self.connection();
         match expiry {
             None => reconnected.await,
             Some(expiry) => tokio::time::timeout_at(expiry.at, reconnected)

@@ -123,6 +123,18 @@ impl Writer {
         if let Some(result) = sent {
             return Ok(result);
         }
+        // Boxed, with its timer: kept out of every call's future, which
+        // its caller moves (a memcpy of all of it).
+        Box::pin(self.send_when_room(frame, expiry)).await
+    }
+
+    /// [`Writer::send_within`] once the outbox was found full: waits for
+    /// room, until `expiry`.
+    async fn send_when_room(
+        &self,
+        mut frame: Option<Frame>,
+        expiry: Option<Expiry>,
+    ) -> Result<Result<(), CloseReason>, Error> {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

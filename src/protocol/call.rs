@@ -155,53 +155,32 @@ impl CallHeader {
     /// The timeout field: milliseconds, rounded up so that a deadline
     /// under a millisecond is not sent as "none", and at most `u32::MAX`.
     pub fn timeout_ms(&self) -> u32 {
-        self.timeout.map_or(0, |t| {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.clamp(1, u32::MAX as u128) as u32
-        })
+        self.parts().timeout_ms()
     }
 
     /// Bytes the header takes on the wire.
     pub fn encoded_len(&self) -> usize {
-        let entries: usize = self
-            .metadata
-            .iter()
-            .map(|(k, v)| 1 + k.len() + 2 + v.len())
-            .sum();
-        2 + self.method.len() + 4 + 1 + entries
+        self.parts().encoded_len()
     }
 
     /// Appends the header to `buf`; the params go right after it.
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), CallError> {
-        check_len("method", self.method.len(), MAX_METHOD_LEN)?;
-        check_len("metadata", self.metadata.len(), MAX_METADATA)?;
-        for (key, value) in &self.metadata {
-            check_len("metadata key", key.len(), u8::MAX as usize)?;
-            check_len("metadata value", value.len(), u16::MAX as usize)?;
-        }
-        buf.reserve(self.encoded_len());
-        buf.put_u8(self.encoding);
-        buf.put_u8(self.method.len() as u8);
-        buf.put_slice(self.method.as_bytes());
-        buf.put_u32_le(self.timeout_ms());
-        buf.put_u8(self.metadata.len() as u8);
-        for (key, value) in &self.metadata {
-            buf.put_u8(key.len() as u8);
-            buf.put_slice(key.as_bytes());
-            buf.put_u16_le(value.len() as u16);
-            buf.put_slice(value.as_bytes());
-        }
-        Ok(())
+        self.parts().encode(buf)
     }
 
     /// A whole CALL payload: this header, then `params`.
     pub fn encode_with(&self, params: &[u8]) -> Result<Bytes, CallError> {
-        let mut buf = BytesMut::with_capacity(self.encoded_len() + params.len());
-        self.encode(&mut buf)?;
-        buf.put_slice(params);
-        Ok(buf.freeze())
+        self.parts().encode_with(params)
     }
 
+    fn parts(&self) -> CallParts<'_> {
+        CallParts {
+            encoding: self.encoding,
+            method: &self.method,
+            timeout: self.timeout,
+            metadata: &self.metadata,
+        }
+    }
     /// Splits a CALL payload into its header and its params (which share
     /// the payload's memory).
     pub fn decode(payload: &Bytes) -> Result<(CallHeader, Bytes), CallError> {
@@ -256,6 +235,64 @@ impl CallHeader {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A CALL header's fields, borrowed: what a client encodes each call
+/// from, without copying its method name and metadata into a
+/// [`CallHeader`] first.
+pub(crate) struct CallParts<'a> {
+    pub(crate) encoding: u8,
+    pub(crate) method: &'a str,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) metadata: &'a [(String, String)],
+}
+
+impl CallParts<'_> {
+    fn timeout_ms(&self) -> u32 {
+        self.timeout.map_or(0, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            ms.clamp(1, u32::MAX as u128) as u32
+        })
+    }
+
+    fn encoded_len(&self) -> usize {
+        let entries: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| 1 + k.len() + 2 + v.len())
+            .sum();
+        2 + self.method.len() + 4 + 1 + entries
+    }
+
+    fn encode(&self, buf: &mut BytesMut) -> Result<(), CallError> {
+        check_len("method", self.method.len(), MAX_METHOD_LEN)?;
+        check_len("metadata", self.metadata.len(), MAX_METADATA)?;
+        for (key, value) in self.metadata {
+            check_len("metadata key", key.len(), u8::MAX as usize)?;
+            check_len("metadata value", value.len(), u16::MAX as usize)?;
+        }
+        buf.reserve(self.encoded_len());
+        buf.put_u8(self.encoding);
+        buf.put_u8(self.method.len() as u8);
+        buf.put_slice(self.method.as_bytes());
+        buf.put_u32_le(self.timeout_ms());
+        buf.put_u8(self.metadata.len() as u8);
+        for (key, value) in self.metadata {
+            buf.put_u8(key.len() as u8);
+            buf.put_slice(key.as_bytes());
+            buf.put_u16_le(value.len() as u16);
+            buf.put_slice(value.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// A whole CALL payload: the header, then `params`.
+    pub(crate) fn encode_with(&self, params: &[u8]) -> Result<Bytes, CallError> {
+        let mut buf = BytesMut::with_capacity(self.encoded_len() + params.len());
+        self.encode(&mut buf)?;
+        buf.put_slice(params);
+        Ok(buf.freeze())
     }
 }
 

@@ -34,6 +34,7 @@ impl Client {
     /// let loud = client.call(&SHOUT, &"hi".to_owned()).await?;
     /// # let _ = loud; Ok(()) }
     /// ```
+    #[inline]
     pub fn call<Req, Resp>(
         &self,
         method: &Method<Req, Resp>,
@@ -72,11 +73,13 @@ impl Client {
             Some(encoding) => (encoding, true),
             None => self.call_encoding(),
         };
-        let encode = |encoding| {
-            codec::encode(encoding, request)
-                .map_err(|e| Error::Protocol(format!("cannot encode the params of {name}: {e}")))
-        };
-        let params = encode(encoding);
+        let cannot = |e| Error::Protocol(format!("cannot encode the params of {name}: {e}"));
+        // The params are encoded straight into the CALL's payload.
+        let call = codec::with_encoded(encoding, request, |params| {
+            self.call_frame(name, encoding, params, &options)
+        })
+        .map_err(cannot)
+        .and_then(|call| call);
         // Before the HELLO reply of a connection that sent first, the
         // server's encodings are not known: the params are also encoded in
         // the other encoding, to call again in it if the server turns out
@@ -89,12 +92,13 @@ impl Client {
                     Encoding::Json => Encoding::MessagePack,
                     Encoding::MessagePack => Encoding::Json,
                 };
-                encode(other).ok().map(|params| Box::new((other, params)))
+                let params = codec::encode(other, request).ok()?;
+                Some(Box::new((other, params)))
             })
             .flatten();
         async move {
             let mut used = encoding;
-            let mut result = self.call_raw(name, encoding, &params?, &options).await;
+            let mut result = call?.send().await;
             if let Some(fallback) = fallback {
                 (used, result) =
                     Box::pin(self.again_if_refused(name, encoding, result, *fallback, &options))
