@@ -261,11 +261,17 @@ impl ItemSender {
     /// cancelled it or left. The caller keeps a value within
     /// [`ItemSender::max_len`].
     pub async fn send(&self, value: Bytes) -> Result<(), StreamClosed> {
+        match self.stream.try_queue(value) {
+            // Boxed: rare, and kept out of the future of every send, which
+            // the method moves (a memcpy of all of it).
+            Queued::Not(value) => Box::pin(self.send_when_room(value)).await,
+            done => done.into(),
+        }
+    }
+
+    /// [`ItemSender::send`] once the queue was found full.
+    async fn send_when_room(&self, mut value: Bytes) -> Result<(), StreamClosed> {
         let stream = &self.stream;
-        let mut value = match stream.try_queue(value) {
-            Queued::Not(value) => value,
-            done => return done.into(),
-        };
         loop {
             // The wait for room is armed only once the queue was found
             // full (arming it costs two locks of the Notify), then the
