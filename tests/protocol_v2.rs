@@ -424,6 +424,29 @@ async fn the_server_stops_a_call_at_its_deadline() {
 }
 
 #[tokio::test]
+async fn a_call_due_sooner_than_one_running_is_stopped_at_its_own_deadline() {
+    let mut fixture = Fixture::start("deadline-order", true, |b| b);
+    let mut client = fixture.v2().await;
+    // The connection keeps one timer for its calls' deadlines, armed for
+    // the earliest: here the first call's, far off, until the second comes
+    // due sooner. It must fire for the second alone (were it left at the
+    // first's, both would be stopped together, 30 s on).
+    client.send(call(1, "wait", 1, 30_000, b"{}")).await;
+    fixture.started().await;
+    client.send(call(2, "wait", 1, 50, b"{}")).await;
+    fixture.started().await;
+    let message = expect_error(&mut client, 2, ErrorCode::TIMED_OUT).await;
+    assert!(message.contains("timeout"), "{message}");
+    fixture.dropped().await;
+    let status = status_of(&mut client, 3).await;
+    assert_eq!(status.requests_timed_out, 1, "the first call still runs");
+    client.send(empty(Kind::Cancel, 1)).await;
+    expect_error(&mut client, 1, ErrorCode::CANCELLED).await;
+    fixture.dropped().await;
+    fixture.stop().await;
+}
+
+#[tokio::test]
 async fn a_v1_request_has_no_scope() {
     // An EOF over memory reads as a half-close: the request then gets the
     // shutdown timeout, here none, before it is dropped.

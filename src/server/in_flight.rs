@@ -77,6 +77,9 @@ struct Slot<F> {
     /// the server's request timeout applies to it (it has no deadline of
     /// its own).
     started: Option<u32>,
+    /// When it is stopped with ERROR `timed out`, if it has a deadline
+    /// (kept by the connection's [`Deadlines`](super::waiting::Deadlines)).
+    deadline: Option<Instant>,
 }
 
 /// The slots to poll: those just started, and those whose waker fired.
@@ -242,6 +245,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         if slot.started.take().is_some() {
             self.untimed -= 1;
         }
+        slot.deadline = None;
         self.free.push(index);
     }
 
@@ -261,7 +265,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         id: u32,
         request: F,
         held: usize,
-        started: Option<u32>,
+        limit: Limit,
         parts: Option<Arc<dyn Parts>>,
     ) -> Result<(), u32> {
         let index = self.free.pop().unwrap_or_else(|| self.new_slot());
@@ -276,12 +280,16 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         let slot = &mut self.slots[index];
         slot.future.as_mut().set(Some(request));
         slot.held = held;
-        slot.started = started;
+        (slot.started, slot.deadline) = match limit {
+            Limit::None => (None, None),
+            Limit::Tick(tick) => (Some(tick), None),
+            Limit::Deadline(at) => (None, Some(at)),
+        };
         if let Some(parts) = &parts {
             parts.attach(Waker::from(slot.waker.clone()));
         }
         slot.parts = parts;
-        self.untimed += usize::from(started.is_some());
+        self.untimed += usize::from(slot.started.is_some());
         // Queued for its first poll without waking the connection's task:
         // that task is the caller, and polls the queue next. (A wake would
         // schedule it again, and could hand it to another worker thread.)
@@ -302,7 +310,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
         stream: Arc<StreamIo>,
     ) -> Result<(), u32> {
         let parts: Arc<dyn Parts> = stream.clone();
-        self.start(id, request, held, None, Some(parts))?;
+        self.start(id, request, held, Limit::None, Some(parts))?;
         let index = self.ids[&id];
         self.subscriptions += usize::from(stream.subscriber.is_some());
         self.slots[index].stream = Some(stream);
@@ -324,8 +332,33 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             last: None,
             held: 0,
             started: None,
+            deadline: None,
         });
         index
+    }
+
+    /// Drops every request whose deadline is `now` or earlier, calling
+    /// `answer` with each one's id; returns the earliest deadline left.
+    pub(super) fn expire_deadlines(
+        &mut self,
+        now: Instant,
+        mut answer: impl FnMut(u32),
+    ) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        let mut due = Vec::new();
+        for (&id, &index) in &self.ids {
+            match self.slots[index].deadline {
+                Some(at) if at <= now => due.push((id, index)),
+                Some(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                None => {}
+            }
+        }
+        for (id, index) in due {
+            self.ids.remove(&id);
+            self.free_slot(index);
+            answer(id);
+        }
+        earliest
     }
 
     /// Drops every request that started at tick `before` or earlier under
@@ -460,6 +493,18 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             }
         }
     }
+}
+
+/// What stops a request that runs too long.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Limit {
+    /// Nothing (a stream; or no timeout applies).
+    None,
+    /// The server's request timeout, counted in the connection's ticks
+    /// from the one it started in.
+    Tick(u32),
+    /// A deadline: its own, or the request timeout of one that waited.
+    Deadline(Instant),
 }
 
 /// Request futures polled per [`InFlight::poll_answer`] call.
@@ -708,7 +753,9 @@ mod tests {
         };
         let mut in_flight = InFlight::new(4);
         let handed: Arc<dyn Parts> = parts.clone();
-        in_flight.start(7, request, 0, None, Some(handed)).unwrap();
+        in_flight
+            .start(7, request, 0, Limit::None, Some(handed))
+            .unwrap();
         assert!(next(&mut in_flight).is_pending());
         parts.push(part(1));
         parts.push(part(2));

@@ -659,7 +659,7 @@ mod tests {
     /// for CREDIT, and its last answer follows its last item.
     #[tokio::test]
     async fn in_a_slot_the_last_answer_follows_every_item_and_credit_paces_the_producer() {
-        use super::super::in_flight::{Answer, InFlight};
+        use super::super::in_flight::{Answer, InFlight, Limit};
         // A queue of about three 1-byte items.
         let limit = 3 * (ENTRY_HEADER_LEN + 1 + QUEUED_ITEM_OVERHEAD);
         let stream = StreamOut::new(9, 24, limit, 1000);
@@ -672,7 +672,9 @@ mod tests {
         };
         let mut in_flight = InFlight::new(4);
         let parts: Arc<dyn Parts> = stream.clone();
-        in_flight.start(9, producer, 0, None, Some(parts)).unwrap();
+        in_flight
+            .start(9, producer, 0, Limit::None, Some(parts))
+            .unwrap();
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut got = Vec::new();

@@ -37,7 +37,7 @@ use tokio_util::codec::FramedWrite;
 
 use super::connection_context::OutputLimit;
 use super::fair_share::Users;
-use super::in_flight::{run_request, InFlight};
+use super::in_flight::{run_request, InFlight, Limit};
 use super::{lock, Config, ConnectionContext, Handler, Refusal, Shared, Who};
 use crate::log_limit::limited;
 use crate::protocol::{negotiate, ClientHello, CodecError, ErrorCode, Frame, FrameCodec, Kind};
@@ -337,16 +337,32 @@ impl<H: Handler> Connection<H> {
                 held,
                 stream,
             } = start;
-            // The server's request timeout reaches a request without a
-            // deadline of its own through the connection's tick: no timer
-            // per request. It does not apply to streams.
-            let untimed = deadline.is_none() && self.config.request_timeout.is_some();
-            let started = untimed.then(|| state.tick.now());
-            let request = run_request(&*self.handler, id, work, ctx, deadline);
+            // No timer per request: a deadline is kept by the connection's
+            // one timer for them, and the server's request timeout reaches
+            // a request without one through the connection's tick. It does
+            // not apply to streams; a stream's own deadline is a timer of
+            // its own (one per stream, not per item), so that the items it
+            // queued still go out before its ERROR `timed out`.
             state.tick.busy = true;
             let started = match stream {
-                None => in_flight.start(id, request, held, started, None),
-                Some(stream) => in_flight.start_stream(id, request, held, stream),
+                None => {
+                    let limit = match deadline {
+                        Some(at) => Limit::Deadline(at),
+                        None if self.config.request_timeout.is_some() => {
+                            Limit::Tick(state.tick.now())
+                        }
+                        None => Limit::None,
+                    };
+                    if let Some(at) = deadline {
+                        state.deadlines.arm(at);
+                    }
+                    let request = run_request(&*self.handler, id, work, ctx, None);
+                    in_flight.start(id, request, held, limit, None)
+                }
+                Some(stream) => {
+                    let request = run_request(&*self.handler, id, work, ctx, deadline);
+                    in_flight.start_stream(id, request, held, stream)
+                }
             };
             if let Err(id) = started {
                 break dispatch::duplicate(id);

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::budget::Share;
 use super::super::fair_share::Throttle;
 use super::super::in_flight::{panic_message, InFlight};
-use super::super::waiting::{Job, Tick, Waiting};
+use super::super::waiting::{Deadlines, Job, Tick, Waiting};
 use super::super::{Config, Shared};
 use super::signals::{Signal, Signals};
 use super::turn::Event;
@@ -75,6 +75,8 @@ pub(super) struct State<'a> {
     /// Whether the loop read (or tried to) at its last turn.
     pub(super) reading: bool,
     pub(super) tick: Tick,
+    /// The timer of the running requests' deadlines.
+    pub(super) deadlines: Deadlines,
     /// The server's request timeout, in ticks.
     pub(super) request_ticks: Option<u32>,
     idle: Option<Idle>,
@@ -117,6 +119,7 @@ impl<'a> State<'a> {
             frames: 0,
             reading: true,
             tick,
+            deadlines: Deadlines::default(),
             request_ticks,
             idle: config.idle_timeout.map(|timeout| Idle {
                 timeout,

@@ -10,6 +10,8 @@ use std::io;
 use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::super::connection_context::OutputLimit;
 use super::super::in_flight::{Answer, InFlight};
 use super::super::waiting::Waiter;
@@ -247,6 +249,10 @@ impl<S: ServerIo> Link<S> {
         in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
     ) -> Poll<Option<Event>> {
+        if state.deadlines.poll(cx).is_ready() {
+            self.expire_deadlines(in_flight, state);
+            return Poll::Ready(None);
+        }
         if !state.tick.is_armed() {
             if !state.needs_tick(in_flight) && !self.wire.holds_read_buffer() {
                 return Poll::Pending;
@@ -255,6 +261,26 @@ impl<S: ServerIo> Link<S> {
         }
         ready!(state.tick.poll(cx));
         Poll::Ready(self.housekeeping(in_flight, state))
+    }
+
+    /// The deadlines' timer fired: requests past their deadline are
+    /// stopped with ERROR `timed out` (dropping a request fires its
+    /// cancelled signal), and the timer is armed for the earliest left.
+    fn expire_deadlines<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        in_flight: &mut InFlight<F>,
+        state: &mut State<'_>,
+    ) {
+        let why = "the request did not finish within its timeout";
+        let left = in_flight.expire_deadlines(Instant::now(), |id| {
+            self.wire.tally.requests += 1;
+            self.wire.push(Frame::error(id, ErrorCode::TIMED_OUT, why));
+        });
+        state.share.release(in_flight.take_released());
+        match left {
+            Some(at) => state.deadlines.arm(at),
+            None => state.deadlines.trim(),
+        }
     }
 
     /// What the connection does once per tick: stops requests past the
