@@ -260,10 +260,15 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     /// applies to it; `parts`, what it sends before its last answer if it
     /// streams. Refuses an id still in flight. It is first polled by the
     /// next [`InFlight::poll_answer`].
+    // `request` makes the future where the slot keeps it (with the
+    // function inlined): a request's future, passed by value, was moved
+    // three times on its way into the slot (memcpy, 210 instructions a
+    // request).
+    #[inline]
     pub(super) fn start(
         &mut self,
         id: u32,
-        request: F,
+        request: impl FnOnce() -> F,
         held: usize,
         limit: Limit,
         parts: Option<Arc<dyn Parts>>,
@@ -278,7 +283,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
             Entry::Vacant(vacant) => vacant.insert(index),
         };
         let slot = &mut self.slots[index];
-        slot.future.as_mut().set(Some(request));
+        slot.future.as_mut().set(Some(request()));
         slot.held = held;
         (slot.started, slot.deadline) = match limit {
             Limit::None => (None, None),
@@ -305,7 +310,7 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     pub(super) fn start_stream(
         &mut self,
         id: u32,
-        request: F,
+        request: impl FnOnce() -> F,
         held: usize,
         stream: Arc<StreamIo>,
     ) -> Result<(), u32> {
@@ -754,7 +759,7 @@ mod tests {
         let mut in_flight = InFlight::new(4);
         let handed: Arc<dyn Parts> = parts.clone();
         in_flight
-            .start(7, request, 0, Limit::None, Some(handed))
+            .start(7, || request, 0, Limit::None, Some(handed))
             .unwrap();
         assert!(next(&mut in_flight).is_pending());
         parts.push(part(1));

@@ -673,7 +673,7 @@ mod tests {
         let mut in_flight = InFlight::new(4);
         let parts: Arc<dyn Parts> = stream.clone();
         in_flight
-            .start(9, producer, 0, Limit::None, Some(parts))
+            .start(9, || producer, 0, Limit::None, Some(parts))
             .unwrap();
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);

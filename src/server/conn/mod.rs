@@ -356,11 +356,11 @@ impl<H: Handler> Connection<H> {
                     if let Some(at) = deadline {
                         state.deadlines.arm(at);
                     }
-                    let request = run_request(&*self.handler, id, work, ctx, None);
+                    let request = || run_request(&*self.handler, id, work, ctx, None);
                     in_flight.start(id, request, held, limit, None)
                 }
                 Some(stream) => {
-                    let request = run_request(&*self.handler, id, work, ctx, deadline);
+                    let request = || run_request(&*self.handler, id, work, ctx, deadline);
                     in_flight.start_stream(id, request, held, stream)
                 }
             };
