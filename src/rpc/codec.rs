@@ -47,11 +47,14 @@ fn encode_into<T: Serialize + ?Sized>(
 /// buffer; a longer one keeps the buffer it was encoded in.
 const COPY_UP_TO: usize = 8 * 1024;
 
+// The thread's buffer to encode into: empty between uses, its capacity at
+// most `2 * COPY_UP_TO` (what doubling reaches on the way to a value that
+// is copied out). A value encoded while another is (a `Serialize` that
+// makes a call) finds it taken and starts a new one.
 thread_local! {
-    /// The thread's buffer to encode into: empty between uses, its
-    /// capacity at most `2 * COPY_UP_TO` (what doubling reaches on the way
-    /// to a value that is copied out). A value encoded while another is
-    /// (a `Serialize` that makes a call) finds it taken and starts a new one.
+    // It is `const`: clippy 1.96 says otherwise for the Windows targets,
+    // where std expands a `const` thread-local another way.
+    #[allow(clippy::missing_const_for_thread_local)]
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
