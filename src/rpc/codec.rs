@@ -318,6 +318,65 @@ mod tests {
         }
     }
 
+    /// Serializes as a list whose second element is its own encoding,
+    /// made while the outer value is being encoded (the thread's buffer is
+    /// taken then).
+    struct Nested(Encoding);
+
+    impl serde::Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let inner = encode_bytes(self.0, &("inner", 7)).map_err(serde::ser::Error::custom)?;
+            let mut seq = s.serialize_seq(Some(2))?;
+            seq.serialize_element("outer")?;
+            seq.serialize_element(&inner[..])?;
+            seq.end()
+        }
+    }
+
+    #[test]
+    fn the_threads_buffer_gives_the_bytes_of_a_buffer_of_their_own() {
+        let big: Vec<String> = (0..2000).map(|n| format!("item {n}")).collect();
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            // Small (copied out), large (takes the buffer), then small again
+            // (a new buffer), and through `with_encoded`.
+            for value in [&sample() as &dyn erased::Value, &big, &sample()] {
+                let own = value.encode_own(encoding);
+                assert_eq!(value.encode_bytes(encoding), own, "{encoding}");
+                assert_eq!(value.with_encoded(encoding), own, "{encoding}");
+            }
+            assert!(encode(encoding, &big).unwrap().len() > COPY_UP_TO);
+            // Encoded while the thread's buffer holds the outer value.
+            let nested = encode_bytes(encoding, &Nested(encoding)).unwrap();
+            let inner = encode(encoding, &("inner", 7)).unwrap();
+            let expected = encode(encoding, &("outer", &inner[..])).unwrap();
+            assert_eq!(nested[..], expected[..], "{encoding}");
+        }
+    }
+
+    /// The encoders over values of different types, for one loop.
+    mod erased {
+        use super::*;
+
+        pub(super) trait Value {
+            fn encode_own(&self, encoding: Encoding) -> Vec<u8>;
+            fn encode_bytes(&self, encoding: Encoding) -> Vec<u8>;
+            fn with_encoded(&self, encoding: Encoding) -> Vec<u8>;
+        }
+
+        impl<T: serde::Serialize> Value for T {
+            fn encode_own(&self, encoding: Encoding) -> Vec<u8> {
+                encode(encoding, self).unwrap()
+            }
+            fn encode_bytes(&self, encoding: Encoding) -> Vec<u8> {
+                super::encode_bytes(encoding, self).unwrap().to_vec()
+            }
+            fn with_encoded(&self, encoding: Encoding) -> Vec<u8> {
+                super::with_encoded(encoding, self, <[u8]>::to_vec).unwrap()
+            }
+        }
+    }
+
     #[test]
     fn msgpack_structs_are_maps_of_field_names() {
         let bytes = encode(Encoding::MessagePack, &Inner { name: "a".into() }).unwrap();
