@@ -134,10 +134,7 @@ async fn a_dropped_call_sends_cancel_for_its_id() {
 
 #[tokio::test]
 async fn a_call_whose_time_is_up_sends_its_deadline_then_cancel() {
-    let (client_end, mut server) = pair();
-    let handshake = async { accept_v2(&mut server, &[Encoding::Json]).await };
-    let (client, ()) = tokio::join!(Client::from_io(client_end, ClientOptions::new()), handshake);
-    let client = client.unwrap();
+    let (client, mut server) = connected_offering(ClientOptions::new(), &[Encoding::Json]).await;
     let call = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -152,18 +149,12 @@ async fn a_call_whose_time_is_up_sends_its_deadline_then_cancel() {
     assert_eq!(header.timeout, Some(Duration::from_millis(20)));
     // This server never answers: past the deadline and its grace the
     // client gives up by itself, and says so to the server.
-    let err = guard(call).await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Timeout(..)), "{err:?}");
-    let cancel = next_frame(&mut server).await;
-    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, sent.id));
+    times_out_then_cancels(call, &mut server, sent.id).await;
 }
 
 #[tokio::test]
 async fn a_dropped_byte_request_is_cancelled_and_a_dropped_ping_is_not() {
-    let (client_end, mut server) = pair();
-    let handshake = async { accept_v2(&mut server, &[]).await };
-    let (client, ()) = tokio::join!(Client::from_io(client_end, ClientOptions::new()), handshake);
-    let client = client.unwrap();
+    let (client, mut server) = connected(ClientOptions::new()).await;
 
     let ping = tokio::spawn({
         let client = client.clone();
@@ -229,10 +220,28 @@ async fn a_hello_reply_that_does_not_parse_fails_the_connect() {
 
 /// A client over a memory pair whose server side has shaken hands.
 async fn connected(options: ClientOptions) -> (Client, Raw) {
+    connected_offering(options, &[]).await
+}
+
+/// A client with `options` on a server that offers `encodings`.
+async fn connected_offering(options: ClientOptions, encodings: &[Encoding]) -> (Client, Raw) {
     let (client_end, mut server) = pair();
-    let handshake = async { accept_v2(&mut server, &[]).await };
+    let handshake = async { accept_v2(&mut server, encodings).await };
     let (client, ()) = tokio::join!(Client::from_io(client_end, options), handshake);
     (client.unwrap(), server)
+}
+
+/// `call` fails with its timeout, and its client then tells the server it
+/// gave up: CANCEL for `id`.
+async fn times_out_then_cancels(
+    call: tokio::task::JoinHandle<pipesvc::Result<Bytes>>,
+    server: &mut Raw,
+    id: u32,
+) {
+    let err = guard(call).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Timeout(..)), "{err:?}");
+    let cancel = next_frame(server).await;
+    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, id));
 }
 
 /// A byte request with its own timeout, on a task.
@@ -283,10 +292,7 @@ async fn a_call_in_flight_when_the_server_says_goodbye_still_times_out() {
         .send(Frame::new(Kind::Goodbye, 0, Bytes::from("restarting")))
         .await
         .unwrap();
-    let err = guard(call).await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Timeout(..)), "{err:?}");
-    let cancel = next_frame(&mut server).await;
-    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, sent.id));
+    times_out_then_cancels(call, &mut server, sent.id).await;
 }
 
 // A close waits for the calls in flight (within its own limit, here far
@@ -302,9 +308,6 @@ async fn a_call_in_flight_while_the_client_closes_times_out_by_its_deadline() {
         let client = client.clone();
         async move { client.close().await }
     });
-    let err = guard(call).await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Timeout(..)), "{err:?}");
-    let cancel = next_frame(&mut server).await;
-    assert_eq!((cancel.kind, cancel.id), (Kind::Cancel, sent.id));
+    times_out_then_cancels(call, &mut server, sent.id).await;
     guard(closing).await.unwrap();
 }
