@@ -52,7 +52,7 @@ use crate::protocol::{Kind, Status};
 use crate::transport::{ConnectStats, PeerInfo};
 use connection::{CallError, Connection, Connector};
 use notifications::Queue;
-use pending::{Expiry, Pending};
+use pending::{within, Expiry, Pending};
 use supervisor::{open_first, supervise};
 
 /// The state of a client's connection, as [`Client::connection_states`]
@@ -535,16 +535,8 @@ impl Client {
 
     /// [`Client::connection`] within `expiry`: the wait for a reconnect.
     async fn reconnected_within(&self, expiry: Option<Expiry>) -> Result<Arc<Connection>> {
-        let reconnected = self.connection();
-        match expiry {
-            None => reconnected.await,
-            Some(expiry) => tokio::time::timeout_at(expiry.at, reconnected)
-                .await
-                .unwrap_or(Err(Error::Timeout(
-                    expiry.limit,
-                    "waiting to reconnect to the server",
-                ))),
-        }
+        let expiry = expiry.map(|e| e.waiting_for("waiting to reconnect to the server"));
+        within(expiry, self.connection()).await
     }
 
     /// Whether a lost connection is replaced: `reconnect` is on and the

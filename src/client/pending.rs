@@ -46,7 +46,8 @@ pub(super) struct Expiry {
     pub(super) at: Instant,
     /// The limit it was given, which the timeout names.
     pub(super) limit: Duration,
-    kind: Kind,
+    /// What the timeout says the call waited for.
+    waiting_for: &'static str,
 }
 
 impl Expiry {
@@ -55,13 +56,22 @@ impl Expiry {
         Expiry {
             at: Instant::now() + limit,
             limit,
-            kind,
+            waiting_for: waiting_for_answer(kind),
+        }
+    }
+
+    /// The same deadline, for a wait whose timeout says it waited for
+    /// `what` instead of the answer.
+    pub(super) fn waiting_for(self, what: &'static str) -> Expiry {
+        Expiry {
+            waiting_for: what,
+            ..self
         }
     }
 
     /// The call's timeout, naming what it waited for.
     pub(super) fn error(&self) -> Error {
-        Error::Timeout(self.limit, waiting_for_answer(self.kind))
+        Error::Timeout(self.limit, self.waiting_for)
     }
 }
 
