@@ -45,6 +45,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::budget::MemoryBudget;
+use super::waiting::set_timer;
 use super::Config;
 use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION, READ_CHUNK};
 use crate::transport::ServerIo;
@@ -238,11 +239,7 @@ impl<S: ServerIo> Input<S> {
     /// rest sits unread is not the client's.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<CodecError> {
         if !self.armed {
-            let at = Instant::now() + self.frame_timeout;
-            match &mut self.deadline {
-                Some(deadline) => deadline.as_mut().reset(at),
-                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
+            set_timer(&mut self.deadline, Instant::now() + self.frame_timeout);
             self.armed = true;
         }
         let deadline = self.deadline.as_mut().expect("armed above");

@@ -225,10 +225,7 @@ impl Waiting {
 
     fn arm(&mut self, at: Instant) {
         self.next_deadline = Some(at);
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        set_timer(&mut self.timer, at);
     }
 
     /// Gives back what a burst of waiting jobs left behind (the queue's
@@ -301,11 +298,7 @@ impl Tick {
             return;
         }
         self.armed = true;
-        let at = Instant::now() + self.period;
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        set_timer(&mut self.timer, Instant::now() + self.period);
     }
 
     /// Ready once per period while armed (then disarmed).
@@ -326,6 +319,16 @@ impl Tick {
         if !self.armed {
             self.timer = None;
         }
+    }
+}
+
+/// Sets `timer` to fire at `at`: the timer a connection keeps is reset,
+/// and made (boxed, so that a connection without one holds a pointer)
+/// only the first time.
+pub(super) fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(timer) => timer.as_mut().reset(at),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
     }
 }
 
@@ -353,10 +356,7 @@ impl Deadlines {
             return;
         }
         self.at = Some(at);
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        set_timer(&mut self.timer, at);
     }
 
     /// Ready once the armed deadline has passed (then disarmed: the caller

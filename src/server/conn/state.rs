@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::budget::Share;
 use super::super::fair_share::Throttle;
 use super::super::in_flight::{panic_message, InFlight};
-use super::super::waiting::{Deadlines, Job, Tick, Waiting};
+use super::super::waiting::{set_timer, Deadlines, Job, Tick, Waiting};
 use super::super::{Config, Shared};
 use super::signals::{Signal, Signals};
 use super::turn::Event;
@@ -231,10 +231,7 @@ impl<'a> State<'a> {
                 "a client sends frames that need no answer faster than its rate; pausing it"
             );
             self.paused = true;
-            match &mut self.resume {
-                Some(timer) => timer.as_mut().reset(resume),
-                None => self.resume = Some(Box::pin(tokio::time::sleep_until(resume))),
-            }
+            set_timer(&mut self.resume, resume);
         }
     }
 
