@@ -305,3 +305,113 @@ async fn the_servers_hello_comes_first_even_when_the_input_ends_at_once() {
     ServerHello::decode(&hello.payload).expect("the server's HELLO");
     guard(serving.stop()).await.expect("serve");
 }
+
+/// The server's end of a connection, counting the writes that carried
+/// bytes (a vectored write counts once).
+struct CountingWrites {
+    inner: pipesvc::transport::memory::MemoryStream,
+    writes: Arc<AtomicUsize>,
+}
+
+impl CountingWrites {
+    fn count(&self, written: &std::task::Poll<std::io::Result<usize>>) {
+        if matches!(written, std::task::Poll::Ready(Ok(n)) if *n > 0) {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for CountingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A burst of requests the server reads at once is answered in one write,
+/// with the handshake's HELLO and HELLO reply: frames already read are
+/// taken before the write (they cost no system call), so their answers,
+/// ready at once, leave together. (The server wrote once per request of
+/// such a burst before issue 23's second stop: 17 writes here.)
+#[tokio::test]
+async fn a_burst_read_at_once_is_answered_in_one_write() {
+    let counting = Counting::default();
+    let serving = TestServer::start(
+        Server::builder(unique_endpoint("burst-one-write"))
+            .handler(counting.clone())
+            .build()
+            .expect("build"),
+    );
+    let (client_end, server_end) = pipesvc::transport::memory::pair();
+    let mut client = RawClient::over(client_end);
+    let requests = (1..=16).map(|id| Frame::new(Kind::Request, id, Bytes::from(format!("r{id}"))));
+    // All of it is there before the server reads anything.
+    client
+        .send_raw(&wire(std::iter::once(hello_v2()).chain(requests)))
+        .await;
+    let writes = Arc::new(AtomicUsize::new(0));
+    let server_end = CountingWrites {
+        inner: server_end,
+        writes: writes.clone(),
+    };
+    serving
+        .handle()
+        .serve_connection(server_end, pipesvc::transport::PeerInfo::current())
+        .unwrap();
+    expect_handshake(&mut client, 2).await.unwrap();
+    for id in 1..=16 {
+        let answer = next(&mut client).await;
+        assert_eq!((answer.kind, answer.id), (Kind::Response, id), "{answer:?}");
+        assert_eq!(answer.payload, format!("r{id}"));
+    }
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "writes for the handshake and 16 answers"
+    );
+    assert_eq!(counting.0.load(Ordering::SeqCst), 16);
+    guard(serving.stop()).await.expect("serve");
+}

@@ -304,6 +304,12 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
+/// Whether `src` begins with a whole frame (or with a length no frame can
+/// have): decoding it then needs no more bytes from the stream.
+pub(crate) fn begins_with_whole_frame(src: &[u8]) -> bool {
+    peek_u32(src, 0).is_some_and(|length| src.len() - LENGTH_FIELD_LEN >= length as usize)
+}
+
 fn peek_u32(src: &[u8], at: usize) -> Option<u32> {
     let bytes = src.get(at..at + 4)?;
     Some(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))

@@ -181,6 +181,12 @@ impl<S: ServerIo> Input<S> {
         self.frames.read_buffer_mut()
     }
 
+    /// Whether a whole frame is buffered: the next read decodes it
+    /// without a system call.
+    pub(super) fn holds_whole_frame(&self) -> bool {
+        crate::protocol::begins_with_whole_frame(self.frames.read_buffer())
+    }
+
     /// Whether the connection holds a read buffer (until a quiet tick
     /// gives it back).
     pub(super) fn holds_read_buffer(&self) -> bool {
@@ -215,19 +221,24 @@ impl<S: ServerIo> Input<S> {
     /// byte there. A frame is longer than a byte, so the frame reader
     /// reads again before it can decode one, and sees the rest (or the end
     /// of the stream: then the byte is a cut frame, as it should be).
+    /// `false`: the stream ended there, between frames (no buffer is made,
+    /// and the end is not read a second time).
     // Out of line: the hot path (a busy connection's reads) never takes
     // it, and inlined it cost every read about 20 instructions.
     #[cold]
     #[inline(never)]
-    fn poll_first_byte(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CodecError>> {
+    fn poll_first_byte(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, CodecError>> {
         let mut byte = [0u8; 1];
         let mut read = ReadBuf::new(&mut byte);
         ready!(Pin::new(self.frames.get_mut()).poll_read(cx, &mut read))?;
+        if read.filled().is_empty() {
+            return Poll::Ready(Ok(false));
+        }
         let buffer = self.frames.read_buffer_mut();
         *buffer = BytesMut::with_capacity(READ_BUFFER_START);
         buffer.extend_from_slice(read.filled());
         self.quiet = false;
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(true))
     }
 
     /// Fails the frame being received if its deadline has passed; arms the
@@ -255,8 +266,8 @@ impl<S: ServerIo> Stream for Input<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.quiet {
-            ready!(this.poll_first_byte(cx))?;
+        if this.quiet && !ready!(this.poll_first_byte(cx))? {
+            return Poll::Ready(None);
         }
         match this.frames.poll_next_unpin(cx) {
             Poll::Ready(item) => {

@@ -65,6 +65,11 @@ enum End {
     PeerClosed,
     /// Reading or writing failed; the client is gone.
     PeerGone,
+    /// The client closed its end for good: the stream is shut both ways
+    /// (on a pipe, closed), so that nothing written would be read and
+    /// nothing more arrives. The stream is dropped at once: no last
+    /// write, no shut down, no drain.
+    PeerLeft,
     /// A broadcast found the client's output full: it is cut off, told
     /// why (ERROR `too slow`) ahead of the NOTIFYs it had not taken.
     TooSlow,
@@ -122,10 +127,10 @@ impl<H: Handler> Connection<H> {
         }
         // Handlers waiting for room to notify learn that the client is gone.
         link.pushed.output.room.close();
-        if matches!(end, End::PeerGone) {
-            link.cut().await;
-        } else {
-            link.close().await;
+        match end {
+            End::PeerLeft => link.drop_stream(),
+            End::PeerGone => link.cut().await,
+            _ => link.close().await,
         }
         tracing::debug!("disconnected");
         if let Some(ctx) = ctx {
@@ -421,7 +426,7 @@ impl<H: Handler> Connection<H> {
             }
             Event::Eof => {
                 if link.stream().peer_is_gone() {
-                    return Flow::End(End::PeerGone);
+                    return Flow::End(End::PeerLeft);
                 }
                 // A half-close: the client has sent all it will and
                 // still reads. Its requests get a deadline.
@@ -432,7 +437,7 @@ impl<H: Handler> Connection<H> {
             }
             Event::HungUp => {
                 tracing::debug!("the client left while its connection was not read");
-                return Flow::End(End::PeerGone);
+                return Flow::End(End::PeerLeft);
             }
             Event::ReadFailed(e) => return Flow::End(decode_failed(e)),
             Event::WriteFailed(e) => {
@@ -527,7 +532,7 @@ fn report<S: ServerIo>(link: &mut Link<S>, end: &End) {
         End::Refused(message) => Frame::error(0, ErrorCode::NOT_ALLOWED, message),
         End::UserLimit(message) => Frame::error(0, ErrorCode::OVERLOADED, message),
         End::TooSlow => Frame::error(0, ErrorCode::TOO_SLOW, TOO_SLOW_MESSAGE),
-        End::PeerClosed | End::PeerGone => return,
+        End::PeerClosed | End::PeerGone | End::PeerLeft => return,
     };
     link.push(frame);
 }

@@ -178,18 +178,24 @@ impl<S: ServerIo> Link<S> {
             if settled && state.phase == Phase::Settling {
                 return Poll::Ready(Event::Settled);
             }
+            state.reading = state.reads() && self.has_room_for_answers();
+            // A whole frame already read waits for no system call: it is
+            // taken first, and what is queued goes out with its answer, so
+            // that a burst read at once is answered in one write, not in
+            // one each. Bounded by the frames a poll reads and by the room
+            // for answers (past it, `reading` is false and the write comes
+            // first).
+            let read_first =
+                state.reading && state.frames < FRAMES_PER_POLL && self.wire.holds_whole_frame();
             let mut wrote_all = false;
-            if !self.wire.outbox.is_empty() {
-                // Counted before the client can see the answers: a STATUS
-                // it sends next includes them.
-                self.wire.publish();
-                match self.poll_write(cx) {
+            if !read_first && !self.wire.outbox.is_empty() {
+                match self.poll_write_all(cx) {
                     Poll::Ready(Ok(())) => wrote_all = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
                     Poll::Pending => {}
                 }
+                state.reading = state.reads() && self.has_room_for_answers();
             }
-            state.reading = state.reads() && self.has_room_for_answers();
             if state.reading {
                 if state.frames >= FRAMES_PER_POLL {
                     return self.yield_now(cx, in_flight, state);
@@ -205,6 +211,15 @@ impl<S: ServerIo> Link<S> {
                     Poll::Pending if settled && state.phase == Phase::Draining => {
                         return Poll::Ready(Event::Settled)
                     }
+                    Poll::Pending => {}
+                }
+            }
+            if read_first && !self.wire.outbox.is_empty() {
+                // Not reached while a whole frame decodes at once; should
+                // the reader still wait, what is queued does not.
+                match self.poll_write_all(cx) {
+                    Poll::Ready(Ok(())) => wrote_all = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
                     Poll::Pending => {}
                 }
             }
@@ -321,6 +336,13 @@ impl<S: ServerIo> Link<S> {
         None
     }
 
+    /// Writes the outbox's frames, counted first: a STATUS the client
+    /// sends after reading them includes them.
+    fn poll_write_all(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        self.wire.publish();
+        self.poll_write(cx)
+    }
+
     /// Writes what the outbox holds, giving back the room of the NOTIFYs
     /// written. Fails if the client does not take what is queued within
     /// the write timeout ([`Wire::poll_deadline`]).
@@ -354,5 +376,10 @@ impl<S: ServerIo> Link<S> {
     /// queued is dropped), and closes as gently as the stream allows.
     pub(super) async fn cut(self) {
         self.wire.cut().await;
+    }
+
+    /// Drops the stream of a client that left (see `End::PeerLeft`).
+    pub(super) fn drop_stream(self) {
+        self.wire.drop_stream();
     }
 }

@@ -129,6 +129,12 @@ impl<S: ServerIo> Wire<S> {
         self.outbox.give_back();
     }
 
+    /// Whether a whole frame waits in the read buffer (see
+    /// [`Input::holds_whole_frame`]).
+    pub(super) fn holds_whole_frame(&self) -> bool {
+        self.input.holds_whole_frame()
+    }
+
     /// Whether the connection holds a read buffer: then its tick runs, to
     /// give it back once the connection is quiet.
     pub(super) fn holds_read_buffer(&self) -> bool {
@@ -193,6 +199,15 @@ impl<S: ServerIo> Wire<S> {
     pub(super) async fn cut(mut self) {
         self.publish();
         self.input.into_inner().cut_within(FLUSH_TIMEOUT).await;
+    }
+
+    /// Drops the stream of a client that has shut it both ways (what is
+    /// queued is dropped: nobody would read it). On a socket, a shut down
+    /// and a drain would only find the end already found; a pipe is
+    /// disconnected, as when a client is cut off.
+    pub(super) fn drop_stream(mut self) {
+        self.publish();
+        self.input.into_inner().disconnect();
     }
 }
 
