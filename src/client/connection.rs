@@ -6,12 +6,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncRead;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::Instrument;
 
 use super::notifications::Queue;
@@ -58,7 +58,15 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // The flusher writes what is queued and shuts down; the read half
         // goes with the reader, and with both halves gone the handle closes.
-        self.writer.close();
+        // With nothing to write, the write half goes now, and the flusher
+        // with it (no task woken, nothing spawned below).
+        if self.writer.close_if_idle() {
+            if let Some(flusher) = self.flusher.take() {
+                flusher.abort();
+            }
+        } else {
+            self.writer.close();
+        }
         self.reader.abort();
         // The reader may not have ended it: whoever waits on this
         // connection (the client's supervisor) learns that it is gone.
@@ -191,14 +199,14 @@ impl Connection {
             deadline: connected_at + options.handshake_timeout,
             limit: options.handshake_timeout,
         };
-        let (read, write) = tokio::io::split(io);
+        let (read, mut write) = tokio::io::split(io);
         let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
         // Before the server's HELLO says its maximum, a frame is held to
         // the smallest maximum a server may announce (our HELLO fits it).
-        let mut sink = FramedWrite::new(write, FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN));
+        let first_codec = FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN);
         let hello = Frame::new(Kind::Hello, 0, client_hello().encode());
-        let send = async { sink.send(hello).await.map_err(into_error) };
-        let sent = handshake.step("sending the client's HELLO", send).await;
+        let sent = write_frame(&mut write, first_codec, hello);
+        let sent = handshake.step("sending the client's HELLO", sent).await;
         // A HELLO that could not be written: the server's refusal, if it
         // sent one, says more, so the handshake is read here as without
         // `send_first`.
@@ -219,8 +227,7 @@ impl Connection {
             });
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
-        let (writer, flusher) =
-            Writer::new(sink.into_inner(), FrameCodec::new(max), pending.clone());
+        let (writer, flusher) = Writer::new(write, FrameCodec::new(max), pending.clone());
         let flusher = tokio::spawn(flusher.in_current_span());
         let routes = Routes {
             pending: pending.clone(),
@@ -451,6 +458,20 @@ fn client_hello() -> ClientHello {
     let mut hello = ClientHello::new();
     hello.kinds = Some(accepted_from_server());
     hello
+}
+
+/// Writes `frame` alone (the client's HELLO, before the writer exists),
+/// and flushes it: no frame writer (and its 8 KiB buffer) for one frame.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    mut codec: FrameCodec,
+    frame: Frame,
+) -> Result<()> {
+    let mut bytes = BytesMut::new();
+    codec.encode(frame, &mut bytes).map_err(into_error)?;
+    write.write_all(&bytes).await?;
+    write.flush().await?;
+    Ok(())
 }
 
 /// Reads the server's HELLO and HELLO reply, our HELLO `sent` (or not:

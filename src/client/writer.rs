@@ -250,6 +250,23 @@ impl Writer {
         self.room.notify_waiters();
     }
 
+    /// [`Writer::close`] when nothing is queued or being written: the
+    /// write half is dropped here, with no flusher to wake and no shut
+    /// down (the stream closes once the read half is dropped too, and the
+    /// server reads its end). `false`, changing nothing, if frames are
+    /// still to be written: the flusher's job, after [`Writer::close`].
+    pub(super) fn close_if_idle(&self) -> bool {
+        let mut state = self.state();
+        if state.flushing || !state.outbox.is_empty() {
+            return false;
+        }
+        state.closing = true;
+        state.io.take();
+        drop(state);
+        self.room.notify_waiters();
+        true
+    }
+
     /// Stops writing at once: what is queued is dropped with the write
     /// half, and callers waiting for room fail with `why`.
     pub(super) fn abort(&self, why: CloseReason) {
