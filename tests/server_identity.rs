@@ -608,3 +608,40 @@ async fn a_private_directory_that_is_a_symbolic_link_is_refused() {
     assert!(text.contains("is a symbolic link"), "{text}");
     guard(serving.stop()).await.expect("serve");
 }
+
+// A symbolic link on the way to an explicit socket path is followed: the
+// directories it leads to are checked too, here one that anyone may write
+// to without the sticky bit. (The client resolves the path only when a
+// link, `.` or `..` is on it; this is the case where it must.)
+#[tokio::test]
+async fn a_socket_reached_through_a_symbolic_link_is_checked_where_it_leads() {
+    let shared = scratch_path("link-target");
+    make_dir(&shared, 0o777);
+    let link = scratch_path("link-to-shared");
+    std::os::unix::fs::symlink(&*shared, &*link).unwrap();
+    let endpoint = Endpoint::new(link.join("svc.sock").to_str().unwrap()).unwrap();
+    let serving = TestServer::start(
+        Server::builder(endpoint.clone())
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
+    let text = refusal(&outcome);
+    assert!(text.contains("writable by others"), "{text}");
+    assert!(text.contains(shared.to_str().unwrap()), "{text}");
+    guard(serving.stop()).await.expect("serve");
+
+    // Through `..`, the same.
+    let dotted = link.join("..").join(shared.file_name().unwrap());
+    let endpoint = Endpoint::new(dotted.join("svc.sock").to_str().unwrap()).unwrap();
+    let serving = TestServer::start(
+        Server::builder(endpoint.clone())
+            .handler(echo)
+            .bind()
+            .unwrap(),
+    );
+    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
+    assert!(refusal(&outcome).contains("writable by others"));
+    guard(serving.stop()).await.expect("serve");
+}

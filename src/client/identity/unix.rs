@@ -16,7 +16,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Component, Path};
 
 use super::{Refusal, ServerIdentity};
 use crate::endpoint::Endpoint;
@@ -172,24 +172,41 @@ fn check_private_dir(trust: &Trust, dir: &Path) -> Result<(), String> {
 /// Checks every directory from `/` down to `dir`, as written and with its
 /// symbolic links resolved, then `entry` (in `dir`) if `dir` is shared.
 fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String> {
-    let written = std::path::absolute(dir)
-        .map_err(|e| format!("{} cannot be inspected ({e})", dir.display()))?;
-    let resolved = fs::canonicalize(dir)
-        .map_err(|e| format!("{} cannot be inspected ({e})", dir.display()))?;
-    // The two ways down share their directories (all of them when no link
-    // is on the way): each path is inspected once, and the first of
-    // `resolved`'s is `resolved` itself. A client checks this at every
-    // connect; inspecting each twice cost 4 of its 7 `statx` calls.
+    let cannot = |e: std::io::Error| format!("{} cannot be inspected ({e})", dir.display());
+    let written = std::path::absolute(dir).map_err(cannot)?;
+    // Each directory is inspected once (`lstat`), as written first.
     // Compared as strings (`Path`'s `==` parses both into components):
     // the same string is the same inspection.
     let mut checked: Vec<&OsStr> = Vec::new();
-    let mut resolved_mode = None;
-    for ancestor in written.ancestors().chain(resolved.ancestors()) {
+    let mut dir_mode = None;
+    let mut linked = written
+        .components()
+        .any(|part| matches!(part, Component::CurDir | Component::ParentDir));
+    for ancestor in written.ancestors() {
+        let meta = check_ancestor(trust, ancestor)?;
+        linked |= meta.file_type().is_symlink();
+        dir_mode.get_or_insert(meta.mode());
+        checked.push(ancestor.as_os_str());
+    }
+    // With no link and no `.` or `..` on the way, `dir` resolves to the
+    // path as written, already checked: resolving it again (a `readlink`
+    // per component, at every connect) would find the same directories.
+    let canonical;
+    let (resolved, mut resolved_mode) = match linked {
+        false => (written.as_path(), dir_mode),
+        true => {
+            canonical = fs::canonicalize(dir).map_err(cannot)?;
+            (canonical.as_path(), None)
+        }
+    };
+    // The resolved way down shares its directories with the written one
+    // (all of them when no link is on it): only the others are inspected.
+    for ancestor in resolved.ancestors() {
         let name = ancestor.as_os_str();
         if checked.contains(&name) {
             continue;
         }
-        let mode = check_ancestor(trust, ancestor)?;
+        let mode = check_ancestor(trust, ancestor)?.mode();
         if name == resolved.as_os_str() {
             resolved_mode = Some(mode);
         }
@@ -197,7 +214,7 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
     }
     let mode = match resolved_mode {
         Some(mode) => mode,
-        None => inspect(&resolved)?.mode(),
+        None => inspect(resolved)?.mode(),
     };
     let shared = mode & WRITABLE_BY_OTHERS != 0;
     if shared {
@@ -217,8 +234,8 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
 
 /// A directory above the socket (or a symbolic link to one): its owner
 /// and, unless it is sticky, anyone who may write to it can swap what is
-/// below. Its mode, when it passes.
-fn check_ancestor(trust: &Trust, path: &Path) -> Result<u32, String> {
+/// below. What it is, when it passes.
+fn check_ancestor(trust: &Trust, path: &Path) -> Result<fs::Metadata, String> {
     let meta = inspect(path)?;
     if !trust.owner_ok(meta.uid()) {
         return Err(format!(
@@ -234,7 +251,7 @@ fn check_ancestor(trust: &Trust, path: &Path) -> Result<u32, String> {
             path.display()
         ));
     }
-    Ok(meta.mode())
+    Ok(meta)
 }
 
 fn inspect(path: &Path) -> Result<fs::Metadata, String> {
