@@ -306,6 +306,7 @@ impl Encoder<Frame> for FrameCodec {
 
 /// Whether `src` begins with a whole frame (or with a length no frame can
 /// have): decoding it then needs no more bytes from the stream.
+#[inline]
 pub(crate) fn begins_with_whole_frame(src: &[u8]) -> bool {
     peek_u32(src, 0).is_some_and(|length| src.len() - LENGTH_FIELD_LEN >= length as usize)
 }

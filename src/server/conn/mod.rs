@@ -127,10 +127,13 @@ impl<H: Handler> Connection<H> {
         }
         // Handlers waiting for room to notify learn that the client is gone.
         link.pushed.output.room.close();
+        // Boxed: the close's timers and drain are the largest state the
+        // connection's future would keep, and every idle connection would
+        // carry their room (1,976 bytes) for the one moment they are used.
         match end {
             End::PeerLeft => link.drop_stream(),
-            End::PeerGone => link.cut().await,
-            _ => link.close().await,
+            End::PeerGone => Box::pin(link.cut()).await,
+            _ => Box::pin(link.close()).await,
         }
         tracing::debug!("disconnected");
         if let Some(ctx) = ctx {

@@ -178,24 +178,26 @@ impl<S: ServerIo> Link<S> {
             if settled && state.phase == Phase::Settling {
                 return Poll::Ready(Event::Settled);
             }
-            state.reading = state.reads() && self.has_room_for_answers();
             // A whole frame already read waits for no system call: it is
             // taken first, and what is queued goes out with its answer, so
             // that a burst read at once is answered in one write, not in
             // one each. Bounded by the frames a poll reads and by the room
-            // for answers (past it, `reading` is false and the write comes
-            // first).
-            let read_first =
-                state.reading && state.frames < FRAMES_PER_POLL && self.wire.holds_whole_frame();
+            // for answers (past it, nothing is read before the write).
+            let has_output = !self.wire.outbox.is_empty();
+            let read_first = has_output
+                && state.frames < FRAMES_PER_POLL
+                && self.wire.holds_whole_frame()
+                && state.reads()
+                && self.has_room_for_answers();
             let mut wrote_all = false;
-            if !read_first && !self.wire.outbox.is_empty() {
+            if has_output && !read_first {
                 match self.poll_write_all(cx) {
                     Poll::Ready(Ok(())) => wrote_all = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
                     Poll::Pending => {}
                 }
-                state.reading = state.reads() && self.has_room_for_answers();
             }
+            state.reading = state.reads() && self.has_room_for_answers();
             if state.reading {
                 if state.frames >= FRAMES_PER_POLL {
                     return self.yield_now(cx, in_flight, state);
@@ -226,6 +228,11 @@ impl<S: ServerIo> Link<S> {
             if !wrote_all {
                 // Waiting for the client, a handler or a timer.
                 self.wire.trim_read_buffer();
+                if !self.wire.holds_read_buffer() {
+                    // Gave its read buffer back (a connection's first
+                    // waits, or a quiet tick): the rest goes with it.
+                    give_back_spare(in_flight, state, &mut self.wire);
+                }
                 self.wire.publish();
                 match self.poll_tick(cx, in_flight, state) {
                     Poll::Ready(Some(event)) => return Poll::Ready(event),
@@ -324,13 +331,8 @@ impl<S: ServerIo> Link<S> {
             return Some(Event::HungUp);
         }
         if !state.tick.busy && in_flight.is_empty() && state.waiting.is_empty() {
-            in_flight.trim();
-            state.waiting.trim();
-            state.share.trim();
             self.wire.give_back_read_buffer();
-            if !state.needs_tick(in_flight) {
-                state.tick.trim();
-            }
+            give_back_spare(in_flight, state, &mut self.wire);
         }
         state.tick.busy = false;
         None
@@ -381,5 +383,28 @@ impl<S: ServerIo> Link<S> {
     /// Drops the stream of a client that left (see `End::PeerLeft`).
     pub(super) fn drop_stream(self) {
         self.wire.drop_stream();
+    }
+}
+
+/// Gives back what a burst left (request slots, the waiting queue and its
+/// timer, the input share, the outbox's staging buffer, the tick's timer)
+/// once no request is in flight or waiting: at a quiet tick, and as soon
+/// as the connection gave its read buffer back (its first waits for the
+/// client: a connection that says HELLO, asks once and waits, as most do,
+/// then holds only what an idle connection needs).
+fn give_back_spare<S: ServerIo, F: Future<Output = (u32, Frame)>>(
+    in_flight: &mut InFlight<F>,
+    state: &mut State<'_>,
+    wire: &mut Wire<S>,
+) {
+    if !in_flight.is_empty() || !state.waiting.is_empty() {
+        return;
+    }
+    in_flight.trim();
+    state.waiting.trim();
+    state.share.trim();
+    wire.outbox.give_back();
+    if !state.needs_tick(in_flight) {
+        state.tick.trim();
     }
 }

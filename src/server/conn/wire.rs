@@ -121,12 +121,10 @@ impl<S: ServerIo> Wire<S> {
         }
     }
 
-    /// Gives an empty read buffer back, and the outbox's staging buffer if
-    /// nothing waits to be written: the connection has been quiet for a
-    /// tick (see [`Input::give_back_read_buffer`]).
+    /// Gives an empty read buffer back: the connection has been quiet for
+    /// a tick (see [`Input::give_back_read_buffer`]).
     pub(super) fn give_back_read_buffer(&mut self) {
         self.input.give_back_read_buffer();
-        self.outbox.give_back();
     }
 
     /// Whether a whole frame waits in the read buffer (see
