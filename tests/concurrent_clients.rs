@@ -140,3 +140,40 @@ async fn two_hundred_clients_with_a_hundred_pipelined_requests_each() {
 
     guard(serving.stop()).await.expect("serve");
 }
+
+/// A connection whose calls its caller writes itself (one in flight at a
+/// time) never starts its flusher task: a client that asks once and goes
+/// runs its reader and its supervisor only. Calls made at once (all but
+/// the first are queued) start it. (Before issue 23's second stop every
+/// connection spawned its flusher: 3 tasks for the lone call.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_lone_call_starts_no_flusher_task() {
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The server on a runtime of its own: only the client's tasks count.
+    let server = common::on_thread(move || async move {
+        let (endpoint, serving) = common::echo("no-flusher");
+        ready.send(endpoint).unwrap();
+        let _ = stopped.await;
+        guard(serving.stop()).await.expect("serve");
+    });
+    let endpoint = is_ready.recv().unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let client = guard(Client::connect(&endpoint)).await.unwrap();
+    assert_eq!(guard(client.request("one")).await.unwrap(), "one");
+    let lone = metrics.num_alive_tasks() - before;
+    let calls = (0..16).map(|_| client.request("many"));
+    guard(futures_util::future::try_join_all(calls))
+        .await
+        .unwrap();
+    let busy = metrics.num_alive_tasks() - before;
+    assert_eq!(
+        (lone, busy),
+        (2, 3),
+        "the client's tasks after a lone call, and after calls at once"
+    );
+    guard(client.close()).await;
+    stop.send(()).unwrap();
+    server.join().unwrap();
+}

@@ -47,8 +47,6 @@ pub(super) struct Connection {
     pub(super) writer: Arc<Writer>,
     pub(super) pending: Arc<Pending>,
     reader: JoinHandle<()>,
-    /// Taken on drop, to be bounded by `close_timeout`.
-    flusher: Option<JoinHandle<()>>,
     close_timeout: Duration,
     /// Where the connection's tasks run, for the flusher's bound on drop.
     runtime: tokio::runtime::Handle,
@@ -59,12 +57,9 @@ impl Drop for Connection {
         // The flusher writes what is queued and shuts down; the read half
         // goes with the reader, and with both halves gone the handle closes.
         // With nothing to write, the write half goes now, and the flusher
-        // with it (no task woken, nothing spawned below).
-        if self.writer.close_if_idle() {
-            if let Some(flusher) = self.flusher.take() {
-                flusher.abort();
-            }
-        } else {
+        // (if it was ever started) with it: no task woken, nothing spawned
+        // below.
+        if !self.writer.close_if_idle() {
             self.writer.close();
         }
         self.reader.abort();
@@ -74,7 +69,7 @@ impl Drop for Connection {
         // As on close(), what is queued gets `close_timeout` to be written:
         // a server that does not read would otherwise keep the flusher, and
         // with it the connection, for as long as it likes.
-        if let Some(flusher) = self.flusher.take().filter(|f| !f.is_finished()) {
+        if let Some(flusher) = self.writer.take_flusher().filter(|f| !f.is_finished()) {
             let limit = self.close_timeout;
             self.runtime.spawn(async move {
                 let abort = flusher.abort_handle();
@@ -227,8 +222,7 @@ impl Connection {
             });
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
-        let (writer, flusher) = Writer::new(write, FrameCodec::new(max), pending.clone());
-        let flusher = tokio::spawn(flusher.in_current_span());
+        let writer = Writer::new(write, FrameCodec::new(max), pending.clone());
         let routes = Routes {
             pending: pending.clone(),
             notifications: notifications.clone(),
@@ -270,7 +264,6 @@ impl Connection {
             writer,
             pending,
             reader,
-            flusher: Some(flusher),
             close_timeout: options.close_timeout,
             runtime: tokio::runtime::Handle::current(),
         })
@@ -368,9 +361,6 @@ impl Connection {
     pub(super) fn abort(&self) {
         self.pending.refuse_new(CloseReason::ClientClosed);
         self.reader.abort();
-        if let Some(flusher) = &self.flusher {
-            flusher.abort();
-        }
         self.writer.abort(CloseReason::ClientClosed);
         self.pending.fail_all(CloseReason::ClientClosed);
     }

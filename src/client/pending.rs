@@ -707,7 +707,7 @@ mod tests {
         let (stream, _server_end) = memory::pair();
         let (_read, write) = tokio::io::split(Generic::new(stream));
         let pending = Arc::new(Pending::default());
-        let (writer, _flusher) = Writer::new(write, FrameCodec::default(), pending.clone());
+        let writer = Writer::new(write, FrameCodec::default(), pending.clone());
 
         let (mut first, _answer) = pending.register(None).unwrap();
         first.cancel_through(&writer);

@@ -6,8 +6,10 @@
 //! being written, or other requests are waiting for answers (their callers
 //! will send again as soon as the answers arrive), the frame is queued in
 //! the shared [`Outbox`] instead, and the flusher task writes everything
-//! queued in one write. Frames are never reordered: whoever writes, writes
-//! the outbox from the front, under one lock.
+//! queued in one write (the task starts the first time a frame is queued:
+//! a connection that asks once and goes never spawns it). Frames are never
+//! reordered: whoever writes, writes the outbox from the front, under one
+//! lock.
 //!
 //! The outbox is bounded in bytes: a caller waits for room once 64 KiB
 //! (`COALESCE_LIMIT`) are queued, so that at most 64 KiB plus one frame
@@ -17,11 +19,13 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::lock;
 use super::pending::{within, Expiry, Pending};
@@ -40,6 +44,12 @@ pub(super) struct Writer {
     work: Notify,
     /// Wakes callers waiting for room in the outbox.
     room: Notify,
+    /// This writer, for the flusher task it starts the first time a frame
+    /// has to wait (see [`Writer::start_flusher`]).
+    me: Weak<Writer>,
+    /// Where, and in which span, the flusher runs.
+    runtime: tokio::runtime::Handle,
+    span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -53,6 +63,10 @@ struct State {
     closing: bool,
     /// Set once a write failed: why.
     failed: Option<CloseReason>,
+    /// The flusher task, once started: a connection whose callers always
+    /// wrote their frames themselves (one that asks once and goes) never
+    /// starts it.
+    flusher: Option<JoinHandle<()>>,
 }
 
 impl State {
@@ -73,25 +87,46 @@ impl State {
 }
 
 impl Writer {
-    /// A writer for `io`, and its flusher task's future (to spawn).
-    pub(super) fn new(
-        io: Io,
-        codec: FrameCodec,
-        pending: Arc<Pending>,
-    ) -> (Arc<Writer>, impl std::future::Future<Output = ()>) {
-        let writer = Arc::new(Writer {
+    /// A writer for `io`, on the current runtime; its flusher task starts
+    /// when a frame first has to wait for it.
+    pub(super) fn new(io: Io, codec: FrameCodec, pending: Arc<Pending>) -> Arc<Writer> {
+        Arc::new_cyclic(|me| Writer {
             state: Mutex::new(State {
                 io: Some(io),
                 outbox: Outbox::new(codec),
                 flushing: false,
                 closing: false,
                 failed: None,
+                flusher: None,
             }),
             pending,
             work: Notify::new(),
             room: Notify::new(),
-        });
-        (writer.clone(), writer.flush_loop())
+            me: me.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            span: tracing::Span::current(),
+        })
+    }
+
+    /// Hands the outbox to the flusher (`flushing`), starting its task if
+    /// this is the first time; the caller then wakes it (`work`).
+    fn start_flusher(&self, state: &mut State) {
+        state.flushing = true;
+        if state.flusher.is_some() {
+            return;
+        }
+        // Gone only while the writer is being dropped: nobody is left to
+        // write for.
+        if let Some(writer) = self.me.upgrade() {
+            let flushing = writer.flush_loop().instrument(self.span.clone());
+            state.flusher = Some(self.runtime.spawn(flushing));
+        }
+    }
+
+    /// The flusher task, if it was started (and is not taken yet): the
+    /// caller bounds the last writes of a dropped connection with it.
+    pub(super) fn take_flusher(&self) -> Option<JoinHandle<()>> {
+        self.state().flusher.take()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -186,7 +221,7 @@ impl Writer {
                 Poll::Pending => {}
             }
         }
-        state.flushing = true;
+        self.start_flusher(&mut state);
         drop(state);
         self.work.notify_one();
         Some(Ok(()))
@@ -203,7 +238,7 @@ impl Writer {
             return false;
         }
         if !state.flushing {
-            state.flushing = true;
+            self.start_flusher(&mut state);
             drop(state);
             self.work.notify_one();
         }
@@ -223,7 +258,7 @@ impl Writer {
             return;
         }
         if !state.flushing {
-            state.flushing = true;
+            self.start_flusher(&mut state);
             drop(state);
             self.work.notify_one();
         }
@@ -245,7 +280,12 @@ impl Writer {
     /// No new frames from now on: the flusher writes what is queued, then
     /// shuts the write side down.
     pub(super) fn close(&self) {
-        self.state().closing = true;
+        let mut state = self.state();
+        state.closing = true;
+        if state.flusher.is_none() {
+            self.start_flusher(&mut state);
+        }
+        drop(state);
         self.work.notify_one();
         self.room.notify_waiters();
     }
@@ -262,7 +302,11 @@ impl Writer {
         }
         state.closing = true;
         state.io.take();
+        let flusher = state.flusher.take();
         drop(state);
+        if let Some(flusher) = flusher {
+            flusher.abort();
+        }
         self.room.notify_waiters();
         true
     }
@@ -274,7 +318,11 @@ impl Writer {
         state.failed.get_or_insert(why);
         state.closing = true;
         state.io.take();
+        let flusher = state.flusher.take();
         drop(state);
+        if let Some(flusher) = flusher {
+            flusher.abort();
+        }
         self.room.notify_waiters();
     }
 
