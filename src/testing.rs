@@ -512,6 +512,8 @@ pub struct Faults {
 struct FaultState {
     /// Bytes written through so far.
     written: u64,
+    /// Writes that took bytes so far.
+    writes: u64,
     /// The stream is cut once this many bytes are written in all.
     cut_at: Option<u64>,
     cut: bool,
@@ -582,6 +584,13 @@ impl Faults {
     /// Bytes written through the stream so far.
     pub fn written(&self) -> u64 {
         self.state().written
+    }
+
+    /// Writes that took bytes so far (each is a system call on a real
+    /// stream): how many writes a server's answers took, to check that it
+    /// batches them.
+    pub fn writes(&self) -> u64 {
+        self.state().writes
     }
 
     /// Whether the stream has been cut.
@@ -715,8 +724,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Faulty<S> {
         let written = this.inner()?.poll_write(cx, &buf[..allowed]);
         let written = ready!(this.faults.wake_on_cut(cx, written));
         this.write_timer = None;
-        if let Ok(n) = written {
-            this.faults.state().written += n as u64;
+        if let Ok(n @ 1..) = written {
+            let mut state = this.faults.state();
+            state.written += n as u64;
+            state.writes += 1;
         }
         Poll::Ready(written)
     }

@@ -306,71 +306,6 @@ async fn the_servers_hello_comes_first_even_when_the_input_ends_at_once() {
     guard(serving.stop()).await.expect("serve");
 }
 
-/// The server's end of a connection, counting the writes that carried
-/// bytes (a vectored write counts once).
-struct CountingWrites {
-    inner: pipesvc::transport::memory::MemoryStream,
-    writes: Arc<AtomicUsize>,
-}
-
-impl CountingWrites {
-    fn count(&self, written: &std::task::Poll<std::io::Result<usize>>) {
-        if matches!(written, std::task::Poll::Ready(Ok(n)) if *n > 0) {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for CountingWrites {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CountingWrites {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.count(&written);
-        written
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.count(&written);
-        written
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// A burst of requests the server reads at once is answered in one write,
 /// with the handshake's HELLO and HELLO reply: frames already read are
 /// taken before the write (they cost no system call), so their answers,
@@ -392,11 +327,7 @@ async fn a_burst_read_at_once_is_answered_in_one_write() {
     client
         .send_raw(&wire(std::iter::once(hello_v2()).chain(requests)))
         .await;
-    let writes = Arc::new(AtomicUsize::new(0));
-    let server_end = CountingWrites {
-        inner: server_end,
-        writes: writes.clone(),
-    };
+    let (server_end, faults) = pipesvc::testing::Faulty::new(server_end);
     serving
         .handle()
         .serve_connection(server_end, pipesvc::transport::PeerInfo::current())
@@ -408,7 +339,7 @@ async fn a_burst_read_at_once_is_answered_in_one_write() {
         assert_eq!(answer.payload, format!("r{id}"));
     }
     assert_eq!(
-        writes.load(Ordering::SeqCst),
+        faults.writes(),
         1,
         "writes for the handshake and 16 answers"
     );

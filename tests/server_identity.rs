@@ -345,6 +345,13 @@ async fn a_socket_in_a_world_writable_directory_without_sticky_bit_is_refused() 
     let shared = scratch_path("world-writable");
     make_dir(&shared, 0o777);
     let socket = shared.join("svc.sock");
+    let text = refusal_of_echo_at(&socket).await;
+    assert!(text.contains("writable by others"), "{text}");
+}
+
+/// Serves the echo at the socket path `socket` and connects to it with the
+/// default check: the `WrongServer` message the client refuses it with.
+async fn refusal_of_echo_at(socket: &Path) -> String {
     let endpoint = Endpoint::new(socket.to_str().unwrap()).unwrap();
     let serving = TestServer::start(
         Server::builder(endpoint.clone())
@@ -353,9 +360,8 @@ async fn a_socket_in_a_world_writable_directory_without_sticky_bit_is_refused() 
             .unwrap(),
     );
     let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
-    let text = refusal(&outcome);
-    assert!(text.contains("writable by others"), "{text}");
     guard(serving.stop()).await.expect("serve");
+    refusal(&outcome)
 }
 
 // The legitimate cases still connect: a server of our own user (root
@@ -619,29 +625,11 @@ async fn a_socket_reached_through_a_symbolic_link_is_checked_where_it_leads() {
     make_dir(&shared, 0o777);
     let link = scratch_path("link-to-shared");
     std::os::unix::fs::symlink(&*shared, &*link).unwrap();
-    let endpoint = Endpoint::new(link.join("svc.sock").to_str().unwrap()).unwrap();
-    let serving = TestServer::start(
-        Server::builder(endpoint.clone())
-            .handler(echo)
-            .bind()
-            .unwrap(),
-    );
-    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
-    let text = refusal(&outcome);
+    let text = refusal_of_echo_at(&link.join("svc.sock")).await;
     assert!(text.contains("writable by others"), "{text}");
     assert!(text.contains(shared.to_str().unwrap()), "{text}");
-    guard(serving.stop()).await.expect("serve");
-
     // Through `..`, the same.
     let dotted = link.join("..").join(shared.file_name().unwrap());
-    let endpoint = Endpoint::new(dotted.join("svc.sock").to_str().unwrap()).unwrap();
-    let serving = TestServer::start(
-        Server::builder(endpoint.clone())
-            .handler(echo)
-            .bind()
-            .unwrap(),
-    );
-    let outcome = guard(Client::connect_with(&endpoint, default_options())).await;
-    assert!(refusal(&outcome).contains("writable by others"));
-    guard(serving.stop()).await.expect("serve");
+    let text = refusal_of_echo_at(&dotted.join("svc.sock")).await;
+    assert!(text.contains("writable by others"), "{text}");
 }

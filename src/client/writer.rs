@@ -296,18 +296,11 @@ impl Writer {
     /// server reads its end). `false`, changing nothing, if frames are
     /// still to be written: the flusher's job, after [`Writer::close`].
     pub(super) fn close_if_idle(&self) -> bool {
-        let mut state = self.state();
+        let state = self.state();
         if state.flushing || !state.outbox.is_empty() {
             return false;
         }
-        state.closing = true;
-        state.io.take();
-        let flusher = state.flusher.take();
-        drop(state);
-        if let Some(flusher) = flusher {
-            flusher.abort();
-        }
-        self.room.notify_waiters();
+        self.stop(state);
         true
     }
 
@@ -316,6 +309,13 @@ impl Writer {
     pub(super) fn abort(&self, why: CloseReason) {
         let mut state = self.state();
         state.failed.get_or_insert(why);
+        self.stop(state);
+    }
+
+    /// No more frames, and the write half dropped with what is queued; the
+    /// flusher (if started) is stopped, and callers waiting for room learn
+    /// it.
+    fn stop(&self, mut state: MutexGuard<'_, State>) {
         state.closing = true;
         state.io.take();
         let flusher = state.flusher.take();
