@@ -269,7 +269,10 @@ impl<'a> State<'a> {
         }
     }
 
+    /// A frame (or the end of the stream) was read: the idle clock starts
+    /// again, and the poll's count of frames goes up.
     pub(super) fn read_happened(&mut self) {
+        self.frames += 1;
         if let Some(idle) = &mut self.idle {
             idle.last_read = Instant::now();
         }

@@ -189,8 +189,14 @@ impl<S: ServerIo> Link<S> {
                 && self.wire.holds_whole_frame()
                 && state.reads()
                 && self.has_room_for_answers();
+            if read_first {
+                if let Poll::Ready(event) = self.wire.poll_read(cx) {
+                    state.read_happened();
+                    return Poll::Ready(event);
+                }
+            }
             let mut wrote_all = false;
-            if has_output && !read_first {
+            if has_output {
                 match self.poll_write_all(cx) {
                     Poll::Ready(Ok(())) => wrote_all = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
@@ -205,7 +211,6 @@ impl<S: ServerIo> Link<S> {
                 match self.wire.poll_read(cx) {
                     Poll::Ready(event) => {
                         state.read_happened();
-                        state.frames += 1;
                         return Poll::Ready(event);
                     }
                     // Shutting down, nothing more is there to read, and
@@ -213,15 +218,6 @@ impl<S: ServerIo> Link<S> {
                     Poll::Pending if settled && state.phase == Phase::Draining => {
                         return Poll::Ready(Event::Settled)
                     }
-                    Poll::Pending => {}
-                }
-            }
-            if read_first && !self.wire.outbox.is_empty() {
-                // Not reached while a whole frame decodes at once; should
-                // the reader still wait, what is queued does not.
-                match self.poll_write_all(cx) {
-                    Poll::Ready(Ok(())) => wrote_all = true,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Event::WriteFailed(e)),
                     Poll::Pending => {}
                 }
             }
