@@ -25,7 +25,7 @@ use crate::contender::Contender;
 use crate::measure::{self, Measured};
 use crate::peers::{self, Peer};
 use crate::typed;
-use crate::Workload;
+use crate::{Callers, Workload};
 
 /// The clients of the first curve.
 pub const CLIENTS: [usize; 5] = [1, 10, 100, 1000, 5000];
@@ -128,6 +128,7 @@ pub fn run(
             clients: n,
             inflight: CLIENTS_INFLIGHT,
             size: 64,
+            callers: Callers::PerClient,
         };
         let at = format!("{n} clients");
         clients
@@ -146,6 +147,7 @@ pub fn run(
             clients: SIZE_CLIENTS,
             inflight: 1,
             size,
+            callers: Callers::PerClient,
         };
         let at = size_label(size);
         payload

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::contender::MAX_FRAME;
-use crate::measure::{histogram, run_for, Measured};
+use crate::measure::{histogram, run_for, spawn_callers, Measured};
 use crate::Workload;
 
 /// An RPC contender.
@@ -86,10 +86,9 @@ pub async fn load(peer: Peer, load: &Workload, address: &str, secs: f64) -> Meas
     }
     let mut tasks = Vec::new();
     for client in clients {
-        for _ in 0..load.inflight {
-            let (client, payload, stop) = (client.clone(), payload.clone(), stop.clone());
-            tasks.push(tokio::spawn(calls(client, payload, stop)));
-        }
+        spawn_callers(load, &mut tasks, || {
+            calls(client.clone(), payload.clone(), stop.clone())
+        });
     }
     run_for(secs, &stop, tasks, load.size).await
 }

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::contender::Running;
-use crate::measure::{histogram, run_for, Measured};
+use crate::measure::{histogram, run_for, spawn_callers, Measured};
 use crate::Workload;
 
 /// The typed echo: a string in, the same string out.
@@ -128,10 +128,9 @@ pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measur
     }
     let mut tasks = Vec::new();
     for client in clients {
-        for _ in 0..load.inflight {
-            let (client, stop) = (client.clone(), stop.clone());
-            tasks.push(tokio::spawn(calls(way, client, load.size, stop)));
-        }
+        spawn_callers(load, &mut tasks, || {
+            calls(way, client.clone(), load.size, stop.clone())
+        });
     }
     run_for(secs, &stop, tasks, load.size).await
 }

@@ -9,6 +9,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Calls from any number of tasks share the connection (a clone of the
+//! client is a handle on it), and one task can hold many calls at once
+//! (`join!`, `FuturesUnordered`). Under heavy load the second keeps the
+//! tail short: in the comparison (100 clients x 16 calls in flight), one
+//! task per client had a p99 of 3.0 ms and a task per call 14.5 ms, with
+//! nothing else different but the 16 times as many tasks for tokio to
+//! schedule (BENCHMARKS.md, "A task per call").
+//!
 //! A client also runs over any byte stream the caller connected
 //! ([`Client::from_io`]; no reconnect) or opens ([`Client::from_connector`],
 //! which can reconnect and wait for its service), such as one end of an in-memory
