@@ -130,3 +130,70 @@ async fn a_large_frame_does_not_leave_its_buffer_behind() {
     client.join().unwrap();
     guard(serving.stop()).await.expect("serve");
 }
+
+/// `count`: the numbers 1 to n, as a server stream.
+const COUNT: pipesvc::rpc::StreamMethod<u64, (), u64, ()> =
+    pipesvc::rpc::StreamMethod::server("count", "1 to n");
+
+/// A typed server stream, its items read with `Client::stream`: the
+/// server's queue copies each item into one buffer of entries, which the
+/// ITEMs are split off, so a stream costs the server an allocation per
+/// ITEM at most, not one per item (it cost one per item and more: each
+/// item's own `Bytes`, and each ITEM's payload grown entry by entry). The
+/// client takes ITEMs whole: its channel's blocks, not an allocation per
+/// item either.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_allocates_per_item_frame_not_per_item() {
+    use pipesvc::rpc::Service;
+    let service = Service::new("allocations", "1", ()).stream_method(
+        &COUNT,
+        |_, n: u64, items, _, _| async move {
+            for i in 1..=n {
+                items.send(&i).await?;
+            }
+            Ok(())
+        },
+    );
+    let endpoint = common::unique_endpoint("allocations-stream");
+    let server = pipesvc::Server::builder(endpoint.clone())
+        .handler(
+            |r: Bytes, _: pipesvc::server::ConnectionContext| async move {
+                Ok::<_, pipesvc::server::ServiceError>(r)
+            },
+        )
+        .calls(service)
+        .bind()
+        .expect("bind");
+    let serving = common::TestServer::start(server);
+    let client = guard(pipesvc::Client::connect(&endpoint)).await.unwrap();
+    let read_all = |n: u64| {
+        let client = &client;
+        async move {
+            let mut items = client.stream(&COUNT, &n).await.unwrap();
+            let mut last = 0;
+            while let Some(item) = items.next().await {
+                last = item.unwrap();
+            }
+            items.finish().await.unwrap();
+            assert_eq!(last, n);
+        }
+    };
+    // Warm: buffers, the channel, the runtime.
+    guard(read_all(1000)).await;
+
+    const ITEMS: u64 = 20_000;
+    let before = allocations();
+    guard(read_all(ITEMS)).await;
+    let allocations = allocations() - before;
+    eprintln!(
+        "pipesvc-report: a stream of {ITEMS} items: {allocations} allocations \
+         ({:.4} per item, server and client together)",
+        allocations as f64 / ITEMS as f64
+    );
+    assert!(
+        allocations < ITEMS as usize / 10,
+        "{allocations} allocations for a stream of {ITEMS} items"
+    );
+    guard(client.close()).await;
+    guard(serving.stop()).await.expect("serve");
+}

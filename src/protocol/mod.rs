@@ -38,9 +38,10 @@ pub use kind::{IdRule, Kind, KindRules, Sender, KINDS, SPOKEN_REVISION};
 pub(crate) use status::SMALLEST_ANSWER_LEN as SMALLEST_STATUS_LEN;
 pub use status::{Status, STATUS_FORMAT};
 pub use stream::{
-    check_item, decode_credit, decode_item, encode_credit, encode_item, next_entry, Consumed,
-    Credit, CreditOverflow, Entry, ItemError, Subscribe, SubscribeError, DEFAULT_STREAM_WINDOW,
-    ENTRY_HEADER_LEN, ENTRY_ITEM, ENTRY_LAGGED, ENTRY_SUBSCRIBED, MAX_CREDIT,
+    check_item, decode_credit, decode_item, encode_credit, encode_item, encode_item_entry,
+    next_entry, Consumed, Credit, CreditOverflow, Entry, ItemError, Subscribe, SubscribeError,
+    DEFAULT_STREAM_WINDOW, ENTRY_HEADER_LEN, ENTRY_ITEM, ENTRY_LAGGED, ENTRY_SUBSCRIBED,
+    MAX_CREDIT,
 };
 pub use topic::{SlowSubscriber, StreamDirection, Topic, DEFAULT_TOPIC_QUEUE};
 

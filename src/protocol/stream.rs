@@ -70,19 +70,29 @@ impl Entry {
 
     /// Appends it to an ITEM payload being built.
     pub fn encode_into(&self, buf: &mut BytesMut) {
-        buf.put_u8(self.type_byte());
         match self {
-            Entry::Item(value) => {
-                buf.put_u32_le(value.len() as u32);
-                buf.put_slice(value);
-            }
+            Entry::Item(value) => encode_item_entry(value, buf),
             Entry::Lagged(lost) => {
+                buf.put_u8(ENTRY_LAGGED);
                 buf.put_u32_le(8);
                 buf.put_u64_le(*lost);
             }
-            Entry::Subscribed => buf.put_u32_le(0),
+            Entry::Subscribed => {
+                buf.put_u8(ENTRY_SUBSCRIBED);
+                buf.put_u32_le(0);
+            }
         }
     }
+}
+
+/// Appends the `item` entry of `value` to `buf`: what
+/// [`Entry::Item`]`(value)`'s [`encode_into`](Entry::encode_into) appends,
+/// from a borrowed value (a sender that copies its items into one buffer
+/// of entries).
+pub fn encode_item_entry(value: &[u8], buf: &mut BytesMut) {
+    buf.put_u8(ENTRY_ITEM);
+    buf.put_u32_le(value.len() as u32);
+    buf.put_slice(value);
 }
 
 /// Why an ITEM payload was refused: each is `malformed frame` (id 0),

@@ -5,6 +5,8 @@
 
 use std::marker::PhantomData;
 
+use bytes::Bytes;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -51,20 +53,31 @@ impl<T: Serialize> ItemSink<T> {
             let why = "this method streams no items to the client";
             return Err(ServiceError::new(why));
         };
-        // Trimmed to its length: the queue is bounded by its values'
-        // lengths.
-        let value = codec::encode_bytes(self.encoding, item)
-            .map_err(|e| ServiceError::new(format!("cannot encode an item: {e}")))?;
-        if value.len() > raw.max_len() {
-            return Err(ServiceError::new(format!(
-                "an item of {} bytes exceeds the largest of {}",
-                value.len(),
-                raw.max_len()
-            )));
+        // Encoded in the thread's buffer and copied into the stream's
+        // queue: no allocation per item. Only an item that finds the queue
+        // full is copied out, to wait for room.
+        let queued = codec::with_encoded(self.encoding, item, |value| {
+            if value.len() > raw.max_len() {
+                return Err(ServiceError::new(format!(
+                    "an item of {} bytes exceeds the largest of {}",
+                    value.len(),
+                    raw.max_len()
+                )));
+            }
+            match raw.try_send(value) {
+                Ok(true) => Ok(None),
+                Ok(false) => Ok(Some(Bytes::copy_from_slice(value))),
+                Err(closed) => Err(ServiceError::cancelled(closed.to_string())),
+            }
+        })
+        .map_err(|e| ServiceError::new(format!("cannot encode an item: {e}")))??;
+        match queued {
+            None => Ok(()),
+            Some(value) => raw
+                .send(value)
+                .await
+                .map_err(|e| ServiceError::cancelled(e.to_string())),
         }
-        raw.send(value)
-            .await
-            .map_err(|e| ServiceError::cancelled(e.to_string()))
     }
 
     /// Whether the stream is over (the client cancelled or left): a

@@ -16,6 +16,10 @@
 //!   maximum payload and the credit (at least one), so items that pile up
 //!   while the client is behind (no credit, or a slow write) share frames,
 //!   and the credit goes below 0 by at most one item.
+//! - **One buffer.** The queue keeps its items as the entries an ITEM
+//!   carries, in one buffer per stream, and an ITEM's payload is split off
+//!   its front: no allocation or second copy per item (a typed item is
+//!   encoded in its thread's buffer and copied in once).
 //!
 //! The items a client sends on its stream come in through [`StreamIn`]:
 //! the connection checks the client's credit as it reads each ITEM, the
@@ -34,20 +38,25 @@ use tokio::sync::Notify;
 use super::in_flight::Parts;
 use super::lock;
 use super::topics::{PushCounters, Subscriber};
-use crate::protocol::{decode_item, encode_credit, Consumed, ItemError};
+use crate::protocol::{decode_item, encode_credit, encode_item_entry, Consumed, ItemError};
 use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_LEN};
 
 /// What the queue charges for one item beyond its entry's bytes: its
-/// `Bytes` handle in the queue (32 bytes) and its allocation's header and
-/// rounding. Without it a stream of tiny items held 4.4x its limit in heap
-/// (1-byte items: 35 bytes of heap each, 8 counted); with it the queue's
-/// charge is at least the heap it holds, whatever the items' size.
+/// length in the queue's list (8 bytes) and the room its buffer keeps to
+/// grow. Without such a charge a stream of tiny items held 4.4x its limit
+/// in heap (when each item was an allocation of its own: 1-byte items, 35
+/// bytes of heap each, 8 counted); with it the queue's charge is at least
+/// the heap it holds, whatever the items' size.
 const QUEUED_ITEM_OVERHEAD: usize = 64;
 
-/// What one queued item `value` counts against the queue's limit.
-fn charge(value: &Bytes) -> usize {
-    ENTRY_HEADER_LEN + value.len() + QUEUED_ITEM_OVERHEAD
+/// What one queued item of `len` bytes counts against the queue's limit.
+fn charge(len: usize) -> usize {
+    ENTRY_HEADER_LEN + len + QUEUED_ITEM_OVERHEAD
 }
+
+/// The least a queue's buffer is made with: an ITEM of a few small items
+/// takes one allocation, not one per item.
+const MIN_QUEUE_BUFFER: usize = 1024;
 
 /// The sending half of one server stream, shared by the producer
 /// ([`ItemSender`]) and the connection (as the stream slot's [`Parts`]).
@@ -65,8 +74,12 @@ pub(super) struct StreamOut {
 }
 
 struct Inner {
-    /// Encoded values, each one item entry's value, oldest first.
-    queue: VecDeque<Bytes>,
+    /// The queued items as the entries an ITEM carries (type, length,
+    /// value), oldest first, in one buffer: an ITEM's payload is split off
+    /// its front, without a copy or an allocation per item.
+    entries: BytesMut,
+    /// The length of each entry in `entries`, oldest first.
+    lens: VecDeque<usize>,
     /// Their [`charge`]: each value, its 5-byte header and the overhead.
     queued: usize,
     credit: Credit,
@@ -100,7 +113,8 @@ impl StreamOut {
             max_payload,
             limit,
             inner: Mutex::new(Inner {
-                queue: VecDeque::new(),
+                entries: BytesMut::new(),
+                lens: VecDeque::new(),
                 queued: 0,
                 credit: Credit::new(window),
                 slot: None,
@@ -116,7 +130,7 @@ impl StreamOut {
     pub(super) fn grant(&self, bytes: u32) -> Result<(), CreditOverflow> {
         let mut inner = lock(&self.inner);
         inner.credit.grant(bytes)?;
-        if inner.credit.may_send() && !inner.queue.is_empty() {
+        if inner.credit.may_send() && !inner.lens.is_empty() {
             wake(&inner.slot);
         }
         Ok(())
@@ -127,7 +141,8 @@ impl StreamOut {
     pub(super) fn close(&self) {
         let mut inner = lock(&self.inner);
         inner.closed = true;
-        inner.queue.clear();
+        inner.entries = BytesMut::new();
+        inner.lens.clear();
         inner.queued = 0;
         drop(inner);
         self.room.notify_waiters();
@@ -156,73 +171,90 @@ impl Parts for StreamOut {
     /// goes alone once the credit is above 0), while the credit is above 0.
     fn next_part(&self) -> Option<Frame> {
         let mut inner = lock(&self.inner);
-        if !inner.credit.may_send() || inner.queue.is_empty() {
+        if !inner.credit.may_send() || inner.lens.is_empty() {
             return None;
         }
         // No more entries than the credit allows (but at least one): the
         // credit goes below 0 by at most one item, so the client holds at
         // most the window and one item, not the window and a whole batch.
         let room = usize::try_from(inner.credit.get()).map_or(0, |c| c.min(self.max_payload));
-        let mut payload = BytesMut::new();
-        let mut items = 0;
-        while let Some(value) = inner.queue.front() {
-            let len = ENTRY_HEADER_LEN + value.len();
-            if !payload.is_empty() && payload.len() + len > room {
+        let (mut len, mut items) = (0, 0usize);
+        for &entry in &inner.lens {
+            if len != 0 && len + entry > room {
                 break;
             }
-            let value = inner.queue.pop_front().expect("a front item");
-            inner.queued -= charge(&value);
-            Entry::Item(value).encode_into(&mut payload);
+            len += entry;
             items += 1;
+        }
+        inner.lens.drain(..items);
+        inner.queued -= len + items * QUEUED_ITEM_OVERHEAD;
+        let payload = inner.entries.split_to(len).freeze();
+        if inner.lens.is_empty() {
+            // Nothing left to send: the buffer goes with the last ITEM
+            // (once written), not kept by a stream that may stay idle.
+            inner.entries = BytesMut::new();
         }
         let taken = inner.credit.take(payload.len());
         debug_assert!(taken, "checked above");
         drop(inner);
-        PushCounters::add(&self.counters.items_sent, items);
+        PushCounters::add(&self.counters.items_sent, items as u64);
         self.room.notify_waiters();
-        Some(Frame::new(Kind::Item, self.id, payload.freeze()))
+        Some(Frame::new(Kind::Item, self.id, payload))
     }
 
     fn is_drained(&self) -> bool {
         let inner = lock(&self.inner);
-        inner.queue.is_empty() || inner.closed
+        inner.lens.is_empty() || inner.closed
     }
 }
 
 impl StreamOut {
-    /// Queues `value` if the queue is under its limit.
-    fn try_queue(&self, value: Bytes) -> Queued {
+    /// Queues a copy of `value`, as an item entry, if the queue is under
+    /// its limit.
+    fn try_queue(&self, value: &[u8]) -> Queued {
         let mut inner = lock(&self.inner);
         if inner.closed {
             return Queued::Closed;
         }
         if inner.queued >= self.limit {
-            return Queued::Not(value);
+            return Queued::Full;
         }
-        inner.queued += charge(&value);
-        inner.queue.push_back(value);
+        let entry = ENTRY_HEADER_LEN + value.len();
+        self.make_room(&mut inner.entries, entry);
+        encode_item_entry(value, &mut inner.entries);
+        inner.lens.push_back(entry);
+        inner.queued += charge(value.len());
         if inner.credit.may_send() {
             wake(&inner.slot);
         }
         Queued::Yes
     }
+
+    /// Room in `entries` for `more` bytes. It grows by doubling (from
+    /// [`MIN_QUEUE_BUFFER`]) but never past what the queue can hold (its
+    /// limit and one item), so a full queue's buffer holds no more heap
+    /// than its charge; and into a buffer of its own once an ITEM still
+    /// shares the old one (`split_to` leaves the rest shared).
+    fn make_room(&self, entries: &mut BytesMut, more: usize) {
+        let need = entries.len() + more;
+        if entries.capacity() >= need {
+            return;
+        }
+        let most = (self.limit + more).max(need);
+        let cap = (2 * entries.len()).max(MIN_QUEUE_BUFFER).clamp(need, most);
+        let mut grown = BytesMut::with_capacity(cap);
+        grown.extend_from_slice(entries);
+        *entries = grown;
+    }
 }
 
 /// What [`StreamOut::try_queue`] did.
+#[derive(Debug, PartialEq, Eq)]
 enum Queued {
     Yes,
-    /// The queue is full: the value back, to try again once there is room.
-    Not(Bytes),
+    /// The queue is full: try again once there is room.
+    Full,
     Closed,
-}
-
-impl From<Queued> for Result<(), StreamClosed> {
-    fn from(queued: Queued) -> Self {
-        match queued {
-            Queued::Closed => Err(StreamClosed),
-            _ => Ok(()),
-        }
-    }
 }
 
 fn wake(slot: &Option<Waker>) {
@@ -261,16 +293,28 @@ impl ItemSender {
     /// cancelled it or left. The caller keeps a value within
     /// [`ItemSender::max_len`].
     pub async fn send(&self, value: Bytes) -> Result<(), StreamClosed> {
-        match self.stream.try_queue(value) {
+        match self.try_send(&value)? {
+            true => Ok(()),
             // Boxed: rare, and kept out of the future of every send, which
             // the method moves (a memcpy of all of it).
-            Queued::Not(value) => Box::pin(self.send_when_room(value)).await,
-            done => done.into(),
+            false => Box::pin(self.send_when_room(value)).await,
+        }
+    }
+
+    /// Queues a copy of `value` if the queue has room now: `Ok(false)`
+    /// when it is full (then [`ItemSender::send`] waits for room). What
+    /// the typed [`ItemSink`](crate::rpc::ItemSink) calls with the item it
+    /// encoded in its thread's buffer: no allocation of its own.
+    pub(crate) fn try_send(&self, value: &[u8]) -> Result<bool, StreamClosed> {
+        match self.stream.try_queue(value) {
+            Queued::Yes => Ok(true),
+            Queued::Full => Ok(false),
+            Queued::Closed => Err(StreamClosed),
         }
     }
 
     /// [`ItemSender::send`] once the queue was found full.
-    async fn send_when_room(&self, mut value: Bytes) -> Result<(), StreamClosed> {
+    async fn send_when_room(&self, value: Bytes) -> Result<(), StreamClosed> {
         let stream = &self.stream;
         loop {
             // The wait for room is armed only once the queue was found
@@ -279,10 +323,9 @@ impl ItemSender {
             let room = stream.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            value = match stream.try_queue(value) {
-                Queued::Not(value) => value,
-                done => return done.into(),
-            };
+            if self.try_send(&value)? {
+                return Ok(());
+            }
             room.await;
         }
     }
