@@ -104,7 +104,8 @@ printf '|---|---|---:|---:|---:|---:|---|\n'
 declare -A baseline
 # Rows: spec (WORKLOAD,CLIENTS,INFLIGHT,SIZE), the raw tokio baseline's
 # spec, and what N is divided by for the row (default 1): a connection
-# costs some 100,000 instructions, so the connect row counts N/10 of them.
+# costs some 100,000 instructions, so the connect row counts N/10 of them,
+# and a 1 MiB echo some 2,000,000 (its copies), so its row counts N/100.
 # A typed call is set against raw tokio's byte echo.
 while read -r spec base divisor; do
     N=$((REQUESTS / ${divisor:-1}))
@@ -135,8 +136,9 @@ typed,16,16,64 bytes,16,16,64
 stream,1,1,64 stream,1,1,64
 stream,16,1,64 stream,16,1,64
 connect,1,1,64 connect,1,1,64 10
+bytes,8,1,1048576 bytes,8,1,1048576 100
 ROWS
-echo "($REQUESTS and $((2 * REQUESTS)) requests per count, a tenth of that for connect; $((SECONDS - start)) s)" >&2
+echo "($REQUESTS and $((2 * REQUESTS)) requests per count, a tenth of that for connect, a hundredth for 1 MiB; $((SECONDS - start)) s)" >&2
 if [[ $failed != 0 ]]; then
     echo "perf-guard: pipesvc's cost per request passed a threshold (see $THRESHOLDS)" >&2
     exit 1

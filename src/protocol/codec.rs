@@ -248,19 +248,45 @@ fn make_room(src: &mut BytesMut) -> Result<(), CodecError> {
 
 /// Grows `buf` to hold `capacity` bytes, reusing its allocation when it
 /// can (no payload split from it is alive any more) and it is not much
-/// larger, and otherwise moving its bytes to a new one, whose allocation
-/// may fail without aborting.
+/// larger, growing it in place (`realloc`) when that is all it needs, and
+/// otherwise moving its bytes to a new one; every allocation may fail
+/// without aborting.
 fn try_grow(buf: &mut BytesMut, capacity: usize) -> Result<(), TryReserveError> {
     let additional = capacity.saturating_sub(buf.len());
     // Reclaiming may hand back the whole allocation of an earlier large
     // frame: kept only if it is not much more than asked for, so that
     // the bound on a frame's buffer holds whatever came before.
-    if buf.try_reclaim(additional) && buf.capacity() <= capacity.max(GROWTH_START) {
+    let most = capacity.max(GROWTH_START);
+    if buf.try_reclaim(additional) && buf.capacity() <= most {
         return Ok(());
     }
+    let held = std::mem::take(buf).freeze();
+    if held.is_unique() {
+        let mut grown = Vec::from(held);
+        if grown.capacity() <= most {
+            // Nothing else holds its allocation: grown where it is (its
+            // bytes moved to its front at most), so that `realloc` can
+            // extend it or remap its pages instead of copying all that
+            // has arrived at each step.
+            let reserved = grown.try_reserve_exact(additional);
+            *buf = BytesMut::from(bytes::Bytes::from(grown));
+            return reserved;
+        }
+        // The allocation of an earlier, larger frame: its bytes move to
+        // one of the size asked for, and it is freed.
+        return copy_into_new(buf, &grown, capacity);
+    }
+    // A payload split from it is still alive: a new allocation, and a copy.
+    copy_into_new(buf, &held, capacity)
+}
+
+/// `buf` becomes a new allocation of `capacity` holding `bytes`. Should it
+/// fail, `buf` is left empty: the frame is refused and the connection
+/// closes, so nothing is copied back.
+fn copy_into_new(buf: &mut BytesMut, bytes: &[u8], capacity: usize) -> Result<(), TryReserveError> {
     let mut grown = Vec::new();
     grown.try_reserve_exact(capacity)?;
-    grown.extend_from_slice(buf);
+    grown.extend_from_slice(bytes);
     // Through `Bytes`, which keeps the whole capacity: unique, it turns
     // back into a `BytesMut` without copying.
     *buf = BytesMut::from(bytes::Bytes::from(grown));
