@@ -132,6 +132,7 @@ async fn a_large_frame_does_not_leave_its_buffer_behind() {
 }
 
 /// `count`: the numbers 1 to n, as a server stream.
+#[cfg(feature = "rpc")]
 const COUNT: pipesvc::rpc::StreamMethod<u64, (), u64, ()> =
     pipesvc::rpc::StreamMethod::server("count", "1 to n");
 
@@ -142,6 +143,7 @@ const COUNT: pipesvc::rpc::StreamMethod<u64, (), u64, ()> =
 /// item's own `Bytes`, and each ITEM's payload grown entry by entry). The
 /// client takes ITEMs whole: its channel's blocks, not an allocation per
 /// item either.
+#[cfg(feature = "rpc")]
 #[tokio::test(flavor = "current_thread")]
 async fn a_stream_allocates_per_item_frame_not_per_item() {
     use pipesvc::rpc::Service;
