@@ -27,7 +27,7 @@ pub(crate) const COALESCE_LIMIT: usize = 64 * 1024;
 /// Payloads up to this size are copied next to their header; larger ones
 /// are written from their own buffer. Below it, a copy is cheaper than one
 /// more slice in the vectored write.
-const COPY_LIMIT: usize = 4 * 1024;
+pub(crate) const COPY_LIMIT: usize = 4 * 1024;
 
 /// Slices handed to one vectored write (Linux accepts 1024).
 const MAX_SLICES: usize = 64;

@@ -32,12 +32,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::in_flight::Parts;
 use super::lock;
 use super::topics::{PushCounters, Subscriber};
+use crate::frame_io::COPY_LIMIT;
 use crate::protocol::{decode_item, encode_credit, encode_item_entry, Consumed, ItemError};
 use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_LEN};
 
@@ -188,8 +189,9 @@ impl Parts for StreamOut {
         }
         inner.lens.drain(..items);
         inner.queued -= len + items * QUEUED_ITEM_OVERHEAD;
-        let payload = inner.entries.split_to(len).freeze();
-        if inner.lens.is_empty() {
+        let last = inner.lens.is_empty();
+        let payload = take_payload(&mut inner.entries, len, last);
+        if last {
             // Nothing left to send: the buffer goes with the last ITEM
             // (once written), not kept by a stream that may stay idle.
             inner.entries = BytesMut::new();
@@ -246,6 +248,23 @@ impl StreamOut {
         grown.extend_from_slice(entries);
         *entries = grown;
     }
+}
+
+/// The first `len` bytes of `entries`, as an ITEM's payload. Split off
+/// (no copy) when the connection copies a payload that small into its
+/// write buffer at once ([`COPY_LIMIT`]), or when it is the buffer's last
+/// entries and most of its allocation; otherwise copied out, so that an
+/// ITEM waiting to be written never keeps a buffer much larger than itself
+/// (the queue's, which the stream goes on filling, or one it has grown
+/// out of) alive: what a client that reads nothing makes the server hold
+/// stays what its frames count.
+fn take_payload(entries: &mut BytesMut, len: usize, last: bool) -> Bytes {
+    if len <= COPY_LIMIT || (last && entries.capacity() <= 2 * len) {
+        return entries.split_to(len).freeze();
+    }
+    let payload = Bytes::copy_from_slice(&entries[..len]);
+    entries.advance(len);
+    payload
 }
 
 /// What [`StreamOut::try_queue`] did.
@@ -681,6 +700,37 @@ mod tests {
         assert!(stream.is_drained());
         let err = stream.grant(u32::MAX).unwrap_err();
         assert_eq!(err, CreditOverflow);
+    }
+
+    /// A large ITEM taken while items stay queued is a copy: were it a
+    /// view of the queue's buffer, every such ITEM waiting to be written
+    /// (a client that reads nothing) would keep a whole buffer alive, far
+    /// more than its frames count. A small one is split off (the
+    /// connection copies it into its write buffer at once), and so is the
+    /// last of a buffer it mostly fills.
+    #[tokio::test]
+    async fn a_large_item_frame_keeps_no_queue_buffer_alive() {
+        let stream = StreamOut::new(9, 6000, 1 << 20, 1 << 20);
+        let sender = ItemSender::new(stream.clone());
+        for _ in 0..100 {
+            sender.send(Bytes::from(vec![b'x'; 995])).await.unwrap();
+        }
+        // The credit lets six entries of 1000 bytes out, 94 stay queued.
+        let large = stream.next_part().unwrap();
+        assert_eq!(items(&large).len(), 6);
+        assert!(large.payload.is_unique(), "a view of the queue's buffer");
+        // A small ITEM is split off, sharing the buffer for as long as
+        // the connection takes to copy it.
+        stream.grant(1000).unwrap();
+        let small = stream.next_part().unwrap();
+        assert_eq!(items(&small).len(), 1);
+        assert!(!small.payload.is_unique());
+        drop(small);
+        // The last entries, most of what the buffer holds: handed over whole.
+        stream.grant(1 << 20).unwrap();
+        let last = stream.next_part().unwrap();
+        assert_eq!(items(&last).len(), 93);
+        assert!(last.payload.is_unique() && stream.is_drained());
     }
 
     #[tokio::test]
