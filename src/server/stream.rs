@@ -50,11 +50,6 @@ use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_L
 /// the heap it holds, whatever the items' size.
 const QUEUED_ITEM_OVERHEAD: usize = 64;
 
-/// What one queued item of `len` bytes counts against the queue's limit.
-fn charge(len: usize) -> usize {
-    ENTRY_HEADER_LEN + len + QUEUED_ITEM_OVERHEAD
-}
-
 /// The least a queue's buffer is made with: an ITEM of a few small items
 /// takes one allocation, not one per item.
 const MIN_QUEUE_BUFFER: usize = 1024;
@@ -65,7 +60,8 @@ pub(super) struct StreamOut {
     id: u32,
     /// The largest ITEM payload (the connection's maximum payload).
     max_payload: usize,
-    /// The queued items' [`charge`] at which the producer waits.
+    /// The queued items' charge ([`Inner::charge`]) at which the producer
+    /// waits.
     limit: usize,
     inner: Mutex<Inner>,
     /// Wakes a producer waiting for room in the queue.
@@ -81,8 +77,6 @@ struct Inner {
     entries: BytesMut,
     /// The length of each entry in `entries`, oldest first.
     lens: VecDeque<usize>,
-    /// Their [`charge`]: each value, its 5-byte header and the overhead.
-    queued: usize,
     credit: Credit,
     /// The stream's slot, to wake when an ITEM may go out.
     slot: Option<Waker>,
@@ -93,7 +87,7 @@ struct Inner {
 
 impl StreamOut {
     /// The stream `id` whose client credit starts at `window`; the producer
-    /// waits while the queued items' [`charge`] reaches `limit`; no ITEM
+    /// waits while the queued items' charge reaches `limit`; no ITEM
     /// payload exceeds `max_payload`.
     #[cfg(test)]
     pub(super) fn new(id: u32, window: u32, limit: usize, max_payload: usize) -> Arc<StreamOut> {
@@ -116,7 +110,6 @@ impl StreamOut {
             inner: Mutex::new(Inner {
                 entries: BytesMut::new(),
                 lens: VecDeque::new(),
-                queued: 0,
                 credit: Credit::new(window),
                 slot: None,
                 closed: false,
@@ -144,15 +137,14 @@ impl StreamOut {
         inner.closed = true;
         inner.entries = BytesMut::new();
         inner.lens.clear();
-        inner.queued = 0;
         drop(inner);
         self.room.notify_waiters();
     }
 
-    /// The [`charge`] of the items queued and not yet sent.
+    /// The charge of the items queued and not yet sent.
     #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
-        lock(&self.inner).queued
+        lock(&self.inner).charge()
     }
 
     /// The client's credit now.
@@ -188,7 +180,6 @@ impl Parts for StreamOut {
             items += 1;
         }
         inner.lens.drain(..items);
-        inner.queued -= len + items * QUEUED_ITEM_OVERHEAD;
         let last = inner.lens.is_empty();
         let payload = take_payload(&mut inner.entries, len, last);
         if last {
@@ -218,14 +209,13 @@ impl StreamOut {
         if inner.closed {
             return Queued::Closed;
         }
-        if inner.queued >= self.limit {
+        if inner.charge() >= self.limit {
             return Queued::Full;
         }
         let entry = ENTRY_HEADER_LEN + value.len();
         self.make_room(&mut inner.entries, entry);
         encode_item_entry(value, &mut inner.entries);
         inner.lens.push_back(entry);
-        inner.queued += charge(value.len());
         if inner.credit.may_send() {
             wake(&inner.slot);
         }
@@ -265,6 +255,15 @@ fn take_payload(entries: &mut BytesMut, len: usize, last: bool) -> Bytes {
     let payload = Bytes::copy_from_slice(&entries[..len]);
     entries.advance(len);
     payload
+}
+
+impl Inner {
+    /// What the queued items count against the queue's limit: each
+    /// entry's bytes (its 5-byte header and value) and
+    /// [`QUEUED_ITEM_OVERHEAD`].
+    fn charge(&self) -> usize {
+        self.entries.len() + self.lens.len() * QUEUED_ITEM_OVERHEAD
+    }
 }
 
 /// What [`StreamOut::try_queue`] did.
