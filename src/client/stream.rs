@@ -25,7 +25,7 @@ use super::writer::Writer;
 use super::{lock, CallOptions, Client, DEADLINE_GRACE};
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    encode_credit, encode_item, next_entry, Consumed, Credit, Encoding, Entry, Frame, Kind,
+    encode_credit, encode_item, entry_at, Consumed, Credit, Encoding, Entry, EntryRef, Frame, Kind,
     Subscribe, ENTRY_HEADER_LEN, HEADER_LEN,
 };
 
@@ -148,16 +148,49 @@ impl RawStream {
 
     /// [`next`](RawStream::next) as a poll.
     pub fn poll_entry(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Entry>>> {
+        self.poll_with(cx, |batch, entry| {
+            Some(match entry {
+                EntryRef::Item(value) => Entry::Item(batch.slice_ref(value)),
+                EntryRef::Lagged(missed) => Entry::Lagged(missed),
+                EntryRef::Subscribed => Entry::Subscribed,
+            })
+        })
+    }
+
+    /// The next `item` entry's value read by `read` where it lies in the
+    /// ITEM's payload (a typed stream decodes it there: no reference on
+    /// the payload per item); other entries are skipped.
+    #[cfg_attr(not(feature = "rpc"), allow(dead_code))]
+    pub(crate) fn poll_item_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut read: impl FnMut(&[u8]) -> R,
+    ) -> Poll<Option<Result<R>>> {
+        self.poll_with(cx, |_, entry| match entry {
+            EntryRef::Item(value) => Some(read(value)),
+            EntryRef::Lagged(_) | EntryRef::Subscribed => None,
+        })
+    }
+
+    /// The next entry `take` keeps (it is lent the entry and the payload
+    /// that holds it), taking the ITEMs delivered as they are needed.
+    fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut take: impl FnMut(&Bytes, EntryRef<'_>) -> Option<R>,
+    ) -> Poll<Option<Result<R>>> {
         loop {
             if self.at < self.batch.len() {
                 // The reader checked the payload: no error is left in it.
-                let entry = next_entry(&self.batch, &mut self.at, false).ok().flatten();
+                let entry = entry_at(&self.batch, &mut self.at, false).ok().flatten();
+                let taken = entry.and_then(|entry| take(&self.batch, entry));
                 if self.at >= self.batch.len() {
                     self.took_batch();
                 }
-                match entry {
-                    Some(entry) => return Poll::Ready(Some(Ok(entry))),
-                    // Only entries of types this client does not know.
+                match taken {
+                    Some(taken) => return Poll::Ready(Some(Ok(taken))),
+                    // Entries this caller does not take, or of types this
+                    // client does not know.
                     None => continue,
                 }
             }
@@ -224,7 +257,7 @@ impl RawStream {
         self.writer.queue_control(credit);
     }
 
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Entry>>> {
+    fn poll_deadline<R>(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
         let Some(sleep) = self.deadline.as_mut() else {
             return Poll::Pending;
         };

@@ -43,6 +43,7 @@ pub use stream::{
     DEFAULT_STREAM_WINDOW, ENTRY_HEADER_LEN, ENTRY_ITEM, ENTRY_LAGGED, ENTRY_SUBSCRIBED,
     MAX_CREDIT,
 };
+pub(crate) use stream::{entry_at, EntryRef};
 pub use topic::{SlowSubscriber, StreamDirection, Topic, DEFAULT_TOPIC_QUEUE};
 
 /// The highest protocol version this crate speaks (it speaks 1 too): the

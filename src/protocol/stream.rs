@@ -134,32 +134,8 @@ pub fn decode_item(payload: &Bytes, from_client: bool) -> Result<Vec<Entry>, Ite
     }
     let mut entries = Vec::new();
     let mut at = 0;
-    while at < payload.len() {
-        let header = payload
-            .get(at..at + ENTRY_HEADER_LEN)
-            .ok_or(ItemError::CutShort)?;
-        let kind = header[0];
-        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let start = at + ENTRY_HEADER_LEN;
-        let end = start.checked_add(len).ok_or(ItemError::CutShort)?;
-        if end > payload.len() {
-            return Err(ItemError::CutShort);
-        }
-        if from_client && matches!(kind, ENTRY_LAGGED | ENTRY_SUBSCRIBED) {
-            return Err(ItemError::NotFromClient(kind));
-        }
-        match kind {
-            ENTRY_ITEM => entries.push(Entry::Item(payload.slice(start..end))),
-            ENTRY_LAGGED => {
-                let value: [u8; 8] = payload[start..end]
-                    .try_into()
-                    .map_err(|_| ItemError::BadLagged)?;
-                entries.push(Entry::Lagged(u64::from_le_bytes(value)));
-            }
-            ENTRY_SUBSCRIBED => entries.push(Entry::Subscribed),
-            _ => {}
-        }
-        at = end;
+    while let Some(entry) = next_entry(payload, &mut at, from_client)? {
+        entries.push(entry);
     }
     Ok(entries)
 }
@@ -174,6 +150,31 @@ pub fn next_entry(
     at: &mut usize,
     from_client: bool,
 ) -> Result<Option<Entry>, ItemError> {
+    Ok(
+        entry_at(payload, at, from_client)?.map(|entry| match entry {
+            EntryRef::Item(value) => Entry::Item(payload.slice_ref(value)),
+            EntryRef::Lagged(missed) => Entry::Lagged(missed),
+            EntryRef::Subscribed => Entry::Subscribed,
+        }),
+    )
+}
+
+/// An entry of an ITEM payload, its value lent out of the payload: what
+/// [`entry_at`] reads, so that checking a payload or decoding an item
+/// from it takes no reference on the payload's buffer per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryRef<'a> {
+    Item(&'a [u8]),
+    Lagged(u64),
+    Subscribed,
+}
+
+/// [`next_entry`] over borrowed bytes: the one reader of entries.
+pub(crate) fn entry_at<'a>(
+    payload: &'a [u8],
+    at: &mut usize,
+    from_client: bool,
+) -> Result<Option<EntryRef<'a>>, ItemError> {
     while *at < payload.len() {
         let header = payload
             .get(*at..*at + ENTRY_HEADER_LEN)
@@ -182,22 +183,18 @@ pub fn next_entry(
         let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
         let start = *at + ENTRY_HEADER_LEN;
         let end = start.checked_add(len).ok_or(ItemError::CutShort)?;
-        if end > payload.len() {
-            return Err(ItemError::CutShort);
-        }
+        let value = payload.get(start..end).ok_or(ItemError::CutShort)?;
         if from_client && matches!(kind, ENTRY_LAGGED | ENTRY_SUBSCRIBED) {
             return Err(ItemError::NotFromClient(kind));
         }
         *at = end;
         match kind {
-            ENTRY_ITEM => return Ok(Some(Entry::Item(payload.slice(start..end)))),
+            ENTRY_ITEM => return Ok(Some(EntryRef::Item(value))),
             ENTRY_LAGGED => {
-                let value: [u8; 8] = payload[start..end]
-                    .try_into()
-                    .map_err(|_| ItemError::BadLagged)?;
-                return Ok(Some(Entry::Lagged(u64::from_le_bytes(value))));
+                let value: [u8; 8] = value.try_into().map_err(|_| ItemError::BadLagged)?;
+                return Ok(Some(EntryRef::Lagged(u64::from_le_bytes(value))));
             }
-            ENTRY_SUBSCRIBED => return Ok(Some(Entry::Subscribed)),
+            ENTRY_SUBSCRIBED => return Ok(Some(EntryRef::Subscribed)),
             _ => {}
         }
     }
@@ -211,7 +208,7 @@ pub fn check_item(payload: &Bytes, from_client: bool) -> Result<(), ItemError> {
         return Err(ItemError::Empty);
     }
     let mut at = 0;
-    while next_entry(payload, &mut at, from_client)?.is_some() {}
+    while entry_at(payload, &mut at, from_client)?.is_some() {}
     Ok(())
 }
 

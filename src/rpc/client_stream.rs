@@ -53,20 +53,13 @@ impl<Out: DeserializeOwned, Resp: DeserializeOwned> ItemStream<Out, Resp> {
     }
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Out>>> {
-        loop {
-            let entry = match std::task::ready!(self.raw.poll_entry(cx)) {
-                None => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Some(Ok(entry)) => entry,
-            };
-            // `lagged` and `subscribed` belong to topics: not a method's.
-            if let Entry::Item(bytes) = entry {
-                let item = codec::decode(self.encoding, &bytes, "item").map_err(|e| {
-                    Error::Protocol(format!("an item of {} does not decode: {e}", self.method))
-                });
-                return Poll::Ready(Some(item));
-            }
-        }
+        let (encoding, method) = (self.encoding, self.method);
+        // `lagged` and `subscribed` belong to topics: not a method's.
+        let decoded = std::task::ready!(self.raw.poll_item_with(cx, |value| {
+            codec::decode(encoding, value, "item")
+                .map_err(|e| Error::Protocol(format!("an item of {method} does not decode: {e}")))
+        }));
+        Poll::Ready(decoded.map(|item| item.and_then(|item| item)))
     }
 
     /// Reads to the end (discarding items not taken) and returns the
