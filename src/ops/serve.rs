@@ -108,6 +108,8 @@ pub async fn serve_until<H: Answers>(
     #[cfg(unix)]
     tokio::spawn(log_status_on_request(status_requests, server.handle()));
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    crate::ops::memory::no_fastbins();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     let returning = tokio::spawn(crate::ops::memory::return_after_bursts(server.handle()));
     ready(server.endpoint())?;
     server.serve_until(stop).await?;
