@@ -378,10 +378,10 @@ fn resident_mappings(pid: u32) -> String {
             if kb >= 1024 {
                 found.push(format!("{kb} kB resident in {mapping}"));
             }
-        } else if line.contains('-') && !line.contains(':')
-            || line.split_whitespace().count() >= 5
-                && line.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
-                && line.contains('-')
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|first| first.contains('-') && !first.ends_with(':'))
         {
             mapping = line;
         }
