@@ -31,9 +31,9 @@ use std::time::Duration;
 /// arena's top and the free memory below it, `malloc_trim` first merges it
 /// and that memory into the top, then gives back only free blocks outside
 /// the top, and no thread arena's top. Measured: `serve_memory` kept 33 to
-/// 61 MiB of a 900 MiB hoard in 5 of about 300 runs (two CI runs
-/// included), in one arena's heap, with 300 KiB in use, through any
-/// number of trims; a C program that leaves 32 MiB that way keeps all of
+/// 64 MiB of a 900 MiB hoard in about 1 run of 50 here (and in two CI
+/// runs), in one arena's heap, with 300 KiB in use, through one more
+/// trim; a C program that leaves 32 MiB that way keeps all of
 /// it on glibc 2.36, and none with fastbins off (the frees that reach the
 /// top then trim it as they go). What it costs: a small block freed past
 /// the thread's cache goes to the arena's bins at once, merged with its
