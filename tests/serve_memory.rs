@@ -70,9 +70,14 @@ fn proc_status(pid: u32, field: &str) -> u64 {
     let kib: u64 = status
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .and_then(kib)
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
     kib * 1024
+}
+
+/// The figure of a `/proc` field's value such as `  1234 kB`.
+fn kib(value: &str) -> Option<u64> {
+    value.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -320,13 +325,13 @@ async fn resident_memory_returns_near_its_start_after_an_attacks_clients_leave()
         left.elapsed()
     );
     if after > baseline + 32 * MIB {
-        let allocator = malloc_stats(pid).await;
-        let trimmed = gdb_call(pid, "call (int) malloc_trim(0)");
+        let allocator = malloc_info(pid);
+        let trimmed = gdb_calls(pid, &["call (int) malloc_trim(0)"]);
         let after_trim = proc_status(pid, "VmRSS");
         let smaps = resident_mappings(pid);
         panic!(
             "RSS stayed at {:.1} MiB (start {:.1} MiB); {:.1} MiB after one more malloc_trim \
-             ({trimmed})\n{smaps}\nglibc's arenas: {allocator}\nserve's stderr:\n{}",
+             ({trimmed})\n{smaps}\nglibc's arenas:\n{allocator}\nserve's stderr:\n{}",
             mib(after),
             mib(baseline),
             mib(after_trim),
@@ -337,26 +342,45 @@ async fn resident_memory_returns_near_its_start_after_an_attacks_clients_leave()
     stop(service);
 }
 
-/// glibc's count of each arena's memory in process `pid` (`malloc_stats`,
-/// called from gdb: it writes to the process's stderr, which the test
-/// reads), or why not: what tells memory freed but kept by the allocator
-/// from memory still in use.
-async fn malloc_stats(pid: u32) -> String {
-    let called = gdb_call(pid, "call (void) malloc_stats()");
-    // The process writes it as gdb detaches: give its stderr reader a
-    // moment (a diagnostic only, after the check failed).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    called
+/// glibc's count of each arena's memory in process `pid`: `malloc_info`,
+/// called from gdb into a file that is read and removed, cut to each
+/// heap's totals (free blocks in fastbins and elsewhere, memory taken from
+/// the system); or why not. It tells memory freed but kept by the
+/// allocator from memory still in use.
+fn malloc_info(pid: u32) -> String {
+    let path = std::env::temp_dir().join(format!("pipesvc-malloc-info-{pid}.xml"));
+    let open = format!("call (void *) fopen(\"{}\", \"w\")", path.display());
+    let called = gdb_calls(
+        pid,
+        &[
+            &open,
+            "call (int) malloc_info(0, $1)",
+            "call (int) fclose($1)",
+        ],
+    );
+    let info = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    match info {
+        Ok(info) => info
+            .lines()
+            .filter(|line| {
+                line.starts_with("<heap") || line.contains("<total") || line.contains("<system")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("no malloc_info ({e}; gdb: {called})"),
+    }
 }
 
-/// Has gdb make `call` in process `pid`; what gdb said, or why it could
-/// not.
-fn gdb_call(pid: u32, call: &str) -> String {
-    let pid = pid.to_string();
-    match Command::new("gdb")
-        .args(["-p", &pid, "-batch", "-ex", call])
-        .output()
-    {
+/// Has gdb make `calls` in process `pid`, in turn; the last thing gdb
+/// said, or why it could not.
+fn gdb_calls(pid: u32, calls: &[&str]) -> String {
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-p", &pid.to_string(), "-batch"]);
+    for call in calls {
+        gdb.args(["-ex", call]);
+    }
+    match gdb.output() {
         Ok(output) if output.status.success() => {
             let said = String::from_utf8_lossy(&output.stdout);
             said.lines().last().unwrap_or_default().to_string()
@@ -374,7 +398,7 @@ fn resident_mappings(pid: u32) -> String {
     let mut mapping = "";
     for line in smaps.lines() {
         if let Some(kb) = line.strip_prefix("Rss:") {
-            let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            let kb = kib(kb).unwrap_or(0);
             if kb >= 1024 {
                 found.push(format!("{kb} kB resident in {mapping}"));
             }

@@ -148,13 +148,7 @@ impl RawStream {
 
     /// [`next`](RawStream::next) as a poll.
     pub fn poll_entry(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Entry>>> {
-        self.poll_with(cx, |batch, entry| {
-            Some(match entry {
-                EntryRef::Item(value) => Entry::Item(batch.slice_ref(value)),
-                EntryRef::Lagged(missed) => Entry::Lagged(missed),
-                EntryRef::Subscribed => Entry::Subscribed,
-            })
-        })
+        self.poll_with(cx, |batch, entry| Some(entry.to_entry(batch)))
     }
 
     /// The next `item` entry's value read by `read` where it lies in the

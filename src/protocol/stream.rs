@@ -150,13 +150,7 @@ pub fn next_entry(
     at: &mut usize,
     from_client: bool,
 ) -> Result<Option<Entry>, ItemError> {
-    Ok(
-        entry_at(payload, at, from_client)?.map(|entry| match entry {
-            EntryRef::Item(value) => Entry::Item(payload.slice_ref(value)),
-            EntryRef::Lagged(missed) => Entry::Lagged(missed),
-            EntryRef::Subscribed => Entry::Subscribed,
-        }),
-    )
+    Ok(entry_at(payload, at, from_client)?.map(|entry| entry.to_entry(payload)))
 }
 
 /// An entry of an ITEM payload, its value lent out of the payload: what
@@ -167,6 +161,18 @@ pub(crate) enum EntryRef<'a> {
     Item(&'a [u8]),
     Lagged(u64),
     Subscribed,
+}
+
+impl EntryRef<'_> {
+    /// The entry as [`next_entry`] hands it out: an item's value a view of
+    /// `payload`, the bytes it was lent from.
+    pub(crate) fn to_entry(self, payload: &Bytes) -> Entry {
+        match self {
+            EntryRef::Item(value) => Entry::Item(payload.slice_ref(value)),
+            EntryRef::Lagged(missed) => Entry::Lagged(missed),
+            EntryRef::Subscribed => Entry::Subscribed,
+        }
+    }
 }
 
 /// [`next_entry`] over borrowed bytes: the one reader of entries.
