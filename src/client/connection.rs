@@ -199,7 +199,7 @@ impl Connection {
         // Before the server's HELLO says its maximum, a frame is held to
         // the smallest maximum a server may announce (our HELLO fits it).
         let first_codec = FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN);
-        let hello = Frame::new(Kind::Hello, 0, client_hello().encode());
+        let hello = Frame::new(Kind::Hello, 0, client_hello_payload());
         let sent = write_frame(&mut write, first_codec, hello);
         let sent = handshake.step("sending the client's HELLO", sent).await;
         // A HELLO that could not be written: the server's refusal, if it
@@ -448,6 +448,13 @@ fn client_hello() -> ClientHello {
     let mut hello = ClientHello::new();
     hello.kinds = Some(accepted_from_server());
     hello
+}
+
+/// [`client_hello`] encoded, once: the same bytes open every connection
+/// (three allocations and the encoding each time, before).
+fn client_hello_payload() -> Bytes {
+    static PAYLOAD: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    PAYLOAD.get_or_init(|| client_hello().encode()).clone()
 }
 
 /// Writes `frame` alone (the client's HELLO, before the writer exists),

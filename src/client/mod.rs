@@ -519,12 +519,16 @@ impl Client {
     async fn exchange(&self, kind: Kind, payload: Bytes, limit: Option<Duration>) -> Result<Bytes> {
         let expiry = limit.map(|limit| Expiry::after(limit, kind));
         let connection = self.connection_within(expiry).await?;
-        match connection.call(kind, payload.clone(), expiry).await {
-            Err(CallError::NotSent(_)) if self.reconnects_now() => {
+        // Kept for a second attempt only where one can be made: cloning a
+        // payload built from a `Vec` (a typed call's) allocates to share
+        // it, about 200 instructions a call for nothing otherwise.
+        let again = self.reconnects_now().then(|| payload.clone());
+        match (connection.call(kind, payload, expiry).await, again) {
+            (Err(CallError::NotSent(_)), Some(payload)) if self.reconnects_now() => {
                 let connection = self.connection_within(expiry).await?;
                 Ok(connection.call(kind, payload, expiry).await?)
             }
-            other => Ok(other?),
+            (other, _) => Ok(other?),
         }
     }
 

@@ -316,11 +316,7 @@ impl ClientOptions {
         }
         validate::bounded_timeout("close_timeout", self.close_timeout)?;
         validate::bounded_timeout("wait_for_service", self.wait_for_service)?;
-        // The server's HELLO reply (protocol 2) is the larger of its two
-        // HELLOs, even when it offers no encoding.
-        let reply = crate::protocol::HelloReply::new(crate::protocol::PROTOCOL_VERSION, &[]);
-        let hello =
-            (HEADER_LEN + ServerHello::fixed_len()).max(HEADER_LEN + reply.encode().len()) as u64;
+        let hello = smallest_hello_frame();
         let why = "the server's HELLO reply needs that much";
         validate::at_least("max_frame_len", self.max_frame_len.into(), hello, why)?;
         let why = "no notification could be buffered";
@@ -329,6 +325,17 @@ impl ClientOptions {
         let bytes = self.notification_buffer_bytes as u64;
         validate::at_least("notification_buffer_bytes", bytes, 1, why)
     }
+}
+
+/// The largest frame of a server's handshake: its HELLO reply (protocol
+/// 2), the larger of its two HELLOs even when it offers no encoding.
+/// Worked out once: every connect validates its options against it.
+fn smallest_hello_frame() -> u64 {
+    static LEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LEN.get_or_init(|| {
+        let reply = crate::protocol::HelloReply::new(crate::protocol::PROTOCOL_VERSION, &[]);
+        (HEADER_LEN + ServerHello::fixed_len()).max(HEADER_LEN + reply.encode().len()) as u64
+    })
 }
 
 impl Default for ClientOptions {

@@ -156,8 +156,10 @@ impl<H: Handler> Connection<H> {
     /// The handshake, who the client is, and its requests; the context
     /// handlers saw, if the client got that far.
     async fn session<S: ServerIo>(&self, link: &mut Link<S>) -> (End, Option<ConnectionContext>) {
-        let hello = ServerHello::new(self.config.max_frame_len, self.config.name.clone());
-        link.push(Frame::new(Kind::Hello, 0, hello.encode()));
+        let hello = self.config.hello.get_or_init(|| {
+            ServerHello::new(self.config.max_frame_len, self.config.name.clone()).encode()
+        });
+        link.push(Frame::new(Kind::Hello, 0, hello.clone()));
         // A client of revision 2.3 may have sent its HELLO without waiting
         // for ours: if it is here already, our HELLO goes out with what
         // answers it (the HELLO reply), in one write. Otherwise ours goes
