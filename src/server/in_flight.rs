@@ -420,8 +420,19 @@ impl<F: Future<Output = (u32, Frame)>> InFlight<F> {
     /// cannot keep the connection's task from its other work and from
     /// yielding to the runtime. Past the budget the task is woken again
     /// and this returns `Pending`, as tokio's own budget does.
-    pub(super) fn poll_answer(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Answer>> {
-        self.woken.task.register(cx.waker());
+    ///
+    /// Registers the task's waker only if `registered` says this poll of
+    /// the task has not yet (and sets it): the connection's turn calls
+    /// this several times a poll.
+    pub(super) fn poll_answer(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        registered: &mut bool,
+    ) -> Poll<Option<Answer>> {
+        if !*registered {
+            self.woken.task.register(cx.waker());
+            *registered = true;
+        }
         for _ in 0..POLL_BUDGET {
             let Some(index) = lock(&self.woken.slots).pop_front() else {
                 return match self.is_empty() {
@@ -741,7 +752,7 @@ mod tests {
 
     fn next<F: Future<Output = (u32, Frame)>>(in_flight: &mut InFlight<F>) -> Poll<Option<Answer>> {
         let waker = futures_util::task::noop_waker();
-        in_flight.poll_answer(&mut TaskContext::from_waker(&waker))
+        in_flight.poll_answer(&mut TaskContext::from_waker(&waker), &mut false)
     }
 
     fn part(n: u8) -> Frame {

@@ -772,7 +772,7 @@ mod tests {
         let mut got = Vec::new();
         let mut last = None;
         for _ in 0..100 {
-            match in_flight.poll_answer(&mut cx) {
+            match in_flight.poll_answer(&mut cx, &mut false) {
                 Poll::Ready(Some(Answer::Part(frame))) => {
                     assert!(last.is_none(), "an ITEM after the last answer");
                     // Never more than the window (and one ITEM) unconsumed.

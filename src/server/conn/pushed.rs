@@ -52,15 +52,20 @@ impl Pushed {
         &mut self,
         wire: &mut Wire<S>,
         cx: &mut TaskContext<'_>,
+        registered: &mut bool,
     ) -> bool {
         while self.charged_bytes < COALESCE_LIMIT {
             let queue = &self.output.queue;
             let frame = match queue.pop() {
                 Some(frame) => frame,
+                // Registered earlier in this poll: a push since woke the
+                // task (or found it woken already).
+                None if *registered => return true,
                 None => {
                     // Registered, then looked at once more: a push in
                     // between wakes the task.
                     queue.register(cx.waker());
+                    *registered = true;
                     match queue.pop() {
                         Some(frame) => frame,
                         None => return true,

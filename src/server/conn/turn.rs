@@ -65,6 +65,20 @@ pub(super) struct Link<S> {
     /// An answer whose handler's NOTIFYs are still in the queue: it goes
     /// out after them.
     pub(super) held: Option<Answer>,
+    /// Which wakers this poll of the task has registered already.
+    registered: Registered,
+}
+
+/// Whether the task's waker was registered, in this poll of the task, with
+/// the queue of woken requests and with the queue of NOTIFYs. A poll goes
+/// round the turn several times (two to four a request), and each
+/// registration is two atomic swaps: once per poll is enough, since a wake
+/// after it either finds it or finds the task already woken (and polled
+/// again), and every turn still looks at both queues.
+#[derive(Default)]
+struct Registered {
+    answers: bool,
+    pushed: bool,
 }
 
 impl<S: ServerIo> Link<S> {
@@ -78,6 +92,7 @@ impl<S: ServerIo> Link<S> {
             wire: Wire::new(stream, config, shared),
             pushed: Pushed::new(output),
             held: None,
+            registered: Registered::default(),
         }
     }
 
@@ -98,20 +113,36 @@ impl<S: ServerIo> Link<S> {
         cx: &mut TaskContext<'_>,
         in_flight: &mut InFlight<F>,
     ) {
-        let mut drained = self.pushed.poll_into(&mut self.wire, cx);
+        let mut registered = std::mem::take(&mut self.registered);
+        self.gather_answers_with(cx, in_flight, &mut registered);
+        self.registered = registered;
+    }
+
+    fn gather_answers_with<F: Future<Output = (u32, Frame)>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        in_flight: &mut InFlight<F>,
+        registered: &mut Registered,
+    ) {
+        let mut drained = self
+            .pushed
+            .poll_into(&mut self.wire, cx, &mut registered.pushed);
         loop {
             if self.held.is_none() {
                 if !self.has_room_for_answers() {
                     return;
                 }
-                let Poll::Ready(Some(answer)) = in_flight.poll_answer(cx) else {
+                let answer = in_flight.poll_answer(cx, &mut registered.answers);
+                let Poll::Ready(Some(answer)) = answer else {
                     return;
                 };
                 if let Answer::Last(_) = answer {
                     self.wire.tally.requests += 1;
                 }
                 self.held = Some(answer);
-                drained = self.pushed.poll_into(&mut self.wire, cx);
+                drained = self
+                    .pushed
+                    .poll_into(&mut self.wire, cx, &mut registered.pushed);
             }
             if !drained {
                 return;
@@ -144,6 +175,7 @@ impl<S: ServerIo> Link<S> {
         in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
     ) -> Poll<Event> {
+        self.registered = Registered::default();
         let event = self.poll_turns(cx, in_flight, state);
         if event.is_pending() {
             // The task yields to the runtime now.
