@@ -443,18 +443,16 @@ pub(super) fn accepted_from_server() -> KindSet {
     KindSet::from_bytes(&kinds)
 }
 
-/// This client's HELLO: version 2, and the kinds it accepts.
-fn client_hello() -> ClientHello {
-    let mut hello = ClientHello::new();
-    hello.kinds = Some(accepted_from_server());
-    hello
-}
-
-/// [`client_hello`] encoded, once: the same bytes open every connection
-/// (three allocations and the encoding each time, before).
+/// This client's HELLO (version 2, and the kinds it accepts), encoded
+/// once: the same bytes open every connection.
 fn client_hello_payload() -> Bytes {
     static PAYLOAD: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
-    PAYLOAD.get_or_init(|| client_hello().encode()).clone()
+    let encode = || {
+        let mut hello = ClientHello::new();
+        hello.kinds = Some(accepted_from_server());
+        hello.encode()
+    };
+    PAYLOAD.get_or_init(encode).clone()
 }
 
 /// Writes `frame` alone (the client's HELLO, before the writer exists),

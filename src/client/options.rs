@@ -316,7 +316,7 @@ impl ClientOptions {
         }
         validate::bounded_timeout("close_timeout", self.close_timeout)?;
         validate::bounded_timeout("wait_for_service", self.wait_for_service)?;
-        let hello = smallest_hello_frame();
+        let hello = largest_handshake_frame();
         let why = "the server's HELLO reply needs that much";
         validate::at_least("max_frame_len", self.max_frame_len.into(), hello, why)?;
         let why = "no notification could be buffered";
@@ -330,7 +330,7 @@ impl ClientOptions {
 /// The largest frame of a server's handshake: its HELLO reply (protocol
 /// 2), the larger of its two HELLOs even when it offers no encoding.
 /// Worked out once: every connect validates its options against it.
-fn smallest_hello_frame() -> u64 {
+fn largest_handshake_frame() -> u64 {
     static LEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *LEN.get_or_init(|| {
         let reply = crate::protocol::HelloReply::new(crate::protocol::PROTOCOL_VERSION, &[]);

@@ -65,8 +65,6 @@ pub(super) struct Link<S> {
     /// An answer whose handler's NOTIFYs are still in the queue: it goes
     /// out after them.
     pub(super) held: Option<Answer>,
-    /// Which wakers this poll of the task has registered already.
-    registered: Registered,
 }
 
 /// Whether the task's waker was registered, in this poll of the task, with
@@ -92,7 +90,6 @@ impl<S: ServerIo> Link<S> {
             wire: Wire::new(stream, config, shared),
             pushed: Pushed::new(output),
             held: None,
-            registered: Registered::default(),
         }
     }
 
@@ -109,16 +106,6 @@ impl<S: ServerIo> Link<S> {
     /// after the NOTIFYs its handler queued before returning (which are
     /// in the queue by then), holding it while they wait for room.
     fn gather_answers<F: Future<Output = (u32, Frame)>>(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-        in_flight: &mut InFlight<F>,
-    ) {
-        let mut registered = std::mem::take(&mut self.registered);
-        self.gather_answers_with(cx, in_flight, &mut registered);
-        self.registered = registered;
-    }
-
-    fn gather_answers_with<F: Future<Output = (u32, Frame)>>(
         &mut self,
         cx: &mut TaskContext<'_>,
         in_flight: &mut InFlight<F>,
@@ -175,7 +162,6 @@ impl<S: ServerIo> Link<S> {
         in_flight: &mut InFlight<F>,
         state: &mut State<'_>,
     ) -> Poll<Event> {
-        self.registered = Registered::default();
         let event = self.poll_turns(cx, in_flight, state);
         if event.is_pending() {
             // The task yields to the runtime now.
@@ -193,11 +179,13 @@ impl<S: ServerIo> Link<S> {
         if let Poll::Ready(event) = state.poll_signals(cx) {
             return Poll::Ready(event);
         }
+        // What this poll has registered its waker with: every turn below.
+        let mut registered = Registered::default();
         for _ in 0..TURN_BUDGET {
             if let Some(event) = state.unpark(in_flight) {
                 return Poll::Ready(event);
             }
-            self.gather_answers(cx, in_flight);
+            self.gather_answers(cx, in_flight, &mut registered);
             let chore_done = state.poll_chore(cx).is_ready();
             state.share.release(in_flight.take_released());
             if let Some(event) = state.unpark(in_flight) {
