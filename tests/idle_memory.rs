@@ -230,6 +230,17 @@ async fn a_connection_idle_after_a_large_request_holds_no_read_buffer() {
     assert_no_read_buffers(&held);
 }
 
+/// A busy connection whose requests are large keeps the last one's
+/// allocation to read the next into (issue 23: no growth copied per
+/// frame), and gives it back with its read buffer once a tick passes
+/// without a request. Unix only, as the large request above.
+#[cfg(unix)]
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_connection_gives_back_the_allocation_kept_from_a_large_request_once_quiet() {
+    let held = held_by_idle_connections("idle-kept", Transport::Socket, 256 * 1024, 8).await;
+    assert_no_read_buffers(&held);
+}
+
 /// A connection that made enough requests to count as busy keeps its
 /// buffer between them (no allocation per request), and gives it back
 /// once a whole tick passes without one.

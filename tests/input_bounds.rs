@@ -283,6 +283,41 @@ async fn unfinished_frames_past_the_budget_get_overloaded_and_others_are_served(
     guard(serving.stop()).await.expect("serve");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_frames_allocation_kept_for_the_next_counts_against_the_budget_until_quiet() {
+    // A busy connection (past its first waits, at which it gives its read
+    // buffer back) keeps its last large frame's allocation to read the
+    // next one into: charged to the budget while it is kept, given back
+    // with the read buffer at a quiet tick.
+    const PAYLOAD: usize = MIB;
+    let endpoint = unique_endpoint("kept");
+    let serving = TestServer::start(echo(&endpoint).bind().unwrap());
+    let (mut raw, _) = guard(RawClient::handshake(&endpoint)).await;
+    for id in 1..=8 {
+        raw.send(Frame::request(id, vec![5u8; PAYLOAD])).await;
+        let answer = guard(raw.recv()).await.expect("an answer");
+        assert_eq!(
+            (answer.kind, answer.payload.len()),
+            (Kind::Response, PAYLOAD)
+        );
+    }
+    let kept = serving.handle().held_bytes();
+    assert!(
+        kept >= PAYLOAD,
+        "{kept} B charged with the request answered"
+    );
+    let quiet = tokio::time::timeout(HANG_GUARD, async {
+        while serving.handle().held_bytes() >= PAYLOAD {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let after = serving.handle().held_bytes();
+    eprintln!("pipesvc-report: a kept 1 MiB allocation: {kept} B charged, {after} B once quiet");
+    quiet.expect("the kept allocation was given back at a quiet tick");
+    guard(serving.stop()).await.expect("serve");
+}
+
 /// The server under an address-space limit runs in a child process (this
 /// test binary again, running only this test), so that the limit does not
 /// hit the test runner.

@@ -22,8 +22,8 @@ use super::ClientOptions;
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error, Result};
 use crate::protocol::{
-    ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply, Kind, KindSet,
-    ServerHello, HEADER_LEN, KINDS, PROTOCOL_VERSION,
+    ClientHello, CodecError, ErrorCode, ErrorPayload, Frame, FrameCodec, HelloReply, KeepingCodec,
+    Kind, KindSet, ServerHello, HEADER_LEN, KINDS, PROTOCOL_VERSION,
 };
 use crate::transport::{self, ConnectStats, Generic, PeerInfo};
 
@@ -195,7 +195,10 @@ impl Connection {
             limit: options.handshake_timeout,
         };
         let (read, mut write) = tokio::io::split(io);
-        let mut reader = FramedRead::new(read, FrameCodec::new(options.max_frame_len));
+        let mut reader = FramedRead::new(
+            read,
+            KeepingCodec::new(FrameCodec::new(options.max_frame_len)),
+        );
         // Before the server's HELLO says its maximum, a frame is held to
         // the smallest maximum a server may announce (our HELLO fits it).
         let first_codec = FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN);
@@ -473,7 +476,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
 /// then the server's refusal, if it sent one, is the error), and readies
 /// `reader` for the connection's frames.
 async fn greet<R: AsyncRead + Unpin>(
-    reader: &mut FramedRead<R, FrameCodec>,
+    reader: &mut FramedRead<R, KeepingCodec>,
     handshake: &Handshake,
     sent: Result<()>,
 ) -> Result<Greeting> {
@@ -498,8 +501,8 @@ async fn greet<R: AsyncRead + Unpin>(
         .await?;
     // From here on the server's frames are of the connection's version
     // (revision 2.2: ITEM and CREDIT, which this client's HELLO listed).
-    let codec_in = reader.decoder().with_version(reply.version);
-    *reader.decoder_mut() = codec_in;
+    let codec_in = reader.decoder().codec.with_version(reply.version);
+    reader.decoder_mut().codec = codec_in;
     Ok(Greeting { server, reply })
 }
 
@@ -586,7 +589,7 @@ fn check_server_pid(endpoint: &Endpoint, expected: Option<u32>, server: &PeerInf
 /// Reads the server's first frame: its HELLO, or an ERROR explaining why
 /// it will not serve us.
 async fn read_server_hello<R: AsyncRead + Unpin>(
-    reader: &mut FramedRead<R, FrameCodec>,
+    reader: &mut FramedRead<R, KeepingCodec>,
 ) -> Result<ServerHello> {
     let frame = match reader.next().await {
         None => return Err(Error::ConnectionClosed(CloseReason::EofDuringHandshake)),
@@ -598,13 +601,15 @@ async fn read_server_hello<R: AsyncRead + Unpin>(
                 .map_err(|e| Error::Protocol(format!("server HELLO refused: {e}")))?;
             // Frames from the server are bounded by what it announced, and
             // by what this client accepts.
-            let max = hello.max_frame_len.min(reader.decoder().max_frame_len());
+            let max = hello
+                .max_frame_len
+                .min(reader.decoder().codec.max_frame_len());
             if (max as usize) < HEADER_LEN {
                 return Err(Error::Protocol(format!(
                     "server announced a maximum frame length of {max}"
                 )));
             }
-            *reader.decoder_mut() = FrameCodec::new(max);
+            reader.decoder_mut().codec = FrameCodec::new(max);
             Ok(hello)
         }
         _ => Err(refusal(frame, "HELLO")),
@@ -634,7 +639,7 @@ fn refusal(frame: Frame, expected: &str) -> Error {
 /// server of version 1 answers our HELLO with ERROR `unsupported version`
 /// instead: it is too old for this client.
 async fn read_hello_reply<R: AsyncRead + Unpin>(
-    reader: &mut FramedRead<R, FrameCodec>,
+    reader: &mut FramedRead<R, KeepingCodec>,
     server: &ServerHello,
 ) -> Result<HelloReply> {
     let frame = match reader.next().await {

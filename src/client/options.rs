@@ -122,6 +122,12 @@ impl ClientOptions {
     /// frame announcing more is refused from its length field, before its
     /// payload is read, and ends the connection. Requests are bounded by
     /// the maximum the server announces instead.
+    ///
+    /// A frame's buffer grows as its bytes arrive, never to the announced
+    /// length up front. After a frame larger than 64 KiB, the reader keeps
+    /// its allocation to read the next frame as large into (no buffer grown
+    /// and copied per frame), until a frame that does not need it arrives
+    /// or a second passes without a frame.
     pub fn max_frame_len(mut self, max: u32) -> Self {
         self.max_frame_len = max;
         self

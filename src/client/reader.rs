@@ -1,6 +1,7 @@
 //! The client's reader task: routes each frame from the server.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -12,7 +13,7 @@ use super::pending::{Pending, StreamRoute};
 use super::writer::Writer;
 use crate::error::{CloseReason, Error};
 use crate::protocol::{
-    check_item, decode_credit, CodecError, ErrorPayload, Frame, FrameCodec, Kind,
+    check_item, decode_credit, CodecError, ErrorPayload, Frame, KeepingCodec, Kind,
 };
 
 /// What the reader task shares with the client handles.
@@ -27,12 +28,12 @@ pub(super) struct Routes {
 /// Frames over the codec's limit (this client's `max_frame_len`, or less
 /// if the server announced less) are refused from their length field,
 /// before their payload is read.
-pub(super) async fn read_frames<R>(mut reader: FramedRead<R, FrameCodec>, routes: Routes)
+pub(super) async fn read_frames<R>(mut reader: FramedRead<R, KeepingCodec>, routes: Routes)
 where
     R: AsyncRead + Unpin,
 {
     let reason = loop {
-        let frame = match reader.next().await {
+        let frame = match next_frame(&mut reader).await {
             None => break CloseReason::Eof,
             Some(Err(CodecError::Io(e))) => break CloseReason::io(e),
             Some(Err(e)) => break CloseReason::Protocol(e.to_string()),
@@ -44,6 +45,29 @@ where
     };
     tracing::debug!(%reason, "connection ended");
     routes.pending.fail_all(reason);
+}
+
+/// How long the reader keeps the allocation of a large frame for the next
+/// one ([`KeptBuffer`](crate::protocol::KeptBuffer)) while no frame comes.
+const KEEP_UNUSED: Duration = Duration::from_secs(1);
+
+/// The next frame, letting go of a large frame's kept allocation if none
+/// comes within [`KEEP_UNUSED`]: a client that had one large answer does
+/// not hold its size while it is idle. Reading frames resumes where the
+/// timed-out wait stopped (`FramedRead::next` keeps its state).
+async fn next_frame<R>(
+    reader: &mut FramedRead<R, KeepingCodec>,
+) -> Option<Result<Frame, CodecError>>
+where
+    R: AsyncRead + Unpin,
+{
+    if reader.decoder().kept.holds() {
+        match tokio::time::timeout(KEEP_UNUSED, reader.next()).await {
+            Ok(next) => return next,
+            Err(_) => reader.decoder_mut().kept.clear(),
+        }
+    }
+    reader.next().await
 }
 
 impl Routes {

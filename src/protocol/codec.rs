@@ -5,6 +5,14 @@
 //! [`GROWTH_START`] bytes, and one that has sent `n` bytes of a frame at
 //! most `2 n`. Growth is fallible: when the system cannot give the memory,
 //! decoding fails with [`CodecError::NoMemory`] instead of aborting.
+//!
+//! The readers of pipesvc's client and server add one thing
+//! ([`KeptBuffer`]): the allocation a large frame arrived in is read into
+//! again by the next frame as large, once the first one's payload is gone,
+//! rather than a buffer grown for it from [`GROWTH_START`] again. That
+//! holds no memory the peer had not already made the reader hold (it sent
+//! that whole frame), and it goes as soon as a frame shows it is not
+//! needed.
 
 use std::collections::TryReserveError;
 use std::io;
@@ -160,7 +168,114 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        self.decode_admitting(src, |_| Ok(()))
+        self.decode_admitting(src, None, |_| Ok(()))
+    }
+}
+
+/// The allocation the last large frame was read into, kept when the frame
+/// leaves the read buffer, so that the next frame as large is read into
+/// it once that frame's payload is gone, instead of into a buffer grown
+/// again from [`GROWTH_START`]: each doubling copies what has arrived,
+/// about one frame's worth of copying per large frame, most of the CPU a
+/// stream of large frames costs.
+///
+/// It holds nothing new: only an allocation a frame that arrived in full
+/// made, and only until the next frame shows whether it is needed (a
+/// frame at most [`GROWTH_START`] long, or one the allocation is more
+/// than twice the size of, lets it go), or until its owner gives it back
+/// ([`KeptBuffer::clear`]: the server at a quiet tick, charged to its
+/// input budget meanwhile once the frame's payload is gone; the client
+/// after a second unused).
+#[derive(Debug, Default)]
+pub(crate) struct KeptBuffer {
+    kept: Option<BytesMut>,
+    /// Nothing else holds the kept allocation any more (it stays so: no
+    /// one else can get at it), and it is viewed whole.
+    unique: bool,
+}
+
+impl KeptBuffer {
+    /// After a frame of `total` bytes was split off `src`: a large frame's
+    /// allocation is kept if nothing of the next frame is in it (`src`
+    /// then gets a fresh buffer of its own); after any other frame,
+    /// nothing is kept.
+    fn set_aside(&mut self, src: &mut BytesMut, total: usize) {
+        self.kept = (total > GROWTH_START && src.is_empty())
+            .then(|| std::mem::replace(src, BytesMut::with_capacity(READ_CHUNK)));
+        self.unique = false;
+    }
+
+    /// For a frame of `total` bytes begun in `src`: the kept allocation,
+    /// if the last frame's payload is gone and it holds this whole frame
+    /// without being more than twice its size. What has arrived moves
+    /// there, and the capacity `src` now has is returned. `None`: nothing
+    /// is kept any more, and the buffer grows as usual.
+    fn reuse(&mut self, src: &mut BytesMut, total: usize) -> Option<usize> {
+        self.unique = false;
+        let mut kept = self.kept.take()?;
+        let fits = total > GROWTH_START && kept.try_reclaim(total);
+        if !fits || kept.capacity() > total.saturating_mul(2) {
+            return None;
+        }
+        kept.extend_from_slice(src);
+        *src = kept;
+        Some(src.capacity())
+    }
+
+    /// Whether an allocation is kept.
+    pub(crate) fn holds(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    /// The kept allocation's size once nothing else holds it (the last
+    /// frame's payload is gone); `None` while something does, or if
+    /// nothing is kept.
+    pub(crate) fn unique_capacity(&mut self) -> Option<usize> {
+        let kept = self.kept.as_mut()?;
+        // What is kept is the end of an allocation whose frame, before
+        // it, was over `GROWTH_START` bytes: asking for more room than the
+        // end has, by that much, succeeds exactly when no payload shares
+        // the allocation, and then views all of it.
+        if !self.unique {
+            let whole = kept.capacity() + GROWTH_START + 1;
+            self.unique = kept.try_reclaim(whole);
+        }
+        self.unique.then(|| kept.capacity())
+    }
+
+    /// Lets the kept allocation go.
+    pub(crate) fn clear(&mut self) {
+        self.kept = None;
+        self.unique = false;
+    }
+}
+
+/// A [`FrameCodec`] that keeps a large frame's allocation for the next
+/// one ([`KeptBuffer`]): the client's reader.
+#[derive(Debug)]
+pub(crate) struct KeepingCodec {
+    /// The limits and the version frames are decoded with.
+    pub(crate) codec: FrameCodec,
+    /// The last large frame's allocation.
+    pub(crate) kept: KeptBuffer,
+}
+
+impl KeepingCodec {
+    pub(crate) fn new(codec: FrameCodec) -> KeepingCodec {
+        KeepingCodec {
+            codec,
+            kept: KeptBuffer::default(),
+        }
+    }
+}
+
+impl Decoder for KeepingCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        self.codec
+            .decode_admitting(src, Some(&mut self.kept), |_| Ok(()))
     }
 }
 
@@ -172,6 +287,7 @@ impl FrameCodec {
     pub(crate) fn decode_admitting(
         &self,
         src: &mut BytesMut,
+        kept: Option<&mut KeptBuffer>,
         admit: impl FnOnce(usize) -> Result<(), CodecError>,
     ) -> Result<Option<Frame>, CodecError> {
         let Some(length) = peek_u32(src, 0) else {
@@ -198,16 +314,24 @@ impl FrameCodec {
         let total = LENGTH_FIELD_LEN + length as usize;
         if src.len() < total {
             if let Some(capacity) = next_capacity(src, total) {
-                if capacity > READ_CHUNK {
-                    admit(capacity)?;
+                match kept.and_then(|kept| kept.reuse(src, total)) {
+                    Some(kept) => admit(kept)?,
+                    None => {
+                        if capacity > READ_CHUNK {
+                            admit(capacity)?;
+                        }
+                        try_grow(src, capacity).map_err(|_| CodecError::NoMemory { capacity })?;
+                    }
                 }
-                try_grow(src, capacity).map_err(|_| CodecError::NoMemory { capacity })?;
             }
             return Ok(None);
         }
         let id = peek_u32(src, 6).expect("header is buffered");
         src.advance(PREFIX_LEN);
         let payload = src.split_to(total - PREFIX_LEN).freeze();
+        if let Some(kept) = kept {
+            kept.set_aside(src, total);
+        }
         Ok(Some(Frame { kind, id, payload }))
     }
 }
@@ -481,7 +605,7 @@ mod tests {
         let mut buf = header(1 << 20);
         let capacity = buf.capacity();
         let err = codec
-            .decode_admitting(&mut buf, |wanted| {
+            .decode_admitting(&mut buf, None, |wanted| {
                 assert_eq!(wanted, GROWTH_START);
                 Err(CodecError::Overloaded { budget: 0 })
             })
@@ -492,13 +616,15 @@ mod tests {
         let mut small = header(100);
         small.put_slice(&[1u8; 100]);
         let frame = codec
-            .decode_admitting(&mut small, |_| panic!("asked for a small frame"))
+            .decode_admitting(&mut small, None, |_| panic!("asked for a small frame"))
             .unwrap();
         assert_eq!(frame.unwrap().payload.len(), 100);
     }
 
     #[test]
     fn a_large_frames_allocation_is_not_reused_for_the_next_one() {
+        // `FrameCodec` alone keeps nothing ([`KeptBuffer`] is the reader's
+        // choice to make): the bound holds across frames.
         let mut codec = FrameCodec::default();
         let mut buf = encode(Frame::request(1, vec![1u8; 1 << 20]));
         drop(codec.decode(&mut buf).unwrap().unwrap());
@@ -508,6 +634,92 @@ mod tests {
         buf.put_slice(&header(1 << 20));
         assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
+    }
+
+    /// A frame of `payload` bytes, decoded by `codec` from `buf` as reads
+    /// would deliver it: into the room the codec made, 64 KiB at a time.
+    fn read_through(codec: &mut KeepingCodec, buf: &mut BytesMut, payload: usize) -> Frame {
+        let bytes = encode(Frame::request(1, vec![3u8; payload]));
+        let mut sent = 0;
+        loop {
+            let room = (buf.capacity() - buf.len()).max(1);
+            let n = room.min(64 * 1024).min(bytes.len() - sent);
+            buf.put_slice(&bytes[sent..sent + n]);
+            sent += n;
+            if let Some(frame) = codec.decode(buf).unwrap() {
+                assert_eq!(sent, bytes.len());
+                return frame;
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_frames_allocation_is_read_into_again_once_its_payload_is_gone() {
+        const PAYLOAD: usize = 1 << 20;
+        let mut codec = KeepingCodec::new(FrameCodec::default());
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let first = read_through(&mut codec, &mut buf, PAYLOAD);
+        let allocation = first.payload.as_ptr() as usize - PREFIX_LEN;
+        assert!(codec.kept.holds());
+        assert_eq!(
+            buf.capacity(),
+            READ_CHUNK,
+            "a buffer of its own for what follows"
+        );
+        drop(first);
+        // The next frame as large is read into the same allocation: no
+        // growth, so nothing it received is copied again.
+        let second = read_through(&mut codec, &mut buf, PAYLOAD);
+        assert_eq!(second.payload.as_ptr() as usize - PREFIX_LEN, allocation);
+        assert_eq!(second.payload.len(), PAYLOAD);
+        assert!(second.payload.iter().all(|&b| b == 3));
+    }
+
+    #[test]
+    fn a_kept_allocation_is_unique_once_its_payload_is_gone() {
+        const PAYLOAD: usize = 1 << 20;
+        let mut codec = KeepingCodec::new(FrameCodec::default());
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let frame = read_through(&mut codec, &mut buf, PAYLOAD);
+        assert_eq!(codec.kept.unique_capacity(), None, "the payload holds it");
+        drop(frame);
+        let whole = codec.kept.unique_capacity().expect("unique");
+        assert!(whole >= PREFIX_LEN + PAYLOAD, "{whole}");
+        assert_eq!(codec.kept.unique_capacity(), Some(whole));
+    }
+
+    #[test]
+    fn a_kept_allocation_a_payload_still_holds_is_not_reused() {
+        let mut codec = KeepingCodec::new(FrameCodec::default());
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let first = read_through(&mut codec, &mut buf, 1 << 20);
+        buf.put_slice(&header(1 << 20));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(!codec.kept.holds(), "let go once the next frame began");
+        assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
+        assert!(
+            first.payload.iter().all(|&b| b == 3),
+            "the payload is untouched"
+        );
+    }
+
+    #[test]
+    fn a_kept_allocation_is_not_reused_for_a_frame_under_half_its_size() {
+        let mut codec = KeepingCodec::new(FrameCodec::default());
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        drop(read_through(&mut codec, &mut buf, 1 << 20));
+        buf.put_slice(&header(400 * 1024));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(!codec.kept.holds());
+        assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
+        // A small frame lets it go too (on a buffer of its own: the
+        // frame above is left unfinished).
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        drop(read_through(&mut codec, &mut buf, 1 << 20));
+        assert!(codec.kept.holds());
+        let small = read_through(&mut codec, &mut buf, 100);
+        assert_eq!(small.payload.len(), 100);
+        assert!(!codec.kept.holds());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) use call::CallParts;
 pub use call::{
     CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
 };
-pub(crate) use codec::{begins_with_whole_frame, READ_CHUNK};
+pub(crate) use codec::{begins_with_whole_frame, KeepingCodec, KeptBuffer, READ_CHUNK};
 pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};
 pub use frame::{ErrorPayload, Frame};

@@ -47,7 +47,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use super::budget::MemoryBudget;
 use super::waiting::set_timer;
 use super::Config;
-use crate::protocol::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION, READ_CHUNK};
+use crate::protocol::{CodecError, Frame, FrameCodec, KeptBuffer, PROTOCOL_VERSION, READ_CHUNK};
 use crate::transport::ServerIo;
 
 /// The size of a read buffer made for a connection (tokio-util's
@@ -66,8 +66,14 @@ struct InputCodec {
     codec: FrameCodec,
     max_frame_len: u32,
     budget: Arc<MemoryBudget>,
-    /// What the frame being received holds of the budget.
+    /// What the read buffer holds of the budget: the frame being
+    /// received, or between frames the allocation kept from the last one.
     charged: usize,
+    /// The last large frame's allocation, for the next one. While that
+    /// frame's payload lives, its request is charged for it; once the
+    /// payload is gone, the allocation is charged here, at the next wait
+    /// ([`InputCodec::charge_kept`]), or let go.
+    kept: KeptBuffer,
 }
 
 impl InputCodec {
@@ -75,6 +81,31 @@ impl InputCodec {
         if self.charged > 0 {
             self.budget.give_back(self.charged);
             self.charged = 0;
+        }
+    }
+
+    /// Gives back the allocation kept from the last large frame, and its
+    /// charge. Only between frames: a frame being received holds the
+    /// charge otherwise.
+    fn give_back_kept(&mut self) {
+        if self.kept.holds() {
+            self.kept.clear();
+            self.release();
+        }
+    }
+
+    /// Between frames: charges the kept allocation to the budget once the
+    /// last frame's payload is gone (its request no longer counts it), or
+    /// lets it go if the budget has no room: keeping it must never cost
+    /// another frame its place.
+    fn charge_kept(&mut self) {
+        if self.charged > 0 || !self.kept.holds() {
+            return;
+        }
+        match self.kept.unique_capacity() {
+            Some(capacity) if self.budget.try_take(capacity) => self.charged = capacity,
+            Some(_) => self.kept.clear(),
+            None => {}
         }
     }
 }
@@ -86,17 +117,19 @@ impl Decoder for InputCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         let budget = &self.budget;
         let charged = &mut self.charged;
-        let decoded = self.codec.decode_admitting(src, |capacity| {
-            // The new buffer replaces the old one: charge the difference.
-            let more = capacity.saturating_sub(*charged);
-            if !budget.try_take(more) {
-                return Err(CodecError::Overloaded {
-                    budget: budget.limit(),
-                });
-            }
-            *charged += more;
-            Ok(())
-        });
+        let decoded = self
+            .codec
+            .decode_admitting(src, Some(&mut self.kept), |capacity| {
+                // The new buffer replaces the old one: charge the difference.
+                let more = capacity.saturating_sub(*charged);
+                if !budget.try_take(more) {
+                    return Err(CodecError::Overloaded {
+                        budget: budget.limit(),
+                    });
+                }
+                *charged += more;
+                Ok(())
+            });
         if !matches!(decoded, Ok(None)) {
             // Complete (its bytes now belong to the request) or failed.
             self.release();
@@ -145,6 +178,7 @@ impl<S: ServerIo> Input<S> {
             max_frame_len: config.max_frame_len,
             budget: config.input_budget.clone(),
             charged: 0,
+            kept: KeptBuffer::default(),
         };
         Input {
             frames: FramedRead::new(stream, codec),
@@ -202,9 +236,10 @@ impl<S: ServerIo> Input<S> {
         self.drop_buffer();
     }
 
-    /// Drops the read buffer if nothing is buffered. Its memory goes once
-    /// no payload read into it is held any more (a handler that kept one
-    /// keeps it, not the connection).
+    /// Drops the read buffer if nothing is buffered, and the allocation
+    /// kept from the last large frame. Its memory goes once no payload
+    /// read into it is held any more (a handler that kept one keeps it,
+    /// not the connection).
     #[cold]
     #[inline(never)]
     fn drop_buffer(&mut self) {
@@ -214,6 +249,7 @@ impl<S: ServerIo> Input<S> {
         }
         *buffer = BytesMut::new();
         self.quiet = true;
+        self.frames.decoder_mut().give_back_kept();
     }
 
     /// Waits, with no buffer, for the first byte after a quiet spell (a
@@ -281,6 +317,8 @@ impl<S: ServerIo> Stream for Input<S> {
                 if this.waits < BUSY_WAITS {
                     this.waits += 1;
                     this.drop_buffer();
+                } else {
+                    this.frames.decoder_mut().charge_kept();
                 }
                 Poll::Pending
             }

@@ -351,7 +351,11 @@ impl<H> ServerBuilder<H> {
     /// decoded params (past a small allowance) until its handler returns.
     /// A frame's buffer grows as its bytes arrive (to at most twice what
     /// has arrived); a connection whose growth would pass the budget gets
-    /// ERROR `overloaded` and is closed. A complete REQUEST or CALL that
+    /// ERROR `overloaded` and is closed. After a frame over 64 KiB a busy
+    /// connection keeps its allocation to read the next one as large into
+    /// (no buffer grown and copied per frame): counted until a smaller
+    /// frame or a quiet tick (at most a second without a request) lets it
+    /// go, so while that frame's request runs its bytes count twice. A complete REQUEST or CALL that
     /// does not fit is answered ERROR `overloaded` with its id (the
     /// connection carries on); a NOTIFY that does not fit closes the
     /// connection with ERROR `overloaded`. The others are served. Each
@@ -1131,8 +1135,9 @@ impl ServerHandle {
 
     /// Bytes the clients' frames make the server hold now, as its input
     /// budget counts them ([`ServerBuilder::input_budget`]): frames being
-    /// received, requests waiting and running with their params and
-    /// metadata, typed calls' decoded params.
+    /// received (and a large frame's allocation kept for the next one),
+    /// requests waiting and running with their params and metadata, typed
+    /// calls' decoded params.
     pub fn held_bytes(&self) -> usize {
         self.shared.budget.held()
     }

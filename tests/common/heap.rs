@@ -38,6 +38,9 @@ mod per_thread {
     // Blocks of at least `LARGE_BLOCK` bytes allocated by each thread,
     // less those it freed.
     thread_local!(pub static LARGE: Cell<isize> = const { Cell::new(0) });
+    // Bytes each thread allocated in blocks of at least `LARGE_BLOCK`
+    // (a `realloc` counts its new size), however many it freed since.
+    thread_local!(pub static LARGE_BYTES: Cell<usize> = const { Cell::new(0) });
 }
 
 /// The size from which [`thread_large_blocks`] counts a block: a
@@ -48,6 +51,13 @@ pub const LARGE_BLOCK: usize = 8 * 1024;
 /// those it freed.
 pub fn thread_large_blocks() -> isize {
     per_thread::LARGE.with(Cell::get)
+}
+
+/// Bytes this thread has allocated in blocks of at least [`LARGE_BLOCK`]
+/// so far (a `realloc` counts the size it grew to): what growing buffers
+/// cost, which [`thread_large_blocks`] does not show once they are freed.
+pub fn thread_large_bytes() -> usize {
+    per_thread::LARGE_BYTES.with(Cell::get)
 }
 
 /// Allocations made by this thread so far (a `realloc` counts as one).
@@ -101,6 +111,9 @@ fn count(allocated: bool, freed: usize, taken: usize) {
     let large = (taken >= LARGE_BLOCK) as isize - (freed >= LARGE_BLOCK) as isize;
     if large != 0 {
         let _ = per_thread::LARGE.try_with(|n| n.set(n.get() + large));
+    }
+    if taken >= LARGE_BLOCK {
+        let _ = per_thread::LARGE_BYTES.try_with(|n| n.set(n.get() + taken));
     }
     let _ = per_thread::HELD.try_with(|held| {
         let now = held.get() + taken as isize - freed as isize;
