@@ -180,6 +180,33 @@ impl Platform {
     }
 }
 
+/// Makes glibc's allocator serve every contender the same way, whatever
+/// ran before it in this process.
+///
+/// glibc maps a block of 128 KiB or more with an `mmap` of its own, and
+/// every page of it faults when first touched (1.4 µs a page on the
+/// shared 2-core machine: 360 µs a MiB, where copying a MiB takes 22 µs),
+/// until such a block is freed: that raises the threshold to the freed
+/// block's size, after which blocks that large come from the heap. So the
+/// 1 MiB rows measured a contender faster or slower by what the contender
+/// before it had freed: raw tokio's bandwidth was 4,128 and 7,632 MB/s in
+/// two runs of one binary (issue 23's sixth stop). Fixed at the most glibc
+/// raises it to by itself (32 MiB, `mallopt(3)`), the threshold of a
+/// process that has freed a large block once; fixing it also stops the
+/// raising. The memory rows' servers (child processes) and the guard's
+/// counted runs keep glibc's defaults.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn steady_allocator() {
+    // SAFETY: mallopt only changes the allocator's tuning; 32 MiB is in
+    // range (at most HEAP_MAX_SIZE / 2 on 64-bit).
+    let fixed = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) };
+    assert_eq!(fixed, 1, "glibc refused M_MMAP_THRESHOLD");
+}
+
+/// Other platforms' allocators: as they are.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn steady_allocator() {}
+
 fn main() {
     if let Ok(spec) = std::env::var(memory::CHILD_ENV) {
         return memory::serve_child(&spec);
@@ -190,6 +217,7 @@ fn main() {
         let _ = std::fs::remove_dir_all(&platform.scratch);
         std::process::exit(status);
     }
+    steady_allocator();
     let secs: f64 = std::env::var("PIPESVC_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
