@@ -33,7 +33,13 @@ where
     R: AsyncRead + Unpin,
 {
     let reason = loop {
-        let frame = match next_frame(&mut reader).await {
+        // The timed wait only while a large frame's allocation is kept:
+        // boxed, so that it costs the usual wait nothing.
+        let next = match reader.decoder().kept.holds() {
+            false => reader.next().await,
+            true => Box::pin(next_or_let_go(&mut reader)).await,
+        };
+        let frame = match next {
             None => break CloseReason::Eof,
             Some(Err(CodecError::Io(e))) => break CloseReason::io(e),
             Some(Err(e)) => break CloseReason::Protocol(e.to_string()),
@@ -55,19 +61,19 @@ const KEEP_UNUSED: Duration = Duration::from_secs(1);
 /// comes within [`KEEP_UNUSED`]: a client that had one large answer does
 /// not hold its size while it is idle. Reading frames resumes where the
 /// timed-out wait stopped (`FramedRead::next` keeps its state).
-async fn next_frame<R>(
+async fn next_or_let_go<R>(
     reader: &mut FramedRead<R, KeepingCodec>,
 ) -> Option<Result<Frame, CodecError>>
 where
     R: AsyncRead + Unpin,
 {
-    if reader.decoder().kept.holds() {
-        match tokio::time::timeout(KEEP_UNUSED, reader.next()).await {
-            Ok(next) => return next,
-            Err(_) => reader.decoder_mut().kept.clear(),
+    match tokio::time::timeout(KEEP_UNUSED, reader.next()).await {
+        Ok(next) => next,
+        Err(_) => {
+            reader.decoder_mut().kept.clear();
+            reader.next().await
         }
     }
-    reader.next().await
 }
 
 impl Routes {

@@ -98,10 +98,16 @@ impl InputCodec {
     /// last frame's payload is gone (its request no longer counts it), or
     /// lets it go if the budget has no room: keeping it must never cost
     /// another frame its place.
+    #[inline]
     fn charge_kept(&mut self) {
-        if self.charged > 0 || !self.kept.holds() {
-            return;
+        if self.charged == 0 && self.kept.holds() {
+            self.charge_kept_now();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn charge_kept_now(&mut self) {
         match self.kept.unique_capacity() {
             Some(capacity) if self.budget.try_take(capacity) => self.charged = capacity,
             Some(_) => self.kept.clear(),
