@@ -635,6 +635,13 @@ mod tests {
         assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
     }
 
+    /// A reader's codec that keeps large frames' allocations, and its read
+    /// buffer.
+    fn keeping() -> (KeepingCodec, BytesMut) {
+        let codec = KeepingCodec::new(FrameCodec::default());
+        (codec, BytesMut::with_capacity(READ_CHUNK))
+    }
+
     /// A frame of `payload` bytes, decoded by `codec` from `buf` as reads
     /// would deliver it: into the room the codec made, 64 KiB at a time.
     fn read_through(codec: &mut KeepingCodec, buf: &mut BytesMut, payload: usize) -> Frame {
@@ -655,8 +662,7 @@ mod tests {
     #[test]
     fn a_large_frames_allocation_is_read_into_again_once_its_payload_is_gone() {
         const PAYLOAD: usize = 1 << 20;
-        let mut codec = KeepingCodec::new(FrameCodec::default());
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let (mut codec, mut buf) = keeping();
         let first = read_through(&mut codec, &mut buf, PAYLOAD);
         let allocation = first.payload.as_ptr() as usize - PREFIX_LEN;
         assert!(codec.kept.holds());
@@ -677,8 +683,7 @@ mod tests {
     #[test]
     fn a_kept_allocation_is_unique_once_its_payload_is_gone() {
         const PAYLOAD: usize = 1 << 20;
-        let mut codec = KeepingCodec::new(FrameCodec::default());
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let (mut codec, mut buf) = keeping();
         let frame = read_through(&mut codec, &mut buf, PAYLOAD);
         assert_eq!(codec.kept.unique_capacity(), None, "the payload holds it");
         drop(frame);
@@ -688,8 +693,7 @@ mod tests {
 
     #[test]
     fn a_kept_allocation_a_payload_still_holds_is_not_reused() {
-        let mut codec = KeepingCodec::new(FrameCodec::default());
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let (mut codec, mut buf) = keeping();
         let first = read_through(&mut codec, &mut buf, 1 << 20);
         buf.put_slice(&header(1 << 20));
         assert!(codec.decode(&mut buf).unwrap().is_none());
@@ -703,8 +707,7 @@ mod tests {
 
     #[test]
     fn a_kept_allocation_is_not_reused_for_a_frame_under_half_its_size() {
-        let mut codec = KeepingCodec::new(FrameCodec::default());
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let (mut codec, mut buf) = keeping();
         drop(read_through(&mut codec, &mut buf, 1 << 20));
         buf.put_slice(&header(400 * 1024));
         assert!(codec.decode(&mut buf).unwrap().is_none());
