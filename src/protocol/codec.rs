@@ -203,20 +203,30 @@ impl KeptBuffer {
             .then(|| Box::new(std::mem::replace(src, BytesMut::with_capacity(READ_CHUNK))));
     }
 
-    /// For a frame of `total` bytes begun in `src`: the kept allocation,
-    /// if the last frame's payload is gone and it holds this whole frame
-    /// without being more than twice its size. What has arrived moves
-    /// there, and the capacity `src` now has is returned. `None`: nothing
-    /// is kept any more, and the buffer grows as usual.
-    fn reuse(&mut self, src: &mut BytesMut, total: usize) -> Option<usize> {
-        let mut kept = *self.0.take()?;
+    /// For a frame of `total` bytes begun in `src`: reads it into the
+    /// kept allocation if the last frame's payload is gone, the allocation
+    /// holds this whole frame without being more than twice its size, and
+    /// `admit` lets the buffer have that size. What has arrived moves
+    /// there. `false`: nothing is kept any more, and the buffer grows as
+    /// usual (so a refusal of the kept size never refuses the frame: its
+    /// usual growth is asked for next).
+    fn reuse(
+        &mut self,
+        src: &mut BytesMut,
+        total: usize,
+        admit: &mut impl FnMut(usize) -> Result<(), CodecError>,
+    ) -> bool {
+        let Some(kept) = self.0.take() else {
+            return false;
+        };
+        let mut kept = *kept;
         let fits = total > GROWTH_START && kept.try_reclaim(total);
-        if !fits || kept.capacity() > total.saturating_mul(2) {
-            return None;
+        if !fits || kept.capacity() > total.saturating_mul(2) || admit(kept.capacity()).is_err() {
+            return false;
         }
         kept.extend_from_slice(src);
         *src = kept;
-        Some(src.capacity())
+        true
     }
 
     /// Whether an allocation is kept.
@@ -277,13 +287,15 @@ impl Decoder for KeepingCodec {
 impl FrameCodec {
     /// Decodes like [`Decoder::decode`], asking `admit` before the buffer
     /// is grown past [`READ_CHUNK`] for the frame it holds: `admit` gets
-    /// the capacity about to be allocated and may refuse it (the server
-    /// charges it to its input budget).
+    /// the capacity the buffer is about to have, allocated or (with
+    /// `kept`) reused, and may refuse it (the server charges it to its
+    /// input budget). A refused reuse is followed by the usual growth's
+    /// request.
     pub(crate) fn decode_admitting(
         &self,
         src: &mut BytesMut,
         kept: Option<&mut KeptBuffer>,
-        admit: impl FnOnce(usize) -> Result<(), CodecError>,
+        mut admit: impl FnMut(usize) -> Result<(), CodecError>,
     ) -> Result<Option<Frame>, CodecError> {
         let Some(length) = peek_u32(src, 0) else {
             return make_room(src).map(|()| None);
@@ -309,14 +321,12 @@ impl FrameCodec {
         let total = LENGTH_FIELD_LEN + length as usize;
         if src.len() < total {
             if let Some(capacity) = next_capacity(src, total) {
-                match kept.and_then(|kept| kept.reuse(src, total)) {
-                    Some(kept) => admit(kept)?,
-                    None => {
-                        if capacity > READ_CHUNK {
-                            admit(capacity)?;
-                        }
-                        try_grow(src, capacity).map_err(|_| CodecError::NoMemory { capacity })?;
+                let reused = kept.is_some_and(|kept| kept.reuse(src, total, &mut admit));
+                if !reused {
+                    if capacity > READ_CHUNK {
+                        admit(capacity)?;
                     }
+                    try_grow(src, capacity).map_err(|_| CodecError::NoMemory { capacity })?;
                 }
             }
             return Ok(None);
@@ -678,6 +688,29 @@ mod tests {
         assert_eq!(second.payload.as_ptr() as usize - PREFIX_LEN, allocation);
         assert_eq!(second.payload.len(), PAYLOAD);
         assert!(second.payload.iter().all(|&b| b == 3));
+    }
+
+    #[test]
+    fn a_kept_allocation_the_caller_refuses_lets_the_frame_grow_as_usual() {
+        let (mut codec, mut buf) = keeping();
+        drop(read_through(&mut codec, &mut buf, 1 << 20));
+        buf.put_slice(&header(1 << 20));
+        let mut asked = Vec::new();
+        let decoded = codec
+            .codec
+            .decode_admitting(&mut buf, Some(&mut codec.kept), |wanted| {
+                asked.push(wanted);
+                match wanted <= GROWTH_START {
+                    true => Ok(()),
+                    false => Err(CodecError::Overloaded { budget: 0 }),
+                }
+            });
+        assert!(decoded.unwrap().is_none(), "refused only the kept size");
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        assert!(asked[0] > 1 << 20, "the kept size first: {asked:?}");
+        assert_eq!(asked[1], GROWTH_START);
+        assert!(!codec.kept.holds());
+        assert!(buf.capacity() <= GROWTH_START, "{}", buf.capacity());
     }
 
     #[test]
