@@ -90,6 +90,15 @@ async fn the_client_allocates_one_block_per_request() {
     guard(serving.stop()).await.expect("serve");
 }
 
+/// Sends `payload` through `client` `times` times, one after another,
+/// each answered with its echo.
+async fn echo_times(client: &pipesvc::Client, payload: &Bytes, times: usize) {
+    for _ in 0..times {
+        let answer = guard(client.request(payload.clone())).await.unwrap();
+        assert_eq!(answer.len(), payload.len());
+    }
+}
+
 /// Large requests one after another through `Client`, client and server
 /// on this thread: each side reads the next frame into the allocation the
 /// last one left once its payload is gone (issue 23), instead of growing a
@@ -104,19 +113,9 @@ async fn large_frames_in_a_row_are_read_into_the_last_ones_allocation() {
     let client = guard(pipesvc::Client::connect(&endpoint)).await.unwrap();
     let payload = Bytes::from(vec![7u8; LARGE]);
     // Past the server's first waits, at which it gives its buffer back.
-    for _ in 0..8 {
-        assert_eq!(
-            guard(client.request(payload.clone())).await.unwrap().len(),
-            LARGE
-        );
-    }
+    echo_times(&client, &payload, 8).await;
     let before = large_bytes();
-    for _ in 0..REQUESTS {
-        assert_eq!(
-            guard(client.request(payload.clone())).await.unwrap().len(),
-            LARGE
-        );
-    }
+    echo_times(&client, &payload, REQUESTS).await;
     let per_request = (large_bytes() - before) / REQUESTS;
     eprintln!(
         "pipesvc-report: {REQUESTS} requests of 1 MiB through Client: {per_request} B \
@@ -142,9 +141,7 @@ async fn allocations_kept_from_large_frames_go_once_idle() {
         .unwrap();
     let before = held();
     let payload = Bytes::from(vec![7u8; LARGE]);
-    for _ in 0..8 {
-        guard(client.request(payload.clone())).await.unwrap();
-    }
+    echo_times(&client, &payload, 8).await;
     drop(payload);
     let kept = held() - before;
     // Each side kept one allocation a frame's size: what is held falls by
