@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -254,6 +254,10 @@ pub(super) struct Tick {
     period: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// The waker the timer was last polled with while it waited: polled
+    /// again with the same one before it fires, it would only register that
+    /// waker once more (130 instructions, on every turn of the connection).
+    waiting_with: Option<Waker>,
     count: u32,
     /// A request started since the last tick: nothing is given back yet.
     pub(super) busy: bool,
@@ -271,6 +275,7 @@ impl Tick {
             period,
             timer: None,
             armed: false,
+            waiting_with: None,
             count: 0,
             busy: false,
         }
@@ -298,6 +303,7 @@ impl Tick {
             return;
         }
         self.armed = true;
+        self.waiting_with = None;
         set_timer(&mut self.timer, Instant::now() + self.period);
     }
 
@@ -306,9 +312,23 @@ impl Tick {
         let Some(timer) = &mut self.timer else {
             return Poll::Pending;
         };
-        if !self.armed || timer.as_mut().poll(cx).is_pending() {
+        if !self.armed {
             return Poll::Pending;
         }
+        // A timer still in tokio's wheel has not fired; the waker it holds
+        // is woken when it does. Anything else (fired, or reset and not
+        // yet registered, or another waker) is polled.
+        let same = (self.waiting_with.as_ref()).is_some_and(|w| w.will_wake(cx.waker()));
+        if same && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            if !same {
+                self.waiting_with = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        self.waiting_with = None;
         self.armed = false;
         self.count = self.count.wrapping_add(1);
         Poll::Ready(())
@@ -451,5 +471,42 @@ mod tests {
         assert_eq!(tick.period, Duration::from_millis(250));
         assert_eq!(tick.ticks_in(Duration::from_secs(2)), 8);
         assert_eq!(Tick::new(Some(Duration::from_millis(1))).period, TICK_MIN);
+    }
+
+    /// A waker that counts its wakes and lets a test wait for one.
+    #[derive(Default)]
+    struct Woken(tokio::sync::Notify);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.notify_one();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tick_wakes_the_waker_of_its_last_poll_though_polls_in_between_are_skipped() {
+        let mut tick = Tick::new(Some(Duration::from_millis(1)));
+        tick.arm();
+        let (a, b) = (std::sync::Arc::new(Woken::default()), std::sync::Arc::new(Woken::default()));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut ca = Context::from_waker(&wa);
+        assert!(tick.poll(&mut ca).is_pending());
+        // The same waker, the timer not fired: the timer is not polled.
+        assert!(tick.poll(&mut ca).is_pending());
+        // Another waker: the timer is polled, and wakes this one.
+        let mut cb = Context::from_waker(&wb);
+        assert!(tick.poll(&mut cb).is_pending());
+        let fired = tokio::time::timeout(Duration::from_secs(60), b.0.notified()).await;
+        fired.expect("the tick wakes the waker it was last polled with");
+        assert!(tick.poll(&mut cb).is_ready());
+        assert_eq!(tick.now(), 1);
+        // Once fired it is disarmed; armed again, it waits again.
+        assert!(tick.poll(&mut cb).is_pending());
+        tick.arm();
+        assert!(tick.poll(&mut ca).is_pending());
+        let fired = tokio::time::timeout(Duration::from_secs(60), a.0.notified()).await;
+        fired.expect("the tick, armed again, fires again");
+        assert!(tick.poll(&mut ca).is_ready());
+        assert_eq!(tick.now(), 2);
     }
 }
