@@ -273,11 +273,14 @@ impl CallParts<'_> {
             check_len("metadata value", value.len(), u16::MAX as usize)?;
         }
         buf.reserve(self.encoded_len());
-        buf.put_u8(self.encoding);
-        buf.put_u8(self.method.len() as u8);
-        buf.put_slice(self.method.as_bytes());
-        buf.put_u32_le(self.timeout_ms());
-        buf.put_u8(self.metadata.len() as u8);
+        // The fixed fields in two pieces around the method: each `put_*`
+        // checks and moves the buffer's length on its own.
+        buf.extend_from_slice(&[self.encoding, self.method.len() as u8]);
+        buf.extend_from_slice(self.method.as_bytes());
+        let mut after = [0u8; 5];
+        after[..4].copy_from_slice(&self.timeout_ms().to_le_bytes());
+        after[4] = self.metadata.len() as u8;
+        buf.extend_from_slice(&after);
         for (key, value) in self.metadata {
             buf.put_u8(key.len() as u8);
             buf.put_slice(key.as_bytes());

@@ -90,9 +90,13 @@ impl Entry {
 /// from a borrowed value (a sender that copies its items into one buffer
 /// of entries).
 pub fn encode_item_entry(value: &[u8], buf: &mut BytesMut) {
-    buf.put_u8(ENTRY_ITEM);
-    buf.put_u32_le(value.len() as u32);
-    buf.put_slice(value);
+    // One reserve and the header whole: each `put_*` checks and moves the
+    // buffer's length on its own, on every item of a stream.
+    let mut header = [ENTRY_ITEM, 0, 0, 0, 0];
+    header[1..].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    buf.reserve(ENTRY_HEADER_LEN + value.len());
+    buf.extend_from_slice(&header);
+    buf.extend_from_slice(value);
 }
 
 /// Why an ITEM payload was refused: each is `malformed frame` (id 0),
