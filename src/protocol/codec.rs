@@ -480,7 +480,7 @@ fn peek_u32(src: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use bytes::{BufMut, Bytes};
 
     fn encode(frame: Frame) -> BytesMut {
         let mut buf = BytesMut::new();
