@@ -55,11 +55,18 @@ impl PushQueue {
         Ok(())
     }
 
-    /// The first frame queued, if any.
+    /// The first frame queued, if any. The check for none is inlined into
+    /// the connection's loop, which asks up to three times a turn (a call
+    /// each cost 35 instructions, perf guard, bytes,1,1,64).
+    #[inline]
     pub(crate) fn pop(&self) -> Option<Frame> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
+        self.pop_queued()
+    }
+
+    fn pop_queued(&self) -> Option<Frame> {
         let mut state = lock(&self.state);
         let frame = state.frames.pop_front();
         self.len.store(state.frames.len(), Ordering::Release);
