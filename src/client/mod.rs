@@ -34,6 +34,7 @@ mod stream;
 mod supervisor;
 mod writer;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -321,9 +322,14 @@ impl Client {
     /// service is [`Error::Remote`]; one at the protocol level (say, the
     /// server is shutting down) [`Error::Server`]; a lost connection is
     /// [`Error::ConnectionClosed`]; no answer in time [`Error::Timeout`].
-    pub async fn request(&self, payload: impl Into<Bytes>) -> Result<Bytes> {
+    // Not an `async fn`: the call's future is `exchange`'s own, not one
+    // more state machine around it (40 instructions a request).
+    pub fn request(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Bytes>> + Send + '_ {
         let limit = self.shared.options.request_timeout;
-        self.exchange(Kind::Request, payload.into(), limit).await
+        self.exchange(Kind::Request, payload.into(), limit)
     }
 
     /// [`Client::request`] with its own deadline (`None`: none) instead of
@@ -518,34 +524,38 @@ impl Client {
     /// server never saw it, so it cannot be answered twice.
     async fn exchange(&self, kind: Kind, payload: Bytes, limit: Option<Duration>) -> Result<Bytes> {
         let expiry = limit.map(|limit| Expiry::after(limit, kind));
-        let connection = self.connection_within(expiry).await?;
+        // The wait for a reconnect is boxed, with its timer: rare, and kept
+        // out of every call's future (which a caller moves, a memcpy of all
+        // of it); the usual case takes no await at all.
+        let connection = match self.connection_now() {
+            Some(connection) => connection,
+            None => Box::pin(self.reconnected_within(expiry)).await?,
+        };
         // Kept for a second attempt only where one can be made: cloning a
         // payload built from a `Vec` (a typed call's) allocates to share
         // it, about 200 instructions a call for nothing otherwise.
         let again = self.reconnects_now().then(|| payload.clone());
         match (connection.call(kind, payload, expiry).await, again) {
             (Err(CallError::NotSent(_)), Some(payload)) if self.reconnects_now() => {
-                let connection = self.connection_within(expiry).await?;
+                let connection = match self.connection_now() {
+                    Some(connection) => connection,
+                    None => Box::pin(self.reconnected_within(expiry)).await?,
+                };
                 Ok(connection.call(kind, payload, expiry).await?)
             }
             (other, _) => Ok(other?),
         }
     }
 
-    /// [`Client::connection`], giving up at `expiry`'s deadline with a
-    /// timeout that says it waited for a reconnect.
-    async fn connection_within(&self, expiry: Option<Expiry>) -> Result<Arc<Connection>> {
+    /// The connection a call goes to without waiting, if there is one
+    /// (see [`Client::takes_calls_now`]).
+    fn connection_now(&self) -> Option<Arc<Connection>> {
         let current = self.current();
-        if self.takes_calls_now(&current) {
-            return Ok(current);
-        }
-        drop(current);
-        // Boxed, with its timer: rare, and kept out of every call's future
-        // (which a caller moves, a memcpy of all of it).
-        Box::pin(self.reconnected_within(expiry)).await
+        self.takes_calls_now(&current).then_some(current)
     }
 
-    /// [`Client::connection`] within `expiry`: the wait for a reconnect.
+    /// [`Client::connection`], giving up at `expiry`'s deadline with a
+    /// timeout that says it waited for a reconnect.
     async fn reconnected_within(&self, expiry: Option<Expiry>) -> Result<Arc<Connection>> {
         let expiry = expiry.map(|e| e.waiting_for("waiting to reconnect to the server"));
         within(expiry, self.connection()).await
