@@ -1,6 +1,7 @@
 //! Calls of named methods (protocol 2), as bytes: what the typed layer
 //! ([`rpc`](crate::rpc)) and the CLI build on.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -198,14 +199,13 @@ pub(crate) struct CallFrame<'a> {
     wait: Option<Duration>,
 }
 
-impl CallFrame<'_> {
+impl<'a> CallFrame<'a> {
     /// Sends the CALL and waits for its answer: the result's bytes.
-    // Inlined, as `exchange`'s own callee, so that the future is built
-    // where the typed call keeps it rather than moved there.
+    // `exchange`'s own future, not one more state machine around it, and
+    // inlined, so that it is built where the typed call keeps it rather
+    // than moved there.
     #[inline]
-    pub(crate) async fn send(self) -> Result<Bytes> {
-        self.client
-            .exchange(Kind::Call, self.payload, self.wait)
-            .await
+    pub(crate) fn send(self) -> impl Future<Output = Result<Bytes>> + Send + 'a {
+        self.client.exchange(Kind::Call, self.payload, self.wait)
     }
 }
