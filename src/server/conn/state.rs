@@ -170,16 +170,20 @@ impl<'a> State<'a> {
         Poll::Pending
     }
 
-    /// Runs the chore, if any; ready once there is none.
+    /// Runs the chore, if any; ready once there is none. The check for
+    /// none, asked at every turn, is inlined into the loop.
+    #[inline]
     pub(super) fn poll_chore(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         match self.chore {
             None => Poll::Ready(()),
-            Some(_) => {
-                ready!(poll_once(&mut self.chore, cx));
-                self.end_chore();
-                Poll::Ready(())
-            }
+            Some(_) => self.run_chore(cx),
         }
+    }
+
+    fn run_chore(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        ready!(poll_once(&mut self.chore, cx));
+        self.end_chore();
+        Poll::Ready(())
     }
 
     /// Drops the chore, if any (done, or given up on), and what its NOTIFY
