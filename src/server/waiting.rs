@@ -473,7 +473,7 @@ mod tests {
         assert_eq!(Tick::new(Some(Duration::from_millis(1))).period, TICK_MIN);
     }
 
-    /// A waker that counts its wakes and lets a test wait for one.
+    /// A waker that a test can wait on: its wake is a permit to `notified`.
     #[derive(Default)]
     struct Woken(tokio::sync::Notify);
 
@@ -487,7 +487,10 @@ mod tests {
     async fn the_tick_wakes_the_waker_of_its_last_poll_though_polls_in_between_are_skipped() {
         let mut tick = Tick::new(Some(Duration::from_millis(1)));
         tick.arm();
-        let (a, b) = (std::sync::Arc::new(Woken::default()), std::sync::Arc::new(Woken::default()));
+        let (a, b) = (
+            std::sync::Arc::new(Woken::default()),
+            std::sync::Arc::new(Woken::default()),
+        );
         let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
         let mut ca = Context::from_waker(&wa);
         assert!(tick.poll(&mut ca).is_pending());
