@@ -279,6 +279,53 @@ async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
     guard(serving.stop()).await.expect("serve");
 }
 
+/// A close waits for the answer of a request in flight and returns as
+/// soon as it has come: the answer that empties the table wakes the close
+/// (whose own bound, an hour here, is not what ends it).
+#[tokio::test]
+async fn close_returns_once_the_answer_in_flight_has_come() {
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let handler = {
+        let gate = gate.clone();
+        move |request: Bytes, _ctx: ConnectionContext| {
+            let (gate, started_tx) = (gate.clone(), started_tx.clone());
+            async move {
+                let _ = started_tx.send(());
+                gate.notified().await;
+                Ok::<_, ServiceError>(request)
+            }
+        }
+    };
+    let server = Server::builder(unique_endpoint("close-after-answer")).handler(handler);
+    let serving = TestServer::start(server.build().unwrap());
+    let options = ClientOptions::new()
+        .close_timeout(Duration::from_secs(3600))
+        .request_timeout(None);
+    let client = Client::from_io(serving.memory_stream().unwrap(), options)
+        .await
+        .unwrap();
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request("answer me").await })
+    };
+    guard(started.recv()).await.unwrap();
+    let closing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.close().await })
+    };
+    // One thread: the close runs to its wait for the answer in the turn
+    // that marks the client closed.
+    while !client.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    guard(closing).await.unwrap();
+    let answer = guard(in_flight).await.unwrap().expect("answered");
+    assert_eq!(answer, "answer me");
+    guard(serving.stop()).await.expect("serve");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_lose_none_of_a_thousand_broadcasts_by_default() {
     const CLIENTS: usize = 200;
