@@ -165,7 +165,7 @@ impl Writer {
 
     /// [`Writer::send_within`] once the outbox was found full: waits for
     /// room, until `expiry`.
-    async fn send_when_room(
+    pub(super) async fn send_when_room(
         &self,
         mut frame: Option<Frame>,
         expiry: Option<Expiry>,
@@ -191,7 +191,7 @@ impl Writer {
     }
 
     /// One attempt of [`Writer::send`]; `None` if the outbox is full.
-    fn try_send(
+    pub(super) fn try_send(
         &self,
         cx: &mut Context<'_>,
         frame: &mut Option<Frame>,
