@@ -252,12 +252,8 @@ impl Waiting {
 #[derive(Debug)]
 pub(super) struct Tick {
     period: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
     armed: bool,
-    /// The waker the timer was last polled with while it waited: polled
-    /// again with the same one before it fires, it would only register that
-    /// waker once more (130 instructions, on every turn of the connection).
-    waiting_with: Option<Waker>,
     count: u32,
     /// A request started since the last tick: nothing is given back yet.
     pub(super) busy: bool,
@@ -273,9 +269,8 @@ impl Tick {
         let period = request_timeout.map_or(TICK_MAX, |t| (t / 8).clamp(TICK_MIN, TICK_MAX));
         Tick {
             period,
-            timer: None,
+            timer: Timer::default(),
             armed: false,
-            waiting_with: None,
             count: 0,
             busy: false,
         }
@@ -303,32 +298,15 @@ impl Tick {
             return;
         }
         self.armed = true;
-        self.waiting_with = None;
-        set_timer(&mut self.timer, Instant::now() + self.period);
+        self.timer.set(Instant::now() + self.period);
     }
 
     /// Ready once per period while armed (then disarmed).
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(timer) = &mut self.timer else {
-            return Poll::Pending;
-        };
         if !self.armed {
             return Poll::Pending;
         }
-        // A timer still in tokio's wheel has not fired; the waker it holds
-        // is woken when it does. Anything else (fired, or reset and not
-        // yet registered, or another waker) is polled.
-        let same = (self.waiting_with.as_ref()).is_some_and(|w| w.will_wake(cx.waker()));
-        if same && !timer.is_elapsed() {
-            return Poll::Pending;
-        }
-        if timer.as_mut().poll(cx).is_pending() {
-            if !same {
-                self.waiting_with = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        }
-        self.waiting_with = None;
+        ready!(self.timer.poll(cx));
         self.armed = false;
         self.count = self.count.wrapping_add(1);
         Poll::Ready(())
@@ -337,8 +315,57 @@ impl Tick {
     /// Drops the timer (nothing needs the clock now).
     pub(super) fn trim(&mut self) {
         if !self.armed {
-            self.timer = None;
+            self.timer.clear();
         }
+    }
+}
+
+/// A timer the connection keeps for something that recurs (its tick, its
+/// requests' deadlines): made once (boxed, so that a connection without
+/// one holds a pointer) and reset, and polled again only when it may have
+/// fired or the waker is another. Polled with the same waker before it
+/// fires, tokio's timer would only register that waker once more: 80 to
+/// 130 instructions on every turn of the connection.
+#[derive(Debug, Default)]
+pub(super) struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The waker the timer was last polled with while it waited.
+    waiting_with: Option<Waker>,
+}
+
+impl Timer {
+    /// Fires at `at`.
+    pub(super) fn set(&mut self, at: Instant) {
+        self.waiting_with = None;
+        set_timer(&mut self.sleep, at);
+    }
+
+    /// Ready once the time set has come (and again at each poll after,
+    /// until set again); pending while nothing is set.
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(sleep) = &mut self.sleep else {
+            return Poll::Pending;
+        };
+        // A timer still in tokio's wheel has not fired, and wakes the
+        // waker it holds when it does. Anything else (fired, or set and
+        // not yet registered, or another waker) is polled.
+        let same = (self.waiting_with.as_ref()).is_some_and(|w| w.will_wake(cx.waker()));
+        if same && !sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            if !same {
+                self.waiting_with = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        self.waiting_with = None;
+        Poll::Ready(())
+    }
+
+    /// Drops the timer.
+    pub(super) fn clear(&mut self) {
+        *self = Timer::default();
     }
 }
 
@@ -364,7 +391,7 @@ pub(super) fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
 /// the same timeout start in deadline order, so a new one seldom moves it.
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
     /// Where the timer is armed; `None` while it is not.
     at: Option<Instant>,
 }
@@ -376,16 +403,16 @@ impl Deadlines {
             return;
         }
         self.at = Some(at);
-        set_timer(&mut self.timer, at);
+        self.timer.set(at);
     }
 
     /// Ready once the armed deadline has passed (then disarmed: the caller
     /// expires what is due and arms it for the earliest left).
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let (Some(timer), Some(_)) = (&mut self.timer, self.at) else {
+        if self.at.is_none() {
             return Poll::Pending;
-        };
-        ready!(timer.as_mut().poll(cx));
+        }
+        ready!(self.timer.poll(cx));
         self.at = None;
         Poll::Ready(())
     }
@@ -393,7 +420,7 @@ impl Deadlines {
     /// Drops the timer, unless it is armed (nothing needs it now).
     pub(super) fn trim(&mut self) {
         if self.at.is_none() {
-            self.timer = None;
+            self.timer.clear();
         }
     }
 }
