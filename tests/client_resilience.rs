@@ -256,19 +256,30 @@ async fn a_close_during_a_reconnect_wins() {
     ));
 }
 
-#[tokio::test]
-async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
-    let (serving, mut started) = start_in_memory("bounded-close");
+/// A client of `serving` over an in-memory stream (`close_timeout`, no
+/// request timeout), and `payload` asked of it from a task of its own.
+async fn asking(
+    serving: &TestServer,
+    close_timeout: Duration,
+    payload: &'static str,
+) -> (Client, tokio::task::JoinHandle<Result<Bytes, Error>>) {
     let options = ClientOptions::new()
-        .close_timeout(Duration::from_millis(100))
+        .close_timeout(close_timeout)
         .request_timeout(None);
     let client = Client::from_io(serving.memory_stream().unwrap(), options)
         .await
         .unwrap();
     let in_flight = {
         let client = client.clone();
-        tokio::spawn(async move { client.request("hold").await })
+        tokio::spawn(async move { client.request(payload).await })
     };
+    (client, in_flight)
+}
+
+#[tokio::test]
+async fn close_with_a_long_request_in_flight_returns_within_its_bound() {
+    let (serving, mut started) = start_in_memory("bounded-close");
+    let (client, in_flight) = asking(&serving, Duration::from_millis(100), "hold").await;
     started.recv().await.unwrap();
     guard(client.close()).await;
     let err = guard(in_flight).await.unwrap().unwrap_err();
@@ -299,16 +310,7 @@ async fn close_returns_once_the_answer_in_flight_has_come() {
     };
     let server = Server::builder(unique_endpoint("close-after-answer")).handler(handler);
     let serving = TestServer::start(server.build().unwrap());
-    let options = ClientOptions::new()
-        .close_timeout(Duration::from_secs(3600))
-        .request_timeout(None);
-    let client = Client::from_io(serving.memory_stream().unwrap(), options)
-        .await
-        .unwrap();
-    let in_flight = {
-        let client = client.clone();
-        tokio::spawn(async move { client.request("answer me").await })
-    };
+    let (client, in_flight) = asking(&serving, Duration::from_secs(3600), "answer me").await;
     guard(started.recv()).await.unwrap();
     let closing = {
         let client = client.clone();
