@@ -536,11 +536,10 @@ impl Client {
         // it, about 200 instructions a call for nothing otherwise.
         let again = self.reconnects_now().then(|| payload.clone());
         match (connection.call(kind, payload, expiry).await, again) {
+            // Rare: the connection just died. The next one is awaited
+            // (at once if it is already there), boxed as above.
             (Err(CallError::NotSent(_)), Some(payload)) if self.reconnects_now() => {
-                let connection = match self.connection_now() {
-                    Some(connection) => connection,
-                    None => Box::pin(self.reconnected_within(expiry)).await?,
-                };
+                let connection = Box::pin(self.reconnected_within(expiry)).await?;
                 Ok(connection.call(kind, payload, expiry).await?)
             }
             (other, _) => Ok(other?),
@@ -589,11 +588,9 @@ impl Client {
     async fn connection(&self) -> Result<Arc<Connection>> {
         // The usual case, before subscribing to the supervisor's state (a
         // receiver made and dropped at every call).
-        let current = self.current();
-        if self.takes_calls_now(&current) {
+        if let Some(current) = self.connection_now() {
             return Ok(current);
         }
-        drop(current);
         // Subscribed first, then checked again: a reconnect from now on
         // is seen by `changed`.
         let mut states = self.shared.state.subscribe();
