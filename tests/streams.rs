@@ -4,8 +4,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +20,7 @@ use pipesvc::rpc::{Service, StreamMethod};
 use pipesvc::server::{ConnectionContext, ServiceError};
 use pipesvc::transport::{self, ConnectOptions};
 use pipesvc::Server;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// `count`: the numbers 1 to n, all sent at once (queued together).
 const COUNT: StreamMethod<u64, (), u64, ()> = StreamMethod::server("count", "1 to n");
@@ -43,6 +45,10 @@ const DOUBLE: StreamMethod<(), u64, u64, u64> = StreamMethod::both("double", "n 
 struct Probe {
     /// Items `flood` has queued.
     flooded: AtomicU64,
+    /// While `flood`'s send waits for room in the stream's queue and
+    /// nothing has woken it yet: the items it had queued by then
+    /// ([`watched`]).
+    waiting: watch::Sender<Option<u64>>,
     /// Handlers dropped (cancelled, or the connection gone).
     dropped: Option<mpsc::UnboundedSender<()>>,
     /// What `spawned`'s task saw: its send failing (the code), and the
@@ -72,7 +78,7 @@ fn service(probe: Probe) -> Service<Probe> {
             let _guard = DropGuard(probe.dropped.clone());
             let item = "x".repeat(len);
             loop {
-                items.send(&item).await?;
+                watched(&probe, items.send(&item)).await?;
                 probe.flooded.fetch_add(1, Ordering::SeqCst);
             }
         })
@@ -132,6 +138,59 @@ fn service(probe: Probe) -> Service<Probe> {
         })
 }
 
+/// Runs `flood`'s `send`, telling the probe while it waits: a poll that
+/// leaves it pending sets `waiting` to the items queued so far, and a wake
+/// clears it before waking the task. So `waiting` is set only while the
+/// send waits and nothing has woken it: a send woken by the room an ITEM
+/// made, and not polled again yet, no longer counts. Once the client's
+/// credit is used up no ITEM goes out and nothing makes room, so a test
+/// that sees `waiting` set then knows the producer waits for credit, and
+/// will until the client grants some (no sleep to find out).
+async fn watched<F: Future>(probe: &Arc<Probe>, send: F) -> F::Output {
+    let mut send = std::pin::pin!(send);
+    std::future::poll_fn(|cx| {
+        let wake = Arc::new(ClearWaiting {
+            probe: probe.clone(),
+            woken: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let waker = Waker::from(wake.clone());
+        let poll = send.as_mut().poll(&mut Context::from_waker(&waker));
+        let queued = probe.flooded.load(Ordering::SeqCst);
+        // Under the watch's lock, as the wake clears it: a wake that came
+        // between the poll and here (from another thread) is not missed.
+        probe.waiting.send_if_modified(|waiting| {
+            let woken = wake.woken.load(Ordering::SeqCst);
+            let now = (poll.is_pending() && !woken).then_some(queued);
+            std::mem::replace(waiting, now) != now
+        });
+        poll
+    })
+    .await
+}
+
+/// The waker [`watched`] polls `flood`'s send with: a wake clears the
+/// probe's `waiting`, then wakes the task.
+struct ClearWaiting {
+    probe: Arc<Probe>,
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for ClearWaiting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.probe
+            .waiting
+            .send_if_modified(|waiting| waiting.take().is_some());
+        self.task.wake_by_ref();
+    }
+}
+
 struct Fixture {
     server: TestServer,
     probe: Arc<Probe>,
@@ -152,6 +211,7 @@ fn server_with(test: &str, settings: Settings) -> Fixture {
     let (saw, seen) = mpsc::unbounded_channel();
     let service = service(Probe {
         flooded: AtomicU64::new(0),
+        waiting: watch::Sender::new(None),
         dropped: Some(dropped),
         seen: Some(saw),
     });
@@ -306,27 +366,48 @@ async fn a_consumer_that_grants_no_credit_makes_the_producer_wait_with_bounded_m
             let frame = client.recv_skipping_notify().await.unwrap();
             received += frame.payload.len();
         }
-        // The server still answers: flow control is per stream.
-        pong(&mut client, 2).await;
-        let queued = fixture.probe.flooded.load(Ordering::SeqCst);
-        // A while later the producer has not moved: it waits for credit.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        pong(&mut client, 3).await;
-        let later = fixture.probe.flooded.load(Ordering::SeqCst);
-        assert_eq!(queued, later, "the producer went on without credit");
+        // The credit is used up: the producer fills the queue, then waits
+        // for room that only credit makes. Without flow control it is not
+        // seen waiting here (the hang guard fails the test), or it waits
+        // with far more than the bound produced.
+        let mut waiting = fixture.probe.waiting.subscribe();
+        let queued = waiting
+            .wait_for(Option::is_some)
+            .await
+            .map(|waiting| waiting.expect("checked"))
+            .expect("the probe is kept by the fixture");
         // What it produced: the window sent, and at most a window queued.
         let entry = LEN + 2 + 5;
         let bound = (2 * DEFAULT_STREAM_WINDOW as usize) / entry + 2;
         assert!(
-            (later as usize) <= bound,
-            "{later} items produced, at most {bound} expected"
+            (queued as usize) <= bound,
+            "{queued} items produced, at most {bound} expected"
         );
-        // Credit lets it go on.
+        // The server still answers: flow control is per stream.
+        pong(&mut client, 2).await;
+        // And the producer has not moved: it still waits for credit.
+        assert_eq!(*waiting.borrow(), Some(queued), "the producer was woken");
+        let later = fixture.probe.flooded.load(Ordering::SeqCst);
+        assert_eq!(queued, later, "the producer went on without credit");
+        // Credit lets it go on. What the client grants makes its credit
+        // the window again: it reads that much more.
         client
             .send(Frame::new(Kind::Credit, 1, encode_credit(received as u32)))
             .await;
-        let frame = client.recv_skipping_notify().await.unwrap();
-        assert_eq!((frame.kind, frame.id), (Kind::Item, 1));
+        let mut more = 0usize;
+        while more < DEFAULT_STREAM_WINDOW as usize {
+            let frame = client.recv_skipping_notify().await.unwrap();
+            assert_eq!((frame.kind, frame.id), (Kind::Item, 1));
+            more += frame.payload.len();
+        }
+        // The producer too: it queued more, and waits again. (Only once
+        // all that was sent has been read: the connection does not run
+        // its handlers while its output waits for a client that does not
+        // read.)
+        waiting
+            .wait_for(|waiting| waiting.is_some_and(|n| n > queued))
+            .await
+            .expect("the probe is kept by the fixture");
         // Gone: the server need not wait for it to read.
         drop(client);
         fixture.server.stop().await.unwrap();
