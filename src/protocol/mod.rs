@@ -22,7 +22,7 @@ mod status;
 mod stream;
 mod topic;
 
-pub(crate) use call::CallParts;
+pub(crate) use call::{CallParts, MethodName, ReadHeader};
 pub use call::{
     CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
 };

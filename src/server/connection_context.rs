@@ -13,7 +13,7 @@ use super::budget::MemoryBudget;
 use super::push_queue::PushQueue;
 use super::{lock, AccessPolicy, Refusal, Rule, ServiceError};
 use crate::error::{Error, Result};
-use crate::protocol::Frame;
+use crate::protocol::{Frame, MethodName};
 use crate::transport::{Caller, PeerInfo};
 
 /// One client connection, as seen by a handler, and (in a handler's
@@ -39,7 +39,7 @@ pub struct ConnectionContext {
 #[derive(Debug)]
 pub(crate) struct RequestScope {
     /// The CALL's method; empty for a REQUEST or the byte handler.
-    pub(crate) method: String,
+    pub(crate) method: MethodName,
     /// When the server stops the request with ERROR `timed out`.
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Vec<(String, String)>,
@@ -430,7 +430,7 @@ impl ConnectionContext {
         let ctx =
             ConnectionContext::new(1, Caller::current(), output, 1 << 20, access, budget, None);
         ctx.for_request(Arc::new(RequestScope {
-            method: method.to_owned(),
+            method: method.into(),
             deadline: None,
             metadata,
             cancelled: Cancel::default(),

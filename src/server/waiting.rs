@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
 use crate::protocol::{
-    CallError, CallHeader, ErrorCode, Frame, Kind, HEADER_LEN, LENGTH_FIELD_LEN,
+    CallError, ErrorCode, Frame, Kind, ReadHeader, HEADER_LEN, LENGTH_FIELD_LEN,
 };
 
 /// A frame's bytes beyond which it had a buffer of its own (the codec's
@@ -35,11 +35,11 @@ const OWN_BUFFER: usize = crate::protocol::READ_CHUNK;
 pub(super) enum Job {
     /// A REQUEST for the byte handler.
     Request { id: u32, payload: Bytes },
-    /// A CALL, its header read (the method and metadata copied out of the
-    /// frame) and its params.
+    /// A CALL, its header read (the metadata copied out of the frame) and
+    /// its params.
     Call {
         id: u32,
-        header: CallHeader,
+        header: ReadHeader,
         params: Bytes,
     },
     /// A NOTIFY for `on_notify`.
@@ -75,10 +75,15 @@ impl Job {
             CallError::NoMemory(_) => (ErrorCode::OVERLOADED, e.to_string()),
             _ => (ErrorCode::BAD_REQUEST, e.to_string()),
         };
-        let (header, params) = CallHeader::decode(&frame.payload).map_err(refused)?;
+        let (mut header, params) = ReadHeader::decode(&frame.payload).map_err(refused)?;
         let whole = frame.payload.len();
         let (params, kept) = if whole > OWN_BUFFER && params.len() * 2 < whole {
             let copy = copy(&params).ok_or_else(|| refused(CallError::NoMemory(params.len())))?;
+            // The method is a slice of the frame too: copied with the
+            // params, or it would keep the frame.
+            let method = header.method.detached();
+            let len = header.method.as_str().len();
+            header.method = method.ok_or_else(|| refused(CallError::NoMemory(len)))?;
             let kept = copy.len();
             (copy, kept)
         } else {
@@ -433,7 +438,7 @@ mod tests {
         let metadata = (0..metadata)
             .map(|n| (format!("k{n}"), "v".repeat(1000)))
             .collect();
-        let header = CallHeader::new("m", crate::protocol::Encoding::Json)
+        let header = crate::protocol::CallHeader::new("m", crate::protocol::Encoding::Json)
             .with_metadata(metadata)
             .with_timeout(timeout);
         Frame::new(Kind::Call, id, header.encode_with(params).unwrap())
@@ -443,11 +448,16 @@ mod tests {
     fn a_small_slice_of_a_large_call_is_copied_out_and_the_rest_is_not_kept() {
         let frame = call(1, b"{}", 100, None);
         let whole = frame.payload.len();
+        let frame_memory = frame.payload.as_ptr_range();
         let (job, held) = Job::read(frame).unwrap();
         let Job::Call { params, header, .. } = job else {
             panic!("a call")
         };
         assert_eq!(params.as_ref(), b"{}");
+        assert_eq!(header.method.as_str(), "m");
+        for kept in [params.as_ptr(), header.method.as_str().as_ptr()] {
+            assert!(!frame_memory.contains(&kept), "a slice keeps the frame");
+        }
         assert_eq!(held, 10 + 2 + header.heap_len());
         // The copies and the params, not the frame as well.
         assert!(held < whole * 11 / 10, "{held} for a frame of {whole}");

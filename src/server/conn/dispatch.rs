@@ -19,7 +19,7 @@ use super::turn::Link;
 use super::{log_refusal, Connection, End};
 use crate::protocol::StreamDirection;
 use crate::protocol::{decode_credit, CreditOverflow, Subscribe, DEFAULT_STREAM_WINDOW};
-use crate::protocol::{CallHeader, ErrorCode, Frame, Kind, RESERVED_METADATA_PREFIX};
+use crate::protocol::{ErrorCode, Frame, Kind, ReadHeader, RESERVED_METADATA_PREFIX};
 use crate::transport::ServerIo;
 
 impl<H: Handler> Connection<H> {
@@ -116,7 +116,7 @@ impl<H: Handler> Connection<H> {
         if let Job::Call { header, .. } = &job {
             let access = &self.config.access;
             if access.has_operation_rules() {
-                if let Err(refusal) = access.check_operation(&header.method, ctx.caller()) {
+                if let Err(refusal) = access.check_operation(header.method.as_str(), ctx.caller()) {
                     log_refusal(&refusal, ctx.caller());
                     self.answer_now(link, id, ErrorCode::NOT_ALLOWED, &refusal.to_string());
                     return Ok(None);
@@ -128,7 +128,7 @@ impl<H: Handler> Connection<H> {
         }
         // A CALL of a streaming method is a stream (revision 2.2).
         let stream = match &job {
-            Job::Call { header, .. } => self.stream_direction(&header.method),
+            Job::Call { header, .. } => self.stream_direction(header.method.as_str()),
             _ => None,
         };
         if stream.is_some() {
@@ -388,15 +388,16 @@ impl<H: Handler> Connection<H> {
     fn call_work<'a>(
         &'a self,
         id: u32,
-        header: &CallHeader,
+        header: &ReadHeader,
         params: bytes::Bytes,
         stream: Option<StreamDirection>,
     ) -> Result<(Work<'a>, Option<Arc<StreamIo>>), ServiceError> {
-        if header.method.is_empty() {
+        let method = header.method.as_str();
+        if method.is_empty() {
             return Ok((Work::Bytes(params), None));
         }
         let Some(calls) = &self.config.calls else {
-            return Err(ServiceError::unknown_method(&header.method));
+            return Err(ServiceError::unknown_method(method));
         };
         let calls = &*calls.0;
         let offered = calls.encodings();
