@@ -488,6 +488,34 @@ mod tests {
     }
 
     #[test]
+    fn the_server_reads_any_utf8_method_and_refuses_other_bytes() {
+        // Not ASCII, so past the ASCII shortcut: UTF-8 all the same.
+        let payload = CallHeader::new("grüße.añadir", Encoding::Json)
+            .encode_with(b"[]")
+            .unwrap();
+        let (read, params) = ReadHeader::decode(&payload).unwrap();
+        assert_eq!(read.method.as_str(), "grüße.añadir");
+        assert_eq!(params.as_ref(), b"[]");
+        let detached = read.method.detached().unwrap();
+        assert_eq!(detached.as_str(), "grüße.añadir");
+        // A lone continuation byte, a cut sequence, a surrogate: not UTF-8.
+        for method in [&b"a\x80"[..], b"\xc3", b"\xed\xa0\x80"] {
+            let mut bad = vec![1, method.len() as u8];
+            bad.extend_from_slice(method);
+            bad.extend_from_slice(&[0, 0, 0, 0, 0]);
+            let bad = Bytes::from(bad);
+            assert_eq!(
+                ReadHeader::decode(&bad).unwrap_err(),
+                CallError::NotUtf8("method")
+            );
+            assert_eq!(
+                CallHeader::decode(&bad).unwrap_err(),
+                CallError::NotUtf8("method")
+            );
+        }
+    }
+
+    #[test]
     fn a_timeout_is_rounded_up_to_a_millisecond_and_capped() {
         let ms = |t| {
             CallHeader::new("m", Encoding::Json)
