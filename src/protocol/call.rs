@@ -213,7 +213,7 @@ impl CallHeader {
 /// A CALL header as the server reads it: [`CallHeader`]'s fields, with
 /// the method a slice of the frame rather than a `String` of its own
 /// (one allocation and copy less per call, about 200 instructions).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct ReadHeader {
     pub(crate) encoding: u8,
     pub(crate) method: MethodName,
@@ -274,7 +274,7 @@ impl ReadHeader {
 /// when read. Every way to make one starts from UTF-8 it has checked (or
 /// a `str`), and its bytes never change: [`MethodName::as_str`] relies on
 /// it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct MethodName(Bytes);
 
 impl MethodName {
@@ -289,13 +289,9 @@ impl MethodName {
     }
 
     /// The name in memory of its own, not the frame's: for a header kept
-    /// while the large frame it came in is let go. `None` if the system
-    /// refuses the memory.
-    pub(crate) fn detached(&self) -> Option<MethodName> {
-        let mut copy = Vec::new();
-        copy.try_reserve_exact(self.0.len()).ok()?;
-        copy.extend_from_slice(&self.0);
-        Some(MethodName(copy.into()))
+    /// while the large frame it came in is let go ([`own_copy`]).
+    pub(crate) fn detached(&self) -> Result<MethodName, CallError> {
+        own_copy(&self.0).map(MethodName)
     }
 }
 
@@ -314,6 +310,17 @@ impl From<&str> for MethodName {
     fn from(name: &str) -> MethodName {
         MethodName(Bytes::copy_from_slice(name.as_bytes()))
     }
+}
+
+/// `bytes` in an allocation of their own, allocated fallibly (as
+/// [`owned_text`]): for what a server keeps of a CALL without keeping its
+/// large frame.
+pub(crate) fn own_copy(bytes: &[u8]) -> Result<Bytes, CallError> {
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(bytes.len())
+        .map_err(|_| CallError::NoMemory(bytes.len()))?;
+    copy.extend_from_slice(bytes);
+    Ok(copy.into())
 }
 
 /// `text` as a `String` of its own, allocated fallibly: a CALL holds up

@@ -22,10 +22,10 @@ mod status;
 mod stream;
 mod topic;
 
+pub(crate) use call::{own_copy, CallParts, MethodName, ReadHeader};
 pub use call::{
     CallError, CallHeader, Encoding, MAX_METADATA, MAX_METHOD_LEN, RESERVED_METADATA_PREFIX,
 };
-pub(crate) use call::{CallParts, MethodName, ReadHeader};
 pub(crate) use codec::{begins_with_whole_frame, KeepingCodec, KeptBuffer, READ_CHUNK};
 pub use codec::{CodecError, FrameCodec};
 pub use error_code::{ErrorCode, InvalidServiceCode, ServiceCode};

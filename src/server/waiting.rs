@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
 use crate::protocol::{
-    CallError, ErrorCode, Frame, Kind, ReadHeader, HEADER_LEN, LENGTH_FIELD_LEN,
+    own_copy, CallError, ErrorCode, Frame, Kind, ReadHeader, HEADER_LEN, LENGTH_FIELD_LEN,
 };
 
 /// A frame's bytes beyond which it had a buffer of its own (the codec's
@@ -78,12 +78,10 @@ impl Job {
         let (mut header, params) = ReadHeader::decode(&frame.payload).map_err(refused)?;
         let whole = frame.payload.len();
         let (params, kept) = if whole > OWN_BUFFER && params.len() * 2 < whole {
-            let copy = copy(&params).ok_or_else(|| refused(CallError::NoMemory(params.len())))?;
+            let copy = own_copy(&params).map_err(refused)?;
             // The method is a slice of the frame too: copied with the
             // params, or it would keep the frame.
-            let method = header.method.detached();
-            let len = header.method.as_str().len();
-            header.method = method.ok_or_else(|| refused(CallError::NoMemory(len)))?;
+            header.method = header.method.detached().map_err(refused)?;
             let kept = copy.len();
             (copy, kept)
         } else {
@@ -110,15 +108,6 @@ impl Job {
             _ => None,
         }
     }
-}
-
-/// `bytes` in an allocation of their own, or `None` if the system refuses
-/// the memory.
-fn copy(bytes: &Bytes) -> Option<Bytes> {
-    let mut copy = Vec::new();
-    copy.try_reserve_exact(bytes.len()).ok()?;
-    copy.extend_from_slice(bytes);
-    Some(copy.into())
 }
 
 /// A job waiting to start.
