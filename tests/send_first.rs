@@ -1,8 +1,8 @@
 //! `ClientOptions::send_first`: connecting without a round trip
-//! (PROTOCOL.md, "Sending first", revision 2.3). `connect` returns once
-//! the client's HELLO is written, the first requests go out right behind
-//! it, and a handshake that then fails fails them with the error `connect`
-//! would have returned.
+//! (PROTOCOL.md, "Sending first", revision 2.3). `connect` returns without
+//! waiting for the server, the first requests go out with the client's
+//! HELLO (in one write), and a handshake that then fails fails them with
+//! the error `connect` would have returned.
 //!
 //! The scripted servers read the client's HELLO and its first request
 //! before they send anything: a client that waited for the server's HELLO
@@ -11,6 +11,8 @@
 
 mod common;
 
+use std::future::{poll_fn, Future};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -256,21 +258,74 @@ async fn a_server_that_closes_fails_the_early_request() {
 }
 
 /// A server gone before the client connected over its stream: `connect`
-/// itself says so (the HELLO cannot be written), at once.
+/// does not wait for the server, so it returns, and the first request
+/// fails with the end of the stream (its HELLO, held to leave with that
+/// request, finds nobody), as does the connection.
 #[tokio::test]
-async fn a_server_gone_at_once_fails_connect() {
+async fn a_server_gone_at_once_fails_the_first_request() {
     let (ours, theirs) = memory::pair();
     drop(theirs);
-    let failed = guard(Client::from_io(ours, send_first()))
+    let client = guard(Client::from_io(ours, send_first()))
+        .await
+        .expect("connect does not wait for the server");
+    let failed = guard(client.request("early"))
         .await
         .expect_err("nobody there");
+    let gone = |e: &Error| {
+        matches!(
+            e,
+            Error::Io(_) | Error::ConnectionClosed(CloseReason::EofDuringHandshake)
+        )
+    };
+    assert!(gone(&failed), "{failed:?}");
+    let reason = lost(&client).await;
     assert!(
         matches!(
-            failed,
-            Error::Io(_) | Error::ConnectionClosed(CloseReason::EofDuringHandshake)
+            reason,
+            CloseReason::EofDuringHandshake | CloseReason::Reset(_)
         ),
-        "{failed:?}"
+        "{reason:?}"
     );
+}
+
+/// Sending first, the HELLO waits to leave with the first request; a
+/// client that makes none still sends it (the reader task writes it when
+/// it starts), so the handshake completes.
+#[tokio::test]
+async fn a_client_that_asks_nothing_still_sends_its_hello() {
+    let (mut server, client) = scripted().await;
+    let hello = guard(server.recv()).await.expect("the client's HELLO");
+    assert_eq!((hello.kind, hello.id), (Kind::Hello, 0), "{hello:?}");
+    greet(&mut server, 1 << 20).await;
+    guard(client.handshake_done()).await.expect("handshake");
+    assert_eq!(client.server_name(), "scripted");
+}
+
+/// The HELLO and a request made as `connect` returns leave in one write,
+/// so that a server finds both in one read and answers both in one write
+/// (its HELLO, HELLO reply and answer). Seen from a server whose stream
+/// counts the client's writes.
+#[tokio::test]
+async fn the_hello_and_the_first_request_leave_in_one_write() {
+    let (ours, theirs) = memory::pair();
+    let (writes, ours) = common::CountWrites::new(ours);
+    let client = guard(Client::from_io(ours, send_first()))
+        .await
+        .expect("connect");
+    // The request's first poll, as `connect` returns: on this
+    // current-thread runtime no other task (the reader's) runs meanwhile.
+    let mut asking = Box::pin(client.request("early"));
+    let first = poll_fn(|cx| Poll::Ready(asking.as_mut().poll(cx).is_pending())).await;
+    assert!(first, "the request waits for its answer");
+    assert_eq!(writes.count(), 1, "HELLO and request in one write");
+    let mut server = RawClient::over(theirs);
+    let request = read_hello_and_request(&mut server).await;
+    greet(&mut server, 1 << 20).await;
+    server
+        .send(Frame::new(Kind::Response, request.id, request.payload))
+        .await;
+    assert_eq!(guard(asking).await.expect("the answer"), "early");
+    assert_eq!(writes.count(), 1, "nothing written since");
 }
 
 /// A HELLO that is not one: the early request fails with the protocol

@@ -137,7 +137,7 @@ impl Connection {
             &connected.stream,
             &connected.server,
         )?;
-        let io = Generic::new(connected.stream);
+        let io = transport::client_io(connected.stream);
         Connection::start(
             io,
             connected.server,
@@ -204,18 +204,20 @@ impl Connection {
         // the smallest maximum a server may announce (our HELLO fits it).
         let first_codec = FrameCodec::new(SMALLEST_SERVER_MAX_FRAME_LEN);
         let hello = Frame::new(Kind::Hello, 0, client_hello_payload());
-        let sent = write_frame(&mut write, first_codec, hello);
-        let sent = handshake.step("sending the client's HELLO", sent).await;
-        // A HELLO that could not be written: the server's refusal, if it
-        // sent one, says more, so the handshake is read here as without
-        // `send_first`.
-        let early = options.send_first && sent.is_ok();
-        let pending = match early {
-            true => Arc::new(Pending::default()),
+        // Sending first, our HELLO is held in the outbox, and the first
+        // frame written carries it: the server finds the HELLO and the
+        // first request in one read and answers both in one write (see
+        // `Writer::hold`). The reader task writes it alone if nothing else
+        // has by the time it starts.
+        let early = options.send_first;
+        let (pending, held) = match early {
+            true => (Arc::new(Pending::default()), Some(hello)),
             false => {
+                let sent = write_frame(&mut write, first_codec, hello);
+                let sent = handshake.step("sending the client's HELLO", sent).await;
                 let greeting = greet(&mut reader, &handshake, sent).await?;
                 log_connected(&greeting, &connect_stats);
-                Arc::new(Pending::greeted(greeting))
+                (Arc::new(Pending::greeted(greeting)), None)
             }
         };
         pending.expect_calls_within(options.request_timeout);
@@ -227,6 +229,9 @@ impl Connection {
         // No write timeout: a server that stops reading shows up as
         // requests that are not answered, which the caller bounds.
         let writer = Writer::new(write, FrameCodec::new(max), pending.clone());
+        if let Some(hello) = held {
+            writer.hold(hello);
+        }
         let routes = Routes {
             pending: pending.clone(),
             notifications: notifications.clone(),
@@ -236,6 +241,11 @@ impl Connection {
         let reader = tokio::spawn(
             async move {
                 if early {
+                    poll_fn(|cx| {
+                        routes.writer.write_held(cx);
+                        Poll::Ready(())
+                    })
+                    .await;
                     match greet(&mut reader, &handshake, Ok(())).await {
                         Ok(greeting) => {
                             log_connected(&greeting, &connect_stats);

@@ -206,8 +206,9 @@ impl Client {
     /// would then have to pick an encoding and a frame size before
     /// knowing the server's, and report handshake failures from requests.
     /// A client that connects, asks once and goes can take that on with
-    /// [`ClientOptions::send_first`]: `connect` then returns once the
-    /// HELLO is written, and the first request costs no round trip more.
+    /// [`ClientOptions::send_first`]: `connect` then returns without
+    /// waiting for the server, and the first request, written with the
+    /// HELLO, costs no round trip more.
     pub async fn connect(endpoint: &Endpoint) -> Result<Client> {
         Client::connect_with(endpoint, ClientOptions::default()).await
     }

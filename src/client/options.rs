@@ -52,7 +52,7 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// | wait | bounded by |
 /// |---|---|
 /// | reaching the server: retrying while it is busy or absent, or when it went away during its handshake | [`connect_timeout`](Self::connect_timeout) (5 s) |
-/// | the handshake, from the moment the stream is connected: the server's HELLO, this client's HELLO written, the server's HELLO reply, all together (with [`send_first`](Self::send_first), in the background after the HELLO is written) | [`handshake_timeout`](Self::handshake_timeout) (5 s) |
+/// | the handshake, from the moment the stream is connected: the server's HELLO, this client's HELLO written, the server's HELLO reply, all together (with [`send_first`](Self::send_first), in the background) | [`handshake_timeout`](Self::handshake_timeout) (5 s) |
 /// | [`Client::connect_with`] as a whole | `connect_timeout` + `handshake_timeout`, plus [`wait_for_service`](Self::wait_for_service) if set (no attempt starts after it) |
 /// | [`Client::from_io`], [`Client::from_connector`]: opening the stream and the handshake | `connect_timeout` (the handshake also by `handshake_timeout`) |
 /// | a request, PING, STATUS or DESCRIBE: a reconnect in progress, room to send (a server that does not read), the answer | [`request_timeout`](Self::request_timeout) (30 s), or the call's own |
@@ -253,17 +253,21 @@ impl ClientOptions {
     }
 
     /// Connect without a round trip (default `false`): the first
-    /// connection is handed out as soon as this client's HELLO is written,
-    /// and requests made at once go out right behind it, before the
-    /// server's HELLO is read (PROTOCOL.md, "Sending first", revision
-    /// 2.3). A connection and its first answer then cost one round trip
-    /// instead of two: for a client that connects, asks once and goes.
+    /// connection is handed out without waiting for the server, and
+    /// requests made at once go out with this client's HELLO, in one
+    /// write, before the server's HELLO is read (PROTOCOL.md, "Sending
+    /// first", revision 2.3); with none, the HELLO goes out by itself a
+    /// moment later (when the connection's reader task starts). A
+    /// connection and its first answer then cost one round trip instead of
+    /// two, and the server reads the HELLO and the first request together
+    /// and answers both in one write: for a client that connects, asks
+    /// once and goes.
     ///
     /// What [`Client::connect_with`] still checks before it returns: the
     /// endpoint is there and the server is one this client talks to
     /// ([`server_identity`](Self::server_identity),
-    /// [`expect_server_pid`](Self::expect_server_pid)), and the HELLO is
-    /// written. The rest of the handshake goes on in the background, within
+    /// [`expect_server_pid`](Self::expect_server_pid)). The rest of the
+    /// handshake (the HELLO written included) goes on in the background, within
     /// [`handshake_timeout`](Self::handshake_timeout), and what it would
     /// have made `connect` return instead is what every request made on
     /// the connection fails with: a refusal

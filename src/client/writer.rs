@@ -230,6 +230,37 @@ impl Writer {
         Some(Ok(()))
     }
 
+    /// Holds `frame` (the client's HELLO, sending first) in the outbox
+    /// without writing it: the next frame sent goes out with it, in one
+    /// write, or [`Writer::write_held`] writes it alone.
+    pub(super) fn hold(&self, frame: Frame) {
+        let pushed = self.state().outbox.push(frame);
+        debug_assert!(pushed.is_ok(), "a HELLO fits any codec");
+    }
+
+    /// Writes what [`Writer::hold`] left in the outbox, if nobody has
+    /// written it since (nor is writing it): at once if the socket takes
+    /// it, else by the flusher. A write that fails is the connection's
+    /// failure ([`Writer::failure`]).
+    pub(super) fn write_held(&self, cx: &mut Context<'_>) {
+        let mut state = self.state();
+        if state.flushing || state.outbox.is_empty() || state.refusal().is_some() {
+            return;
+        }
+        match state.poll_write(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => {
+                drop(state);
+                self.fail(e);
+            }
+            Poll::Pending => {
+                self.start_flusher(&mut state);
+                drop(state);
+                self.work.notify_one();
+            }
+        }
+    }
+
     /// Queues `frame` without waiting, for the flusher to write; `false`
     /// if there is no room (or the connection is unusable).
     pub(super) fn queue(&self, frame: Frame) -> bool {

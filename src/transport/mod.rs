@@ -476,6 +476,16 @@ impl Generic {
 
 impl ServerIo for Generic {}
 
+/// The stream a client connected with [`connect`], as the client reads and
+/// writes it: on Unix its writes go to the socket at once, before tokio
+/// has heard that it is writable (see `unix::WritesAtOnce`).
+pub(crate) fn client_io(stream: ClientStream) -> Generic {
+    #[cfg(unix)]
+    return Generic::new(unix::WritesAtOnce::new(stream));
+    #[cfg(windows)]
+    return Generic::new(stream);
+}
+
 impl std::fmt::Debug for Generic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Generic(..)")

@@ -4,9 +4,13 @@ pub(crate) mod caller;
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -391,11 +395,149 @@ pub async fn connect(
     options.validate()?;
     let path = endpoint.address();
     let mut connected = retry_connect(endpoint, options.timeout, is_retryable, || {
-        UnixStream::connect(path)
+        connect_now(path)
     })
     .await?;
     connected.server = peer_info(&connected.stream);
     Ok(connected)
+}
+
+/// Connects a socket to `path`, without waiting for the runtime's driver.
+///
+/// A Unix socket's `connect` completes in the call, or fails (`EAGAIN`
+/// when the listen queue is full, retried by the caller). tokio's
+/// `UnixStream::connect` waits after it all the same, for the driver to
+/// report the new socket writable; on a multi-threaded runtime whose
+/// driver another thread is running, that wait is a wake-up from that
+/// thread, the largest single cost of a short connection (the comparison's
+/// accept row: 0.52x to 0.69x raw tokio's connections/s with it, 0.78x to
+/// 0.81x without). A system that reports `EINPROGRESS` instead gets that
+/// wait and the socket's error, as tokio does.
+async fn connect_now(path: &Path) -> io::Result<UnixStream> {
+    let socket = nonblocking_socket()?;
+    let in_progress = match socket.connect(&SockAddr::unix(path)?) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+        Err(e) => return Err(e),
+    };
+    let stream = UnixStream::from_std(OwnedFd::from(socket).into())?;
+    if in_progress {
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
+/// A Unix stream socket, non-blocking and close-on-exec (both set as it is
+/// made where the system allows it).
+fn nonblocking_socket() -> io::Result<Socket> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    return Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None);
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        #[cfg(target_vendor = "apple")]
+        socket.set_nosigpipe(true)?;
+        Ok(socket)
+    }
+}
+
+/// A client's connected socket, whose writes go to the socket at once.
+///
+/// tokio learns that a socket is writable from its driver's events; a
+/// stream it did not accept itself (a client's, connected by
+/// [`connect_now`]) starts with no readiness, so its first write would
+/// wait for the driver's first event (a wake-up from another thread, as
+/// above) although its buffer is empty. Writes are tried on the socket
+/// first; the first one that would block hands writing to tokio for good,
+/// which then waits for readiness as usual.
+#[derive(Debug)]
+pub(crate) struct WritesAtOnce {
+    stream: UnixStream,
+    /// Writes are tried on the socket before tokio knows it is writable;
+    /// `false` once one would have blocked.
+    direct: bool,
+}
+
+impl WritesAtOnce {
+    pub(crate) fn new(stream: UnixStream) -> WritesAtOnce {
+        WritesAtOnce {
+            stream,
+            direct: true,
+        }
+    }
+
+    /// `send` on the socket itself: `None` once it would block (and from
+    /// then on), so that the caller goes through tokio.
+    fn try_direct(
+        &mut self,
+        send: impl Fn(SockRef<'_>) -> io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
+        while self.direct {
+            match send(SockRef::from(&self.stream)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.direct = false,
+                done => return Some(done),
+            }
+        }
+        None
+    }
+}
+
+/// No SIGPIPE for a write to a closed peer (on Apple systems the socket's
+/// `SO_NOSIGPIPE` does that), as std's and tokio's own writes.
+#[cfg(not(target_vendor = "apple"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: libc::c_int = 0;
+
+impl tokio::io::AsyncRead for WritesAtOnce {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WritesAtOnce {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.try_direct(|socket| socket.send_with_flags(buf, SEND_FLAGS)) {
+            Some(done) => Poll::Ready(done),
+            None => Pin::new(&mut self.stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.try_direct(|socket| socket.send_vectored_with_flags(bufs, SEND_FLAGS)) {
+            Some(done) => Poll::Ready(done),
+            None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// The credentials of the process on the other end of `stream`.
@@ -470,4 +612,76 @@ pub(crate) fn disconnect(_stream: &ServerStream) {}
 /// the write side, which the peer reads as end of stream.
 pub async fn flush_to_peer(stream: &mut ServerStream) -> io::Result<()> {
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::io::Read;
+    use std::task::Waker;
+
+    use tokio::io::AsyncWrite;
+
+    use super::*;
+
+    /// A connected pair whose first end tokio has never seen ready (as a
+    /// stream a client connected itself), and the other end, blocking.
+    fn fresh_pair() -> (UnixStream, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (UnixStream::from_std(ours).unwrap(), theirs)
+    }
+
+    #[tokio::test]
+    async fn a_write_goes_out_before_the_driver_reports_the_socket() {
+        let (ours, mut theirs) = fresh_pair();
+        let mut cx = Context::from_waker(Waker::noop());
+        // What this is for: tokio's own write waits for the driver's first
+        // event, although the socket's buffer is empty.
+        let (mut plain, _other) = fresh_pair();
+        assert!(Pin::new(&mut plain)
+            .poll_write(&mut cx, b"hello")
+            .is_pending());
+        let mut writes = WritesAtOnce::new(ours);
+        let written = Pin::new(&mut writes).poll_write(&mut cx, b"hello");
+        assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
+        let vectored = [io::IoSlice::new(b", "), io::IoSlice::new(b"world")];
+        let written = Pin::new(&mut writes).poll_write_vectored(&mut cx, &vectored);
+        assert!(matches!(written, Poll::Ready(Ok(7))), "{written:?}");
+        let mut got = [0; 12];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello, world");
+    }
+
+    /// Once the socket's buffer is full, writing is tokio's: the write
+    /// waits, and the driver wakes it when the peer has read.
+    #[tokio::test]
+    async fn a_write_that_would_block_waits_for_the_driver() {
+        let (ours, mut theirs) = fresh_pair();
+        let mut writes = WritesAtOnce::new(ours);
+        let chunk = vec![7u8; 64 * 1024];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut total = 0;
+        while let Poll::Ready(written) = Pin::new(&mut writes).poll_write(&mut cx, &chunk) {
+            total += written.unwrap();
+        }
+        assert!(
+            !writes.direct,
+            "a write that would block hands writing to tokio"
+        );
+        let expected = total + 4;
+        let reader = std::thread::spawn(move || {
+            let mut all = vec![0; expected];
+            theirs.read_exact(&mut all).unwrap();
+            all
+        });
+        let last = poll_fn(|cx| Pin::new(&mut writes).poll_write(cx, b"last"));
+        let written = tokio::time::timeout(std::time::Duration::from_secs(60), last)
+            .await
+            .expect("woken once the peer has read");
+        assert_eq!(written.unwrap(), 4);
+        let all = reader.join().unwrap();
+        assert!(all[..total].iter().all(|&b| b == 7));
+        assert_eq!(&all[total..], b"last");
+    }
 }

@@ -48,6 +48,87 @@ fn echo_builder(
     )
 }
 
+/// A stream that counts the writes made to it (each `poll_write` or
+/// `poll_write_vectored` that wrote something): what a test of "in one
+/// write" sees, which the other end's reads cannot tell.
+pub struct CountWrites<S> {
+    inner: S,
+    writes: WriteCount,
+}
+
+/// How many writes a [`CountWrites`] has seen.
+#[derive(Clone, Default)]
+pub struct WriteCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl WriteCount {
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn note(&self, written: &std::task::Poll<std::io::Result<usize>>) {
+        if let std::task::Poll::Ready(Ok(1..)) = written {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl<S> CountWrites<S> {
+    pub fn new(inner: S) -> (WriteCount, CountWrites<S>) {
+        let writes = WriteCount::default();
+        (writes.clone(), CountWrites { inner, writes })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountWrites<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountWrites<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.writes.note(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let written = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.writes.note(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A client that speaks the protocol frame by frame, as a client written in
 /// another language would from PROTOCOL.md alone.
 pub struct RawClient {
