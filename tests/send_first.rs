@@ -303,12 +303,12 @@ async fn a_client_that_asks_nothing_still_sends_its_hello() {
 
 /// The HELLO and a request made as `connect` returns leave in one write,
 /// so that a server finds both in one read and answers both in one write
-/// (its HELLO, HELLO reply and answer). Seen from a server whose stream
-/// counts the client's writes.
+/// (its HELLO, HELLO reply and answer). The client's stream counts its
+/// writes (`testing::Faulty`, with no fault set).
 #[tokio::test]
 async fn the_hello_and_the_first_request_leave_in_one_write() {
     let (ours, theirs) = memory::pair();
-    let (writes, ours) = common::CountWrites::new(ours);
+    let (ours, faults) = pipesvc::testing::Faulty::new(ours);
     let client = guard(Client::from_io(ours, send_first()))
         .await
         .expect("connect");
@@ -317,7 +317,7 @@ async fn the_hello_and_the_first_request_leave_in_one_write() {
     let mut asking = Box::pin(client.request("early"));
     let first = poll_fn(|cx| Poll::Ready(asking.as_mut().poll(cx).is_pending())).await;
     assert!(first, "the request waits for its answer");
-    assert_eq!(writes.count(), 1, "HELLO and request in one write");
+    assert_eq!(faults.writes(), 1, "HELLO and request in one write");
     let mut server = RawClient::over(theirs);
     let request = read_hello_and_request(&mut server).await;
     greet(&mut server, 1 << 20).await;
@@ -325,7 +325,7 @@ async fn the_hello_and_the_first_request_leave_in_one_write() {
         .send(Frame::new(Kind::Response, request.id, request.payload))
         .await;
     assert_eq!(guard(asking).await.expect("the answer"), "early");
-    assert_eq!(writes.count(), 1, "nothing written since");
+    assert_eq!(faults.writes(), 1, "nothing written since");
 }
 
 /// A HELLO that is not one: the early request fails with the protocol
