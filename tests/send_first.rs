@@ -195,7 +195,7 @@ async fn a_real_server_at_its_limit_fails_the_early_request_with_overloaded() {
     let holder = guard(Client::connect(&endpoint)).await.expect("the one");
     let client = guard(Client::connect_with(&endpoint, send_first()))
         .await
-        .expect("connect: the HELLO is written");
+        .expect("connect: nothing waited for");
     let failed = guard(client.request("early")).await.expect_err("refused");
     assert!(
         matches!(&failed, Error::ConnectionClosed(CloseReason::ServerError { code, .. })

@@ -101,9 +101,10 @@ pub async fn connect(c: Contender, address: &str) -> Conn {
     match c {
         Contender::Pipesvc => {
             let endpoint = Endpoint::new(address).unwrap();
-            // `send_first`: connect returns once the HELLO is written and
-            // the first request goes out behind it (the accept row connects
-            // and closes; the others' first requests save a round trip).
+            // `send_first`: connect returns without waiting for the server
+            // and the first request goes out with the HELLO, in one write
+            // (the accept row connects and closes; the others' first
+            // requests save a round trip).
             let options = ClientOptions::new()
                 .max_frame_len(MAX_FRAME as u32)
                 .send_first(true);

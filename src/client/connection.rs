@@ -178,9 +178,10 @@ impl Connection {
     /// handshake takes one round trip, where reading the server's HELLO
     /// first took one and a half (and one more wake-up on each side).
     ///
-    /// With [`ClientOptions::send_first`], the connection is handed out as
-    /// soon as our HELLO is written: the reader task reads the server's
-    /// HELLOs (within the same deadline) before anything else, and a
+    /// With [`ClientOptions::send_first`], the connection is handed out at
+    /// once, our HELLO held to leave with the first frame written (or
+    /// written by the reader task as it starts): the reader task reads the
+    /// server's HELLOs (within the same deadline) before anything else, and a
     /// handshake that fails there fails every request made meanwhile with
     /// the error this would have returned.
     async fn start(
