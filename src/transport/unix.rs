@@ -487,6 +487,10 @@ impl WritesAtOnce {
     }
 }
 
+/// The most slices one `sendmsg` takes (Linux's `UIO_MAXIOV`, the
+/// `IOV_MAX` of the BSDs and macOS).
+const MAX_IOV: usize = 1024;
+
 /// No SIGPIPE for a write to a closed peer (on Apple systems the socket's
 /// `SO_NOSIGPIPE` does that), as std's and tokio's own writes.
 #[cfg(not(target_vendor = "apple"))]
@@ -521,6 +525,10 @@ impl tokio::io::AsyncWrite for WritesAtOnce {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // At most the kernel's limit of slices per call (more would fail
+        // with `EMSGSIZE`): the rest is left for the next write, as std's
+        // `write_vectored` does.
+        let bufs = &bufs[..bufs.len().min(MAX_IOV)];
         match self.try_direct(|socket| socket.send_vectored_with_flags(bufs, SEND_FLAGS)) {
             Some(done) => Poll::Ready(done),
             None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
@@ -651,6 +659,22 @@ mod tests {
         let mut got = [0; 12];
         theirs.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello, world");
+    }
+
+    /// More slices than one system call takes: the first `MAX_IOV` are
+    /// written (a partial write, as std's), not an error.
+    #[tokio::test]
+    async fn a_write_of_more_slices_than_the_kernel_takes_writes_the_first() {
+        let (ours, mut theirs) = fresh_pair();
+        let mut writes = WritesAtOnce::new(ours);
+        let bytes: Vec<u8> = (0..2 * MAX_IOV).map(|i| i as u8).collect();
+        let slices: Vec<_> = bytes.chunks(1).map(io::IoSlice::new).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        let written = Pin::new(&mut writes).poll_write_vectored(&mut cx, &slices);
+        assert!(matches!(written, Poll::Ready(Ok(MAX_IOV))), "{written:?}");
+        let mut got = vec![0; MAX_IOV];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(got, bytes[..MAX_IOV]);
     }
 
     /// Once the socket's buffer is full, writing is tokio's: the write
