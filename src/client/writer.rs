@@ -214,20 +214,40 @@ impl Writer {
             return Some(Ok(()));
         }
         if self.pending.waiting() <= 1 {
-            match state.poll_write(cx) {
-                Poll::Ready(Ok(())) => return Some(Ok(())),
-                Poll::Ready(Err(e)) => {
-                    drop(state);
-                    return Some(Err(self.fail(e)));
-                }
-                // The rest goes out when the server reads.
-                Poll::Pending => {}
+            return Some(self.write_now(state, cx));
+        }
+        self.hand_to_flusher(state);
+        Some(Ok(()))
+    }
+
+    /// Writes the outbox on the caller's turn (nobody is writing it:
+    /// `flushing` is false); what the socket does not take now goes out
+    /// with the flusher when the server reads. `Err`: the write failed,
+    /// which is the connection's failure ([`Writer::fail`]).
+    fn write_now(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), CloseReason> {
+        match state.poll_write(cx) {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(e)) => {
+                drop(state);
+                Err(self.fail(e))
+            }
+            Poll::Pending => {
+                self.hand_to_flusher(state);
+                Ok(())
             }
         }
+    }
+
+    /// Hands the outbox to the flusher (starting its task the first
+    /// time) and wakes it, the lock released first.
+    fn hand_to_flusher(&self, mut state: MutexGuard<'_, State>) {
         self.start_flusher(&mut state);
         drop(state);
         self.work.notify_one();
-        Some(Ok(()))
     }
 
     /// Holds `frame` (the client's HELLO, sending first) in the outbox
@@ -243,40 +263,19 @@ impl Writer {
     /// it, else by the flusher. A write that fails is the connection's
     /// failure ([`Writer::failure`]).
     pub(super) fn write_held(&self, cx: &mut Context<'_>) {
-        let mut state = self.state();
+        let state = self.state();
         if state.flushing || state.outbox.is_empty() || state.refusal().is_some() {
             return;
         }
-        match state.poll_write(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => {
-                drop(state);
-                self.fail(e);
-            }
-            Poll::Pending => {
-                self.start_flusher(&mut state);
-                drop(state);
-                self.work.notify_one();
-            }
-        }
+        // A failure is recorded by `write_now`; the reader learns it there.
+        let _ = self.write_now(state, cx);
     }
 
     /// Queues `frame` without waiting, for the flusher to write; `false`
     /// if there is no room (or the connection is unusable).
     pub(super) fn queue(&self, frame: Frame) -> bool {
-        let mut state = self.state();
-        if state.refusal().is_some()
-            || !state.outbox.has_room()
-            || state.outbox.push(frame).is_err()
-        {
-            return false;
-        }
-        if !state.flushing {
-            self.start_flusher(&mut state);
-            drop(state);
-            self.work.notify_one();
-        }
-        true
+        let state = self.state();
+        state.outbox.has_room() && self.queue_for_flusher(state, frame)
     }
 
     /// Queues a CANCEL or a CREDIT without waiting, even past the outbox's
@@ -287,15 +286,20 @@ impl Writer {
     /// by what the client did. Dropped once nothing can be written (the
     /// connection is going; the server drops its requests).
     pub(super) fn queue_control(&self, frame: Frame) {
-        let mut state = self.state();
+        self.queue_for_flusher(self.state(), frame);
+    }
+
+    /// Pushes `frame` into the outbox whatever its fill, for the flusher
+    /// (woken unless it is writing already); `false` if the connection
+    /// takes no more frames or the frame is over the codec's maximum.
+    fn queue_for_flusher(&self, mut state: MutexGuard<'_, State>, frame: Frame) -> bool {
         if state.refusal().is_some() || state.outbox.push(frame).is_err() {
-            return;
+            return false;
         }
         if !state.flushing {
-            self.start_flusher(&mut state);
-            drop(state);
-            self.work.notify_one();
+            self.hand_to_flusher(state);
         }
+        true
     }
 
     /// Frames queued from now on are held to `codec`'s maximum: the
