@@ -31,6 +31,10 @@
 //! named pipes section, below the comparison's rows; tonic, tarpc and the
 //! curves are not built there.
 //!
+//! The main table's contenders take turns within each row, `SLICES`
+//! stretches each (see `in_turn`), so that a machine's load that comes
+//! and goes falls on all of them.
+//!
 //! Knobs: `PIPESVC_BENCH_SECS` (seconds per measurement, default 3);
 //! `PIPESVC_BENCH_CURVE_SECS` (seconds per point of the curves, default 1);
 //! `PIPESVC_BENCH_ONLY=throughput` runs only the workloads whose name
@@ -243,9 +247,13 @@ fn main() {
         }
     }
     if ACCEPT.contains(only.as_str()) {
+        let mut took = ALL.map(|_| std::time::Duration::ZERO);
+        for (slice, c) in in_turn() {
+            let address = platform.address(&format!("connect-{slice}"), c);
+            took[c.index()] += runtime.block_on(measure::accept_time(c, &address, ACCEPTS));
+        }
         let rates = ALL.map(|c| {
-            let address = platform.address("connect", c);
-            let rate = runtime.block_on(measure::accept_rate(c, &address, 1000));
+            let rate = (SLICES as u32 * ACCEPTS) as f64 / took[c.index()].as_secs_f64();
             eprintln!("{ACCEPT:<45} {:<13} {rate:>10.0} connections/s", c.name());
             rate
         });
@@ -521,20 +529,34 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
     {
         let name = format!("echo of bytes: {}", w.name.split_once(": ").unwrap().1);
         let address = |who: &str| platform.address(&format!("peers{i}-{who}"), Contender::Pipesvc);
-        let pipesvc = runtime.block_on(typed::load(
-            typed::Way::TypedBytes,
-            w,
-            &address("pipesvc"),
-            secs,
-        ));
-        log(&name, "pipesvc", &pipesvc);
-        let raw = runtime.block_on(measure::load(Contender::RawTokio, w, &address("raw"), secs));
-        log(&name, "raw tokio", &raw);
-        let [tonic, tarpc] = [Peer::Tonic, Peer::Tarpc].map(|p| {
-            let m = runtime.block_on(peers::load(p, w, &address(p.name()), secs));
-            log(&name, p.name(), &m);
-            m
-        });
+        // pipesvc, raw tokio, tonic, tarpc: in turns, as the main table's.
+        let names = [
+            "pipesvc",
+            "raw tokio",
+            Peer::Tonic.name(),
+            Peer::Tarpc.name(),
+        ];
+        let mut samples = names.map(|_| measure::Sample::empty());
+        for slice in 0..SLICES {
+            for k in 0..names.len() {
+                let who = (slice + k) % names.len();
+                let address = address(&format!("{}-{slice}", names[who]));
+                let stretch = secs / SLICES as f64;
+                let sample = runtime.block_on(async {
+                    match who {
+                        0 => typed::load_sample(typed::Way::TypedBytes, w, &address, stretch).await,
+                        1 => measure::load_sample(Contender::RawTokio, w, &address, stretch).await,
+                        2 => peers::load_sample(Peer::Tonic, w, &address, stretch).await,
+                        _ => peers::load_sample(Peer::Tarpc, w, &address, stretch).await,
+                    }
+                });
+                samples[who].add(sample);
+            }
+        }
+        let [pipesvc, raw, tonic, tarpc] = samples.map(|sample| sample.measured(w.size));
+        for (who, m) in names.iter().zip([&pipesvc, &raw, &tonic, &tarpc]) {
+            log(&name, who, m);
+        }
         let all = [pipesvc, raw, tonic, tarpc];
         let mut row = |metric: &str, f: fn(&Measured) -> f64| {
             let [a, b, c, d] = all.each_ref().map(f);
@@ -562,24 +584,35 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
     }
     for streams in [1, 100] {
         let name = format!("server stream: {streams} at once, 64 B items");
-        let ours = runtime.block_on(stream::pipesvc_items_per_sec(
-            &platform.address(&format!("stream{streams}-pipesvc"), Contender::Pipesvc),
-            streams,
-            64,
-            secs,
-        ));
-        let raw = runtime.block_on(stream::raw_items_per_sec(
-            &platform.address(&format!("stream{streams}-raw"), Contender::RawTokio),
-            streams,
-            64,
-            secs,
-        ));
-        let tonic = runtime.block_on(peers::tonic_items_per_sec(
-            &platform.address(&format!("stream{streams}-tonic"), Contender::Pipesvc),
-            streams,
-            64,
-            secs,
-        ));
+        // pipesvc, raw tokio, tonic: in turns; stretches of equal length,
+        // so the mean of their rates is the rate over all of them.
+        let mut rates = [0.0f64; 3];
+        for slice in 0..SLICES {
+            for k in 0..rates.len() {
+                let who = (slice + k) % rates.len();
+                let name = ["pipesvc", "raw", "tonic"][who];
+                let address = |c| platform.address(&format!("stream{streams}-{name}-{slice}"), c);
+                let stretch = secs / SLICES as f64;
+                let rate = runtime.block_on(async {
+                    match who {
+                        0 => {
+                            let address = address(Contender::Pipesvc);
+                            stream::pipesvc_items_per_sec(&address, streams, 64, stretch).await
+                        }
+                        1 => {
+                            let address = address(Contender::RawTokio);
+                            stream::raw_items_per_sec(&address, streams, 64, stretch).await
+                        }
+                        _ => {
+                            let address = address(Contender::Pipesvc);
+                            peers::tonic_items_per_sec(&address, streams, 64, stretch).await
+                        }
+                    }
+                });
+                rates[who] += rate / SLICES as f64;
+            }
+        }
+        let [ours, raw, tonic] = rates;
         eprintln!(
             "{name:<45} pipesvc {ours:>10.0}, raw tokio {raw:>10.0}, tonic {tonic:>10.0} items/s"
         );
@@ -627,7 +660,26 @@ fn typed_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
     table
 }
 
-/// Measures `w` for every contender; the table rows it makes.
+/// How many stretches each contender's time in a row of the main table
+/// is cut into, the contenders taking turns (`in_turn`). A shared machine
+/// swings by a third over seconds (a neighbour's load comes and goes):
+/// measured one after the other, a contender could have all of a quiet
+/// spell and the next all of a busy one. In turns, each gets a share of
+/// both, and the ratio says more about the code than about the moment.
+const SLICES: usize = 3;
+
+/// Connections per stretch of the accept row (`SLICES` of them per
+/// contender, in turns).
+const ACCEPTS: u32 = 1000;
+
+/// The order a row's stretches run in: each slice runs every contender
+/// once, the first of the last slice going last in the next, so that
+/// none is always first after another's server went away.
+fn in_turn() -> impl Iterator<Item = (usize, Contender)> {
+    (0..SLICES).flat_map(|slice| (0..ALL.len()).map(move |k| (slice, ALL[(slice + k) % ALL.len()])))
+}
+
+/// Measures `w` for every contender, in turns; the table rows it makes.
 fn run_workload(
     runtime: &tokio::runtime::Runtime,
     platform: &Platform,
@@ -635,15 +687,16 @@ fn run_workload(
     w: &Workload,
     secs: f64,
 ) -> Vec<Row> {
-    let r: Vec<Measured> = ALL
-        .iter()
-        .map(|&c| {
-            let address = platform.address(&format!("w{i}"), c);
-            let m = runtime.block_on(measure::load(c, w, &address, secs));
-            log(w.name, c.name(), &m);
-            m
-        })
-        .collect();
+    let mut samples = ALL.map(|_| measure::Sample::empty());
+    for (slice, c) in in_turn() {
+        let address = platform.address(&format!("w{i}-{slice}"), c);
+        let stretch = secs / SLICES as f64;
+        samples[c.index()].add(runtime.block_on(measure::load_sample(c, w, &address, stretch)));
+    }
+    let r = samples.map(|sample| sample.measured(w.size));
+    for (c, m) in ALL.iter().zip(&r) {
+        log(w.name, c.name(), m);
+    }
     let pick = |f: fn(&Measured) -> f64| [f(&r[0]), f(&r[1]), f(&r[2])];
     if w.clients == 1 {
         let floor = measure::std_blocking(w.size, secs, &platform.scratch);
@@ -768,8 +821,16 @@ fn write_section(platform: &Platform, kind: &str, table: &str, secs: f64) {
         _ => "Typed calls next to the RPC frameworks, ",
     };
     let once = match kind {
-        "peers-" | "curves-" => {
+        "peers-" => {
+            " The contenders of each row take turns, a third of their time at a time. \
+             One run: compare the ratios within it, not the absolute figures across runs."
+        }
+        "curves-" => {
             " One run: compare the ratios within it, not the absolute figures across runs."
+        }
+        "" => {
+            " The contenders of each row take turns, a third of their time (a \
+             third of their connections for accept) at a time."
         }
         _ => "",
     };

@@ -37,6 +37,34 @@ impl Measured {
     }
 }
 
+/// What a stretch of load recorded: every request's latency, and how long
+/// the stretch ran. Stretches of one contender add up (see `SLICES` in
+/// `main.rs`: a row's contenders run in turn, a slice at a time).
+pub struct Sample {
+    pub hist: Histogram<u64>,
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    pub fn empty() -> Sample {
+        Sample {
+            hist: histogram(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    pub fn add(&mut self, other: Sample) {
+        self.hist.add(other.hist).unwrap();
+        self.elapsed += other.elapsed;
+    }
+
+    /// The rates over the whole time recorded, the percentiles over every
+    /// request of it.
+    pub fn measured(&self, size: usize) -> Measured {
+        Measured::from(&self.hist, size, self.elapsed)
+    }
+}
+
 /// Latencies in nanoseconds, 3 significant digits, up to a minute.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()
@@ -47,7 +75,12 @@ fn record(h: &mut Histogram<u64>, since: Instant) {
 }
 
 /// Runs `load` against contender `c`'s server at `address` for `secs`.
-pub async fn load(c: Contender, load: &Workload, address: &str, secs: f64) -> Measured {
+pub async fn load(c: Contender, w: &Workload, address: &str, secs: f64) -> Measured {
+    load_sample(c, w, address, secs).await.measured(w.size)
+}
+
+/// [`load`], as what it recorded.
+pub async fn load_sample(c: Contender, load: &Workload, address: &str, secs: f64) -> Sample {
     let stop = Arc::new(AtomicBool::new(false));
     let payload = Bytes::from(vec![0x5Au8; load.size]);
     let _server = start_server(c, address).await;
@@ -70,25 +103,27 @@ pub async fn load(c: Contender, load: &Workload, address: &str, secs: f64) -> Me
             }
         }
     }
-    run_for(secs, &stop, tasks, load.size).await
+    run_sample(secs, &stop, tasks).await
 }
 
 /// Lets the loaders run for `secs`, stops them, and merges what each
 /// recorded.
-pub async fn run_for(
+pub async fn run_sample(
     secs: f64,
     stop: &AtomicBool,
     tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
-    size: usize,
-) -> Measured {
+) -> Sample {
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut all = histogram();
+    let mut hist = histogram();
     for t in tasks {
-        all.add(t.await.unwrap()).unwrap();
+        hist.add(t.await.unwrap()).unwrap();
     }
-    Measured::from(&all, size, start.elapsed())
+    Sample {
+        hist,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// Spawns one client's callers, each a loop of calls made by `caller`,
@@ -167,16 +202,16 @@ async fn window<S: AsyncRead + AsyncWrite + Send + 'static>(
     h
 }
 
-/// Connections per second: `n` times a connect, one request and its
-/// answer, and a close (for pipesvc including its handshake, which every
-/// real client pays), one after another.
-pub async fn accept_rate(c: Contender, address: &str, n: u32) -> f64 {
+/// How long `n` times a connect, one request and its answer, and a close
+/// took (for pipesvc including its handshake, which every real client
+/// pays), one after another.
+pub async fn accept_time(c: Contender, address: &str, n: u32) -> Duration {
     let _server = start_server(c, address).await;
     let start = Instant::now();
     for _ in 0..n {
         drop(used_once(c, address).await);
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    start.elapsed()
 }
 
 /// The latency floor: two threads, a blocking std Unix socket, a 4-byte

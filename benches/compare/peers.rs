@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use crate::contender::MAX_FRAME;
-use crate::measure::{histogram, run_for, spawn_callers, Measured};
+use crate::measure::{histogram, run_sample, spawn_callers, Measured, Sample};
 use crate::Workload;
 
 /// An RPC contender.
@@ -75,7 +75,12 @@ impl PeerClient {
 
 /// Runs `load` against `peer`'s server at `address` for `secs`: `clients`
 /// connections, `inflight` callers on each.
-pub async fn load(peer: Peer, load: &Workload, address: &str, secs: f64) -> Measured {
+pub async fn load(peer: Peer, w: &Workload, address: &str, secs: f64) -> Measured {
+    load_sample(peer, w, address, secs).await.measured(w.size)
+}
+
+/// [`load`], as what it recorded.
+pub async fn load_sample(peer: Peer, load: &Workload, address: &str, secs: f64) -> Sample {
     start_server(peer, address).await;
     let stop = Arc::new(AtomicBool::new(false));
     let payload = Bytes::from(vec![0x5Au8; load.size]);
@@ -90,7 +95,7 @@ pub async fn load(peer: Peer, load: &Workload, address: &str, secs: f64) -> Meas
             calls(client.clone(), payload.clone(), stop.clone())
         });
     }
-    run_for(secs, &stop, tasks, load.size).await
+    run_sample(secs, &stop, tasks).await
 }
 
 async fn calls(mut client: PeerClient, payload: Bytes, stop: Arc<AtomicBool>) -> Histogram<u64> {

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::contender::Running;
-use crate::measure::{histogram, run_for, spawn_callers, Measured};
+use crate::measure::{histogram, run_sample, spawn_callers, Measured, Sample};
 use crate::Workload;
 
 /// The typed echo: a string in, the same string out.
@@ -112,7 +112,12 @@ impl Way {
 }
 
 /// Runs `load` against a pipesvc server at `address`, calling `way`.
-pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measured {
+pub async fn load(way: Way, w: &Workload, address: &str, secs: f64) -> Measured {
+    load_sample(way, w, address, secs).await.measured(w.size)
+}
+
+/// [`load`], as what it recorded.
+pub async fn load_sample(way: Way, load: &Workload, address: &str, secs: f64) -> Sample {
     let _server = start_server(address);
     let stop = Arc::new(AtomicBool::new(false));
     // Every client connects before any calls (as `measure::load`).
@@ -132,7 +137,7 @@ pub async fn load(way: Way, load: &Workload, address: &str, secs: f64) -> Measur
             calls(way, client.clone(), load.size, stop.clone())
         });
     }
-    run_for(secs, &stop, tasks, load.size).await
+    run_sample(secs, &stop, tasks).await
 }
 
 /// One request in flight at a time, each waiting for its own answer, as
