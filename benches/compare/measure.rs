@@ -74,7 +74,9 @@ fn record(h: &mut Histogram<u64>, since: Instant) {
     h.saturating_record(since.elapsed().as_nanos() as u64);
 }
 
-/// Runs `load` against contender `c`'s server at `address` for `secs`.
+/// Runs `load` against contender `c`'s server at `address` for `secs`
+/// (for the curves, which run their contenders one after the other).
+#[cfg(all(unix, feature = "peers"))]
 pub async fn load(c: Contender, w: &Workload, address: &str, secs: f64) -> Measured {
     load_sample(c, w, address, secs).await.measured(w.size)
 }
