@@ -189,8 +189,10 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
         checked.push(ancestor.as_os_str());
     }
     // With no link and no `.` or `..` on the way, `dir` resolves to the
-    // path as written, already checked: resolving it again (a `readlink`
-    // per component, at every connect) would find the same directories.
+    // path as written, every directory of it already checked: resolving
+    // it again (a `readlink` per component, at every connect), or walking
+    // its ancestors again (Path parses each from its components: 2,000
+    // instructions a connect), would find the same directories.
     let canonical;
     let (resolved, mut resolved_mode) = match linked {
         false => (written.as_path(), dir_mode),
@@ -199,18 +201,20 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
             (canonical.as_path(), None)
         }
     };
-    // The resolved way down shares its directories with the written one
-    // (all of them when no link is on it): only the others are inspected.
-    for ancestor in resolved.ancestors() {
-        let name = ancestor.as_os_str();
-        if checked.contains(&name) {
-            continue;
+    // The resolved way down shares its directories with the written one:
+    // only the others are inspected.
+    if linked {
+        for ancestor in resolved.ancestors() {
+            let name = ancestor.as_os_str();
+            if checked.contains(&name) {
+                continue;
+            }
+            let mode = check_ancestor(trust, ancestor)?.mode();
+            if name == resolved.as_os_str() {
+                resolved_mode = Some(mode);
+            }
+            checked.push(name);
         }
-        let mode = check_ancestor(trust, ancestor)?.mode();
-        if name == resolved.as_os_str() {
-            resolved_mode = Some(mode);
-        }
-        checked.push(name);
     }
     let mode = match resolved_mode {
         Some(mode) => mode,
