@@ -248,7 +248,8 @@ fn main() {
     }
     if ACCEPT.contains(only.as_str()) {
         let mut took = ALL.map(|_| std::time::Duration::ZERO);
-        for (slice, c) in in_turn() {
+        for (slice, who) in in_turn(ALL.len()) {
+            let c = ALL[who];
             let address = platform.address(&format!("connect-{slice}"), c);
             took[c.index()] += runtime.block_on(measure::accept_time(c, &address, ACCEPTS));
         }
@@ -537,21 +538,18 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
             Peer::Tarpc.name(),
         ];
         let mut samples = names.map(|_| measure::Sample::empty());
-        for slice in 0..SLICES {
-            for k in 0..names.len() {
-                let who = (slice + k) % names.len();
-                let address = address(&format!("{}-{slice}", names[who]));
-                let stretch = secs / SLICES as f64;
-                let sample = runtime.block_on(async {
-                    match who {
-                        0 => typed::load_sample(typed::Way::TypedBytes, w, &address, stretch).await,
-                        1 => measure::load_sample(Contender::RawTokio, w, &address, stretch).await,
-                        2 => peers::load_sample(Peer::Tonic, w, &address, stretch).await,
-                        _ => peers::load_sample(Peer::Tarpc, w, &address, stretch).await,
-                    }
-                });
-                samples[who].add(sample);
-            }
+        let stretch = secs / SLICES as f64;
+        for (slice, who) in in_turn(names.len()) {
+            let address = address(&format!("{}-{slice}", names[who]));
+            let sample = runtime.block_on(async {
+                match who {
+                    0 => typed::load_sample(typed::Way::TypedBytes, w, &address, stretch).await,
+                    1 => measure::load_sample(Contender::RawTokio, w, &address, stretch).await,
+                    2 => peers::load_sample(Peer::Tonic, w, &address, stretch).await,
+                    _ => peers::load_sample(Peer::Tarpc, w, &address, stretch).await,
+                }
+            });
+            samples[who].add(sample);
         }
         let [pipesvc, raw, tonic, tarpc] = samples.map(|sample| sample.measured(w.size));
         for (who, m) in names.iter().zip([&pipesvc, &raw, &tonic, &tarpc]) {
@@ -587,30 +585,27 @@ fn peers_table(runtime: &tokio::runtime::Runtime, platform: &Platform, secs: f64
         // pipesvc, raw tokio, tonic: in turns; stretches of equal length,
         // so the mean of their rates is the rate over all of them.
         let mut rates = [0.0f64; 3];
-        for slice in 0..SLICES {
-            for k in 0..rates.len() {
-                let who = (slice + k) % rates.len();
-                let name = ["pipesvc", "raw", "tonic"][who];
-                let address = |c| platform.address(&format!("stream{streams}-{name}-{slice}"), c);
-                let stretch = secs / SLICES as f64;
-                let rate = runtime.block_on(async {
-                    match who {
-                        0 => {
-                            let address = address(Contender::Pipesvc);
-                            stream::pipesvc_items_per_sec(&address, streams, 64, stretch).await
-                        }
-                        1 => {
-                            let address = address(Contender::RawTokio);
-                            stream::raw_items_per_sec(&address, streams, 64, stretch).await
-                        }
-                        _ => {
-                            let address = address(Contender::Pipesvc);
-                            peers::tonic_items_per_sec(&address, streams, 64, stretch).await
-                        }
+        let stretch = secs / SLICES as f64;
+        for (slice, who) in in_turn(rates.len()) {
+            let name = ["pipesvc", "raw", "tonic"][who];
+            let address = |c| platform.address(&format!("stream{streams}-{name}-{slice}"), c);
+            let rate = runtime.block_on(async {
+                match who {
+                    0 => {
+                        let address = address(Contender::Pipesvc);
+                        stream::pipesvc_items_per_sec(&address, streams, 64, stretch).await
                     }
-                });
-                rates[who] += rate / SLICES as f64;
-            }
+                    1 => {
+                        let address = address(Contender::RawTokio);
+                        stream::raw_items_per_sec(&address, streams, 64, stretch).await
+                    }
+                    _ => {
+                        let address = address(Contender::Pipesvc);
+                        peers::tonic_items_per_sec(&address, streams, 64, stretch).await
+                    }
+                }
+            });
+            rates[who] += rate / SLICES as f64;
         }
         let [ours, raw, tonic] = rates;
         eprintln!(
@@ -672,11 +667,12 @@ const SLICES: usize = 3;
 /// contender, in turns).
 const ACCEPTS: u32 = 1000;
 
-/// The order a row's stretches run in: each slice runs every contender
-/// once, the first of the last slice going last in the next, so that
-/// none is always first after another's server went away.
-fn in_turn() -> impl Iterator<Item = (usize, Contender)> {
-    (0..SLICES).flat_map(|slice| (0..ALL.len()).map(move |k| (slice, ALL[(slice + k) % ALL.len()])))
+/// The order a row's stretches run in, as (stretch, contender's index
+/// among `n`): each round runs every contender once, the first of one
+/// round going last in the next, so that none always follows the same
+/// other.
+fn in_turn(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..SLICES).flat_map(move |slice| (0..n).map(move |k| (slice, (slice + k) % n)))
 }
 
 /// Measures `w` for every contender, in turns; the table rows it makes.
@@ -688,7 +684,8 @@ fn run_workload(
     secs: f64,
 ) -> Vec<Row> {
     let mut samples = ALL.map(|_| measure::Sample::empty());
-    for (slice, c) in in_turn() {
+    for (slice, who) in in_turn(ALL.len()) {
+        let c = ALL[who];
         let address = platform.address(&format!("w{i}-{slice}"), c);
         let stretch = secs / SLICES as f64;
         samples[c.index()].add(runtime.block_on(measure::load_sample(c, w, &address, stretch)));
