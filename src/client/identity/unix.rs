@@ -194,28 +194,14 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
     // its ancestors again (Path parses each from its components: 2,000
     // instructions a connect), would find the same directories.
     let canonical;
-    let (resolved, mut resolved_mode) = match linked {
+    let (resolved, resolved_mode) = match linked {
         false => (written.as_path(), dir_mode),
         true => {
             canonical = fs::canonicalize(dir).map_err(cannot)?;
-            (canonical.as_path(), None)
+            let mode = check_rest_of(trust, &canonical, &checked)?;
+            (canonical.as_path(), mode)
         }
     };
-    // The resolved way down shares its directories with the written one:
-    // only the others are inspected.
-    if linked {
-        for ancestor in resolved.ancestors() {
-            let name = ancestor.as_os_str();
-            if checked.contains(&name) {
-                continue;
-            }
-            let mode = check_ancestor(trust, ancestor)?.mode();
-            if name == resolved.as_os_str() {
-                resolved_mode = Some(mode);
-            }
-            checked.push(name);
-        }
-    }
     let mode = match resolved_mode {
         Some(mode) => mode,
         None => inspect(resolved)?.mode(),
@@ -234,6 +220,28 @@ fn check_entry_in(trust: &Trust, dir: &Path, entry: &Path) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// The directories on the resolved way down to `resolved` that the written
+/// way did not pass (`checked`: they share most of them), checked as those
+/// were; the mode of `resolved` itself if it is one of them.
+fn check_rest_of(
+    trust: &Trust,
+    resolved: &Path,
+    checked: &[&OsStr],
+) -> Result<Option<u32>, String> {
+    let mut resolved_mode = None;
+    for ancestor in resolved.ancestors() {
+        let name = ancestor.as_os_str();
+        if checked.contains(&name) {
+            continue;
+        }
+        let mode = check_ancestor(trust, ancestor)?.mode();
+        if name == resolved.as_os_str() {
+            resolved_mode = Some(mode);
+        }
+    }
+    Ok(resolved_mode)
 }
 
 /// A directory above the socket (or a symbolic link to one): its owner
