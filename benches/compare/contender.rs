@@ -42,11 +42,6 @@ impl Contender {
         }
     }
 
-    /// Where the contender is in [`ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
     pub fn from_name(name: &str) -> Option<Contender> {
         ALL.into_iter().find(|c| c.name() == name)
     }

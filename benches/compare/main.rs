@@ -251,13 +251,12 @@ fn main() {
         for (slice, who) in in_turn(ALL.len()) {
             let c = ALL[who];
             let address = platform.address(&format!("connect-{slice}"), c);
-            took[c.index()] += runtime.block_on(measure::accept_time(c, &address, ACCEPTS));
+            took[who] += runtime.block_on(measure::accept_time(c, &address, ACCEPTS));
         }
-        let rates = ALL.map(|c| {
-            let rate = (SLICES as u32 * ACCEPTS) as f64 / took[c.index()].as_secs_f64();
+        let rates = took.map(|took| (SLICES as u32 * ACCEPTS) as f64 / took.as_secs_f64());
+        for (c, rate) in ALL.iter().zip(rates) {
             eprintln!("{ACCEPT:<45} {:<13} {rate:>10.0} connections/s", c.name());
-            rate
-        });
+        }
         rows.push(Row {
             workload: ACCEPT,
             metric: "connections/s (ratio)",
@@ -684,11 +683,11 @@ fn run_workload(
     secs: f64,
 ) -> Vec<Row> {
     let mut samples = ALL.map(|_| measure::Sample::empty());
+    let stretch = secs / SLICES as f64;
     for (slice, who) in in_turn(ALL.len()) {
         let c = ALL[who];
         let address = platform.address(&format!("w{i}-{slice}"), c);
-        let stretch = secs / SLICES as f64;
-        samples[c.index()].add(runtime.block_on(measure::load_sample(c, w, &address, stretch)));
+        samples[who].add(runtime.block_on(measure::load_sample(c, w, &address, stretch)));
     }
     let r = samples.map(|sample| sample.measured(w.size));
     for (c, m) in ALL.iter().zip(&r) {
