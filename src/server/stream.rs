@@ -16,10 +16,12 @@
 //!   maximum payload and the credit (at least one), so items that pile up
 //!   while the client is behind (no credit, or a slow write) share frames,
 //!   and the credit goes below 0 by at most one item.
-//! - **One buffer.** The queue keeps its items as the entries an ITEM
-//!   carries, in one buffer per stream, and an ITEM's payload is split off
-//!   its front: no allocation or second copy per item (a typed item is
-//!   encoded in its thread's buffer and copied in once).
+//! - **Chunks.** The queue keeps its items as the entries an ITEM
+//!   carries, in chunks of at most [`CHUNK`] bytes (no entry spans two),
+//!   and an ITEM's payload is split off the front chunk: no allocation or
+//!   second copy per item (a typed item is encoded in its thread's buffer
+//!   and copied in once), and a burst of items fills new chunks rather
+//!   than moving what is queued into ever larger buffers.
 //!
 //! The items a client sends on its stream come in through [`StreamIn`]:
 //! the connection checks the client's credit as it reads each ITEM, the
@@ -54,6 +56,17 @@ const QUEUED_ITEM_OVERHEAD: usize = 64;
 /// takes one allocation, not one per item.
 const MIN_QUEUE_BUFFER: usize = 1024;
 
+/// The largest chunk of a queue (an item larger than it has a chunk of its
+/// own size). A burst's chunks double from [`MIN_QUEUE_BUFFER`] to this;
+/// each is written once and goes out as the payloads of the ITEMs made
+/// from it. Before chunks the queue was one buffer that doubled, copying
+/// what it held at each step: a stream that queued its window moved
+/// twice the window, and the buffers of 128 KiB and more that glibc gives
+/// back to the system at each free were faulted in again by the next
+/// burst (one page fault every 57 items of 64 B on the guard's
+/// `stream,1,1,64` row).
+const CHUNK: usize = 16 * 1024;
+
 /// The sending half of one server stream, shared by the producer
 /// ([`ItemSender`]) and the connection (as the stream slot's [`Parts`]).
 pub(super) struct StreamOut {
@@ -72,10 +85,17 @@ pub(super) struct StreamOut {
 
 struct Inner {
     /// The queued items as the entries an ITEM carries (type, length,
-    /// value), oldest first, in one buffer: an ITEM's payload is split off
-    /// its front, without a copy or an allocation per item.
-    entries: BytesMut,
-    /// The length of each entry in `entries`, oldest first.
+    /// value), oldest first, in chunks (no entry spans two): an ITEM's
+    /// payload is split off the front chunk, without a copy or an
+    /// allocation per item.
+    chunks: VecDeque<BytesMut>,
+    /// The capacity of the next chunk: doubles from [`MIN_QUEUE_BUFFER`]
+    /// to [`CHUNK`] while items pile up, back to the least once the queue
+    /// is empty.
+    next_chunk: usize,
+    /// The bytes of the entries in `chunks`.
+    bytes: usize,
+    /// The length of each entry in `chunks`, oldest first.
     lens: VecDeque<usize>,
     credit: Credit,
     /// The stream's slot, to wake when an ITEM may go out.
@@ -108,7 +128,9 @@ impl StreamOut {
             max_payload,
             limit,
             inner: Mutex::new(Inner {
-                entries: BytesMut::new(),
+                chunks: VecDeque::new(),
+                next_chunk: MIN_QUEUE_BUFFER,
+                bytes: 0,
                 lens: VecDeque::new(),
                 credit: Credit::new(window),
                 slot: None,
@@ -135,8 +157,7 @@ impl StreamOut {
     pub(super) fn close(&self) {
         let mut inner = lock(&self.inner);
         inner.closed = true;
-        inner.entries = BytesMut::new();
-        inner.lens.clear();
+        inner.empty();
         drop(inner);
         self.room.notify_waiters();
     }
@@ -170,23 +191,20 @@ impl Parts for StreamOut {
         // No more entries than the credit allows (but at least one): the
         // credit goes below 0 by at most one item, so the client holds at
         // most the window and one item, not the window and a whole batch.
+        // And no more than the front chunk holds: a payload is one piece.
         let room = usize::try_from(inner.credit.get()).map_or(0, |c| c.min(self.max_payload));
+        let front = inner.chunks.front().map_or(0, BytesMut::len);
         let (mut len, mut items) = (0, 0usize);
         for &entry in &inner.lens {
-            if len != 0 && len + entry > room {
+            if len != 0 && (len + entry > room || len + entry > front) {
                 break;
             }
             len += entry;
             items += 1;
         }
         inner.lens.drain(..items);
-        let last = inner.lens.is_empty();
-        let payload = take_payload(&mut inner.entries, len, last);
-        if last {
-            // Nothing left to send: the buffer goes with the last ITEM
-            // (once written), not kept by a stream that may stay idle.
-            inner.entries = BytesMut::new();
-        }
+        inner.bytes -= len;
+        let payload = inner.take_payload(len);
         let taken = inner.credit.take(payload.len());
         debug_assert!(taken, "checked above");
         drop(inner);
@@ -213,48 +231,15 @@ impl StreamOut {
             return Queued::Full;
         }
         let entry = ENTRY_HEADER_LEN + value.len();
-        self.make_room(&mut inner.entries, entry);
-        encode_item_entry(value, &mut inner.entries);
+        let most = self.limit + entry;
+        encode_item_entry(value, inner.room_for(entry, most));
+        inner.bytes += entry;
         inner.lens.push_back(entry);
         if inner.credit.may_send() {
             wake(&inner.slot);
         }
         Queued::Yes
     }
-
-    /// Room in `entries` for `more` bytes. It grows by doubling (from
-    /// [`MIN_QUEUE_BUFFER`]) but never past what the queue can hold (its
-    /// limit and one item), so a full queue's buffer holds no more heap
-    /// than its charge; and into a buffer of its own once an ITEM still
-    /// shares the old one (`split_to` leaves the rest shared).
-    fn make_room(&self, entries: &mut BytesMut, more: usize) {
-        let need = entries.len() + more;
-        if entries.capacity() >= need {
-            return;
-        }
-        let most = (self.limit + more).max(need);
-        let cap = (2 * entries.len()).max(MIN_QUEUE_BUFFER).clamp(need, most);
-        let mut grown = BytesMut::with_capacity(cap);
-        grown.extend_from_slice(entries);
-        *entries = grown;
-    }
-}
-
-/// The first `len` bytes of `entries`, as an ITEM's payload. Split off
-/// (no copy) when the connection copies a payload that small into its
-/// write buffer at once ([`COPY_LIMIT`]), or when it is the buffer's last
-/// entries and most of its allocation; otherwise copied out, so that an
-/// ITEM waiting to be written never keeps a buffer much larger than itself
-/// (the queue's, which the stream goes on filling, or one it has grown
-/// out of) alive: what a client that reads nothing makes the server hold
-/// stays what its frames count.
-fn take_payload(entries: &mut BytesMut, len: usize, last: bool) -> Bytes {
-    if len <= COPY_LIMIT || (last && entries.capacity() <= 2 * len) {
-        return entries.split_to(len).freeze();
-    }
-    let payload = Bytes::copy_from_slice(&entries[..len]);
-    entries.advance(len);
-    payload
 }
 
 impl Inner {
@@ -262,7 +247,61 @@ impl Inner {
     /// entry's bytes (its 5-byte header and value) and
     /// [`QUEUED_ITEM_OVERHEAD`].
     fn charge(&self) -> usize {
-        self.entries.len() + self.lens.len() * QUEUED_ITEM_OVERHEAD
+        self.bytes + self.lens.len() * QUEUED_ITEM_OVERHEAD
+    }
+
+    /// The chunk to write an entry of `more` bytes in: the last one if it
+    /// has room, or a new one, [`Inner::next_chunk`] large (or `more`),
+    /// but never past `most` (what the queue can hold: its limit and one
+    /// item), so that a full queue's chunks hold no more heap than its
+    /// charge.
+    fn room_for(&mut self, more: usize, most: usize) -> &mut BytesMut {
+        let fits = self
+            .chunks
+            .back()
+            .is_some_and(|back| back.capacity() - back.len() >= more);
+        if !fits {
+            let cap = self.next_chunk.min(most).max(more);
+            self.next_chunk = (2 * self.next_chunk).min(CHUNK);
+            self.chunks.push_back(BytesMut::with_capacity(cap));
+        }
+        self.chunks.back_mut().expect("one made above")
+    }
+
+    /// The first `len` bytes of the front chunk, as an ITEM's payload.
+    /// Split off (no copy) when the connection copies a payload that small
+    /// into its write buffer at once ([`COPY_LIMIT`]), or when it is all
+    /// the chunk holds and at least what the chunk keeps spare; otherwise
+    /// copied out, so that an ITEM waiting to be written never keeps a
+    /// chunk much larger than itself alive (one the stream goes on
+    /// filling): what a client that reads nothing makes the server hold
+    /// stays about what its frames count.
+    fn take_payload(&mut self, len: usize) -> Bytes {
+        let front = self.chunks.front_mut().expect("an entry is queued");
+        let whole = len == front.len();
+        let payload = if len <= COPY_LIMIT || (whole && front.capacity() - len <= len) {
+            front.split_to(len).freeze()
+        } else {
+            let payload = Bytes::copy_from_slice(&front[..len]);
+            front.advance(len);
+            payload
+        };
+        if self.lens.is_empty() {
+            // Nothing left to send: the chunks go with their last ITEMs
+            // (once written), not kept by a stream that may stay idle.
+            self.empty();
+        } else if whole {
+            self.chunks.pop_front();
+        }
+        payload
+    }
+
+    /// Drops every queued item.
+    fn empty(&mut self) {
+        self.chunks.clear();
+        self.lens.clear();
+        self.bytes = 0;
+        self.next_chunk = MIN_QUEUE_BUFFER;
     }
 }
 
@@ -701,35 +740,52 @@ mod tests {
         assert_eq!(err, CreditOverflow);
     }
 
-    /// A large ITEM taken while items stay queued is a copy: were it a
-    /// view of the queue's buffer, every such ITEM waiting to be written
-    /// (a client that reads nothing) would keep a whole buffer alive, far
-    /// more than its frames count. A small one is split off (the
-    /// connection copies it into its write buffer at once), and so is the
-    /// last of a buffer it mostly fills.
+    /// A burst fills chunks that double up to [`CHUNK`], and each ITEM is
+    /// one chunk's entries, handed over whole (no copy): nothing queued is
+    /// ever moved into a larger buffer, and no ITEM keeps more than its own
+    /// chunk alive.
     #[tokio::test]
-    async fn a_large_item_frame_keeps_no_queue_buffer_alive() {
-        let stream = StreamOut::new(9, 6000, 1 << 20, 1 << 20);
+    async fn a_burst_goes_out_as_its_chunks_each_handed_over_whole() {
+        let stream = StreamOut::new(9, 1 << 20, 1 << 20, 1 << 20);
         let sender = ItemSender::new(stream.clone());
         for _ in 0..100 {
+            // Entries of 1000 bytes.
             sender.send(Bytes::from(vec![b'x'; 995])).await.unwrap();
         }
-        // The credit lets six entries of 1000 bytes out, 94 stay queued.
+        let mut counts = Vec::new();
+        while let Some(frame) = stream.next_part() {
+            counts.push(items(&frame).len());
+            assert!(frame.payload.is_unique(), "a view of a chunk still filled");
+        }
+        // Chunks of 1, 2, 4, 8 and then 16 KiB, which hold 16 entries.
+        assert_eq!(counts, [1, 2, 4, 8, 16, 16, 16, 16, 16, 5]);
+        assert!(stream.is_drained() && stream.queued() == 0);
+    }
+
+    /// A large ITEM taken while entries stay in its chunk is a copy: were
+    /// it a view of the chunk, every such ITEM waiting to be written (a
+    /// client that reads nothing) would keep a whole chunk alive, more
+    /// than its frames count. A small one is split off (the connection
+    /// copies it into its write buffer at once).
+    #[tokio::test]
+    async fn a_large_item_frame_keeps_no_queue_chunk_alive() {
+        let stream = StreamOut::new(9, 1 << 20, 1 << 20, 6000);
+        let sender = ItemSender::new(stream.clone());
+        for _ in 0..15 {
+            sender.send(Bytes::from(vec![b'x'; 995])).await.unwrap();
+        }
+        // Chunks of 1, 2, 4 and 8 entries; the first three go out whole.
+        for n in [1, 2, 4] {
+            assert_eq!(items(&stream.next_part().unwrap()).len(), n);
+        }
+        // Six of the last chunk's eight fit the maximum payload: a copy.
         let large = stream.next_part().unwrap();
         assert_eq!(items(&large).len(), 6);
-        assert!(large.payload.is_unique(), "a view of the queue's buffer");
-        // A small ITEM is split off, sharing the buffer for as long as
-        // the connection takes to copy it.
-        stream.grant(1000).unwrap();
+        assert!(large.payload.is_unique(), "a view of the queue's chunk");
+        // The two left, small, are split off the chunk's end.
         let small = stream.next_part().unwrap();
-        assert_eq!(items(&small).len(), 1);
-        assert!(!small.payload.is_unique());
-        drop(small);
-        // The last entries, most of what the buffer holds: handed over whole.
-        stream.grant(1 << 20).unwrap();
-        let last = stream.next_part().unwrap();
-        assert_eq!(items(&last).len(), 93);
-        assert!(last.payload.is_unique() && stream.is_drained());
+        assert_eq!(items(&small).len(), 2);
+        assert!(small.payload.is_unique() && stream.is_drained());
     }
 
     #[tokio::test]
