@@ -12,10 +12,11 @@
 //!   window): a consumer that reads slowly makes the producer wait, and the
 //!   server holds at most the limit (and one item) per stream, plus what the
 //!   credit let out.
-//! - **Batching.** Each ITEM carries every queued item that fits the
-//!   maximum payload and the credit (at least one), so items that pile up
-//!   while the client is behind (no credit, or a slow write) share frames,
-//!   and the credit goes below 0 by at most one item.
+//! - **Batching.** Each ITEM carries every queued item of the front chunk
+//!   (below) that fits the maximum payload and the credit (at least one),
+//!   so items that pile up while the client is behind (no credit, or a
+//!   slow write) share frames, and the credit goes below 0 by at most one
+//!   item.
 //! - **Chunks.** The queue keeps its items as the entries an ITEM
 //!   carries, in chunks of at most [`CHUNK`] bytes (no entry spans two),
 //!   and an ITEM's payload is split off the front chunk: no allocation or
@@ -180,9 +181,10 @@ impl Parts for StreamOut {
         lock(&self.inner).slot = Some(waker);
     }
 
-    /// The next ITEM: as many queued items as fit one payload and the
-    /// credit (at least one, however large: an item larger than the window
-    /// goes alone once the credit is above 0), while the credit is above 0.
+    /// The next ITEM: as many of the front chunk's items as fit one
+    /// payload and the credit (at least one, however large: an item larger
+    /// than the window goes alone once the credit is above 0), while the
+    /// credit is above 0.
     fn next_part(&self) -> Option<Frame> {
         let mut inner = lock(&self.inner);
         if !inner.credit.may_send() || inner.lens.is_empty() {
