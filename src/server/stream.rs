@@ -53,8 +53,9 @@ use crate::protocol::{Credit, CreditOverflow, Entry, Frame, Kind, ENTRY_HEADER_L
 /// the heap it holds, whatever the items' size.
 const QUEUED_ITEM_OVERHEAD: usize = 64;
 
-/// The least a queue's buffer is made with: an ITEM of a few small items
-/// takes one allocation, not one per item.
+/// The least a queue's chunk is made with (its first after the queue was
+/// empty): an ITEM of a few small items takes one allocation, not one per
+/// item.
 const MIN_QUEUE_BUFFER: usize = 1024;
 
 /// The largest chunk of a queue (an item larger than it has a chunk of its
